@@ -1,0 +1,419 @@
+//! Configuration from the environment.
+//!
+//! Variable names are the FastAPI original's (ACCESS_TOKEN, PHONE_NUMBER_ID, BUSINESS_ACCOUNT_ID,
+//! GRAPH_API_BASE, VERIFY_TOKEN, REDIS_URL, REDIS_INBOUND_LIST) so its `config.env` works unchanged;
+//! the rest are new and all have defaults. `main` loads `config.env` then `.env` with dotenvy; real
+//! environment variables win. An empty value counts as unset (config.env files often carry `KEY=`).
+//!
+//! [`Settings::from_lookup`] collects *every* problem before failing, so one start-up names every
+//! bad variable. Secrets are [`SecretString`]s: their `Debug` prints `[REDACTED]`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// Default Graph API base, as in the original.
+pub const DEFAULT_GRAPH_API_BASE: &str = "https://graph.facebook.com/v22.0";
+/// Default Redis list prefix, as in the original.
+pub const DEFAULT_INBOUND_LIST: &str = "whatsapp:inbound:list";
+/// Default prefix of the keys the original did not have (dedupe markers, conversation index).
+pub const DEFAULT_KEY_PREFIX: &str = "whatsapp";
+/// Default request body limit: Meta sends webhooks up to 3 MB, which must pass.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Everything the service needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub graph: GraphSettings,
+    pub webhook: WebhookSettings,
+    /// When set, client endpoints require `Authorization: Bearer <API_KEY>` or `X-API-Key`.
+    pub api_key: Option<SecretString>,
+    pub store: StoreSettings,
+    pub log_format: LogFormat,
+}
+
+/// The listener and its limits.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// HOST (default 127.0.0.1; the Docker image sets 0.0.0.0).
+    pub host: IpAddr,
+    /// PORT (default 8000; 0 picks a free port, used by tests).
+    pub port: u16,
+    /// MAX_BODY_BYTES (default 4 MiB): larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// REQUEST_TIMEOUT_SECS (default 30): a request still running after this gets 503.
+    pub request_timeout: Duration,
+    /// BODY_TIMEOUT_SECS (default 10): a body still arriving after this gets 408.
+    pub body_timeout: Duration,
+    /// CONCURRENCY_LIMIT (default 1024): requests beyond this many in flight get 503 at once.
+    pub concurrency_limit: usize,
+    /// SHUTDOWN_GRACE_SECS (default 10): how long in-flight requests may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// How to reach Meta's Graph API.
+#[derive(Debug, Clone)]
+pub struct GraphSettings {
+    /// GRAPH_API_BASE, without a trailing slash.
+    pub base_url: String,
+    /// ACCESS_TOKEN; without it /send answers 503.
+    pub access_token: Option<SecretString>,
+    /// PHONE_NUMBER_ID; without it /send answers 503.
+    pub phone_number_id: Option<String>,
+    /// BUSINESS_ACCOUNT_ID (kept for templates and later features).
+    pub business_account_id: Option<String>,
+    /// GRAPH_TIMEOUT_SECS (default 15): whole-request timeout for Graph calls.
+    pub timeout: Duration,
+}
+
+/// What Meta's webhook calls are checked against.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// VERIFY_TOKEN for the GET handshake; without it every handshake is refused.
+    pub verify_token: Option<SecretString>,
+    /// APP_SECRET for X-Hub-Signature-256; without it webhooks are unauthenticated.
+    pub app_secret: Option<SecretString>,
+}
+
+/// Which store backend, chosen by whether REDIS_URL is set.
+#[derive(Debug, Clone)]
+pub enum StoreSettings {
+    Redis(RedisSettings),
+    Embedded(EmbeddedSettings),
+}
+
+/// The Redis backend.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// REDIS_URL (may hold a password, hence secret).
+    pub url: SecretString,
+    /// REDIS_INBOUND_LIST: per-number lists are `<this>:<digits>`.
+    pub inbound_list: String,
+    /// REDIS_KEY_PREFIX (default `whatsapp`): `<this>:seen:<wamid>`, `<this>:conversations`.
+    pub key_prefix: String,
+    /// REDIS_TIMEOUT_MS (default 2000): connect and response timeout, so a dead Redis yields a
+    /// quick 503 rather than a hung webhook.
+    pub timeout: Duration,
+}
+
+/// The embedded (SQLite) backend.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSettings {
+    /// DATA_DIR (default `./data`); the database is `<DATA_DIR>/whatsapp-gateway.sqlite3`.
+    pub data_dir: PathBuf,
+}
+
+/// LOG_FORMAT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable (default).
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Every invalid variable, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .problems.join("\n  "))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads settings through `lookup` (tests pass a map instead of mutating the process env).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env {
+            lookup: &|key| lookup(key).filter(|v| !v.trim().is_empty()),
+            problems: Default::default(),
+        };
+        let secret = |key: &str| env.get(key).map(SecretString::from);
+
+        let http = HttpSettings {
+            host: env.parsed_with(
+                "HOST",
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                "an IP address such as 127.0.0.1 or 0.0.0.0",
+                |v| {
+                    if v == "localhost" {
+                        Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+                    } else {
+                        v.parse().ok()
+                    }
+                },
+            ),
+            port: env.parsed("PORT", 8000, "a port number 0-65535"),
+            max_body_bytes: env.bounded("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1024, usize::MAX),
+            request_timeout: Duration::from_secs(env.bounded("REQUEST_TIMEOUT_SECS", 30, 1, 3600)),
+            body_timeout: Duration::from_secs(env.bounded("BODY_TIMEOUT_SECS", 10, 1, 3600)),
+            concurrency_limit: env.bounded("CONCURRENCY_LIMIT", 1024, 1, 1_000_000),
+            shutdown_grace: Duration::from_secs(env.bounded("SHUTDOWN_GRACE_SECS", 10, 0, 3600)),
+        };
+        let graph = GraphSettings {
+            base_url: env.parsed_with(
+                "GRAPH_API_BASE",
+                DEFAULT_GRAPH_API_BASE.to_owned(),
+                "an http:// or https:// URL",
+                |v| {
+                    (v.starts_with("http://") || v.starts_with("https://"))
+                        .then(|| v.trim_end_matches('/').to_owned())
+                },
+            ),
+            access_token: secret("ACCESS_TOKEN"),
+            phone_number_id: env.parsed_opt(
+                "PHONE_NUMBER_ID",
+                "digits only (the id from Meta's dashboard, not the phone number)",
+                |v| v.bytes().all(|b| b.is_ascii_digit()).then(|| v.to_owned()),
+            ),
+            business_account_id: env.get("BUSINESS_ACCOUNT_ID"),
+            timeout: Duration::from_secs(env.bounded("GRAPH_TIMEOUT_SECS", 15, 1, 300)),
+        };
+        let webhook = WebhookSettings {
+            verify_token: secret("VERIFY_TOKEN"),
+            app_secret: secret("APP_SECRET"),
+        };
+        let store = match env.get("REDIS_URL") {
+            Some(url) => {
+                if !["redis://", "rediss://", "unix://", "redis+unix://"]
+                    .iter()
+                    .any(|s| url.starts_with(s))
+                {
+                    env.problem(
+                        "REDIS_URL",
+                        "must start with redis://, rediss:// or unix://",
+                    );
+                }
+                StoreSettings::Redis(RedisSettings {
+                    url: SecretString::from(url),
+                    inbound_list: env
+                        .get("REDIS_INBOUND_LIST")
+                        .unwrap_or_else(|| DEFAULT_INBOUND_LIST.to_owned()),
+                    key_prefix: env
+                        .get("REDIS_KEY_PREFIX")
+                        .unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned()),
+                    timeout: Duration::from_millis(env.bounded(
+                        "REDIS_TIMEOUT_MS",
+                        2000,
+                        10,
+                        600_000,
+                    )),
+                })
+            }
+            None => StoreSettings::Embedded(EmbeddedSettings {
+                data_dir: env
+                    .get("DATA_DIR")
+                    .unwrap_or_else(|| "./data".to_owned())
+                    .into(),
+            }),
+        };
+        let log_format = env.parsed_with(
+            "LOG_FORMAT",
+            LogFormat::Pretty,
+            "'pretty' or 'json'",
+            |v| match v {
+                "pretty" => Some(LogFormat::Pretty),
+                "json" => Some(LogFormat::Json),
+                _ => None,
+            },
+        );
+        let api_key = secret("API_KEY");
+
+        let problems = env.problems.into_inner();
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        Ok(Self {
+            http,
+            graph,
+            webhook,
+            api_key,
+            store,
+            log_format,
+        })
+    }
+
+    /// Risky but allowed combinations, for start-up warnings.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.webhook.app_secret.is_none() {
+            warnings.push("APP_SECRET is not set: POST /webhook accepts unsigned requests, so anyone who finds the URL can inject messages. Set it to your Meta app secret (App Dashboard > Settings > Basic).".to_owned());
+        }
+        if self.api_key.is_none() {
+            let exposed = if self.http.host.is_loopback() {
+                ""
+            } else {
+                " HOST is not loopback, so the whole network can."
+            };
+            warnings.push(format!("API_KEY is not set: anyone who can reach this port (an ngrok URL exposes it) can send and read messages.{exposed}"));
+        }
+        if self.webhook.verify_token.is_none() {
+            warnings.push("VERIFY_TOKEN is not set: Meta's webhook verification (GET /webhook) will be refused.".to_owned());
+        }
+        if self.graph.access_token.is_none() || self.graph.phone_number_id.is_none() {
+            warnings.push("ACCESS_TOKEN and PHONE_NUMBER_ID are needed to send: POST /send answers 503 until both are set.".to_owned());
+        }
+        warnings
+    }
+}
+
+/// Variable reader that records problems instead of stopping at the first.
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    problems: std::cell::RefCell<Vec<String>>,
+}
+
+impl Env<'_> {
+    fn get(&self, key: &str) -> Option<String> {
+        (self.lookup)(key).map(|v| v.trim().to_owned())
+    }
+
+    fn problem(&self, key: &str, rule: &str) {
+        self.problems.borrow_mut().push(format!("{key}: {rule}"));
+    }
+
+    fn parsed_opt<T>(&self, key: &str, rule: &str, parse: impl Fn(&str) -> Option<T>) -> Option<T> {
+        let raw = self.get(key)?;
+        let value = parse(&raw);
+        if value.is_none() {
+            // The value itself is not echoed: the variable might be a secret put in the wrong place.
+            self.problem(key, &format!("must be {rule}"));
+        }
+        value
+    }
+
+    fn parsed_with<T>(
+        &self,
+        key: &str,
+        default: T,
+        rule: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        self.parsed_opt(key, rule, parse).unwrap_or(default)
+    }
+
+    fn parsed<T: std::str::FromStr>(&self, key: &str, default: T, rule: &str) -> T {
+        self.parsed_with(key, default, rule, |v| v.parse().ok())
+    }
+
+    fn bounded<T>(&self, key: &str, default: T, min: T, max: T) -> T
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let rule = if max.to_string().len() > 12 {
+            format!("an integer >= {min}")
+        } else {
+            format!("an integer from {min} to {max}")
+        };
+        self.parsed_with(key, default, &rule, |v| {
+            v.parse().ok().filter(|n| *n >= min && *n <= max)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_variables() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.http.host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(s.http.port, 8000);
+        assert_eq!(s.http.max_body_bytes, 4 * 1024 * 1024);
+        assert_eq!(s.graph.base_url, "https://graph.facebook.com/v22.0");
+        assert_eq!(s.log_format, LogFormat::Pretty);
+        assert!(
+            matches!(s.store, StoreSettings::Embedded(ref e) if e.data_dir == std::path::Path::new("./data"))
+        );
+        assert_eq!(s.warnings().len(), 4);
+    }
+
+    #[test]
+    fn original_config_env_selects_redis_with_its_list_name() {
+        let s = settings(&[
+            ("ACCESS_TOKEN", "EAAG"),
+            ("PHONE_NUMBER_ID", "123456"),
+            ("GRAPH_API_BASE", "https://graph.facebook.com/v22.0/"),
+            ("VERIFY_TOKEN", "MY_VERIFY_TOKEN"),
+            ("REDIS_URL", "redis://localhost:6379/0"),
+            ("REDIS_INBOUND_LIST", "custom:list"),
+        ])
+        .unwrap();
+        assert_eq!(s.graph.base_url, "https://graph.facebook.com/v22.0");
+        assert_eq!(
+            s.graph.access_token.as_ref().unwrap().expose_secret(),
+            "EAAG"
+        );
+        let StoreSettings::Redis(r) = &s.store else {
+            panic!("expected redis")
+        };
+        assert_eq!(r.inbound_list, "custom:list");
+        assert_eq!(r.key_prefix, "whatsapp");
+    }
+
+    #[test]
+    fn every_invalid_variable_is_named_at_once() {
+        let err = settings(&[
+            ("PORT", "eighty"),
+            ("HOST", "my host"),
+            ("LOG_FORMAT", "xml"),
+            ("REDIS_URL", "localhost:6379"),
+            ("MAX_BODY_BYTES", "12"),
+            ("PHONE_NUMBER_ID", "+1 555"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "PORT",
+            "HOST",
+            "LOG_FORMAT",
+            "REDIS_URL",
+            "MAX_BODY_BYTES",
+            "PHONE_NUMBER_ID",
+        ] {
+            assert!(
+                text.contains(&format!("{key}: must")),
+                "{key} missing from {text}"
+            );
+        }
+        assert_eq!(err.problems.len(), 6);
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let s = settings(&[("APP_SECRET", ""), ("REDIS_URL", "  ")]).unwrap();
+        assert!(s.webhook.app_secret.is_none());
+        assert!(matches!(s.store, StoreSettings::Embedded(_)));
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let s = settings(&[
+            ("ACCESS_TOKEN", "tok-SECRET-1"),
+            ("APP_SECRET", "app-SECRET-2"),
+            ("API_KEY", "key-SECRET-3"),
+            ("VERIFY_TOKEN", "ver-SECRET-4"),
+            ("REDIS_URL", "redis://:pw-SECRET-5@localhost"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+    }
+}

@@ -1,0 +1,178 @@
+//! Inbound messages: what a user sent to one of our business numbers.
+//!
+//! [`InboundMessage`] keeps Meta's original message object as raw JSON bytes ([`RawValue`]) so it is
+//! stored exactly as received, never re-serialized; the typed fields beside it are what we index and
+//! what the FastAPI original exposed (`id, from, to, timestamp, type, body, raw`).
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::domain::{MessageId, PhoneNumber};
+
+/// The `type` of an inbound message. Unknown future types are kept as [`MessageKind::Other`] rather
+/// than rejected: a 4xx for a real Meta delivery would make Meta retry it for seven days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    Image,
+    Video,
+    Audio,
+    Document,
+    Sticker,
+    Location,
+    Contacts,
+    Interactive,
+    Button,
+    Reaction,
+    Order,
+    System,
+    RequestWelcome,
+    Unsupported,
+    /// Any other type string, kept verbatim (`unknown`, `edit`, `revoke`, future types).
+    Other(String),
+}
+
+impl MessageKind {
+    /// Maps Meta's `type` string.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "text" => Self::Text,
+            "image" => Self::Image,
+            "video" => Self::Video,
+            "audio" => Self::Audio,
+            "document" => Self::Document,
+            "sticker" => Self::Sticker,
+            "location" => Self::Location,
+            "contacts" => Self::Contacts,
+            "interactive" => Self::Interactive,
+            "button" => Self::Button,
+            "reaction" => Self::Reaction,
+            "order" => Self::Order,
+            "system" => Self::System,
+            "request_welcome" => Self::RequestWelcome,
+            "unsupported" => Self::Unsupported,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// Meta's `type` string.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::Video => "video",
+            Self::Audio => "audio",
+            Self::Document => "document",
+            Self::Sticker => "sticker",
+            Self::Location => "location",
+            Self::Contacts => "contacts",
+            Self::Interactive => "interactive",
+            Self::Button => "button",
+            Self::Reaction => "reaction",
+            Self::Order => "order",
+            Self::System => "system",
+            Self::RequestWelcome => "request_welcome",
+            Self::Unsupported => "unsupported",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// One inbound message, parsed from a webhook.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    /// Meta's message id (wamid): the deduplication key.
+    pub id: MessageId,
+    /// The sender (`messages[].from`).
+    pub from: PhoneNumber,
+    /// The business number it was sent to (`metadata.display_phone_number`).
+    pub to: String,
+    /// The business phone-number id (`metadata.phone_number_id`), for multi-number routing.
+    pub phone_number_id: String,
+    /// Unix seconds as Meta sends them: a string.
+    pub timestamp: String,
+    /// Message type.
+    pub kind: MessageKind,
+    /// Human-readable summary: the text, a caption, a reply title or a short description.
+    pub body: String,
+    /// Meta's message object, byte for byte.
+    pub raw: Box<RawValue>,
+}
+
+/// The JSON shape stored per message and returned by `POST /get`; identical to the FastAPI
+/// original's so data written by either is readable by both.
+#[derive(Serialize)]
+struct StoredMessageRef<'a> {
+    id: &'a str,
+    from: &'a str,
+    to: &'a str,
+    timestamp: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    body: &'a str,
+    raw: &'a RawValue,
+}
+
+impl InboundMessage {
+    /// Serializes the stored form: `{id, from, to, timestamp, type, body, raw}`.
+    pub fn to_stored_json(&self) -> String {
+        serde_json::to_string(&StoredMessageRef {
+            id: self.id.as_str(),
+            from: self.from.as_str(),
+            to: &self.to,
+            timestamp: &self.timestamp,
+            kind: self.kind.as_str(),
+            body: &self.body,
+            raw: &self.raw,
+        })
+        .expect("serializing strings and valid raw JSON cannot fail")
+    }
+
+    /// Unix timestamp as a number, for ordering conversations; 0 when Meta sent something odd.
+    pub fn timestamp_secs(&self) -> i64 {
+        self.timestamp.parse().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_round_trips_known_and_unknown_types() {
+        for s in [
+            "text",
+            "image",
+            "request_welcome",
+            "unsupported",
+            "revoke",
+            "poll",
+        ] {
+            assert_eq!(MessageKind::parse(s).as_str(), s);
+        }
+        assert_eq!(
+            MessageKind::parse("poll"),
+            MessageKind::Other("poll".into())
+        );
+    }
+
+    #[test]
+    fn stored_json_keeps_raw_bytes_verbatim() {
+        let raw = RawValue::from_string(r#"{"text":{"body":"caf\u00e9 \/ ok"}}"#.into()).unwrap();
+        let m = InboundMessage {
+            id: MessageId::parse("wamid.A").unwrap(),
+            from: PhoneNumber::parse("919216598210").unwrap(),
+            to: "15551713917".into(),
+            phone_number_id: "123".into(),
+            timestamp: "1757936743".into(),
+            kind: MessageKind::Text,
+            body: "café / ok".into(),
+            raw,
+        };
+        assert_eq!(
+            m.to_stored_json(),
+            r#"{"id":"wamid.A","from":"919216598210","to":"15551713917","timestamp":"1757936743","type":"text","body":"café / ok","raw":{"text":{"body":"caf\u00e9 \/ ok"}}}"#
+        );
+        assert_eq!(m.timestamp_secs(), 1757936743);
+    }
+}

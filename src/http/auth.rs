@@ -1,0 +1,94 @@
+//! API key check for client endpoints (`/send`, `/get`, and every later client route).
+//!
+//! When API_KEY is set, a request must carry `Authorization: Bearer <API_KEY>` or
+//! `X-API-Key: <API_KEY>`. `/webhook` (Meta has its own signature) and health checks stay open.
+//! Keys are compared in constant time over their SHA-256 digests, which also hides their length.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::http::AppState;
+use crate::http::error::ApiError;
+
+/// Middleware: passes the request on only with the right key (or when no key is configured).
+pub async fn require_api_key(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(expected) = &state.api_key
+        && !presented_key_matches(request.headers(), expected)
+    {
+        tracing::warn!(reason = "api_key", "auth.rejected");
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(next.run(request).await)
+}
+
+fn presented_key_matches(headers: &HeaderMap, expected: &SecretString) -> bool {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let header_key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let expected = Sha256::digest(expected.expose_secret().as_bytes());
+    [bearer, header_key]
+        .into_iter()
+        .flatten()
+        .any(|presented| bool::from(Sha256::digest(presented.as_bytes()).ct_eq(&expected)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn bearer_and_x_api_key_are_accepted() {
+        let key = SecretString::from("k-123");
+        assert!(presented_key_matches(
+            &headers(&[("authorization", "Bearer k-123")]),
+            &key
+        ));
+        assert!(presented_key_matches(
+            &headers(&[("x-api-key", "k-123")]),
+            &key
+        ));
+    }
+
+    #[test]
+    fn wrong_missing_and_basic_auth_are_refused() {
+        let key = SecretString::from("k-123");
+        assert!(!presented_key_matches(&headers(&[]), &key));
+        assert!(!presented_key_matches(
+            &headers(&[("authorization", "Bearer k-1234")]),
+            &key
+        ));
+        assert!(!presented_key_matches(
+            &headers(&[("authorization", "Basic k-123")]),
+            &key
+        ));
+        assert!(!presented_key_matches(&headers(&[("x-api-key", "")]), &key));
+    }
+}

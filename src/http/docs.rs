@@ -1,0 +1,96 @@
+//! OpenAPI document (`GET /openapi.json`) and Swagger UI (`GET /docs`), generated from the
+//! handlers' annotations with utoipa, as FastAPI users are used to. The Swagger UI assets are
+//! compiled in (`vendored` feature), so nothing is downloaded at build or run time.
+//!
+//! The schemas below exist only to document shapes that handlers build without a dedicated type
+//! (error bodies, Meta's responses, stored messages kept as raw JSON).
+
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::http::{error::FieldError, health, messages, webhook};
+
+/// `{"detail": "<what went wrong>"}`.
+#[derive(Serialize, ToSchema)]
+pub struct Detail {
+    /// Human-readable reason.
+    pub detail: String,
+}
+
+/// 422 body: one entry per invalid field.
+#[derive(Serialize, ToSchema)]
+pub struct ValidationDetail {
+    pub detail: Vec<FieldError>,
+}
+
+/// 400 body of /send: Meta's error JSON, verbatim, under `detail`.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"detail": {"error": {"message": "(#131030) Recipient phone number not in allowed list", "type": "OAuthException", "code": 131030, "error_subcode": 2655007, "error_data": {"messaging_product": "whatsapp", "details": "Recipient phone number not in allowed list"}, "fbtrace_id": "A1b2C3"}}}))]
+pub struct GraphErrorDetail {
+    /// `{"error": {message, type, code, error_subcode, error_data: {details}, fbtrace_id}}`.
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+/// Meta's answer to a send, returned verbatim.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"messaging_product": "whatsapp", "contacts": [{"input": "919216598210", "wa_id": "919216598210"}], "messages": [{"id": "wamid.HBgL..."}]}))]
+pub struct SendResponse {
+    pub messaging_product: String,
+    #[schema(value_type = Vec<Object>)]
+    pub contacts: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<Object>)]
+    pub messages: Vec<serde_json::Value>,
+}
+
+/// A stored inbound message, as the FastAPI original stored it.
+#[derive(Serialize, ToSchema)]
+#[schema(example = json!({"id": "wamid.XXX", "from": "919216598210", "to": "15551713917", "timestamp": "1757936743", "type": "text", "body": "Hello", "raw": {"from": "919216598210", "id": "wamid.XXX", "timestamp": "1757936743", "type": "text", "text": {"body": "Hello"}}}))]
+pub struct StoredMessage {
+    /// WhatsApp message id (wamid).
+    pub id: String,
+    /// Sender, digits only.
+    pub from: String,
+    /// Business display number it was sent to.
+    pub to: String,
+    /// Unix seconds, as a string.
+    pub timestamp: String,
+    /// Message type (`text`, `image`, `interactive`, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text, caption or reply title, or a short description such as `[sticker]`.
+    pub body: String,
+    /// Meta's original message object.
+    #[schema(value_type = Object)]
+    pub raw: serde_json::Value,
+}
+
+/// The OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "whatsapp-gateway", description = "WhatsApp Cloud API gateway: a drop-in replacement for the FastAPI + Redis server. Client endpoints need `Authorization: Bearer <API_KEY>` (or `X-API-Key`) when API_KEY is set."),
+    paths(messages::send_message, messages::get_messages, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz),
+    components(schemas(Detail, ValidationDetail, GraphErrorDetail, SendResponse, StoredMessage, FieldError)),
+    modifiers(&SecuritySchemes),
+    tags((name = "messages", description = "Send and read messages (client apps)"),
+         (name = "webhook", description = "Called by Meta"),
+         (name = "health", description = "Liveness and readiness"))
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}

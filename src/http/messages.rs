@@ -1,0 +1,129 @@
+//! Client endpoints of the original: `POST /send` (text via the Graph API) and `POST /get`
+//! (stored messages of one number). Both parse their bodies into domain types first and answer 422
+//! naming the field and rule when that fails.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::domain::{MessageText, OutboundText, PhoneNumber};
+use crate::http::AppState;
+use crate::http::error::{ApiError, FieldError};
+use crate::http::extract::JsonBody;
+
+/// Body of `POST /send`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"number": "919216598210", "text": "Hello"}))]
+pub struct SendRequest {
+    /// Recipient: 7-15 digits; `+`, spaces, dashes, dots and parentheses are ignored.
+    pub number: String,
+    /// Message text: 1-4096 characters, not only whitespace.
+    pub text: String,
+}
+
+/// Body of `POST /get`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(example = json!({"number": "+919216598210", "limit": 0}))]
+pub struct GetRequest {
+    /// Whose messages: 7-15 digits; `+`, spaces, dashes, dots and parentheses are ignored.
+    pub number: String,
+    /// How many of the most recent messages; 0 or omitted for all. Must be >= 0.
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// Answer of `POST /get`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GetResponse {
+    /// Number of messages returned.
+    pub count: usize,
+    /// Oldest first.
+    #[schema(value_type = Vec<crate::http::docs::StoredMessage>)]
+    pub messages: Vec<Box<RawValue>>,
+}
+
+/// Sends a text message through the WhatsApp Cloud API; answers with Meta's response.
+#[utoipa::path(post, path = "/send", tag = "messages", request_body = SendRequest,
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Accepted by Meta (delivery is reported later by status webhooks)", body = crate::http::docs::SendResponse),
+        (status = 400, description = "Meta rejected the message: `detail` is Meta's error object (message, code, error_subcode, error_data.details, fbtrace_id)", body = crate::http::docs::GraphErrorDetail),
+        (status = 401, description = "API key missing or wrong (when API_KEY is set)", body = crate::http::docs::Detail),
+        (status = 422, description = "A field is missing or breaks a rule", body = crate::http::docs::ValidationDetail),
+        (status = 502, description = "Graph API unreachable or answered with a server error", body = crate::http::docs::Detail),
+        (status = 503, description = "ACCESS_TOKEN or PHONE_NUMBER_ID not configured", body = crate::http::docs::Detail),
+        (status = 504, description = "Graph API did not answer within GRAPH_TIMEOUT_SECS", body = crate::http::docs::Detail),
+    ))]
+pub async fn send_message(
+    State(state): State<Arc<AppState>>,
+    JsonBody(request): JsonBody<SendRequest>,
+) -> Result<Response, ApiError> {
+    let number = PhoneNumber::parse(&request.number).map_err(|e| FieldError::value("number", e));
+    let text = MessageText::parse(request.text).map_err(|e| FieldError::value("text", e));
+    let message = match (number, text) {
+        (Ok(to), Ok(text)) => OutboundText { to, text },
+        (number, text) => {
+            return Err(ApiError::Validation(
+                number.err().into_iter().chain(text.err()).collect(),
+            ));
+        }
+    };
+    tracing::info!(to = %message.to.masked(), chars = message.text.as_str().chars().count(), "send.request");
+    match state.graph.send_text(&message).await {
+        Ok(response) => {
+            tracing::info!(to = %message.to.masked(), "send.success");
+            let mut http = response.get().to_owned().into_response();
+            http.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(http)
+        }
+        Err(e) => {
+            tracing::warn!(to = %message.to.masked(), outcome = e.outcome(), meta.code = e.meta_code(), error.message = %e, "send.error");
+            Err(e.into())
+        }
+    }
+}
+
+/// Returns the stored messages of one number, oldest first.
+#[utoipa::path(post, path = "/get", tag = "messages", request_body = GetRequest,
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Messages, oldest first; count 0 for an unknown number", body = GetResponse),
+        (status = 401, description = "API key missing or wrong (when API_KEY is set)", body = crate::http::docs::Detail),
+        (status = 422, description = "A field is missing or breaks a rule", body = crate::http::docs::ValidationDetail),
+        (status = 503, description = "Store unavailable", body = crate::http::docs::Detail),
+    ))]
+pub async fn get_messages(
+    State(state): State<Arc<AppState>>,
+    JsonBody(request): JsonBody<GetRequest>,
+) -> Result<Json<GetResponse>, ApiError> {
+    let number = PhoneNumber::parse(&request.number).map_err(|e| FieldError::value("number", e));
+    let limit = match request.limit.unwrap_or(0) {
+        n if n < 0 => Err(FieldError::value(
+            "limit",
+            format_args!("must be >= 0 (found {n})"),
+        )),
+        n => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    let (number, limit) = match (number, limit) {
+        (Ok(number), Ok(limit)) => (number, limit),
+        (number, limit) => {
+            return Err(ApiError::Validation(
+                number.err().into_iter().chain(limit.err()).collect(),
+            ));
+        }
+    };
+    let messages = state.store.recent_messages(&number, limit).await?;
+    tracing::info!(number = %number.masked(), count = messages.len(), "messages.fetch success");
+    Ok(Json(GetResponse {
+        count: messages.len(),
+        messages,
+    }))
+}

@@ -1,0 +1,127 @@
+//! `/webhook`: Meta's verification handshake (GET) and event notifications (POST).
+//!
+//! POST order matters: read the raw bytes, check the signature over exactly those bytes, parse,
+//! store, and only then answer 200. Anything that is not stored gets a non-200 so Meta retries.
+//! Status codes: 401 bad or missing signature (when APP_SECRET is set); 400 malformed JSON or a
+//! body that is not a notification envelope, or a message without a usable `id`/`from`; 413 over
+//! MAX_BODY_BYTES; 503 store failure. Unknown `field`s and message types are accepted (200).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::read_body;
+use crate::webhook::signature::SIGNATURE_HEADER;
+use crate::webhook::{HandshakeQuery, extract_batch};
+
+/// What POST /webhook answers (Meta only looks at the status).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookAck {
+    /// Always `ok`.
+    pub status: &'static str,
+    /// Messages newly stored.
+    pub stored: usize,
+    /// Messages already stored by an earlier delivery.
+    pub duplicates: usize,
+    /// Status updates received (logged; stored by a later version).
+    pub statuses: usize,
+}
+
+/// Meta's verification: echoes `hub.challenge` as plain text when the token matches VERIFY_TOKEN.
+#[utoipa::path(get, path = "/webhook", tag = "webhook",
+    params(
+        ("hub.mode" = String, Query, description = "Must be `subscribe`"),
+        ("hub.verify_token" = String, Query, description = "Must equal VERIFY_TOKEN"),
+        ("hub.challenge" = String, Query, description = "Echoed back on success"),
+    ),
+    responses(
+        (status = 200, description = "The challenge, as text/plain", body = String, content_type = "text/plain"),
+        (status = 400, description = "A hub.* parameter is missing", body = crate::http::docs::Detail),
+        (status = 403, description = "Wrong mode or token (or VERIFY_TOKEN unset)", body = crate::http::docs::Detail),
+    ))]
+pub async fn verify_subscription(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<HandshakeQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    // Every field is optional, so only an undecodable query string fails; it then lacks the hub.* values.
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    match query.verify(state.verify_token.as_ref()) {
+        Ok(challenge) => {
+            tracing::info!(outcome = "accepted", "webhook.verify");
+            let mut response = challenge.into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            // The challenge is attacker-chosen text; never let a browser sniff it as HTML.
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            Ok(response)
+        }
+        Err(e) => {
+            tracing::warn!(outcome = "refused", reason = %e, "webhook.verify");
+            Err(e.into())
+        }
+    }
+}
+
+/// Meta's notifications: verifies, parses, stores every message, then acknowledges.
+#[utoipa::path(post, path = "/webhook", tag = "webhook",
+    request_body(content = Object, description = "Meta's notification, signed with X-Hub-Signature-256 when APP_SECRET is set"),
+    params(("X-Hub-Signature-256" = Option<String>, Header, description = "sha256=<hex HMAC of the raw body>; required when APP_SECRET is set")),
+    responses(
+        (status = 200, description = "Every message is stored (or was already)", body = WebhookAck),
+        (status = 400, description = "Malformed JSON, not a notification envelope, or a message without a valid id/from", body = crate::http::docs::Detail),
+        (status = 401, description = "Signature missing or wrong", body = crate::http::docs::Detail),
+        (status = 413, description = "Body over MAX_BODY_BYTES", body = crate::http::docs::Detail),
+        (status = 503, description = "Store unavailable; Meta will retry", body = crate::http::docs::Detail),
+    ))]
+pub async fn receive_webhook(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<WebhookAck>, ApiError> {
+    let body = read_body(body).inspect_err(|e| tracing::warn!(reason = %e, "webhook.rejected"))?;
+    if let Some(secret) = &state.app_secret {
+        let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
+        secret.verify(signature, &body).inspect_err(|e| {
+            tracing::warn!(reason = e.reason(), "webhook.rejected");
+        })?;
+    }
+    let batch = extract_batch(&body).inspect_err(|e| {
+        tracing::warn!(reason = "invalid_payload", error.message = %e, "webhook.rejected");
+    })?;
+    if batch.statuses > 0 || batch.errors > 0 || batch.ignored_changes > 0 {
+        tracing::info!(
+            statuses = batch.statuses,
+            errors = batch.errors,
+            ignored_changes = batch.ignored_changes,
+            "webhook.events received"
+        );
+    }
+    let report = state.store.save_inbound(&batch.messages).await?;
+    if !batch.messages.is_empty() {
+        tracing::info!(
+            stored = report.stored,
+            duplicates = report.duplicates,
+            "webhook.store success"
+        );
+    }
+    Ok(Json(WebhookAck {
+        status: "ok",
+        stored: report.stored,
+        duplicates: report.duplicates,
+        statuses: batch.statuses,
+    }))
+}

@@ -1,0 +1,15 @@
+//! whatsapp-gateway: a WhatsApp Cloud API gateway.
+//!
+//! Meta calls [`http::webhook`] with inbound messages; they are verified ([`webhook::signature`]),
+//! parsed into domain types ([`webhook::extract`]), deduplicated and stored ([`store`]). Client apps
+//! send messages through [`graph`] and read conversations back from the store. [`startup`] wires it
+//! all into one axum server; `main.rs` only loads configuration and runs it.
+
+pub mod config;
+pub mod domain;
+pub mod graph;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod webhook;

@@ -1,0 +1,93 @@
+//! Entry point: load `config.env` / `.env`, read settings, start logging, serve until SIGTERM or
+//! Ctrl-C. Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use whatsapp_gateway::config::Settings;
+use whatsapp_gateway::startup::Application;
+use whatsapp_gateway::telemetry;
+
+const USAGE: &str =
+    "whatsapp-gateway: WhatsApp Cloud API gateway (drop-in for the FastAPI + Redis server)
+
+Usage: whatsapp-gateway            serve (configuration from config.env, .env and the environment)
+       whatsapp-gateway --help     this text
+       whatsapp-gateway --version  the version
+
+See README.md and config.env.example for every variable.";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("--help" | "-h") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("--version" | "-V") => {
+            println!("whatsapp-gateway {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("unknown argument {other:?}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    // Files fill in only what the real environment does not set.
+    for file in ["config.env", ".env"] {
+        match dotenvy::from_filename(file) {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => {
+                eprintln!("error: could not read {file}: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log_format);
+    for warning in settings.warnings() {
+        tracing::warn!("config.warning {warning}");
+    }
+    let app = match Application::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, "server.start_failed");
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = app.run_until_stopped(shutdown_signal()).await {
+        tracing::error!(error.message = %e, "server.failed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Completes on SIGTERM (Docker, systemd) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

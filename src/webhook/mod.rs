@@ -1,0 +1,12 @@
+//! Everything Meta sends to `/webhook`: the subscription handshake ([`handshake`]), the
+//! `X-Hub-Signature-256` check over raw bytes ([`signature`]), the permissive wire DTOs
+//! ([`payload`]) and their conversion into domain types ([`extract`]).
+
+pub mod extract;
+pub mod handshake;
+pub mod payload;
+pub mod signature;
+
+pub use extract::{ExtractError, WebhookBatch, extract_batch};
+pub use handshake::{HandshakeError, HandshakeQuery};
+pub use signature::{AppSecret, SignatureError};
