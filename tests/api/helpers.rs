@@ -1,0 +1,307 @@
+//! Test harness: a real `redis-server` on a free loopback port ([`TestRedis`]), a wiremock Graph
+//! API, and the real router served over HTTP on a random port ([`spawn_app`]).
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use whatsapp_gateway::config::Settings;
+use whatsapp_gateway::startup::Application;
+use whatsapp_gateway::webhook::AppSecret;
+use wiremock::MockServer;
+
+/// Which store backend a contract test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Redis,
+    Embedded,
+}
+
+pub const APP_SECRET: &str = "test-app-secret";
+pub const VERIFY_TOKEN: &str = "test-verify-token";
+pub const ACCESS_TOKEN: &str = "test-access-token";
+pub const PHONE_NUMBER_ID: &str = "106540352242922";
+
+/// Generates `redis` and `embedded` test modules running each listed async fn with that backend.
+#[macro_export]
+macro_rules! contract_tests {
+    ($($name:ident),* $(,)?) => {
+        mod redis_backend {
+            $( #[tokio::test] async fn $name() { super::$name($crate::helpers::Backend::Redis).await } )*
+        }
+        mod embedded_backend {
+            $( #[tokio::test] async fn $name() { super::$name($crate::helpers::Backend::Embedded).await } )*
+        }
+    };
+}
+
+/// A free loopback TCP port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A `redis-server` child process on loopback, killed on drop.
+pub struct TestRedis {
+    pub port: u16,
+    dir: TempDir,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+impl TestRedis {
+    /// Starts a fresh server (no persistence) on a free port.
+    pub fn start() -> Self {
+        Self::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    /// Starts a fresh server with extra arguments (e.g. AOF settings).
+    pub fn start_with(args: &[&str]) -> Self {
+        let mut redis = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown, no final fsync).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// (Re)starts the server on the same port and directory, waiting until it answers PING.
+    pub fn restart(&mut self) {
+        self.kill();
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&binary)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--dir"])
+            .arg(self.dir.path())
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary} ({e}); run scripts/test, which installs it"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("redis-server on port {} did not answer within 10s", self.port);
+    }
+
+    /// True when the server answers PING (or asks for the password it was started with).
+    pub fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut buf = [0u8; 16];
+        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).map(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH")).unwrap_or(false)
+    }
+
+    /// A plain client for assertions and seeding.
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running app with its collaborators.
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub graph: MockServer,
+    pub redis: Option<TestRedis>,
+    pub data_dir: TempDir,
+    pub vars: HashMap<String, String>,
+    server: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Configuration variables for a test app; tests edit them before [`spawn_app_with`].
+pub fn default_vars(graph_uri: &str) -> HashMap<String, String> {
+    [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("ACCESS_TOKEN", ACCESS_TOKEN),
+        ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+        ("VERIFY_TOKEN", VERIFY_TOKEN),
+        ("APP_SECRET", APP_SECRET),
+        ("GRAPH_API_BASE", graph_uri),
+        ("GRAPH_TIMEOUT_SECS", "2"),
+        ("REDIS_TIMEOUT_MS", "500"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Starts the app on `backend`, letting `configure` change variables first.
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    let graph = MockServer::start().await;
+    let mut vars = default_vars(&graph.uri());
+    let redis = match backend {
+        Backend::Redis => {
+            let redis = TestRedis::start();
+            vars.insert("REDIS_URL".into(), redis.url());
+            // A per-test prefix, as the original's list name is configurable.
+            vars.insert("REDIS_INBOUND_LIST".into(), "test:inbound:list".into());
+            vars.insert("REDIS_KEY_PREFIX".into(), "test".into());
+            Some(redis)
+        }
+        Backend::Embedded => None,
+    };
+    let data_dir = tempfile::tempdir().unwrap();
+    vars.insert("DATA_DIR".into(), data_dir.path().display().to_string());
+    configure(&mut vars);
+    let mut app = TestApp {
+        address: String::new(),
+        http: reqwest::Client::new(),
+        graph,
+        redis,
+        data_dir,
+        vars,
+        server: tokio::spawn(async {}),
+        stop: None,
+    };
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    async fn start(&mut self) {
+        let vars = self.vars.clone();
+        let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("valid test settings");
+        let application = Application::build(settings).await.expect("app builds");
+        self.address = format!("http://127.0.0.1:{}", application.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.server = tokio::spawn(async move {
+            application
+                .run_until_stopped(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Stops the server (gracefully) and starts a new one with the same configuration and data.
+    pub async fn restart(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let server = std::mem::replace(&mut self.server, tokio::spawn(async {}));
+        tokio::time::timeout(Duration::from_secs(15), server).await.expect("server stops").unwrap();
+        self.start().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// POSTs a webhook signed with the test app secret.
+    pub async fn post_webhook(&self, body: &str) -> reqwest::Response {
+        let signature = sign(body.as_bytes());
+        self.post_webhook_raw(body.as_bytes().to_vec(), Some(&signature)).await
+    }
+
+    /// POSTs a webhook with an explicit (or no) signature header.
+    pub async fn post_webhook_raw(&self, body: Vec<u8>, signature: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.post(self.url("/webhook")).header("content-type", "application/json").body(body);
+        if let Some(signature) = signature {
+            request = request.header("X-Hub-Signature-256", signature);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// POST /get with a JSON body.
+    pub async fn post_get(&self, body: Value) -> reqwest::Response {
+        self.http.post(self.url("/get")).json(&body).send().await.unwrap()
+    }
+
+    /// POST /get, asserting 200, returning the messages.
+    pub async fn messages_of(&self, number: &str) -> Vec<Value> {
+        let response = self.post_get(json!({ "number": number })).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let messages = body["messages"].as_array().unwrap().clone();
+        assert_eq!(body["count"], messages.len());
+        messages
+    }
+
+    /// Ids of the stored messages of `number`, oldest first.
+    pub async fn ids_of(&self, number: &str) -> Vec<String> {
+        self.messages_of(number).await.iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// POST /send with a JSON body.
+    pub async fn post_send(&self, body: Value) -> reqwest::Response {
+        self.http.post(self.url("/send")).json(&body).send().await.unwrap()
+    }
+
+    pub fn redis(&mut self) -> &mut TestRedis {
+        self.redis.as_mut().expect("a Redis-backed app")
+    }
+
+    pub fn data_path(&self) -> PathBuf {
+        self.data_dir.path().to_owned()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// `sha256=<hex>` of `body` under the test app secret.
+pub fn sign(body: &[u8]) -> String {
+    AppSecret::new(&SecretString::from(APP_SECRET)).sign(body)
+}
+
+/// One inbound text message object as Meta sends it.
+pub fn text_message(id: &str, from: &str, body: &str) -> Value {
+    json!({ "from": from, "id": id, "timestamp": "1757936743", "type": "text", "text": { "body": body } })
+}
+
+/// A notification with one entry and one change carrying `messages`.
+pub fn webhook_with(messages: Vec<Value>) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID },
+            "contacts": [{ "profile": { "name": "Kerry" }, "wa_id": "919216598210" }],
+            "messages": messages,
+        }}]}]
+    })
+    .to_string()
+}

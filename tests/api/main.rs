@@ -1,0 +1,14 @@
+//! Integration tests: the real router over HTTP, a real redis-server and the embedded store, a
+//! wiremock Graph API. One binary, one module per feature.
+
+mod helpers;
+
+mod auth;
+mod docs;
+mod get;
+mod health;
+mod process;
+mod send;
+mod store_faults;
+mod webhook;
+mod webhook_verify;

@@ -1,0 +1,247 @@
+//! The real binary as a child process: start-up errors, start-up warnings, logs without secrets,
+//! graceful shutdown on SIGTERM, durability across SIGKILL.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::*;
+
+/// A running `whatsapp-gateway` binary whose output goes to a file.
+struct Gateway {
+    child: Child,
+    port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl Gateway {
+    fn spawn(vars: &HashMap<String, String>, cwd: &Path) -> Self {
+        let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(vars)
+            .env("PORT", port.to_string())
+            .current_dir(cwd)
+            .stdout(log.reopen().unwrap())
+            .stderr(File::options().append(true).open(log.path()).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, port, log }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("gateway exited with {status}: {}", self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("gateway not ready within 10s: {}", self.output());
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[tokio::test]
+async fn invalid_configuration_stops_start_up_naming_every_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::spawn(&vars(&[("LOG_FORMAT", "xml"), ("REDIS_URL", "localhost:6379"), ("GRAPH_API_BASE", "graph.facebook.com")]), dir.path());
+    let status = gateway.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(2));
+    let output = gateway.output();
+    for expected in ["LOG_FORMAT: must be 'pretty' or 'json'", "REDIS_URL: must start with", "GRAPH_API_BASE: must be an http:// or https:// URL"] {
+        assert!(output.contains(expected), "{expected:?} not in {output}");
+    }
+}
+
+#[tokio::test]
+async fn config_env_in_the_working_directory_is_loaded_and_the_environment_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.env"), "VERIFY_TOKEN=from-file\nAPI_KEY=file-key\nLOG_FORMAT=json\n").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::spawn(&vars(&[("API_KEY", "env-key"), ("DATA_DIR", data.path().to_str().unwrap())]), dir.path());
+    gateway.wait_ready().await;
+    let client = reqwest::Client::new();
+    let verify = client.get(gateway.url("/webhook?hub.mode=subscribe&hub.verify_token=from-file&hub.challenge=42")).send().await.unwrap();
+    assert_eq!(verify.text().await.unwrap(), "42");
+    let with_env_key = client.post(gateway.url("/get")).bearer_auth("env-key").json(&json!({"number": "919216598210"})).send().await.unwrap();
+    assert_eq!(with_env_key.status(), 200);
+    let with_file_key = client.post(gateway.url("/get")).bearer_auth("file-key").json(&json!({"number": "919216598210"})).send().await.unwrap();
+    assert_eq!(with_file_key.status(), 401);
+}
+
+#[tokio::test]
+async fn start_up_warns_when_webhooks_and_client_endpoints_are_unauthenticated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::spawn(&vars(&[("DATA_DIR", dir.path().to_str().unwrap())]), dir.path());
+    gateway.wait_ready().await;
+    let output = gateway.output();
+    assert!(output.contains("APP_SECRET is not set"), "{output}");
+    assert!(output.contains("API_KEY is not set"), "{output}");
+    assert!(output.contains("store.ready") && output.contains("embedded"), "{output}");
+}
+
+#[tokio::test]
+async fn logs_carry_the_original_event_names_and_never_a_secret() {
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "Invalid OAuth access token", "code": 190, "fbtrace_id": "X"}})))
+        .mount(&graph)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = ["tok-SECRET-access", "app-SECRET-hmac", "key-SECRET-client", "ver-SECRET-verify", "pw-SECRET-redis"];
+    let redis = TestRedis::start_with(&["--save", "", "--requirepass", secrets[4]]);
+    let mut gateway = Gateway::spawn(
+        &vars(&[
+            ("ACCESS_TOKEN", secrets[0]),
+            ("APP_SECRET", secrets[1]),
+            ("API_KEY", secrets[2]),
+            ("VERIFY_TOKEN", secrets[3]),
+            ("REDIS_URL", &format!("redis://:{}@127.0.0.1:{}/0", secrets[4], redis.port)),
+            ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+            ("GRAPH_API_BASE", &graph.uri()),
+            ("RUST_LOG", "debug"),
+            ("LOG_FORMAT", "json"),
+        ]),
+        dir.path(),
+    );
+    gateway.wait_ready().await;
+    let client = reqwest::Client::new();
+    let secret = whatsapp_gateway::webhook::AppSecret::new(&secrets[1].to_string().into());
+    let body = webhook_with(vec![text_message("wamid.L", "919216598210", "hi")]);
+    let good = client.post(gateway.url("/webhook")).header("X-Hub-Signature-256", secret.sign(body.as_bytes())).body(body.clone()).send().await.unwrap();
+    assert_eq!(good.status(), 200);
+    let bad = client.post(gateway.url("/webhook")).header("X-Hub-Signature-256", sign(body.as_bytes())).body(body).send().await.unwrap();
+    assert_eq!(bad.status(), 401);
+    for token in [secrets[3], "wrong-token"] {
+        client.get(gateway.url(&format!("/webhook?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1"))).send().await.unwrap();
+    }
+    let get = client.post(gateway.url("/get")).bearer_auth(secrets[2]).json(&json!({"number": "919216598210"})).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    let send = client.post(gateway.url("/send")).header("X-API-Key", secrets[2]).json(&json!({"number": "919216598210", "text": "hi"})).send().await.unwrap();
+    assert_eq!(send.status(), 400);
+    let send_body = send.text().await.unwrap();
+    assert_eq!(client.post(gateway.url("/get")).bearer_auth("nope").json(&json!({})).send().await.unwrap().status(), 401);
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(10)).await.success());
+
+    let output = gateway.output();
+    for secret in secrets {
+        assert!(!output.contains(secret), "{secret} leaked into logs");
+        assert!(!send_body.contains(secret), "{secret} leaked into an error body");
+    }
+    for event in ["webhook.store success", "messages.fetch success", "send.request", "send.error", "webhook.verify", "webhook.rejected", "request_id"] {
+        assert!(output.contains(event), "{event} missing from logs");
+    }
+    assert!(!output.contains("919216598210"), "full phone numbers are masked in logs");
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() {
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"messages": [{"id": "wamid.slow"}]})).set_delay(Duration::from_millis(1500)))
+        .mount(&graph)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::spawn(
+        &vars(&[
+            ("ACCESS_TOKEN", ACCESS_TOKEN),
+            ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+            ("GRAPH_API_BASE", &graph.uri()),
+            ("DATA_DIR", dir.path().to_str().unwrap()),
+        ]),
+        dir.path(),
+    );
+    gateway.wait_ready().await;
+    let url = gateway.url("/send");
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new().post(url).json(&json!({"number": "919216598210", "text": "slow"})).send().await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    gateway.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let refused = reqwest::Client::new().get(gateway.url("/healthz")).send().await;
+    assert!(refused.is_err(), "new connections are refused while draining");
+    let response = in_flight.await.unwrap().expect("in-flight request completes");
+    assert_eq!(response.status(), 200);
+    let status = gateway.wait_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}");
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn embedded_store_keeps_every_acknowledged_message_after_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = vars(&[("DATA_DIR", dir.path().to_str().unwrap())]);
+    let mut gateway = Gateway::spawn(&env, dir.path());
+    gateway.wait_ready().await;
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for i in 0..40 {
+        let id = format!("wamid.K{i}");
+        let body = webhook_with(vec![text_message(&id, "919216598210", "x")]);
+        if client.post(gateway.url("/webhook")).body(body).send().await.unwrap().status() == 200 {
+            acknowledged.push(id);
+        }
+    }
+    assert_eq!(acknowledged.len(), 40);
+    gateway.signal("KILL");
+    gateway.wait_exit(Duration::from_secs(5)).await;
+
+    let mut restarted = Gateway::spawn(&env, dir.path());
+    restarted.wait_ready().await;
+    let body: serde_json::Value = client.post(restarted.url("/get")).json(&json!({"number": "919216598210"})).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&str> = body["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, acknowledged);
+}
