@@ -11,6 +11,8 @@ const USAGE: &str =
     "whatsapp-gateway: WhatsApp Cloud API gateway (drop-in for the FastAPI + Redis server)
 
 Usage: whatsapp-gateway            serve (configuration from config.env, .env and the environment)
+       whatsapp-gateway healthcheck
+                                   exit 0 if the server on 127.0.0.1:$PORT is ready (for Docker)
        whatsapp-gateway --help     this text
        whatsapp-gateway --version  the version
 
@@ -20,6 +22,7 @@ See README.md and config.env.example for every variable.";
 async fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
+        Some("healthcheck") => return healthcheck().await,
         Some("--help" | "-h") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -89,5 +92,36 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+/// `healthcheck`: GET /readyz on the local port, for container health checks (the runtime image
+/// has no curl).
+async fn healthcheck() -> ExitCode {
+    let _ = dotenvy::from_filename("config.env");
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(8000);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    match client.map(|c| c.get(&url)) {
+        Ok(request) => match request.send().await {
+            Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+            Ok(response) => {
+                eprintln!("{url}: {}", response.status());
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("{url}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }

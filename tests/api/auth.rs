@@ -14,17 +14,47 @@ async fn client_endpoints_require_the_api_key_when_set() {
         vars.insert("API_KEY".into(), API_KEY.into());
     })
     .await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200).set_body_json(json!({"messages": []}))).mount(&app.graph).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"messages": []})))
+        .mount(&app.graph)
+        .await;
     for path in ["/get", "/send"] {
         let body = json!({"number": "919216598210", "text": "hi"});
-        let none = app.http.post(app.url(path)).json(&body).send().await.unwrap();
+        let none = app
+            .http
+            .post(app.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(none.status(), 401, "{path}");
         assert_eq!(none.headers()["www-authenticate"], "Bearer");
-        let wrong = app.http.post(app.url(path)).bearer_auth("client-key-12").json(&body).send().await.unwrap();
+        let wrong = app
+            .http
+            .post(app.url(path))
+            .bearer_auth("client-key-12")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(wrong.status(), 401, "{path}");
-        let bearer = app.http.post(app.url(path)).bearer_auth(API_KEY).json(&body).send().await.unwrap();
+        let bearer = app
+            .http
+            .post(app.url(path))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(bearer.status(), 200, "{path}");
-        let header = app.http.post(app.url(path)).header("X-API-Key", API_KEY).json(&body).send().await.unwrap();
+        let header = app
+            .http
+            .post(app.url(path))
+            .header("X-API-Key", API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(header.status(), 200, "{path}");
     }
 }
@@ -37,14 +67,37 @@ async fn webhook_and_health_stay_open_with_an_api_key() {
     .await;
     let body = webhook_with(vec![text_message("wamid.K", "919216598210", "hi")]);
     assert_eq!(app.post_webhook(&body).await.status(), 200);
-    let verify = app.url(&format!("/webhook?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=7"));
+    let verify = app.url(&format!(
+        "/webhook?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=7"
+    ));
     assert_eq!(app.http.get(verify).send().await.unwrap().status(), 200);
-    assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
 async fn client_endpoints_are_open_without_an_api_key() {
     let app = spawn_app(Backend::Embedded).await;
-    assert_eq!(app.post_get(json!({"number": "919216598210"})).await.status(), 200);
+    assert_eq!(
+        app.post_get(json!({"number": "919216598210"}))
+            .await
+            .status(),
+        200
+    );
 }

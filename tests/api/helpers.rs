@@ -42,7 +42,11 @@ macro_rules! contract_tests {
 
 /// A free loopback TCP port (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A `redis-server` child process on loopback, killed on drop.
@@ -96,7 +100,9 @@ impl TestRedis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary} ({e}); run scripts/test, which installs it"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start {binary} ({e}); run scripts/test, which installs it")
+            });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -105,16 +111,24 @@ impl TestRedis {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("redis-server on port {} did not answer within 10s", self.port);
+        panic!(
+            "redis-server on port {} did not answer within 10s",
+            self.port
+        );
     }
 
     /// True when the server answers PING (or asks for the password it was started with).
     pub fn ping(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
         let mut buf = [0u8; 16];
-        s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).map(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH")).unwrap_or(false)
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read(&mut buf)
+                .map(|n| buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH"))
+                .unwrap_or(false)
     }
 
     /// A plain client for assertions and seeding.
@@ -164,7 +178,10 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 /// Starts the app on `backend`, letting `configure` change variables first.
-pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+pub async fn spawn_app_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
     let graph = MockServer::start().await;
     let mut vars = default_vars(&graph.uri());
     let redis = match backend {
@@ -198,7 +215,8 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut HashMa
 impl TestApp {
     async fn start(&mut self) {
         let vars = self.vars.clone();
-        let settings = Settings::from_lookup(|k| vars.get(k).cloned()).expect("valid test settings");
+        let settings =
+            Settings::from_lookup(|k| vars.get(k).cloned()).expect("valid test settings");
         let application = Application::build(settings).await.expect("app builds");
         self.address = format!("http://127.0.0.1:{}", application.port());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -219,7 +237,10 @@ impl TestApp {
             let _ = stop.send(());
         }
         let server = std::mem::replace(&mut self.server, tokio::spawn(async {}));
-        tokio::time::timeout(Duration::from_secs(15), server).await.expect("server stops").unwrap();
+        tokio::time::timeout(Duration::from_secs(15), server)
+            .await
+            .expect("server stops")
+            .unwrap();
         self.start().await;
     }
 
@@ -230,12 +251,21 @@ impl TestApp {
     /// POSTs a webhook signed with the test app secret.
     pub async fn post_webhook(&self, body: &str) -> reqwest::Response {
         let signature = sign(body.as_bytes());
-        self.post_webhook_raw(body.as_bytes().to_vec(), Some(&signature)).await
+        self.post_webhook_raw(body.as_bytes().to_vec(), Some(&signature))
+            .await
     }
 
     /// POSTs a webhook with an explicit (or no) signature header.
-    pub async fn post_webhook_raw(&self, body: Vec<u8>, signature: Option<&str>) -> reqwest::Response {
-        let mut request = self.http.post(self.url("/webhook")).header("content-type", "application/json").body(body);
+    pub async fn post_webhook_raw(
+        &self,
+        body: Vec<u8>,
+        signature: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(self.url("/webhook"))
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(signature) = signature {
             request = request.header("X-Hub-Signature-256", signature);
         }
@@ -244,7 +274,12 @@ impl TestApp {
 
     /// POST /get with a JSON body.
     pub async fn post_get(&self, body: Value) -> reqwest::Response {
-        self.http.post(self.url("/get")).json(&body).send().await.unwrap()
+        self.http
+            .post(self.url("/get"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// POST /get, asserting 200, returning the messages.
@@ -259,12 +294,21 @@ impl TestApp {
 
     /// Ids of the stored messages of `number`, oldest first.
     pub async fn ids_of(&self, number: &str) -> Vec<String> {
-        self.messages_of(number).await.iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect()
+        self.messages_of(number)
+            .await
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     /// POST /send with a JSON body.
     pub async fn post_send(&self, body: Value) -> reqwest::Response {
-        self.http.post(self.url("/send")).json(&body).send().await.unwrap()
+        self.http
+            .post(self.url("/send"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub fn redis(&mut self) -> &mut TestRedis {

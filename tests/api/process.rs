@@ -60,7 +60,10 @@ impl Gateway {
     }
 
     fn signal(&self, name: &str) {
-        let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -88,17 +91,31 @@ impl Drop for Gateway {
 }
 
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[tokio::test]
 async fn invalid_configuration_stops_start_up_naming_every_variable() {
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::spawn(&vars(&[("LOG_FORMAT", "xml"), ("REDIS_URL", "localhost:6379"), ("GRAPH_API_BASE", "graph.facebook.com")]), dir.path());
+    let mut gateway = Gateway::spawn(
+        &vars(&[
+            ("LOG_FORMAT", "xml"),
+            ("REDIS_URL", "localhost:6379"),
+            ("GRAPH_API_BASE", "graph.facebook.com"),
+        ]),
+        dir.path(),
+    );
     let status = gateway.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(2));
     let output = gateway.output();
-    for expected in ["LOG_FORMAT: must be 'pretty' or 'json'", "REDIS_URL: must start with", "GRAPH_API_BASE: must be an http:// or https:// URL"] {
+    for expected in [
+        "LOG_FORMAT: must be 'pretty' or 'json'",
+        "REDIS_URL: must start with",
+        "GRAPH_API_BASE: must be an http:// or https:// URL",
+    ] {
         assert!(output.contains(expected), "{expected:?} not in {output}");
     }
 }
@@ -106,28 +123,60 @@ async fn invalid_configuration_stops_start_up_naming_every_variable() {
 #[tokio::test]
 async fn config_env_in_the_working_directory_is_loaded_and_the_environment_wins() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.env"), "VERIFY_TOKEN=from-file\nAPI_KEY=file-key\nLOG_FORMAT=json\n").unwrap();
+    std::fs::write(
+        dir.path().join("config.env"),
+        "VERIFY_TOKEN=from-file\nAPI_KEY=file-key\nLOG_FORMAT=json\n",
+    )
+    .unwrap();
     let data = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::spawn(&vars(&[("API_KEY", "env-key"), ("DATA_DIR", data.path().to_str().unwrap())]), dir.path());
+    let mut gateway = Gateway::spawn(
+        &vars(&[
+            ("API_KEY", "env-key"),
+            ("DATA_DIR", data.path().to_str().unwrap()),
+        ]),
+        dir.path(),
+    );
     gateway.wait_ready().await;
     let client = reqwest::Client::new();
-    let verify = client.get(gateway.url("/webhook?hub.mode=subscribe&hub.verify_token=from-file&hub.challenge=42")).send().await.unwrap();
+    let verify = client
+        .get(gateway.url("/webhook?hub.mode=subscribe&hub.verify_token=from-file&hub.challenge=42"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(verify.text().await.unwrap(), "42");
-    let with_env_key = client.post(gateway.url("/get")).bearer_auth("env-key").json(&json!({"number": "919216598210"})).send().await.unwrap();
+    let with_env_key = client
+        .post(gateway.url("/get"))
+        .bearer_auth("env-key")
+        .json(&json!({"number": "919216598210"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(with_env_key.status(), 200);
-    let with_file_key = client.post(gateway.url("/get")).bearer_auth("file-key").json(&json!({"number": "919216598210"})).send().await.unwrap();
+    let with_file_key = client
+        .post(gateway.url("/get"))
+        .bearer_auth("file-key")
+        .json(&json!({"number": "919216598210"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(with_file_key.status(), 401);
 }
 
 #[tokio::test]
 async fn start_up_warns_when_webhooks_and_client_endpoints_are_unauthenticated() {
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::spawn(&vars(&[("DATA_DIR", dir.path().to_str().unwrap())]), dir.path());
+    let mut gateway = Gateway::spawn(
+        &vars(&[("DATA_DIR", dir.path().to_str().unwrap())]),
+        dir.path(),
+    );
     gateway.wait_ready().await;
     let output = gateway.output();
     assert!(output.contains("APP_SECRET is not set"), "{output}");
     assert!(output.contains("API_KEY is not set"), "{output}");
-    assert!(output.contains("store.ready") && output.contains("embedded"), "{output}");
+    assert!(
+        output.contains("store.ready") && output.contains("embedded"),
+        "{output}"
+    );
 }
 
 #[tokio::test]
@@ -138,7 +187,13 @@ async fn logs_carry_the_original_event_names_and_never_a_secret() {
         .mount(&graph)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let secrets = ["tok-SECRET-access", "app-SECRET-hmac", "key-SECRET-client", "ver-SECRET-verify", "pw-SECRET-redis"];
+    let secrets = [
+        "tok-SECRET-access",
+        "app-SECRET-hmac",
+        "key-SECRET-client",
+        "ver-SECRET-verify",
+        "pw-SECRET-redis",
+    ];
     let redis = TestRedis::start_with(&["--save", "", "--requirepass", secrets[4]]);
     let mut gateway = Gateway::spawn(
         &vars(&[
@@ -146,7 +201,10 @@ async fn logs_carry_the_original_event_names_and_never_a_secret() {
             ("APP_SECRET", secrets[1]),
             ("API_KEY", secrets[2]),
             ("VERIFY_TOKEN", secrets[3]),
-            ("REDIS_URL", &format!("redis://:{}@127.0.0.1:{}/0", secrets[4], redis.port)),
+            (
+                "REDIS_URL",
+                &format!("redis://:{}@127.0.0.1:{}/0", secrets[4], redis.port),
+            ),
             ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
             ("GRAPH_API_BASE", &graph.uri()),
             ("RUST_LOG", "debug"),
@@ -158,38 +216,96 @@ async fn logs_carry_the_original_event_names_and_never_a_secret() {
     let client = reqwest::Client::new();
     let secret = whatsapp_gateway::webhook::AppSecret::new(&secrets[1].to_string().into());
     let body = webhook_with(vec![text_message("wamid.L", "919216598210", "hi")]);
-    let good = client.post(gateway.url("/webhook")).header("X-Hub-Signature-256", secret.sign(body.as_bytes())).body(body.clone()).send().await.unwrap();
+    let good = client
+        .post(gateway.url("/webhook"))
+        .header("X-Hub-Signature-256", secret.sign(body.as_bytes()))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(good.status(), 200);
-    let bad = client.post(gateway.url("/webhook")).header("X-Hub-Signature-256", sign(body.as_bytes())).body(body).send().await.unwrap();
+    let bad = client
+        .post(gateway.url("/webhook"))
+        .header("X-Hub-Signature-256", sign(body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 401);
     for token in [secrets[3], "wrong-token"] {
-        client.get(gateway.url(&format!("/webhook?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1"))).send().await.unwrap();
+        client
+            .get(gateway.url(&format!(
+                "/webhook?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1"
+            )))
+            .send()
+            .await
+            .unwrap();
     }
-    let get = client.post(gateway.url("/get")).bearer_auth(secrets[2]).json(&json!({"number": "919216598210"})).send().await.unwrap();
+    let get = client
+        .post(gateway.url("/get"))
+        .bearer_auth(secrets[2])
+        .json(&json!({"number": "919216598210"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(get.status(), 200);
-    let send = client.post(gateway.url("/send")).header("X-API-Key", secrets[2]).json(&json!({"number": "919216598210", "text": "hi"})).send().await.unwrap();
+    let send = client
+        .post(gateway.url("/send"))
+        .header("X-API-Key", secrets[2])
+        .json(&json!({"number": "919216598210", "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(send.status(), 400);
     let send_body = send.text().await.unwrap();
-    assert_eq!(client.post(gateway.url("/get")).bearer_auth("nope").json(&json!({})).send().await.unwrap().status(), 401);
+    assert_eq!(
+        client
+            .post(gateway.url("/get"))
+            .bearer_auth("nope")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     gateway.signal("TERM");
     assert!(gateway.wait_exit(Duration::from_secs(10)).await.success());
 
     let output = gateway.output();
     for secret in secrets {
         assert!(!output.contains(secret), "{secret} leaked into logs");
-        assert!(!send_body.contains(secret), "{secret} leaked into an error body");
+        assert!(
+            !send_body.contains(secret),
+            "{secret} leaked into an error body"
+        );
     }
-    for event in ["webhook.store success", "messages.fetch success", "send.request", "send.error", "webhook.verify", "webhook.rejected", "request_id"] {
+    for event in [
+        "webhook.store success",
+        "messages.fetch success",
+        "send.request",
+        "send.error",
+        "webhook.verify",
+        "webhook.rejected",
+        "request_id",
+    ] {
         assert!(output.contains(event), "{event} missing from logs");
     }
-    assert!(!output.contains("919216598210"), "full phone numbers are masked in logs");
+    assert!(
+        !output.contains("919216598210"),
+        "full phone numbers are masked in logs"
+    );
 }
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() {
     let graph = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"messages": [{"id": "wamid.slow"}]})).set_delay(Duration::from_millis(1500)))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"messages": [{"id": "wamid.slow"}]}))
+                .set_delay(Duration::from_millis(1500)),
+        )
         .mount(&graph)
         .await;
     let dir = tempfile::tempdir().unwrap();
@@ -205,15 +321,28 @@ async fn sigterm_lets_in_flight_requests_finish_and_refuses_new_ones() {
     gateway.wait_ready().await;
     let url = gateway.url("/send");
     let in_flight = tokio::spawn(async move {
-        reqwest::Client::new().post(url).json(&json!({"number": "919216598210", "text": "slow"})).send().await
+        reqwest::Client::new()
+            .post(url)
+            .json(&json!({"number": "919216598210", "text": "slow"}))
+            .send()
+            .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = Instant::now();
     gateway.signal("TERM");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let refused = reqwest::Client::new().get(gateway.url("/healthz")).send().await;
-    assert!(refused.is_err(), "new connections are refused while draining");
-    let response = in_flight.await.unwrap().expect("in-flight request completes");
+    let refused = reqwest::Client::new()
+        .get(gateway.url("/healthz"))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "new connections are refused while draining"
+    );
+    let response = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
     assert_eq!(response.status(), 200);
     let status = gateway.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}");
@@ -231,7 +360,15 @@ async fn embedded_store_keeps_every_acknowledged_message_after_sigkill() {
     for i in 0..40 {
         let id = format!("wamid.K{i}");
         let body = webhook_with(vec![text_message(&id, "919216598210", "x")]);
-        if client.post(gateway.url("/webhook")).body(body).send().await.unwrap().status() == 200 {
+        if client
+            .post(gateway.url("/webhook"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
             acknowledged.push(id);
         }
     }
@@ -241,7 +378,20 @@ async fn embedded_store_keeps_every_acknowledged_message_after_sigkill() {
 
     let mut restarted = Gateway::spawn(&env, dir.path());
     restarted.wait_ready().await;
-    let body: serde_json::Value = client.post(restarted.url("/get")).json(&json!({"number": "919216598210"})).send().await.unwrap().json().await.unwrap();
-    let ids: Vec<&str> = body["messages"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let body: serde_json::Value = client
+        .post(restarted.url("/get"))
+        .json(&json!({"number": "919216598210"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, acknowledged);
 }

@@ -25,7 +25,9 @@ async fn text_is_sent_with_metas_exact_body_and_bearer() {
         .expect(1)
         .mount(&app.graph)
         .await;
-    let response = app.post_send(json!({"number": "+91 92165-98210", "text": "Hello from Rust"})).await;
+    let response = app
+        .post_send(json!({"number": "+91 92165-98210", "text": "Hello from Rust"}))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap(), meta_success());
 }
@@ -41,43 +43,74 @@ async fn meta_error_is_400_carrying_metas_error_verbatim() {
         .expect(1)
         .mount(&app.graph)
         .await;
-    let response = app.post_send(json!({"number": "919216598210", "text": "hi"})).await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
     assert_eq!(response.status(), 400);
-    assert_eq!(response.json::<Value>().await.unwrap(), json!({"detail": meta_error}));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"detail": meta_error})
+    );
 }
 
 #[tokio::test]
 async fn graph_server_error_is_502_and_timeout_is_504() {
     let app = spawn_app(Backend::Embedded).await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500).set_body_json(json!({"error": {"message": "An unknown error occurred", "code": 1}})))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_json(
+                json!({"error": {"message": "An unknown error occurred", "code": 1}}),
+            ),
+        )
         .up_to_n_times(1)
         .mount(&app.graph)
         .await;
-    let response = app.post_send(json!({"number": "919216598210", "text": "hi"})).await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
     assert_eq!(response.status(), 502);
-    assert_eq!(response.json::<Value>().await.unwrap()["detail"]["error"]["code"], 1);
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["detail"]["error"]["code"],
+        1
+    );
 
     // GRAPH_TIMEOUT_SECS is 2 in tests.
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(meta_success()).set_delay(Duration::from_secs(4)))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(meta_success())
+                .set_delay(Duration::from_secs(4)),
+        )
         .mount(&app.graph)
         .await;
-    let response = app.post_send(json!({"number": "919216598210", "text": "hi"})).await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
     assert_eq!(response.status(), 504);
-    assert_eq!(response.json::<Value>().await.unwrap()["detail"], "Graph API did not answer in time");
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["detail"],
+        "Graph API did not answer in time"
+    );
 }
 
 #[tokio::test]
 async fn unreachable_graph_is_502() {
     let closed_port = free_port();
     let app = spawn_app_with(Backend::Embedded, |vars| {
-        vars.insert("GRAPH_API_BASE".into(), format!("http://127.0.0.1:{closed_port}/v22.0"));
+        vars.insert(
+            "GRAPH_API_BASE".into(),
+            format!("http://127.0.0.1:{closed_port}/v22.0"),
+        );
     })
     .await;
-    let response = app.post_send(json!({"number": "919216598210", "text": "hi"})).await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
     assert_eq!(response.status(), 502);
-    let detail = response.json::<Value>().await.unwrap()["detail"].as_str().unwrap().to_owned();
+    let detail = response.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(detail.starts_with("Graph API unreachable"), "{detail}");
     assert!(!detail.contains(ACCESS_TOKEN));
 }
@@ -89,23 +122,56 @@ async fn missing_access_token_or_phone_number_id_is_503_naming_the_variable() {
             vars.remove(missing);
         })
         .await;
-        Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).expect(0).mount(&app.graph).await;
-        let response = app.post_send(json!({"number": "919216598210", "text": "hi"})).await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .expect(0)
+            .mount(&app.graph)
+            .await;
+        let response = app
+            .post_send(json!({"number": "919216598210", "text": "hi"}))
+            .await;
         assert_eq!(response.status(), 503);
-        assert_eq!(response.json::<Value>().await.unwrap()["detail"], format!("sending is not configured: set {missing}"));
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["detail"],
+            format!("sending is not configured: set {missing}")
+        );
     }
 }
 
 #[tokio::test]
 async fn invalid_number_or_text_is_422_and_nothing_is_sent() {
     let app = spawn_app(Backend::Embedded).await;
-    Mock::given(method("POST")).respond_with(ResponseTemplate::new(200)).expect(0).mount(&app.graph).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&app.graph)
+        .await;
     let cases = [
-        (json!({"number": "12", "text": "hi"}), "number", "number must have 7-15 digits (found 2)"),
-        (json!({"number": "919216598210", "text": ""}), "text", "text must have 1-4096 characters and not be only whitespace"),
-        (json!({"number": "919216598210", "text": "   "}), "text", "text must have 1-4096 characters and not be only whitespace"),
-        (json!({"number": "919216598210", "text": "a".repeat(4097)}), "text", "text must have 1-4096 characters (found 4097)"),
-        (json!({"number": "919216598210"}), "text", "text is required"),
+        (
+            json!({"number": "12", "text": "hi"}),
+            "number",
+            "number must have 7-15 digits (found 2)",
+        ),
+        (
+            json!({"number": "919216598210", "text": ""}),
+            "text",
+            "text must have 1-4096 characters and not be only whitespace",
+        ),
+        (
+            json!({"number": "919216598210", "text": "   "}),
+            "text",
+            "text must have 1-4096 characters and not be only whitespace",
+        ),
+        (
+            json!({"number": "919216598210", "text": "a".repeat(4097)}),
+            "text",
+            "text must have 1-4096 characters (found 4097)",
+        ),
+        (
+            json!({"number": "919216598210"}),
+            "text",
+            "text is required",
+        ),
     ];
     for (body, field, msg) in cases {
         let response = app.post_send(body).await;
@@ -126,5 +192,10 @@ async fn exactly_4096_characters_are_sent() {
         .expect(1)
         .mount(&app.graph)
         .await;
-    assert_eq!(app.post_send(json!({"number": "919216598210", "text": text})).await.status(), 200);
+    assert_eq!(
+        app.post_send(json!({"number": "919216598210", "text": text}))
+            .await
+            .status(),
+        200
+    );
 }

@@ -14,13 +14,31 @@ async fn redis_down_gives_503_then_the_retry_is_stored_exactly_once() {
     assert_eq!(app.post_webhook(&first).await.status(), 200);
 
     app.redis().kill();
-    let during = webhook_with(vec![text_message("wamid.2", "919216598210", "during"), text_message("wamid.3", "15550000001", "during")]);
+    let during = webhook_with(vec![
+        text_message("wamid.2", "919216598210", "during"),
+        text_message("wamid.3", "15550000001", "during"),
+    ]);
     let started = Instant::now();
     let response = app.post_webhook(&during).await;
     assert_eq!(response.status(), 503, "Meta must retry");
-    assert!(started.elapsed() < Duration::from_secs(3), "fails fast, took {:?}", started.elapsed());
-    assert_eq!(response.json::<Value>().await.unwrap()["detail"], "storage is unavailable; retry later");
-    assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "fails fast, took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        response.json::<Value>().await.unwrap()["detail"],
+        "storage is unavailable; retry later"
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
 
     app.redis().restart(); // no persistence configured: the restarted Redis is empty
     // Meta retries until acknowledged; the connection manager reconnects by itself.
@@ -39,7 +57,15 @@ async fn redis_down_gives_503_then_the_retry_is_stored_exactly_once() {
     assert_eq!(again["duplicates"], 2);
     assert_eq!(app.ids_of("919216598210").await, ["wamid.2"]);
     assert_eq!(app.ids_of("15550000001").await, ["wamid.3"]);
-    assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -52,13 +78,22 @@ async fn failed_sqlite_write_stores_nothing_and_the_retry_is_stored() {
          BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
     )
     .unwrap();
-    let body = webhook_with(vec![text_message("wamid.OK", "919216598210", "a"), text_message("wamid.FAIL", "919216598210", "b")]);
+    let body = webhook_with(vec![
+        text_message("wamid.OK", "919216598210", "a"),
+        text_message("wamid.FAIL", "919216598210", "b"),
+    ]);
     assert_eq!(app.post_webhook(&body).await.status(), 503);
-    assert!(app.ids_of("919216598210").await.is_empty(), "nothing partial");
+    assert!(
+        app.ids_of("919216598210").await.is_empty(),
+        "nothing partial"
+    );
 
     db.execute_batch("DROP TRIGGER fail_once;").unwrap();
     let ack: Value = app.post_webhook(&body).await.json().await.unwrap();
-    assert_eq!((ack["stored"].as_u64(), ack["duplicates"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (ack["stored"].as_u64(), ack["duplicates"].as_u64()),
+        (Some(2), Some(0))
+    );
     assert_eq!(app.ids_of("919216598210").await, ["wamid.OK", "wamid.FAIL"]);
 }
 
@@ -77,10 +112,31 @@ async fn embedded_store_survives_a_restart_and_still_deduplicates() {
 #[tokio::test]
 async fn redis_dedupe_markers_expire_after_eight_days() {
     let app = spawn_app(Backend::Redis).await;
-    app.post_webhook(&webhook_with(vec![text_message("wamid.T", "919216598210", "x")])).await;
-    let mut conn = app.redis.as_ref().unwrap().client().get_multiplexed_async_connection().await.unwrap();
-    let ttl: i64 = redis::cmd("TTL").arg("test:seen:wamid.T").query_async(&mut conn).await.unwrap();
+    app.post_webhook(&webhook_with(vec![text_message(
+        "wamid.T",
+        "919216598210",
+        "x",
+    )]))
+    .await;
+    let mut conn = app
+        .redis
+        .as_ref()
+        .unwrap()
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("test:seen:wamid.T")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(ttl > 7 * 24 * 3600 && ttl <= 8 * 24 * 3600, "ttl {ttl}");
-    let score: f64 = redis::cmd("ZSCORE").arg("test:conversations").arg("919216598210").query_async(&mut conn).await.unwrap();
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg("test:conversations")
+        .arg("919216598210")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert_eq!(score, 1757936743.0);
 }

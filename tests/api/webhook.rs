@@ -23,10 +23,19 @@ contract_tests!(
 
 async fn text_message_is_stored_in_the_original_shape(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app.post_webhook(&webhook_with(vec![text_message("wamid.XXX", "919216598210", "Good")])).await;
+    let response = app
+        .post_webhook(&webhook_with(vec![text_message(
+            "wamid.XXX",
+            "919216598210",
+            "Good",
+        )]))
+        .await;
     assert_eq!(response.status(), 200);
     let ack: Value = response.json().await.unwrap();
-    assert_eq!(ack, json!({"status": "ok", "stored": 1, "duplicates": 0, "statuses": 0}));
+    assert_eq!(
+        ack,
+        json!({"status": "ok", "stored": 1, "duplicates": 0, "statuses": 0})
+    );
 
     let messages = app.messages_of("+919216598210").await;
     assert_eq!(
@@ -61,7 +70,10 @@ async fn duplicate_delivery_is_stored_once(backend: Backend) {
     assert_eq!(app.post_webhook(&first).await.status(), 200);
     // Meta's retry: same payload.
     let retry: Value = app.post_webhook(&first).await.json().await.unwrap();
-    assert_eq!((retry["stored"].clone(), retry["duplicates"].clone()), (json!(0), json!(1)));
+    assert_eq!(
+        (retry["stored"].clone(), retry["duplicates"].clone()),
+        (json!(0), json!(1))
+    );
     // A later delivery batching the old id with a new one, and the same id twice in one payload.
     let batched = webhook_with(vec![
         text_message("wamid.A", "919216598210", "one"),
@@ -69,7 +81,10 @@ async fn duplicate_delivery_is_stored_once(backend: Backend) {
         text_message("wamid.B", "919216598210", "two"),
     ]);
     let ack: Value = app.post_webhook(&batched).await.json().await.unwrap();
-    assert_eq!((ack["stored"].clone(), ack["duplicates"].clone()), (json!(1), json!(2)));
+    assert_eq!(
+        (ack["stored"].clone(), ack["duplicates"].clone()),
+        (json!(1), json!(2))
+    );
     assert_eq!(app.ids_of("919216598210").await, ["wamid.A", "wamid.B"]);
 }
 
@@ -84,7 +99,10 @@ async fn statuses_and_errors_only_payloads_are_acknowledged_and_store_nothing(ba
     let errors = json!({"entry": [{"changes": [{"field": "messages", "value": {"errors": [{"code": 130429, "title": "Rate limit hit"}]}}]}]});
     assert_eq!(app.post_webhook(&errors.to_string()).await.status(), 200);
     let other_field = json!({"entry": [{"changes": [{"field": "account_update", "value": {"event": "VERIFIED_ACCOUNT"}}]}]});
-    assert_eq!(app.post_webhook(&other_field.to_string()).await.status(), 200);
+    assert_eq!(
+        app.post_webhook(&other_field.to_string()).await.status(),
+        200
+    );
     assert!(app.messages_of("919216598210").await.is_empty());
 }
 
@@ -95,17 +113,28 @@ async fn malformed_json_is_400_and_stores_nothing(backend: Backend) {
     let response = app.post_webhook(truncated).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
-    assert!(body["detail"].as_str().unwrap().contains("malformed JSON"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("malformed JSON"),
+        "{body}"
+    );
     assert!(app.messages_of("919216598210").await.is_empty());
 }
 
 async fn json_not_shaped_like_a_notification_is_400(backend: Backend) {
     let app = spawn_app(backend).await;
-    for body in [r#"[]"#, r#"{"hello":"world"}"#, r#"{"entry":{}}"#, r#""text""#] {
+    for body in [
+        r#"[]"#,
+        r#"{"hello":"world"}"#,
+        r#"{"entry":{}}"#,
+        r#""text""#,
+    ] {
         let response = app.post_webhook(body).await;
         assert_eq!(response.status(), 400, "for {body}");
         let detail: Value = response.json().await.unwrap();
-        assert!(detail["detail"].as_str().unwrap().contains("entry"), "{detail}");
+        assert!(
+            detail["detail"].as_str().unwrap().contains("entry"),
+            "{detail}"
+        );
     }
 }
 
@@ -121,7 +150,10 @@ async fn one_invalid_message_rejects_the_whole_batch(backend: Backend) {
         detail["detail"],
         "invalid webhook payload: entry[0].changes[0].value.messages[1].from: is required"
     );
-    assert!(app.messages_of("919216598210").await.is_empty(), "nothing partial is stored");
+    assert!(
+        app.messages_of("919216598210").await.is_empty(),
+        "nothing partial is stored"
+    );
 }
 
 async fn unknown_fields_and_message_types_are_accepted(backend: Backend) {
@@ -137,7 +169,9 @@ async fn unknown_fields_and_message_types_are_accepted(backend: Backend) {
 async fn correctly_signed_webhook_is_accepted(backend: Backend) {
     let app = spawn_app(backend).await;
     let body = webhook_with(vec![text_message("wamid.S1", "919216598210", "signed")]);
-    let response = app.post_webhook_raw(body.clone().into_bytes(), Some(&sign(body.as_bytes()))).await;
+    let response = app
+        .post_webhook_raw(body.clone().into_bytes(), Some(&sign(body.as_bytes())))
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.ids_of("919216598210").await, ["wamid.S1"]);
 }
@@ -149,13 +183,34 @@ async fn missing_wrong_or_tampered_signature_is_401_and_stores_nothing(backend: 
     let mut tampered = body.clone().into_bytes();
     let i = tampered.iter().position(|&b| b == b'f').unwrap(); // "forged" -> "gorged"
     tampered[i] = b'g';
-    let other_secret = whatsapp_gateway::webhook::AppSecret::new(&"other".to_string().into()).sign(body.as_bytes());
+    let other_secret = whatsapp_gateway::webhook::AppSecret::new(&"other".to_string().into())
+        .sign(body.as_bytes());
     let cases: Vec<(Vec<u8>, Option<String>, &str)> = vec![
-        (body.clone().into_bytes(), None, "missing X-Hub-Signature-256 header"),
-        (body.clone().into_bytes(), Some(other_secret), "X-Hub-Signature-256 does not match the request body"),
-        (tampered, Some(good.clone()), "X-Hub-Signature-256 does not match the request body"),
-        (body.clone().into_bytes(), Some(good.replace("sha256=", "sha1=")), "X-Hub-Signature-256 must be 'sha256=' followed by 64 hex digits"),
-        (body.clone().into_bytes(), Some("sha256=zz".into()), "X-Hub-Signature-256 must be 'sha256=' followed by 64 hex digits"),
+        (
+            body.clone().into_bytes(),
+            None,
+            "missing X-Hub-Signature-256 header",
+        ),
+        (
+            body.clone().into_bytes(),
+            Some(other_secret),
+            "X-Hub-Signature-256 does not match the request body",
+        ),
+        (
+            tampered,
+            Some(good.clone()),
+            "X-Hub-Signature-256 does not match the request body",
+        ),
+        (
+            body.clone().into_bytes(),
+            Some(good.replace("sha256=", "sha1=")),
+            "X-Hub-Signature-256 must be 'sha256=' followed by 64 hex digits",
+        ),
+        (
+            body.clone().into_bytes(),
+            Some("sha256=zz".into()),
+            "X-Hub-Signature-256 must be 'sha256=' followed by 64 hex digits",
+        ),
     ];
     for (bytes, signature, expected) in cases {
         let response = app.post_webhook_raw(bytes, signature.as_deref()).await;
@@ -171,7 +226,10 @@ async fn unsigned_webhook_is_accepted_when_app_secret_is_unset(backend: Backend)
     })
     .await;
     let body = webhook_with(vec![text_message("wamid.U", "919216598210", "hi")]);
-    assert_eq!(app.post_webhook_raw(body.into_bytes(), None).await.status(), 200);
+    assert_eq!(
+        app.post_webhook_raw(body.into_bytes(), None).await.status(),
+        200
+    );
     assert_eq!(app.ids_of("919216598210").await, ["wamid.U"]);
 }
 
@@ -180,10 +238,18 @@ async fn body_over_the_limit_is_413_and_a_3mb_payload_passes(backend: Backend) {
     // Meta's documented maximum is 3 MB: it must pass the default 4 MiB limit.
     let big_text = "x".repeat(3 * 1000 * 1000 - 1000);
     let body = webhook_with(vec![text_message("wamid.BIG", "919216598210", &big_text)]);
-    assert!(body.len() > 2_990_000 && body.len() <= 3_000_000, "{}", body.len());
+    assert!(
+        body.len() > 2_990_000 && body.len() <= 3_000_000,
+        "{}",
+        body.len()
+    );
     assert_eq!(app.post_webhook(&body).await.status(), 200);
 
-    let huge = webhook_with(vec![text_message("wamid.HUGE", "919216598210", &"y".repeat(4 * 1024 * 1024))]);
+    let huge = webhook_with(vec![text_message(
+        "wamid.HUGE",
+        "919216598210",
+        &"y".repeat(4 * 1024 * 1024),
+    )]);
     let response = app.post_webhook(&huge).await;
     assert_eq!(response.status(), 413);
     assert_eq!(app.ids_of("919216598210").await, ["wamid.BIG"]);
@@ -197,7 +263,12 @@ async fn raw_message_is_kept_byte_for_byte(backend: Backend) {
         r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"metadata":{{"display_phone_number":"15551713917","phone_number_id":"1"}},"messages":[{raw}]}}}}]}}]}}"#
     );
     assert_eq!(app.post_webhook(&body).await.status(), 200);
-    let text = app.post_get(json!({"number": "919216598210"})).await.text().await.unwrap();
+    let text = app
+        .post_get(json!({"number": "919216598210"}))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains(raw), "{text}");
     let messages = app.messages_of("919216598210").await;
     assert_eq!(messages[0]["body"], "café / 😀");
