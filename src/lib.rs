@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod graph;
 pub mod http;
+pub mod metrics;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -38,6 +38,11 @@ impl Application {
             verify_token: settings.webhook.verify_token.clone(),
             app_secret: settings.webhook.app_secret.as_ref().map(AppSecret::new),
             api_key: settings.api_key.clone(),
+            metrics: crate::metrics::Metrics::new(),
+            body_limits: crate::http::extract::BodyLimits {
+                max_bytes: settings.http.max_body_bytes,
+                timeout: settings.http.body_timeout,
+            },
         });
         let router = http::router(state.clone(), &settings.http);
         let address = SocketAddr::new(settings.http.host, settings.http.port);

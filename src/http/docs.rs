@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::http::{error::FieldError, health, messages, webhook};
+use crate::http::{error::FieldError, health, messages, metrics, webhook};
 
 /// `{"detail": "<what went wrong>"}`.
 #[derive(Serialize, ToSchema)]
@@ -70,7 +70,7 @@ pub struct StoredMessage {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "whatsapp-gateway", description = "WhatsApp Cloud API gateway: a drop-in replacement for the FastAPI + Redis server. Client endpoints need `Authorization: Bearer <API_KEY>` (or `X-API-Key`) when API_KEY is set."),
-    paths(messages::send_message, messages::get_messages, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz),
+    paths(messages::send_message, messages::get_messages, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz, metrics::render_metrics),
     components(schemas(Detail, ValidationDetail, GraphErrorDetail, SendResponse, StoredMessage, FieldError)),
     modifiers(&SecuritySchemes),
     tags((name = "messages", description = "Send and read messages (client apps)"),

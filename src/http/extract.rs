@@ -1,24 +1,26 @@
-//! Request body extraction with our error shapes: [`JsonBody`] for client endpoints, [`read_body`]
-//! for the webhook (which needs the raw bytes for the signature).
+//! Request body extraction with our error shapes and limits: [`JsonBody`] for client endpoints,
+//! [`read_body`] for the webhook (which needs the raw bytes for the signature).
 //!
 //! `JsonBody` parses whatever the Content-Type says: the original's clients (PowerShell, curl -d)
 //! do not always send `application/json`, and FastAPI accepted them.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use serde::de::DeserializeOwned;
 
+use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
 
 /// A JSON body deserialized into `T`; 400 for malformed JSON, 422 naming the field otherwise.
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = read_body(Bytes::from_request(req, state).await)?;
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let bytes = read_body(req, state.body_limits).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -71,19 +73,40 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Maps a body-reading failure: over MAX_BODY_BYTES -> 413, too slow -> 408, else 400.
-pub fn read_body(result: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    result.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::PayloadTooLarge;
-        }
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&rejection);
-        while let Some(e) = source {
-            if e.is::<tower_http::timeout::TimeoutError>() {
-                return ApiError::BodyTimeout;
+/// Limits on reading a request body, from HttpSettings.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// MAX_BODY_BYTES.
+    pub max_bytes: usize,
+    /// BODY_TIMEOUT_SECS: a deadline for the *whole* body. (tower-http's RequestBodyTimeout resets
+    /// on every frame, so a client trickling one byte a second would never be cut off.)
+    pub timeout: std::time::Duration,
+}
+
+/// Reads the whole body: over MAX_BODY_BYTES -> 413 (checked against Content-Length first, so a
+/// large upload is refused before it is read), not complete within BODY_TIMEOUT_SECS -> 408,
+/// broken connection -> 400.
+pub async fn read_body(request: Request, limits: BodyLimits) -> Result<Bytes, ApiError> {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_bytes as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let body = request.into_body();
+    match tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, limits.max_bytes)).await {
+        Err(_) => Err(ApiError::BodyTimeout),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(ApiError::PayloadTooLarge);
+                }
+                source = err.source();
             }
-            source = e.source();
+            Err(ApiError::UnreadableBody)
         }
-        ApiError::UnreadableBody
-    })
+    }
 }

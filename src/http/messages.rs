@@ -76,6 +76,7 @@ pub async fn send_message(
     tracing::info!(to = %message.to.masked(), chars = message.text.as_str().chars().count(), "send.request");
     match state.graph.send_text(&message).await {
         Ok(response) => {
+            state.metrics.graph_call("ok", None);
             tracing::info!(to = %message.to.masked(), "send.success");
             let mut http = response.get().to_owned().into_response();
             http.headers_mut().insert(
@@ -85,6 +86,7 @@ pub async fn send_message(
             Ok(http)
         }
         Err(e) => {
+            state.metrics.graph_call(e.outcome(), e.meta_code());
             tracing::warn!(to = %message.to.masked(), outcome = e.outcome(), meta.code = e.meta_code(), error.message = %e, "send.error");
             Err(e.into())
         }
@@ -120,7 +122,12 @@ pub async fn get_messages(
             ));
         }
     };
-    let messages = state.store.recent_messages(&number, limit).await?;
+    let started = std::time::Instant::now();
+    let messages = state.store.recent_messages(&number, limit).await;
+    state
+        .metrics
+        .observe_store("fetch", started.elapsed().as_secs_f64(), messages.is_ok());
+    let messages = messages?;
     tracing::info!(number = %number.masked(), count = messages.len(), "messages.fetch success");
     Ok(Json(GetResponse {
         count: messages.len(),

@@ -4,7 +4,8 @@
 //! [`error::ApiError`]. Middleware, outermost first: request id (`x-request-id`, generated when
 //! absent, echoed on the response) -> one tracing span per request (method, matched path, request
 //! id; logs status and latency) -> load shedding (over CONCURRENCY_LIMIT in flight -> 503 at once)
-//! -> request timeout (503) -> body timeout (408) -> body limit (413).
+//! -> request timeout (503). Body size (413) and whole-body deadline (408) are enforced where bodies
+//! are read ([`extract::read_body`]).
 
 pub mod auth;
 pub mod docs;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod messages;
+pub mod metrics;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use axum::{BoxError, Json, Router, middleware};
 use secrecy::SecretString;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use utoipa::OpenApi;
@@ -34,6 +36,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::HttpSettings;
 use crate::graph::GraphClient;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::webhook::AppSecret;
 
@@ -48,6 +51,10 @@ pub struct AppState {
     pub app_secret: Option<AppSecret>,
     /// API_KEY.
     pub api_key: Option<SecretString>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Body size and time limits.
+    pub body_limits: extract::BodyLimits,
 }
 
 /// Builds the router with every route and the middleware stack.
@@ -55,6 +62,7 @@ pub fn router(state: Arc<AppState>, http: &HttpSettings) -> Router {
     let client_routes = Router::new()
         .route("/send", post(messages::send_message))
         .route("/get", post(messages::get_messages))
+        .route("/metrics", get(metrics::render_metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,
@@ -77,7 +85,10 @@ pub fn router(state: Arc<AppState>, http: &HttpSettings) -> Router {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(HandleErrorLayer::new(overloaded))
+        .layer(HandleErrorLayer::new({
+            let state = state.clone();
+            move |error: BoxError| overloaded(state.clone(), error)
+        }))
         .load_shed()
         // Global: Router::layer clones the stack per route, and a plain ConcurrencyLimit would
         // give each route its own semaphore.
@@ -88,7 +99,6 @@ pub fn router(state: Arc<AppState>, http: &HttpSettings) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             http.request_timeout,
         ))
-        .layer(RequestBodyTimeoutLayer::new(http.body_timeout))
         .layer(DefaultBodyLimit::max(http.max_body_bytes));
 
     Router::new()
@@ -123,8 +133,9 @@ fn on_response(response: &Response, latency: Duration, _span: &Span) {
     );
 }
 
-async fn overloaded(error: BoxError) -> Response {
+async fn overloaded(state: Arc<AppState>, error: BoxError) -> Response {
     let status = if error.is::<tower::load_shed::error::Overloaded>() {
+        state.metrics.requests_shed.inc();
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::INTERNAL_SERVER_ERROR

@@ -9,10 +9,9 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -89,19 +88,34 @@ pub async fn verify_subscription(
     ))]
 pub async fn receive_webhook(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<WebhookAck>, ApiError> {
-    let body = read_body(body).inspect_err(|e| tracing::warn!(reason = %e, "webhook.rejected"))?;
+    let headers = request.headers().clone();
+    let metrics = &state.metrics;
+    metrics.webhooks_received.inc();
+    let body = read_body(request, state.body_limits)
+        .await
+        .inspect_err(|e| {
+            let reason = match e {
+                ApiError::PayloadTooLarge => "payload_too_large",
+                ApiError::BodyTimeout => "body_timeout",
+                _ => "unreadable_body",
+            };
+            metrics.reject(reason);
+            tracing::warn!(reason, "webhook.rejected");
+        })?;
     if let Some(secret) = &state.app_secret {
         let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
         secret.verify(signature, &body).inspect_err(|e| {
+            metrics.reject(e.reason());
             tracing::warn!(reason = e.reason(), "webhook.rejected");
         })?;
     }
     let batch = extract_batch(&body).inspect_err(|e| {
+        metrics.reject("invalid_payload");
         tracing::warn!(reason = "invalid_payload", error.message = %e, "webhook.rejected");
     })?;
+    metrics.statuses_received.inc_by(batch.statuses as u64);
     if batch.statuses > 0 || batch.errors > 0 || batch.ignored_changes > 0 {
         tracing::info!(
             statuses = batch.statuses,
@@ -110,7 +124,14 @@ pub async fn receive_webhook(
             "webhook.events received"
         );
     }
-    let report = state.store.save_inbound(&batch.messages).await?;
+    let started = std::time::Instant::now();
+    let report = state.store.save_inbound(&batch.messages).await;
+    if !batch.messages.is_empty() {
+        metrics.observe_store("save", started.elapsed().as_secs_f64(), report.is_ok());
+    }
+    let report = report?;
+    metrics.messages_stored.inc_by(report.stored as u64);
+    metrics.messages_duplicate.inc_by(report.duplicates as u64);
     if !batch.messages.is_empty() {
         tracing::info!(
             stored = report.stored,

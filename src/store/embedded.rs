@@ -141,6 +141,10 @@ impl EmbeddedStore {
         .await
     }
 
+    pub(super) fn queue_depth(&self) -> usize {
+        self.writer.max_capacity() - self.writer.capacity()
+    }
+
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         if self.writer.is_closed() {
             return Err(StoreError::WriterGone);

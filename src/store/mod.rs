@@ -89,6 +89,15 @@ impl Store {
         }
     }
 
+    /// Save requests waiting in process for the backend (the embedded writer queue); Redis
+    /// requests are pipelined on the connection and not queued here.
+    pub fn queue_depth(&self) -> usize {
+        match self {
+            Self::Redis(_) => 0,
+            Self::Embedded(s) => s.queue_depth(),
+        }
+    }
+
     /// Checks the backend answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         match self {

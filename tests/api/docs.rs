@@ -22,6 +22,7 @@ async fn openapi_documents_every_endpoint_and_its_errors() {
         ("/webhook", "post", &["200", "400", "401", "413", "503"][..]),
         ("/healthz", "get", &["200"][..]),
         ("/readyz", "get", &["200", "503"][..]),
+        ("/metrics", "get", &["200", "401"][..]),
     ] {
         let responses = paths[path][verb]["responses"]
             .as_object()

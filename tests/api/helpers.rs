@@ -1,10 +1,14 @@
 //! Test harness: a real `redis-server` on a free loopback port ([`TestRedis`]), a wiremock Graph
-//! API, and the real router served over HTTP on a random port ([`spawn_app`]).
+//! API, the real router served over HTTP on a random port ([`spawn_app`]), and the real binary as a
+//! child process ([`Gateway`]). Shared by the `api` and `fault` test binaries (each uses a subset,
+//! hence the `dead_code` allowance).
+#![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
@@ -348,4 +352,85 @@ pub fn webhook_with(messages: Vec<Value>) -> String {
         }}]}]
     })
     .to_string()
+}
+
+/// A running `whatsapp-gateway` binary whose output goes to a file.
+pub struct Gateway {
+    pub child: Child,
+    pub port: u16,
+    log: tempfile::NamedTempFile,
+}
+
+impl Gateway {
+    pub fn spawn(vars: &HashMap<String, String>, cwd: &Path) -> Self {
+        Self::spawn_on(free_port(), vars, cwd)
+    }
+
+    /// Starts the binary on a given port (to restart it where clients expect it).
+    pub fn spawn_on(port: u16, vars: &HashMap<String, String>, cwd: &Path) -> Self {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(vars)
+            .env("PORT", port.to_string())
+            .current_dir(cwd)
+            .stdout(log.reopen().unwrap())
+            .stderr(File::options().append(true).open(log.path()).unwrap())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, port, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn wait_ready(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("gateway exited with {status}: {}", self.output());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("gateway not ready within 10s: {}", self.output());
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

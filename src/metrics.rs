@@ -1,0 +1,174 @@
+//! Prometheus metrics, served at `GET /metrics` (behind API_KEY like every client endpoint).
+//!
+//! Counters and histograms are lock-free atomics, so recording costs nanoseconds on the hot path;
+//! gauges that mirror other state (the embedded store's write queue) are read at scrape time.
+//! Names are prefixed `whatsapp_gateway_`. Event-stream subscriber gauges join when the stream does.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Why a webhook was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// A store operation (`save` or `fetch`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: &'static str,
+}
+
+/// A Graph API call's outcome and Meta's error code (`none` when Meta sent none).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GraphLabels {
+    pub outcome: &'static str,
+    pub code: String,
+}
+
+/// Builds store latency histograms: 100 µs to ~3 s.
+#[derive(Clone)]
+pub struct LatencyBuckets;
+
+impl MetricConstructor<Histogram> for LatencyBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+    }
+}
+
+/// Every metric the service records.
+pub struct Metrics {
+    registry: Registry,
+    pub webhooks_received: Counter,
+    pub webhooks_rejected: Family<ReasonLabels, Counter>,
+    pub messages_stored: Counter,
+    pub messages_duplicate: Counter,
+    pub statuses_received: Counter,
+    pub store_duration: Family<OperationLabels, Histogram, LatencyBuckets>,
+    pub store_errors: Family<OperationLabels, Counter>,
+    pub graph_requests: Family<GraphLabels, Counter>,
+    pub requests_shed: Counter,
+    pub store_queue_depth: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("whatsapp_gateway");
+        let metrics = Self {
+            webhooks_received: Counter::default(),
+            webhooks_rejected: Family::default(),
+            messages_stored: Counter::default(),
+            messages_duplicate: Counter::default(),
+            statuses_received: Counter::default(),
+            store_duration: Family::new_with_constructor(LatencyBuckets),
+            store_errors: Family::default(),
+            graph_requests: Family::default(),
+            requests_shed: Counter::default(),
+            store_queue_depth: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "webhooks_received",
+            "Webhook POSTs received",
+            metrics.webhooks_received.clone(),
+        );
+        registry.register(
+            "webhooks_rejected",
+            "Webhook POSTs refused, by reason",
+            metrics.webhooks_rejected.clone(),
+        );
+        registry.register(
+            "messages_stored",
+            "Inbound messages newly stored",
+            metrics.messages_stored.clone(),
+        );
+        registry.register(
+            "messages_duplicate",
+            "Inbound messages already stored (Meta retries)",
+            metrics.messages_duplicate.clone(),
+        );
+        registry.register(
+            "statuses_received",
+            "Status updates received",
+            metrics.statuses_received.clone(),
+        );
+        registry.register(
+            "store_duration_seconds",
+            "Store operation latency",
+            metrics.store_duration.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Store operations that failed",
+            metrics.store_errors.clone(),
+        );
+        registry.register(
+            "graph_requests",
+            "Graph API calls by outcome and Meta error code",
+            metrics.graph_requests.clone(),
+        );
+        registry.register(
+            "http_requests_shed",
+            "Requests refused with 503 over CONCURRENCY_LIMIT",
+            metrics.requests_shed.clone(),
+        );
+        registry.register(
+            "store_queue_depth",
+            "Save requests waiting for the embedded store's writer",
+            metrics.store_queue_depth.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Counts a refused webhook.
+    pub fn reject(&self, reason: &'static str) {
+        self.webhooks_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Records a store operation's latency and outcome.
+    pub fn observe_store(&self, operation: &'static str, seconds: f64, ok: bool) {
+        let labels = OperationLabels { operation };
+        self.store_duration.get_or_create(&labels).observe(seconds);
+        if !ok {
+            self.store_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Counts a Graph API call.
+    pub fn graph_call(&self, outcome: &'static str, code: Option<i64>) {
+        let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        self.graph_requests
+            .get_or_create(&GraphLabels { outcome, code })
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
