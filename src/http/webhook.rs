@@ -90,7 +90,8 @@ pub async fn receive_webhook(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Json<WebhookAck>, ApiError> {
-    let headers = request.headers().clone();
+    // Only the signature header is needed after the body is consumed; keep just that value.
+    let signature = request.headers().get(SIGNATURE_HEADER).cloned();
     let metrics = &state.metrics;
     metrics.webhooks_received.inc();
     let body = read_body(request, state.body_limits)
@@ -105,8 +106,7 @@ pub async fn receive_webhook(
             tracing::warn!(reason, "webhook.rejected");
         })?;
     if let Some(secret) = &state.app_secret {
-        let signature = headers.get(SIGNATURE_HEADER).map(HeaderValue::as_bytes);
-        secret.verify(signature, &body).inspect_err(|e| {
+        secret.verify(signature.as_ref().map(HeaderValue::as_bytes), &body).inspect_err(|e| {
             metrics.reject(e.reason());
             tracing::warn!(reason = e.reason(), "webhook.rejected");
         })?;
