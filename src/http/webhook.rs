@@ -106,10 +106,12 @@ pub async fn receive_webhook(
             tracing::warn!(reason, "webhook.rejected");
         })?;
     if let Some(secret) = &state.app_secret {
-        secret.verify(signature.as_ref().map(HeaderValue::as_bytes), &body).inspect_err(|e| {
-            metrics.reject(e.reason());
-            tracing::warn!(reason = e.reason(), "webhook.rejected");
-        })?;
+        secret
+            .verify(signature.as_ref().map(HeaderValue::as_bytes), &body)
+            .inspect_err(|e| {
+                metrics.reject(e.reason());
+                tracing::warn!(reason = e.reason(), "webhook.rejected");
+            })?;
     }
     let batch = extract_batch(&body).inspect_err(|e| {
         metrics.reject("invalid_payload");

@@ -71,24 +71,8 @@ async fn webhook_and_health_stay_open_with_an_api_key() {
         "/webhook?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=7"
     ));
     assert_eq!(app.http.get(verify).send().await.unwrap().status(), 200);
-    assert_eq!(
-        app.http
-            .get(app.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        app.http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_status("/healthz").await, 200);
+    assert_eq!(app.get_status("/readyz").await, 200);
 }
 
 #[tokio::test]

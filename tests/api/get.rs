@@ -165,14 +165,7 @@ async fn messages_written_by_the_fastapi_original_are_readable() {
     let app = spawn_app(Backend::Redis).await;
     let original = json!({"id": "wamid.OLD", "from": "919216598210", "to": "15551713917", "timestamp": "1757936743",
         "type": "text", "body": "Hello", "raw": {"from": "919216598210", "id": "wamid.OLD", "type": "text", "text": {"body": "Hello"}}});
-    let mut conn = app
-        .redis
-        .as_ref()
-        .unwrap()
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = app.redis_connection().await;
     // The original's layout: <REDIS_INBOUND_LIST>:<digits>, one JSON document per RPUSH.
     let _: () = redis::cmd("RPUSH")
         .arg("test:inbound:list:919216598210")

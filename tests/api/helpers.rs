@@ -67,6 +67,18 @@ impl TestRedis {
         Self::start_with(&["--save", "", "--appendonly", "no"])
     }
 
+    /// Starts a fresh server with AOF on and `appendfsync everysec` (the compose set-up).
+    pub fn start_aof() -> Self {
+        Self::start_with(&[
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+        ])
+    }
+
     /// Starts a fresh server with extra arguments (e.g. AOF settings).
     pub fn start_with(args: &[&str]) -> Self {
         let mut redis = Self {
@@ -274,6 +286,21 @@ impl TestApp {
             request = request.header("X-Hub-Signature-256", signature);
         }
         request.send().await.unwrap()
+    }
+
+    /// GET `path`, returning the status.
+    pub async fn get_status(&self, path: &str) -> reqwest::StatusCode {
+        self.http.get(self.url(path)).send().await.unwrap().status()
+    }
+
+    /// A plain connection to the app's Redis, for assertions and seeding.
+    pub async fn redis_connection(&self) -> redis::aio::MultiplexedConnection {
+        let redis = self.redis.as_ref().expect("a Redis-backed app");
+        redis
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
     }
 
     /// POST /get with a JSON body.

@@ -101,15 +101,7 @@ async fn metrics_need_the_api_key_when_set() {
         vars.insert("API_KEY".into(), "metrics-key".into());
     })
     .await;
-    assert_eq!(
-        app.http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(app.get_status("/metrics").await, 401);
     let ok = app
         .http
         .get(app.url("/metrics"))

@@ -30,15 +30,7 @@ async fn redis_down_gives_503_then_the_retry_is_stored_exactly_once() {
         response.json::<Value>().await.unwrap()["detail"],
         "storage is unavailable; retry later"
     );
-    assert_eq!(
-        app.http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(app.get_status("/readyz").await, 503);
 
     app.redis().restart(); // no persistence configured: the restarted Redis is empty
     // Meta retries until acknowledged; the connection manager reconnects by itself.
@@ -57,15 +49,7 @@ async fn redis_down_gives_503_then_the_retry_is_stored_exactly_once() {
     assert_eq!(again["duplicates"], 2);
     assert_eq!(app.ids_of("919216598210").await, ["wamid.2"]);
     assert_eq!(app.ids_of("15550000001").await, ["wamid.3"]);
-    assert_eq!(
-        app.http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.get_status("/readyz").await, 200);
 }
 
 #[tokio::test]
@@ -118,14 +102,7 @@ async fn redis_dedupe_markers_expire_after_eight_days() {
         "x",
     )]))
     .await;
-    let mut conn = app
-        .redis
-        .as_ref()
-        .unwrap()
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = app.redis_connection().await;
     let ttl: i64 = redis::cmd("TTL")
         .arg("test:seen:wamid.T")
         .query_async(&mut conn)

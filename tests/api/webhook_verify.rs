@@ -48,15 +48,7 @@ async fn missing_parameters_are_400_naming_the_parameter() {
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["detail"], "missing query parameter hub.verify_token");
-    assert_eq!(
-        app.http
-            .get(app.url("/webhook"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        400
-    );
+    assert_eq!(app.get_status("/webhook").await, 400);
 }
 
 #[tokio::test]

@@ -16,14 +16,7 @@ async fn everysec_loses_no_acknowledged_message_when_redis_is_killed() {
     let runs = scaled(5, 2);
     let mut lost_per_run = Vec::new();
     for run in 0..runs {
-        let redis = Arc::new(Mutex::new(TestRedis::start_with(&[
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-        ])));
+        let redis = Arc::new(Mutex::new(TestRedis::start_aof()));
         let url = redis.lock().unwrap().url();
         let dir = tempfile::tempdir().unwrap();
         let mut gateway = Gateway::spawn(&gateway_env(&[("REDIS_URL", &url)]), dir.path());

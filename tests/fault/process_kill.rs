@@ -49,14 +49,7 @@ async fn kill_gateway_under_load(vars: std::collections::HashMap<String, String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_sigkill_on_redis_loses_nothing_acknowledged() {
     let _serial = crate::serial().await;
-    let redis = TestRedis::start_with(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--save",
-        "",
-    ]);
+    let redis = TestRedis::start_aof();
     kill_gateway_under_load(gateway_env(&[("REDIS_URL", &redis.url())])).await;
 }
 

@@ -17,14 +17,7 @@ async fn redis_sigkill_mid_ingest_loses_and_doubles_nothing() {
     let kill_at = Duration::from_secs(scaled(5, 1) as u64);
     let down_for = Duration::from_secs(scaled(3, 1) as u64);
 
-    let redis = Arc::new(Mutex::new(TestRedis::start_with(&[
-        "--appendonly",
-        "yes",
-        "--appendfsync",
-        "everysec",
-        "--save",
-        "",
-    ])));
+    let redis = Arc::new(Mutex::new(TestRedis::start_aof()));
     let url = redis.lock().unwrap().url();
     let dir = tempfile::tempdir().unwrap();
     let mut gateway = Gateway::spawn(&gateway_env(&[("REDIS_URL", &url)]), dir.path());
