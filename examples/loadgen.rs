@@ -4,9 +4,11 @@
 //! loss/duplication check of what the server acknowledged.
 //!
 //! It runs on a current-thread tokio runtime so it fits on one pinned core (`taskset -c 1`), and it
-//! builds every request body (and its `X-Hub-Signature-256`) before the clock starts, so the numbers
-//! measure the server rather than the generator. One connection per concurrent worker; a worker
-//! whose connection breaks reconnects and counts an error.
+//! builds the request bodies (and their `X-Hub-Signature-256`; up to 200,000 of them, the rest as it
+//! goes) before the clock starts, so the numbers measure the server rather than the generator. One
+//! connection per concurrent worker; a worker whose connection breaks reconnects and counts an
+//! error. `client_cpu_pct` in the output is the generator's own CPU use: near 100 means it, not the
+//! server, was the limit.
 //!
 //! Scenarios:
 //! - `webhook`: POST /webhook with one text message per request, a unique id `<run-id>-<n>`, from
@@ -20,8 +22,9 @@
 //!   `{"ready_ms": ...}`, measured from `--since-ns` (Unix epoch nanoseconds, taken by the caller
 //!   just before it spawned the server).
 //!
-//! It stops after `--requests` requests or `--max-seconds`, whichever comes first, and only ever
-//! connects to the host and port of `--url`.
+//! It stops after `--requests` requests or `--max-seconds`, whichever comes first (requests still in
+//! flight then are counted as `cut_off`, not as errors), and only ever connects to the host and
+//! port of `--url`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -202,6 +205,10 @@ fn webhook_body(id: &str, from: &str) -> String {
     .to_string()
 }
 
+/// Most webhook bodies built before the clock starts; a longer run builds the rest as it goes
+/// (bounded memory: ~100 MB at most for the pre-built ones).
+const PREBUILD_MAX: usize = 200_000;
+
 /// One request, built before the clock starts.
 #[derive(Clone)]
 struct Prepared {
@@ -214,8 +221,8 @@ struct Plan {
     args: Args,
     path: String,
     bodies: Vec<Prepared>,
-    /// Message id of each prepared body (webhook scenario).
-    ids: Vec<String>,
+    /// Signs webhook bodies built after the clock started.
+    secret: Option<AppSecret>,
     /// Next request number (all requests, fresh and duplicate).
     next: AtomicUsize,
     /// Next prepared body not yet sent.
@@ -231,6 +238,8 @@ struct Tally {
     latencies_us: Vec<u32>,
     non_2xx: u64,
     errors: u64,
+    /// Requests still in flight when --max-seconds ran out (neither answered nor failed).
+    cut_off: u64,
     /// Indexes of prepared bodies answered 2xx.
     acked: Vec<u32>,
     dup_sent: u64,
@@ -268,7 +277,7 @@ fn build_request(plan: &Plan, prepared: &Prepared) -> Request<Full<Bytes>> {
 async fn worker(plan: Arc<Plan>) -> Tally {
     let args = &plan.args;
     let mut tally = Tally {
-        latencies_us: Vec::with_capacity(args.requests / args.concurrency + 1),
+        latencies_us: Vec::with_capacity(args.requests.min(PREBUILD_MAX) / args.concurrency + 1),
         ..Tally::default()
     };
     let mut sender: Option<SendRequest<Full<Bytes>>> = None;
@@ -291,10 +300,13 @@ async fn worker(plan: Arc<Plan>) -> Tally {
         } else {
             n % plan.bodies.len()
         };
-        let Some(prepared) = plan.bodies.get(index) else {
-            break;
+        let request = match plan.bodies.get(index) {
+            Some(prepared) => build_request(&plan, prepared),
+            None if args.scenario == Scenario::Webhook && index < args.requests => {
+                build_request(&plan, &webhook(args, plan.secret.as_ref(), index))
+            }
+            None => break,
         };
-        let request = build_request(&plan, prepared);
 
         let started = Instant::now();
         let outcome = tokio::time::timeout_at(plan.deadline.into(), async {
@@ -341,9 +353,9 @@ async fn worker(plan: Arc<Plan>) -> Tally {
                 tally.errors += 1;
                 sender = None;
             }
-            // The hard stop hit this request in flight: the server did not answer in time.
+            // The hard stop hit this request in flight.
             Err(_) => {
-                tally.errors += 1;
+                tally.cut_off += 1;
                 break;
             }
         }
@@ -357,7 +369,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// utime + stime of `pid` in clock ticks, from /proc/PID/stat.
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    process_cpu_ticks(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of a /proc stat file (`/proc/self/stat` for the generator itself).
+fn process_cpu_ticks(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -437,7 +454,7 @@ async fn verify(plan: &Plan, acked: &HashSet<u32>) -> Result<(u64, u64), String>
     }
     let lost = acked
         .iter()
-        .filter(|&&i| !seen.contains_key(&plan.ids[i as usize]))
+        .filter(|&&i| !seen.contains_key(&message_id(args, i as usize)))
         .count() as u64;
     let duplicated = seen.values().filter(|&&n| n > 1).count() as u64;
     Ok((lost, duplicated))
@@ -499,51 +516,41 @@ async fn wait_ready(args: &Args) -> ExitCode {
     }
 }
 
-fn prepare(args: &Args) -> (Vec<Prepared>, Vec<String>) {
-    let secret = args
-        .secret
-        .as_ref()
-        .map(|s| AppSecret::new(&SecretString::from(s.clone())));
+/// The id of webhook message `n`.
+fn message_id(args: &Args, n: usize) -> String {
+    format!("{}-{n}", args.run_id)
+}
+
+/// Webhook request `n`: message `n` from sender `n mod senders`, signed when there is a secret.
+fn webhook(args: &Args, secret: Option<&AppSecret>, n: usize) -> Prepared {
+    let body = webhook_body(&message_id(args, n), &sender_number(n % args.senders));
+    let signature = secret
+        .map(|s| HeaderValue::from_str(&s.sign(body.as_bytes())).expect("hex is a valid header"));
+    Prepared {
+        body: Bytes::from(body),
+        signature,
+    }
+}
+
+fn prepare(args: &Args, secret: Option<&AppSecret>) -> Vec<Prepared> {
     match args.scenario {
-        Scenario::Webhook => {
-            let mut bodies = Vec::with_capacity(args.requests);
-            let mut ids = Vec::with_capacity(args.requests);
-            for n in 0..args.requests {
-                let id = format!("{}-{n}", args.run_id);
-                let body = webhook_body(&id, &sender_number(n % args.senders));
-                let signature = secret.as_ref().map(|s| {
-                    HeaderValue::from_str(&s.sign(body.as_bytes())).expect("hex is a valid header")
-                });
-                bodies.push(Prepared {
-                    body: Bytes::from(body),
-                    signature,
-                });
-                ids.push(id);
-            }
-            (bodies, ids)
-        }
+        Scenario::Webhook => (0..args.requests.min(PREBUILD_MAX))
+            .map(|n| webhook(args, secret, n))
+            .collect(),
         Scenario::Get => {
             let body = json!({"number": args.get_number, "limit": args.get_limit}).to_string();
-            (
-                vec![Prepared {
-                    body: Bytes::from(body),
-                    signature: None,
-                }],
-                Vec::new(),
-            )
+            vec![Prepared {
+                body: Bytes::from(body),
+                signature: None,
+            }]
         }
-        Scenario::Send => {
-            let bodies = (0..args.senders)
-                .map(|s| Prepared {
-                    body: Bytes::from(
-                        json!({"number": sender_number(s), "text": "hi"}).to_string(),
-                    ),
-                    signature: None,
-                })
-                .collect();
-            (bodies, Vec::new())
-        }
-        Scenario::Ready => (Vec::new(), Vec::new()),
+        Scenario::Send => (0..args.senders)
+            .map(|s| Prepared {
+                body: Bytes::from(json!({"number": sender_number(s), "text": "hi"}).to_string()),
+                signature: None,
+            })
+            .collect(),
+        Scenario::Ready => Vec::new(),
     }
 }
 
@@ -551,7 +558,11 @@ async fn run(args: Args) -> ExitCode {
     if args.scenario == Scenario::Ready {
         return wait_ready(&args).await;
     }
-    let (bodies, ids) = prepare(&args);
+    let secret = args
+        .secret
+        .as_ref()
+        .map(|s| AppSecret::new(&SecretString::from(s.clone())));
+    let bodies = prepare(&args, secret.as_ref());
     let path = format!(
         "{}/{}",
         args.base_path,
@@ -566,12 +577,13 @@ async fn run(args: Args) -> ExitCode {
     // part of what users see. The connections are opened inside the timed window too.
     let ticks = clock_ticks_per_second();
     let cpu_before = args.pid.and_then(cpu_ticks);
+    let own_before = process_cpu_ticks("/proc/self/stat");
     let started = Instant::now();
     let plan = Arc::new(Plan {
         deadline: started + Duration::from_secs_f64(args.max_seconds),
         path,
         bodies,
-        ids,
+        secret,
         next: AtomicUsize::new(0),
         next_fresh: AtomicUsize::new(0),
         last_acked: AtomicUsize::new(0),
@@ -587,6 +599,7 @@ async fn run(args: Args) -> ExitCode {
                 tally.latencies_us.extend(t.latencies_us);
                 tally.non_2xx += t.non_2xx;
                 tally.errors += t.errors;
+                tally.cut_off += t.cut_off;
                 tally.acked.extend(t.acked);
                 tally.dup_sent += t.dup_sent;
                 tally.dup_reported += t.dup_reported;
@@ -599,6 +612,7 @@ async fn run(args: Args) -> ExitCode {
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu_after = plan.args.pid.and_then(cpu_ticks);
+    let own_after = process_cpu_ticks("/proc/self/stat");
     let args = &plan.args;
 
     let completed = tally.latencies_us.len();
@@ -607,6 +621,14 @@ async fn run(args: Args) -> ExitCode {
         (Some(before), Some(after)) if completed > 0 => Some(round3(
             (after - before) as f64 * 1e6 / ticks as f64 / completed as f64,
         )),
+        _ => None,
+    };
+    // The generator's own CPU use over the timed run: near 100 means it, not the server, was the
+    // limit.
+    let client_cpu_pct = match (own_before, own_after) {
+        (Some(before), Some(after)) if seconds > 0.0 => {
+            Some(((after - before) as f64 * 100.0 / ticks as f64 / seconds).round())
+        }
         _ => None,
     };
     let peak_rss_kib = args.pid.and_then(|p| status_kib(p, "VmHWM:"));
@@ -643,6 +665,7 @@ async fn run(args: Args) -> ExitCode {
         "max_ms": percentile_ms(&tally.latencies_us, 1.0),
         "non_2xx": tally.non_2xx,
         "errors": tally.errors,
+        "cut_off": tally.cut_off,
         "lost": lost,
         "duplicated": duplicated,
         "dup_sent": tally.dup_sent,
@@ -650,6 +673,7 @@ async fn run(args: Args) -> ExitCode {
         "peak_rss_kib": peak_rss_kib,
         "rss_kib": rss_kib,
         "cpu_us_per_req": cpu_us_per_req,
+        "client_cpu_pct": client_cpu_pct,
         "stopped_by_time": completed < args.requests,
     });
     println!("{line}");
