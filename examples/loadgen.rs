@@ -20,7 +20,7 @@
 //! - `send`: POST /send `{"number": <sender>, "text": "hi"}`.
 //! - `ready`: polls GET /readyz every 5 ms until it answers 200 and prints
 //!   `{"ready_ms": ...}`, measured from `--since-ns` (Unix epoch nanoseconds, taken by the caller
-//!   just before it spawned the server).
+//!   just before it spawned the server); with `--pid` it gives up as soon as that process exits.
 //!
 //! It stops after `--requests` requests or `--max-seconds`, whichever comes first (requests still in
 //! flight then are counted as `cut_off`, not as errors), and only ever connects to the host and
@@ -384,6 +384,15 @@ fn process_cpu_ticks(path: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Whether `pid` exists and has not exited (an exited child stays a zombie until reaped).
+fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
 fn clock_ticks_per_second() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
@@ -507,6 +516,12 @@ async fn wait_ready(args: &Args) -> ExitCode {
             let ms = now.saturating_sub(since) as f64 / 1e6;
             println!("{}", json!({"scenario": "ready", "ready_ms": round3(ms)}));
             return ExitCode::SUCCESS;
+        }
+        if let Some(pid) = args.pid
+            && !process_alive(pid)
+        {
+            eprintln!("loadgen: server process {pid} exited before {path} was ready");
+            return ExitCode::FAILURE;
         }
         if Instant::now() >= deadline {
             eprintln!("loadgen: {path} not ready within {}s", args.max_seconds);
