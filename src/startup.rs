@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
+use axum::ServiceExt;
 use tokio::net::TcpListener;
 
 use crate::config::{Settings, StoreSettings};
@@ -22,7 +22,7 @@ use crate::webhook::AppSecret;
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    app: http::AppService,
     state: Arc<AppState>,
     shutdown_grace: Duration,
 }
@@ -44,14 +44,14 @@ impl Application {
                 timeout: settings.http.body_timeout,
             },
         });
-        let router = http::router(state.clone(), &settings.http);
+        let app = http::app(state.clone(), &settings.http);
         let address = SocketAddr::new(settings.http.host, settings.http.port);
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address} (set HOST and PORT)"))?;
         Ok(Self {
             listener,
-            router,
+            app,
             state,
             shutdown_grace: settings.http.shutdown_grace,
         })
@@ -88,7 +88,8 @@ impl Application {
             tracing::info!("server.shutdown draining in-flight requests");
             let _ = stopping_tx.send(());
         };
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let serve =
+            axum::serve(self.listener, self.app.into_make_service()).with_graceful_shutdown(signal);
         let grace = self.shutdown_grace;
         let deadline = async move {
             if stopping_rx.await.is_ok() {

@@ -116,16 +116,24 @@ struct StoredMessageRef<'a> {
 impl InboundMessage {
     /// Serializes the stored form: `{id, from, to, timestamp, type, body, raw}`.
     pub fn to_stored_json(&self) -> String {
-        serde_json::to_string(&StoredMessageRef {
-            id: self.id.as_str(),
-            from: self.from.as_str(),
-            to: &self.to,
-            timestamp: &self.timestamp,
-            kind: self.kind.as_str(),
-            body: &self.body,
-            raw: &self.raw,
-        })
-        .expect("serializing strings and valid raw JSON cannot fail")
+        // Sized up front: the raw message dominates, and growing a Vec from 128 bytes costs
+        // several reallocations per message.
+        let capacity = self.raw.get().len() + self.body.len() + self.to.len() + 160;
+        let mut out = Vec::with_capacity(capacity);
+        serde_json::to_writer(
+            &mut out,
+            &StoredMessageRef {
+                id: self.id.as_str(),
+                from: self.from.as_str(),
+                to: &self.to,
+                timestamp: &self.timestamp,
+                kind: self.kind.as_str(),
+                body: &self.body,
+                raw: &self.raw,
+            },
+        )
+        .expect("serializing strings and valid raw JSON cannot fail");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
     }
 
     /// Unix timestamp as a number, for ordering conversations; 0 when Meta sent something odd.

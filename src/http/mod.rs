@@ -20,14 +20,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use std::convert::Infallible;
+
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Json, Router, middleware};
 use secrecy::SecretString;
 use tower::ServiceBuilder;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower::util::BoxCloneSyncService;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
@@ -57,8 +62,46 @@ pub struct AppState {
     pub body_limits: extract::BodyLimits,
 }
 
-/// Builds the router with every route and the middleware stack.
-pub fn router(state: Arc<AppState>, http: &HttpSettings) -> Router {
+/// The whole HTTP application: the middleware stack around the router, as one cloneable service.
+pub type AppService = BoxCloneSyncService<Request, Response, Infallible>;
+
+/// Builds the application: every route, and the middleware stack around the router.
+///
+/// The stack wraps the router from outside rather than through `Router::layer`, which would wrap
+/// (and clone, per request) every route separately: measured with callgrind, this saves several
+/// boxed-service clones per request. The span therefore records the request path (never the
+/// query) rather than axum's matched route; every route here is a fixed path, so they agree.
+pub fn app(state: Arc<AppState>, http: &HttpSettings) -> AppService {
+    let stack = ServiceBuilder::new()
+        // The trace layer wraps response bodies; axum::serve wants its own Body type back.
+        .map_response(|response: axum::http::Response<_>| response.map(axum::body::Body::new))
+        .layer(SetRequestIdLayer::x_request_id(SequentialRequestId::new()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_request(())
+                .on_response(on_response)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(HandleErrorLayer::new({
+            let state = state.clone();
+            move |error: BoxError| overloaded(state.clone(), error)
+        }))
+        .load_shed()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            http.concurrency_limit,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            http.request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(http.max_body_bytes));
+    BoxCloneSyncService::new(stack.service(router(state)))
+}
+
+/// Every route, without the middleware stack.
+fn router(state: Arc<AppState>) -> Router {
     let client_routes = Router::new()
         .route("/send", post(messages::send_message))
         .route("/get", post(messages::get_messages))
@@ -74,55 +117,63 @@ pub fn router(state: Arc<AppState>, http: &HttpSettings) -> Router {
         )
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));
-
-    let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(make_span)
-                .on_request(())
-                .on_response(on_response)
-                .on_failure(()),
-        )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(HandleErrorLayer::new({
-            let state = state.clone();
-            move |error: BoxError| overloaded(state.clone(), error)
-        }))
-        .load_shed()
-        // Global: Router::layer clones the stack per route, and a plain ConcurrencyLimit would
-        // give each route its own semaphore.
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            http.concurrency_limit,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            http.request_timeout,
-        ))
-        .layer(DefaultBodyLimit::max(http.max_body_bytes));
-
     Router::new()
         .merge(client_routes)
         .merge(open_routes)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", docs::ApiDoc::openapi()))
         .fallback(not_found)
         .with_state(state)
-        .layer(stack)
+}
+
+/// Request ids `<8 hex: process>-<12 hex: sequence>`, e.g. `5f3a9c01-00000000002a`: unique per
+/// process run (the prefix mixes the start time and pid) and in arrival order, which makes log
+/// lines easy to follow. Cheaper than a random UUID per request (no RNG, one small format).
+#[derive(Clone)]
+struct SequentialRequestId {
+    prefix: u32,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SequentialRequestId {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mixed = nanos ^ (u64::from(std::process::id()) << 32);
+        let prefix = (mixed ^ (mixed >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        Self {
+            prefix: prefix as u32,
+            next: Arc::default(),
+        }
+    }
+}
+
+impl MakeRequestId for SequentialRequestId {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut id = [b'-'; 21];
+        for i in 0..8 {
+            id[i] = HEX[(self.prefix >> (28 - 4 * i)) as usize & 0xf];
+        }
+        for i in 0..12 {
+            id[9 + i] = HEX[(n >> (44 - 4 * i)) as usize & 0xf];
+        }
+        axum::http::HeaderValue::from_bytes(&id)
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// The request span. Only the path is recorded, never the query: the verification GET carries
 /// `hub.verify_token` in it.
 fn make_span(request: &Request) -> Span {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| request.uri().path(), MatchedPath::as_str);
     let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), path = %path, request_id = %request_id)
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
 }
 
 fn on_response(response: &Response, latency: Duration, _span: &Span) {

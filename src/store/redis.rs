@@ -24,6 +24,7 @@ use crate::domain::{InboundMessage, PhoneNumber};
 
 /// KEYS[1] = conversations zset; then per message i: KEYS[2i] = marker, KEYS[2i+1] = list.
 /// ARGV[1] = marker TTL; then per message i: ARGV[3i-1] = JSON, ARGV[3i] = number, ARGV[3i+1] = ts.
+/// All keys are declared in KEYS, so the script is also valid where Redis checks key access.
 /// Returns the number of messages newly stored.
 pub const SAVE_SCRIPT: &str = r"
 local stored = 0
@@ -81,21 +82,48 @@ impl RedisStore {
         &self,
         messages: &[InboundMessage],
     ) -> Result<SaveReport, StoreError> {
-        let mut invocation = self.script.prepare_invoke();
-        invocation
-            .key(format!("{}:conversations", self.key_prefix))
-            .arg(DEDUPE_TTL_SECS);
+        // EVALSHA built directly into one command buffer (redis's ScriptInvocation would copy
+        // every key and argument into its own Vec first). Keys go through one scratch buffer.
+        let stored_json: Vec<String> = messages
+            .iter()
+            .map(InboundMessage::to_stored_json)
+            .collect();
+        let data_size = stored_json.iter().map(|j| j.len() + 96).sum::<usize>() + 128;
+        let mut cmd = redis::Cmd::with_capacity(4 + 5 * messages.len(), data_size);
+        cmd.arg("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(1 + 2 * messages.len());
+        let mut key = Vec::with_capacity(128);
+        let mut push_key = |cmd: &mut redis::Cmd, parts: &[&str]| {
+            key.clear();
+            for part in parts {
+                key.extend_from_slice(part.as_bytes());
+            }
+            cmd.arg(&key[..]);
+        };
+        push_key(&mut cmd, &[&self.key_prefix, ":conversations"]);
         for m in messages {
-            invocation
-                .key(format!("{}:seen:{}", self.key_prefix, m.id.as_str()))
-                .key(self.list_key(&m.from))
-                .arg(m.to_stored_json())
+            push_key(&mut cmd, &[&self.key_prefix, ":seen:", m.id.as_str()]);
+            push_key(&mut cmd, &[&self.inbound_list, ":", m.from.as_str()]);
+        }
+        cmd.arg(DEDUPE_TTL_SECS);
+        for (m, json) in messages.iter().zip(&stored_json) {
+            cmd.arg(json.as_str())
                 .arg(m.from.as_str())
                 .arg(m.timestamp_secs());
         }
-        let stored: usize = invocation
-            .invoke_async(&mut self.connection.clone())
-            .await?;
+        let mut connection = self.connection.clone();
+        let stored: usize = match cmd.query_async(&mut connection).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // First call after a Redis restart (scripts are not persisted): load it, retry.
+                self.script
+                    .prepare_invoke()
+                    .load_async(&mut connection)
+                    .await?;
+                cmd.query_async(&mut connection).await?
+            }
+            result => result?,
+        };
         Ok(SaveReport {
             stored,
             duplicates: messages.len() - stored,

@@ -10,7 +10,7 @@
 use serde_json::value::RawValue;
 
 use crate::domain::{InboundMessage, MessageId, MessageKind, PhoneNumber};
-use crate::webhook::payload::{MessagePayload, MessagesValuePayload, WebhookPayload};
+use crate::webhook::payload::{MessagePayload, MetadataPayload, RawList, WebhookPayload};
 
 /// Everything a notification carried.
 #[derive(Debug, Default)]
@@ -62,60 +62,77 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
     for (e, entry) in payload.entry.iter().enumerate() {
         for (c, change) in entry.changes.iter().enumerate() {
             let is_messages = change.field.as_deref().is_none_or(|f| f == "messages");
-            let Some(value) = change.value.filter(|_| is_messages) else {
+            let Some(value) = change.value.as_ref().filter(|_| is_messages) else {
                 batch.ignored_changes += 1;
                 continue;
             };
-            let path = format!("entry[{e}].changes[{c}].value");
-            let value: MessagesValuePayload<'_> =
-                serde_json::from_str(value.get()).map_err(|err| ExtractError::new(&path, err))?;
-            let metadata = value.metadata.unwrap_or_default();
-            batch.statuses += value.statuses.len();
-            batch.errors += value.errors.len();
-            for (m, raw) in value.messages.iter().enumerate() {
-                let path = format!("{path}.messages[{m}]");
-                batch.messages.push(extract_message(
+            // Paths are built only on failure: the happy path allocates no error text.
+            let path = || format!("entry[{e}].changes[{c}].value");
+            for (name, list) in [
+                ("messages", &value.messages),
+                ("statuses", &value.statuses),
+                ("errors", &value.errors),
+            ] {
+                if matches!(list, RawList::NotAList) {
+                    return Err(ExtractError::new(
+                        format!("{}.{name}", path()),
+                        "must be an array",
+                    ));
+                }
+            }
+            let metadata: MetadataPayload<'_> = match value.metadata {
+                Some(raw) => serde_json::from_str(raw.get())
+                    .map_err(|err| ExtractError::new(format!("{}.metadata", path()), err))?,
+                None => MetadataPayload::default(),
+            };
+            let messages = value.messages.items();
+            batch.statuses += value.statuses.items().len();
+            batch.errors += value.errors.items().len();
+            batch.messages.reserve(messages.len());
+            for (m, raw) in messages.iter().enumerate() {
+                let message = extract_message(
                     raw,
-                    &path,
                     &metadata.display_phone_number,
                     &metadata.phone_number_id,
-                )?);
+                )
+                .map_err(|(field, rule)| {
+                    let field = field.map(|f| format!(".{f}")).unwrap_or_default();
+                    ExtractError::new(format!("{}.messages[{m}]{field}", path()), rule)
+                })?;
+                batch.messages.push(message);
             }
         }
     }
     Ok(batch)
 }
 
+/// One message; on failure the offending field (if any) and the rule.
 fn extract_message(
     raw: &RawValue,
-    path: &str,
     display_phone_number: &str,
     phone_number_id: &str,
-) -> Result<InboundMessage, ExtractError> {
-    let message: MessagePayload =
-        serde_json::from_str(raw.get()).map_err(|e| ExtractError::new(path, e))?;
+) -> Result<InboundMessage, (Option<&'static str>, String)> {
+    let message: MessagePayload<'_> =
+        serde_json::from_str(raw.get()).map_err(|e| (None, e.to_string()))?;
     let id = message
         .id
         .as_deref()
-        .ok_or_else(|| ExtractError::new(format!("{path}.id"), "is required"))
-        .and_then(|id| {
-            MessageId::parse(id).map_err(|e| ExtractError::new(format!("{path}.id"), e))
-        })?;
+        .ok_or((Some("id"), "is required".to_owned()))?;
+    let id = MessageId::parse(id).map_err(|e| (Some("id"), e.to_string()))?;
     let from = message
         .from
         .as_deref()
-        .ok_or_else(|| ExtractError::new(format!("{path}.from"), "is required"))
-        .and_then(|from| {
-            PhoneNumber::parse(from).map_err(|e| ExtractError::new(format!("{path}.from"), e))
-        })?;
+        .ok_or((Some("from"), "is required".to_owned()))?;
+    let from = PhoneNumber::parse(from).map_err(|e| (Some("from"), e.to_string()))?;
     let kind = MessageKind::parse(message.kind.as_deref().unwrap_or("unknown"));
+    let body = summarize(&kind, &message);
     Ok(InboundMessage {
-        body: summarize(&kind, &message),
+        body,
         id,
         from,
         to: display_phone_number.to_owned(),
         phone_number_id: phone_number_id.to_owned(),
-        timestamp: message.timestamp.clone().unwrap_or_default(),
+        timestamp: message.timestamp.unwrap_or_default(),
         kind,
         raw: raw.to_owned(),
     })
@@ -123,7 +140,7 @@ fn extract_message(
 
 /// The `body` shown for a message: its text, a caption or reply title, else a short bracketed
 /// description such as `[image]`.
-fn summarize(kind: &MessageKind, m: &MessagePayload) -> String {
+fn summarize(kind: &MessageKind, m: &MessagePayload<'_>) -> String {
     let bracket = |s: &str| format!("[{s}]");
     let media = |p: &Option<crate::webhook::payload::MediaPayload>, name: &str| {
         p.as_ref()
@@ -132,7 +149,11 @@ fn summarize(kind: &MessageKind, m: &MessagePayload) -> String {
             .unwrap_or_else(|| bracket(name))
     };
     match kind {
-        MessageKind::Text => m.text.as_ref().map(|t| t.body.clone()).unwrap_or_default(),
+        MessageKind::Text => m
+            .text
+            .as_ref()
+            .map(|t| t.body.clone().into_owned())
+            .unwrap_or_default(),
         MessageKind::Image => media(&m.image, "image"),
         MessageKind::Video => media(&m.video, "video"),
         MessageKind::Document => media(&m.document, "document"),
@@ -383,6 +404,23 @@ mod tests {
             br#"{"entry":[{"changes":[{"field":"messages","value":{"messages":{}}}]}]}"#,
         )
         .unwrap_err();
-        assert_eq!(err.path, "entry[0].changes[0].value");
+        assert_eq!(err.path, "entry[0].changes[0].value.messages");
+        assert_eq!(err.rule, "must be an array");
+        let err =
+            extract_batch(br#"{"entry":[{"changes":[{"value":{"metadata":"x"}}]}]}"#).unwrap_err();
+        assert_eq!(err.path, "entry[0].changes[0].value.metadata");
+    }
+
+    #[test]
+    fn other_fields_may_carry_any_shape() {
+        // Even a `messages` key that is not a list, when the field is not `messages`.
+        let other = br#"{"entry":[{"changes":[
+            {"value":{"messages":"x","metadata":7},"field":"history"},
+            {"field":"calls","value":[1,{"a":null}]},
+            {"field":"x","value":"s"},
+            {"field":"messages","value":null}]}]}"#;
+        let batch = extract_batch(other).unwrap();
+        assert_eq!(batch.ignored_changes, 4);
+        assert!(batch.messages.is_empty());
     }
 }

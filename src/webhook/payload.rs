@@ -1,18 +1,19 @@
 //! Wire DTOs mirroring Meta's webhook JSON. Permissive on purpose: unknown fields are ignored and
 //! nearly everything is optional, so a new Meta field never turns a delivery into a 4xx (which
 //! Meta would retry for seven days). Message objects are borrowed as [`RawValue`] so they can be
-//! stored byte for byte.
+//! stored byte for byte, and the strings read on every webhook borrow from the body (`Cow`: owned
+//! only when Meta escaped something in them), so parsing allocates little.
 
-use serde::Deserialize;
+use std::borrow::Cow;
+
+use serde::{Deserialize, de};
 use serde_json::value::RawValue;
 
 /// The top-level notification.
 #[derive(Debug, Deserialize)]
 pub struct WebhookPayload<'a> {
-    /// Always `whatsapp_business_account` from Meta; the FastAPI original's examples omit it, so we
-    /// do not require it.
-    #[serde(default)]
-    pub object: Option<String>,
+    // `object` is always `whatsapp_business_account` from Meta, but the FastAPI original's
+    // examples omit it, so it is neither required nor read.
     #[serde(borrow)]
     pub entry: Vec<EntryPayload<'a>>,
 }
@@ -20,55 +21,202 @@ pub struct WebhookPayload<'a> {
 /// One `entry[]`: a WhatsApp Business Account and its changes.
 #[derive(Debug, Deserialize)]
 pub struct EntryPayload<'a> {
-    #[serde(default)]
-    pub id: Option<String>,
     #[serde(default, borrow)]
     pub changes: Vec<ChangePayload<'a>>,
 }
 
-/// One `changes[]`. The value is kept raw until we know the field is `messages`: other fields
-/// (`account_update`, template updates, …) have unrelated shapes.
+/// One `changes[]`. Meta sends `value` before `field`, so the value is read in the same pass
+/// without knowing its field yet: leniently ([`ChangeValuePayload`]), so the unrelated shapes of
+/// other fields (`account_update`, template updates, …) never fail parsing.
 #[derive(Debug, Deserialize)]
 pub struct ChangePayload<'a> {
-    #[serde(default)]
-    pub field: Option<String>,
     #[serde(default, borrow)]
-    pub value: Option<&'a RawValue>,
+    pub field: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub value: Option<ChangeValuePayload<'a>>,
 }
 
-/// The `value` of a `messages` change.
-#[derive(Debug, Deserialize)]
-pub struct MessagesValuePayload<'a> {
-    #[serde(default)]
-    pub metadata: Option<MetadataPayload>,
-    #[serde(default, borrow)]
-    pub messages: Vec<&'a RawValue>,
-    #[serde(default, borrow)]
-    pub statuses: Vec<&'a RawValue>,
-    #[serde(default, borrow)]
-    pub errors: Vec<&'a RawValue>,
+/// The parts of a change's `value` a `messages` change has. Lists hold each element's raw bytes;
+/// `metadata` stays raw until the change is known to be about messages. Anything that is not an
+/// object (or a list that is not an array) reads as absent / [`RawList::NotAList`] instead of
+/// failing; whether that is an error is decided once the field is known.
+#[derive(Debug, Default)]
+pub struct ChangeValuePayload<'a> {
+    pub metadata: Option<&'a RawValue>,
+    pub messages: RawList<'a>,
+    pub statuses: RawList<'a>,
+    pub errors: RawList<'a>,
+}
+
+/// A JSON array kept as its elements' raw bytes, or a note that the value was something else.
+#[derive(Debug, Default)]
+pub enum RawList<'a> {
+    /// Key absent.
+    #[default]
+    Absent,
+    /// An array.
+    List(Vec<&'a RawValue>),
+    /// Present but not an array.
+    NotAList,
+}
+
+impl<'a> RawList<'a> {
+    /// The elements; none when absent or not an array.
+    pub fn items(&self) -> &[&'a RawValue] {
+        match self {
+            Self::List(items) => items,
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum ValueKey {
+    Metadata,
+    Messages,
+    Statuses,
+    Errors,
+    #[serde(other)]
+    Other,
+}
+
+/// Accepts any JSON value: a map is read key by key, anything else is drained and ignored.
+struct LenientVisitor<T>(std::marker::PhantomData<T>);
+
+macro_rules! ignore_scalars {
+    () => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Default::default())
+        }
+    };
+}
+
+impl<'de: 'a, 'a> de::Visitor<'de> for LenientVisitor<ChangeValuePayload<'a>> {
+    type Value = ChangeValuePayload<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut value = ChangeValuePayload::default();
+        while let Some(key) = map.next_key::<ValueKey>()? {
+            match key {
+                ValueKey::Metadata => value.metadata = Some(map.next_value()?),
+                ValueKey::Messages => value.messages = map.next_value()?,
+                ValueKey::Statuses => value.statuses = map.next_value()?,
+                ValueKey::Errors => value.errors = map.next_value()?,
+                ValueKey::Other => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(value)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(ChangeValuePayload::default())
+    }
+
+    ignore_scalars!();
+}
+
+impl<'de: 'a, 'a> de::Visitor<'de> for LenientVisitor<RawList<'a>> {
+    type Value = RawList<'a>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+        while let Some(item) = seq.next_element::<&'a RawValue>()? {
+            items.push(item);
+        }
+        Ok(RawList::List(items))
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map
+            .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(RawList::NotAList)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(RawList::NotAList)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(RawList::NotAList)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(RawList::NotAList)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(RawList::NotAList)
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(RawList::NotAList)
+    }
+    // `null` reads as absent, as for every other optional field.
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(RawList::Absent)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ChangeValuePayload<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LenientVisitor::<Self>(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for RawList<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LenientVisitor::<Self>(std::marker::PhantomData))
+    }
 }
 
 /// Which business number the change is about.
 #[derive(Debug, Default, Deserialize)]
-pub struct MetadataPayload {
-    #[serde(default)]
-    pub display_phone_number: String,
-    #[serde(default)]
-    pub phone_number_id: String,
+pub struct MetadataPayload<'a> {
+    #[serde(default, borrow)]
+    pub display_phone_number: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub phone_number_id: Cow<'a, str>,
 }
 
 /// The fields of a message object we read. Every content field is optional: which one is present
 /// depends on `type`.
 #[derive(Debug, Deserialize)]
-pub struct MessagePayload {
-    pub id: Option<String>,
-    pub from: Option<String>,
+pub struct MessagePayload<'a> {
+    #[serde(borrow)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub from: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "string_or_number")]
     pub timestamp: Option<String>,
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    pub text: Option<TextPayload>,
+    #[serde(rename = "type", borrow)]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub text: Option<TextPayload<'a>>,
     pub image: Option<MediaPayload>,
     pub video: Option<MediaPayload>,
     pub audio: Option<MediaPayload>,
@@ -85,9 +233,9 @@ pub struct MessagePayload {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct TextPayload {
-    #[serde(default)]
-    pub body: String,
+pub struct TextPayload<'a> {
+    #[serde(default, borrow)]
+    pub body: Cow<'a, str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -161,21 +309,33 @@ pub struct MessageErrorPayload {
     pub title: Option<String>,
 }
 
-/// Meta sends timestamps as strings; some simulators send numbers. Accept both.
+/// Meta sends timestamps as strings; some simulators send numbers. Accept both (a visitor, not an
+/// untagged enum: that would buffer the value first, on every message).
 fn string_or_number<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum StringOrNumber {
-        String(String),
-        Number(serde_json::Number),
+    struct Visitor;
+    impl de::Visitor<'_> for Visitor {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or a number")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
     }
-    Ok(
-        Option::<StringOrNumber>::deserialize(deserializer)?.map(|v| match v {
-            StringOrNumber::String(s) => s,
-            StringOrNumber::Number(n) => n.to_string(),
-        }),
-    )
+    deserializer.deserialize_any(Visitor)
 }

@@ -40,7 +40,15 @@ async fn every_response_echoes_or_generates_a_request_id() {
         .unwrap();
     assert_eq!(given.headers()["x-request-id"], "abc-123");
     let generated = app.http.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(generated.headers()["x-request-id"].len(), 36, "a UUID");
+    let first = generated.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let second = app.http.get(app.url("/healthz")).send().await.unwrap();
+    let second = second.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(first.len(), 21, "{first}");
+    assert_ne!(first, second, "each request gets its own id");
+    assert_eq!(first[..8], second[..8], "same process prefix");
 }
 
 #[tokio::test]
