@@ -24,7 +24,9 @@ async fn everysec_loses_no_acknowledged_message_when_redis_is_killed() {
         let work = deliveries(&format!("dur{run}"), scaled(5_000, 2_000), 20, 0);
         let all_senders = senders(&work);
         // One attempt per delivery: we measure what was acknowledged, not what retries recover.
-        let sim = MetaSimulator::new(&gateway.url("")).without_retries();
+        let sim = MetaSimulator::new(&gateway.url(""))
+            .without_retries()
+            .with_rate(2_000.0);
         let killer = {
             let redis = redis.clone();
             tokio::task::spawn_blocking(move || {

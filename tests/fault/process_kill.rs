@@ -18,7 +18,8 @@ async fn kill_gateway_under_load(vars: std::collections::HashMap<String, String>
     let work = deliveries("pk", count, 20, 5);
     let all_senders = senders(&work);
     let expected = work.iter().map(|d| d.id.clone()).collect();
-    let sim = MetaSimulator::new(&gateway.url(""));
+    // Paced so the kill lands mid-load: 10 s of traffic (CI: 2 s).
+    let sim = MetaSimulator::new(&gateway.url("")).with_rate(scaled(2_000, 1_000) as f64);
     let run = tokio::spawn({
         let sim = sim.clone();
         async move { sim.run(work, 32, Duration::from_secs(60)).await }

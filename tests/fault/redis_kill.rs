@@ -26,7 +26,8 @@ async fn redis_sigkill_mid_ingest_loses_and_doubles_nothing() {
     let work = deliveries("rk", count, numbers, 5);
     let all_senders = senders(&work);
     let expected = work.iter().map(|d| d.id.clone()).collect();
-    let sim = MetaSimulator::new(&gateway.url(""));
+    // Paced so the kill lands mid-ingest: 10 s of traffic (CI: 2 s).
+    let sim = MetaSimulator::new(&gateway.url("")).with_rate(scaled(2_000, 1_500) as f64);
     let chaos = {
         let redis = redis.clone();
         tokio::task::spawn_blocking(move || {

@@ -58,6 +58,8 @@ pub struct MetaSimulator {
     url: Arc<str>,
     http: reqwest::Client,
     retry: bool,
+    /// First attempts per second (retries are not paced); `None` = as fast as possible.
+    rate: Option<f64>,
 }
 
 impl MetaSimulator {
@@ -70,6 +72,16 @@ impl MetaSimulator {
                 .build()
                 .unwrap(),
             retry: true,
+            rate: None,
+        }
+    }
+
+    /// Paces first attempts to `per_second`, so a run lasts long enough for a fault to land in
+    /// the middle of it however fast the build is (Meta's delivery rate is bounded too).
+    pub fn with_rate(self, per_second: f64) -> Self {
+        Self {
+            rate: Some(per_second),
+            ..self
         }
     }
 
@@ -106,7 +118,14 @@ impl MetaSimulator {
         let permits = Arc::new(Semaphore::new(concurrency));
         let deadline = Instant::now() + give_up_after;
         let mut tasks = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
+        let started = Instant::now();
+        for (i, delivery) in deliveries.into_iter().enumerate() {
+            if let Some(rate) = self.rate {
+                tokio::time::sleep_until(
+                    (started + Duration::from_secs_f64(i as f64 / rate)).into(),
+                )
+                .await;
+            }
             let permit = permits.clone().acquire_owned().await.unwrap();
             let sim = self.clone();
             let report = report.clone();
