@@ -315,15 +315,7 @@ async fn worker(plan: Arc<Plan>) -> Tally {
             }
             let s = sender.as_mut().expect("connected above");
             s.ready().await.map_err(|e| e.to_string())?;
-            let response = s.send_request(request).await.map_err(|e| e.to_string())?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>((status, body))
+            exchange(s, request).await
         })
         .await;
         let elapsed = started.elapsed();
@@ -423,11 +415,20 @@ async fn post_once(args: &Args, path: &str, body: String) -> Result<(u16, Bytes)
         .header(CONNECTION, "close")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
+    let (status, body) = exchange(&mut sender, request).await?;
+    Ok((status.as_u16(), body))
+}
+
+/// Sends one request on a ready connection and reads the whole answer.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Result<(hyper::StatusCode, Bytes), String> {
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
+    let status = response.status();
     let body = response
         .into_body()
         .collect()

@@ -69,11 +69,6 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// The shared state (tests use it to reach the store directly).
-    pub fn state(&self) -> Arc<AppState> {
-        self.state.clone()
-    }
-
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
     /// for up to the grace period, and returns.
     pub async fn run_until_stopped(

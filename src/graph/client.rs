@@ -56,11 +56,6 @@ impl GraphClient {
         })
     }
 
-    /// Whether sending is configured.
-    pub fn is_configured(&self) -> bool {
-        self.messages_url.is_some() && self.access_token.is_some()
-    }
-
     /// Sends a text message. Returns Meta's response JSON verbatim.
     pub async fn send_text(&self, message: &OutboundText) -> Result<Box<RawValue>, GraphError> {
         self.post_message(&TextMessageBody {

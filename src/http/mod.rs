@@ -2,7 +2,7 @@
 //!
 //! Handlers stay thin: extract, call a domain/store/graph function, map the error through
 //! [`error::ApiError`]. Middleware, outermost first: request id (`x-request-id`, generated when
-//! absent, echoed on the response) -> one tracing span per request (method, matched path, request
+//! absent, echoed on the response) -> one tracing span per request (method, path without query, request
 //! id; logs status and latency) -> load shedding (over CONCURRENCY_LIMIT in flight -> 503 at once)
 //! -> request timeout (503). Body size (413) and whole-body deadline (408) are enforced where bodies
 //! are read ([`extract::read_body`]).

@@ -40,8 +40,6 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("embedded store is not running")]
     WriterGone,
-    #[error("store did not answer within {0:?}")]
-    Timeout(std::time::Duration),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -84,25 +84,26 @@ enum ValueKey {
 /// Accepts any JSON value: a map is read key by key, anything else is drained and ignored.
 struct LenientVisitor<T>(std::marker::PhantomData<T>);
 
-macro_rules! ignore_scalars {
-    () => {
+/// The scalar `visit_*` methods of a lenient visitor: a scalar becomes `$value`, `null` `$null`.
+macro_rules! scalars_become {
+    ($value:expr, null => $null:expr) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($value)
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-            Ok(Default::default())
+            Ok($null)
         }
     };
 }
@@ -135,7 +136,7 @@ impl<'de: 'a, 'a> de::Visitor<'de> for LenientVisitor<ChangeValuePayload<'a>> {
         Ok(ChangeValuePayload::default())
     }
 
-    ignore_scalars!();
+    scalars_become!(ChangeValuePayload::default(), null => ChangeValuePayload::default());
 }
 
 impl<'de: 'a, 'a> de::Visitor<'de> for LenientVisitor<RawList<'a>> {
@@ -161,25 +162,8 @@ impl<'de: 'a, 'a> de::Visitor<'de> for LenientVisitor<RawList<'a>> {
         Ok(RawList::NotAList)
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(RawList::NotAList)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(RawList::NotAList)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(RawList::NotAList)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(RawList::NotAList)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(RawList::NotAList)
-    }
     // `null` reads as absent, as for every other optional field.
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(RawList::Absent)
-    }
+    scalars_become!(RawList::NotAList, null => RawList::Absent);
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for ChangeValuePayload<'a> {

@@ -357,6 +357,25 @@ impl Drop for TestApp {
     }
 }
 
+/// Ids of the messages stored for `number`, oldest first, read through `POST /get` of the
+/// service at `base_url` (an in-process app or a spawned binary).
+pub async fn stored_ids(base_url: &str, number: &str) -> Vec<String> {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{base_url}/get"))
+        .json(&json!({ "number": number }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let messages = body["messages"].as_array().expect("a /get answer");
+    messages
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// `sha256=<hex>` of `body` under the test app secret.
 pub fn sign(body: &[u8]) -> String {
     AppSecret::new(&SecretString::from(APP_SECRET)).sign(body)

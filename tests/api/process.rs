@@ -298,20 +298,6 @@ async fn embedded_store_keeps_every_acknowledged_message_after_sigkill() {
 
     let mut restarted = Gateway::spawn(&env, dir.path());
     restarted.wait_ready().await;
-    let body: serde_json::Value = client
-        .post(restarted.url("/get"))
-        .json(&json!({"number": "919216598210"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = body["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = stored_ids(&restarted.url(""), "919216598210").await;
     assert_eq!(ids, acknowledged);
 }

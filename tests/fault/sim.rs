@@ -6,10 +6,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::Semaphore;
 
-use crate::helpers::{sign, text_message, webhook_with};
+use crate::helpers::{sign, stored_ids, text_message, webhook_with};
 
 /// One webhook delivery: a single message from `from`.
 #[derive(Clone, Debug)]
@@ -171,22 +170,10 @@ pub async fn stored_counts(
     base_url: &str,
     senders: impl IntoIterator<Item = String>,
 ) -> HashMap<String, usize> {
-    let http = reqwest::Client::new();
     let mut counts = HashMap::new();
     for number in senders {
-        let body: Value = http
-            .post(format!("{base_url}/get"))
-            .json(&serde_json::json!({ "number": number }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for message in body["messages"].as_array().unwrap() {
-            *counts
-                .entry(message["id"].as_str().unwrap().to_owned())
-                .or_default() += 1;
+        for id in stored_ids(base_url, &number).await {
+            *counts.entry(id).or_default() += 1;
         }
     }
     counts
