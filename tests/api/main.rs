@@ -7,6 +7,7 @@ mod auth;
 mod docs;
 mod get;
 mod health;
+mod limits;
 mod metrics;
 mod process;
 mod send;
