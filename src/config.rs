@@ -22,6 +22,8 @@ pub const DEFAULT_INBOUND_LIST: &str = "whatsapp:inbound:list";
 pub const DEFAULT_KEY_PREFIX: &str = "whatsapp";
 /// Default request body limit: Meta sends webhooks up to 3 MB, which must pass.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Default memory budget of all request bodies being received at once.
+pub const DEFAULT_UPLOAD_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Everything the service needs to run.
 #[derive(Debug, Clone)]
@@ -48,10 +50,102 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// BODY_TIMEOUT_SECS (default 10): a body still arriving after this gets 408.
     pub body_timeout: Duration,
-    /// CONCURRENCY_LIMIT (default 1024): requests beyond this many in flight get 503 at once.
+    /// CONCURRENCY_LIMIT (default 1024): Meta webhook requests processed at once; beyond this
+    /// they get 503 at once (Meta retries). Counted after the body has arrived.
     pub concurrency_limit: usize,
+    /// CLIENT_CONCURRENCY_LIMIT (default 256): client API requests (`/send`, `/get`, `/metrics`,
+    /// `/docs`) processed at once, a budget of their own so slow sends cannot starve webhooks.
+    pub client_concurrency_limit: usize,
     /// SHUTDOWN_GRACE_SECS (default 10): how long in-flight requests may finish after SIGTERM.
+    /// In-flight sends get at least GRAPH_TIMEOUT_SECS (+1 s), so Meta's answer is not cut off.
     pub shutdown_grace: Duration,
+    /// MAX_CONNECTIONS (default: 3/4 of the open-file limit, at most 16384): open connections
+    /// beyond this are closed at once, so the process never runs out of file descriptors.
+    pub max_connections: Option<usize>,
+    /// HEADER_READ_TIMEOUT_SECS (default 10): a request head must arrive complete within this
+    /// time, counted from the connection's start or, on a keep-alive connection, from the end of
+    /// the previous response; so it is also the idle keep-alive timeout.
+    pub header_read_timeout: Duration,
+    /// MAX_UPLOADS (default 2048): request bodies being received at once; more get 503 at once.
+    pub max_uploads: usize,
+    /// MAX_UPLOADS_PER_CLIENT (default 128): request bodies being received at once from one
+    /// client address.
+    pub max_uploads_per_client: usize,
+    /// UPLOAD_MEMORY_BYTES (default 64 MiB): memory all request bodies being received may take
+    /// together; an upload that would pass it gets 503 at once.
+    pub upload_memory_bytes: usize,
+    /// MIN_UPLOAD_BYTES_PER_SEC (default 1024; 0 disables): after a 2 s grace, a body arriving
+    /// slower than this on average is cut off with 408.
+    pub min_upload_rate: u64,
+    /// HTTP2 (default false): accept HTTP/2 over cleartext (prior knowledge) besides HTTP/1.1.
+    pub http2: bool,
+    /// HTTP2_MAX_STREAMS (default 32): concurrent streams per HTTP/2 connection.
+    pub http2_max_streams: u32,
+    /// ALLOWED_HOSTS (default `localhost,127.0.0.1,::1`): while API_KEY is unset, client
+    /// endpoints answer only requests whose Host is one of these (DNS rebinding protection);
+    /// `*` allows any. Ignored when API_KEY is set; never applied to `/webhook`.
+    pub allowed_hosts: AllowedHosts,
+}
+
+/// Host names the client API answers while API_KEY is unset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedHosts {
+    /// `*`: every host.
+    Any,
+    /// Lowercase host names or IP literals, without port (`::1` without brackets).
+    Only(Vec<String>),
+}
+
+impl AllowedHosts {
+    /// The default: loopback names only.
+    pub fn loopback() -> Self {
+        Self::Only(vec!["localhost".into(), "127.0.0.1".into(), "::1".into()])
+    }
+
+    /// Whether a `Host` header value (`name`, `name:port`, `[v6]:port`) is allowed.
+    pub fn allows(&self, host_header: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Only(names) => {
+                let host = host_name(host_header);
+                names.iter().any(|n| n.eq_ignore_ascii_case(host))
+            }
+        }
+    }
+
+    fn parse(value: &str) -> Option<Self> {
+        let names: Vec<String> = value
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_ascii_lowercase()
+            })
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.iter().any(|n| n == "*") {
+            return (names.len() == 1).then_some(Self::Any);
+        }
+        let valid = |n: &String| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'_'))
+        };
+        (!names.is_empty() && names.iter().all(valid)).then_some(Self::Only(names))
+    }
+}
+
+/// The host part of a Host header: strips the port and IPv6 brackets.
+fn host_name(header: &str) -> &str {
+    let header = header.trim();
+    if let Some(rest) = header.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match header.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => header,
+    }
+    .trim_end_matches('.')
 }
 
 /// How to reach Meta's Graph API.
@@ -76,6 +170,10 @@ pub struct WebhookSettings {
     pub verify_token: Option<SecretString>,
     /// APP_SECRET for X-Hub-Signature-256; without it webhooks are unauthenticated.
     pub app_secret: Option<SecretString>,
+    /// SIGNATURE_UNICODE_FALLBACK (default false): also accept a signature computed over the body
+    /// with its non-ASCII characters re-escaped as `\uXXXX`, for proxies that decode Meta's
+    /// escapes. Off by default: it costs a second pass over the body for every wrong signature.
+    pub unicode_fallback: bool,
 }
 
 /// Which store backend, chosen by whether REDIS_URL is set.
@@ -113,6 +211,14 @@ pub enum LogFormat {
     Pretty,
     /// One JSON object per line.
     Json,
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
 }
 
 /// Every invalid variable, one per line.
@@ -154,8 +260,43 @@ impl Settings {
             request_timeout: Duration::from_secs(env.bounded("REQUEST_TIMEOUT_SECS", 30, 1, 3600)),
             body_timeout: Duration::from_secs(env.bounded("BODY_TIMEOUT_SECS", 10, 1, 3600)),
             concurrency_limit: env.bounded("CONCURRENCY_LIMIT", 1024, 1, 1_000_000),
+            client_concurrency_limit: env.bounded("CLIENT_CONCURRENCY_LIMIT", 256, 1, 1_000_000),
             shutdown_grace: Duration::from_secs(env.bounded("SHUTDOWN_GRACE_SECS", 10, 0, 3600)),
+            max_connections: env.parsed_opt(
+                "MAX_CONNECTIONS",
+                "an integer from 16 to 1000000",
+                |v| v.parse().ok().filter(|n| (16..=1_000_000).contains(n)),
+            ),
+            header_read_timeout: Duration::from_secs(env.bounded(
+                "HEADER_READ_TIMEOUT_SECS",
+                10,
+                1,
+                3600,
+            )),
+            max_uploads: env.bounded("MAX_UPLOADS", 2048, 1, 1_000_000),
+            max_uploads_per_client: env.bounded("MAX_UPLOADS_PER_CLIENT", 128, 1, 1_000_000),
+            upload_memory_bytes: env.bounded(
+                "UPLOAD_MEMORY_BYTES",
+                DEFAULT_UPLOAD_MEMORY_BYTES,
+                1024,
+                usize::MAX >> 4,
+            ),
+            min_upload_rate: env.bounded("MIN_UPLOAD_BYTES_PER_SEC", 1024, 0, u64::MAX >> 4),
+            http2: env.parsed_with("HTTP2", false, "true or false", parse_bool),
+            http2_max_streams: env.bounded("HTTP2_MAX_STREAMS", 32, 1, 1000),
+            allowed_hosts: env.parsed_with(
+                "ALLOWED_HOSTS",
+                AllowedHosts::loopback(),
+                "a comma-separated list of host names or IP addresses (no ports), or *",
+                AllowedHosts::parse,
+            ),
         };
+        if http.upload_memory_bytes < http.max_body_bytes {
+            env.problem(
+                "UPLOAD_MEMORY_BYTES",
+                "must be at least MAX_BODY_BYTES (one largest body must fit)",
+            );
+        }
         let graph = GraphSettings {
             base_url: env.parsed_with(
                 "GRAPH_API_BASE",
@@ -178,6 +319,12 @@ impl Settings {
         let webhook = WebhookSettings {
             verify_token: secret("VERIFY_TOKEN"),
             app_secret: secret("APP_SECRET"),
+            unicode_fallback: env.parsed_with(
+                "SIGNATURE_UNICODE_FALLBACK",
+                false,
+                "true or false",
+                parse_bool,
+            ),
         };
         let store = match env.get("REDIS_URL") {
             Some(url) => {
@@ -251,7 +398,14 @@ impl Settings {
             } else {
                 " HOST is not loopback, so the whole network can."
             };
-            warnings.push(format!("API_KEY is not set: anyone who can reach this port (an ngrok URL exposes it) can send and read messages.{exposed}"));
+            let hosts = match &self.http.allowed_hosts {
+                AllowedHosts::Any => "ALLOWED_HOSTS=* lets every host name through.".to_owned(),
+                AllowedHosts::Only(names) => format!(
+                    "Client endpoints answer only Host names in ALLOWED_HOSTS ({}).",
+                    names.join(", ")
+                ),
+            };
+            warnings.push(format!("API_KEY is not set: anyone who can reach this port (an ngrok URL exposes it) can send and read messages.{exposed} {hosts}"));
         }
         if self.webhook.verify_token.is_none() {
             warnings.push("VERIFY_TOKEN is not set: Meta's webhook verification (GET /webhook) will be refused.".to_owned());
@@ -401,6 +555,54 @@ mod tests {
         let s = settings(&[("APP_SECRET", ""), ("REDIS_URL", "  ")]).unwrap();
         assert!(s.webhook.app_secret.is_none());
         assert!(matches!(s.store, StoreSettings::Embedded(_)));
+    }
+
+    #[test]
+    fn allowed_hosts_match_names_without_ports() {
+        let hosts = AllowedHosts::loopback();
+        for ok in [
+            "localhost",
+            "localhost:8000",
+            "LOCALHOST:1",
+            "127.0.0.1:8000",
+            "[::1]:8000",
+            "[::1]",
+            "localhost.",
+        ] {
+            assert!(hosts.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8000",
+            "127.0.0.1.evil.example",
+            "localhost.evil",
+            "",
+            "[::2]:80",
+        ] {
+            assert!(!hosts.allows(bad), "{bad}");
+        }
+        let s = settings(&[("ALLOWED_HOSTS", "abc.ngrok.io, Example.COM")]).unwrap();
+        assert!(s.http.allowed_hosts.allows("abc.ngrok.io"));
+        assert!(s.http.allowed_hosts.allows("example.com:443"));
+        assert!(!s.http.allowed_hosts.allows("localhost"));
+        let any = settings(&[("ALLOWED_HOSTS", "*")]).unwrap();
+        assert_eq!(any.http.allowed_hosts, AllowedHosts::Any);
+        assert!(settings(&[("ALLOWED_HOSTS", "a b")]).is_err());
+        assert!(settings(&[("ALLOWED_HOSTS", "*,x")]).is_err());
+    }
+
+    #[test]
+    fn edge_limits_have_safe_defaults_and_are_checked() {
+        let s = settings(&[]).unwrap();
+        assert!(!s.http.http2);
+        assert!(!s.webhook.unicode_fallback);
+        assert_eq!(s.http.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(s.http.min_upload_rate, 1024);
+        assert!(s.http.upload_memory_bytes >= s.http.max_body_bytes);
+        let err = settings(&[("UPLOAD_MEMORY_BYTES", "2048"), ("HTTP2", "maybe")]).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        let s = settings(&[("HTTP2", "true"), ("SIGNATURE_UNICODE_FALLBACK", "1")]).unwrap();
+        assert!(s.http.http2 && s.webhook.unicode_fallback);
     }
 
     #[test]

@@ -52,6 +52,9 @@ pub struct Metrics {
     pub store_errors: Family<OperationLabels, Counter>,
     pub graph_requests: Family<GraphLabels, Counter>,
     pub requests_shed: Counter,
+    pub requests_refused: Family<ReasonLabels, Counter>,
+    pub connections_open: Gauge,
+    pub connections_refused: Counter,
     pub store_queue_depth: Gauge,
 }
 
@@ -81,6 +84,9 @@ impl Metrics {
             store_errors: Family::default(),
             graph_requests: Family::default(),
             requests_shed: Counter::default(),
+            requests_refused: Family::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Counter::default(),
             store_queue_depth: Gauge::default(),
             registry: Registry::default(),
         };
@@ -126,8 +132,23 @@ impl Metrics {
         );
         registry.register(
             "http_requests_shed",
-            "Requests refused with 503 over CONCURRENCY_LIMIT",
+            "Requests refused with 503 over CONCURRENCY_LIMIT or CLIENT_CONCURRENCY_LIMIT",
             metrics.requests_shed.clone(),
+        );
+        registry.register(
+            "http_requests_refused",
+            "Requests refused with 503 at the edge, by reason (capacity_webhook, capacity_client, upload_limit, upload_limit_per_client, upload_memory)",
+            metrics.requests_refused.clone(),
+        );
+        registry.register(
+            "http_connections_open",
+            "Open client connections",
+            metrics.connections_open.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Connections closed at once over MAX_CONNECTIONS",
+            metrics.connections_refused.clone(),
         );
         registry.register(
             "store_queue_depth",
@@ -143,6 +164,13 @@ impl Metrics {
     /// Counts a refused webhook.
     pub fn reject(&self, reason: &'static str) {
         self.webhooks_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a request refused at the edge.
+    pub fn refuse(&self, reason: &'static str) {
+        self.requests_refused
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

@@ -1,6 +1,22 @@
 //! [`Application`]: builds the store, Graph client and router from [`Settings`], binds the
 //! listener (port 0 picks a free one: tests read it back with [`Application::port`]) and serves
 //! until a shutdown signal, then drains in-flight requests for up to SHUTDOWN_GRACE_SECS.
+//!
+//! The accept loop is ours rather than `axum::serve`, for what an anonymous client must not be
+//! able to take:
+//! - **connections**: at most MAX_CONNECTIONS open (default 3/4 of the open-file limit, whose soft
+//!   value is raised to the hard one at start-up); past it a new connection is closed at once, so
+//!   the process never hits "Too many open files" and stops accepting;
+//! - **slow or idle connections**: hyper's header-read timeout (HEADER_READ_TIMEOUT_SECS) closes a
+//!   connection whose request head is not complete in time, counted from the start and, on
+//!   keep-alive connections, from the end of the previous response (so it is also the idle
+//!   timeout);
+//! - **HTTP/2 cleartext** is off unless HTTP2=true, and then capped at HTTP2_MAX_STREAMS streams
+//!   per connection;
+//! - **shutdown** closes idle connections at once (hyper's graceful shutdown), lets requests in
+//!   flight finish for SHUTDOWN_GRACE_SECS, and lets sends in flight finish for up to
+//!   GRAPH_TIMEOUT_SECS + 1 s: Meta may already have the message, and cutting the answer off would
+//!   make the client send it again.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,8 +24,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::ServiceExt;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
 use crate::config::{Settings, StoreSettings};
 use crate::graph::GraphClient;
@@ -19,41 +38,81 @@ use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::webhook::AppSecret;
 
+/// File descriptors kept free for everything but client connections (store, Graph API, logs).
+const RESERVED_FDS: u64 = 128;
+/// Highest default MAX_CONNECTIONS.
+const DEFAULT_MAX_CONNECTIONS_CAP: usize = 16_384;
+
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: TcpListener,
     app: http::AppService,
     state: Arc<AppState>,
     shutdown_grace: Duration,
+    send_grace: Duration,
+    connections: ConnectionSettings,
+}
+
+/// How connections are served.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionSettings {
+    max_connections: usize,
+    header_read_timeout: Duration,
+    http2: bool,
+    http2_max_streams: u32,
 }
 
 impl Application {
     /// Opens the store, builds the router and binds HOST:PORT.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let open_files = raise_open_file_limit();
+        let max_connections = settings.http.max_connections.unwrap_or_else(|| {
+            let usable = open_files.saturating_sub(RESERVED_FDS) * 3 / 4;
+            (usable as usize).clamp(16, DEFAULT_MAX_CONNECTIONS_CAP)
+        });
+        if max_connections as u64 + RESERVED_FDS > open_files {
+            tracing::warn!(
+                max_connections,
+                open_files,
+                "config.warning MAX_CONNECTIONS is close to the open-file limit: the process may run out of file descriptors; lower it or raise the limit (ulimit -n)"
+            );
+        }
         let store = open_store(&settings.store).await?;
         let graph = GraphClient::new(&settings.graph).context("building the Graph API client")?;
         let state = Arc::new(AppState {
             store,
             graph,
             verify_token: settings.webhook.verify_token.clone(),
-            app_secret: settings.webhook.app_secret.as_ref().map(AppSecret::new),
+            app_secret: settings.webhook.app_secret.as_ref().map(|s| {
+                AppSecret::new(s).with_unicode_fallback(settings.webhook.unicode_fallback)
+            }),
             api_key: settings.api_key.clone(),
             metrics: crate::metrics::Metrics::new(),
             body_limits: crate::http::extract::BodyLimits {
                 max_bytes: settings.http.max_body_bytes,
                 timeout: settings.http.body_timeout,
             },
+            edge: Arc::new(crate::http::edge::Edge::new(&settings.http)),
+            allowed_hosts: settings.http.allowed_hosts.clone(),
         });
         let app = http::app(state.clone(), &settings.http);
         let address = SocketAddr::new(settings.http.host, settings.http.port);
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("binding {address} (set HOST and PORT)"))?;
+        tracing::debug!(max_connections, open_files, "server.limits");
         Ok(Self {
             listener,
             app,
             state,
             shutdown_grace: settings.http.shutdown_grace,
+            send_grace: settings.graph.timeout + Duration::from_secs(1),
+            connections: ConnectionSettings {
+                max_connections,
+                header_read_timeout: settings.http.header_read_timeout,
+                http2: settings.http.http2,
+                http2_max_streams: settings.http.http2_max_streams,
+            },
         })
     }
 
@@ -69,36 +128,132 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
-    /// for up to the grace period, and returns.
+    /// Serves until `shutdown` completes, then stops accepting, closes idle connections, lets
+    /// in-flight requests finish for up to the grace period (sends for up to the Graph timeout),
+    /// and returns.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let address = self.local_addr();
-        tracing::info!(%address, store = self.state.store.backend(), "server.listening");
-        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let signal = async move {
-            shutdown.await;
-            tracing::info!("server.shutdown draining in-flight requests");
-            let _ = stopping_tx.send(());
-        };
-        let serve =
-            axum::serve(self.listener, self.app.into_make_service()).with_graceful_shutdown(signal);
-        let grace = self.shutdown_grace;
-        let deadline = async move {
-            if stopping_rx.await.is_ok() {
-                tokio::time::sleep(grace).await;
+        let limits = self.connections;
+        tracing::info!(%address, store = self.state.store.backend(), max_connections = limits.max_connections, http2 = limits.http2, "server.listening");
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let slots = Arc::new(Semaphore::new(limits.max_connections));
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true);
+        let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true);
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.http2_max_streams)
+            .max_pending_accept_reset_streams(Some(limits.http2_max_streams as usize));
+        let auto = Arc::new(auto);
+        let metrics = &self.state.metrics;
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::error!(error.message = %e, "server.accept_failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics.connections_refused.inc();
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    "server.connection_refused"
+                );
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let app = self.app.clone();
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    app.clone().oneshot(request)
+                },
+            );
+            let io = TokioIo::new(stream);
+            let state = self.state.clone();
+            state.metrics.connections_open.inc();
+            if limits.http2 {
+                let conn = graceful.watch(
+                    auto.serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                );
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    state.metrics.connections_open.dec();
+                    drop(slot);
+                });
             } else {
-                std::future::pending::<()>().await;
+                let conn = graceful.watch(http1.serve_connection(io, service));
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                    state.metrics.connections_open.dec();
+                    drop(slot);
+                });
             }
-        };
-        tokio::select! {
-            result = serve => { tracing::info!("server.stopped"); result }
-            () = deadline => {
-                tracing::warn!(grace_secs = grace.as_secs(), "server.shutdown grace period over; dropping remaining requests");
-                Ok(())
+        }
+        drop(self.listener);
+        tracing::info!("server.shutdown draining in-flight requests");
+        let mut drained = std::pin::pin!(graceful.shutdown());
+        if tokio::time::timeout(self.shutdown_grace, &mut drained)
+            .await
+            .is_ok()
+        {
+            tracing::info!("server.stopped");
+            return Ok(());
+        }
+        let sends = self.state.edge.sends_in_flight();
+        if sends > 0 {
+            let extra = self.send_grace.saturating_sub(self.shutdown_grace);
+            tracing::info!(
+                sends,
+                wait_secs = extra.as_secs(),
+                "server.shutdown waiting for sends in flight (GRAPH_TIMEOUT_SECS)"
+            );
+            let _ = tokio::time::timeout(extra, self.state.edge.sends_finished()).await;
+            // Let the answers be written.
+            if tokio::time::timeout(Duration::from_secs(1), &mut drained)
+                .await
+                .is_ok()
+            {
+                tracing::info!("server.stopped");
+                return Ok(());
             }
+        }
+        tracing::warn!(
+            grace_secs = self.shutdown_grace.as_secs(),
+            "server.shutdown grace period over; dropping remaining requests"
+        );
+        Ok(())
+    }
+}
+
+/// Raises the soft open-file limit to the hard limit and returns the limit now in force (the
+/// usual soft default of 1024 is far below what a server holding many connections needs).
+fn raise_open_file_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error.message = %e, "server.limits could not raise the open-file limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
         }
     }
 }

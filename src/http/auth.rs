@@ -3,6 +3,11 @@
 //! When API_KEY is set, a request must carry `Authorization: Bearer <API_KEY>` or
 //! `X-API-Key: <API_KEY>`. `/webhook` (Meta has its own signature) and health checks stay open.
 //! Keys are compared in constant time over their SHA-256 digests, which also hides their length.
+//!
+//! While API_KEY is unset, the client endpoints answer only requests whose `Host` is in
+//! ALLOWED_HOSTS (loopback names by default): a web page the operator visits could otherwise read
+//! `/get` through DNS rebinding (its own host name resolving to 127.0.0.1). `/webhook` is never
+//! Host-checked: Meta arrives through tunnels with their own names, and the signature protects it.
 
 use std::sync::Arc;
 
@@ -23,13 +28,39 @@ pub async fn require_api_key(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if let Some(expected) = &state.api_key
-        && !presented_key_matches(request.headers(), expected)
-    {
-        tracing::warn!(reason = "api_key", "auth.rejected");
-        return Err(ApiError::Unauthorized);
+    match &state.api_key {
+        Some(expected) => {
+            if !presented_key_matches(request.headers(), expected) {
+                tracing::warn!(reason = "api_key", "auth.rejected");
+                return Err(ApiError::Unauthorized);
+            }
+        }
+        None => {
+            let host = request_host(&request);
+            if !state.allowed_hosts.allows(host) {
+                tracing::warn!(reason = "host_not_allowed", "auth.rejected");
+                return Err(ApiError::HostNotAllowed(truncate(host, 100)));
+            }
+        }
     }
     Ok(next.run(request).await)
+}
+
+/// The Host header, or the URI's authority (HTTP/2), or "" when neither is there.
+fn request_host(request: &Request) -> &str {
+    request
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default()
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
 }
 
 fn presented_key_matches(headers: &HeaderMap, expected: &SecretString) -> bool {

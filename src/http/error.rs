@@ -70,6 +70,22 @@ pub enum ApiError {
     /// 400: the body could not be read for another reason.
     #[error("could not read the request body")]
     UnreadableBody,
+    /// 503: a capacity or upload budget is exhausted; the text names which (and its variable).
+    #[error("{0}")]
+    Overloaded(&'static str),
+    /// 415: a client endpoint got a body that is not declared as JSON.
+    #[error(
+        "Content-Type must be application/json (found {0}); send the header 'Content-Type: application/json'"
+    )]
+    UnsupportedMediaType(String),
+    /// 403: API_KEY is unset and the Host header is not in ALLOWED_HOSTS.
+    #[error(
+        "Host {0:?} is not allowed: API_KEY is not set, so the client API answers only the host names in ALLOWED_HOSTS (default localhost, 127.0.0.1, ::1). To call it through a tunnel or another name, set API_KEY (recommended) or add the host name to ALLOWED_HOSTS"
+    )]
+    HostNotAllowed(String),
+    /// 405: the path exists, the method does not.
+    #[error("Method Not Allowed")]
+    MethodNotAllowed,
     /// 503: the store failed; Meta retries webhooks answered with 5xx.
     #[error("storage is unavailable; retry later")]
     Store(#[from] StoreError),
@@ -91,7 +107,10 @@ impl ApiError {
             Self::Handshake(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::HostNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Graph(GraphError::Rejected { status, .. }) if *status < 500 => {
                 StatusCode::BAD_REQUEST
             }

@@ -1,8 +1,14 @@
 //! Request body extraction with our error shapes and limits: [`JsonBody`] for client endpoints,
 //! [`read_body`] for the webhook (which needs the raw bytes for the signature).
 //!
-//! `JsonBody` parses whatever the Content-Type says: the original's clients (PowerShell, curl -d)
-//! do not always send `application/json`, and FastAPI accepted them.
+//! `JsonBody` requires `Content-Type: application/json` (or any `+json` type), else 415. FastAPI
+//! parsed a body without a Content-Type too, but a browser can send exactly that (or `text/plain`,
+//! or a form) to `http://127.0.0.1:8000/send` from any web page without a CORS preflight; requiring
+//! the JSON type makes such a cross-site request impossible, while every real API client (curl -H,
+//! requests' `json=`, PowerShell's `-ContentType`) already sends it.
+//!
+//! Bodies are received by [`crate::http::edge`] under its budgets before a handler runs; reading
+//! them here is a copy-free hand-over.
 
 use std::sync::Arc;
 
@@ -20,8 +26,33 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        require_json_content_type(req.headers())?;
         let bytes = read_body(req, state.body_limits).await?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Accepts `application/json` and `application/<anything>+json`, with any parameters.
+fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return Err(ApiError::UnsupportedMediaType("no Content-Type".to_owned()));
+    };
+    let text = value.to_str().unwrap_or_default();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json"));
+    if json {
+        Ok(())
+    } else {
+        let shown: String = text.chars().take(60).collect();
+        Err(ApiError::UnsupportedMediaType(format!("{shown:?}")))
     }
 }
 
@@ -107,6 +138,55 @@ pub async fn read_body(request: Request, limits: BodyLimits) -> Result<Bytes, Ap
                 source = err.source();
             }
             Err(ApiError::UnreadableBody)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue, header};
+
+    fn with_type(value: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = value {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn json_content_types_are_accepted() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/vnd.api+json",
+        ] {
+            assert!(
+                require_json_content_type(&with_type(Some(ok))).is_ok(),
+                "{ok}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_a_cross_site_form_can_send_is_refused() {
+        for bad in [
+            None,
+            Some("text/plain"),
+            Some("text/plain; charset=utf-8"),
+            Some("application/x-www-form-urlencoded"),
+            Some("multipart/form-data; boundary=x"),
+            Some("application/jsonp"),
+            Some("text/json"),
+        ] {
+            let err = require_json_content_type(&with_type(bad)).unwrap_err();
+            assert_eq!(
+                err.status(),
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{bad:?}"
+            );
         }
     }
 }

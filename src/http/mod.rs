@@ -1,14 +1,16 @@
 //! The HTTP edge: the axum router, its middleware stack and the shared [`AppState`].
 //!
 //! Handlers stay thin: extract, call a domain/store/graph function, map the error through
-//! [`error::ApiError`]. Middleware, outermost first: request id (`x-request-id`, generated when
-//! absent, echoed on the response) -> one tracing span per request (method, path without query, request
-//! id; logs status and latency) -> load shedding (over CONCURRENCY_LIMIT in flight -> 503 at once)
-//! -> request timeout (503). Body size (413) and whole-body deadline (408) are enforced where bodies
-//! are read ([`extract::read_body`]).
+//! [`error::ApiError`]. Middleware, outermost first: request id (`x-request-id` when it is short
+//! and safe, else generated; echoed on the response) -> one tracing span per request (method, path
+//! without query, request id; logs status and latency) -> [`edge`] admission (bodies received
+//! under their own budgets, then a processing slot per route class: webhook, client API; health
+//! checks are never shed) -> request timeout (503) -> the router. Connections themselves
+//! (header-read timeout, connection cap, HTTP/2 off by default) are [`crate::startup`]'s.
 
 pub mod auth;
 pub mod docs;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -19,14 +21,13 @@ pub mod webhook;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::error_handling::HandleErrorLayer;
 use std::convert::Infallible;
 
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{BoxError, Json, Router, middleware};
+use axum::{Json, Router, middleware};
 use secrecy::SecretString;
 use tower::ServiceBuilder;
 use tower::util::BoxCloneSyncService;
@@ -60,6 +61,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Body size and time limits.
     pub body_limits: extract::BodyLimits,
+    /// Admission budgets and capacity ([`edge`]).
+    pub edge: Arc<edge::Edge>,
+    /// ALLOWED_HOSTS, checked on client endpoints while API_KEY is unset.
+    pub allowed_hosts: crate::config::AllowedHosts,
 }
 
 /// The whole HTTP application: the middleware stack around the router, as one cloneable service.
@@ -75,6 +80,7 @@ pub fn app(state: Arc<AppState>, http: &HttpSettings) -> AppService {
     let stack = ServiceBuilder::new()
         // The trace layer wraps response bodies; axum::serve wants its own Body type back.
         .map_response(|response: axum::http::Response<_>| response.map(axum::body::Body::new))
+        .map_request(drop_unsafe_request_id)
         .layer(SetRequestIdLayer::x_request_id(SequentialRequestId::new()))
         .layer(
             TraceLayer::new_for_http()
@@ -84,20 +90,39 @@ pub fn app(state: Arc<AppState>, http: &HttpSettings) -> AppService {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(HandleErrorLayer::new({
+        .layer_fn({
             let state = state.clone();
-            move |error: BoxError| overloaded(state.clone(), error)
-        }))
-        .load_shed()
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-            http.concurrency_limit,
-        ))
+            move |inner| edge::EdgeService::new(inner, state.clone())
+        })
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             http.request_timeout,
-        ))
-        .layer(DefaultBodyLimit::max(http.max_body_bytes));
+        ));
     BoxCloneSyncService::new(stack.service(router(state)))
+}
+
+/// Longest `x-request-id` taken from a client.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Removes an `x-request-id` that is too long or holds anything but letters, digits and
+/// `-_.:`, so a generated one replaces it: ids are echoed and logged, and a client must not be
+/// able to put 60 KB or control characters into every log line.
+fn drop_unsafe_request_id(mut request: Request) -> Request {
+    if let Some(id) = request.headers().get("x-request-id")
+        && !is_safe_request_id(id)
+    {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
+}
+
+fn is_safe_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_LEN
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
 /// Every route, without the middleware stack.
@@ -122,6 +147,7 @@ fn router(state: Arc<AppState>) -> Router {
         .merge(open_routes)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", docs::ApiDoc::openapi()))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -184,19 +210,8 @@ fn on_response(response: &Response, latency: Duration, _span: &Span) {
     );
 }
 
-async fn overloaded(state: Arc<AppState>, error: BoxError) -> Response {
-    let status = if error.is::<tower::load_shed::error::Overloaded>() {
-        state.metrics.requests_shed.inc();
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
-    };
-    tracing::warn!(error.message = %error, "request.shed");
-    (
-        status,
-        Json(serde_json::json!({ "detail": "server is at capacity; retry later" })),
-    )
-        .into_response()
+async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::MethodNotAllowed
 }
 
 async fn not_found() -> Response {
@@ -205,4 +220,25 @@ async fn not_found() -> Response {
         Json(serde_json::json!({ "detail": "Not Found" })),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_short_safe_request_ids_are_kept() {
+        for ok in ["abc", "5f3a9c01-00000000002a", "a.b_c:d", &"x".repeat(64)] {
+            assert!(
+                is_safe_request_id(&HeaderValue::from_str(ok).unwrap()),
+                "{ok}"
+            );
+        }
+        for bad in ["", "a b", "a\tb", "<script>", "a/b", &"x".repeat(65)] {
+            assert!(
+                !is_safe_request_id(&HeaderValue::from_str(bad).unwrap()),
+                "{bad:?}"
+            );
+        }
+    }
 }

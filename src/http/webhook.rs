@@ -19,7 +19,7 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::read_body;
 use crate::webhook::signature::SIGNATURE_HEADER;
-use crate::webhook::{HandshakeQuery, extract_batch};
+use crate::webhook::{BodyDigest, HandshakeQuery, extract_batch};
 
 /// What POST /webhook answers (Meta only looks at the status).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -90,10 +90,11 @@ pub async fn receive_webhook(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Json<WebhookAck>, ApiError> {
-    // Only the signature header is needed after the body is consumed; keep just that value.
+    // Only the signature header and the digest the edge computed while the body arrived are
+    // needed after the body is consumed.
     let signature = request.headers().get(SIGNATURE_HEADER).cloned();
+    let digest = request.extensions().get::<BodyDigest>().copied();
     let metrics = &state.metrics;
-    metrics.webhooks_received.inc();
     let body = read_body(request, state.body_limits)
         .await
         .inspect_err(|e| {
@@ -106,12 +107,15 @@ pub async fn receive_webhook(
             tracing::warn!(reason, "webhook.rejected");
         })?;
     if let Some(secret) = &state.app_secret {
-        secret
-            .verify(signature.as_ref().map(HeaderValue::as_bytes), &body)
-            .inspect_err(|e| {
-                metrics.reject(e.reason());
-                tracing::warn!(reason = e.reason(), "webhook.rejected");
-            })?;
+        let header = signature.as_ref().map(HeaderValue::as_bytes);
+        match &digest {
+            Some(digest) => secret.verify_digest(header, digest, &body),
+            None => secret.verify(header, &body),
+        }
+        .inspect_err(|e| {
+            metrics.reject(e.reason());
+            tracing::warn!(reason = e.reason(), "webhook.rejected");
+        })?;
     }
     let batch = extract_batch(&body).inspect_err(|e| {
         metrics.reject("invalid_payload");

@@ -9,4 +9,4 @@ pub mod signature;
 
 pub use extract::{ExtractError, WebhookBatch, extract_batch};
 pub use handshake::{HandshakeError, HandshakeQuery};
-pub use signature::{AppSecret, SignatureError};
+pub use signature::{AppSecret, BodyDigest, BodyHasher, SignatureError};

@@ -5,13 +5,19 @@
 //! and `/` as `\/`), so checking a parsed-then-reprinted body would reject genuine deliveries. The
 //! comparison is constant time (`Mac::verify_slice`).
 //!
-//! One fallback, as whatsapp-api-js does: if a proxy in front of us decoded the escapes (the body
-//! then holds non-ASCII UTF-8), we re-escape every character above `~` the way Meta does and try once
-//! more. An attacker gains nothing from this: the fallback still needs a valid HMAC.
+//! The HTTP edge hashes the body while it arrives ([`AppSecret::hasher`]), so a webhook costs one
+//! pass over its bytes and the check itself is a 32-byte comparison ([`AppSecret::verify_digest`]).
+//!
+//! One opt-in fallback (SIGNATURE_UNICODE_FALLBACK, as whatsapp-api-js does): if a proxy in front
+//! of us decoded the escapes (the body then holds non-ASCII UTF-8), we re-escape every character
+//! above `~` the way Meta does and try once more. An attacker cannot forge anything with it (it
+//! still needs a valid HMAC), but every wrong signature on a non-ASCII body costs a second pass, so
+//! it is off by default; the pass streams into the HMAC (no copy of the body), linear in its size.
 
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -63,6 +69,7 @@ impl SignatureHeader {
 #[derive(Clone)]
 pub struct AppSecret {
     mac: HmacSha256,
+    unicode_fallback: bool,
 }
 
 impl std::fmt::Debug for AppSecret {
@@ -71,26 +78,78 @@ impl std::fmt::Debug for AppSecret {
     }
 }
 
+/// The HMAC-SHA256 of a whole body under the app secret, computed while the body arrived.
+#[derive(Clone, Copy)]
+pub struct BodyDigest([u8; 32]);
+
+/// An HMAC over a body that arrives in chunks ([`AppSecret::hasher`]).
+#[derive(Clone)]
+pub struct BodyHasher(HmacSha256);
+
+impl BodyHasher {
+    /// Feeds the next chunk of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        self.0.update(chunk);
+    }
+
+    /// The digest of everything fed.
+    pub fn finish(self) -> BodyDigest {
+        BodyDigest(self.0.finalize().into_bytes().into())
+    }
+}
+
 impl AppSecret {
-    /// Keys the HMAC once; every request clones the keyed state instead of re-deriving it.
+    /// Keys the HMAC once; every request clones the keyed state instead of re-deriving it. The
+    /// unicode-escape fallback is off.
     pub fn new(secret: &SecretString) -> Self {
         let mac = HmacSha256::new_from_slice(secret.expose_secret().as_bytes())
             .expect("HMAC accepts keys of any length");
-        Self { mac }
+        Self {
+            mac,
+            unicode_fallback: false,
+        }
+    }
+
+    /// Turns the unicode-escape fallback (SIGNATURE_UNICODE_FALLBACK) on or off.
+    pub fn with_unicode_fallback(mut self, enabled: bool) -> Self {
+        self.unicode_fallback = enabled;
+        self
+    }
+
+    /// An incremental hasher keyed with the secret.
+    pub fn hasher(&self) -> BodyHasher {
+        BodyHasher(self.mac.clone())
     }
 
     /// Checks `header` (the raw `X-Hub-Signature-256` value, if any) against `body`.
     pub fn verify(&self, header: Option<&[u8]>, body: &[u8]) -> Result<(), SignatureError> {
+        let mut hasher = self.hasher();
+        hasher.update(body);
+        self.verify_digest(header, &hasher.finish(), body)
+    }
+
+    /// Checks `header` against `digest`, the HMAC of `body` computed while it arrived. `body` is
+    /// only read again by the unicode-escape fallback, when that is on.
+    pub fn verify_digest(
+        &self,
+        header: Option<&[u8]>,
+        digest: &BodyDigest,
+        body: &[u8],
+    ) -> Result<(), SignatureError> {
         let signature = SignatureHeader::parse(header.ok_or(SignatureError::Missing)?)?;
-        if self.matches(&signature, body) {
+        if bool::from(signature.0.ct_eq(&digest.0)) {
             return Ok(());
         }
         // A proxy may have decoded Meta's \uXXXX escapes; retry over the re-escaped form.
-        if !body.is_ascii()
+        if self.unicode_fallback
+            && !body.is_ascii()
             && let Ok(text) = std::str::from_utf8(body)
-            && self.matches(&signature, escape_non_ascii(text).as_bytes())
         {
-            return Ok(());
+            let mut hasher = self.hasher();
+            escape_non_ascii_into(text, &mut hasher);
+            if bool::from(signature.0.ct_eq(&hasher.finish().0)) {
+                return Ok(());
+            }
         }
         Err(SignatureError::Mismatch)
     }
@@ -102,30 +161,35 @@ impl AppSecret {
         mac.update(body);
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
-
-    fn matches(&self, signature: &SignatureHeader, body: &[u8]) -> bool {
-        let mut mac = self.mac.clone();
-        mac.update(body);
-        mac.verify_slice(&signature.0).is_ok()
-    }
 }
 
-/// Escapes every character above `~` as `\uXXXX` (lowercase hex, UTF-16 code units), the form
-/// Meta's wire JSON uses.
-fn escape_non_ascii(text: &str) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
+/// Feeds `text` to `hasher` with every character above `~` escaped as `\uXXXX` (lowercase hex,
+/// UTF-16 code units), the form Meta's wire JSON uses. ASCII runs go in as slices of the input;
+/// nothing is copied but the 6 or 12 bytes of one escape.
+fn escape_non_ascii_into(text: &str, hasher: &mut BodyHasher) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let mut run_start = 0;
+    for (i, c) in text.char_indices() {
         if c <= '~' {
-            out.push(c);
-        } else {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                let _ = write!(out, "\\u{unit:04x}");
-            }
+            continue;
+        }
+        hasher.update(&bytes[run_start..i]);
+        run_start = i + c.len_utf8();
+        let mut units = [0u16; 2];
+        for unit in c.encode_utf16(&mut units) {
+            let u = *unit as usize;
+            hasher.update(&[
+                b'\\',
+                b'u',
+                HEX[u >> 12],
+                HEX[(u >> 8) & 0xf],
+                HEX[(u >> 4) & 0xf],
+                HEX[u & 0xf],
+            ]);
         }
     }
-    out
+    hasher.update(&bytes[run_start..]);
 }
 
 #[cfg(test)]
@@ -186,14 +250,52 @@ mod tests {
     }
 
     #[test]
-    fn body_decoded_by_a_proxy_still_verifies() {
+    fn body_decoded_by_a_proxy_verifies_only_with_the_fallback_on() {
         let wire = r#"{"body":"caf\u00e9 \ud83d\ude00"}"#;
         let decoded = "{\"body\":\"café 😀\"}";
         let header = secret().sign(wire.as_bytes());
-        assert_eq!(escape_non_ascii(decoded), wire);
+        let mut hasher = secret().hasher();
+        escape_non_ascii_into(decoded, &mut hasher);
+        let mut expected = secret().hasher();
+        expected.update(wire.as_bytes());
+        assert_eq!(hasher.finish().0, expected.finish().0);
         assert_eq!(
             secret().verify(Some(header.as_bytes()), decoded.as_bytes()),
+            Err(SignatureError::Mismatch),
+            "off by default"
+        );
+        let fallback = secret().with_unicode_fallback(true);
+        assert_eq!(
+            fallback.verify(Some(header.as_bytes()), decoded.as_bytes()),
             Ok(())
+        );
+        // The fallback never accepts a body whose escaped form was not signed.
+        let other = "{\"body\":\"cafe 😀\"}";
+        assert_eq!(
+            fallback.verify(Some(header.as_bytes()), other.as_bytes()),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn digest_computed_in_chunks_equals_the_whole_body_digest() {
+        let body = br#"{"entry":[{"changes":[]}],"pad":"0123456789"}"#;
+        let header = secret().sign(body);
+        for split in [0, 1, 7, body.len()] {
+            let mut hasher = secret().hasher();
+            hasher.update(&body[..split]);
+            hasher.update(&body[split..]);
+            let digest = hasher.finish();
+            assert_eq!(
+                secret().verify_digest(Some(header.as_bytes()), &digest, body),
+                Ok(())
+            );
+        }
+        let mut wrong = secret().hasher();
+        wrong.update(b"{}");
+        assert_eq!(
+            secret().verify_digest(Some(header.as_bytes()), &wrong.finish(), body),
+            Err(SignatureError::Mismatch)
         );
     }
 

@@ -145,6 +145,7 @@ async fn malformed_json_is_400(backend: Backend) {
     let response = app
         .http
         .post(app.url("/get"))
+        .header("content-type", "application/json")
         .body(r#"{"number": "9192"#)
         .send()
         .await

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod docs;
+mod edge;
 mod get;
 mod health;
 mod limits;

@@ -1,0 +1,453 @@
+//! The edge admission layer: what a request must pass before a handler runs, so that no anonymous
+//! client can take the capacity that complete, legitimate requests need.
+//!
+//! In order, for every request:
+//! 1. **Classify** by path: Meta's `/webhook`, the health checks (`/healthz`, `/readyz`), or the
+//!    client API (everything else). Health checks never wait for or count against any limit.
+//! 2. **Receive the body** (requests that have one), with budgets of its own that are separate from
+//!    the processing capacity: at most MAX_UPLOADS bodies arriving at once, at most
+//!    MAX_UPLOADS_PER_CLIENT from one client address, and at most UPLOAD_MEMORY_BYTES of body
+//!    bytes held by all of them together (reserved chunk by chunk as bytes arrive, so a declared
+//!    `Content-Length` costs nothing until it is sent). A body must keep a minimum average rate
+//!    (MIN_UPLOAD_BYTES_PER_SEC after a 2 s grace) and finish within BODY_TIMEOUT_SECS, else 408;
+//!    over MAX_BODY_BYTES is 413 (refused from `Content-Length` before reading). Over a budget the
+//!    answer is 503 at once. For `/webhook` the body is hashed (HMAC-SHA256 under APP_SECRET) as
+//!    it arrives, so the signature check is a 32-byte comparison ([`BodyDigest`] in the request's
+//!    extensions).
+//! 3. **Take a processing slot** of the request's class: CONCURRENCY_LIMIT for webhooks,
+//!    CLIENT_CONCURRENCY_LIMIT for the client API; none free -> 503 at once (load shedding, no
+//!    queue). A stalled upload therefore never holds a slot: it holds only upload budget, which
+//!    it loses by the minimum rate.
+//! 4. Count sends in flight, so shutdown can let them finish ([`Edge::sends_in_flight`]).
+//!
+//! The memory reservation is held until the response is produced; the body's bytes are freed by
+//! then. This is a tower service rather than `axum::middleware::from_fn`: it sits on the hot path
+//! of every webhook, and one boxed future per request is all it costs.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::config::HttpSettings;
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::metrics::Metrics;
+use crate::webhook::{AppSecret, BodyDigest, BodyHasher};
+
+/// How long a body may arrive below the minimum rate before the rate is enforced.
+pub const UPLOAD_GRACE: Duration = Duration::from_secs(2);
+
+/// The request classes with separate capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteClass {
+    /// Meta's `POST`/`GET /webhook`.
+    Webhook,
+    /// `/healthz`, `/readyz`: never shed.
+    Health,
+    /// Everything else: `/send`, `/get`, `/metrics`, `/docs`, ...
+    Client,
+}
+
+impl RouteClass {
+    /// The class of a request path.
+    pub fn of(path: &str) -> Self {
+        match path {
+            "/webhook" => Self::Webhook,
+            "/healthz" | "/readyz" => Self::Health,
+            _ => Self::Client,
+        }
+    }
+}
+
+/// Shared admission state: budgets, capacity and counters. Built once at start-up.
+pub struct Edge {
+    webhook_slots: Arc<Semaphore>,
+    client_slots: Arc<Semaphore>,
+    uploads: Arc<Semaphore>,
+    uploads_by_client: Mutex<HashMap<IpAddr, usize>>,
+    max_uploads_per_client: usize,
+    upload_memory: Arc<Semaphore>,
+    max_body_bytes: usize,
+    body_timeout: Duration,
+    min_upload_rate: u64,
+    sends: AtomicUsize,
+    sends_done: Notify,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge")
+            .field("sends_in_flight", &self.sends_in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Edge {
+    /// The budgets of `settings`.
+    pub fn new(settings: &HttpSettings) -> Self {
+        Self {
+            webhook_slots: Arc::new(Semaphore::new(settings.concurrency_limit)),
+            client_slots: Arc::new(Semaphore::new(settings.client_concurrency_limit)),
+            uploads: Arc::new(Semaphore::new(settings.max_uploads)),
+            uploads_by_client: Mutex::default(),
+            max_uploads_per_client: settings.max_uploads_per_client,
+            upload_memory: Arc::new(Semaphore::new(
+                settings.upload_memory_bytes.min(Semaphore::MAX_PERMITS),
+            )),
+            max_body_bytes: settings.max_body_bytes,
+            body_timeout: settings.body_timeout,
+            min_upload_rate: settings.min_upload_rate,
+            sends: AtomicUsize::new(0),
+            sends_done: Notify::new(),
+        }
+    }
+
+    /// `POST /send` requests being processed now.
+    pub fn sends_in_flight(&self) -> usize {
+        self.sends.load(Ordering::Acquire)
+    }
+
+    /// Completes when no send is in flight.
+    pub async fn sends_finished(&self) {
+        loop {
+            let notified = self.sends_done.notified();
+            if self.sends_in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Takes an upload slot for `client`, globally and per address.
+    fn start_upload(self: &Arc<Self>, client: IpAddr) -> Result<UploadSlot, Refusal> {
+        let global = self
+            .uploads
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Uploads)?;
+        let mut by_client = self
+            .uploads_by_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let count = by_client.entry(client).or_insert(0);
+        if *count >= self.max_uploads_per_client {
+            return Err(Refusal::UploadsPerClient);
+        }
+        *count += 1;
+        Ok(UploadSlot {
+            edge: self.clone(),
+            client,
+            _global: global,
+        })
+    }
+}
+
+/// One upload in progress; frees its slots when dropped.
+struct UploadSlot {
+    edge: Arc<Edge>,
+    client: IpAddr,
+    _global: OwnedSemaphorePermit,
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut by_client = self
+            .edge
+            .uploads_by_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = by_client.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Marks a send in flight until dropped.
+struct SendGuard(Arc<Edge>);
+
+impl Drop for SendGuard {
+    fn drop(&mut self) {
+        if self.0.sends.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.sends_done.notify_waiters();
+        }
+    }
+}
+
+/// Why the edge refused a request before it reached a handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Uploads,
+    UploadsPerClient,
+    UploadMemory,
+    Capacity(RouteClass),
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Uploads => "upload_limit",
+            Self::UploadsPerClient => "upload_limit_per_client",
+            Self::UploadMemory => "upload_memory",
+            Self::Capacity(RouteClass::Webhook) => "capacity_webhook",
+            Self::Capacity(_) => "capacity_client",
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            Self::Uploads => {
+                "too many request bodies are being received (MAX_UPLOADS); retry later"
+            }
+            Self::UploadsPerClient => {
+                "too many request bodies are being received from your address (MAX_UPLOADS_PER_CLIENT); retry later"
+            }
+            Self::UploadMemory => {
+                "request bodies being received fill the upload memory budget (UPLOAD_MEMORY_BYTES); retry later"
+            }
+            Self::Capacity(RouteClass::Webhook) => {
+                "server is at capacity for webhooks (CONCURRENCY_LIMIT); retry later"
+            }
+            Self::Capacity(_) => {
+                "server is at capacity for client requests (CLIENT_CONCURRENCY_LIMIT); retry later"
+            }
+        }
+    }
+}
+
+/// How receiving a body failed.
+enum BodyFailure {
+    Refused(Refusal),
+    Error(ApiError),
+}
+
+/// The admission layer around the router (see the module docs).
+#[derive(Clone)]
+pub struct EdgeService<S> {
+    inner: S,
+    state: Arc<AppState>,
+}
+
+impl<S> EdgeService<S> {
+    /// Wraps `inner` (the router with its timeout).
+    pub fn new(inner: S, state: Arc<AppState>) -> Self {
+        Self { inner, state }
+    }
+}
+
+impl<S> tower::Service<Request> for EdgeService<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The router is always ready; capacity is decided per request in `call`.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let class = RouteClass::of(request.uri().path());
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        if class == RouteClass::Health {
+            let mut inner = inner;
+            return Box::pin(inner.call(request));
+        }
+        let hasher = (class == RouteClass::Webhook && request.method() == Method::POST)
+            .then(|| self.state.app_secret.as_ref().map(AppSecret::hasher))
+            .flatten();
+        Box::pin(admit(inner, self.state.clone(), class, hasher, request))
+    }
+}
+
+async fn admit<S>(
+    mut inner: S,
+    state: Arc<AppState>,
+    class: RouteClass,
+    hasher: Option<BodyHasher>,
+    request: Request,
+) -> Result<Response, Infallible>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    let edge = &state.edge;
+    let metrics = &state.metrics;
+    let is_webhook_post = class == RouteClass::Webhook && request.method() == Method::POST;
+    if is_webhook_post {
+        metrics.webhooks_received.inc();
+    }
+    // Receive the body first: an upload in progress holds upload budget, not a processing slot.
+    let (request, _memory) = if has_body(&request) {
+        match receive_body(edge, request, hasher).await {
+            Ok(received) => received,
+            Err(BodyFailure::Refused(refusal)) => {
+                return Ok(refuse(metrics, refusal, is_webhook_post));
+            }
+            Err(BodyFailure::Error(error)) => {
+                if is_webhook_post {
+                    let reason = match error {
+                        ApiError::PayloadTooLarge => "payload_too_large",
+                        ApiError::BodyTimeout => "body_timeout",
+                        _ => "unreadable_body",
+                    };
+                    metrics.reject(reason);
+                    tracing::warn!(reason, "webhook.rejected");
+                }
+                return Ok(error.into_response());
+            }
+        }
+    } else {
+        (request, None)
+    };
+    let slots = match class {
+        RouteClass::Webhook => &edge.webhook_slots,
+        _ => &edge.client_slots,
+    };
+    let Ok(_slot) = slots.clone().try_acquire_owned() else {
+        metrics.requests_shed.inc();
+        return Ok(refuse(metrics, Refusal::Capacity(class), is_webhook_post));
+    };
+    let _send = (request.uri().path() == "/send").then(|| {
+        edge.sends.fetch_add(1, Ordering::AcqRel);
+        SendGuard(edge.clone())
+    });
+    inner.call(request).await
+}
+
+fn refuse(metrics: &Metrics, refusal: Refusal, is_webhook: bool) -> Response {
+    metrics.refuse(refusal.reason());
+    if is_webhook {
+        metrics.reject(refusal.reason());
+    }
+    tracing::warn!(reason = refusal.reason(), "request.shed");
+    ApiError::Overloaded(refusal.detail()).into_response()
+}
+
+/// Whether the request carries a body to receive (a declared non-zero length or a chunked body).
+fn has_body(request: &Request) -> bool {
+    use axum::body::HttpBody as _;
+    !request.body().is_end_stream() && request.body().size_hint().upper() != Some(0)
+}
+
+/// Receives the whole body under the upload budgets, returning the request with the body
+/// buffered (and, for webhooks, its digest) and the memory reservation it holds.
+async fn receive_body(
+    edge: &Arc<Edge>,
+    request: Request,
+    mut hasher: Option<BodyHasher>,
+) -> Result<(Request, Option<OwnedSemaphorePermit>), BodyFailure> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > edge.max_body_bytes as u64) {
+        return Err(BodyFailure::Error(ApiError::PayloadTooLarge));
+    }
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let _upload = edge.start_upload(client).map_err(BodyFailure::Refused)?;
+
+    let (mut parts, mut body) = request.into_parts();
+    // Capacity for the declared length up front (no regrowth copies); untouched pages of a large
+    // allocation are not resident, and the budget counts bytes received, not capacity.
+    let mut buffer = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    let mut memory: Option<OwnedSemaphorePermit> = None;
+    let started = Instant::now();
+    let hard_deadline = started + edge.body_timeout;
+    loop {
+        let deadline = frame_deadline(started, hard_deadline, buffer.len(), edge.min_upload_rate);
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyFailure::Error(ApiError::BodyTimeout)),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(BodyFailure::Error(ApiError::UnreadableBody)),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if buffer.len() + data.len() > edge.max_body_bytes {
+            return Err(BodyFailure::Error(ApiError::PayloadTooLarge));
+        }
+        let reserved = u32::try_from(data.len())
+            .ok()
+            .and_then(|n| edge.upload_memory.clone().try_acquire_many_owned(n).ok())
+            .ok_or(BodyFailure::Refused(Refusal::UploadMemory))?;
+        match &mut memory {
+            Some(held) => held.merge(reserved),
+            None => memory = Some(reserved),
+        }
+        if let Some(hasher) = &mut hasher {
+            hasher.update(&data);
+        }
+        buffer.extend_from_slice(&data);
+    }
+    if let Some(hasher) = hasher {
+        parts.extensions.insert::<BodyDigest>(hasher.finish());
+    }
+    let bytes: Bytes = buffer.freeze();
+    Ok((Request::from_parts(parts, Body::from(bytes)), memory))
+}
+
+/// When the next frame must have arrived: by the whole-body deadline, and, once the grace is
+/// over, before the average rate since the start drops below `min_rate`.
+fn frame_deadline(started: Instant, hard: Instant, received: usize, min_rate: u64) -> Instant {
+    if min_rate == 0 {
+        return hard;
+    }
+    // `received` bytes at `min_rate` cover this long past the grace.
+    let covered = Duration::from_secs_f64(received as f64 / min_rate as f64);
+    (started + UPLOAD_GRACE + covered).min(hard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_classified_by_path() {
+        assert_eq!(RouteClass::of("/webhook"), RouteClass::Webhook);
+        assert_eq!(RouteClass::of("/healthz"), RouteClass::Health);
+        assert_eq!(RouteClass::of("/readyz"), RouteClass::Health);
+        assert_eq!(RouteClass::of("/send"), RouteClass::Client);
+        assert_eq!(RouteClass::of("/webhook/"), RouteClass::Client);
+    }
+
+    #[test]
+    fn the_minimum_rate_moves_the_deadline_with_the_bytes_received() {
+        let start = Instant::now();
+        let hard = start + Duration::from_secs(10);
+        assert_eq!(frame_deadline(start, hard, 0, 1024), start + UPLOAD_GRACE);
+        assert_eq!(
+            frame_deadline(start, hard, 2048, 1024),
+            start + UPLOAD_GRACE + Duration::from_secs(2)
+        );
+        assert_eq!(frame_deadline(start, hard, 1 << 30, 1024), hard);
+        assert_eq!(frame_deadline(start, hard, 0, 0), hard);
+    }
+}
