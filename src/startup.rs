@@ -40,6 +40,9 @@ use crate::webhook::AppSecret;
 
 /// File descriptors kept free for everything but client connections (store, Graph API, logs).
 const RESERVED_FDS: u64 = 128;
+/// Largest read buffer of one HTTP/1 connection (hyper's default grows to ~400 KB; with
+/// thousands of uploads that alone would be gigabytes). Also bounds a request head.
+const READ_BUFFER_BYTES: usize = 16 * 1024;
 /// Highest default MAX_CONNECTIONS.
 const DEFAULT_MAX_CONNECTIONS_CAP: usize = 16_384;
 
@@ -144,11 +147,13 @@ impl Application {
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(READ_BUFFER_BYTES)
             .keep_alive(true);
         let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(READ_BUFFER_BYTES)
             .keep_alive(true);
         auto.http2()
             .timer(TokioTimer::new())

@@ -371,10 +371,14 @@ async fn receive_body(
     let _upload = edge.start_upload(client).map_err(BodyFailure::Refused)?;
 
     let (mut parts, mut body) = request.into_parts();
-    // Capacity for the declared length up front (no regrowth copies); untouched pages of a large
-    // allocation are not resident, and the budget counts bytes received, not capacity.
-    let mut buffer = BytesMut::with_capacity(declared.map_or(8 * 1024, |n| n as usize));
+    // The body is copied into one buffer that grows by doubling, and the budget is charged for
+    // the buffer's capacity before it grows: what the budget counts is what is allocated. (Keeping
+    // hyper's chunks instead would pin one read buffer per chunk, so a body trickled in tiny
+    // pieces would hold far more memory than it sent.)
+    let limit = declared.map_or(edge.max_body_bytes, |n| n as usize);
+    let mut buffer = BytesMut::new();
     let mut memory: Option<OwnedSemaphorePermit> = None;
+    let mut charged = 0usize;
     let started = Instant::now();
     let hard_deadline = started + edge.body_timeout;
     loop {
@@ -391,16 +395,29 @@ async fn receive_body(
         if data.is_empty() {
             continue;
         }
-        if buffer.len() + data.len() > edge.max_body_bytes {
+        let needed = buffer.len() + data.len();
+        if needed > edge.max_body_bytes {
             return Err(BodyFailure::Error(ApiError::PayloadTooLarge));
         }
-        let reserved = u32::try_from(data.len())
-            .ok()
-            .and_then(|n| edge.upload_memory.clone().try_acquire_many_owned(n).ok())
-            .ok_or(BodyFailure::Refused(Refusal::UploadMemory))?;
-        match &mut memory {
-            Some(held) => held.merge(reserved),
-            None => memory = Some(reserved),
+        if needed > buffer.capacity() {
+            let target = needed
+                .max(buffer.capacity() * 2)
+                .max(8 * 1024)
+                .min(limit.max(needed));
+            // Exact capacity (BytesMut::reserve may round up), so the charge is predictable.
+            let mut grown = BytesMut::with_capacity(target);
+            grown.extend_from_slice(&buffer);
+            buffer = grown;
+            let extra = buffer.capacity().saturating_sub(charged);
+            let reserved = u32::try_from(extra)
+                .ok()
+                .and_then(|n| edge.upload_memory.clone().try_acquire_many_owned(n).ok())
+                .ok_or(BodyFailure::Refused(Refusal::UploadMemory))?;
+            charged += extra;
+            match &mut memory {
+                Some(held) => held.merge(reserved),
+                None => memory = Some(reserved),
+            }
         }
         if let Some(hasher) = &mut hasher {
             hasher.update(&data);

@@ -10,6 +10,7 @@ mod proxy;
 mod sim;
 
 mod durability;
+mod edge_attacks;
 mod overload;
 mod parser;
 mod partition;

@@ -30,6 +30,8 @@ async fn sigterm_completes_500_in_flight_requests_and_refuses_new_ones() {
             ("ACCESS_TOKEN", ACCESS_TOKEN),
             ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
             ("GRAPH_API_BASE", &graph.uri()),
+            // 500 sends at once: above the default client limit (256), which is not under test.
+            ("CLIENT_CONCURRENCY_LIMIT", "1024"),
         ]),
         data.path(),
     );
