@@ -7,8 +7,9 @@
 //! 2. **Receive the body** (requests that have one), with budgets of its own that are separate from
 //!    the processing capacity: at most MAX_UPLOADS bodies arriving at once, at most
 //!    MAX_UPLOADS_PER_CLIENT from one client address, and at most UPLOAD_MEMORY_BYTES of body
-//!    bytes held by all of them together (reserved chunk by chunk as bytes arrive, so a declared
-//!    `Content-Length` costs nothing until it is sent). A body must keep a minimum average rate
+//!    buffers held by all of them together, a quarter of it (at least MAX_BODY_BYTES) by one
+//!    address (charged as buffers grow, so a declared `Content-Length` costs nothing until it is
+//!    sent). A body must keep a minimum average rate
 //!    (MIN_UPLOAD_BYTES_PER_SEC after a 2 s grace) and finish within BODY_TIMEOUT_SECS, else 408;
 //!    over MAX_BODY_BYTES is 413 (refused from `Content-Length` before reading). Over a budget the
 //!    answer is 503 at once. For `/webhook` the body is hashed (HMAC-SHA256 under APP_SECRET) as
@@ -79,9 +80,10 @@ pub struct Edge {
     webhook_slots: Arc<Semaphore>,
     client_slots: Arc<Semaphore>,
     uploads: Arc<Semaphore>,
-    uploads_by_client: Mutex<HashMap<IpAddr, usize>>,
+    by_client: Mutex<HashMap<IpAddr, ClientUse>>,
     max_uploads_per_client: usize,
     upload_memory: Arc<Semaphore>,
+    upload_memory_per_client: usize,
     max_body_bytes: usize,
     body_timeout: Duration,
     min_upload_rate: u64,
@@ -104,8 +106,9 @@ impl Edge {
             webhook_slots: Arc::new(Semaphore::new(settings.concurrency_limit)),
             client_slots: Arc::new(Semaphore::new(settings.client_concurrency_limit)),
             uploads: Arc::new(Semaphore::new(settings.max_uploads)),
-            uploads_by_client: Mutex::default(),
+            by_client: Mutex::default(),
             max_uploads_per_client: settings.max_uploads_per_client,
+            upload_memory_per_client: per_client_memory(settings),
             upload_memory: Arc::new(Semaphore::new(
                 settings.upload_memory_bytes.min(Semaphore::MAX_PERMITS),
             )),
@@ -140,21 +143,66 @@ impl Edge {
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::Uploads)?;
-        let mut by_client = self
-            .uploads_by_client
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let count = by_client.entry(client).or_insert(0);
-        if *count >= self.max_uploads_per_client {
+        let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
+        let usage = by_client.entry(client).or_default();
+        if usage.uploads >= self.max_uploads_per_client {
             return Err(Refusal::UploadsPerClient);
         }
-        *count += 1;
+        usage.uploads += 1;
         Ok(UploadSlot {
             edge: self.clone(),
             client,
             _global: global,
         })
     }
+
+    /// Charges `bytes` more of body buffers to `client` and to the global budget.
+    fn charge(&self, charge: &mut MemoryCharge, bytes: usize) -> Result<(), Refusal> {
+        {
+            let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
+            let usage = by_client.entry(charge.client).or_default();
+            if usage.bytes + bytes > self.upload_memory_per_client {
+                return Err(Refusal::UploadMemoryPerClient);
+            }
+            usage.bytes += bytes;
+        }
+        // Counted per client from here on: `charge` gives it back when dropped.
+        charge.bytes += bytes;
+        let permit = u32::try_from(bytes)
+            .ok()
+            .and_then(|n| self.upload_memory.clone().try_acquire_many_owned(n).ok())
+            .ok_or(Refusal::UploadMemory)?;
+        match &mut charge.permit {
+            Some(held) => held.merge(permit),
+            None => charge.permit = Some(permit),
+        }
+        Ok(())
+    }
+
+    /// Removes `client`'s entry once it holds nothing.
+    fn release(&self, client: IpAddr, uploads: usize, bytes: usize) {
+        let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(usage) = by_client.get_mut(&client) {
+            usage.uploads -= uploads;
+            usage.bytes -= bytes;
+            if usage.uploads == 0 && usage.bytes == 0 {
+                by_client.remove(&client);
+            }
+        }
+    }
+}
+
+/// The default share of the upload memory one client address may hold: a quarter of the budget,
+/// and at least one largest body.
+fn per_client_memory(settings: &HttpSettings) -> usize {
+    (settings.upload_memory_bytes / 4).max(settings.max_body_bytes)
+}
+
+/// What one client address holds now.
+#[derive(Debug, Default)]
+struct ClientUse {
+    uploads: usize,
+    bytes: usize,
 }
 
 /// One upload in progress; frees its slots when dropped.
@@ -166,17 +214,22 @@ struct UploadSlot {
 
 impl Drop for UploadSlot {
     fn drop(&mut self) {
-        let mut by_client = self
-            .edge
-            .uploads_by_client
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = by_client.get_mut(&self.client) {
-            *count -= 1;
-            if *count == 0 {
-                by_client.remove(&self.client);
-            }
-        }
+        self.edge.release(self.client, 1, 0);
+    }
+}
+
+/// Body buffer memory charged to a client and the global budget, held until the response is
+/// produced.
+pub struct MemoryCharge {
+    edge: Arc<Edge>,
+    client: IpAddr,
+    bytes: usize,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for MemoryCharge {
+    fn drop(&mut self) {
+        self.edge.release(self.client, 0, self.bytes);
     }
 }
 
@@ -197,6 +250,7 @@ enum Refusal {
     Uploads,
     UploadsPerClient,
     UploadMemory,
+    UploadMemoryPerClient,
     Capacity(RouteClass),
 }
 
@@ -206,6 +260,7 @@ impl Refusal {
             Self::Uploads => "upload_limit",
             Self::UploadsPerClient => "upload_limit_per_client",
             Self::UploadMemory => "upload_memory",
+            Self::UploadMemoryPerClient => "upload_memory_per_client",
             Self::Capacity(RouteClass::Webhook) => "capacity_webhook",
             Self::Capacity(_) => "capacity_client",
         }
@@ -221,6 +276,9 @@ impl Refusal {
             }
             Self::UploadMemory => {
                 "request bodies being received fill the upload memory budget (UPLOAD_MEMORY_BYTES); retry later"
+            }
+            Self::UploadMemoryPerClient => {
+                "request bodies being received from your address fill its share of the upload memory budget (a quarter of UPLOAD_MEMORY_BYTES); retry later"
             }
             Self::Capacity(RouteClass::Webhook) => {
                 "server is at capacity for webhooks (CONCURRENCY_LIMIT); retry later"
@@ -351,12 +409,12 @@ fn has_body(request: &Request) -> bool {
 }
 
 /// Receives the whole body under the upload budgets, returning the request with the body
-/// buffered (and, for webhooks, its digest) and the memory reservation it holds.
+/// buffered (and, for webhooks, its digest) and the memory charge it holds.
 async fn receive_body(
     edge: &Arc<Edge>,
     request: Request,
     mut hasher: Option<BodyHasher>,
-) -> Result<(Request, Option<OwnedSemaphorePermit>), BodyFailure> {
+) -> Result<(Request, Option<MemoryCharge>), BodyFailure> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -377,8 +435,12 @@ async fn receive_body(
     // pieces would hold far more memory than it sent.)
     let limit = declared.map_or(edge.max_body_bytes, |n| n as usize);
     let mut buffer = BytesMut::new();
-    let mut memory: Option<OwnedSemaphorePermit> = None;
-    let mut charged = 0usize;
+    let mut memory = MemoryCharge {
+        edge: edge.clone(),
+        client,
+        bytes: 0,
+        permit: None,
+    };
     let started = Instant::now();
     let hard_deadline = started + edge.body_timeout;
     loop {
@@ -408,16 +470,9 @@ async fn receive_body(
             let mut grown = BytesMut::with_capacity(target);
             grown.extend_from_slice(&buffer);
             buffer = grown;
-            let extra = buffer.capacity().saturating_sub(charged);
-            let reserved = u32::try_from(extra)
-                .ok()
-                .and_then(|n| edge.upload_memory.clone().try_acquire_many_owned(n).ok())
-                .ok_or(BodyFailure::Refused(Refusal::UploadMemory))?;
-            charged += extra;
-            match &mut memory {
-                Some(held) => held.merge(reserved),
-                None => memory = Some(reserved),
-            }
+            let extra = buffer.capacity().saturating_sub(memory.bytes);
+            edge.charge(&mut memory, extra)
+                .map_err(BodyFailure::Refused)?;
         }
         if let Some(hasher) = &mut hasher {
             hasher.update(&data);
@@ -428,7 +483,7 @@ async fn receive_body(
         parts.extensions.insert::<BodyDigest>(hasher.finish());
     }
     let bytes: Bytes = buffer.freeze();
-    Ok((Request::from_parts(parts, Body::from(bytes)), memory))
+    Ok((Request::from_parts(parts, Body::from(bytes)), Some(memory)))
 }
 
 /// When the next frame must have arrived: by the whole-body deadline, and, once the grace is

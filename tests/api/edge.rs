@@ -399,6 +399,36 @@ async fn uploads_past_the_memory_budget_get_503_at_once() {
 }
 
 #[tokio::test]
+async fn one_address_cannot_hold_more_than_its_share_of_upload_memory() {
+    let app = spawn_app_with(Backend::Embedded, |v| {
+        v.insert("MAX_BODY_BYTES".into(), "65536".into());
+        v.insert("UPLOAD_MEMORY_BYTES".into(), "262144".into());
+        v.insert("BODY_TIMEOUT_SECS".into(), "3".into());
+    })
+    .await;
+    // The share is max(256 KiB / 4, 64 KiB) = 64 KiB: one 60 KB upload from 127.0.0.2 fills it.
+    let mut hog = stalled_upload(2, &app.address, "/webhook", 65_000).await;
+    hog.write_all(&vec![b' '; 60_000]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut second = stalled_upload(2, &app.address, "/webhook", 20_000).await;
+    // Half the body: the connection is closed after the answer (a complete body would keep it).
+    let _ = second.write_all(&vec![b' '; 10_000]).await;
+    let response = read_until_closed(&mut second, Duration::from_secs(2))
+        .await
+        .expect("refused at once");
+    assert_eq!(status_of(&response), 503, "{response}");
+    assert!(response.contains("your address"), "{response}");
+    // Another address still has the rest of the budget.
+    let body = webhook_with(vec![text_message(
+        "wamid.SHARE1",
+        "919216598210",
+        &"x".repeat(8_000),
+    )]);
+    assert_eq!(app.post_webhook(&body).await.status(), 200);
+    drop(hog);
+}
+
+#[tokio::test]
 async fn slow_client_calls_do_not_take_the_webhooks_capacity() {
     let app = spawn_app_with(Backend::Embedded, |v| {
         v.insert("CLIENT_CONCURRENCY_LIMIT".into(), "2".into());
