@@ -364,11 +364,7 @@ where
             }
             Err(BodyFailure::Error(error)) => {
                 if is_webhook_post {
-                    let reason = match error {
-                        ApiError::PayloadTooLarge => "payload_too_large",
-                        ApiError::BodyTimeout => "body_timeout",
-                        _ => "unreadable_body",
-                    };
+                    let reason = error.body_failure_reason();
                     metrics.reject(reason);
                     tracing::warn!(reason, "webhook.rejected");
                 }

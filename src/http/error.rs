@@ -95,6 +95,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The metric/log label of an error met while reading a request body.
+    pub fn body_failure_reason(&self) -> &'static str {
+        match self {
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::BodyTimeout => "body_timeout",
+            _ => "unreadable_body",
+        }
+    }
+
     /// HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -98,11 +98,7 @@ pub async fn receive_webhook(
     let body = read_body(request, state.body_limits)
         .await
         .inspect_err(|e| {
-            let reason = match e {
-                ApiError::PayloadTooLarge => "payload_too_large",
-                ApiError::BodyTimeout => "body_timeout",
-                _ => "unreadable_body",
-            };
+            let reason = e.body_failure_reason();
             metrics.reject(reason);
             tracing::warn!(reason, "webhook.rejected");
         })?;

@@ -19,15 +19,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::helpers::Gateway;
+use crate::sim::{Delivery, MetaSimulator};
+use crate::{gateway_env, peak_rss_kib, scaled};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
-use crate::helpers::{ACCESS_TOKEN, Gateway, PHONE_NUMBER_ID};
-use crate::sim::{Delivery, MetaSimulator};
-use crate::{gateway_env, peak_rss_kib, scaled};
 
 async fn connect_from(source: u8, port: u16) -> std::io::Result<TcpStream> {
     let socket = TcpSocket::new_v4()?;
@@ -379,25 +376,9 @@ async fn slow_sends_do_not_starve_webhooks() {
     let _serial = crate::serial().await;
     raise_fd_limit();
     let sends = scaled(1_024, 300);
-    let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"messages": [{"id": "wamid.x"}]}))
-                .set_delay(Duration::from_secs(5)),
-        )
-        .mount(&graph)
-        .await;
+    let graph = crate::slow_graph(Duration::from_secs(5)).await;
     let data = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::spawn(
-        &gateway_env(&[
-            ("DATA_DIR", data.path().to_str().unwrap()),
-            ("ACCESS_TOKEN", ACCESS_TOKEN),
-            ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
-            ("GRAPH_API_BASE", &graph.uri()),
-        ]),
-        data.path(),
-    );
+    let mut gateway = Gateway::spawn(&crate::sending_env(data.path(), &graph, &[]), data.path());
     gateway.wait_ready().await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -452,25 +433,14 @@ async fn slow_sends_do_not_starve_webhooks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_sends_finish_and_closes_idle_connections_at_once() {
     let _serial = crate::serial().await;
-    let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"messages": [{"id": "wamid.late"}]}))
-                .set_delay(Duration::from_secs(3)),
-        )
-        .mount(&graph)
-        .await;
+    let graph = crate::slow_graph(Duration::from_secs(3)).await;
     let data = tempfile::tempdir().unwrap();
     let mut gateway = Gateway::spawn(
-        &gateway_env(&[
-            ("DATA_DIR", data.path().to_str().unwrap()),
-            ("ACCESS_TOKEN", ACCESS_TOKEN),
-            ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
-            ("GRAPH_API_BASE", &graph.uri()),
-            ("SHUTDOWN_GRACE_SECS", "1"),
-            ("GRAPH_TIMEOUT_SECS", "6"),
-        ]),
+        &crate::sending_env(
+            data.path(),
+            &graph,
+            &[("SHUTDOWN_GRACE_SECS", "1"), ("GRAPH_TIMEOUT_SECS", "6")],
+        ),
         data.path(),
     );
     gateway.wait_ready().await;

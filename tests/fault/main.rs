@@ -69,3 +69,34 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// A Graph API that accepts every send after `delay`.
+pub async fn slow_graph(delay: std::time::Duration) -> wiremock::MockServer {
+    let graph = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"messages": [{"id": "wamid.sent"}]}))
+                .set_delay(delay),
+        )
+        .mount(&graph)
+        .await;
+    graph
+}
+
+/// [`gateway_env`] for a gateway that can send through `graph`, storing in `data`, plus `extra`.
+pub fn sending_env(
+    data: &std::path::Path,
+    graph: &wiremock::MockServer,
+    extra: &[(&str, &str)],
+) -> std::collections::HashMap<String, String> {
+    let uri = graph.uri();
+    let mut vars = vec![
+        ("DATA_DIR", data.to_str().unwrap()),
+        ("ACCESS_TOKEN", helpers::ACCESS_TOKEN),
+        ("PHONE_NUMBER_ID", helpers::PHONE_NUMBER_ID),
+        ("GRAPH_API_BASE", uri.as_str()),
+    ];
+    vars.extend_from_slice(extra);
+    gateway_env(&vars)
+}

@@ -4,35 +4,18 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::gateway_env;
-use crate::helpers::{ACCESS_TOKEN, Gateway, PHONE_NUMBER_ID};
+use crate::helpers::Gateway;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_completes_500_in_flight_requests_and_refuses_new_ones() {
     let _serial = crate::serial().await;
     const IN_FLIGHT: usize = 500;
-    let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"messages": [{"id": "wamid.x"}]}))
-                .set_delay(Duration::from_secs(2)),
-        )
-        .mount(&graph)
-        .await;
+    let graph = crate::slow_graph(Duration::from_secs(2)).await;
     let data = tempfile::tempdir().unwrap();
     let mut gateway = Gateway::spawn(
-        &gateway_env(&[
-            ("DATA_DIR", data.path().to_str().unwrap()),
-            ("ACCESS_TOKEN", ACCESS_TOKEN),
-            ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
-            ("GRAPH_API_BASE", &graph.uri()),
-            // 500 sends at once: above the default client limit (256), which is not under test.
-            ("CLIENT_CONCURRENCY_LIMIT", "1024"),
-        ]),
+        // 500 sends at once: above the default client limit (256), which is not under test.
+        &crate::sending_env(data.path(), &graph, &[("CLIENT_CONCURRENCY_LIMIT", "1024")]),
         data.path(),
     );
     gateway.wait_ready().await;
