@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod docs;
+mod echo_bounds;
 mod get;
 mod health;
 mod limits;
