@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod container;
 mod docs;
 mod echo_bounds;
 mod get;
