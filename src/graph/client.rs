@@ -153,8 +153,9 @@ impl GraphClient {
         if e.is_timeout() {
             return GraphError::Timeout;
         }
+        let https = self.base_for_errors.starts_with("https://");
         GraphError::Unreachable {
-            cause: transport_cause(e),
+            cause: transport_cause(e, https),
             base: self.base_for_errors.clone(),
         }
     }

@@ -84,35 +84,28 @@ fn summary(body: &Value) -> String {
 }
 
 /// A short human cause for a transport failure, from the error's `source()` chain: DNS failure,
-/// connection refused / reset / timed out, TLS or certificate problem, connection closed early.
-/// Falls back to the innermost error's text (which names no URL: reqwest's own text, which may,
-/// is skipped).
-pub fn transport_cause(error: &(dyn std::error::Error + 'static)) -> String {
+/// connection refused / reset / timed out, TLS or certificate problem (`https` says whether the
+/// connection was TLS), connection closed early. TLS causes carry the TLS library's own reason
+/// (e.g. `invalid peer certificate: UnknownIssuer`); otherwise an unclassified failure falls back
+/// to the innermost error's text (reqwest's outer text, which names the URL, is never used).
+pub fn transport_cause(error: &(dyn std::error::Error + 'static), https: bool) -> String {
     let mut chain = Vec::new();
     let mut next = Some(error);
     while let Some(e) = next {
         chain.push(e);
-        next = e.source();
+        // An io::Error's source() skips the error it wraps; descend into that one instead.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
-    for e in &chain {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            let cause = match io.kind() {
-                ConnectionRefused => Some("connection refused"),
-                ConnectionReset => Some("connection reset by the server"),
-                ConnectionAborted => Some("connection aborted"),
-                TimedOut => Some("connection timed out"),
-                HostUnreachable => Some("host unreachable"),
-                NetworkUnreachable => Some("network unreachable"),
-                AddrNotAvailable => Some("address not available"),
-                UnexpectedEof => Some("connection closed before the answer was complete"),
-                _ => None,
-            };
-            if let Some(cause) = cause {
-                return cause.to_owned();
-            }
-        }
-    }
+    let innermost = chain
+        .last()
+        .filter(|_| chain.len() > 1)
+        .map(|e| e.to_string());
     let texts: Vec<String> = chain.iter().map(|e| e.to_string().to_lowercase()).collect();
     let any = |needles: &[&str]| texts.iter().any(|t| needles.iter().any(|n| t.contains(n)));
     if any(&[
@@ -123,19 +116,91 @@ pub fn transport_cause(error: &(dyn std::error::Error + 'static)) -> String {
     ]) {
         return "DNS failure: could not resolve the host name".to_owned();
     }
-    if any(&["certificate", "invalid peer", "unknownissuer", "handshake"]) {
-        return "TLS/certificate error".to_owned();
+    let mut invalid_data = false;
+    for e in &chain {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            let cause = match io.kind() {
+                ConnectionRefused => "connection refused",
+                ConnectionReset => "connection reset by the server",
+                ConnectionAborted => "connection aborted",
+                TimedOut => "connection timed out",
+                HostUnreachable => "host unreachable",
+                NetworkUnreachable => "network unreachable",
+                AddrNotAvailable => "address not available",
+                UnexpectedEof => "connection closed before the answer was complete",
+                InvalidData => {
+                    invalid_data = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            return cause.to_owned();
+        }
     }
-    if any(&["tls", "ssl"]) {
-        return "TLS error".to_owned();
+    let reason = innermost.as_deref().unwrap_or("handshake failed");
+    if any(&["certificate", "unknownissuer", "notvalidforname"]) {
+        return format!("TLS/certificate error: {reason}");
+    }
+    // rustls reports handshake failures as invalid data on the connection.
+    if https && (invalid_data || any(&["tls", "handshake"])) {
+        return format!("TLS error: {reason}");
     }
     if any(&["connection closed", "incomplete message", "broken pipe"]) {
         return "connection closed before the answer was complete".to_owned();
     }
-    // The innermost error is the most specific and never carries our URL.
-    chain
-        .last()
-        .filter(|_| chain.len() > 1)
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| "error sending request".to_owned())
+    innermost.unwrap_or_else(|| "error sending request".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request for url (https://graph.example/x)")]
+    struct Outer(#[source] std::io::Error);
+
+    fn cause(inner: std::io::Error, https: bool) -> String {
+        transport_cause(&Outer(inner), https)
+    }
+
+    #[test]
+    fn causes_are_classified_from_the_source_chain() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            cause(Error::from(ErrorKind::ConnectionRefused), false),
+            "connection refused"
+        );
+        assert_eq!(
+            cause(Error::from(ErrorKind::ConnectionReset), true),
+            "connection reset by the server"
+        );
+        assert_eq!(
+            cause(
+                Error::other("dns error: failed to lookup address information"),
+                true
+            ),
+            "DNS failure: could not resolve the host name"
+        );
+        assert_eq!(
+            cause(
+                Error::new(
+                    ErrorKind::InvalidData,
+                    "invalid peer certificate: UnknownIssuer"
+                ),
+                true
+            ),
+            "TLS/certificate error: invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(
+            cause(
+                Error::new(ErrorKind::InvalidData, "received corrupt message"),
+                true
+            ),
+            "TLS error: received corrupt message"
+        );
+        // Unclassified: the innermost text, never the outer one with the URL.
+        let other = cause(Error::other("something odd"), false);
+        assert_eq!(other, "something odd");
+    }
 }

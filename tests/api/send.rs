@@ -370,3 +370,23 @@ async fn exactly_4096_characters_are_sent() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_tls_failure_is_502_naming_tls() {
+    // An https:// base pointing at a plain-HTTP server: the TLS handshake fails.
+    let plain = wiremock::MockServer::start().await;
+    let base = plain.uri().replace("http://", "https://");
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("GRAPH_API_BASE".into(), format!("{base}/v22.0"));
+    })
+    .await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
+    assert_eq!(response.status(), 502);
+    let detail = response.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.starts_with("Graph API unreachable: TLS"), "{detail}");
+}
