@@ -343,3 +343,41 @@ async fn pretty_logs_to_a_pipe_have_no_colour_codes_and_echo_no_huge_text() {
     assert!(!output.contains("the private text"), "message text logged");
     assert!(output.len() < 16 * 1024, "{} bytes of logs", output.len());
 }
+
+#[tokio::test]
+async fn an_unreachable_graph_api_is_logged_with_its_cause() {
+    let closed_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("http://127.0.0.1:{closed_port}/v22.0");
+    let mut gateway = Gateway::spawn(
+        &vars(&[
+            ("ACCESS_TOKEN", ACCESS_TOKEN),
+            ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+            ("GRAPH_API_BASE", &base),
+            ("DATA_DIR", dir.path().to_str().unwrap()),
+        ]),
+        dir.path(),
+    );
+    gateway.wait_ready().await;
+    let send = reqwest::Client::new()
+        .post(gateway.url("/send"))
+        .json(&json!({"number": "919216598210", "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(send.status(), 502);
+    gateway.signal("TERM");
+    gateway.wait_exit(Duration::from_secs(10)).await;
+    let output = gateway.output();
+    let line = output
+        .lines()
+        .find(|l| l.contains("send.error"))
+        .unwrap_or_else(|| panic!("no send.error in {output}"));
+    assert!(
+        line.contains(&format!(
+            "Graph API unreachable: connection refused (GRAPH_API_BASE {base})"
+        )),
+        "{line}"
+    );
+    assert!(!output.contains(ACCESS_TOKEN));
+}
