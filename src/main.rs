@@ -12,7 +12,8 @@ const USAGE: &str =
 
 Usage: whatsapp-gateway            serve (configuration from config.env, .env and the environment)
        whatsapp-gateway healthcheck
-                                   exit 0 if the server on 127.0.0.1:$PORT is ready (for Docker)
+                                   exit 0 if the server on 127.0.0.1:$PORT is ready (for Docker;
+                                   in a container, a loopback HOST fails it)
        whatsapp-gateway --help     this text
        whatsapp-gateway --version  the version
 
