@@ -17,6 +17,8 @@ RUN apt-get update \
 COPY --from=build /src/target/release/whatsapp-gateway /usr/local/bin/whatsapp-gateway
 USER gateway
 WORKDIR /app
+# `docker run --env-file config.env` overrides these with every uncommented line of the file;
+# config.env.example keeps them commented out (checked by tests/api/container.rs).
 ENV HOST=0.0.0.0 PORT=8000 DATA_DIR=/data LOG_FORMAT=json
 VOLUME /data
 EXPOSE 8000

@@ -12,7 +12,8 @@ const USAGE: &str =
 
 Usage: whatsapp-gateway            serve (configuration from config.env, .env and the environment)
        whatsapp-gateway healthcheck
-                                   exit 0 if the server on 127.0.0.1:$PORT is ready (for Docker)
+                                   exit 0 if the server on 127.0.0.1:$PORT is ready (for Docker;
+                                   in a container, a loopback HOST fails it)
        whatsapp-gateway --help     this text
        whatsapp-gateway --version  the version
 
@@ -96,9 +97,15 @@ async fn shutdown_signal() {
 }
 
 /// `healthcheck`: GET /readyz on the local port, for container health checks (the runtime image
-/// has no curl).
+/// has no curl). Inside a container, a loopback HOST fails it at once: /readyz would answer here,
+/// but the published port would not.
 async fn healthcheck() -> ExitCode {
     let _ = dotenvy::from_filename("config.env");
+    let in_container = std::path::Path::new("/.dockerenv").exists();
+    if let Some(problem) = loopback_in_container(in_container, std::env::var("HOST").ok()) {
+        eprintln!("{problem}");
+        return ExitCode::FAILURE;
+    }
     let port = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse::<u16>().ok())
@@ -122,6 +129,49 @@ async fn healthcheck() -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why a container listening on loopback is unhealthy, if it is one (`HOST` as set, if set).
+fn loopback_in_container(in_container: bool, host: Option<String>) -> Option<String> {
+    let host = host.filter(|h| !h.trim().is_empty());
+    let loopback = match host.as_deref().map(str::trim) {
+        None => true, // the default, 127.0.0.1
+        Some("localhost") => true,
+        Some(h) => h
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+    };
+    (in_container && loopback).then(|| {
+        format!(
+            "HOST is {} inside a container: the published port cannot reach a loopback listener. \
+             Set HOST=0.0.0.0 (the image's default; comment HOST out of the --env-file config.env).",
+            host.as_deref().unwrap_or("unset (default 127.0.0.1)")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_in_container;
+
+    #[test]
+    fn a_loopback_host_fails_the_healthcheck_only_inside_a_container() {
+        for host in [
+            None,
+            Some(""),
+            Some("127.0.0.1"),
+            Some("localhost"),
+            Some("::1"),
+        ] {
+            let host = host.map(str::to_owned);
+            let problem = loopback_in_container(true, host.clone()).expect("a problem");
+            assert!(problem.contains("HOST=0.0.0.0"), "{problem}");
+            assert_eq!(loopback_in_container(false, host), None);
+        }
+        for host in ["0.0.0.0", "::", "10.0.0.5"] {
+            assert_eq!(loopback_in_container(true, Some(host.to_owned())), None);
         }
     }
 }

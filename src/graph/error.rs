@@ -1,6 +1,13 @@
 //! [`GraphError`]: every way a Graph API call can fail, with Meta's own error kept intact.
+//!
+//! The `Display` texts are what clients read in a 502/503/504 `detail` and what `send.error`
+//! logs: each names the reason, and none carries the access token or a query string.
 
 use serde_json::Value;
+
+/// Largest Graph API response read into memory; a larger one is a [`GraphError::TooLarge`].
+/// Meta's answers to a send are a few hundred bytes.
+pub const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// A failed Graph API call.
 #[derive(Debug, thiserror::Error)]
@@ -14,9 +21,26 @@ pub enum GraphError {
     /// No answer within GRAPH_TIMEOUT_SECS.
     #[error("Graph API did not answer in time")]
     Timeout,
-    /// Could not connect, or the connection broke.
-    #[error("Graph API unreachable: {0}")]
-    Unreachable(String),
+    /// Could not connect, or the connection broke. `cause` is short and human (e.g. `connection
+    /// refused`); `base` is GRAPH_API_BASE without credentials or query.
+    #[error("Graph API unreachable: {cause} (GRAPH_API_BASE {base})")]
+    Unreachable { cause: String, base: String },
+    /// Meta (or something in between) answered a redirect. Redirects are never followed: a
+    /// followed 302 turns the POST into a GET that "succeeds" without sending, and a followed 307
+    /// re-sends the text and the token to another host. Only the target's host is kept.
+    #[error(
+        "Graph API answered a redirect ({status}{}); it was not followed and the message was not sent",
+        .location_host.as_deref().map(|h| format!(" to {h}")).unwrap_or_default()
+    )]
+    Redirected {
+        status: u16,
+        location_host: Option<String>,
+    },
+    /// The response body exceeded [`MAX_RESPONSE_BYTES`]; reading stopped there.
+    #[error(
+        "Graph API response too large (status {status}, over {MAX_RESPONSE_BYTES} bytes); it was not read"
+    )]
+    TooLarge { status: u16 },
     /// Meta answered 2xx with something that is not JSON.
     #[error("Graph API sent an unreadable response (status {status})")]
     InvalidResponse { status: u16 },
@@ -37,9 +61,16 @@ impl GraphError {
             Self::NotConfigured(_) => "not_configured",
             Self::Rejected { .. } => "rejected",
             Self::Timeout => "timeout",
-            Self::Unreachable(_) => "unreachable",
+            Self::Unreachable { .. } => "unreachable",
+            Self::Redirected { .. } => "redirected",
+            Self::TooLarge { .. } => "too_large",
             Self::InvalidResponse { .. } => "invalid_response",
         }
+    }
+
+    /// True for a rejection that the client must see verbatim (Meta's 4xx: the drop-in contract).
+    pub fn is_client_rejection(&self) -> bool {
+        matches!(self, Self::Rejected { status, .. } if *status < 500)
     }
 }
 
@@ -49,5 +80,127 @@ fn summary(body: &Value) -> String {
         (Some(code), Some(message)) => format!("code {code}: {message}"),
         (None, Some(message)) => message.to_owned(),
         _ => "no error details".to_owned(),
+    }
+}
+
+/// A short human cause for a transport failure, from the error's `source()` chain: DNS failure,
+/// connection refused / reset / timed out, TLS or certificate problem (`https` says whether the
+/// connection was TLS), connection closed early. TLS causes carry the TLS library's own reason
+/// (e.g. `invalid peer certificate: UnknownIssuer`); otherwise an unclassified failure falls back
+/// to the innermost error's text (reqwest's outer text, which names the URL, is never used).
+pub fn transport_cause(error: &(dyn std::error::Error + 'static), https: bool) -> String {
+    let mut chain = Vec::new();
+    let mut next = Some(error);
+    while let Some(e) = next {
+        chain.push(e);
+        // An io::Error's source() skips the error it wraps; descend into that one instead.
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    let innermost = chain
+        .last()
+        .filter(|_| chain.len() > 1)
+        .map(|e| e.to_string());
+    let texts: Vec<String> = chain.iter().map(|e| e.to_string().to_lowercase()).collect();
+    let any = |needles: &[&str]| texts.iter().any(|t| needles.iter().any(|n| t.contains(n)));
+    if any(&[
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+        "no such host",
+    ]) {
+        return "DNS failure: could not resolve the host name".to_owned();
+    }
+    let mut invalid_data = false;
+    for e in &chain {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            let cause = match io.kind() {
+                ConnectionRefused => "connection refused",
+                ConnectionReset => "connection reset by the server",
+                ConnectionAborted => "connection aborted",
+                TimedOut => "connection timed out",
+                HostUnreachable => "host unreachable",
+                NetworkUnreachable => "network unreachable",
+                AddrNotAvailable => "address not available",
+                UnexpectedEof => "connection closed before the answer was complete",
+                InvalidData => {
+                    invalid_data = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            return cause.to_owned();
+        }
+    }
+    let reason = innermost.as_deref().unwrap_or("handshake failed");
+    if any(&["certificate", "unknownissuer", "notvalidforname"]) {
+        return format!("TLS/certificate error: {reason}");
+    }
+    // rustls reports handshake failures as invalid data on the connection.
+    if https && (invalid_data || any(&["tls", "handshake"])) {
+        return format!("TLS error: {reason}");
+    }
+    if any(&["connection closed", "incomplete message", "broken pipe"]) {
+        return "connection closed before the answer was complete".to_owned();
+    }
+    innermost.unwrap_or_else(|| "error sending request".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request for url (https://graph.example/x)")]
+    struct Outer(#[source] std::io::Error);
+
+    fn cause(inner: std::io::Error, https: bool) -> String {
+        transport_cause(&Outer(inner), https)
+    }
+
+    #[test]
+    fn causes_are_classified_from_the_source_chain() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            cause(Error::from(ErrorKind::ConnectionRefused), false),
+            "connection refused"
+        );
+        assert_eq!(
+            cause(Error::from(ErrorKind::ConnectionReset), true),
+            "connection reset by the server"
+        );
+        assert_eq!(
+            cause(
+                Error::other("dns error: failed to lookup address information"),
+                true
+            ),
+            "DNS failure: could not resolve the host name"
+        );
+        assert_eq!(
+            cause(
+                Error::new(
+                    ErrorKind::InvalidData,
+                    "invalid peer certificate: UnknownIssuer"
+                ),
+                true
+            ),
+            "TLS/certificate error: invalid peer certificate: UnknownIssuer"
+        );
+        assert_eq!(
+            cause(
+                Error::new(ErrorKind::InvalidData, "received corrupt message"),
+                true
+            ),
+            "TLS error: received corrupt message"
+        );
+        // Unclassified: the innermost text, never the outer one with the URL.
+        let other = cause(Error::other("something odd"), false);
+        assert_eq!(other, "something odd");
     }
 }

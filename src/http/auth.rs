@@ -39,7 +39,9 @@ pub async fn require_api_key(
             let host = request_host(&request);
             if !state.allowed_hosts.allows(host) {
                 tracing::warn!(reason = "host_not_allowed", "auth.rejected");
-                return Err(ApiError::HostNotAllowed(truncate(host, 100)));
+                return Err(ApiError::HostNotAllowed(
+                    crate::http::error::bounded(host).into_owned(),
+                ));
             }
         }
     }
@@ -54,13 +56,6 @@ fn request_host(request: &Request) -> &str {
         .and_then(|v| v.to_str().ok())
         .or_else(|| request.uri().authority().map(|a| a.as_str()))
         .unwrap_or_default()
-}
-
-fn truncate(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
-    }
 }
 
 fn presented_key_matches(headers: &HeaderMap, expected: &SecretString) -> bool {

@@ -4,9 +4,16 @@
 //!
 //! The schemas below exist only to document shapes that handlers build without a dedicated type
 //! (error bodies, Meta's responses, stored messages kept as raw JSON).
+//!
+//! Statuses that come from the middleware or the body reader rather than from a handler are added
+//! to every operation by [`CommonResponses`] (so a new route gets them too): 503 (over
+//! CONCURRENCY_LIMIT or past REQUEST_TIMEOUT_SECS) everywhere; 408 and 413 where a body is read;
+//! 415 (Content-Type not `application/json`) on the JSON client endpoints; 403 (Host not allowed
+//! while API_KEY is unset) on the client endpoints.
 
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::http::{error::FieldError, health, messages, metrics, webhook};
@@ -72,7 +79,7 @@ pub struct StoredMessage {
     info(title = "whatsapp-gateway", description = "WhatsApp Cloud API gateway: a drop-in replacement for the FastAPI + Redis server. Client endpoints need `Authorization: Bearer <API_KEY>` (or `X-API-Key`) when API_KEY is set."),
     paths(messages::send_message, messages::get_messages, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz, metrics::render_metrics),
     components(schemas(Detail, ValidationDetail, GraphErrorDetail, SendResponse, StoredMessage, FieldError)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonResponses),
     tags((name = "messages", description = "Send and read messages (client apps)"),
          (name = "webhook", description = "Called by Meta"),
          (name = "health", description = "Liveness and readiness"))
@@ -92,5 +99,75 @@ impl Modify for SecuritySchemes {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
+    }
+}
+
+/// Adds the statuses every route (or every route of a kind) can answer; see the module docs.
+struct CommonResponses;
+
+const OVER_CAPACITY: &str = "Over capacity: more than CONCURRENCY_LIMIT requests in flight (answered at once), or the request ran past REQUEST_TIMEOUT_SECS";
+const BODY_TOO_SLOW: &str =
+    "The request body did not arrive within BODY_TIMEOUT_SECS (slow or stalled upload)";
+const BODY_TOO_LARGE: &str = "The request body is larger than MAX_BODY_BYTES";
+const NOT_JSON: &str =
+    "Content-Type is not application/json (send -H 'Content-Type: application/json')";
+const HOST_NOT_ALLOWED: &str = "Host header not allowed: while API_KEY is unset, client endpoints answer only requests addressed to ALLOWED_HOSTS (loopback names by default); add the host (e.g. a tunnel's name) or set API_KEY";
+
+/// Client endpoints (Host-checked while API_KEY is unset); the first two take JSON bodies.
+const CLIENT_PATHS: [&str; 3] = ["/send", "/get", "/metrics"];
+const JSON_PATHS: [&str; 2] = ["/send", "/get"];
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                add_response(responses, "503", OVER_CAPACITY);
+                if has_body {
+                    add_response(responses, "408", BODY_TOO_SLOW);
+                    add_response(responses, "413", BODY_TOO_LARGE);
+                }
+                if JSON_PATHS.contains(&path.as_str()) {
+                    add_response(responses, "415", NOT_JSON);
+                }
+                if CLIENT_PATHS.contains(&path.as_str()) {
+                    add_response(responses, "403", HOST_NOT_ALLOWED);
+                }
+            }
+        }
+    }
+}
+
+/// Adds `status` with a `Detail` body, or appends `description` to the one the handler declared.
+fn add_response(
+    responses: &mut std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>>,
+    status: &str,
+    description: &str,
+) {
+    match responses.get_mut(status) {
+        Some(RefOr::T(existing)) => {
+            if !existing.description.contains(description) {
+                existing.description = format!("{}; or: {description}", existing.description);
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let content = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Detail")))
+                .build();
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build();
+            responses.insert(status.to_owned(), RefOr::T(response));
+        }
     }
 }

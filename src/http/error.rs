@@ -2,8 +2,16 @@
 //!
 //! Bodies follow FastAPI's shape so clients of the original keep working: `{"detail": "<text>"}`,
 //! validation errors as `422 {"detail": [{"loc": ["body", "number"], "msg": …, "type": …}]}`, and a
-//! Graph API rejection as `400 {"detail": <Meta's error JSON verbatim>}`. 5xx bodies are opaque;
-//! the cause is logged here (inside the request span, so with its request id), never in handlers.
+//! Graph API rejection (Meta's 4xx) as `400 {"detail": <Meta's error JSON verbatim>}`. Every other
+//! error, 502/503/504 included, is `{"detail": "<text with the reason>"}`; a Meta 5xx names Meta's
+//! code and message in that text. A store failure's cause is logged here (inside the request span,
+//! so with its request id), not sent.
+//!
+//! Echoed input is bounded: every text that may carry a client's value (validation messages,
+//! malformed-JSON and webhook extraction errors, Meta's 5xx text) is cut to [`MAX_ECHO_CHARS`]
+//! characters by [`bounded`], so a 3 MB bad value never comes back as a 3 MB body.
+
+use std::borrow::Cow;
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -120,12 +128,12 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::HostNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Graph(GraphError::Rejected { status, .. }) if *status < 500 => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::Graph(e) if e.is_client_rejection() => StatusCode::BAD_REQUEST,
             Self::Graph(
                 GraphError::Rejected { .. }
-                | GraphError::Unreachable(_)
+                | GraphError::Unreachable { .. }
+                | GraphError::Redirected { .. }
+                | GraphError::TooLarge { .. }
                 | GraphError::InvalidResponse { .. },
             ) => StatusCode::BAD_GATEWAY,
             Self::Graph(GraphError::NotConfigured(_)) => StatusCode::SERVICE_UNAVAILABLE,
@@ -138,14 +146,26 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let body = match &self {
-            Self::Validation(errors) => json!({ "detail": errors }),
-            // Meta's error object verbatim, as the original's HTTPException(detail=resp.json()).
-            Self::Graph(GraphError::Rejected { body, .. }) => json!({ "detail": body }),
+            Self::Validation(errors) => {
+                let errors: Vec<FieldError> = errors
+                    .iter()
+                    .map(|e| FieldError {
+                        msg: bounded(&e.msg).into_owned(),
+                        ..e.clone()
+                    })
+                    .collect();
+                json!({ "detail": errors })
+            }
+            // Meta's 4xx error object verbatim, as the original's HTTPException(detail=resp.json())
+            // (its size is capped where it is read, graph::error::MAX_RESPONSE_BYTES).
+            Self::Graph(e @ GraphError::Rejected { body, .. }) if e.is_client_rejection() => {
+                json!({ "detail": body })
+            }
             Self::Store(cause) => {
-                tracing::error!(error.message = %cause, "store.error");
+                tracing::error!(error.message = %bounded(&cause.to_string()), "store.error");
                 json!({ "detail": self.to_string() })
             }
-            _ => json!({ "detail": self.to_string() }),
+            _ => json!({ "detail": bounded(&self.to_string()) }),
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED && matches!(self, Self::Unauthorized) {
@@ -154,5 +174,65 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+/// Longest echoed text, in characters, before [`bounded`] cuts it.
+pub const MAX_ECHO_CHARS: usize = 200;
+
+/// `text` if it has at most [`MAX_ECHO_CHARS`] characters; else its first [`MAX_ECHO_CHARS`]
+/// characters (cut on a character boundary), `…` and the original length. For every text that
+/// may echo a client's (or Meta's) value into a body or a log line.
+pub fn bounded(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(MAX_ECHO_CHARS) {
+        None => Cow::Borrowed(text),
+        Some((cut, _)) => Cow::Owned(format!(
+            "{}… (truncated; {} characters in all)",
+            &text[..cut],
+            text.chars().count()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_texts_are_kept_and_long_ones_cut_on_a_char_boundary() {
+        assert_eq!(bounded("number is required"), "number is required");
+        let exact = "é".repeat(MAX_ECHO_CHARS);
+        assert_eq!(bounded(&exact), exact.as_str());
+        let long = "é".repeat(3_000_000);
+        let cut = bounded(&long);
+        assert!(cut.starts_with(&"é".repeat(MAX_ECHO_CHARS)));
+        assert!(
+            cut.ends_with("… (truncated; 3000000 characters in all)"),
+            "{cut}"
+        );
+        assert!(cut.chars().count() < MAX_ECHO_CHARS + 50);
+    }
+
+    #[test]
+    fn validation_messages_and_other_echoes_are_bounded_in_the_body() {
+        let huge = "x".repeat(1_000_000);
+        for error in [
+            ApiError::Validation(vec![FieldError::value("limit", &huge)]),
+            ApiError::MalformedJson(huge.clone()),
+        ] {
+            let response = error.into_response();
+            let body = futures_body(response);
+            assert!(body.len() < 1024, "{} bytes", body.len());
+            assert!(body.contains("truncated"));
+        }
+    }
+
+    fn futures_body(response: Response) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
     }
 }

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::{MessageText, OutboundText, PhoneNumber};
 use crate::http::AppState;
-use crate::http::error::{ApiError, FieldError};
+use crate::http::error::{ApiError, FieldError, bounded};
 use crate::http::extract::JsonBody;
 
 /// Body of `POST /send`.
@@ -74,10 +74,10 @@ impl IntoResponse for GetResponse {
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Accepted by Meta (delivery is reported later by status webhooks)", body = crate::http::docs::SendResponse),
-        (status = 400, description = "Meta rejected the message: `detail` is Meta's error object (message, code, error_subcode, error_data.details, fbtrace_id)", body = crate::http::docs::GraphErrorDetail),
+        (status = 400, description = "Meta rejected the message: `detail` is Meta's error object (message, code, error_subcode, error_data.details, fbtrace_id). Also malformed JSON (then `detail` is a text)", body = crate::http::docs::GraphErrorDetail),
         (status = 401, description = "API key missing or wrong (when API_KEY is set)", body = crate::http::docs::Detail),
         (status = 422, description = "A field is missing or breaks a rule", body = crate::http::docs::ValidationDetail),
-        (status = 502, description = "Graph API unreachable or answered with a server error", body = crate::http::docs::Detail),
+        (status = 502, description = "The message was not accepted by Meta; `detail` says why: Graph API unreachable (DNS failure, connection refused or reset, TLS/certificate error; with GRAPH_API_BASE), Meta answered a server error (5xx; Meta's code and message in the text), answered a redirect (3xx, never followed), sent a response over 1 MiB, or an unreadable one", body = crate::http::docs::Detail),
         (status = 503, description = "ACCESS_TOKEN or PHONE_NUMBER_ID not configured", body = crate::http::docs::Detail),
         (status = 504, description = "Graph API did not answer within GRAPH_TIMEOUT_SECS", body = crate::http::docs::Detail),
     ))]
@@ -109,7 +109,8 @@ pub async fn send_message(
         }
         Err(e) => {
             state.metrics.graph_call(e.outcome(), e.meta_code());
-            tracing::warn!(to = %message.to.masked(), outcome = e.outcome(), meta.code = e.meta_code(), error.message = %e, "send.error");
+            // Bounded: Meta's (or a proxy's) text is echoed in the message; never the text sent.
+            tracing::warn!(to = %message.to.masked(), outcome = e.outcome(), meta.code = e.meta_code(), error.message = %bounded(&e.to_string()), "send.error");
             Err(e.into())
         }
     }
@@ -120,6 +121,7 @@ pub async fn send_message(
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "Messages, oldest first; count 0 for an unknown number", body = GetResponse),
+        (status = 400, description = "Malformed JSON, or a body that could not be read", body = crate::http::docs::Detail),
         (status = 401, description = "API key missing or wrong (when API_KEY is set)", body = crate::http::docs::Detail),
         (status = 422, description = "A field is missing or breaks a rule", body = crate::http::docs::ValidationDetail),
         (status = 503, description = "Store unavailable", body = crate::http::docs::Detail),

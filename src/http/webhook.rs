@@ -115,7 +115,7 @@ pub async fn receive_webhook(
     }
     let batch = extract_batch(&body).inspect_err(|e| {
         metrics.reject("invalid_payload");
-        tracing::warn!(reason = "invalid_payload", error.message = %e, "webhook.rejected");
+        tracing::warn!(reason = "invalid_payload", error.message = %crate::http::error::bounded(&e.to_string()), "webhook.rejected");
     })?;
     metrics.statuses_received.inc_by(batch.statuses as u64);
     if batch.statuses > 0 || batch.errors > 0 || batch.ignored_changes > 0 {

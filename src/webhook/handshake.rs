@@ -25,9 +25,14 @@ pub enum HandshakeError {
     /// `hub.mode` is not `subscribe` (403).
     #[error("hub.mode must be 'subscribe'")]
     WrongMode,
-    /// Token differs from VERIFY_TOKEN, or VERIFY_TOKEN is not configured (403).
+    /// Token differs from VERIFY_TOKEN (403).
     #[error("hub.verify_token does not match VERIFY_TOKEN")]
     WrongToken,
+    /// VERIFY_TOKEN is not configured, so no token can match (403).
+    #[error(
+        "VERIFY_TOKEN is not set on the server: set it to the Verify Token entered in Meta's dashboard"
+    )]
+    NotConfigured,
 }
 
 impl HandshakeQuery {
@@ -45,7 +50,7 @@ impl HandshakeQuery {
         if mode != "subscribe" {
             return Err(HandshakeError::WrongMode);
         }
-        let expected = expected.ok_or(HandshakeError::WrongToken)?;
+        let expected = expected.ok_or(HandshakeError::NotConfigured)?;
         if !bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
             return Err(HandshakeError::WrongToken);
         }
@@ -73,14 +78,16 @@ mod tests {
     }
 
     #[test]
-    fn wrong_token_wrong_mode_and_unconfigured_token_are_refused() {
+    fn wrong_token_wrong_mode_and_unset_verify_token_are_refused() {
         let token = SecretString::from("tok");
         let q = query(Some("subscribe"), Some("tok2"), Some("c"));
         assert_eq!(q.verify(Some(&token)), Err(HandshakeError::WrongToken));
         let q = query(Some("unsubscribe"), Some("tok"), Some("c"));
         assert_eq!(q.verify(Some(&token)), Err(HandshakeError::WrongMode));
         let q = query(Some("subscribe"), Some(""), Some("c"));
-        assert_eq!(q.verify(None), Err(HandshakeError::WrongToken));
+        assert_eq!(q.verify(None), Err(HandshakeError::NotConfigured));
+        let q = query(Some("subscribe"), Some("tok"), Some("c"));
+        assert_eq!(q.verify(None), Err(HandshakeError::NotConfigured));
     }
 
     #[test]

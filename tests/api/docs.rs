@@ -11,18 +11,33 @@ async fn openapi_documents_every_endpoint_and_its_errors() {
     assert_eq!(response.status(), 200);
     let doc: Value = response.json().await.unwrap();
     let paths = &doc["paths"];
+    // 503 (over CONCURRENCY_LIMIT, or past REQUEST_TIMEOUT_SECS) can answer any route; bodies
+    // can be too slow (408) or too large (413); client endpoints refuse a non-JSON Content-Type
+    // (415) and, while API_KEY is unset, a Host outside ALLOWED_HOSTS (403).
     for (path, verb, statuses) in [
         (
             "/send",
             "post",
-            &["200", "400", "401", "422", "502", "503", "504"][..],
+            &[
+                "200", "400", "401", "403", "408", "413", "415", "422", "502", "503", "504",
+            ][..],
         ),
-        ("/get", "post", &["200", "401", "422", "503"][..]),
-        ("/webhook", "get", &["200", "400", "403"][..]),
-        ("/webhook", "post", &["200", "400", "401", "413", "503"][..]),
-        ("/healthz", "get", &["200"][..]),
+        (
+            "/get",
+            "post",
+            &[
+                "200", "400", "401", "403", "408", "413", "415", "422", "503",
+            ][..],
+        ),
+        ("/webhook", "get", &["200", "400", "403", "503"][..]),
+        (
+            "/webhook",
+            "post",
+            &["200", "400", "401", "408", "413", "503"][..],
+        ),
+        ("/healthz", "get", &["200", "503"][..]),
         ("/readyz", "get", &["200", "503"][..]),
-        ("/metrics", "get", &["200", "401"][..]),
+        ("/metrics", "get", &["200", "401", "403", "503"][..]),
     ] {
         let responses = paths[path][verb]["responses"]
             .as_object()
@@ -35,6 +50,23 @@ async fn openapi_documents_every_endpoint_and_its_errors() {
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every operation of every path, including ones added later, documents 503.
+    for (path, item) in paths.as_object().unwrap() {
+        for (verb, operation) in item.as_object().unwrap() {
+            if let Some(responses) = operation.get("responses") {
+                assert!(responses.get("503").is_some(), "{verb} {path} lacks 503");
+            }
+        }
+    }
+    let send_502 = paths["/send"]["post"]["responses"]["502"]["description"]
+        .as_str()
+        .unwrap();
+    for cause in ["DNS", "refused", "TLS", "5xx", "redirect", "1 MiB"] {
+        assert!(
+            send_502.contains(cause),
+            "/send 502 does not mention {cause}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@
 mod helpers;
 
 mod auth;
+mod container;
 mod docs;
+mod echo_bounds;
 mod edge;
 mod get;
 mod health;

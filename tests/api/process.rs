@@ -301,3 +301,83 @@ async fn embedded_store_keeps_every_acknowledged_message_after_sigkill() {
     let ids = stored_ids(&restarted.url(""), "919216598210").await;
     assert_eq!(ids, acknowledged);
 }
+
+#[tokio::test]
+async fn pretty_logs_to_a_pipe_have_no_colour_codes_and_echo_no_huge_text() {
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(500)
+                .set_body_json(json!({"error": {"message": "z".repeat(200_000), "code": 1}})),
+        )
+        .mount(&graph)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    // stdout is a file here, not a terminal; LOG_FORMAT defaults to pretty.
+    let mut gateway = Gateway::spawn(
+        &vars(&[
+            ("ACCESS_TOKEN", ACCESS_TOKEN),
+            ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+            ("GRAPH_API_BASE", &graph.uri()),
+            ("DATA_DIR", dir.path().to_str().unwrap()),
+        ]),
+        dir.path(),
+    );
+    gateway.wait_ready().await;
+    let send = reqwest::Client::new()
+        .post(gateway.url("/send"))
+        .json(&json!({"number": "919216598210", "text": "the private text"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(send.status(), 502);
+    gateway.signal("TERM");
+    assert!(gateway.wait_exit(Duration::from_secs(10)).await.success());
+    let output = gateway.output();
+    assert!(output.contains("server.listening"), "{output}");
+    assert!(output.contains("send.error"), "{output}");
+    assert!(
+        !output.contains("\x1b["),
+        "ANSI codes in piped logs: {output:?}"
+    );
+    assert!(!output.contains("the private text"), "message text logged");
+    assert!(output.len() < 16 * 1024, "{} bytes of logs", output.len());
+}
+
+#[tokio::test]
+async fn an_unreachable_graph_api_is_logged_with_its_cause() {
+    let closed_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("http://127.0.0.1:{closed_port}/v22.0");
+    let mut gateway = Gateway::spawn(
+        &vars(&[
+            ("ACCESS_TOKEN", ACCESS_TOKEN),
+            ("PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+            ("GRAPH_API_BASE", &base),
+            ("DATA_DIR", dir.path().to_str().unwrap()),
+        ]),
+        dir.path(),
+    );
+    gateway.wait_ready().await;
+    let send = reqwest::Client::new()
+        .post(gateway.url("/send"))
+        .json(&json!({"number": "919216598210", "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(send.status(), 502);
+    gateway.signal("TERM");
+    gateway.wait_exit(Duration::from_secs(10)).await;
+    let output = gateway.output();
+    let line = output
+        .lines()
+        .find(|l| l.contains("send.error"))
+        .unwrap_or_else(|| panic!("no send.error in {output}"));
+    assert!(
+        line.contains(&format!(
+            "Graph API unreachable: connection refused (GRAPH_API_BASE {base})"
+        )),
+        "{line}"
+    );
+    assert!(!output.contains(ACCESS_TOKEN));
+}

@@ -69,9 +69,12 @@ async fn graph_server_error_is_502_and_timeout_is_504() {
         .post_send(json!({"number": "919216598210", "text": "hi"}))
         .await;
     assert_eq!(response.status(), 502);
+    // The documented shape: `detail` is a text naming Meta's status, code and message.
+    let detail = response.json::<Value>().await.unwrap()["detail"].clone();
+    let detail = detail.as_str().expect("a text detail");
     assert_eq!(
-        response.json::<Value>().await.unwrap()["detail"]["error"]["code"],
-        1
+        detail,
+        "Graph API answered 500: code 1: An unknown error occurred"
     );
 
     // GRAPH_TIMEOUT_SECS is 2 in tests.
@@ -112,7 +115,175 @@ async fn unreachable_graph_is_502() {
         .unwrap()
         .to_owned();
     assert!(detail.starts_with("Graph API unreachable"), "{detail}");
+    assert!(detail.contains("connection refused"), "{detail}");
+    assert!(
+        detail.contains(&format!(
+            "GRAPH_API_BASE http://127.0.0.1:{closed_port}/v22.0"
+        )),
+        "{detail}"
+    );
     assert!(!detail.contains(ACCESS_TOKEN));
+}
+
+#[tokio::test]
+async fn unresolvable_graph_host_is_502_naming_dns() {
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert(
+            "GRAPH_API_BASE".into(),
+            "http://nonexistent.invalid/v22.0".into(),
+        );
+    })
+    .await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
+    assert_eq!(response.status(), 502);
+    let body = response.json::<Value>().await.unwrap();
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("Graph API unreachable: DNS failure: could not resolve"),
+        "{detail}"
+    );
+    assert!(detail.contains("nonexistent.invalid"), "{detail}");
+    assert!(!detail.contains(ACCESS_TOKEN));
+}
+
+/// A Graph API answering `status` with a Location on another server: the answer is 502 naming the
+/// redirect, and the other server receives nothing (neither the text nor the token).
+async fn redirect_is_502_and_not_followed(status: u16) {
+    let app = spawn_app(Backend::Embedded).await;
+    let elsewhere = wiremock::MockServer::start().await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(meta_success()))
+        .mount(&elsewhere)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(status).insert_header(
+            "location",
+            format!("{}/v22.0/1/messages?x=1", elsewhere.uri()).as_str(),
+        ))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "secret text"}))
+        .await;
+    assert_eq!(response.status(), 502, "{status}");
+    let body = response.json::<Value>().await.unwrap();
+    let detail = body["detail"].as_str().unwrap();
+    assert_eq!(
+        detail,
+        format!(
+            "Graph API answered a redirect ({status} to 127.0.0.1); it was not followed and the message was not sent"
+        )
+    );
+    assert!(
+        elsewhere.received_requests().await.unwrap().is_empty(),
+        "the redirect target was called"
+    );
+}
+
+#[tokio::test]
+async fn a_302_is_502_and_not_followed() {
+    redirect_is_502_and_not_followed(302).await;
+}
+
+#[tokio::test]
+async fn a_307_is_502_and_the_text_is_not_resent() {
+    redirect_is_502_and_not_followed(307).await;
+}
+
+#[tokio::test]
+async fn a_graph_response_over_one_mib_is_502_too_large() {
+    let app = spawn_app(Backend::Embedded).await;
+    // Valid JSON of 2 MiB: without the cap it would be relayed as a 200.
+    let big = format!(
+        r#"{{"messaging_product":"whatsapp","messages":[{{"id":"wamid.X"}}],"pad":"{}"}}"#,
+        "x".repeat(2 * 1024 * 1024)
+    );
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(big, "application/json"))
+        .mount(&app.graph)
+        .await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
+    assert_eq!(response.status(), 502);
+    let detail = response.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("response too large"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_endless_chunked_graph_response_is_cut_at_the_cap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // No Content-Length: only reading incrementally can stop it. GRAPH_TIMEOUT_SECS is 2, so a
+    // client that kept reading would answer 504, not 502.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 64 * 1024];
+        let _ = socket.read(&mut request).await;
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await
+            .unwrap();
+        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, " ".repeat(64 * 1024));
+        let mut sent = 0usize;
+        while socket.write_all(chunk.as_bytes()).await.is_ok() {
+            sent += 64 * 1024;
+        }
+        sent
+    });
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert(
+            "GRAPH_API_BASE".into(),
+            format!("http://127.0.0.1:{port}/v22.0"),
+        );
+    })
+    .await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
+    assert_eq!(response.status(), 502);
+    let detail = response.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.contains("response too large"), "{detail}");
+    let sent = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the gateway closed the connection")
+        .unwrap();
+    assert!(sent < 16 * 1024 * 1024, "{sent} bytes were read");
+}
+
+#[tokio::test]
+async fn a_graph_server_error_with_a_huge_message_gives_a_bounded_text_detail() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .set_body_json(json!({"error": {"message": "m".repeat(500_000), "code": 2}})),
+        )
+        .mount(&app.graph)
+        .await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
+    assert_eq!(response.status(), 502);
+    let body = response.text().await.unwrap();
+    assert!(body.len() < 1024, "{} bytes", body.len());
+    let detail = serde_json::from_str::<Value>(&body).unwrap()["detail"].clone();
+    let detail = detail.as_str().unwrap();
+    assert!(
+        detail.starts_with("Graph API answered 503: code 2: mmm"),
+        "{detail}"
+    );
+    assert!(detail.contains("truncated"), "{detail}");
 }
 
 #[tokio::test]
@@ -198,4 +369,24 @@ async fn exactly_4096_characters_are_sent() {
             .status(),
         200
     );
+}
+
+#[tokio::test]
+async fn a_tls_failure_is_502_naming_tls() {
+    // An https:// base pointing at a plain-HTTP server: the TLS handshake fails.
+    let plain = wiremock::MockServer::start().await;
+    let base = plain.uri().replace("http://", "https://");
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("GRAPH_API_BASE".into(), format!("{base}/v22.0"));
+    })
+    .await;
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
+    assert_eq!(response.status(), 502);
+    let detail = response.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(detail.starts_with("Graph API unreachable: TLS"), "{detail}");
 }

@@ -64,4 +64,26 @@ async fn handshake_is_refused_when_verify_token_is_unset() {
         .await
         .unwrap();
     assert_eq!(response.status(), 403);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        body["detail"],
+        "VERIFY_TOKEN is not set on the server: set it to the Verify Token entered in Meta's dashboard"
+    );
+    // Whatever token is tried: the reason is the server's configuration, not the token.
+    let response = app
+        .http
+        .get(app.url(&format!(
+            "/webhook?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("VERIFY_TOKEN is not set")
+    );
 }

@@ -9,6 +9,7 @@ mod helpers;
 mod proxy;
 mod sim;
 
+mod browser;
 mod durability;
 mod edge_attacks;
 mod overload;
