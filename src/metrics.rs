@@ -53,6 +53,8 @@ pub struct Metrics {
     pub graph_requests: Family<GraphLabels, Counter>,
     pub requests_shed: Counter,
     pub store_queue_depth: Gauge,
+    // Store integrity (issue 6).
+    pub messages_id_conflict: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -82,6 +84,7 @@ impl Metrics {
             graph_requests: Family::default(),
             requests_shed: Counter::default(),
             store_queue_depth: Gauge::default(),
+            messages_id_conflict: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -133,6 +136,11 @@ impl Metrics {
             "store_queue_depth",
             "Save requests waiting for the embedded store's writer",
             metrics.store_queue_depth.clone(),
+        );
+        registry.register(
+            "messages_id_conflict",
+            "Inbound messages whose id was already stored for another sender (not stored)",
+            metrics.messages_id_conflict.clone(),
         );
         Self {
             registry,

@@ -115,7 +115,10 @@ impl IntoResponse for ApiError {
             Self::Graph(GraphError::Rejected { body, .. }) => json!({ "detail": body }),
             Self::Store(cause) => {
                 tracing::error!(error.message = %cause, "store.error");
-                json!({ "detail": self.to_string() })
+                match cause.public_detail() {
+                    Some(reason) => json!({ "detail": format!("{self}: {reason}") }),
+                    None => json!({ "detail": self.to_string() }),
+                }
             }
             _ => json!({ "detail": self.to_string() }),
         };
