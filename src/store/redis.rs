@@ -68,8 +68,15 @@ local function check(key, wanted)
 end
 local err = check(KEYS[1], 'zset')
 if err then return err end
+local checked = {}
 for i = 1, n do
-  err = check(KEYS[2 * i + 1], 'list') or check(KEYS[2 * i], 'string')
+  local list = KEYS[2 * i + 1]
+  if not checked[list] then
+    err = check(list, 'list')
+    if err then return err end
+    checked[list] = true
+  end
+  err = check(KEYS[2 * i], 'string')
   if err then return err end
 end
 local out = {}
