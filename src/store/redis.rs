@@ -9,9 +9,9 @@
 //! - `<REDIS_KEY_PREFIX>:health:probe`: the readiness probe's write (expires after 60 s).
 //!
 //! A chunk of up to [`MAX_MESSAGES_PER_WRITE`] messages costs one round trip: [`SAVE_SCRIPT`].
-//! Redis does not roll a failing script back, so the script first checks the type of every key it
-//! will write and fails with an error naming the key before writing anything; then, per message,
-//! it checks the marker, indexes (`ZSCORE` + `ZADD`, no `ZADD GT`, so Redis before 6.2 works),
+//! Redis does not roll a failing script back, so the script first checks the type of every list
+//! and of the conversations key and fails with an error naming the key before writing anything;
+//! then, per message, it checks the marker (`GET`), indexes (`ZSCORE` + `ZADD`, no `ZADD GT`, so Redis before 6.2 works),
 //! appends, and writes the marker **last**. A failure part-way (a command disabled or failing on
 //! this server) therefore leaves earlier messages complete with their markers and the failing
 //! message without marker and without list entry: Meta's retry stores it exactly once. The
@@ -56,7 +56,9 @@ use crate::domain::{InboundMessage, PhoneNumber};
 /// All keys are declared in KEYS, so the script is also valid where Redis checks key access.
 /// Returns one entry per message: 1 newly stored, 0 already stored by the same sender (a
 /// duplicate), or the digits of the other sender the id is already stored for (a conflict).
-/// Fails before its first write when a key has a type it cannot write to.
+/// Fails before its first write when a list or the conversations key has a type it cannot write
+/// to. (A marker key of another type makes `GET` fail before that message's first write, which
+/// keeps the retry exactly-once too.)
 pub const SAVE_SCRIPT: &str = r"
 local n = (#KEYS - 1) / 2
 local function check(key, wanted)
@@ -76,9 +78,8 @@ for i = 1, n do
     if err then return err end
     checked[list] = true
   end
-  err = check(KEYS[2 * i], 'string')
-  if err then return err end
 end
+local scores = {}
 local out = {}
 for i = 1, n do
   local number = ARGV[3 * i]
@@ -87,10 +88,15 @@ for i = 1, n do
     if seen == number or seen == '1' then out[i] = 0 else out[i] = seen end
   else
     local ts = tonumber(ARGV[3 * i + 1])
-    local score = redis.call('ZSCORE', KEYS[1], number)
-    if not score or tonumber(score) < ts then
-      redis.call('ZADD', KEYS[1], ts, number)
+    local score = scores[number]
+    if score == nil then
+      score = tonumber(redis.call('ZSCORE', KEYS[1], number)) or false
     end
+    if not score or score < ts then
+      redis.call('ZADD', KEYS[1], ts, number)
+      score = ts
+    end
+    scores[number] = score
     redis.call('RPUSH', KEYS[2 * i + 1], ARGV[3 * i - 1])
     redis.call('SET', KEYS[2 * i], number, 'EX', ARGV[1])
     out[i] = 1

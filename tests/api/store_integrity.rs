@@ -154,6 +154,38 @@ async fn a_failure_after_the_first_writes_is_503_and_the_retry_after_a_restart_s
     assert_eq!(score, 1757936743.0);
 }
 
+/// A marker key of the wrong type: the script fails at that message, after the earlier ones of the
+/// chunk were written completely (marker last), so the retry stores exactly the rest. (The old
+/// script's `SET NX` took the existing key for a marker: 200, and the message was never stored.)
+#[tokio::test]
+async fn wrong_type_marker_key_is_503_and_the_retry_stores_exactly_the_rest() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let _: () = redis
+        .query(redis::cmd("RPUSH").arg("test:seen:wamid.M2").arg("x"))
+        .await;
+    let body = webhook_with(vec![
+        text_message("wamid.M1", A, "one"),
+        text_message("wamid.M2", A, "two"),
+    ]);
+    assert_eq!(ack(&app, &body).await.0, 503);
+    assert_eq!(
+        app.ids_of(A).await,
+        ["wamid.M1"],
+        "complete before the failure"
+    );
+    let _: () = redis
+        .query(redis::cmd("DEL").arg("test:seen:wamid.M2"))
+        .await;
+    let (status, answer) = ack(&app, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&answer["stored"], &answer["duplicates"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(app.ids_of(A).await, ["wamid.M1", "wamid.M2"]);
+}
+
 /// Markers written by the previous release hold "1": still duplicates, not conflicts.
 #[tokio::test]
 async fn markers_of_the_previous_release_still_deduplicate() {
