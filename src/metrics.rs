@@ -56,6 +56,8 @@ pub struct Metrics {
     pub connections_open: Gauge,
     pub connections_refused: Counter,
     pub store_queue_depth: Gauge,
+    // Store integrity (issue 6).
+    pub messages_id_conflict: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -88,6 +90,7 @@ impl Metrics {
             connections_open: Gauge::default(),
             connections_refused: Counter::default(),
             store_queue_depth: Gauge::default(),
+            messages_id_conflict: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -154,6 +157,11 @@ impl Metrics {
             "store_queue_depth",
             "Save requests waiting for the embedded store's writer",
             metrics.store_queue_depth.clone(),
+        );
+        registry.register(
+            "messages_id_conflict",
+            "Inbound messages whose id was already stored for another sender (not stored)",
+            metrics.messages_id_conflict.clone(),
         );
         Self {
             registry,

@@ -267,9 +267,13 @@ async fn open_store(settings: &StoreSettings) -> anyhow::Result<Store> {
     match settings {
         StoreSettings::Redis(redis) => {
             let store = Store::Redis(RedisStore::new(redis).context("REDIS_URL")?);
-            match tokio::time::timeout(redis.timeout * 2, store.ping()).await {
+            // The first readiness probe: reads maxmemory-policy and writes the probe key.
+            match tokio::time::timeout(redis.timeout * 2, store.probe()).await {
                 Ok(Ok(())) => {
                     tracing::info!(backend = "redis", list = %redis.inbound_list, "store.ready")
+                }
+                Ok(Err(crate::store::StoreError::Refused(reason))) => {
+                    anyhow::bail!("refusing to start on this Redis: {reason}")
                 }
                 _ => tracing::warn!(
                     backend = "redis",
@@ -280,14 +284,18 @@ async fn open_store(settings: &StoreSettings) -> anyhow::Result<Store> {
         }
         StoreSettings::Embedded(embedded) => {
             let path = embedded.data_dir.join(crate::store::embedded::DB_FILE);
-            let store = EmbeddedStore::open(embedded).with_context(|| {
+            let store = Store::Embedded(EmbeddedStore::open(embedded).with_context(|| {
                 format!(
                     "opening the embedded store at {} (set DATA_DIR)",
                     path.display()
                 )
-            })?;
+            })?);
+            // The first readiness probe, so /readyz is truthful from the first request.
+            if let Err(e) = store.probe().await {
+                tracing::warn!(backend = "embedded", error.message = %e, "store.unavailable the first write failed; /readyz reports 503");
+            }
             tracing::info!(backend = "embedded", path = %path.display(), "store.ready");
-            Ok(Store::Embedded(store))
+            Ok(store)
         }
     }
 }

@@ -163,7 +163,10 @@ impl IntoResponse for ApiError {
             }
             Self::Store(cause) => {
                 tracing::error!(error.message = %bounded(&cause.to_string()), "store.error");
-                json!({ "detail": self.to_string() })
+                match cause.public_detail() {
+                    Some(reason) => json!({ "detail": format!("{self}: {reason}") }),
+                    None => json!({ "detail": self.to_string() }),
+                }
             }
             _ => json!({ "detail": bounded(&self.to_string()) }),
         };

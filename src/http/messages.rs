@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +15,7 @@ use crate::domain::{MessageText, OutboundText, PhoneNumber};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError, bounded};
 use crate::http::extract::JsonBody;
+use crate::store::{Fetched, PagedRead};
 
 /// Body of `POST /send`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -129,7 +131,7 @@ pub async fn send_message(
 pub async fn get_messages(
     State(state): State<Arc<AppState>>,
     JsonBody(request): JsonBody<GetRequest>,
-) -> Result<GetResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let number = PhoneNumber::parse(&request.number).map_err(|e| FieldError::value("number", e));
     let limit = match request.limit.unwrap_or(0) {
         n if n < 0 => Err(FieldError::value(
@@ -147,14 +149,78 @@ pub async fn get_messages(
         }
     };
     let started = std::time::Instant::now();
-    let messages = state.store.recent_messages(&number, limit).await;
+    let fetched = state.store.recent_messages(&number, limit).await;
     state
         .metrics
-        .observe_store("fetch", started.elapsed().as_secs_f64(), messages.is_ok());
-    let messages = messages?;
-    tracing::info!(number = %number.masked(), count = messages.len(), "messages.fetch success");
-    Ok(GetResponse {
-        count: messages.len(),
-        messages,
-    })
+        .observe_store("fetch", started.elapsed().as_secs_f64(), fetched.is_ok());
+    match fetched? {
+        Fetched::Complete(messages) => {
+            tracing::info!(number = %number.masked(), count = messages.len(), "messages.fetch success");
+            Ok(GetResponse {
+                count: messages.len(),
+                messages,
+            }
+            .into_response())
+        }
+        Fetched::Paged(read) => {
+            tracing::info!(number = %number.masked(), count = read.count, streamed = true, "messages.fetch success");
+            Ok(streamed_response(read))
+        }
+    }
+}
+
+/// A large answer, streamed page by page: the same bytes [`GetResponse`] would serialize
+/// (`{"count":N,"messages":[...]}`, `count` first), with memory bounded by one page. If the store
+/// fails part-way, the body is cut off (the client sees an incomplete response, never a
+/// well-formed but short answer).
+fn streamed_response(read: PagedRead) -> Response {
+    enum Step {
+        Head(PagedRead),
+        Next(PagedRead),
+        Done,
+    }
+    let stream = futures_util::stream::unfold(Step::Head(read), |step| async move {
+        let (mut read, head) = match step {
+            Step::Head(read) => (read, true),
+            Step::Next(read) => (read, false),
+            Step::Done => return None,
+        };
+        match read.next_page().await {
+            Ok(page) => {
+                let mut chunk = Vec::with_capacity(
+                    32 + page
+                        .iter()
+                        .flatten()
+                        .map(|m| m.get().len() + 1)
+                        .sum::<usize>(),
+                );
+                if head {
+                    chunk.extend_from_slice(
+                        format!(r#"{{"count":{},"messages":["#, read.count).as_bytes(),
+                    );
+                }
+                let Some(page) = page else {
+                    chunk.extend_from_slice(b"]}");
+                    return Some((Ok(Bytes::from(chunk)), Step::Done));
+                };
+                for (i, message) in page.iter().enumerate() {
+                    if !(head && i == 0) {
+                        chunk.push(b',');
+                    }
+                    chunk.extend_from_slice(message.get().as_bytes());
+                }
+                Some((Ok(Bytes::from(chunk)), Step::Next(read)))
+            }
+            Err(e) => {
+                tracing::error!(error.message = %e, "messages.fetch stream_failed");
+                Some((Err(e), Step::Done))
+            }
+        }
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }

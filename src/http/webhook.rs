@@ -134,6 +134,7 @@ pub async fn receive_webhook(
     let report = report?;
     metrics.messages_stored.inc_by(report.stored as u64);
     metrics.messages_duplicate.inc_by(report.duplicates as u64);
+    metrics.messages_id_conflict.inc_by(report.conflicts as u64);
     if !batch.messages.is_empty() {
         tracing::info!(
             stored = report.stored,

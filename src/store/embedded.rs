@@ -3,23 +3,42 @@
 //!
 //! Durability: WAL journal with `synchronous=FULL`, so a committed transaction is fsynced before
 //! the webhook is acknowledged. Throughput: **group commit**. One writer thread owns the write
-//! connection; it takes every save request waiting in its queue (up to [`MAX_GROUP`]) and commits
-//! them in one transaction with one fsync, then answers each. Under load many webhooks share an
-//! fsync; alone, a webhook waits for exactly one. If the transaction fails, every request in the
-//! group gets the error (503) and nothing of it is stored, so Meta's retries are not deduplicated
-//! away.
+//! connection; it takes the save requests waiting in its queue (up to [`MAX_GROUP`] requests and
+//! [`MAX_TX_ROWS`] messages) and commits them in one transaction with one fsync, then answers
+//! each. Under load many webhooks share an fsync; alone, a webhook waits for exactly one. If the
+//! transaction fails, every request in the group gets the error (503) and nothing of it is
+//! stored, so Meta's retries are not deduplicated away.
 //!
-//! Reads use a separate connection (WAL lets readers run beside the writer) on the blocking pool.
-//! Dedupe markers are the messages themselves (`id` is UNIQUE), kept forever.
+//! **The file under the service**: the file's identity (device and inode) is recorded at open and
+//! checked after every commit (one `stat` per group) and by the readiness probe. If the file was
+//! deleted or replaced, the open connection still holds everything: the writer writes a rescue
+//! copy once (`VACUUM INTO <DATA_DIR>/whatsapp-gateway.rescued-<unix-ts>.sqlite3`), logs
+//! `store.embedded database_file_missing` with instructions, and from then on refuses every write
+//! (503) and readiness fails with the reason, so nothing more is acknowledged into a file that a
+//! restart would not find.
+//!
+//! **Readiness**: the probe is a tiny write through the writer thread (an UPSERT into `health`,
+//! committed and fsynced like everything else), so it fails when writes fail.
+//!
+//! Reads use a small pool of read-only connections ([`READERS`]; WAL lets readers run beside the
+//! writer) on the blocking pool. A large read takes a snapshot (the highest `seq` of the number)
+//! and then reads page by page, each page on whichever connection is free, so one long read does
+//! not block the others. Dedupe markers are the messages themselves (`id` is UNIQUE), kept
+//! forever; an id already stored for another number is a conflict, not stored.
+//!
+//! Schema versions (`PRAGMA user_version`): 1 = messages and conversations; 2 adds `health`.
+//! Opening a version-1 file migrates it in place.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{SaveReport, StoreError, stored_item};
+use super::readiness::spawn_probe;
+use super::{Fetched, Outcome, PagedRead, READ_PAGE, Readiness, StoreError, stored_item};
 use crate::config::EmbeddedSettings;
 use crate::domain::{InboundMessage, PhoneNumber};
 
@@ -27,11 +46,21 @@ use crate::domain::{InboundMessage, PhoneNumber};
 pub const DB_FILE: &str = "whatsapp-gateway.sqlite3";
 /// Most save requests committed in one transaction.
 pub const MAX_GROUP: usize = 512;
+/// Most messages committed in one transaction (a save request holds at most
+/// [`super::MAX_MESSAGES_PER_WRITE`]).
+pub const MAX_TX_ROWS: usize = 1024;
+/// Read-only connections for `/get`.
+pub const READERS: usize = 4;
+/// The schema version this release writes.
+pub const SCHEMA_VERSION: i64 = 2;
+/// A probe that the writer does not answer within this time counts as a failed write.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue length in front of the writer; when full, callers wait (back-pressure), bounded by the
 /// request timeout.
 const QUEUE: usize = 4096;
 
-const SCHEMA: &str = "
+/// Version 1: what the first release created.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS inbound_messages (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     id          TEXT    NOT NULL UNIQUE,
@@ -46,13 +75,50 @@ CREATE TABLE IF NOT EXISTS conversations (
     last_timestamp INTEGER NOT NULL,
     message_count  INTEGER NOT NULL
 ) WITHOUT ROWID;
-PRAGMA user_version = 1;
 ";
 
-/// One save request: the rows to insert and where to send the outcome.
-struct SaveJob {
-    rows: Vec<Row>,
-    reply: oneshot::Sender<Result<SaveReport, StoreError>>,
+/// Version 1 -> 2: the readiness probe's row.
+const MIGRATION_V2: &str = "
+CREATE TABLE IF NOT EXISTS health (
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    probed_at INTEGER NOT NULL
+);
+";
+
+/// One request to the writer thread.
+enum Job {
+    Save {
+        rows: Vec<Row>,
+        reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+    },
+    Probe {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+impl Job {
+    fn rows(&self) -> usize {
+        match self {
+            Self::Save { rows, .. } => rows.len(),
+            Self::Probe { .. } => 1,
+        }
+    }
+
+    fn fail(self, error: &str) {
+        let error = || StoreError::Io(std::io::Error::other(error.to_owned()));
+        match self {
+            Self::Save { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Probe { reply } => drop(reply.send(Err(error()))),
+        }
+    }
+
+    fn refuse(self, reason: &str) {
+        let error = || StoreError::Refused(reason.to_owned());
+        match self {
+            Self::Save { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Probe { reply } => drop(reply.send(Err(error()))),
+        }
+    }
 }
 
 struct Row {
@@ -65,8 +131,13 @@ struct Row {
 /// The embedded backend. Cheap to clone.
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    writer: mpsc::Sender<SaveJob>,
-    reader: Arc<Mutex<Connection>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: mpsc::Sender<Job>,
+    readers: Readers,
+    readiness: Readiness,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -75,31 +146,61 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
+/// The first read of a `/get`, done in one blocking call.
+enum FirstRead {
+    Complete(Vec<Box<RawValue>>),
+    Paged {
+        count: usize,
+        first: Vec<Box<RawValue>>,
+        next: i64,
+        end: i64,
+    },
+}
+
 impl EmbeddedStore {
-    /// Opens (creating if needed) the database and starts the writer thread.
+    /// Opens (creating or migrating if needed) the database and starts the writer thread and the
+    /// readiness probe.
     pub fn open(settings: &EmbeddedSettings) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&settings.data_dir)?;
         let path = settings.data_dir.join(DB_FILE);
-        let writer_conn = open_writer(&path)?;
-        let reader = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        reader.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = open_writer(&path)?;
+        let identity = file_identity(&path)?;
+        let readers = Readers::open(&path)?;
+        let readiness = Readiness::default();
+        let writer = Writer {
+            conn,
+            path,
+            data_dir: settings.data_dir.clone(),
+            identity,
+            lost: None,
+            readiness: readiness.clone(),
+        };
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(writer_conn, rx))?;
-        Ok(Self {
-            writer: tx,
-            reader: Arc::new(Mutex::new(reader)),
-        })
+            .spawn(move || writer.run(rx))?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                writer: tx,
+                readers,
+                readiness,
+            }),
+        };
+        spawn_probe(Arc::downgrade(&store.inner), |inner| async move {
+            let _ = Self { inner }.probe().await;
+        });
+        Ok(store)
     }
 
-    pub(super) async fn save_inbound(
+    pub(super) fn readiness(&self) -> &Readiness {
+        &self.inner.readiness
+    }
+
+    /// Stores one chunk (at most [`super::MAX_MESSAGES_PER_WRITE`] messages) in one transaction.
+    pub(super) async fn save_chunk(
         &self,
         messages: &[InboundMessage],
-    ) -> Result<SaveReport, StoreError> {
+    ) -> Result<Vec<Outcome>, StoreError> {
         let rows = messages
             .iter()
             .map(|m| Row {
@@ -110,8 +211,9 @@ impl EmbeddedStore {
             })
             .collect();
         let (reply, outcome) = oneshot::channel();
-        self.writer
-            .send(SaveJob { rows, reply })
+        self.inner
+            .writer
+            .send(Job::Save { rows, reply })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         outcome.await.map_err(|_| StoreError::WriterGone)?
@@ -121,120 +223,411 @@ impl EmbeddedStore {
         &self,
         number: &PhoneNumber,
         limit: usize,
-    ) -> Result<Vec<Box<RawValue>>, StoreError> {
+    ) -> Result<Fetched, StoreError> {
         let number = number.as_str().to_owned();
-        // SQLite treats a negative LIMIT as "no limit".
-        let limit = if limit == 0 {
-            -1
-        } else {
-            i64::try_from(limit).unwrap_or(i64::MAX)
-        };
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT json FROM (
-                     SELECT seq, json FROM inbound_messages WHERE number = ?1 ORDER BY seq DESC LIMIT ?2
-                 ) ORDER BY seq ASC",
-            )?;
-            let rows = stmt.query_map(params![number, limit], |row| row.get::<_, String>(0))?;
-            rows.map(|r| r.map(stored_item)).collect::<Result<Vec<_>, _>>()
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let wanted = number.clone();
+        let first = self
+            .read(move |conn| {
+                // One read transaction: the count and the rows come from the same snapshot.
+                let tx = conn.unchecked_transaction()?;
+                let (total, last_seq): (i64, Option<i64>) = tx.query_row(
+                    "SELECT count(*), max(seq) FROM inbound_messages WHERE number = ?1",
+                    params![wanted],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )?;
+                let count = if limit == 0 || limit > total {
+                    total
+                } else {
+                    limit
+                };
+                if count <= READ_PAGE as i64 {
+                    let mut stmt = tx.prepare_cached(
+                        "SELECT json FROM (
+                             SELECT seq, json FROM inbound_messages WHERE number = ?1 ORDER BY seq DESC LIMIT ?2
+                         ) ORDER BY seq ASC",
+                    )?;
+                    let rows =
+                        stmt.query_map(params![wanted, count], |row| row.get::<_, String>(0))?;
+                    let items = rows
+                        .map(|r| r.map(stored_item))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    return Ok(FirstRead::Complete(items));
+                }
+                let end = last_seq.unwrap_or(0);
+                let start: i64 = tx.query_row(
+                    "SELECT seq FROM inbound_messages WHERE number = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2",
+                    params![wanted, count - 1],
+                    |row| row.get(0),
+                )?;
+                let (first, last) = read_page(&tx, &wanted, start, end)?;
+                Ok(FirstRead::Paged {
+                    count: count as usize,
+                    first,
+                    next: last.map_or(end + 1, |s| s + 1),
+                    end,
+                })
+            })
+            .await?;
+        Ok(match first {
+            FirstRead::Complete(items) => Fetched::Complete(items),
+            FirstRead::Paged {
+                count,
+                first,
+                next,
+                end,
+            } => Fetched::Paged(PagedRead {
+                count,
+                first: Some(first),
+                cursor: super::Cursor::Embedded {
+                    store: self.clone(),
+                    number,
+                    next,
+                    end,
+                },
+                delivered: 0,
+            }),
         })
-        .await
+    }
+
+    /// The messages of `number` with `seq` in `next..=end`, at most a page, and the last `seq`.
+    pub(super) async fn page(
+        &self,
+        number: String,
+        next: i64,
+        end: i64,
+    ) -> Result<(Vec<Box<RawValue>>, Option<i64>), StoreError> {
+        self.read(move |conn| read_page(conn, &number, next, end))
+            .await
     }
 
     pub(super) fn queue_depth(&self) -> usize {
-        self.writer.max_capacity() - self.writer.capacity()
+        let writer = &self.inner.writer;
+        writer.max_capacity() - writer.capacity()
     }
 
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        if self.writer.is_closed() {
-            return Err(StoreError::WriterGone);
+    /// A tiny write through the writer thread (fsynced like any save, followed by the file
+    /// identity check); records the outcome in [`Readiness`].
+    pub(super) async fn probe(&self) -> Result<(), StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        let result = match tokio::time::timeout(PROBE_TIMEOUT, async {
+            self.inner
+                .writer
+                .send(Job::Probe { reply })
+                .await
+                .map_err(|_| StoreError::WriterGone)?;
+            outcome.await.map_err(|_| StoreError::WriterGone)?
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Io(std::io::Error::other(format!(
+                "the store's writer did not complete a write within {}s",
+                PROBE_TIMEOUT.as_secs()
+            )))),
+        };
+        match &result {
+            Ok(()) => self.inner.readiness.record_write(Ok(())),
+            Err(StoreError::Refused(_)) => {}
+            Err(e) => self.inner.readiness.record_write(Err(e.to_string())),
         }
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
-            .await
+        result
     }
 
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = reader
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&conn).map_err(StoreError::from)
+        let readers = &self.inner.readers;
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        let conn = match readers.take() {
+            Some(conn) => conn,
+            None => open_reader(&readers.path)?,
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = f(&conn).map_err(StoreError::from);
+            (conn, result)
         })
         .await
-        .map_err(|_| StoreError::WriterGone)?
+        .map_err(|_| StoreError::WriterGone)?;
+        readers.give_back(conn);
+        result
     }
+}
+
+/// Reads one page of `number`'s messages with `seq` in `next..=end`.
+fn read_page(
+    conn: &Connection,
+    number: &str,
+    next: i64,
+    end: i64,
+) -> rusqlite::Result<(Vec<Box<RawValue>>, Option<i64>)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, json FROM inbound_messages WHERE number = ?1 AND seq >= ?2 AND seq <= ?3
+         ORDER BY seq LIMIT ?4",
+    )?;
+    let mut last = None;
+    let mut items = Vec::with_capacity(READ_PAGE);
+    let mut rows = stmt.query(params![number, next, end, READ_PAGE as i64])?;
+    while let Some(row) = rows.next()? {
+        last = Some(row.get::<_, i64>(0)?);
+        items.push(stored_item(row.get(1)?));
+    }
+    Ok((items, last))
+}
+
+/// A few read-only connections, handed out one per blocking read.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl Readers {
+    fn open(path: &Path) -> Result<Self, StoreError> {
+        let idle = (0..READERS)
+            .map(|_| open_reader(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            path: path.to_owned(),
+            idle: Mutex::new(idle),
+            permits: Semaphore::new(READERS),
+        })
+    }
+
+    fn take(&self) -> Option<Connection> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn give_back(&self, conn: Connection) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    Ok(conn)
 }
 
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(SCHEMA)?;
+    migrate(&conn)?;
     Ok(conn)
 }
 
-/// The writer loop: one transaction (one fsync) per group of waiting jobs.
-fn run_writer(mut conn: Connection, mut queue: mpsc::Receiver<SaveJob>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = queue.blocking_recv() {
-        group.push(first);
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
+/// Brings the schema to [`SCHEMA_VERSION`], in one transaction per step.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    match version {
+        0 => conn.execute_batch(&format!(
+            "BEGIN; {SCHEMA_V1} {MIGRATION_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))?,
+        1 => {
+            conn.execute_batch(&format!(
+                "BEGIN; {MIGRATION_V2} PRAGMA user_version = 2; COMMIT;"
+            ))?;
+            tracing::info!(from = 1, to = 2, "store.embedded schema_migrated");
         }
-        match write_group(&mut conn, &group) {
-            Ok(reports) => {
-                for (job, report) in group.drain(..).zip(reports) {
-                    let _ = job.reply.send(Ok(report));
+        SCHEMA_VERSION => {}
+        newer => {
+            return Err(StoreError::Io(std::io::Error::other(format!(
+                "the database has schema version {newer}, newer than this release's \
+                 {SCHEMA_VERSION}: run the newer release (or restore a backup)"
+            ))));
+        }
+    }
+    Ok(())
+}
+
+/// Device and inode of a file.
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    data_dir: PathBuf,
+    identity: (u64, u64),
+    /// Set once the database file is found deleted or replaced: why writes are refused.
+    lost: Option<String>,
+    readiness: Readiness,
+}
+
+impl Writer {
+    /// The writer loop: one transaction (one fsync) per group of waiting jobs.
+    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        // A job that did not fit into the previous transaction starts the next.
+        let mut carried: Option<Job> = None;
+        loop {
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match queue.blocking_recv() {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let mut rows = first.rows();
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) if rows + job.rows() > MAX_TX_ROWS => {
+                        carried = Some(job);
+                        break;
+                    }
+                    Ok(job) => {
+                        rows += job.rows();
+                        group.push(job);
+                    }
+                    Err(_) => break,
                 }
             }
-            Err(e) => {
-                tracing::error!(error.message = %e, jobs = group.len(), "store.embedded commit_failed");
-                let message = e.to_string();
+            if let Some(reason) = &self.lost {
                 for job in group.drain(..) {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Io(std::io::Error::other(message.clone()))));
+                    job.refuse(reason);
+                }
+                continue;
+            }
+            let written = write_group(&mut self.conn, &group);
+            // Before answering: is the file we committed to still the one a restart would open?
+            let written =
+                written.map_err(|e| e.to_string()).and_then(|outcomes| {
+                    match file_identity(&self.path) {
+                        Ok(identity) if identity == self.identity => Ok(outcomes),
+                        Ok(_) => Err(self.file_lost("replaced by another file")),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            Err(self.file_lost("deleted"))
+                        }
+                        Err(e) => Err(format!("cannot check the database file: {e}")),
+                    }
+                });
+            match written {
+                Ok(outcomes) => {
+                    for (job, outcome) in group.drain(..).zip(outcomes) {
+                        match job {
+                            Job::Save { reply, .. } => drop(reply.send(Ok(outcome))),
+                            Job::Probe { reply } => drop(reply.send(Ok(()))),
+                        }
+                    }
+                }
+                Err(_) if self.lost.is_some() => {
+                    let reason = self.lost.clone().unwrap_or_default();
+                    for job in group.drain(..) {
+                        job.refuse(&reason);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error.message = %e, jobs = group.len(), "store.embedded commit_failed");
+                    for job in group.drain(..) {
+                        job.fail(&e);
+                    }
                 }
             }
         }
     }
+
+    /// The database file is gone or replaced: write a rescue copy from the open connection (it
+    /// still holds everything), refuse writes from now on, fail readiness. Returns the reason.
+    fn file_lost(&mut self, what: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let rescue = self
+            .data_dir
+            .join(format!("whatsapp-gateway.rescued-{now}.sqlite3"));
+        let _ = std::fs::create_dir_all(&self.data_dir);
+        let copied = self.conn.execute(
+            "VACUUM INTO ?1",
+            params![rescue.to_string_lossy().into_owned()],
+        );
+        let path = self.path.display();
+        let reason = match copied {
+            Ok(_) => format!(
+                "the database file {path} was {what} while the service was running; writes are \
+                 refused. Everything stored so far was copied to {}: stop the service, move that \
+                 file to {path}, and start the service again",
+                rescue.display()
+            ),
+            Err(e) => format!(
+                "the database file {path} was {what} while the service was running; writes are \
+                 refused. Writing a rescue copy to {} failed ({e}): do not stop the service yet, \
+                 the running process still holds the data; copy the deleted file out through \
+                 /proc/<pid>/fd/ (ls -l shows it as '(deleted)'), put the copy at {path}, then \
+                 restart",
+                rescue.display()
+            ),
+        };
+        tracing::error!(path = %path, rescue = %rescue.display(), reason = %reason, "store.embedded database_file_missing");
+        self.readiness.set_refused(Some(reason.clone()));
+        self.lost = Some(reason.clone());
+        reason
+    }
 }
 
-fn write_group(conn: &mut Connection, group: &[SaveJob]) -> rusqlite::Result<Vec<SaveReport>> {
+fn write_group(conn: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<Vec<Outcome>>> {
     let tx = conn.transaction()?;
-    let mut reports = Vec::with_capacity(group.len());
+    let mut outcomes = Vec::with_capacity(group.len());
     {
         let mut insert = tx.prepare_cached(
             "INSERT INTO inbound_messages (id, number, timestamp, json) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO NOTHING",
         )?;
+        let mut stored_for =
+            tx.prepare_cached("SELECT number FROM inbound_messages WHERE id = ?1")?;
         let mut index = tx.prepare_cached(
             "INSERT INTO conversations (number, last_timestamp, message_count) VALUES (?1, ?2, 1)
              ON CONFLICT (number) DO UPDATE SET
                  last_timestamp = max(last_timestamp, excluded.last_timestamp),
                  message_count = message_count + 1",
         )?;
-        for job in group {
-            let mut report = SaveReport::default();
-            for row in &job.rows {
+        let mut probe = tx.prepare_cached(
+            "INSERT INTO health (id, probed_at) VALUES (1, unixepoch())
+             ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
+        )?;
+        for job in group.iter() {
+            let Job::Save { rows, .. } = job else {
+                probe.execute([])?;
+                outcomes.push(Vec::new());
+                continue;
+            };
+            let mut mine = Vec::with_capacity(rows.len());
+            for row in rows {
                 if insert.execute(params![row.id, row.number, row.timestamp, row.json])? == 1 {
                     index.execute(params![row.number, row.timestamp])?;
-                    report.stored += 1;
+                    mine.push(Outcome::Stored);
                 } else {
-                    report.duplicates += 1;
+                    let owner: Option<String> = stored_for
+                        .query_row(params![row.id], |r| r.get(0))
+                        .optional()?;
+                    mine.push(match owner {
+                        Some(owner) if owner != row.number => {
+                            Outcome::Conflict { stored_from: owner }
+                        }
+                        _ => Outcome::Duplicate,
+                    });
                 }
             }
-            reports.push(report);
+            outcomes.push(mine);
         }
     }
     tx.commit()?;
-    Ok(reports)
+    Ok(outcomes)
 }

@@ -1,26 +1,50 @@
 //! Message storage: one [`Store`] with two backends that pass the same contract tests
-//! (`tests/api/store_contract.rs`).
+//! (`tests/api/store_faults.rs`, `tests/api/get.rs`, `tests/api/webhook.rs`).
 //!
 //! - [`redis::RedisStore`] when REDIS_URL is set: the FastAPI original's key layout, one Lua script
-//!   (one round trip) per webhook that dedupes, appends and indexes atomically.
+//!   (one round trip) per chunk of messages that checks, appends, indexes and only then marks.
 //! - [`embedded::EmbeddedStore`] otherwise: SQLite under DATA_DIR with group commit.
 //!
-//! Invariants both keep: a batch is stored entirely or not at all; a message id already stored is
-//! never stored again (markers live at least 8 days, past Meta's 7-day retry horizon); a failed
-//! store leaves no marker, so Meta's retry is stored, not dropped as a duplicate.
+//! Invariants both keep:
+//! - a save is written in chunks of at most [`MAX_MESSAGES_PER_WRITE`] messages (one script call
+//!   or one transaction each, so a huge signed delivery never blocks the store for long); a chunk
+//!   is stored entirely or not at all (Redis: a script checks everything that can fail before its
+//!   first write and writes each message's marker last);
+//! - a message id already stored is never stored again (markers live at least 8 days, past Meta's
+//!   7-day retry horizon); a failed chunk leaves no marker, so Meta's retry stores exactly what is
+//!   missing: chunks stored before the failure are duplicates on the retry, the rest is stored;
+//! - an id already stored for another sender is not stored again either, but counted as a
+//!   conflict and logged (`webhook.id_conflict`, masked numbers).
+//!
+//! Readiness ([`Readiness`]) lives here, off the request path: a background probe performs a real
+//! small write every [`PROBE_INTERVAL`], every save records its outcome too, and `/readyz` only
+//! reads the latest. A store can also *refuse* writes (an evicting Redis, a deleted database
+//! file): saves then fail with [`StoreError::Refused`], whose text says what to do.
 //!
 //! `Store` is an enum rather than a `dyn` trait: there are exactly two backends, static dispatch
 //! needs no boxing of async methods, and adding a method makes the compiler list both backends.
 
 pub mod embedded;
+pub mod readiness;
 pub mod redis;
+
+use std::time::Duration;
 
 use serde_json::value::RawValue;
 
+pub use self::readiness::Readiness;
 use crate::domain::{InboundMessage, PhoneNumber};
 
 /// How long a dedupe marker is kept: 8 days, past Meta's 7-day retry horizon.
 pub const DEDUPE_TTL_SECS: u64 = 8 * 24 * 60 * 60;
+/// Most messages written by one Redis script call or one SQLite transaction. A larger save is split
+/// into chunks written one after the other.
+pub const MAX_MESSAGES_PER_WRITE: usize = 256;
+/// Items per page of a large `/get` answer: results up to this size are read in one go, larger
+/// ones are streamed page by page.
+pub const READ_PAGE: usize = 500;
+/// How often the background probe writes to the store (and re-checks its configuration).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What happened to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,6 +53,19 @@ pub struct SaveReport {
     pub stored: usize,
     /// Messages already stored earlier (Meta retries), not stored again.
     pub duplicates: usize,
+    /// Messages whose id was already stored for a *different* sender: not stored, counted, logged.
+    pub conflicts: usize,
+}
+
+/// What happened to one message of a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Stored,
+    Duplicate,
+    /// The id is stored for another sender (digits).
+    Conflict {
+        stored_from: String,
+    },
 }
 
 /// A store failure. Handlers answer 503 so Meta retries.
@@ -42,6 +79,20 @@ pub enum StoreError {
     WriterGone,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The store refuses writes until an operator fixes something; the text says what.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl StoreError {
+    /// Text an operator may see in a 503 body: only refusals, which carry no secret and say how
+    /// to fix the store. Other causes stay in the log.
+    pub fn public_detail(&self) -> Option<&str> {
+        match self {
+            Self::Refused(reason) => Some(reason),
+            _ => None,
+        }
+    }
 }
 
 /// The configured backend.
@@ -49,6 +100,98 @@ pub enum StoreError {
 pub enum Store {
     Redis(redis::RedisStore),
     Embedded(embedded::EmbeddedStore),
+}
+
+/// The answer to a read: small results in one piece, large ones page by page.
+pub enum Fetched {
+    /// Every message, oldest first.
+    Complete(Vec<Box<RawValue>>),
+    /// `count` messages, oldest first, read page by page from a snapshot taken at the first read.
+    Paged(PagedRead),
+}
+
+/// A large read in progress: the first page is already read, the rest is read on demand.
+pub struct PagedRead {
+    /// How many messages the whole read returns.
+    pub count: usize,
+    first: Option<Vec<Box<RawValue>>>,
+    cursor: Cursor,
+    delivered: usize,
+}
+
+enum Cursor {
+    Redis {
+        store: redis::RedisStore,
+        key: String,
+        /// Next list index to read, and the last index of the snapshot (inclusive).
+        next: i64,
+        end: i64,
+    },
+    Embedded {
+        store: embedded::EmbeddedStore,
+        number: String,
+        /// Next `seq` to read, and the last `seq` of the snapshot (inclusive).
+        next: i64,
+        end: i64,
+    },
+}
+
+impl PagedRead {
+    /// The next page (at most [`READ_PAGE`] messages), `None` after the last. Fails when the store
+    /// fails or when the snapshot no longer holds what it promised (the answer must then be cut
+    /// off rather than end as valid JSON with a wrong count).
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Box<RawValue>>>, StoreError> {
+        let page = match self.first.take() {
+            Some(first) => first,
+            None => match &mut self.cursor {
+                Cursor::Redis {
+                    store,
+                    key,
+                    next,
+                    end,
+                } => {
+                    if *next > *end {
+                        Vec::new()
+                    } else {
+                        let last = (*next + READ_PAGE as i64 - 1).min(*end);
+                        let page = store.range(key, *next, last).await?;
+                        *next = last + 1;
+                        page
+                    }
+                }
+                Cursor::Embedded {
+                    store,
+                    number,
+                    next,
+                    end,
+                } => {
+                    if *next > *end {
+                        Vec::new()
+                    } else {
+                        let (page, last_seq) = store.page(number.clone(), *next, *end).await?;
+                        *next = last_seq.map_or(*end + 1, |s| s + 1);
+                        page
+                    }
+                }
+            },
+        };
+        if page.is_empty() {
+            if self.delivered != self.count {
+                return Err(StoreError::Io(std::io::Error::other(format!(
+                    "the list shrank while it was read: {} of {} messages",
+                    self.delivered, self.count
+                ))));
+            }
+            return Ok(None);
+        }
+        self.delivered += page.len();
+        if self.delivered > self.count {
+            return Err(StoreError::Io(std::io::Error::other(
+                "the read returned more messages than its snapshot",
+            )));
+        }
+        Ok(Some(page))
+    }
 }
 
 impl Store {
@@ -60,27 +203,63 @@ impl Store {
         }
     }
 
-    /// Stores a webhook's messages atomically, skipping ids already stored.
+    /// The store's readiness: the latest write outcome and any refusal, kept up to date by the
+    /// background probe and by every save. Reading it costs no store call.
+    pub fn readiness(&self) -> &Readiness {
+        match self {
+            Self::Redis(s) => s.readiness(),
+            Self::Embedded(s) => s.readiness(),
+        }
+    }
+
+    /// Stores a webhook's messages, skipping ids already stored, in chunks of at most
+    /// [`MAX_MESSAGES_PER_WRITE`]. The first failing chunk ends the save with its error; chunks
+    /// stored before it keep their markers, so Meta's retry stores only the rest.
     pub async fn save_inbound(
         &self,
         messages: &[InboundMessage],
     ) -> Result<SaveReport, StoreError> {
-        if messages.is_empty() {
-            return Ok(SaveReport::default());
+        let mut report = SaveReport::default();
+        for chunk in messages.chunks(MAX_MESSAGES_PER_WRITE) {
+            let outcomes = match self {
+                Self::Redis(s) => s.save_chunk(chunk).await,
+                Self::Embedded(s) => s.save_chunk(chunk).await,
+            };
+            match &outcomes {
+                Ok(_) => self.readiness().record_write(Ok(())),
+                // A refusal is already what readiness reports; other failures are the news.
+                Err(StoreError::Refused(_)) => {}
+                Err(e) => self.readiness().record_write(Err(e.to_string())),
+            }
+            for (message, outcome) in chunk.iter().zip(outcomes?) {
+                match outcome {
+                    Outcome::Stored => report.stored += 1,
+                    Outcome::Duplicate => report.duplicates += 1,
+                    Outcome::Conflict { stored_from } => {
+                        report.conflicts += 1;
+                        let stored_from = PhoneNumber::parse(&stored_from)
+                            .map_or_else(|_| "***".to_owned(), |n| n.masked());
+                        tracing::warn!(
+                            message_id = message.id.as_str(),
+                            from = %message.from.masked(),
+                            stored_from = %stored_from,
+                            "webhook.id_conflict message id already stored for another sender; not stored again"
+                        );
+                    }
+                }
+            }
         }
-        match self {
-            Self::Redis(s) => s.save_inbound(messages).await,
-            Self::Embedded(s) => s.save_inbound(messages).await,
-        }
+        Ok(report)
     }
 
     /// The most recent `limit` messages of `number` (all when `limit` is 0), oldest first, each as
-    /// its stored JSON.
+    /// its stored JSON. Up to [`READ_PAGE`] messages come in one store round trip; more come as a
+    /// [`PagedRead`] over a snapshot taken by the first round trip.
     pub async fn recent_messages(
         &self,
         number: &PhoneNumber,
         limit: usize,
-    ) -> Result<Vec<Box<RawValue>>, StoreError> {
+    ) -> Result<Fetched, StoreError> {
         match self {
             Self::Redis(s) => s.recent_messages(number, limit).await,
             Self::Embedded(s) => s.recent_messages(number, limit).await,
@@ -96,11 +275,13 @@ impl Store {
         }
     }
 
-    /// Checks the backend answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    /// Runs the readiness probe once now (a real small write, plus the backend's configuration
+    /// checks) and records its outcome. Start-up calls it before serving; afterwards the
+    /// background probe calls it every [`PROBE_INTERVAL`].
+    pub async fn probe(&self) -> Result<(), StoreError> {
         match self {
-            Self::Redis(s) => s.ping().await,
-            Self::Embedded(s) => s.ping().await,
+            Self::Redis(s) => s.probe().await,
+            Self::Embedded(s) => s.probe().await,
         }
     }
 }

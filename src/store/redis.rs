@@ -2,24 +2,39 @@
 //!
 //! - `<REDIS_INBOUND_LIST>:<digits>`: list of stored message JSON, oldest first (RPUSH), exactly
 //!   as the original wrote it, so data from either service is readable by both;
-//! - `<REDIS_KEY_PREFIX>:seen:<wamid>`: dedupe marker, expires after [`DEDUPE_TTL_SECS`];
-//! - `<REDIS_KEY_PREFIX>:conversations`: sorted set of numbers scored by their last message time.
+//! - `<REDIS_KEY_PREFIX>:seen:<wamid>`: dedupe marker whose value is the sender's digits (markers
+//!   of the previous release hold `1` and count as the same sender), expires after
+//!   [`DEDUPE_TTL_SECS`];
+//! - `<REDIS_KEY_PREFIX>:conversations`: sorted set of numbers scored by their last message time;
+//! - `<REDIS_KEY_PREFIX>:health:probe`: the readiness probe's write (expires after 60 s).
 //!
-//! A webhook costs at most one round trip: [`SAVE_SCRIPT`] sets each marker with `SET NX EX` and,
-//! only if it was new, appends and indexes, all inside one atomic script. Marker and message are
-//! written together or not at all, so a failure never leaves a marker that would swallow Meta's
-//! retry. The connection is a [`ConnectionManager`]: it reconnects by itself; while Redis is down
-//! calls fail fast (REDIS_TIMEOUT_MS) and the webhook answers 503, so Meta retries.
+//! A chunk of up to [`MAX_MESSAGES_PER_WRITE`] messages costs one round trip: [`SAVE_SCRIPT`].
+//! Redis does not roll a failing script back, so the script first checks the type of every list
+//! and of the conversations key and fails with an error naming the key before writing anything;
+//! then, per message, it checks the marker (`GET`), indexes (`ZSCORE` + `ZADD`, no `ZADD GT`, so Redis before 6.2 works),
+//! appends, and writes the marker **last**. A failure part-way (a command disabled or failing on
+//! this server) therefore leaves earlier messages complete with their markers and the failing
+//! message without marker and without list entry: Meta's retry stores it exactly once. The
+//! connection is a [`ConnectionManager`]: it reconnects by itself; while Redis is down calls fail
+//! fast (REDIS_TIMEOUT_MS) and the webhook answers 503, so Meta retries.
+//!
+//! **Eviction is refused**: a Redis whose `maxmemory-policy` is not `noeviction` may silently
+//! delete acknowledged messages and dedupe markers. The readiness probe reads the policy from
+//! `INFO memory` (CONFIG may be disabled on managed Redis) every [`PROBE_INTERVAL`]; while it is
+//! not `noeviction`, saves are refused (503 with the fix in the detail) and `/readyz` is 503,
+//! unless REDIS_ALLOW_EVICTION=true.
 //!
 //! **Batching** (group commit, as in the embedded store): saves go through a queue to a batcher
-//! task that runs one script call for everything waiting, with up to [`MAX_IN_FLIGHT`] calls
-//! pipelined. Alone, a webhook's script runs at once; under load, many webhooks share one call,
-//! which divides the script's fixed cost (measured: 16.6 µs of Redis CPU per call, most of it Lua
-//! and propagation overhead) and the round trip among them. Each webhook still gets an answer only
-//! after its own messages are stored, with its own stored/duplicate counts; if the call fails,
-//! every webhook in it gets the error and nothing of it was stored.
+//! task that runs one script call for the chunks waiting, up to [`MAX_MESSAGES_PER_WRITE`]
+//! messages per call, with up to [`MAX_IN_FLIGHT`] calls pipelined. Alone, a webhook's script
+//! runs at once; under load, many webhooks share one call, which divides the script's fixed cost
+//! and the round trip among them. Each webhook still gets an answer only after its own messages
+//! are stored; if the call fails, every chunk in it gets the error.
+//!
+//! [`PROBE_INTERVAL`]: super::PROBE_INTERVAL
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -28,35 +43,75 @@ use secrecy::ExposeSecret;
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{DEDUPE_TTL_SECS, SaveReport, StoreError, stored_item};
+use super::readiness::spawn_probe;
+use super::{
+    DEDUPE_TTL_SECS, Fetched, MAX_MESSAGES_PER_WRITE, Outcome, PagedRead, READ_PAGE, Readiness,
+    StoreError, stored_item,
+};
 use crate::config::RedisSettings;
 use crate::domain::{InboundMessage, PhoneNumber};
 
 /// KEYS[1] = conversations zset; then per message i: KEYS[2i] = marker, KEYS[2i+1] = list.
 /// ARGV[1] = marker TTL; then per message i: ARGV[3i-1] = JSON, ARGV[3i] = number, ARGV[3i+1] = ts.
 /// All keys are declared in KEYS, so the script is also valid where Redis checks key access.
-/// Returns one flag per message: 1 newly stored, 0 already stored (a duplicate).
+/// Returns one entry per message: 1 newly stored, 0 already stored by the same sender (a
+/// duplicate), or the digits of the other sender the id is already stored for (a conflict).
+/// Fails before its first write when a list or the conversations key has a type it cannot write
+/// to. (A marker key of another type makes `GET` fail before that message's first write, which
+/// keeps the retry exactly-once too.)
 pub const SAVE_SCRIPT: &str = r"
-local stored = {}
-for i = 1, (#KEYS - 1) / 2 do
-  if redis.call('SET', KEYS[2 * i], '1', 'NX', 'EX', ARGV[1]) then
-    redis.call('RPUSH', KEYS[2 * i + 1], ARGV[3 * i - 1])
-    redis.call('ZADD', KEYS[1], 'GT', ARGV[3 * i + 1], ARGV[3 * i])
-    stored[i] = 1
-  else
-    stored[i] = 0
+local n = (#KEYS - 1) / 2
+local function check(key, wanted)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= wanted then
+    return redis.error_reply('ERR key ' .. key .. ' holds a ' .. found .. ', not a ' .. wanted
+      .. '; nothing of this chunk was stored (remove or rename that key, the retry will be stored)')
   end
 end
-return stored
+local err = check(KEYS[1], 'zset')
+if err then return err end
+local checked = {}
+for i = 1, n do
+  local list = KEYS[2 * i + 1]
+  if not checked[list] then
+    err = check(list, 'list')
+    if err then return err end
+    checked[list] = true
+  end
+end
+local scores = {}
+local out = {}
+for i = 1, n do
+  local number = ARGV[3 * i]
+  local seen = redis.call('GET', KEYS[2 * i])
+  if seen then
+    if seen == number or seen == '1' then out[i] = 0 else out[i] = seen end
+  else
+    local ts = tonumber(ARGV[3 * i + 1])
+    local score = scores[number]
+    if score == nil then
+      score = tonumber(redis.call('ZSCORE', KEYS[1], number)) or false
+    end
+    if not score or score < ts then
+      redis.call('ZADD', KEYS[1], ts, number)
+      score = ts
+    end
+    scores[number] = score
+    redis.call('RPUSH', KEYS[2 * i + 1], ARGV[3 * i - 1])
+    redis.call('SET', KEYS[2 * i], number, 'EX', ARGV[1])
+    out[i] = 1
+  end
+end
+return out
 ";
 
-/// Most messages in one script call.
-pub const MAX_BATCH: usize = 256;
 /// Script calls pipelined on the connection at once; while all are busy, saves queue up and go
 /// out together in the next call.
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Saves waiting for the batcher; when full, callers wait (bounded by the request timeout).
 const QUEUE: usize = 4096;
+/// Expiry of the probe's key.
+const PROBE_TTL_SECS: u64 = 60;
 
 /// One message, ready for the script.
 struct PreparedMessage {
@@ -67,32 +122,40 @@ struct PreparedMessage {
     timestamp: i64,
 }
 
-/// One webhook's messages and where its outcome goes.
+/// One chunk of a webhook's messages and where its outcome goes.
 struct SaveJob {
     messages: Vec<PreparedMessage>,
-    reply: oneshot::Sender<Result<SaveReport, StoreError>>,
+    reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
 }
 
 /// The Redis backend. Cheap to clone: the connection is shared and multiplexed.
 #[derive(Clone)]
 pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     connection: ConnectionManager,
     saves: mpsc::Sender<SaveJob>,
     inbound_list: String,
     key_prefix: String,
+    allow_eviction: bool,
+    readiness: Readiness,
+    /// INFO was refused once (disabled on this server) and that was logged.
+    info_refused_logged: AtomicBool,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("inbound_list", &self.inbound_list)
+            .field("inbound_list", &self.inner.inbound_list)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// Creates the store. The connection is made lazily, so the service starts (and `/readyz`
-    /// reports 503) while Redis is still coming up.
+    /// Creates the store and starts its batcher and readiness probe. The connection is made
+    /// lazily, so the service starts (and `/readyz` reports 503) while Redis is still coming up.
     pub fn new(settings: &RedisSettings) -> Result<Self, StoreError> {
         let client = Client::open(settings.url.expose_secret())?;
         let config = ConnectionManagerConfig::new()
@@ -108,27 +171,44 @@ impl RedisStore {
             conversations_key: Arc::from(format!("{}:conversations", settings.key_prefix)),
         };
         tokio::spawn(batcher.run(queue));
-        Ok(Self {
-            connection,
-            saves,
-            inbound_list: settings.inbound_list.clone(),
-            key_prefix: settings.key_prefix.clone(),
-        })
+        let store = Self {
+            inner: Arc::new(Inner {
+                connection,
+                saves,
+                inbound_list: settings.inbound_list.clone(),
+                key_prefix: settings.key_prefix.clone(),
+                allow_eviction: settings.allow_eviction,
+                readiness: Readiness::default(),
+                info_refused_logged: AtomicBool::new(false),
+            }),
+        };
+        spawn_probe(Arc::downgrade(&store.inner), |inner| async move {
+            let _ = Self { inner }.probe().await;
+        });
+        Ok(store)
     }
 
     /// The list key of a number: `<REDIS_INBOUND_LIST>:<digits>`.
     pub fn list_key(&self, number: &PhoneNumber) -> String {
-        format!("{}:{}", self.inbound_list, number.as_str())
+        format!("{}:{}", self.inner.inbound_list, number.as_str())
     }
 
-    pub(super) async fn save_inbound(
+    pub(super) fn readiness(&self) -> &Readiness {
+        &self.inner.readiness
+    }
+
+    /// Stores one chunk (at most [`MAX_MESSAGES_PER_WRITE`] messages).
+    pub(super) async fn save_chunk(
         &self,
         messages: &[InboundMessage],
-    ) -> Result<SaveReport, StoreError> {
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if let Some(reason) = self.inner.readiness.refused() {
+            return Err(StoreError::Refused(reason));
+        }
         let messages = messages
             .iter()
             .map(|m| PreparedMessage {
-                seen_key: format!("{}:seen:{}", self.key_prefix, m.id.as_str()),
+                seen_key: format!("{}:seen:{}", self.inner.key_prefix, m.id.as_str()),
                 list_key: self.list_key(&m.from),
                 json: m.to_stored_json(),
                 number: m.from.as_str().to_owned(),
@@ -137,7 +217,8 @@ impl RedisStore {
             .collect();
         let (reply, outcome) = oneshot::channel();
         let gone = || StoreError::Io(std::io::Error::other("redis batcher stopped"));
-        self.saves
+        self.inner
+            .saves
             .send(SaveJob { messages, reply })
             .await
             .map_err(|_| gone())?;
@@ -148,28 +229,163 @@ impl RedisStore {
         &self,
         number: &PhoneNumber,
         limit: usize,
-    ) -> Result<Vec<Box<RawValue>>, StoreError> {
-        // LRANGE with a negative start takes the last `limit` items, still oldest first.
-        let start = if limit == 0 {
-            0
+    ) -> Result<Fetched, StoreError> {
+        let key = self.list_key(number);
+        let page = READ_PAGE as i64;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        if limit != 0 && limit <= page {
+            // The common small read: one LRANGE, as the original did. A negative start takes the
+            // last `limit` items, still oldest first.
+            let items = self.range(&key, -limit, -1).await?;
+            return Ok(Fetched::Complete(items));
+        }
+        // All, or more than a page: one atomic round trip reads the length (the snapshot: lists
+        // only grow, so indices below it stay valid) and the first page of the expected range.
+        let (guess_start, guess_end) = if limit == 0 {
+            (0, page - 1)
         } else {
-            -(limit.min(isize::MAX as usize) as isize)
+            (-limit, -limit + page - 1)
         };
+        let (len, items): (i64, Vec<String>) = redis::pipe()
+            .atomic()
+            .cmd("LLEN")
+            .arg(&key)
+            .cmd("LRANGE")
+            .arg(&key)
+            .arg(guess_start)
+            .arg(guess_end)
+            .query_async(&mut self.inner.connection.clone())
+            .await?;
+        let count = if limit == 0 || limit > len {
+            len
+        } else {
+            limit
+        };
+        let start = len - count;
+        let first_end = start + count.min(page) - 1;
+        let first = if limit == 0 || limit <= len {
+            items.into_iter().map(stored_item).collect()
+        } else {
+            // Fewer items than the limit asked for: the guess was off; read the first page.
+            self.range(&key, start, first_end).await?
+        };
+        if count <= page {
+            return Ok(Fetched::Complete(first));
+        }
+        Ok(Fetched::Paged(PagedRead {
+            count: count as usize,
+            first: Some(first),
+            cursor: super::Cursor::Redis {
+                store: self.clone(),
+                key,
+                next: first_end + 1,
+                end: len - 1,
+            },
+            delivered: 0,
+        }))
+    }
+
+    /// `LRANGE key start end` (inclusive, negative from the end).
+    pub(super) async fn range(
+        &self,
+        key: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Box<RawValue>>, StoreError> {
         let items: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.list_key(number))
+            .arg(key)
             .arg(start)
-            .arg(-1)
-            .query_async(&mut self.connection.clone())
+            .arg(end)
+            .query_async(&mut self.inner.connection.clone())
             .await?;
         Ok(items.into_iter().map(stored_item).collect())
     }
 
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.connection.clone())
+    /// Reads the eviction policy, then (unless writes are refused) writes the probe key; records
+    /// the outcome in [`Readiness`].
+    pub(super) async fn probe(&self) -> Result<(), StoreError> {
+        let outcome = self.probe_once().await;
+        match &outcome {
+            Ok(()) => self.inner.readiness.record_write(Ok(())),
+            Err(StoreError::Refused(_)) => {}
+            Err(e) => self.inner.readiness.record_write(Err(e.to_string())),
+        }
+        outcome
+    }
+
+    async fn probe_once(&self) -> Result<(), StoreError> {
+        let mut connection = self.inner.connection.clone();
+        let info: Result<String, redis::RedisError> = redis::cmd("INFO")
+            .arg("memory")
+            .query_async(&mut connection)
+            .await;
+        match info {
+            Ok(info) => self.check_eviction_policy(&info),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    redis::ErrorKind::Server(_) | redis::ErrorKind::Extension
+                ) =>
+            {
+                // INFO disabled (renamed away on some managed services): the policy cannot be
+                // read; say so once and go on.
+                if !self.inner.info_refused_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error.message = %e, "store.redis info_unavailable cannot check maxmemory-policy; make sure it is noeviction");
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(reason) = self.inner.readiness.refused() {
+            return Err(StoreError::Refused(reason));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let _: () = redis::cmd("SET")
+            .arg(format!("{}:health:probe", self.inner.key_prefix))
+            .arg(now)
+            .arg("EX")
+            .arg(PROBE_TTL_SECS)
+            .query_async(&mut connection)
             .await?;
         Ok(())
     }
+
+    /// Sets or clears the refusal from `INFO memory`'s `maxmemory_policy`.
+    fn check_eviction_policy(&self, info: &str) {
+        let refusal = eviction_refusal(info, self.inner.allow_eviction);
+        let before = self.inner.readiness.refused();
+        match (&before, &refusal) {
+            (None, Some(reason)) => {
+                tracing::error!(reason = %reason, "store.redis eviction_refused")
+            }
+            (Some(_), None) => {
+                tracing::info!("store.redis eviction_policy_fixed writes accepted again")
+            }
+            _ => {}
+        }
+        if before != refusal {
+            self.inner.readiness.set_refused(refusal);
+        }
+    }
+}
+
+/// Why writes must be refused given `INFO memory` text: any `maxmemory_policy` but `noeviction`,
+/// unless eviction is explicitly allowed.
+pub fn eviction_refusal(info: &str, allow_eviction: bool) -> Option<String> {
+    let policy = info
+        .lines()
+        .find_map(|l| l.strip_prefix("maxmemory_policy:"))?
+        .trim();
+    if policy == "noeviction" || allow_eviction {
+        return None;
+    }
+    Some(format!(
+        "Redis maxmemory-policy is {policy}: Redis may evict keys, which silently deletes \
+         acknowledged messages and dedupe markers, so writes are refused. Fix: run \
+         `CONFIG SET maxmemory-policy noeviction` and put `maxmemory-policy noeviction` in \
+         redis.conf (or set REDIS_ALLOW_EVICTION=true to accept losing messages)"
+    ))
 }
 
 /// Owns the queue of saves and turns waiting saves into batched script calls.
@@ -182,7 +398,16 @@ struct Batcher {
 impl Batcher {
     async fn run(self, mut queue: mpsc::Receiver<SaveJob>) {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        while let Some(first) = queue.recv().await {
+        // A job that did not fit into the previous call goes first into the next.
+        let mut carried: Option<SaveJob> = None;
+        loop {
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match queue.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
             // Wait for a free slot *before* draining: while every slot is busy, saves pile up
             // in the queue and leave together.
             let Ok(slot) = in_flight.clone().acquire_owned().await else {
@@ -190,8 +415,12 @@ impl Batcher {
             };
             let mut count = first.messages.len();
             let mut jobs = vec![first];
-            while count < MAX_BATCH {
+            while count < MAX_MESSAGES_PER_WRITE {
                 match queue.try_recv() {
+                    Ok(job) if count + job.messages.len() > MAX_MESSAGES_PER_WRITE => {
+                        carried = Some(job);
+                        break;
+                    }
                     Ok(job) => {
                         count += job.messages.len();
                         jobs.push(job);
@@ -240,7 +469,7 @@ impl BatchCall {
         for m in &messages {
             cmd.arg(&m.json).arg(&m.number).arg(m.timestamp);
         }
-        let outcome: Result<Vec<i64>, redis::RedisError> = match cmd
+        let outcome: Result<Vec<redis::Value>, redis::RedisError> = match cmd
             .query_async(&mut self.connection)
             .await
         {
@@ -260,39 +489,76 @@ impl BatchCall {
         };
         let total = messages.len();
         drop(messages);
-        match outcome {
-            Ok(flags) if flags.len() == total => {
-                let mut flags = flags.into_iter();
-                for job in jobs {
-                    let stored = flags
-                        .by_ref()
-                        .take(job.messages.len())
-                        .filter(|f| *f == 1)
-                        .count();
-                    let report = SaveReport {
-                        stored,
-                        duplicates: job.messages.len() - stored,
-                    };
-                    let _ = job.reply.send(Ok(report));
+        let outcomes: Result<Vec<Outcome>, StoreError> =
+            outcome.map_err(StoreError::Redis).and_then(|values| {
+                if values.len() != total {
+                    return Err(StoreError::Io(std::io::Error::other(format!(
+                        "save script answered {} entries for {total} messages",
+                        values.len()
+                    ))));
                 }
-            }
-            Ok(flags) => {
-                let error = std::io::Error::other(format!(
-                    "save script answered {} flags for {total} messages",
-                    flags.len()
-                ));
-                let message = error.to_string();
+                values
+                    .into_iter()
+                    .map(script_outcome)
+                    .collect::<Result<_, String>>()
+                    .map_err(|e| StoreError::Io(std::io::Error::other(e)))
+            });
+        match outcomes {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
                 for job in jobs {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Io(std::io::Error::other(message.clone()))));
+                    let mine = outcomes.by_ref().take(job.messages.len()).collect();
+                    let _ = job.reply.send(Ok(mine));
                 }
             }
             Err(e) => {
                 for job in jobs {
-                    let _ = job.reply.send(Err(StoreError::Redis(e.clone())));
+                    let error = match &e {
+                        StoreError::Redis(e) => StoreError::Redis(e.clone()),
+                        other => StoreError::Io(std::io::Error::other(other.to_string())),
+                    };
+                    let _ = job.reply.send(Err(error));
                 }
             }
         }
+    }
+}
+
+/// One entry of the script's answer.
+fn script_outcome(value: redis::Value) -> Result<Outcome, String> {
+    match value {
+        redis::Value::Int(1) => Ok(Outcome::Stored),
+        redis::Value::Int(0) => Ok(Outcome::Duplicate),
+        redis::Value::BulkString(sender) => Ok(Outcome::Conflict {
+            stored_from: String::from_utf8_lossy(&sender).into_owned(),
+        }),
+        redis::Value::SimpleString(sender) => Ok(Outcome::Conflict {
+            stored_from: sender,
+        }),
+        other => Err(format!("save script answered {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::eviction_refusal;
+
+    #[test]
+    fn only_noeviction_is_accepted_unless_allowed() {
+        let info = "# Memory\r\nused_memory:1000\r\nmaxmemory_policy:allkeys-lru\r\n";
+        let reason = eviction_refusal(info, false).unwrap();
+        assert!(reason.contains("allkeys-lru"), "{reason}");
+        assert!(
+            reason.contains("CONFIG SET maxmemory-policy noeviction"),
+            "{reason}"
+        );
+        assert!(reason.contains("REDIS_ALLOW_EVICTION"), "{reason}");
+        assert_eq!(eviction_refusal(info, true), None);
+        assert_eq!(
+            eviction_refusal("maxmemory_policy:noeviction\r\n", false),
+            None
+        );
+        // A server whose INFO does not report the policy cannot be judged.
+        assert_eq!(eviction_refusal("# Memory\r\n", false), None);
     }
 }

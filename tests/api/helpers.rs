@@ -480,3 +480,101 @@ impl Drop for Gateway {
         let _ = self.child.wait();
     }
 }
+
+// ---- Store integrity and readiness helpers (issue 6) ----
+
+impl TestRedis {
+    /// Replaces the extra arguments used by the next [`TestRedis::restart`] (same port, same
+    /// directory, so AOF/RDB data carries over).
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.extra_args = args.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Runs one command on a fresh connection.
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        let mut conn = self
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        cmd.query_async(&mut conn).await.unwrap()
+    }
+}
+
+/// Starts the app on a Redis the test started itself (with its own arguments).
+pub async fn spawn_app_on_redis(
+    redis: TestRedis,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    let graph = MockServer::start().await;
+    let mut vars = default_vars(&graph.uri());
+    vars.insert("REDIS_URL".into(), redis.url());
+    vars.insert("REDIS_INBOUND_LIST".into(), "test:inbound:list".into());
+    vars.insert("REDIS_KEY_PREFIX".into(), "test".into());
+    let data_dir = tempfile::tempdir().unwrap();
+    vars.insert("DATA_DIR".into(), data_dir.path().display().to_string());
+    configure(&mut vars);
+    let mut app = TestApp {
+        address: String::new(),
+        http: reqwest::Client::new(),
+        graph,
+        redis: Some(redis),
+        data_dir,
+        vars,
+        server: tokio::spawn(async {}),
+        stop: None,
+    };
+    app.start().await;
+    app
+}
+
+impl TestApp {
+    /// GET /readyz: status and JSON body.
+    pub async fn readyz(&self) -> (u16, Value) {
+        let response = self.http.get(self.url("/readyz")).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Polls `/readyz` until it answers `status`, for up to `within`; returns its last body.
+    pub async fn wait_readyz(&self, status: u16, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (got, body) = self.readyz().await;
+            if got == status {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "/readyz still {got} after {within:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The value of one unlabelled metric (e.g. `whatsapp_gateway_messages_id_conflict_total`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("{name} not in {text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+/// `count` text messages from `from` with ids `<prefix><i>`, i from `first`.
+pub fn numbered_messages(prefix: &str, from: &str, first: usize, count: usize) -> Vec<Value> {
+    (first..first + count)
+        .map(|i| text_message(&format!("{prefix}{i}"), from, &format!("text {i}")))
+        .collect()
+}

@@ -20,6 +20,7 @@ mod redis_kill;
 mod shutdown;
 mod signature_matrix;
 mod slow_clients;
+mod store_integrity;
 
 /// Fault tests measure timing and load the machine, so they run one at a time whatever the test
 /// runner's thread count: each test holds this lock for its whole run.

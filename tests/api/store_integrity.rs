@@ -1,0 +1,403 @@
+//! No acknowledged message lost, no acknowledgement of a failed write (issue 6, section 2): the
+//! Redis save script checks before writing and writes markers last, ids reused by another sender
+//! are counted, big deliveries are written in bounded chunks, and the embedded store migrates a
+//! database of the previous release.
+
+use serde_json::{Value, json};
+
+use crate::contract_tests;
+use crate::helpers::*;
+
+contract_tests!(id_reused_by_another_sender_is_not_stored_but_counted);
+
+const A: &str = "919216598210";
+const B: &str = "15550000002";
+
+fn list(number: &str) -> String {
+    format!("test:inbound:list:{number}")
+}
+
+async fn exists(redis: &TestRedis, key: &str) -> bool {
+    redis.query::<i64>(redis::cmd("EXISTS").arg(key)).await == 1
+}
+
+async fn ack(app: &TestApp, body: &str) -> (u16, Value) {
+    let response = app.post_webhook(body).await;
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// A key of the wrong type at a number's list: the old script had already written the marker of
+/// the message it failed on, so every retry was a "duplicate" and the message was never stored.
+#[tokio::test]
+async fn wrong_type_list_key_is_503_with_nothing_stored_and_the_retry_is_stored_once() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let _: () = redis
+        .query(redis::cmd("SET").arg(list(B)).arg("not a list"))
+        .await;
+    let body = webhook_with(vec![
+        text_message("wamid.A1", A, "first"),
+        text_message("wamid.B1", B, "second"),
+    ]);
+    let (status, answer) = ack(&app, &body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["detail"], "storage is unavailable; retry later");
+    // Nothing of the delivery: no list entry, no marker, no index entry.
+    assert!(app.ids_of(A).await.is_empty());
+    for key in [
+        "test:seen:wamid.A1",
+        "test:seen:wamid.B1",
+        "test:conversations",
+    ] {
+        assert!(!exists(redis, key).await, "{key} was written");
+    }
+
+    let _: () = redis.query(redis::cmd("DEL").arg(list(B))).await;
+    let (status, answer) = ack(&app, &body).await;
+    assert_eq!((status, &answer["stored"]), (200, &json!(2)), "{answer}");
+    let (_, again) = ack(&app, &body).await;
+    assert_eq!(again["duplicates"], 2);
+    assert_eq!(app.ids_of(A).await, ["wamid.A1"]);
+    assert_eq!(app.ids_of(B).await, ["wamid.B1"]);
+}
+
+#[tokio::test]
+async fn wrong_type_conversations_key_is_503_with_nothing_stored_and_the_retry_is_stored_once() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let _: () = redis
+        .query(redis::cmd("SET").arg("test:conversations").arg("oops"))
+        .await;
+    let body = webhook_with(vec![text_message("wamid.C1", A, "x")]);
+    assert_eq!(ack(&app, &body).await.0, 503);
+    assert!(app.ids_of(A).await.is_empty(), "nothing appended");
+    assert!(!exists(redis, "test:seen:wamid.C1").await, "no marker");
+
+    let _: () = redis
+        .query(redis::cmd("DEL").arg("test:conversations"))
+        .await;
+    assert_eq!(ack(&app, &body).await.1["stored"], 1);
+    assert_eq!(ack(&app, &body).await.1["duplicates"], 1);
+    assert_eq!(app.ids_of(A).await, ["wamid.C1"]);
+}
+
+/// A failure *after* the script's first writes: ZADD disabled, as a command failing on this
+/// server (e.g. `ZADD GT` on Redis < 6.2). The first message is written completely (its index
+/// entry needs no ZADD), the second fails at indexing, before its list entry and its marker. After
+/// a restart on the same data without the rename, the retry stores the second exactly once and
+/// the first is a duplicate.
+#[tokio::test]
+async fn a_failure_after_the_first_writes_is_503_and_the_retry_after_a_restart_stores_each_message_once()
+ {
+    let persistent = [
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+    ];
+    let mut without_zadd = persistent.to_vec();
+    without_zadd.extend(["--rename-command", "ZADD", ""]);
+    let redis = TestRedis::start_with(&without_zadd);
+    let mut app = spawn_app_on_redis(redis, |_| {}).await;
+    // A's index entry is already newer than the message, so A needs no ZADD.
+    let redis = app.redis.as_ref().unwrap();
+    let _: f64 = redis
+        .query(
+            redis::cmd("ZINCRBY")
+                .arg("test:conversations")
+                .arg(9_999_999_999u64)
+                .arg(A),
+        )
+        .await;
+    let body = webhook_with(vec![
+        text_message("wamid.Z1", A, "indexed already"),
+        text_message("wamid.Z2", B, "needs ZADD"),
+    ]);
+    let (status, answer) = ack(&app, &body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(
+        app.ids_of(A).await,
+        ["wamid.Z1"],
+        "written before the failure"
+    );
+    assert!(exists(redis, "test:seen:wamid.Z1").await);
+    assert!(!exists(redis, "test:seen:wamid.Z2").await, "no marker");
+    assert!(!exists(redis, &list(B)).await, "no list entry");
+
+    app.redis().set_args(&persistent);
+    app.redis().restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let answer = loop {
+        let (status, answer) = ack(&app, &body).await;
+        if status == 200 {
+            break answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery: {answer}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (&answer["stored"], &answer["duplicates"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(app.ids_of(A).await, ["wamid.Z1"]);
+    assert_eq!(app.ids_of(B).await, ["wamid.Z2"]);
+    let redis = app.redis.as_ref().unwrap();
+    let score: f64 = redis
+        .query(redis::cmd("ZSCORE").arg("test:conversations").arg(B))
+        .await;
+    assert_eq!(score, 1757936743.0);
+}
+
+/// A marker key of the wrong type: the script fails at that message, after the earlier ones of the
+/// chunk were written completely (marker last), so the retry stores exactly the rest. (The old
+/// script's `SET NX` took the existing key for a marker: 200, and the message was never stored.)
+#[tokio::test]
+async fn wrong_type_marker_key_is_503_and_the_retry_stores_exactly_the_rest() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let _: () = redis
+        .query(redis::cmd("RPUSH").arg("test:seen:wamid.M2").arg("x"))
+        .await;
+    let body = webhook_with(vec![
+        text_message("wamid.M1", A, "one"),
+        text_message("wamid.M2", A, "two"),
+    ]);
+    assert_eq!(ack(&app, &body).await.0, 503);
+    assert_eq!(
+        app.ids_of(A).await,
+        ["wamid.M1"],
+        "complete before the failure"
+    );
+    let _: () = redis
+        .query(redis::cmd("DEL").arg("test:seen:wamid.M2"))
+        .await;
+    let (status, answer) = ack(&app, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&answer["stored"], &answer["duplicates"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(app.ids_of(A).await, ["wamid.M1", "wamid.M2"]);
+}
+
+/// Markers written by the previous release hold "1": still duplicates, not conflicts.
+#[tokio::test]
+async fn markers_of_the_previous_release_still_deduplicate() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let _: () = redis
+        .query(redis::cmd("SET").arg("test:seen:wamid.OLD").arg("1"))
+        .await;
+    let (status, answer) = ack(
+        &app,
+        &webhook_with(vec![text_message("wamid.OLD", B, "retried")]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&answer["stored"], &answer["duplicates"]),
+        (&json!(0), &json!(1))
+    );
+    assert!(app.ids_of(B).await.is_empty());
+    assert_eq!(
+        app.metric("whatsapp_gateway_messages_id_conflict_total")
+            .await,
+        0.0
+    );
+    // New markers hold the sender.
+    app.post_webhook(&webhook_with(vec![text_message("wamid.NEW", B, "x")]))
+        .await;
+    let marker: String = redis
+        .query(redis::cmd("GET").arg("test:seen:wamid.NEW"))
+        .await;
+    assert_eq!(marker, B);
+}
+
+async fn id_reused_by_another_sender_is_not_stored_but_counted(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let conflicts = "whatsapp_gateway_messages_id_conflict_total";
+    let first = webhook_with(vec![text_message("wamid.X", A, "from A")]);
+    assert_eq!(ack(&app, &first).await.1["stored"], 1);
+
+    let (status, answer) = ack(
+        &app,
+        &webhook_with(vec![text_message("wamid.X", B, "from B")]),
+    )
+    .await;
+    assert_eq!(status, 200, "acknowledged like a duplicate");
+    assert_eq!(
+        (&answer["stored"], &answer["duplicates"]),
+        (&json!(0), &json!(0))
+    );
+    assert!(app.ids_of(B).await.is_empty());
+    assert_eq!(app.metric(conflicts).await, 1.0);
+    // The same sender again is a plain duplicate.
+    assert_eq!(ack(&app, &first).await.1["duplicates"], 1);
+    assert_eq!(app.metric(conflicts).await, 1.0);
+    // Within one delivery too.
+    let (_, answer) = ack(
+        &app,
+        &webhook_with(vec![
+            text_message("wamid.Y", A, "a"),
+            text_message("wamid.Y", B, "b"),
+            text_message("wamid.Y", A, "a again"),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        (&answer["stored"], &answer["duplicates"]),
+        (&json!(1), &json!(1))
+    );
+    assert_eq!(app.metric(conflicts).await, 2.0);
+    assert_eq!(app.ids_of(A).await, ["wamid.X", "wamid.Y"]);
+    assert!(app.ids_of(B).await.is_empty());
+}
+
+fn evalsha_calls(info: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+fn ids(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// 2,000 messages go out as several script calls of at most MAX_MESSAGES_PER_WRITE; a failure in
+/// a later chunk keeps the earlier chunks, and the retry stores each message exactly once.
+#[tokio::test]
+async fn a_large_delivery_is_written_in_bounded_chunks_on_redis() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    app.post_webhook(&webhook_with(vec![text_message("wamid.warm", A, "x")]))
+        .await;
+    let before = evalsha_calls(
+        &redis
+            .query::<String>(redis::cmd("INFO").arg("commandstats"))
+            .await,
+    );
+    let mut messages = numbered_messages("big", A, 0, 1500);
+    messages.extend(numbered_messages("big", B, 1500, 500));
+    let (status, answer) = ack(&app, &webhook_with(messages)).await;
+    assert_eq!((status, &answer["stored"]), (200, &json!(2000)));
+    let calls = evalsha_calls(
+        &redis
+            .query::<String>(redis::cmd("INFO").arg("commandstats"))
+            .await,
+    ) - before;
+    let chunks = 2000usize.div_ceil(whatsapp_gateway::store::MAX_MESSAGES_PER_WRITE) as u64;
+    assert!(calls >= chunks, "{calls} script calls for 2,000 messages");
+    let mut expected = vec!["wamid.warm".to_owned()];
+    expected.extend(ids("big", 0..1500));
+    assert_eq!(app.ids_of(A).await, expected);
+    assert_eq!(app.ids_of(B).await, ids("big", 1500..2000));
+
+    // A failure in a later chunk: C's list has the wrong type, C's messages come last.
+    let (d, c) = ("15550000004", "15550000005");
+    let _: () = redis
+        .query(redis::cmd("SET").arg(list(c)).arg("not a list"))
+        .await;
+    let mut messages = numbered_messages("late", d, 0, 1500);
+    messages.extend(numbered_messages("late", c, 1500, 500));
+    let body = webhook_with(messages);
+    assert_eq!(ack(&app, &body).await.0, 503);
+    let stored_before_failure = app.ids_of(d).await;
+    let per_chunk = whatsapp_gateway::store::MAX_MESSAGES_PER_WRITE;
+    assert_eq!(
+        stored_before_failure,
+        ids("late", 0..1500 / per_chunk * per_chunk),
+        "whole chunks before the failing one"
+    );
+    let _: () = redis.query(redis::cmd("DEL").arg(list(c))).await;
+    let (status, answer) = ack(&app, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["stored"], 2000 - stored_before_failure.len());
+    assert_eq!(answer["duplicates"], stored_before_failure.len());
+    assert_eq!(app.ids_of(d).await, ids("late", 0..1500));
+    assert_eq!(app.ids_of(c).await, ids("late", 1500..2000));
+}
+
+/// The embedded store bounds its transactions the same way: a failure in a later chunk keeps the
+/// committed chunks, and the retry stores the rest exactly once.
+#[tokio::test]
+async fn a_large_delivery_is_written_in_bounded_transactions_on_the_embedded_store() {
+    let app = spawn_app(Backend::Embedded).await;
+    let db = rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER fail_late BEFORE INSERT ON inbound_messages WHEN NEW.id = 'e1800'
+         BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+    )
+    .unwrap();
+    let body = webhook_with(numbered_messages("e", A, 0, 2000));
+    assert_eq!(ack(&app, &body).await.0, 503);
+    let per_chunk = whatsapp_gateway::store::MAX_MESSAGES_PER_WRITE;
+    let committed = 1800 / per_chunk * per_chunk;
+    assert_eq!(app.ids_of(A).await, ids("e", 0..committed));
+
+    db.execute_batch("DROP TRIGGER fail_late;").unwrap();
+    let (status, answer) = ack(&app, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["stored"], 2000 - committed);
+    assert_eq!(answer["duplicates"], committed);
+    assert_eq!(app.ids_of(A).await, ids("e", 0..2000));
+}
+
+/// A database written by the previous release (schema version 1) opens, keeps its messages and
+/// dedupe, and is migrated to version 2.
+#[tokio::test]
+async fn a_database_of_the_previous_release_is_migrated_and_kept() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let db = rusqlite::Connection::open(data.path().join("whatsapp-gateway.sqlite3")).unwrap();
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL;
+            CREATE TABLE IF NOT EXISTS inbound_messages (
+                seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+                id          TEXT    NOT NULL UNIQUE,
+                number      TEXT    NOT NULL,
+                timestamp   INTEGER NOT NULL,
+                json        TEXT    NOT NULL,
+                received_at INTEGER NOT NULL DEFAULT (unixepoch())
+            );
+            CREATE INDEX IF NOT EXISTS inbound_messages_by_number ON inbound_messages (number, seq);
+            CREATE TABLE IF NOT EXISTS conversations (
+                number         TEXT    PRIMARY KEY,
+                last_timestamp INTEGER NOT NULL,
+                message_count  INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            PRAGMA user_version = 1;
+            INSERT INTO inbound_messages (id, number, timestamp, json)
+                VALUES ('wamid.V1', '919216598210', 1757936743, '{\"id\":\"wamid.V1\",\"from\":\"919216598210\"}');
+            INSERT INTO conversations VALUES ('919216598210', 1757936743, 1);",
+        )
+        .unwrap();
+    }
+    let dir = data.path().display().to_string();
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("DATA_DIR".into(), dir);
+    })
+    .await;
+    assert_eq!(app.ids_of(A).await, ["wamid.V1"]);
+    let retry = webhook_with(vec![text_message("wamid.V1", A, "again")]);
+    assert_eq!(ack(&app, &retry).await.1["duplicates"], 1);
+    let new = webhook_with(vec![text_message("wamid.V2", A, "new")]);
+    assert_eq!(ack(&app, &new).await.1["stored"], 1);
+    assert_eq!(app.ids_of(A).await, ["wamid.V1", "wamid.V2"]);
+    let db = rusqlite::Connection::open(data.path().join("whatsapp-gateway.sqlite3")).unwrap();
+    let version: i64 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    app.wait_readyz(200, std::time::Duration::from_secs(3))
+        .await;
+    let probed: i64 = db
+        .query_row("SELECT count(*) FROM health", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(probed, 1, "the readiness probe writes its row");
+}
