@@ -40,6 +40,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -437,21 +438,46 @@ async fn receive_body(
         bytes: 0,
         permit: None,
     };
+    // A body that arrives whole in one frame (the usual webhook: it came with the headers) is
+    // kept as hyper handed it over, without a copy; it is complete, so nothing stalls on it.
+    let mut whole: Option<Bytes> = None;
     let started = Instant::now();
     let hard_deadline = started + edge.body_timeout;
     loop {
-        let deadline = frame_deadline(started, hard_deadline, buffer.len(), edge.min_upload_rate);
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => return Err(BodyFailure::Error(ApiError::BodyTimeout)),
-            Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(BodyFailure::Error(ApiError::UnreadableBody)),
-            Ok(Some(Ok(frame))) => frame,
+        // A frame already buffered is taken without arming a timer.
+        let next = match body.frame().now_or_never() {
+            Some(next) => next,
+            None => {
+                let deadline =
+                    frame_deadline(started, hard_deadline, buffer.len(), edge.min_upload_rate);
+                tokio::time::timeout_at(deadline, body.frame())
+                    .await
+                    .map_err(|_| BodyFailure::Error(ApiError::BodyTimeout))?
+            }
+        };
+        let frame = match next {
+            None => break,
+            Some(Err(_)) => return Err(BodyFailure::Error(ApiError::UnreadableBody)),
+            Some(Ok(frame)) => frame,
         };
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
         if data.is_empty() {
             continue;
+        }
+        if whole.is_none() && buffer.is_empty() && declared == Some(data.len() as u64) {
+            edge.charge(&mut memory, data.len())
+                .map_err(BodyFailure::Refused)?;
+            if let Some(hasher) = &mut hasher {
+                hasher.update(&data);
+            }
+            whole = Some(data);
+            continue;
+        }
+        if whole.is_some() {
+            // More than the declared length: hyper never yields that, but never drop bytes.
+            return Err(BodyFailure::Error(ApiError::UnreadableBody));
         }
         let needed = buffer.len() + data.len();
         if needed > edge.max_body_bytes {
@@ -478,7 +504,7 @@ async fn receive_body(
     if let Some(hasher) = hasher {
         parts.extensions.insert::<BodyDigest>(hasher.finish());
     }
-    let bytes: Bytes = buffer.freeze();
+    let bytes = whole.unwrap_or_else(|| buffer.freeze());
     Ok((Request::from_parts(parts, Body::from(bytes)), Some(memory)))
 }
 

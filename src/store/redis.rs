@@ -9,12 +9,12 @@
 //! - `<REDIS_KEY_PREFIX>:health:probe`: the readiness probe's write (expires after 60 s).
 //!
 //! A chunk of up to [`MAX_MESSAGES_PER_WRITE`] messages costs one round trip: [`SAVE_SCRIPT`].
-//! Redis does not roll a failing script back, so the script first checks the type of every list
-//! and of the conversations key and fails with an error naming the key before writing anything;
-//! then, per message, it checks the marker (`GET`), indexes (`ZSCORE` + `ZADD`, no `ZADD GT`, so Redis before 6.2 works),
-//! appends, and writes the marker **last**. A failure part-way (a command disabled or failing on
-//! this server) therefore leaves earlier messages complete with their markers and the failing
-//! message without marker and without list entry: Meta's retry stores it exactly once. The
+//! Redis does not roll a failing script back, so the script writes in phases (see [`SAVE_SCRIPT`]):
+//! read every marker, update the conversation index, append (popping its own appends again if
+//! one fails), and write the markers **last**. A failure part-way (a key of the wrong type, a
+//! command disabled or failing on this server) therefore leaves no message and no marker of the
+//! chunk: Meta's retry stores it exactly once. (Four commands per message: `GET`, `ZSCORE` once
+//! per number, `RPUSH`, `SET`; no `TYPE` pre-checks.) The
 //! connection is a [`ConnectionManager`]: it reconnects by itself; while Redis is down calls fail
 //! fast (REDIS_TIMEOUT_MS) and the webhook answers 503, so Meta retries.
 //!
@@ -56,51 +56,62 @@ use crate::domain::{InboundMessage, PhoneNumber};
 /// All keys are declared in KEYS, so the script is also valid where Redis checks key access.
 /// Returns one entry per message: 1 newly stored, 0 already stored by the same sender (a
 /// duplicate), or the digits of the other sender the id is already stored for (a conflict).
-/// Fails before its first write when a list or the conversations key has a type it cannot write
-/// to. (A marker key of another type makes `GET` fail before that message's first write, which
-/// keeps the retry exactly-once too.)
+///
+/// A chunk is written all or nothing, in phases, because Redis does not roll a failing script
+/// back: (1) every marker is read (`GET`; a marker key of another type fails here, before any
+/// write); (2) the appends, each through `pcall`; (3) the conversation index (`ZSCORE` + `ZADD`
+/// once per number, through `pcall`; no `ZADD GT`, so Redis before 6.2 works). If an append or
+/// the index fails (a key of another type, a command disabled or refused on this server), the
+/// appends already made are popped again (`RPOP`: nothing else runs during a script, so the tails
+/// are ours) and the script fails naming the cause; (4) the markers, **last**. Out-of-memory can
+/// only refuse a script's first write, so it cannot fail the markers after the appends.
 pub const SAVE_SCRIPT: &str = r"
 local n = (#KEYS - 1) / 2
-local function check(key, wanted)
-  local found = redis.call('TYPE', key)['ok']
-  if found ~= 'none' and found ~= wanted then
-    return redis.error_reply('ERR key ' .. key .. ' holds a ' .. found .. ', not a ' .. wanted
-      .. '; nothing of this chunk was stored (remove or rename that key, the retry will be stored)')
-  end
-end
-local err = check(KEYS[1], 'zset')
-if err then return err end
-local checked = {}
-for i = 1, n do
-  local list = KEYS[2 * i + 1]
-  if not checked[list] then
-    err = check(list, 'list')
-    if err then return err end
-    checked[list] = true
-  end
-end
-local scores = {}
 local out = {}
+local fresh = {}
+local owner = {}
 for i = 1, n do
   local number = ARGV[3 * i]
-  local seen = redis.call('GET', KEYS[2 * i])
+  local seen = owner[KEYS[2 * i]] or redis.call('GET', KEYS[2 * i])
   if seen then
     if seen == number or seen == '1' then out[i] = 0 else out[i] = seen end
   else
-    local ts = tonumber(ARGV[3 * i + 1])
-    local score = scores[number]
-    if score == nil then
-      score = tonumber(redis.call('ZSCORE', KEYS[1], number)) or false
-    end
-    if not score or score < ts then
-      redis.call('ZADD', KEYS[1], ts, number)
-      score = ts
-    end
-    scores[number] = score
-    redis.call('RPUSH', KEYS[2 * i + 1], ARGV[3 * i - 1])
-    redis.call('SET', KEYS[2 * i], number, 'EX', ARGV[1])
     out[i] = 1
+    owner[KEYS[2 * i]] = number
+    fresh[#fresh + 1] = i
   end
+end
+local function undo(count)
+  for j = count, 1, -1 do redis.call('RPOP', KEYS[2 * fresh[j] + 1]) end
+end
+local function failed(reply) return type(reply) == 'table' and reply.err end
+for k, i in ipairs(fresh) do
+  local pushed = redis.pcall('RPUSH', KEYS[2 * i + 1], ARGV[3 * i - 1])
+  if failed(pushed) then
+    undo(k - 1)
+    return redis.error_reply('ERR appending to ' .. KEYS[2 * i + 1] .. ' failed (' .. pushed.err
+      .. '); nothing of this chunk was stored (a key of another type there must be removed or renamed; the retry will be stored)')
+  end
+end
+local latest = {}
+for _, i in ipairs(fresh) do
+  local number, ts = ARGV[3 * i], tonumber(ARGV[3 * i + 1])
+  if latest[number] == nil or latest[number] < ts then latest[number] = ts end
+end
+for number, ts in pairs(latest) do
+  local score = redis.pcall('ZSCORE', KEYS[1], number)
+  local indexed = score
+  if not failed(score) and not (tonumber(score) and tonumber(score) >= ts) then
+    indexed = redis.pcall('ZADD', KEYS[1], ts, number)
+  end
+  if failed(indexed) then
+    undo(#fresh)
+    return redis.error_reply('ERR indexing ' .. KEYS[1] .. ' failed (' .. indexed.err
+      .. '); nothing of this chunk was stored, the retry will be')
+  end
+end
+for _, i in ipairs(fresh) do
+  redis.call('SET', KEYS[2 * i], ARGV[3 * i], 'EX', ARGV[1])
 end
 return out
 ";
