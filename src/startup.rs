@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -189,7 +188,9 @@ impl Application {
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(axum::body::Body::new);
-                    request.extensions_mut().insert(ConnectInfo(peer));
+                    request
+                        .extensions_mut()
+                        .insert(crate::http::edge::Connection::new(peer));
                     app.clone().oneshot(request)
                 },
             );

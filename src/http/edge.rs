@@ -13,16 +13,19 @@
 //!    (MIN_UPLOAD_BYTES_PER_SEC after a 2 s grace) and finish within BODY_TIMEOUT_SECS, else 408;
 //!    over MAX_BODY_BYTES is 413 (refused from `Content-Length` before reading). Over a budget the
 //!    answer is 503 at once. For `/webhook` the body is hashed (HMAC-SHA256 under APP_SECRET) as
-//!    it arrives, so the signature check is a 32-byte comparison ([`BodyDigest`] in the request's
-//!    extensions).
+//!    it arrives, so the signature check is a 32-byte comparison (the digest travels in the
+//!    request's [`Connection`] extension).
 //! 3. **Take a processing slot** of the request's class: CONCURRENCY_LIMIT for webhooks,
 //!    CLIENT_CONCURRENCY_LIMIT for the client API; none free -> 503 at once (load shedding, no
 //!    queue). A stalled upload therefore never holds a slot: it holds only upload budget, which
 //!    it loses by the minimum rate.
 //! 4. Count sends in flight, so shutdown can let them finish ([`Edge::sends_in_flight`]).
 //!
-//! The memory reservation is held until the response is produced; the body's bytes are freed by
-//! then. This is a tower service rather than `axum::middleware::from_fn`: it sits on the hot path
+//! A body already complete when the edge first looks (the usual webhook: it came in the same
+//! packets as its headers, at most one 16 KiB read buffer) is not "being received": it takes no
+//! upload slot and no per-client share, only its bytes from the global memory budget, and is
+//! handed on without a copy. The memory charge is held until the response is produced; the body's
+//! bytes are freed by then. This is a tower service rather than `axum::middleware::from_fn`: it sits on the hot path
 //! of every webhook, and one boxed future per request is all it costs.
 
 use std::collections::HashMap;
@@ -36,10 +39,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -50,6 +53,27 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
 use crate::webhook::{AppSecret, BodyDigest, BodyHasher};
+
+/// What the edge knows of a request's connection, in one request extension (set by the accept
+/// loop; one extension insert per request, the edge fills in the digest in place: extension
+/// inserts cost about a thousand instructions each on the webhook's hot path).
+#[derive(Debug, Clone, Copy)]
+pub struct Connection {
+    /// The client's address (a proxy's, behind one).
+    pub peer: SocketAddr,
+    /// For `POST /webhook` with APP_SECRET set: the HMAC of the body, computed while it arrived.
+    pub body_digest: Option<BodyDigest>,
+}
+
+impl Connection {
+    /// A connection from `peer`, no digest yet.
+    pub fn new(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            body_digest: None,
+        }
+    }
+}
 
 /// How long a body may arrive below the minimum rate before the rate is enforced.
 pub const UPLOAD_GRACE: Duration = Duration::from_secs(2);
@@ -159,15 +183,15 @@ impl Edge {
 
     /// Charges `bytes` more of body buffers to `client` and to the global budget.
     fn charge(&self, charge: &mut MemoryCharge, bytes: usize) -> Result<(), Refusal> {
-        {
+        if let Some(client) = charge.client {
             let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
-            let usage = by_client.entry(charge.client).or_default();
+            let usage = by_client.entry(client).or_default();
             if usage.bytes + bytes > self.upload_memory_per_client {
                 return Err(Refusal::UploadMemoryPerClient);
             }
             usage.bytes += bytes;
         }
-        // Counted per client from here on: `charge` gives it back when dropped.
+        // Counted from here on: `charge` gives it back when dropped.
         charge.bytes += bytes;
         let permit = u32::try_from(bytes)
             .ok()
@@ -223,14 +247,19 @@ impl Drop for UploadSlot {
 /// produced.
 pub struct MemoryCharge {
     edge: Arc<Edge>,
-    client: IpAddr,
+    /// `None` for a body that was complete on arrival: charged to the global budget only.
+    client: Option<IpAddr>,
     bytes: usize,
     permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for MemoryCharge {
     fn drop(&mut self) {
-        self.edge.release(self.client, 0, self.bytes);
+        if let Some(client) = self.client
+            && self.bytes > 0
+        {
+            self.edge.release(client, 0, self.bytes);
+        }
     }
 }
 
@@ -419,13 +448,40 @@ async fn receive_body(
     if declared.is_some_and(|n| n > edge.max_body_bytes as u64) {
         return Err(BodyFailure::Error(ApiError::PayloadTooLarge));
     }
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    let _upload = edge.start_upload(client).map_err(BodyFailure::Refused)?;
-
     let (mut parts, mut body) = request.into_parts();
+    // The usual webhook: its body came with the headers and is complete in hyper's buffer. It is
+    // not being received, so it takes no upload slot and no per-client share; it is kept as hyper
+    // handed it over (no copy) and charged to the global memory budget.
+    let mut pending = body.frame().now_or_never();
+    if let Some(Some(Ok(frame))) = &pending
+        && frame
+            .data_ref()
+            .is_some_and(|d| !d.is_empty() && declared == Some(d.len() as u64))
+    {
+        let Some(Some(Ok(frame))) = pending.take() else {
+            unreachable!("matched just above")
+        };
+        let data = frame.into_data().unwrap_or_default();
+        let mut memory = MemoryCharge {
+            edge: edge.clone(),
+            client: None,
+            bytes: 0,
+            permit: None,
+        };
+        edge.charge(&mut memory, data.len())
+            .map_err(BodyFailure::Refused)?;
+        if let Some(mut hasher) = hasher {
+            hasher.update(&data);
+            set_digest(&mut parts.extensions, hasher);
+        }
+        return Ok((Request::from_parts(parts, Body::from(data)), Some(memory)));
+    }
+
+    let client = parts
+        .extensions
+        .get::<Connection>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip());
+    let _upload = edge.start_upload(client).map_err(BodyFailure::Refused)?;
     // The body is copied into one buffer that grows by doubling, and the budget is charged for
     // the buffer's capacity before it grows: what the budget counts is what is allocated. (Keeping
     // hyper's chunks instead would pin one read buffer per chunk, so a body trickled in tiny
@@ -434,18 +490,15 @@ async fn receive_body(
     let mut buffer = BytesMut::new();
     let mut memory = MemoryCharge {
         edge: edge.clone(),
-        client,
+        client: Some(client),
         bytes: 0,
         permit: None,
     };
-    // A body that arrives whole in one frame (the usual webhook: it came with the headers) is
-    // kept as hyper handed it over, without a copy; it is complete, so nothing stalls on it.
-    let mut whole: Option<Bytes> = None;
     let started = Instant::now();
     let hard_deadline = started + edge.body_timeout;
     loop {
         // A frame already buffered is taken without arming a timer.
-        let next = match body.frame().now_or_never() {
+        let next = match pending.take().or_else(|| body.frame().now_or_never()) {
             Some(next) => next,
             None => {
                 let deadline =
@@ -465,19 +518,6 @@ async fn receive_body(
         };
         if data.is_empty() {
             continue;
-        }
-        if whole.is_none() && buffer.is_empty() && declared == Some(data.len() as u64) {
-            edge.charge(&mut memory, data.len())
-                .map_err(BodyFailure::Refused)?;
-            if let Some(hasher) = &mut hasher {
-                hasher.update(&data);
-            }
-            whole = Some(data);
-            continue;
-        }
-        if whole.is_some() {
-            // More than the declared length: hyper never yields that, but never drop bytes.
-            return Err(BodyFailure::Error(ApiError::UnreadableBody));
         }
         let needed = buffer.len() + data.len();
         if needed > edge.max_body_bytes {
@@ -502,10 +542,24 @@ async fn receive_body(
         buffer.extend_from_slice(&data);
     }
     if let Some(hasher) = hasher {
-        parts.extensions.insert::<BodyDigest>(hasher.finish());
+        set_digest(&mut parts.extensions, hasher);
     }
-    let bytes = whole.unwrap_or_else(|| buffer.freeze());
+    let bytes = buffer.freeze();
     Ok((Request::from_parts(parts, Body::from(bytes)), Some(memory)))
+}
+
+/// Puts the body's digest into the request's [`Connection`] extension.
+fn set_digest(extensions: &mut axum::http::Extensions, hasher: BodyHasher) {
+    let digest = Some(hasher.finish());
+    match extensions.get_mut::<Connection>() {
+        Some(connection) => connection.body_digest = digest,
+        None => {
+            extensions.insert(Connection {
+                peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+                body_digest: digest,
+            });
+        }
+    }
 }
 
 /// When the next frame must have arrived: by the whole-body deadline, and, once the grace is

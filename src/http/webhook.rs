@@ -16,10 +16,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::http::AppState;
+use crate::http::edge::Connection;
 use crate::http::error::ApiError;
 use crate::http::extract::read_body;
 use crate::webhook::signature::SIGNATURE_HEADER;
-use crate::webhook::{BodyDigest, HandshakeQuery, extract_batch};
+use crate::webhook::{HandshakeQuery, extract_batch};
 
 /// What POST /webhook answers (Meta only looks at the status).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -93,7 +94,10 @@ pub async fn receive_webhook(
     // Only the signature header and the digest the edge computed while the body arrived are
     // needed after the body is consumed.
     let signature = request.headers().get(SIGNATURE_HEADER).cloned();
-    let digest = request.extensions().get::<BodyDigest>().copied();
+    let digest = request
+        .extensions()
+        .get::<Connection>()
+        .and_then(|c| c.body_digest);
     let metrics = &state.metrics;
     let body = read_body(request, state.body_limits)
         .await

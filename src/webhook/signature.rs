@@ -82,6 +82,12 @@ impl std::fmt::Debug for AppSecret {
 #[derive(Clone, Copy)]
 pub struct BodyDigest([u8; 32]);
 
+impl std::fmt::Debug for BodyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyDigest(..)")
+    }
+}
+
 /// An HMAC over a body that arrives in chunks ([`AppSecret::hasher`]).
 #[derive(Clone)]
 pub struct BodyHasher(HmacSha256);
