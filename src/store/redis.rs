@@ -66,52 +66,52 @@ use crate::domain::{InboundMessage, PhoneNumber};
 /// are ours) and the script fails naming the cause; (4) the markers, **last**. Out-of-memory can
 /// only refuse a script's first write, so it cannot fail the markers after the appends.
 pub const SAVE_SCRIPT: &str = r"
-local n = (#KEYS - 1) / 2
-local out = {}
-local fresh = {}
-local owner = {}
-for i = 1, n do
-  local number = ARGV[3 * i]
-  local seen = owner[KEYS[2 * i]] or redis.call('GET', KEYS[2 * i])
+local call, try = redis.call, redis.pcall
+local out, fresh, owner = {}, {}, {}
+local nfresh = 0
+for i = 1, (#KEYS - 1) / 2 do
+  local marker, number = KEYS[2 * i], ARGV[3 * i]
+  local seen = owner[marker] or call('GET', marker)
   if seen then
-    if seen == number or seen == '1' then out[i] = 0 else out[i] = seen end
+    out[i] = (seen == number or seen == '1') and 0 or seen
   else
     out[i] = 1
-    owner[KEYS[2 * i]] = number
-    fresh[#fresh + 1] = i
+    owner[marker] = number
+    nfresh = nfresh + 1
+    fresh[nfresh] = i
   end
 end
 local function undo(count)
-  for j = count, 1, -1 do redis.call('RPOP', KEYS[2 * fresh[j] + 1]) end
-end
-local function failed(reply) return type(reply) == 'table' and reply.err end
-for k, i in ipairs(fresh) do
-  local pushed = redis.pcall('RPUSH', KEYS[2 * i + 1], ARGV[3 * i - 1])
-  if failed(pushed) then
-    undo(k - 1)
-    return redis.error_reply('ERR appending to ' .. KEYS[2 * i + 1] .. ' failed (' .. pushed.err
-      .. '); nothing of this chunk was stored (a key of another type there must be removed or renamed; the retry will be stored)')
-  end
+  for j = count, 1, -1 do call('RPOP', KEYS[2 * fresh[j] + 1]) end
 end
 local latest = {}
-for _, i in ipairs(fresh) do
+for k = 1, nfresh do
+  local i = fresh[k]
+  local pushed = try('RPUSH', KEYS[2 * i + 1], ARGV[3 * i - 1])
+  if type(pushed) == 'table' then
+    undo(k - 1)
+    return redis.error_reply('ERR appending to ' .. KEYS[2 * i + 1] .. ' failed (' .. tostring(pushed.err)
+      .. '); nothing of this chunk was stored (a key of another type there must be removed or renamed; the retry will be stored)')
+  end
   local number, ts = ARGV[3 * i], tonumber(ARGV[3 * i + 1])
-  if latest[number] == nil or latest[number] < ts then latest[number] = ts end
+  local known = latest[number]
+  if not known or known < ts then latest[number] = ts end
 end
 for number, ts in pairs(latest) do
-  local score = redis.pcall('ZSCORE', KEYS[1], number)
-  local indexed = score
-  if not failed(score) and not (tonumber(score) and tonumber(score) >= ts) then
-    indexed = redis.pcall('ZADD', KEYS[1], ts, number)
+  local score = try('ZSCORE', KEYS[1], number)
+  if type(score) ~= 'table' and not (score and tonumber(score) >= ts) then
+    score = try('ZADD', KEYS[1], ts, number)
   end
-  if failed(indexed) then
-    undo(#fresh)
-    return redis.error_reply('ERR indexing ' .. KEYS[1] .. ' failed (' .. indexed.err
+  if type(score) == 'table' then
+    undo(nfresh)
+    return redis.error_reply('ERR indexing ' .. KEYS[1] .. ' failed (' .. tostring(score.err)
       .. '); nothing of this chunk was stored, the retry will be')
   end
 end
-for _, i in ipairs(fresh) do
-  redis.call('SET', KEYS[2 * i], ARGV[3 * i], 'EX', ARGV[1])
+local ttl = ARGV[1]
+for k = 1, nfresh do
+  local i = fresh[k]
+  call('SET', KEYS[2 * i], ARGV[3 * i], 'EX', ttl)
 end
 return out
 ";
