@@ -13,6 +13,26 @@ fn meta_success() -> Value {
            "messages": [{"id": "wamid.HBgMOTE5MjE2NTk4MjEwFQIAERgSQ0E="}]})
 }
 
+/// An app whose GRAPH_API_BASE is `base`.
+async fn app_with_graph_base(base: String) -> TestApp {
+    spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("GRAPH_API_BASE".into(), base);
+    })
+    .await
+}
+
+/// Sends a text through `app`, expects 502 and returns the text `detail`.
+async fn send_expecting_502(app: &TestApp) -> String {
+    let response = app
+        .post_send(json!({"number": "919216598210", "text": "hi"}))
+        .await;
+    assert_eq!(response.status(), 502);
+    response.json::<Value>().await.unwrap()["detail"]
+        .as_str()
+        .expect("a text detail")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn text_is_sent_with_metas_exact_body_and_bearer() {
     let app = spawn_app(Backend::Embedded).await;
@@ -99,21 +119,8 @@ async fn graph_server_error_is_502_and_timeout_is_504() {
 #[tokio::test]
 async fn unreachable_graph_is_502() {
     let closed_port = free_port();
-    let app = spawn_app_with(Backend::Embedded, |vars| {
-        vars.insert(
-            "GRAPH_API_BASE".into(),
-            format!("http://127.0.0.1:{closed_port}/v22.0"),
-        );
-    })
-    .await;
-    let response = app
-        .post_send(json!({"number": "919216598210", "text": "hi"}))
-        .await;
-    assert_eq!(response.status(), 502);
-    let detail = response.json::<Value>().await.unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let app = app_with_graph_base(format!("http://127.0.0.1:{closed_port}/v22.0")).await;
+    let detail = send_expecting_502(&app).await;
     assert!(detail.starts_with("Graph API unreachable"), "{detail}");
     assert!(detail.contains("connection refused"), "{detail}");
     assert!(
@@ -127,19 +134,8 @@ async fn unreachable_graph_is_502() {
 
 #[tokio::test]
 async fn unresolvable_graph_host_is_502_naming_dns() {
-    let app = spawn_app_with(Backend::Embedded, |vars| {
-        vars.insert(
-            "GRAPH_API_BASE".into(),
-            "http://nonexistent.invalid/v22.0".into(),
-        );
-    })
-    .await;
-    let response = app
-        .post_send(json!({"number": "919216598210", "text": "hi"}))
-        .await;
-    assert_eq!(response.status(), 502);
-    let body = response.json::<Value>().await.unwrap();
-    let detail = body["detail"].as_str().unwrap();
+    let app = app_with_graph_base("http://nonexistent.invalid/v22.0".into()).await;
+    let detail = send_expecting_502(&app).await;
     assert!(
         detail.starts_with("Graph API unreachable: DNS failure: could not resolve"),
         "{detail}"
@@ -205,14 +201,7 @@ async fn a_graph_response_over_one_mib_is_502_too_large() {
         .respond_with(ResponseTemplate::new(200).set_body_raw(big, "application/json"))
         .mount(&app.graph)
         .await;
-    let response = app
-        .post_send(json!({"number": "919216598210", "text": "hi"}))
-        .await;
-    assert_eq!(response.status(), 502);
-    let detail = response.json::<Value>().await.unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let detail = send_expecting_502(&app).await;
     assert!(detail.contains("response too large"), "{detail}");
 }
 
@@ -238,21 +227,8 @@ async fn an_endless_chunked_graph_response_is_cut_at_the_cap() {
         }
         sent
     });
-    let app = spawn_app_with(Backend::Embedded, |vars| {
-        vars.insert(
-            "GRAPH_API_BASE".into(),
-            format!("http://127.0.0.1:{port}/v22.0"),
-        );
-    })
-    .await;
-    let response = app
-        .post_send(json!({"number": "919216598210", "text": "hi"}))
-        .await;
-    assert_eq!(response.status(), 502);
-    let detail = response.json::<Value>().await.unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let app = app_with_graph_base(format!("http://127.0.0.1:{port}/v22.0")).await;
+    let detail = send_expecting_502(&app).await;
     assert!(detail.contains("response too large"), "{detail}");
     let sent = tokio::time::timeout(Duration::from_secs(5), server)
         .await
@@ -376,17 +352,7 @@ async fn a_tls_failure_is_502_naming_tls() {
     // An https:// base pointing at a plain-HTTP server: the TLS handshake fails.
     let plain = wiremock::MockServer::start().await;
     let base = plain.uri().replace("http://", "https://");
-    let app = spawn_app_with(Backend::Embedded, |vars| {
-        vars.insert("GRAPH_API_BASE".into(), format!("{base}/v22.0"));
-    })
-    .await;
-    let response = app
-        .post_send(json!({"number": "919216598210", "text": "hi"}))
-        .await;
-    assert_eq!(response.status(), 502);
-    let detail = response.json::<Value>().await.unwrap()["detail"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let app = app_with_graph_base(format!("{base}/v22.0")).await;
+    let detail = send_expecting_502(&app).await;
     assert!(detail.starts_with("Graph API unreachable: TLS"), "{detail}");
 }
