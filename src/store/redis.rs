@@ -13,8 +13,8 @@
 //! read every marker, update the conversation index, append (popping its own appends again if
 //! one fails), and write the markers **last**. A failure part-way (a key of the wrong type, a
 //! command disabled or failing on this server) therefore leaves no message and no marker of the
-//! chunk: Meta's retry stores it exactly once. (Four commands per message: `GET`, `ZSCORE` once
-//! per number, `RPUSH`, `SET`; no `TYPE` pre-checks.) The
+//! chunk: Meta's retry stores it exactly once. (One `MGET` per chunk, then per message `RPUSH`,
+//! `SET` and, once per number, `ZSCORE`; no `TYPE` pre-checks.) The
 //! connection is a [`ConnectionManager`]: it reconnects by itself; while Redis is down calls fail
 //! fast (REDIS_TIMEOUT_MS) and the webhook answers 503, so Meta retries.
 //!
@@ -58,8 +58,8 @@ use crate::domain::{InboundMessage, PhoneNumber};
 /// duplicate), or the digits of the other sender the id is already stored for (a conflict).
 ///
 /// A chunk is written all or nothing, in phases, because Redis does not roll a failing script
-/// back: (1) every marker is read (`GET`; a marker key of another type fails here, before any
-/// write); (2) the appends, each through `pcall`; (3) the conversation index (`ZSCORE` + `ZADD`
+/// back: (1) every marker is read, in one `MGET` (a key of another type at a marker's name reads
+/// as absent: the message is stored and its marker replaces that key); (2) the appends, each through `pcall`; (3) the conversation index (`ZSCORE` + `ZADD`
 /// once per number, through `pcall`; no `ZADD GT`, so Redis before 6.2 works). If an append or
 /// the index fails (a key of another type, a command disabled or refused on this server), the
 /// appends already made are popped again (`RPOP`: nothing else runs during a script, so the tails
@@ -69,9 +69,13 @@ pub const SAVE_SCRIPT: &str = r"
 local call, try = redis.call, redis.pcall
 local out, fresh, owner = {}, {}, {}
 local nfresh = 0
-for i = 1, (#KEYS - 1) / 2 do
+local n = (#KEYS - 1) / 2
+local markers = {}
+for i = 1, n do markers[i] = KEYS[2 * i] end
+local values = call('MGET', unpack(markers))
+for i = 1, n do
   local marker, number = KEYS[2 * i], ARGV[3 * i]
-  local seen = owner[marker] or call('GET', marker)
+  local seen = owner[marker] or values[i]
   if seen then
     out[i] = (seen == number or seen == '1') and 0 or seen
   else
