@@ -90,10 +90,6 @@ impl Application {
             }),
             api_key: settings.api_key.clone(),
             metrics: crate::metrics::Metrics::new(),
-            body_limits: crate::http::extract::BodyLimits {
-                max_bytes: settings.http.max_body_bytes,
-                timeout: settings.http.body_timeout,
-            },
             edge: Arc::new(crate::http::edge::Edge::new(&settings.http)),
             allowed_hosts: settings.http.allowed_hosts.clone(),
         });

@@ -1,5 +1,5 @@
 //! Request body extraction with our error shapes and limits: [`JsonBody`] for client endpoints,
-//! [`read_body`] for the webhook (which needs the raw bytes for the signature).
+//! [`take_body`] for the webhook (which needs the raw bytes for the signature).
 //!
 //! `JsonBody` requires `Content-Type: application/json` (or any `+json` type), else 415. FastAPI
 //! parsed a body without a Content-Type too, but a browser can send exactly that (or `text/plain`,
@@ -25,9 +25,9 @@ pub struct JsonBody<T>(pub T);
 impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         require_json_content_type(req.headers())?;
-        let bytes = read_body(req, state.body_limits).await?;
+        let bytes = take_body(req).await?;
         parse_json(&bytes).map(JsonBody)
     }
 }
@@ -104,42 +104,13 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Limits on reading a request body, from HttpSettings.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyLimits {
-    /// MAX_BODY_BYTES.
-    pub max_bytes: usize,
-    /// BODY_TIMEOUT_SECS: a deadline for the *whole* body. (tower-http's RequestBodyTimeout resets
-    /// on every frame, so a client trickling one byte a second would never be cut off.)
-    pub timeout: std::time::Duration,
-}
-
-/// Reads the whole body: over MAX_BODY_BYTES -> 413 (checked against Content-Length first, so a
-/// large upload is refused before it is read), not complete within BODY_TIMEOUT_SECS -> 408,
-/// broken connection -> 400.
-pub async fn read_body(request: Request, limits: BodyLimits) -> Result<Bytes, ApiError> {
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limits.max_bytes as u64) {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let body = request.into_body();
-    match tokio::time::timeout(limits.timeout, axum::body::to_bytes(body, limits.max_bytes)).await {
-        Err(_) => Err(ApiError::BodyTimeout),
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(err) = source {
-                if err.is::<http_body_util::LengthLimitError>() {
-                    return Err(ApiError::PayloadTooLarge);
-                }
-                source = err.source();
-            }
-            Err(ApiError::UnreadableBody)
-        }
-    }
+/// Takes the request's body, which [`crate::http::edge`] has already received whole under its
+/// limits (size, rate, deadline, memory): no second limit check and no timer here, only the
+/// hand-over of the buffered bytes.
+pub async fn take_body(request: Request) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(request.into_body(), usize::MAX)
+        .await
+        .map_err(|_| ApiError::UnreadableBody)
 }
 
 #[cfg(test)]

@@ -59,8 +59,6 @@ pub struct AppState {
     pub api_key: Option<SecretString>,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// Body size and time limits.
-    pub body_limits: extract::BodyLimits,
     /// Admission budgets and capacity ([`edge`]).
     pub edge: Arc<edge::Edge>,
     /// ALLOWED_HOSTS, checked on client endpoints while API_KEY is unset.

@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::http::AppState;
 use crate::http::edge::Connection;
 use crate::http::error::ApiError;
-use crate::http::extract::read_body;
+use crate::http::extract::take_body;
 use crate::webhook::signature::SIGNATURE_HEADER;
 use crate::webhook::{HandshakeQuery, extract_batch};
 
@@ -99,13 +99,11 @@ pub async fn receive_webhook(
         .get::<Connection>()
         .and_then(|c| c.body_digest);
     let metrics = &state.metrics;
-    let body = read_body(request, state.body_limits)
-        .await
-        .inspect_err(|e| {
-            let reason = e.body_failure_reason();
-            metrics.reject(reason);
-            tracing::warn!(reason, "webhook.rejected");
-        })?;
+    let body = take_body(request).await.inspect_err(|e| {
+        let reason = e.body_failure_reason();
+        metrics.reject(reason);
+        tracing::warn!(reason, "webhook.rejected");
+    })?;
     if let Some(secret) = &state.app_secret {
         let header = signature.as_ref().map(HeaderValue::as_bytes);
         match &digest {
