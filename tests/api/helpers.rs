@@ -53,6 +53,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `redis-server` arguments of the compose set-up: AOF on, `appendfsync everysec`, no RDB.
+pub const AOF_EVERYSEC: [&str; 6] = [
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "everysec",
+    "--save",
+    "",
+];
+
 /// A `redis-server` child process on loopback, killed on drop.
 pub struct TestRedis {
     pub port: u16,
@@ -69,14 +79,7 @@ impl TestRedis {
 
     /// Starts a fresh server with AOF on and `appendfsync everysec` (the compose set-up).
     pub fn start_aof() -> Self {
-        Self::start_with(&[
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "",
-        ])
+        Self::start_with(&AOF_EVERYSEC)
     }
 
     /// Starts a fresh server with extra arguments (e.g. AOF settings).
@@ -198,19 +201,26 @@ pub async fn spawn_app_with(
     backend: Backend,
     configure: impl FnOnce(&mut HashMap<String, String>),
 ) -> TestApp {
-    let graph = MockServer::start().await;
-    let mut vars = default_vars(&graph.uri());
     let redis = match backend {
-        Backend::Redis => {
-            let redis = TestRedis::start();
-            vars.insert("REDIS_URL".into(), redis.url());
-            // A per-test prefix, as the original's list name is configurable.
-            vars.insert("REDIS_INBOUND_LIST".into(), "test:inbound:list".into());
-            vars.insert("REDIS_KEY_PREFIX".into(), "test".into());
-            Some(redis)
-        }
+        Backend::Redis => Some(TestRedis::start()),
         Backend::Embedded => None,
     };
+    spawn_app_on(redis, configure).await
+}
+
+/// Starts the app on `redis` (the embedded store when `None`), with a per-test key prefix.
+async fn spawn_app_on(
+    redis: Option<TestRedis>,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    let graph = MockServer::start().await;
+    let mut vars = default_vars(&graph.uri());
+    if let Some(redis) = &redis {
+        vars.insert("REDIS_URL".into(), redis.url());
+        // A per-test prefix, as the original's list name is configurable.
+        vars.insert("REDIS_INBOUND_LIST".into(), "test:inbound:list".into());
+        vars.insert("REDIS_KEY_PREFIX".into(), "test".into());
+    }
     let data_dir = tempfile::tempdir().unwrap();
     vars.insert("DATA_DIR".into(), data_dir.path().display().to_string());
     configure(&mut vars);
@@ -506,26 +516,7 @@ pub async fn spawn_app_on_redis(
     redis: TestRedis,
     configure: impl FnOnce(&mut HashMap<String, String>),
 ) -> TestApp {
-    let graph = MockServer::start().await;
-    let mut vars = default_vars(&graph.uri());
-    vars.insert("REDIS_URL".into(), redis.url());
-    vars.insert("REDIS_INBOUND_LIST".into(), "test:inbound:list".into());
-    vars.insert("REDIS_KEY_PREFIX".into(), "test".into());
-    let data_dir = tempfile::tempdir().unwrap();
-    vars.insert("DATA_DIR".into(), data_dir.path().display().to_string());
-    configure(&mut vars);
-    let mut app = TestApp {
-        address: String::new(),
-        http: reqwest::Client::new(),
-        graph,
-        redis: Some(redis),
-        data_dir,
-        vars,
-        server: tokio::spawn(async {}),
-        stop: None,
-    };
-    app.start().await;
-    app
+    spawn_app_on(Some(redis), configure).await
 }
 
 impl TestApp {
