@@ -559,6 +559,7 @@ async fn http2_cleartext_is_off_by_default() {
 
     let h2 = spawn_app_with(Backend::Embedded, |v| {
         v.insert("HTTP2".into(), "true".into());
+        v.insert("HTTP2_MAX_STREAMS".into(), "7".into());
     })
     .await;
     let mut stream = connect_from(1, &h2.address).await;
@@ -576,4 +577,12 @@ async fn http2_cleartext_is_off_by_default() {
         "an h2 SETTINGS frame: {:?}",
         &buf[..n]
     );
+    // Its entries are 6 bytes (id, value); SETTINGS_MAX_CONCURRENT_STREAMS (0x3) is the cap.
+    let length = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+    let entries = &buf[9..(9 + length).min(n)];
+    let max_streams = entries
+        .chunks_exact(6)
+        .find(|e| e[0..2] == [0, 3])
+        .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]));
+    assert_eq!(max_streams, Some(7), "HTTP2_MAX_STREAMS is advertised");
 }
