@@ -58,6 +58,9 @@ fn request_host(request: &Request) -> &str {
         .unwrap_or_default()
 }
 
+/// The API key header, as a `HeaderName` (a string would be parsed on every lookup).
+const X_API_KEY: axum::http::HeaderName = axum::http::HeaderName::from_static("x-api-key");
+
 fn presented_key_matches(headers: &HeaderMap, expected: &SecretString) -> bool {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -68,7 +71,7 @@ fn presented_key_matches(headers: &HeaderMap, expected: &SecretString) -> bool {
         })
         .map(str::trim);
     let header_key = headers
-        .get("x-api-key")
+        .get(&X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     let expected = Sha256::digest(expected.expose_secret().as_bytes());

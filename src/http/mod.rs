@@ -24,7 +24,7 @@ use std::time::Duration;
 use std::convert::Infallible;
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
@@ -99,6 +99,9 @@ pub fn app(state: Arc<AppState>, http: &HttpSettings) -> AppService {
     BoxCloneSyncService::new(stack.service(router(state)))
 }
 
+/// The request id header, as a `HeaderName` (a string would be parsed on every lookup).
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Longest `x-request-id` taken from a client.
 pub const MAX_REQUEST_ID_LEN: usize = 64;
 
@@ -106,10 +109,10 @@ pub const MAX_REQUEST_ID_LEN: usize = 64;
 /// `-_.:`, so a generated one replaces it: ids are echoed and logged, and a client must not be
 /// able to put 60 KB or control characters into every log line.
 fn drop_unsafe_request_id(mut request: Request) -> Request {
-    if let Some(id) = request.headers().get("x-request-id")
+    if let Some(id) = request.headers().get(&X_REQUEST_ID)
         && !is_safe_request_id(id)
     {
-        request.headers_mut().remove("x-request-id");
+        request.headers_mut().remove(&X_REQUEST_ID);
     }
     request
 }
@@ -190,14 +193,19 @@ impl MakeRequestId for SequentialRequestId {
 }
 
 /// The request span. Only the path is recorded, never the query: the verification GET carries
-/// `hub.verify_token` in it.
+/// `hub.verify_token` in it. The fields are computed only when the span is enabled (the macro
+/// evaluates them lazily), so with `RUST_LOG=warn` a request pays no header lookup for it.
 fn make_span(request: &Request) -> Span {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %request_id)
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    )
 }
 
 fn on_response(response: &Response, latency: Duration, _span: &Span) {

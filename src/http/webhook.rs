@@ -93,7 +93,7 @@ pub async fn receive_webhook(
 ) -> Result<Json<WebhookAck>, ApiError> {
     // Only the signature header and the digest the edge computed while the body arrived are
     // needed after the body is consumed.
-    let signature = request.headers().get(SIGNATURE_HEADER).cloned();
+    let signature = request.headers().get(&SIGNATURE_HEADER).cloned();
     let digest = request
         .extensions()
         .get::<Connection>()

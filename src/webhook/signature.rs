@@ -21,8 +21,10 @@ use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Header Meta puts the signature in.
-pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+/// Header Meta puts the signature in (a `HeaderName`, so looking it up does not parse a string on
+/// every webhook).
+pub const SIGNATURE_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-hub-signature-256");
 
 /// Why a webhook signature was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
