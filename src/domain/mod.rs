@@ -3,12 +3,16 @@
 //! Parsing happens once at the edge (HTTP handlers, the webhook extractor, configuration); everything
 //! inward takes these types, never raw `String`s.
 
+pub mod identity;
 pub mod inbound;
 pub mod message_id;
+pub mod meta_error;
 pub mod outbound;
 pub mod phone_number;
 
+pub use identity::{Bsuid, ContactId, PhoneNumberId};
 pub use inbound::{InboundMessage, MessageKind};
 pub use message_id::MessageId;
+pub use meta_error::MetaError;
 pub use outbound::{MessageText, OutboundText};
 pub use phone_number::PhoneNumber;
