@@ -190,7 +190,7 @@ pub struct RedisSettings {
     pub url: SecretString,
     /// REDIS_INBOUND_LIST: per-number lists are `<this>:<digits>`.
     pub inbound_list: String,
-    /// REDIS_KEY_PREFIX (default `whatsapp`): `<this>:seen:<wamid>`, `<this>:conversations`.
+    /// REDIS_KEY_PREFIX (default `whatsapp`): every key of ours but the FastAPI lists starts with it.
     pub key_prefix: String,
     /// REDIS_TIMEOUT_MS (default 2000): connect and response timeout, so a dead Redis yields a
     /// quick 503 rather than a hung webhook.
@@ -199,13 +199,22 @@ pub struct RedisSettings {
     /// Eviction silently deletes acknowledged messages and dedupe markers, so by default such a
     /// Redis is refused (start-up fails, and saves get 503 if the policy changes at runtime).
     pub allow_eviction: bool,
+    /// EVENT_RETENTION: events kept for clients that resume (see [`DEFAULT_EVENT_RETENTION`]).
+    pub event_retention: usize,
 }
+
+/// EVENT_RETENTION default: how many of the latest events the store keeps for event-stream
+/// clients that reconnect (a Redis stream trimmed with `MAXLEN ~`, a row cap in SQLite). A
+/// client that was away for more events than this gets a `reset` event.
+pub const DEFAULT_EVENT_RETENTION: usize = 10_000;
 
 /// The embedded (SQLite) backend.
 #[derive(Debug, Clone)]
 pub struct EmbeddedSettings {
     /// DATA_DIR (default `./data`); the database is `<DATA_DIR>/whatsapp-gateway.sqlite3`.
     pub data_dir: PathBuf,
+    /// EVENT_RETENTION (see [`DEFAULT_EVENT_RETENTION`]).
+    pub event_retention: usize,
 }
 
 /// LOG_FORMAT.
@@ -331,6 +340,8 @@ impl Settings {
                 parse_bool,
             ),
         };
+        let event_retention =
+            env.bounded("EVENT_RETENTION", DEFAULT_EVENT_RETENTION, 100, 10_000_000);
         let store = match env.get("REDIS_URL") {
             Some(url) => {
                 if !["redis://", "rediss://", "unix://", "redis+unix://"]
@@ -362,6 +373,7 @@ impl Settings {
                         "true or false",
                         parse_bool,
                     ),
+                    event_retention,
                 })
             }
             None => StoreSettings::Embedded(EmbeddedSettings {
@@ -369,6 +381,7 @@ impl Settings {
                     .get("DATA_DIR")
                     .unwrap_or_else(|| "./data".to_owned())
                     .into(),
+                event_retention,
             }),
         };
         let log_format = env.parsed_with(

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub store_queue_depth: Gauge,
     // Store integrity (issue 6).
     pub messages_id_conflict: Counter,
+    // Inbound (issue 7).
+    pub webhook_items_quarantined: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -91,6 +93,7 @@ impl Metrics {
             connections_refused: Counter::default(),
             store_queue_depth: Gauge::default(),
             messages_id_conflict: Counter::default(),
+            webhook_items_quarantined: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -162,6 +165,11 @@ impl Metrics {
             "messages_id_conflict",
             "Inbound messages whose id was already stored for another sender (not stored)",
             metrics.messages_id_conflict.clone(),
+        );
+        registry.register(
+            "webhook_items_quarantined",
+            "Items of Meta deliveries that could not be attributed (kept in the quarantine, not stored as messages)",
+            metrics.webhook_items_quarantined.clone(),
         );
         Self {
             registry,

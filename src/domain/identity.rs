@@ -57,6 +57,12 @@ impl PhoneNumberId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The tenant of notifications that carry no `metadata.phone_number_id` (the FastAPI
+    /// original's examples, hand-written tests): `unknown`.
+    pub fn unknown() -> Self {
+        Self("unknown".to_owned())
+    }
 }
 
 impl fmt::Display for PhoneNumberId {

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::domain::{MessageId, PhoneNumber};
+use crate::domain::{Bsuid, ContactId, MessageId, PhoneNumber, PhoneNumberId};
 
 /// The `type` of an inbound message. Unknown future types are kept as [`MessageKind::Other`] rather
 /// than rejected: a 4xx for a real Meta delivery would make Meta retry it for seven days.
@@ -78,17 +78,54 @@ impl MessageKind {
     }
 }
 
+/// What Meta told us about the sender (`value.contacts[]` matched by identity, plus the
+/// message's own `from` / `from_user_id`). Meta omits what a user withholds; so do we.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ContactProfile {
+    /// Phone digits (`wa_id` / `from`), when shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wa_id: Option<PhoneNumber>,
+    /// Business-scoped user id (`user_id` / `from_user_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Bsuid>,
+    /// Parent BSUID, when the business enabled them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_user_id: Option<Bsuid>,
+    /// WhatsApp profile name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Username (2026+), e.g. `@sheena.n`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+impl Serialize for PhoneNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Serialize for Bsuid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One inbound message, parsed from a webhook.
 #[derive(Debug, Clone)]
 pub struct InboundMessage {
-    /// Meta's message id (wamid): the deduplication key.
+    /// Meta's message id (wamid): the deduplication key (per business number).
     pub id: MessageId,
-    /// The sender (`messages[].from`).
-    pub from: PhoneNumber,
+    /// The sender as a conversation key: `from` (phone digits) when Meta sends it, else
+    /// `from_user_id` (BSUID). It is the FastAPI record's `from` and the list key's suffix.
+    pub from: ContactId,
+    /// Everything known about the sender.
+    pub profile: ContactProfile,
     /// The business number it was sent to (`metadata.display_phone_number`).
     pub to: String,
-    /// The business phone-number id (`metadata.phone_number_id`), for multi-number routing.
-    pub phone_number_id: String,
+    /// The business phone-number id (`metadata.phone_number_id`): the tenant. Notifications
+    /// without metadata (the FastAPI original's examples) get [`PhoneNumberId::unknown`].
+    pub phone_number_id: PhoneNumberId,
     /// Unix seconds as Meta sends them: a string.
     pub timestamp: String,
     /// Message type.
@@ -169,9 +206,10 @@ mod tests {
         let raw = RawValue::from_string(r#"{"text":{"body":"caf\u00e9 \/ ok"}}"#.into()).unwrap();
         let m = InboundMessage {
             id: MessageId::parse("wamid.A").unwrap(),
-            from: PhoneNumber::parse("919216598210").unwrap(),
+            from: ContactId::parse("919216598210").unwrap(),
+            profile: ContactProfile::default(),
             to: "15551713917".into(),
-            phone_number_id: "123".into(),
+            phone_number_id: PhoneNumberId::parse("123").unwrap(),
             timestamp: "1757936743".into(),
             kind: MessageKind::Text,
             body: "café / ok".into(),

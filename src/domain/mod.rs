@@ -11,7 +11,7 @@ pub mod outbound;
 pub mod phone_number;
 
 pub use identity::{Bsuid, ContactId, PhoneNumberId};
-pub use inbound::{InboundMessage, MessageKind};
+pub use inbound::{ContactProfile, InboundMessage, MessageKind};
 pub use message_id::MessageId;
 pub use meta_error::MetaError;
 pub use outbound::{MessageText, OutboundText};

@@ -33,6 +33,9 @@ pub struct WebhookAck {
     pub duplicates: usize,
     /// Status updates received (logged; stored by a later version).
     pub statuses: usize,
+    /// Items that could not be attributed: kept in the quarantine, announced as
+    /// `webhook_error` events, not stored as messages.
+    pub quarantined: usize,
 }
 
 /// Meta's verification: echoes `hub.challenge` as plain text when the token matches VERIFY_TOKEN.
@@ -128,12 +131,21 @@ pub async fn receive_webhook(
             "webhook.events received"
         );
     }
+    for q in &batch.quarantined {
+        tracing::warn!(path = %q.path, rule = %crate::http::error::bounded(&q.rule), "webhook.quarantined");
+    }
     let started = std::time::Instant::now();
     let report = state.store.save_inbound(&batch.messages).await;
     if !batch.messages.is_empty() {
         metrics.observe_store("save", started.elapsed().as_secs_f64(), report.is_ok());
     }
     let report = report?;
+    // After the messages: a failure here is a 503 too, and Meta's retry finds the messages
+    // stored (duplicates) and keeps the quarantined items again.
+    state.store.save_quarantined(&batch.quarantined).await?;
+    metrics
+        .webhook_items_quarantined
+        .inc_by(batch.quarantined.len() as u64);
     metrics.messages_stored.inc_by(report.stored as u64);
     metrics.messages_duplicate.inc_by(report.duplicates as u64);
     metrics.messages_id_conflict.inc_by(report.conflicts as u64);
@@ -149,5 +161,6 @@ pub async fn receive_webhook(
         stored: report.stored,
         duplicates: report.duplicates,
         statuses: batch.statuses,
+        quarantined: batch.quarantined.len(),
     }))
 }

@@ -38,6 +38,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::readiness::spawn_probe;
+use super::record::MessageWrite;
 use super::{Fetched, Outcome, PagedRead, READ_PAGE, Readiness, StoreError, stored_item};
 use crate::config::EmbeddedSettings;
 use crate::domain::{InboundMessage, PhoneNumber};
@@ -52,7 +53,7 @@ pub const MAX_TX_ROWS: usize = 1024;
 /// Read-only connections for `/get`.
 pub const READERS: usize = 4;
 /// The schema version this release writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 /// A probe that the writer does not answer within this time counts as a failed write.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue length in front of the writer; when full, callers wait (back-pressure), bounded by the
@@ -85,10 +86,70 @@ CREATE TABLE IF NOT EXISTS health (
 );
 ";
 
+/// Version 2 -> 3: message records, conversations per (business number, contact), the event
+/// outbox; the FastAPI table loses its global `UNIQUE (id)` (dedupe is per business number now,
+/// in `messages`) and gains `phone_number_id`, NULL on the rows of earlier releases, which still
+/// deduplicate Meta's retries through a partial index.
+const MIGRATION_V3: &str = "
+CREATE TABLE inbound_messages_v3 (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT    NOT NULL,
+    number          TEXT    NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    json            TEXT    NOT NULL,
+    received_at     INTEGER NOT NULL DEFAULT (unixepoch()),
+    phone_number_id TEXT
+);
+INSERT INTO inbound_messages_v3 (seq, id, number, timestamp, json, received_at)
+    SELECT seq, id, number, timestamp, json, received_at FROM inbound_messages ORDER BY seq;
+DROP TABLE inbound_messages;
+ALTER TABLE inbound_messages_v3 RENAME TO inbound_messages;
+CREATE INDEX inbound_messages_by_number ON inbound_messages (number, seq);
+CREATE INDEX inbound_messages_legacy_id ON inbound_messages (id) WHERE phone_number_id IS NULL;
+CREATE TABLE messages (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    phone_number_id TEXT    NOT NULL,
+    id              TEXT    NOT NULL,
+    contact         TEXT    NOT NULL,
+    direction       TEXT    NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    record          TEXT    NOT NULL,
+    UNIQUE (phone_number_id, id)
+);
+CREATE INDEX messages_by_id ON messages (id);
+CREATE INDEX messages_by_conversation ON messages (phone_number_id, contact, timestamp, id);
+CREATE TABLE conversation (
+    phone_number_id TEXT    NOT NULL,
+    contact         TEXT    NOT NULL,
+    contact_json    TEXT    NOT NULL,
+    last_message    TEXT    NOT NULL,
+    last_message_id TEXT    NOT NULL,
+    last_message_at INTEGER NOT NULL,
+    last_inbound_at INTEGER NOT NULL,
+    message_count   INTEGER NOT NULL,
+    unread_count    INTEGER NOT NULL,
+    PRIMARY KEY (phone_number_id, contact)
+) WITHOUT ROWID;
+CREATE INDEX conversation_by_activity ON conversation (last_message_at, phone_number_id, contact);
+CREATE TABLE quarantine (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    item        TEXT    NOT NULL,
+    received_at INTEGER NOT NULL DEFAULT (unixepoch())
+);
+CREATE TABLE events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    type       TEXT    NOT NULL,
+    data       TEXT    NOT NULL,
+    created_at INTEGER NOT NULL DEFAULT (unixepoch())
+);
+";
+
 /// One request to the writer thread.
 enum Job {
     Save {
         rows: Vec<Row>,
+        /// Quarantined items (their JSON), kept with a `webhook_error` event each.
+        quarantine: Vec<String>,
         reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
     },
     Probe {
@@ -99,7 +160,9 @@ enum Job {
 impl Job {
     fn rows(&self) -> usize {
         match self {
-            Self::Save { rows, .. } => rows.len(),
+            Self::Save {
+                rows, quarantine, ..
+            } => rows.len() + quarantine.len(),
             Self::Probe { .. } => 1,
         }
     }
@@ -121,12 +184,7 @@ impl Job {
     }
 }
 
-struct Row {
-    id: String,
-    number: String,
-    timestamp: i64,
-    json: String,
-}
+type Row = MessageWrite;
 
 /// The embedded backend. Cheap to clone.
 #[derive(Clone)]
@@ -174,6 +232,7 @@ impl EmbeddedStore {
             identity,
             lost: None,
             readiness: readiness.clone(),
+            event_retention: settings.event_retention,
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
@@ -201,22 +260,34 @@ impl EmbeddedStore {
         &self,
         messages: &[InboundMessage],
     ) -> Result<Vec<Outcome>, StoreError> {
-        let rows = messages
-            .iter()
-            .map(|m| Row {
-                id: m.id.as_str().to_owned(),
-                number: m.from.as_str().to_owned(),
-                timestamp: m.timestamp_secs(),
-                json: m.to_stored_json(),
-            })
-            .collect();
+        let rows = messages.iter().map(MessageWrite::inbound).collect();
         let (reply, outcome) = oneshot::channel();
         self.inner
             .writer
-            .send(Job::Save { rows, reply })
+            .send(Job::Save {
+                rows,
+                quarantine: Vec::new(),
+                reply,
+            })
             .await
             .map_err(|_| StoreError::WriterGone)?;
         outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Keeps quarantined items (each item's JSON) with a `webhook_error` event each, in one
+    /// transaction.
+    pub(super) async fn save_quarantined(&self, items: Vec<String>) -> Result<(), StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Job::Save {
+                rows: Vec::new(),
+                quarantine: items,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        outcome.await.map_err(|_| StoreError::WriterGone)?.map(drop)
     }
 
     pub(super) async fn recent_messages(
@@ -432,15 +503,20 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
 /// Brings the schema to [`SCHEMA_VERSION`], in one transaction per step.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let steps: [&str; 3] = [SCHEMA_V1, MIGRATION_V2, MIGRATION_V3];
     match version {
-        0 => conn.execute_batch(&format!(
-            "BEGIN; {SCHEMA_V1} {MIGRATION_V2} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))?,
-        1 => {
-            conn.execute_batch(&format!(
-                "BEGIN; {MIGRATION_V2} PRAGMA user_version = 2; COMMIT;"
-            ))?;
-            tracing::info!(from = 1, to = 2, "store.embedded schema_migrated");
+        0..SCHEMA_VERSION => {
+            // Each step in its own transaction: a crash between two leaves a consistent,
+            // numbered schema that the next start continues from.
+            for (from, step) in (version..SCHEMA_VERSION).zip(&steps[version as usize..]) {
+                conn.execute_batch(&format!(
+                    "BEGIN; {step} PRAGMA user_version = {}; COMMIT;",
+                    from + 1
+                ))?;
+                if from > 0 {
+                    tracing::info!(from, to = from + 1, "store.embedded schema_migrated");
+                }
+            }
         }
         SCHEMA_VERSION => {}
         newer => {
@@ -469,6 +545,7 @@ struct Writer {
     /// Set once the database file is found deleted or replaced: why writes are refused.
     lost: Option<String>,
     readiness: Readiness,
+    event_retention: usize,
 }
 
 impl Writer {
@@ -506,7 +583,7 @@ impl Writer {
                 }
                 continue;
             }
-            let written = write_group(&mut self.conn, &group);
+            let written = write_group(&mut self.conn, &group, self.event_retention);
             // Before answering: is the file we committed to still the one a restart would open?
             let written =
                 written.map_err(|e| e.to_string()).and_then(|outcomes| {
@@ -582,52 +659,184 @@ impl Writer {
     }
 }
 
-fn write_group(conn: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<Vec<Outcome>>> {
+fn write_group(
+    conn: &mut Connection,
+    group: &[Job],
+    event_retention: usize,
+) -> rusqlite::Result<Vec<Vec<Outcome>>> {
     let tx = conn.transaction()?;
     let mut outcomes = Vec::with_capacity(group.len());
     {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO inbound_messages (id, number, timestamp, json) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (id) DO NOTHING",
+        let mut find = tx.prepare_cached(
+            "SELECT contact FROM messages WHERE phone_number_id = ?1 AND id = ?2",
         )?;
-        let mut stored_for =
-            tx.prepare_cached("SELECT number FROM inbound_messages WHERE id = ?1")?;
-        let mut index = tx.prepare_cached(
-            "INSERT INTO conversations (number, last_timestamp, message_count) VALUES (?1, ?2, 1)
-             ON CONFLICT (number) DO UPDATE SET
-                 last_timestamp = max(last_timestamp, excluded.last_timestamp),
-                 message_count = message_count + 1",
+        let mut legacy = tx.prepare_cached(
+            "SELECT number FROM inbound_messages WHERE id = ?1 AND phone_number_id IS NULL",
         )?;
+        let mut insert_record = tx.prepare_cached(
+            "INSERT INTO messages (phone_number_id, id, contact, direction, timestamp, record)
+             VALUES (?1, ?2, ?3, 'inbound', ?4, ?5)",
+        )?;
+        let mut insert_compat = tx.prepare_cached(
+            "INSERT INTO inbound_messages (id, number, timestamp, json, phone_number_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        // Every SET expression reads the row as it was before this statement.
+        let mut upsert_conversation = tx.prepare_cached(
+            "INSERT INTO conversation (phone_number_id, contact, contact_json, last_message,
+                 last_message_id, last_message_at, last_inbound_at, message_count, unread_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)
+             ON CONFLICT (phone_number_id, contact) DO UPDATE SET
+                 message_count = message_count + 1,
+                 unread_count = unread_count + excluded.unread_count,
+                 last_inbound_at = max(last_inbound_at, excluded.last_inbound_at),
+                 contact_json = iif(excluded.last_message_at >= last_message_at,
+                     excluded.contact_json, contact_json),
+                 last_message = iif(excluded.last_message_at >= last_message_at,
+                     excluded.last_message, last_message),
+                 last_message_id = iif(excluded.last_message_at >= last_message_at,
+                     excluded.last_message_id, last_message_id),
+                 last_message_at = max(last_message_at, excluded.last_message_at)
+             RETURNING contact_json, last_message, last_message_id, last_message_at,
+                 last_inbound_at, message_count, unread_count",
+        )?;
+        let mut event = tx.prepare_cached("INSERT INTO events (type, data) VALUES (?1, ?2)")?;
         let mut probe = tx.prepare_cached(
             "INSERT INTO health (id, probed_at) VALUES (1, unixepoch())
              ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
         )?;
+        // The state of each conversation after the group, in order of first change: one
+        // `conversation_updated` each, after the group's `message_incoming` events (as the Redis
+        // script does for the chunks of one call).
+        let mut changed: Vec<((String, String), ConversationState)> = Vec::new();
         for job in group.iter() {
-            let Job::Save { rows, .. } = job else {
+            let Job::Save {
+                rows, quarantine, ..
+            } = job
+            else {
                 probe.execute([])?;
                 outcomes.push(Vec::new());
                 continue;
             };
+            for item in quarantine {
+                tx.prepare_cached("INSERT INTO quarantine (item) VALUES (?1)")?
+                    .execute(params![item])?;
+                event.execute(params!["webhook_error", item])?;
+            }
             let mut mine = Vec::with_capacity(rows.len());
             for row in rows {
-                if insert.execute(params![row.id, row.number, row.timestamp, row.json])? == 1 {
-                    index.execute(params![row.number, row.timestamp])?;
-                    mine.push(Outcome::Stored);
-                } else {
-                    let owner: Option<String> = stored_for
-                        .query_row(params![row.id], |r| r.get(0))
-                        .optional()?;
-                    mine.push(match owner {
-                        Some(owner) if owner != row.number => {
-                            Outcome::Conflict { stored_from: owner }
-                        }
-                        _ => Outcome::Duplicate,
+                let owner: Option<String> = match find
+                    .query_row(params![row.phone_number_id, row.id], |r| r.get(0))
+                    .optional()?
+                {
+                    Some(owner) => Some(owner),
+                    None => legacy.query_row(params![row.id], |r| r.get(0)).optional()?,
+                };
+                if let Some(owner) = owner {
+                    mine.push(if owner == row.contact {
+                        Outcome::Duplicate
+                    } else {
+                        Outcome::Conflict { stored_from: owner }
                     });
+                    continue;
                 }
+                insert_record.execute(params![
+                    row.phone_number_id,
+                    row.id,
+                    row.contact,
+                    row.timestamp,
+                    row.record
+                ])?;
+                insert_compat.execute(params![
+                    row.id,
+                    row.contact,
+                    row.timestamp,
+                    row.compat,
+                    row.phone_number_id
+                ])?;
+                let state = upsert_conversation.query_row(
+                    params![
+                        row.phone_number_id,
+                        row.contact,
+                        row.contact_json,
+                        row.preview_json,
+                        row.id_json,
+                        row.timestamp,
+                        if row.from_user { row.timestamp } else { -1 },
+                        i64::from(row.from_user),
+                    ],
+                    |r| {
+                        Ok(ConversationState {
+                            contact_json: r.get(0)?,
+                            last_message: r.get(1)?,
+                            last_message_id: r.get(2)?,
+                            last_message_at: r.get(3)?,
+                            last_inbound_at: r.get(4)?,
+                            message_count: r.get(5)?,
+                            unread_count: r.get(6)?,
+                        })
+                    },
+                )?;
+                event.execute(params!["message_incoming", row.record])?;
+                let key = (row.phone_number_id.clone(), row.contact.clone());
+                match changed.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, s)) => *s = state,
+                    None => changed.push((key, state)),
+                }
+                mine.push(Outcome::Stored);
             }
             outcomes.push(mine);
+        }
+        for ((phone_number_id, _), state) in &changed {
+            event.execute(params![
+                "conversation_updated",
+                state.event_json(phone_number_id)
+            ])?;
+        }
+        if !changed.is_empty()
+            || group
+                .iter()
+                .any(|j| matches!(j, Job::Save { quarantine, .. } if !quarantine.is_empty()))
+        {
+            let last = tx.last_insert_rowid();
+            let cutoff = last - event_retention as i64;
+            if cutoff > 0 {
+                tx.prepare_cached("DELETE FROM events WHERE id <= ?1")?
+                    .execute(params![cutoff])?;
+            }
         }
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// A conversation's counters after a write, as `RETURNING` gives them.
+struct ConversationState {
+    contact_json: String,
+    last_message: String,
+    last_message_id: String,
+    last_message_at: i64,
+    last_inbound_at: i64,
+    message_count: i64,
+    unread_count: i64,
+}
+
+impl ConversationState {
+    /// The `conversation_updated` event's data, byte for byte what the Redis script writes.
+    fn event_json(&self, phone_number_id: &str) -> String {
+        let window = if self.last_inbound_at >= 0 {
+            (self.last_inbound_at + super::record::WINDOW_SECS).to_string()
+        } else {
+            "null".to_owned()
+        };
+        format!(
+            r#"{{"phone_number_id":"{phone_number_id}","contact":{},"last_message":{},"last_message_id":{},"last_message_at":{},"message_count":{},"unread_count":{},"window_expires_at":{window}}}"#,
+            self.contact_json,
+            self.last_message,
+            self.last_message_id,
+            self.last_message_at,
+            self.message_count,
+            self.unread_count,
+        )
+    }
 }

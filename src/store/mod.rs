@@ -26,6 +26,7 @@
 
 pub mod embedded;
 pub mod readiness;
+pub mod record;
 pub mod redis;
 
 use std::time::Duration;
@@ -34,6 +35,7 @@ use serde_json::value::RawValue;
 
 pub use self::readiness::Readiness;
 use crate::domain::{InboundMessage, PhoneNumber};
+use crate::webhook::Quarantined;
 
 /// How long a dedupe marker is kept: 8 days, past Meta's 7-day retry horizon.
 pub const DEDUPE_TTL_SECS: u64 = 8 * 24 * 60 * 60;
@@ -250,6 +252,40 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Keeps items of a delivery that could not be attributed, each with a `webhook_error`
+    /// event, in one atomic write: `{"path","rule","phone_number_id","raw","received_at"}`.
+    pub async fn save_quarantined(&self, items: &[Quarantined]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let received_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let items = items
+            .iter()
+            .map(|q| {
+                serde_json::json!({
+                    "path": q.path,
+                    "rule": q.rule,
+                    "phone_number_id": q.phone_number_id.as_ref().map(|p| p.as_str()),
+                    "raw": q.raw,
+                    "received_at": received_at,
+                })
+                .to_string()
+            })
+            .collect();
+        let result = match self {
+            Self::Redis(s) => s.save_quarantined(items).await,
+            Self::Embedded(s) => s.save_quarantined(items).await,
+        };
+        if let Err(e) = &result
+            && !matches!(e, StoreError::Refused(_))
+        {
+            self.readiness().record_write(Err(e.to_string()));
+        }
+        result
     }
 
     /// The most recent `limit` messages of `number` (all when `limit` is 0), oldest first, each as

@@ -44,81 +44,175 @@ use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::readiness::spawn_probe;
+use super::record::MessageWrite;
 use super::{
-    DEDUPE_TTL_SECS, Fetched, MAX_MESSAGES_PER_WRITE, Outcome, PagedRead, READ_PAGE, Readiness,
-    StoreError, stored_item,
+    Fetched, MAX_MESSAGES_PER_WRITE, Outcome, PagedRead, READ_PAGE, Readiness, StoreError,
+    stored_item,
 };
 use crate::config::RedisSettings;
 use crate::domain::{InboundMessage, PhoneNumber};
 
-/// KEYS[1] = conversations zset; then per message i: KEYS[2i] = marker, KEYS[2i+1] = list.
-/// ARGV[1] = marker TTL; then per message i: ARGV[3i-1] = JSON, ARGV[3i] = number, ARGV[3i+1] = ts.
+/// KEYS[1] = the conversations zset, KEYS[2] = the event stream; then per message i, at
+/// `k = 2 + 5(i-1)`: KEYS[k+1] = the previous release's marker (read only), KEYS[k+2] = the
+/// message hash, KEYS[k+3] = the FastAPI list, KEYS[k+4] = the conversation's message index,
+/// KEYS[k+5] = the conversation hash.
+/// ARGV[1] = the event stream's MAXLEN; then per message i, at `a = 1 + 10(i-1)`: ARGV[a+1] =
+/// phone_number_id, a+2 = contact, a+3 = record JSON, a+4 = FastAPI JSON, a+5 = timestamp,
+/// a+6 = preview (JSON literal), a+7 = contact (JSON object), a+8 = `1` when from the user
+/// (unread, opens the window), a+9 = index member, a+10 = the id (JSON literal).
 /// All keys are declared in KEYS, so the script is also valid where Redis checks key access.
 /// Returns one entry per message: 1 newly stored, 0 already stored by the same sender (a
-/// duplicate), or the digits of the other sender the id is already stored for (a conflict).
+/// duplicate), or the contact the id is already stored for (a conflict).
 ///
-/// A chunk is written all or nothing, in phases, because Redis does not roll a failing script
-/// back: (1) every marker is read, in one `MGET` (a key of another type at a marker's name reads
-/// as absent: the message is stored and its marker replaces that key); (2) the appends, each through `pcall`; (3) the conversation index (`ZSCORE` + `ZADD`
-/// once per number, through `pcall`; no `ZADD GT`, so Redis before 6.2 works). If an append or
-/// the index fails (a key of another type, a command disabled or refused on this server), the
-/// appends already made are popped again (`RPOP`: nothing else runs during a script, so the tails
-/// are ours) and the script fails naming the cause; (4) the markers, **last**. Out-of-memory can
-/// only refuse a script's first write, so it cannot fail the markers after the appends.
-pub const SAVE_SCRIPT: &str = r"
+/// A chunk is written all or nothing, because Redis does not roll a failing script back.
+/// (1) **Reads**: the previous release's markers in one `MGET` (a key of another type reads as
+/// absent), then per message the `<phone_number_id>:from` field of its hash and per conversation
+/// its counters; a key of another type there fails the chunk before any write. (2) **Writes**,
+/// each through `pcall` with its inverse noted: the FastAPI list (`RPUSH`, undone by `RPOP`), the
+/// conversation index (`ZADD`, `ZREM`), the `message_incoming` event (`XADD`, `XDEL`), the
+/// conversation hash (`HSET`, restored to the values read), the conversations zset (`ZADD` when
+/// newer, restored) and the `conversation_updated` event. If one fails (a key of another type, a
+/// command disabled or missing on this server), the inverses run in reverse order and the script
+/// fails naming the cause. (3) The message hashes, **last**: they are the dedupe markers, so a
+/// failed chunk never leaves one. Out-of-memory can only refuse a script's first write.
+pub const SAVE_SCRIPT: &str = r#"
 local call, try = redis.call, redis.pcall
-local out, fresh, owner = {}, {}, {}
-local nfresh = 0
-local n = (#KEYS - 1) / 2
-local markers = {}
-for i = 1, n do markers[i] = KEYS[2 * i] end
-local values = call('MGET', unpack(markers))
+local function bad(r) return type(r) == 'table' and r.err end
+local undo, nundo = {}, 0
+local function did(...) nundo = nundo + 1; undo[nundo] = {...} end
+local function fail(what, err)
+  for j = nundo, 1, -1 do try(unpack(undo[j])) end
+  return redis.error_reply('ERR ' .. what .. ' failed (' .. tostring(err)
+    .. '); nothing of this chunk was stored (a key of another type there must be removed or renamed; the retry will be stored)')
+end
+local n = (#KEYS - 2) / 5
+local maxlen = ARGV[1]
+local old = {}
+for i = 1, n do old[i] = KEYS[2 + 5 * (i - 1) + 1] end
+local olds = call('MGET', unpack(old))
+local out, fresh, owner, nfresh = {}, {}, {}, 0
 for i = 1, n do
-  local marker, number = KEYS[2 * i], ARGV[3 * i]
-  local seen = owner[marker] or values[i]
+  local k, a = 2 + 5 * (i - 1), 1 + 10 * (i - 1)
+  local pnid, contact = ARGV[a + 1], ARGV[a + 2]
+  local field = pnid .. ':from'
+  local slot = KEYS[k + 2] .. ' ' .. field
+  local seen = owner[slot]
+  if not seen then
+    local r = try('HGET', KEYS[k + 2], field)
+    if bad(r) then return fail('reading ' .. KEYS[k + 2], r.err) end
+    seen = r
+  end
+  if not seen and olds[i] then seen = (olds[i] == '1') and contact or olds[i] end
   if seen then
-    out[i] = (seen == number or seen == '1') and 0 or seen
+    out[i] = (seen == contact) and 0 or seen
   else
     out[i] = 1
-    owner[marker] = number
+    owner[slot] = contact
     nfresh = nfresh + 1
     fresh[nfresh] = i
   end
 end
-local function undo(count)
-  for j = count, 1, -1 do call('RPOP', KEYS[2 * fresh[j] + 1]) end
-end
-local latest = {}
-for k = 1, nfresh do
-  local i = fresh[k]
-  local pushed = try('RPUSH', KEYS[2 * i + 1], ARGV[3 * i - 1])
-  if type(pushed) == 'table' then
-    undo(k - 1)
-    return redis.error_reply('ERR appending to ' .. KEYS[2 * i + 1] .. ' failed (' .. tostring(pushed.err)
-      .. '); nothing of this chunk was stored (a key of another type there must be removed or renamed; the retry will be stored)')
+local fields = {'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact'}
+local convs, order = {}, {}
+for f = 1, nfresh do
+  local i = fresh[f]
+  local k, a = 2 + 5 * (i - 1), 1 + 10 * (i - 1)
+  local ck = KEYS[k + 5]
+  local c = convs[ck]
+  if not c then
+    local r = try('HMGET', ck, unpack(fields))
+    if bad(r) then return fail('reading ' .. ck, r.err) end
+    c = { key = ck, pnid = ARGV[a + 1], member = ARGV[a + 1] .. ':' .. ARGV[a + 2], old = r,
+          at = tonumber(r[1]) or -1, inat = tonumber(r[2]) or -1,
+          count = tonumber(r[3]) or 0, unread = tonumber(r[4]) or 0,
+          preview = r[5], last_id = r[6], contact = r[7] }
+    convs[ck] = c
+    order[#order + 1] = c
   end
-  local number, ts = ARGV[3 * i], tonumber(ARGV[3 * i + 1])
-  local known = latest[number]
-  if not known or known < ts then latest[number] = ts end
-end
-for number, ts in pairs(latest) do
-  local score = try('ZSCORE', KEYS[1], number)
-  if type(score) ~= 'table' and not (score and tonumber(score) >= ts) then
-    score = try('ZADD', KEYS[1], ts, number)
+  local ts = tonumber(ARGV[a + 5])
+  c.count = c.count + 1
+  if ARGV[a + 8] == '1' then
+    c.unread = c.unread + 1
+    if ts > c.inat then c.inat = ts end
   end
-  if type(score) == 'table' then
-    undo(nfresh)
-    return redis.error_reply('ERR indexing ' .. KEYS[1] .. ' failed (' .. tostring(score.err)
-      .. '); nothing of this chunk was stored, the retry will be')
+  if ts >= c.at then
+    c.at, c.preview, c.last_id, c.contact = ts, ARGV[a + 6], ARGV[a + 10], ARGV[a + 7]
+  elseif not c.contact then
+    c.contact = ARGV[a + 7]
   end
 end
-local ttl = ARGV[1]
-for k = 1, nfresh do
-  local i = fresh[k]
-  call('SET', KEYS[2 * i], ARGV[3 * i], 'EX', ttl)
+for f = 1, nfresh do
+  local i = fresh[f]
+  local k, a = 2 + 5 * (i - 1), 1 + 10 * (i - 1)
+  local r = try('RPUSH', KEYS[k + 3], ARGV[a + 4])
+  if bad(r) then return fail('appending to ' .. KEYS[k + 3], r.err) end
+  did('RPOP', KEYS[k + 3])
+  r = try('ZADD', KEYS[k + 4], 0, ARGV[a + 9])
+  if bad(r) then return fail('indexing ' .. KEYS[k + 4], r.err) end
+  if r == 1 then did('ZREM', KEYS[k + 4], ARGV[a + 9]) end
+  r = try('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'message_incoming', 'data', ARGV[a + 3])
+  if bad(r) then return fail('appending an event to ' .. KEYS[2], r.err) end
+  did('XDEL', KEYS[2], r)
+end
+for _, c in ipairs(order) do
+  local r = try('HSET', c.key, 'phone_number_id', c.pnid, 'last_message_at', c.at, 'last_inbound_at', c.inat,
+    'message_count', c.count, 'unread_count', c.unread, 'last_message', c.preview, 'last_message_id', c.last_id,
+    'contact', c.contact)
+  if bad(r) then return fail('updating ' .. c.key, r.err) end
+  if c.old[3] then
+    local back = {'HSET', c.key}
+    for j, name in ipairs(fields) do
+      if c.old[j] then back[#back + 1] = name; back[#back + 1] = c.old[j] end
+    end
+    did(unpack(back))
+  else
+    did('DEL', c.key)
+  end
+  local score = try('ZSCORE', KEYS[1], c.member)
+  if bad(score) then return fail('reading ' .. KEYS[1], score.err) end
+  if not (score and tonumber(score) >= c.at) then
+    r = try('ZADD', KEYS[1], c.at, c.member)
+    if bad(r) then return fail('indexing ' .. KEYS[1], r.err) end
+    if score then did('ZADD', KEYS[1], score, c.member) else did('ZREM', KEYS[1], c.member) end
+  end
+  local window = 'null'
+  if c.inat >= 0 then window = string.format('%d', c.inat + 86400) end
+  local data = '{"phone_number_id":"' .. c.pnid .. '","contact":' .. c.contact
+    .. ',"last_message":' .. c.preview .. ',"last_message_id":' .. c.last_id
+    .. ',"last_message_at":' .. string.format('%d', c.at)
+    .. ',"message_count":' .. string.format('%d', c.count)
+    .. ',"unread_count":' .. string.format('%d', c.unread)
+    .. ',"window_expires_at":' .. window .. '}'
+  r = try('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'conversation_updated', 'data', data)
+  if bad(r) then return fail('appending an event to ' .. KEYS[2], r.err) end
+  did('XDEL', KEYS[2], r)
+end
+for f = 1, nfresh do
+  local i = fresh[f]
+  local k, a = 2 + 5 * (i - 1), 1 + 10 * (i - 1)
+  call('HSET', KEYS[k + 2], ARGV[a + 1], ARGV[a + 3], ARGV[a + 1] .. ':from', ARGV[a + 2])
 end
 return out
+"#;
+
+/// Arguments per message in [`SAVE_SCRIPT`]'s ARGV: phone_number_id, contact, record, FastAPI
+/// JSON, timestamp, preview, contact JSON, from-user flag, index member, id (JSON literal).
+pub const SAVE_ARGS: usize = 10;
+
+/// KEYS[1] = the quarantine list, KEYS[2] = the event stream; ARGV[1] = the stream's MAXLEN,
+/// ARGV[2] = how many quarantined items are kept, ARGV[3..] = the items' JSON. Each item gets its
+/// `webhook_error` event first, then goes to the list (newest first, trimmed).
+pub const QUARANTINE_SCRIPT: &str = r"
+for i = 3, #ARGV do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'type', 'webhook_error', 'data', ARGV[i])
+  redis.call('LPUSH', KEYS[1], ARGV[i])
+end
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+return #ARGV - 2
 ";
+
+/// Quarantined items kept in Redis (the newest).
+pub const QUARANTINE_KEPT: usize = 10_000;
 
 /// Script calls pipelined on the connection at once; while all are busy, saves queue up and go
 /// out together in the next call.
@@ -128,13 +222,11 @@ const QUEUE: usize = 4096;
 /// Expiry of the probe's key.
 const PROBE_TTL_SECS: u64 = 60;
 
-/// One message, ready for the script.
+/// One message, ready for the script: its keys and its prepared strings.
 struct PreparedMessage {
-    seen_key: String,
-    list_key: String,
-    json: String,
-    number: String,
-    timestamp: i64,
+    keys: [String; 5],
+    write: MessageWrite,
+    member: String,
 }
 
 /// One chunk of a webhook's messages and where its outcome goes.
@@ -154,6 +246,7 @@ struct Inner {
     saves: mpsc::Sender<SaveJob>,
     inbound_list: String,
     key_prefix: String,
+    event_retention: usize,
     allow_eviction: bool,
     readiness: Readiness,
     /// INFO was refused once (disabled on this server) and that was logged.
@@ -183,7 +276,9 @@ impl RedisStore {
         let batcher = Batcher {
             connection: connection.clone(),
             script: Arc::new(Script::new(SAVE_SCRIPT)),
-            conversations_key: Arc::from(format!("{}:conversations", settings.key_prefix)),
+            conversations_key: Arc::from(format!("{}:convs", settings.key_prefix)),
+            events_key: Arc::from(format!("{}:events", settings.key_prefix)),
+            event_retention: settings.event_retention,
         };
         tokio::spawn(batcher.run(queue));
         let store = Self {
@@ -192,6 +287,7 @@ impl RedisStore {
                 saves,
                 inbound_list: settings.inbound_list.clone(),
                 key_prefix: settings.key_prefix.clone(),
+                event_retention: settings.event_retention,
                 allow_eviction: settings.allow_eviction,
                 readiness: Readiness::default(),
                 info_refused_logged: AtomicBool::new(false),
@@ -203,9 +299,41 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// The list key of a number: `<REDIS_INBOUND_LIST>:<digits>`.
-    pub fn list_key(&self, number: &PhoneNumber) -> String {
-        format!("{}:{}", self.inner.inbound_list, number.as_str())
+    /// The list key of a contact: `<REDIS_INBOUND_LIST>:<digits or BSUID>`.
+    pub fn list_key(&self, contact: &str) -> String {
+        format!("{}:{contact}", self.inner.inbound_list)
+    }
+
+    /// Keeps quarantined items (each item's JSON) with a `webhook_error` event each, in one
+    /// script call.
+    pub(super) async fn save_quarantined(&self, items: Vec<String>) -> Result<(), StoreError> {
+        let p = &self.inner.key_prefix;
+        let script = Script::new(QUARANTINE_SCRIPT);
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(format!("{p}:quarantine"))
+            .key(format!("{p}:events"))
+            .arg(self.inner.event_retention)
+            .arg(QUARANTINE_KEPT);
+        for item in &items {
+            invocation.arg(item);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// The keys [`SAVE_SCRIPT`] needs for one message, in its order.
+    fn message_keys(&self, w: &MessageWrite) -> [String; 5] {
+        let p = &self.inner.key_prefix;
+        [
+            format!("{p}:seen:{}", w.id),
+            format!("{p}:msg:{}", w.id),
+            self.list_key(&w.contact),
+            format!("{p}:cmsgs:{}:{}", w.phone_number_id, w.contact),
+            format!("{p}:conv:{}:{}", w.phone_number_id, w.contact),
+        ]
     }
 
     pub(super) fn readiness(&self) -> &Readiness {
@@ -222,12 +350,13 @@ impl RedisStore {
         }
         let messages = messages
             .iter()
-            .map(|m| PreparedMessage {
-                seen_key: format!("{}:seen:{}", self.inner.key_prefix, m.id.as_str()),
-                list_key: self.list_key(&m.from),
-                json: m.to_stored_json(),
-                number: m.from.as_str().to_owned(),
-                timestamp: m.timestamp_secs(),
+            .map(|m| {
+                let write = MessageWrite::inbound(m);
+                PreparedMessage {
+                    keys: self.message_keys(&write),
+                    member: write.index_member(),
+                    write,
+                }
             })
             .collect();
         let (reply, outcome) = oneshot::channel();
@@ -245,7 +374,7 @@ impl RedisStore {
         number: &PhoneNumber,
         limit: usize,
     ) -> Result<Fetched, StoreError> {
-        let key = self.list_key(number);
+        let key = self.list_key(number.as_str());
         let page = READ_PAGE as i64;
         let limit = limit.min(i64::MAX as usize) as i64;
         if limit != 0 && limit <= page {
@@ -408,6 +537,8 @@ struct Batcher {
     connection: ConnectionManager,
     script: Arc<Script>,
     conversations_key: Arc<str>,
+    events_key: Arc<str>,
+    event_retention: usize,
 }
 
 impl Batcher {
@@ -447,6 +578,8 @@ impl Batcher {
                 connection: self.connection.clone(),
                 script: self.script.clone(),
                 conversations_key: self.conversations_key.clone(),
+                events_key: self.events_key.clone(),
+                event_retention: self.event_retention,
             };
             tokio::spawn(async move {
                 call.execute(jobs).await;
@@ -461,6 +594,8 @@ struct BatchCall {
     connection: ConnectionManager,
     script: Arc<Script>,
     conversations_key: Arc<str>,
+    events_key: Arc<str>,
+    event_retention: usize,
 }
 
 impl BatchCall {
@@ -468,21 +603,45 @@ impl BatchCall {
         let messages: Vec<&PreparedMessage> = jobs.iter().flat_map(|j| &j.messages).collect();
         let data_size = messages
             .iter()
-            .map(|m| m.json.len() + m.seen_key.len() + m.list_key.len() + 48)
+            .map(|m| {
+                let w = &m.write;
+                m.keys.iter().map(String::len).sum::<usize>()
+                    + w.record.len()
+                    + w.compat.len()
+                    + w.contact_json.len()
+                    + w.preview_json.len()
+                    + m.member.len()
+                    + w.id_json.len()
+                    + 2 * w.contact.len()
+                    + 64
+            })
             .sum::<usize>();
         // EVALSHA written into one buffer (redis's ScriptInvocation would copy every key and
         // argument into its own Vec first).
-        let mut cmd = redis::Cmd::with_capacity(4 + 5 * messages.len(), data_size + 128);
+        let mut cmd =
+            redis::Cmd::with_capacity(5 + (5 + SAVE_ARGS) * messages.len(), data_size + 128);
         cmd.arg("EVALSHA")
             .arg(self.script.get_hash())
-            .arg(1 + 2 * messages.len());
-        cmd.arg(&*self.conversations_key);
+            .arg(2 + 5 * messages.len());
+        cmd.arg(&*self.conversations_key).arg(&*self.events_key);
         for m in &messages {
-            cmd.arg(&m.seen_key).arg(&m.list_key);
+            for key in &m.keys {
+                cmd.arg(key);
+            }
         }
-        cmd.arg(DEDUPE_TTL_SECS);
+        cmd.arg(self.event_retention);
         for m in &messages {
-            cmd.arg(&m.json).arg(&m.number).arg(m.timestamp);
+            let w = &m.write;
+            cmd.arg(&w.phone_number_id)
+                .arg(&w.contact)
+                .arg(&w.record)
+                .arg(&w.compat)
+                .arg(w.timestamp)
+                .arg(&w.preview_json)
+                .arg(&w.contact_json)
+                .arg(if w.from_user { "1" } else { "0" })
+                .arg(&m.member)
+                .arg(&w.id_json);
         }
         let outcome: Result<Vec<redis::Value>, redis::RedisError> = match cmd
             .query_async(&mut self.connection)

@@ -1,22 +1,42 @@
 //! Wire DTOs -> domain: walks every `entry[] x changes[] x value.messages[]` of a notification and
-//! produces [`InboundMessage`]s, or one [`ExtractError`] naming the JSON path and rule that failed.
-//! Extraction is all-or-nothing, so a bad message never leaves a batch half stored.
+//! produces [`InboundMessage`]s. An item that cannot be attributed is **quarantined**, not a reason
+//! to refuse the rest: it is returned as a [`Quarantined`] naming its JSON path, the rule it broke
+//! and its raw JSON, and the other messages of the delivery are stored (Meta would otherwise retry
+//! the whole delivery, good messages included, for seven days).
 //!
-//! Rules: the body must be a JSON object with an `entry` array (else 400). Changes whose `field`
-//! is not `messages` are counted and ignored (200). Within a messages change, each message needs an
-//! `id` (a [`MessageId`]) and a `from` (a [`PhoneNumber`]); `type` defaults to `unknown`.
-//! `statuses[]` and `errors[]` are counted for logging; they get their own storage later.
+//! Rules: the body must be a JSON object with an `entry` array, else [`ExtractError`] (400): that
+//! is the only batch-wide refusal. Changes whose `field` is not `messages` are counted and
+//! ignored. Within a messages change:
+//! - a `messages`, `statuses`, `errors` or `contacts` value that is not an array, or `metadata`
+//!   that is not an object, quarantines that part of the change;
+//! - each message needs an `id` (a [`MessageId`]) and a sender: `from` (a [`PhoneNumber`]) or
+//!   `from_user_id` (a [`Bsuid`]); the contact is the phone when it parses, else the BSUID. A
+//!   message with neither usable is quarantined (path and rule of the field that failed);
+//! - the sender's profile (name, username, user_id, parent_user_id) comes from `value.contacts[]`
+//!   matched by identity: `user_id == from_user_id`, else `wa_id == from`; `""` reads as absent;
+//! - `type` defaults to `unknown`; the tenant is `metadata.phone_number_id`
+//!   ([`PhoneNumberId::unknown`] when absent).
+//!
+//! `statuses[]` and value-level `errors[]` are counted for logging; they get their own storage
+//! later.
 
 use serde_json::value::RawValue;
 
-use crate::domain::{InboundMessage, MessageId, MessageKind, PhoneNumber};
-use crate::webhook::payload::{MessagePayload, MetadataPayload, RawList, WebhookPayload};
+use crate::domain::{
+    Bsuid, ContactId, ContactProfile, InboundMessage, MessageId, MessageKind, PhoneNumber,
+    PhoneNumberId,
+};
+use crate::webhook::payload::{
+    ContactPayload, MessagePayload, MetadataPayload, RawList, WebhookPayload,
+};
 
 /// Everything a notification carried.
 #[derive(Debug, Default)]
 pub struct WebhookBatch {
     /// Inbound messages, in payload order.
     pub messages: Vec<InboundMessage>,
+    /// Items that could not be attributed, in payload order.
+    pub quarantined: Vec<Quarantined>,
     /// Number of `statuses[]` objects.
     pub statuses: usize,
     /// Number of `errors[]` objects at value level.
@@ -29,7 +49,7 @@ pub struct WebhookBatch {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {rule}")]
 pub struct ExtractError {
-    /// JSON path, e.g. `entry[0].changes[1].value.messages[2].from`.
+    /// JSON path, e.g. `body`.
     pub path: String,
     /// The rule it broke.
     pub rule: String,
@@ -43,6 +63,24 @@ impl ExtractError {
         }
     }
 }
+
+/// One item of a delivery that could not be attributed: kept, counted and announced, never
+/// stored as a message.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// JSON path, e.g. `entry[0].changes[1].value.messages[2].from`.
+    pub path: String,
+    /// The rule it broke.
+    pub rule: String,
+    /// The business number of its change, when known.
+    pub phone_number_id: Option<PhoneNumberId>,
+    /// The item's JSON as received (`null` when the item was not JSON of its own, e.g. a
+    /// `messages` value that is not an array).
+    pub raw: Box<RawValue>,
+}
+
+/// Longest rule text kept for a quarantined item (bytes).
+pub const MAX_RULE_LEN: usize = 300;
 
 /// Parses a raw (already signature-checked) notification body.
 pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
@@ -68,49 +106,165 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
             };
             // Paths are built only on failure: the happy path allocates no error text.
             let path = || format!("entry[{e}].changes[{c}].value");
+            let metadata: MetadataPayload<'_> = match value.metadata {
+                Some(raw) => match serde_json::from_str(raw.get()) {
+                    Ok(metadata) => metadata,
+                    Err(err) => {
+                        batch.quarantine(format!("{}.metadata", path()), err, None, Some(raw));
+                        continue;
+                    }
+                },
+                None => MetadataPayload::default(),
+            };
+            let tenant = if metadata.phone_number_id.is_empty() {
+                PhoneNumberId::unknown()
+            } else {
+                match PhoneNumberId::parse(&metadata.phone_number_id) {
+                    Ok(id) => id,
+                    Err(err) => {
+                        batch.quarantine(
+                            format!("{}.metadata.phone_number_id", path()),
+                            err,
+                            None,
+                            value.metadata,
+                        );
+                        continue;
+                    }
+                }
+            };
             for (name, list) in [
                 ("messages", &value.messages),
                 ("statuses", &value.statuses),
                 ("errors", &value.errors),
+                ("contacts", &value.contacts),
             ] {
                 if matches!(list, RawList::NotAList) {
-                    return Err(ExtractError::new(
+                    batch.quarantine(
                         format!("{}.{name}", path()),
                         "must be an array",
-                    ));
+                        Some(tenant.clone()),
+                        None,
+                    );
                 }
             }
-            let metadata: MetadataPayload<'_> = match value.metadata {
-                Some(raw) => serde_json::from_str(raw.get())
-                    .map_err(|err| ExtractError::new(format!("{}.metadata", path()), err))?,
-                None => MetadataPayload::default(),
-            };
             let messages = value.messages.items();
             batch.statuses += value.statuses.items().len();
             batch.errors += value.errors.items().len();
+            if messages.is_empty() {
+                continue;
+            }
+            let contacts: Vec<ContactPayload<'_>> = value
+                .contacts
+                .items()
+                .iter()
+                .map(|raw| serde_json::from_str(raw.get()).unwrap_or_default())
+                .collect();
             batch.messages.reserve(messages.len());
             for (m, raw) in messages.iter().enumerate() {
-                let message = extract_message(
-                    raw,
-                    &metadata.display_phone_number,
-                    &metadata.phone_number_id,
-                )
-                .map_err(|(field, rule)| {
-                    let field = field.map(|f| format!(".{f}")).unwrap_or_default();
-                    ExtractError::new(format!("{}.messages[{m}]{field}", path()), rule)
-                })?;
-                batch.messages.push(message);
+                match extract_message(raw, &metadata.display_phone_number, &tenant, &contacts) {
+                    Ok(message) => batch.messages.push(message),
+                    Err((field, rule)) => {
+                        let field = field.map(|f| format!(".{f}")).unwrap_or_default();
+                        batch.quarantine(
+                            format!("{}.messages[{m}]{field}", path()),
+                            rule,
+                            Some(tenant.clone()),
+                            Some(raw),
+                        );
+                    }
+                }
             }
         }
     }
     Ok(batch)
 }
 
+impl WebhookBatch {
+    fn quarantine(
+        &mut self,
+        path: String,
+        rule: impl std::fmt::Display,
+        phone_number_id: Option<PhoneNumberId>,
+        raw: Option<&RawValue>,
+    ) {
+        let raw = raw.map_or_else(
+            || RawValue::from_string("null".to_owned()).expect("valid JSON"),
+            ToOwned::to_owned,
+        );
+        let mut rule = rule.to_string();
+        if rule.len() > MAX_RULE_LEN {
+            // Serde quotes the offending value: a 3 MB string must not become a 3 MB rule.
+            let mut cut = MAX_RULE_LEN;
+            while !rule.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            rule.truncate(cut);
+            rule.push('…');
+        }
+        self.quarantined.push(Quarantined {
+            path,
+            rule,
+            phone_number_id,
+            raw,
+        });
+    }
+}
+
+/// A non-empty string field, `""` read as absent (older payloads sent withheld fields as `""`).
+fn present<'s>(field: &'s Option<std::borrow::Cow<'_, str>>) -> Option<&'s str> {
+    field.as_deref().filter(|s| !s.is_empty())
+}
+
+/// The sender: the phone when `from` parses, else the BSUID of `from_user_id`; with the profile
+/// from the matching `contacts[]` entry.
+fn identify(
+    message: &MessagePayload<'_>,
+    contacts: &[ContactPayload<'_>],
+) -> Result<(ContactId, ContactProfile), (Option<&'static str>, String)> {
+    let phone = present(&message.from).map(PhoneNumber::parse);
+    let user = present(&message.from_user_id).map(Bsuid::parse);
+    let from = match (&phone, &user) {
+        (Some(Ok(p)), _) => ContactId::Phone(p.clone()),
+        (_, Some(Ok(u))) => ContactId::User(u.clone()),
+        (Some(Err(e)), _) => return Err((Some("from"), e.to_string())),
+        (None, Some(Err(e))) => return Err((Some("from_user_id"), e.to_string())),
+        (None, None) => {
+            return Err((
+                Some("from"),
+                "is required (or from_user_id, the sender's BSUID)".to_owned(),
+            ));
+        }
+    };
+    let user_id = user.and_then(Result::ok);
+    let wa_id = phone.and_then(Result::ok);
+    let card = contacts.iter().find(|c| {
+        let same_user = user_id
+            .as_ref()
+            .is_some_and(|u| present(&c.user_id) == Some(u.as_str()));
+        let same_phone = wa_id
+            .as_ref()
+            .is_some_and(|p| present(&c.wa_id) == Some(p.as_str()));
+        same_user || same_phone
+    });
+    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    let profile = ContactProfile {
+        user_id: user_id.or_else(|| card.and_then(|c| Bsuid::parse(present(&c.user_id)?).ok())),
+        parent_user_id: present(&message.from_parent_user_id)
+            .or_else(|| card.and_then(|c| present(&c.parent_user_id)))
+            .and_then(|s| Bsuid::parse(s).ok()),
+        wa_id,
+        name: card.and_then(|c| c.profile.as_ref().and_then(|p| nonempty(&p.name))),
+        username: card.and_then(|c| c.profile.as_ref().and_then(|p| nonempty(&p.username))),
+    };
+    Ok((from, profile))
+}
+
 /// One message; on failure the offending field (if any) and the rule.
 fn extract_message(
     raw: &RawValue,
     display_phone_number: &str,
-    phone_number_id: &str,
+    phone_number_id: &PhoneNumberId,
+    contacts: &[ContactPayload<'_>],
 ) -> Result<InboundMessage, (Option<&'static str>, String)> {
     let message: MessagePayload<'_> =
         serde_json::from_str(raw.get()).map_err(|e| (None, e.to_string()))?;
@@ -119,19 +273,16 @@ fn extract_message(
         .as_deref()
         .ok_or((Some("id"), "is required".to_owned()))?;
     let id = MessageId::parse(id).map_err(|e| (Some("id"), e.to_string()))?;
-    let from = message
-        .from
-        .as_deref()
-        .ok_or((Some("from"), "is required".to_owned()))?;
-    let from = PhoneNumber::parse(from).map_err(|e| (Some("from"), e.to_string()))?;
+    let (from, profile) = identify(&message, contacts)?;
     let kind = MessageKind::parse(message.kind.as_deref().unwrap_or("unknown"));
     let body = summarize(&kind, &message);
     Ok(InboundMessage {
         body,
         id,
         from,
+        profile,
         to: display_phone_number.to_owned(),
-        phone_number_id: phone_number_id.to_owned(),
+        phone_number_id: phone_number_id.clone(),
         timestamp: message.timestamp.unwrap_or_default(),
         kind,
         raw: raw.to_owned(),
@@ -249,7 +400,7 @@ mod tests {
         assert_eq!(m.id.as_str(), "wamid.XXX");
         assert_eq!(m.from.as_str(), "919216598210");
         assert_eq!(m.to, "15551713917");
-        assert_eq!(m.phone_number_id, "123456");
+        assert_eq!(m.phone_number_id.as_str(), "123456");
         assert_eq!(m.body, "Good");
         assert_eq!(m.kind, MessageKind::Text);
         assert!(m.raw.get().starts_with(r#"{"from":"919216598210""#));
@@ -366,22 +517,100 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_invalid_fields_are_named_by_path() {
-        let no_id = envelope(r#"{"from":"919216598210","type":"text"}"#);
-        let err = extract_batch(no_id.as_bytes()).unwrap_err();
-        assert_eq!(err.path, "entry[0].changes[0].value.messages[0].id");
-        assert_eq!(err.rule, "is required");
+    fn unattributable_messages_are_quarantined_by_path_and_the_rest_kept() {
+        let no_id = envelope(
+            r#"{"from":"919216598210","type":"text"},{"from":"919216598210","id":"ok","type":"text"}"#,
+        );
+        let batch = extract_batch(no_id.as_bytes()).unwrap();
+        assert_eq!(batch.messages.len(), 1);
+        assert_eq!(batch.messages[0].id.as_str(), "ok");
+        let q = &batch.quarantined[0];
+        assert_eq!(q.path, "entry[0].changes[0].value.messages[0].id");
+        assert_eq!(q.rule, "is required");
+        assert_eq!(q.phone_number_id.as_ref().unwrap().as_str(), "123456");
+        assert_eq!(q.raw.get(), r#"{"from":"919216598210","type":"text"}"#);
 
         let bad_from = envelope(
             r#"{"from":"919216598210","id":"a","type":"text"},{"from":"12","id":"b","type":"text"}"#,
         );
-        let err = extract_batch(bad_from.as_bytes()).unwrap_err();
-        assert_eq!(err.path, "entry[0].changes[0].value.messages[1].from");
-        assert!(err.rule.contains("7-15 digits"), "{}", err.rule);
+        let batch = extract_batch(bad_from.as_bytes()).unwrap();
+        assert_eq!(batch.messages.len(), 1);
+        assert_eq!(
+            batch.quarantined[0].path,
+            "entry[0].changes[0].value.messages[1].from"
+        );
+        assert!(
+            batch.quarantined[0].rule.contains("7-15 digits"),
+            "{}",
+            batch.quarantined[0].rule
+        );
+
+        let nobody = envelope(r#"{"id":"c","type":"text"}"#);
+        let batch = extract_batch(nobody.as_bytes()).unwrap();
+        assert!(batch.messages.is_empty());
+        assert_eq!(
+            batch.quarantined[0].path,
+            "entry[0].changes[0].value.messages[0].from"
+        );
+        assert!(batch.quarantined[0].rule.contains("from_user_id"));
     }
 
     #[test]
-    fn malformed_json_and_wrong_shapes_are_rejected() {
+    fn a_bsuid_only_sender_is_keyed_by_the_bsuid_with_its_profile() {
+        let body = r#"{"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{
+  "field":"messages","value":{"messaging_product":"whatsapp",
+  "metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
+  "contacts":[{"profile":{"name":"Sheena N.","username":"@sheena.n"},
+               "user_id":"US.13491208655302741918","parent_user_id":"US.ENT.11815799212886844830"}],
+  "messages":[{"from_user_id":"US.13491208655302741918",
+               "from_parent_user_id":"US.ENT.11815799212886844830",
+               "id":"wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=",
+               "timestamp":"1749416383","type":"text","text":{"body":"Does it come in blue?"}}]}}]}]}"#;
+        let batch = extract_batch(body.as_bytes()).unwrap();
+        assert!(batch.quarantined.is_empty());
+        let m = &batch.messages[0];
+        assert_eq!(m.from.as_str(), "US.13491208655302741918");
+        assert!(m.from.phone().is_none());
+        assert_eq!(m.phone_number_id.as_str(), "106540352242922");
+        assert_eq!(m.profile.name.as_deref(), Some("Sheena N."));
+        assert_eq!(m.profile.username.as_deref(), Some("@sheena.n"));
+        assert_eq!(
+            m.profile.parent_user_id.as_ref().unwrap().as_str(),
+            "US.ENT.11815799212886844830"
+        );
+        assert!(m.profile.wa_id.is_none());
+    }
+
+    #[test]
+    fn the_phone_wins_over_the_bsuid_and_the_profile_is_matched_by_identity() {
+        // Two contacts, listed in the opposite order to the messages.
+        let body = r#"{"entry":[{"changes":[{"field":"messages","value":{
+  "metadata":{"display_phone_number":"15550783881","phone_number_id":"1065"},
+  "contacts":[{"profile":{"name":"Bob"},"wa_id":"16505550002","user_id":"US.2"},
+              {"profile":{"name":"Ann","username":""},"wa_id":"16505550001","user_id":"US.1"}],
+  "messages":[{"from":"16505550001","from_user_id":"US.1","id":"w1","timestamp":"1","type":"text","text":{"body":"a"}},
+              {"from":"16505550002","id":"w2","timestamp":"2","type":"text","text":{"body":"b"}}]}}]}]}"#;
+        let batch = extract_batch(body.as_bytes()).unwrap();
+        let [ann, bob] = &batch.messages[..] else {
+            panic!("{:?}", batch.messages)
+        };
+        assert_eq!(ann.from.as_str(), "16505550001");
+        assert_eq!(ann.profile.name.as_deref(), Some("Ann"));
+        assert_eq!(ann.profile.username, None, "\"\" reads as absent");
+        assert_eq!(ann.profile.user_id.as_ref().unwrap().as_str(), "US.1");
+        assert_eq!(bob.profile.name.as_deref(), Some("Bob"));
+        assert_eq!(bob.profile.user_id.as_ref().unwrap().as_str(), "US.2");
+    }
+
+    #[test]
+    fn missing_metadata_is_the_unknown_tenant() {
+        let body = br#"{"entry":[{"changes":[{"value":{"messages":[{"from":"919216598210","id":"x","type":"text"}]}}]}]}"#;
+        let batch = extract_batch(body).unwrap();
+        assert_eq!(batch.messages[0].phone_number_id.as_str(), "unknown");
+    }
+
+    #[test]
+    fn malformed_json_and_wrong_shapes_are_rejected_or_quarantined() {
         assert!(
             extract_batch(b"{")
                 .unwrap_err()
@@ -400,15 +629,34 @@ mod tests {
                 .rule
                 .starts_with("not a WhatsApp")
         );
-        let err = extract_batch(
-            br#"{"entry":[{"changes":[{"field":"messages","value":{"messages":{}}}]}]}"#,
+        // Parts of a change that have the wrong shape are quarantined, not a 400.
+        let batch = extract_batch(
+            br#"{"entry":[{"changes":[{"field":"messages","value":{"messages":{}}},
+                {"field":"messages","value":{"metadata":{"phone_number_id":"1"},"messages":[{"from":"919216598210","id":"y"}]}}]}]}"#,
         )
-        .unwrap_err();
-        assert_eq!(err.path, "entry[0].changes[0].value.messages");
-        assert_eq!(err.rule, "must be an array");
-        let err =
-            extract_batch(br#"{"entry":[{"changes":[{"value":{"metadata":"x"}}]}]}"#).unwrap_err();
-        assert_eq!(err.path, "entry[0].changes[0].value.metadata");
+        .unwrap();
+        assert_eq!(
+            batch.quarantined[0].path,
+            "entry[0].changes[0].value.messages"
+        );
+        assert_eq!(batch.quarantined[0].rule, "must be an array");
+        assert_eq!(batch.quarantined[0].raw.get(), "null");
+        assert_eq!(batch.messages.len(), 1);
+        let batch =
+            extract_batch(br#"{"entry":[{"changes":[{"value":{"metadata":"x"}}]}]}"#).unwrap();
+        assert_eq!(
+            batch.quarantined[0].path,
+            "entry[0].changes[0].value.metadata"
+        );
+        assert_eq!(batch.quarantined[0].raw.get(), r#""x""#);
+        let batch = extract_batch(
+            br#"{"entry":[{"changes":[{"value":{"metadata":{"phone_number_id":"a:b"},"messages":[]}}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            batch.quarantined[0].path,
+            "entry[0].changes[0].value.metadata.phone_number_id"
+        );
     }
 
     #[test]

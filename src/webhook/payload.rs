@@ -43,6 +43,7 @@ pub struct ChangePayload<'a> {
 #[derive(Debug, Default)]
 pub struct ChangeValuePayload<'a> {
     pub metadata: Option<&'a RawValue>,
+    pub contacts: RawList<'a>,
     pub messages: RawList<'a>,
     pub statuses: RawList<'a>,
     pub errors: RawList<'a>,
@@ -74,6 +75,7 @@ impl<'a> RawList<'a> {
 #[serde(field_identifier, rename_all = "lowercase")]
 enum ValueKey {
     Metadata,
+    Contacts,
     Messages,
     Statuses,
     Errors,
@@ -120,6 +122,7 @@ impl<'de: 'a, 'a> de::Visitor<'de> for LenientVisitor<ChangeValuePayload<'a>> {
         while let Some(key) = map.next_key::<ValueKey>()? {
             match key {
                 ValueKey::Metadata => value.metadata = Some(map.next_value()?),
+                ValueKey::Contacts => value.contacts = map.next_value()?,
                 ValueKey::Messages => value.messages = map.next_value()?,
                 ValueKey::Statuses => value.statuses = map.next_value()?,
                 ValueKey::Errors => value.errors = map.next_value()?,
@@ -187,6 +190,29 @@ pub struct MetadataPayload<'a> {
     pub phone_number_id: Cow<'a, str>,
 }
 
+/// One `value.contacts[]` profile. Withheld fields are omitted (older payloads send `""`, read
+/// as absent by the extractor).
+#[derive(Debug, Default, Deserialize)]
+pub struct ContactPayload<'a> {
+    #[serde(default, borrow)]
+    pub wa_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub user_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub parent_user_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub profile: Option<ProfilePayload>,
+}
+
+/// `contacts[].profile`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ProfilePayload {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+}
+
 /// The fields of a message object we read. Every content field is optional: which one is present
 /// depends on `type`.
 #[derive(Debug, Deserialize)]
@@ -195,6 +221,11 @@ pub struct MessagePayload<'a> {
     pub id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub from: Option<Cow<'a, str>>,
+    /// The sender's BSUID (2026+); may be the only identity when the phone is withheld.
+    #[serde(default, borrow)]
+    pub from_user_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub from_parent_user_id: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "string_or_number")]
     pub timestamp: Option<String>,
     #[serde(rename = "type", borrow)]

@@ -67,26 +67,34 @@ async fn wrong_type_conversations_key_is_503_with_nothing_stored_and_the_retry_i
     let app = spawn_app(Backend::Redis).await;
     let redis = app.redis.as_ref().unwrap();
     let _: () = redis
-        .query(redis::cmd("SET").arg("test:conversations").arg("oops"))
+        .query(redis::cmd("SET").arg("test:convs").arg("oops"))
         .await;
     let body = webhook_with(vec![text_message("wamid.C1", A, "x")]);
     assert_eq!(ack(&app, &body).await.0, 503);
     assert!(app.ids_of(A).await.is_empty(), "nothing appended");
-    assert!(!exists(redis, "test:seen:wamid.C1").await, "no marker");
+    assert!(!exists(redis, "test:msg:wamid.C1").await, "no record");
+    assert!(
+        !exists(redis, &format!("test:conv:{PHONE_NUMBER_ID}:{A}")).await,
+        "the conversation is restored (it did not exist)"
+    );
+    assert!(
+        !exists(redis, &format!("test:cmsgs:{PHONE_NUMBER_ID}:{A}")).await,
+        "no index entry"
+    );
+    let events: i64 = redis.query(redis::cmd("XLEN").arg("test:events")).await;
+    assert_eq!(events, 0, "the chunk's events are deleted again");
 
-    let _: () = redis
-        .query(redis::cmd("DEL").arg("test:conversations"))
-        .await;
+    let _: () = redis.query(redis::cmd("DEL").arg("test:convs")).await;
     assert_eq!(ack(&app, &body).await.1["stored"], 1);
     assert_eq!(ack(&app, &body).await.1["duplicates"], 1);
     assert_eq!(app.ids_of(A).await, ["wamid.C1"]);
 }
 
 /// A failure *after* the script's first writes: ZADD disabled, as a command failing on this
-/// server (e.g. `ZADD GT` on Redis < 6.2). The first message is written completely (its index
-/// entry needs no ZADD), the second fails at indexing, before its list entry and its marker. After
-/// a restart on the same data without the rename, the retry stores the second exactly once and
-/// the first is a duplicate.
+/// server (e.g. `ZADD GT` on Redis < 6.2). The first message's list entry is written, then its
+/// index entry fails: the append is popped again, and nothing of the chunk stays (no list entry,
+/// no record, no event). After a restart on the same data without the rename, the retry stores
+/// both exactly once.
 #[tokio::test]
 async fn a_failure_after_the_first_writes_is_503_and_the_retry_after_a_restart_stores_each_message_once()
  {
@@ -102,27 +110,20 @@ async fn a_failure_after_the_first_writes_is_503_and_the_retry_after_a_restart_s
     without_zadd.extend(["--rename-command", "ZADD", ""]);
     let redis = TestRedis::start_with(&without_zadd);
     let mut app = spawn_app_on_redis(redis, |_| {}).await;
-    // A's index entry is already newer than the message, so A needs no ZADD.
     let redis = app.redis.as_ref().unwrap();
-    let _: f64 = redis
-        .query(
-            redis::cmd("ZINCRBY")
-                .arg("test:conversations")
-                .arg(9_999_999_999u64)
-                .arg(A),
-        )
-        .await;
     let body = webhook_with(vec![
         text_message("wamid.Z1", A, "indexed already"),
         text_message("wamid.Z2", B, "needs ZADD"),
     ]);
     let (status, answer) = ack(&app, &body).await;
     assert_eq!(status, 503, "{answer}");
-    // The index fails before any append: nothing of the chunk, no marker.
+    // The index fails after the first append: it is undone; nothing of the chunk, no record.
     assert!(app.ids_of(A).await.is_empty(), "no list entry for A");
-    assert!(!exists(redis, "test:seen:wamid.Z1").await, "no marker");
-    assert!(!exists(redis, "test:seen:wamid.Z2").await, "no marker");
+    assert!(!exists(redis, "test:msg:wamid.Z1").await, "no record");
+    assert!(!exists(redis, "test:msg:wamid.Z2").await, "no record");
     assert!(!exists(redis, &list(B)).await, "no list entry");
+    let events: i64 = redis.query(redis::cmd("XLEN").arg("test:events")).await;
+    assert_eq!(events, 0, "no event");
 
     app.redis().set_args(&persistent);
     app.redis().restart();
@@ -146,15 +147,19 @@ async fn a_failure_after_the_first_writes_is_503_and_the_retry_after_a_restart_s
     assert_eq!(app.ids_of(B).await, ["wamid.Z2"]);
     let redis = app.redis.as_ref().unwrap();
     let score: f64 = redis
-        .query(redis::cmd("ZSCORE").arg("test:conversations").arg(B))
+        .query(
+            redis::cmd("ZSCORE")
+                .arg("test:convs")
+                .arg(format!("{PHONE_NUMBER_ID}:{B}")),
+        )
         .await;
     assert_eq!(score, 1757936743.0);
 }
 
-/// A key of another type at a marker's name (written by hand, say): it reads as no marker, so the
-/// message is stored, once, and its marker replaces that key; a retry is then a duplicate. (The
-/// old script's `SET NX` took the existing key for a marker: 200, and the message was never
-/// stored.)
+/// A key of another type at a previous-release marker's name (written by hand, say): it reads as
+/// no marker, so the message is stored, once; a retry is then a duplicate (through its record).
+/// (The first script's `SET NX` took the existing key for a marker: 200, and the message was
+/// never stored.)
 #[tokio::test]
 async fn a_key_of_another_type_at_a_markers_name_does_not_swallow_the_message() {
     let app = spawn_app(Backend::Redis).await;
@@ -170,10 +175,14 @@ async fn a_key_of_another_type_at_a_markers_name_does_not_swallow_the_message() 
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["stored"], 2, "{answer}");
     assert_eq!(app.ids_of(A).await, ["wamid.M1", "wamid.M2"]);
-    let marker: String = redis
-        .query(redis::cmd("GET").arg("test:seen:wamid.M2"))
+    let owner: String = redis
+        .query(
+            redis::cmd("HGET")
+                .arg("test:msg:wamid.M2")
+                .arg(format!("{PHONE_NUMBER_ID}:from")),
+        )
         .await;
-    assert_eq!(marker, A, "the marker replaced the foreign key");
+    assert_eq!(owner, A, "the record names the sender");
     let (_, again) = ack(&app, &body).await;
     assert_eq!(again["duplicates"], 2);
     assert_eq!(app.ids_of(A).await, ["wamid.M1", "wamid.M2"]);
@@ -203,13 +212,43 @@ async fn markers_of_the_previous_release_still_deduplicate() {
             .await,
         0.0
     );
-    // New markers hold the sender.
+    // New messages write no marker: their record is the marker.
     app.post_webhook(&webhook_with(vec![text_message("wamid.NEW", B, "x")]))
         .await;
-    let marker: String = redis
-        .query(redis::cmd("GET").arg("test:seen:wamid.NEW"))
+    assert!(!exists(redis, "test:seen:wamid.NEW").await);
+    let owner: String = redis
+        .query(
+            redis::cmd("HGET")
+                .arg("test:msg:wamid.NEW")
+                .arg(format!("{PHONE_NUMBER_ID}:from")),
+        )
         .await;
-    assert_eq!(marker, B);
+    assert_eq!(owner, B);
+}
+
+/// A key of another type at a record's name fails the chunk before any write (503 naming the
+/// key); once it is removed, the retry is stored once.
+#[tokio::test]
+async fn a_key_of_another_type_at_a_records_name_is_503_and_stores_nothing() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let _: () = redis
+        .query(redis::cmd("SET").arg("test:msg:wamid.R2").arg("x"))
+        .await;
+    let body = webhook_with(vec![
+        text_message("wamid.R1", A, "one"),
+        text_message("wamid.R2", A, "two"),
+    ]);
+    let (status, answer) = ack(&app, &body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(app.ids_of(A).await.is_empty());
+    assert!(!exists(redis, "test:msg:wamid.R1").await);
+    let _: () = redis
+        .query(redis::cmd("DEL").arg("test:msg:wamid.R2"))
+        .await;
+    assert_eq!(ack(&app, &body).await.1["stored"], 2);
+    assert_eq!(ack(&app, &body).await.1["duplicates"], 2);
+    assert_eq!(app.ids_of(A).await, ["wamid.R1", "wamid.R2"]);
 }
 
 async fn id_reused_by_another_sender_is_not_stored_but_counted(backend: Backend) {
@@ -341,8 +380,8 @@ async fn a_large_delivery_is_written_in_bounded_transactions_on_the_embedded_sto
     assert_eq!(app.ids_of(A).await, ids("e", 0..2000));
 }
 
-/// A database written by the previous release (schema version 1) opens, keeps its messages and
-/// dedupe, and is migrated to version 2.
+/// A database written by the first release (schema version 1) opens, keeps its messages and
+/// dedupe, and is migrated to the current version.
 #[tokio::test]
 async fn a_database_of_the_previous_release_is_migrated_and_kept() {
     let data = tempfile::tempdir().unwrap();
@@ -386,7 +425,15 @@ async fn a_database_of_the_previous_release_is_migrated_and_kept() {
     let version: i64 = db
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+    let records: i64 = db
+        .query_row(
+            "SELECT count(*) FROM messages WHERE id = 'wamid.V2'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(records, 1, "new messages get a record");
     app.wait_readyz(200, std::time::Duration::from_secs(3))
         .await;
     let probed: i64 = db

@@ -12,7 +12,7 @@ contract_tests!(
     statuses_and_errors_only_payloads_are_acknowledged_and_store_nothing,
     malformed_json_is_400_and_stores_nothing,
     json_not_shaped_like_a_notification_is_400,
-    one_invalid_message_rejects_the_whole_batch,
+    an_unattributable_message_is_quarantined_and_the_rest_stored,
     unknown_fields_and_message_types_are_accepted,
     correctly_signed_webhook_is_accepted,
     missing_wrong_or_tampered_signature_is_401_and_stores_nothing,
@@ -34,7 +34,7 @@ async fn text_message_is_stored_in_the_original_shape(backend: Backend) {
     let ack: Value = response.json().await.unwrap();
     assert_eq!(
         ack,
-        json!({"status": "ok", "stored": 1, "duplicates": 0, "statuses": 0})
+        json!({"status": "ok", "stored": 1, "duplicates": 0, "statuses": 0, "quarantined": 0})
     );
 
     let messages = app.messages_of("+919216598210").await;
@@ -138,22 +138,32 @@ async fn json_not_shaped_like_a_notification_is_400(backend: Backend) {
     }
 }
 
-async fn one_invalid_message_rejects_the_whole_batch(backend: Backend) {
+async fn an_unattributable_message_is_quarantined_and_the_rest_stored(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut bad = text_message("wamid.BAD", "919216598210", "x");
     bad.as_object_mut().unwrap().remove("from");
     let body = webhook_with(vec![text_message("wamid.GOOD", "919216598210", "ok"), bad]);
     let response = app.post_webhook(&body).await;
-    assert_eq!(response.status(), 400);
-    let detail: Value = response.json().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let ack: Value = response.json().await.unwrap();
+    assert_eq!(ack["stored"], 1);
+    assert_eq!(ack["quarantined"], 1);
+    let stored = app.messages_of("919216598210").await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0]["id"], "wamid.GOOD");
     assert_eq!(
-        detail["detail"],
-        "invalid webhook payload: entry[0].changes[0].value.messages[1].from: is required"
+        app.metric("whatsapp_gateway_webhook_items_quarantined_total")
+            .await,
+        1.0
     );
-    assert!(
-        app.messages_of("919216598210").await.is_empty(),
-        "nothing partial is stored"
+    // Meta's retry stores nothing twice (the quarantined item is kept again: it has no id to
+    // deduplicate on).
+    let retry: Value = app.post_webhook(&body).await.json().await.unwrap();
+    assert_eq!(
+        (retry["stored"].clone(), retry["duplicates"].clone()),
+        (json!(0), json!(1))
     );
+    assert_eq!(app.messages_of("919216598210").await.len(), 1);
 }
 
 async fn unknown_fields_and_message_types_are_accepted(backend: Backend) {

@@ -1,0 +1,174 @@
+//! The message record: the primary stored form of a message, written by both backends in the same
+//! atomic step as the FastAPI compatibility list, the conversation and the events.
+//!
+//! [`MessageWrite`] is one message prepared for a backend: every string a write needs, built once
+//! in Rust, so the Redis script and the SQLite writer only place them. The record JSON is also the
+//! `data` of the message's `message_incoming` event, so an event and `GET /v1/messages/{id}`
+//! describe a message in the same words.
+//!
+//! Record shape (`direction`, `phone_number_id`, `contact`, `timestamp` as a number, Meta's
+//! `type`, the FastAPI `body`, Meta's message object as `raw`):
+//! `{"id","direction":"inbound","phone_number_id","contact":{"id","wa_id"?,"user_id"?,
+//! "parent_user_id"?,"name"?,"username"?},"timestamp","type","body","raw"}`.
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::domain::{ContactId, ContactProfile, InboundMessage};
+
+/// Longest conversation preview kept (characters).
+pub const PREVIEW_CHARS: usize = 120;
+/// How long after a contact's last inbound message the business may answer freely (Meta's
+/// customer-service window).
+pub const WINDOW_SECS: i64 = 24 * 60 * 60;
+
+/// The contact as records, conversations and events show it.
+#[derive(Debug, Serialize)]
+pub struct ContactView<'a> {
+    /// The conversation key: phone digits or BSUID.
+    pub id: &'a ContactId,
+    #[serde(flatten)]
+    pub profile: &'a ContactProfile,
+}
+
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    id: &'a str,
+    direction: &'static str,
+    phone_number_id: &'a str,
+    contact: ContactView<'a>,
+    timestamp: i64,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    body: &'a str,
+    raw: &'a RawValue,
+}
+
+/// One message ready for a backend.
+#[derive(Debug, Clone)]
+pub struct MessageWrite {
+    /// Meta's message id.
+    pub id: String,
+    /// The tenant.
+    pub phone_number_id: String,
+    /// The conversation key (digits or BSUID).
+    pub contact: String,
+    /// Meta's timestamp, unix seconds (0 when Meta sent something odd).
+    pub timestamp: i64,
+    /// The record JSON (see the module doc).
+    pub record: String,
+    /// The FastAPI original's JSON for `<REDIS_INBOUND_LIST>:<contact>`.
+    pub compat: String,
+    /// The conversation preview as a JSON string literal.
+    pub preview_json: String,
+    /// The contact as a JSON object ([`ContactView`]).
+    pub contact_json: String,
+    /// The id as a JSON string literal (ids may hold `"` or `\`).
+    pub id_json: String,
+    /// Whether the message counts as unread and opens the 24-hour window (a user's message; not
+    /// history back-fill or the business's own echoes).
+    pub from_user: bool,
+}
+
+impl MessageWrite {
+    /// Prepares an inbound message.
+    pub fn inbound(message: &InboundMessage) -> Self {
+        let timestamp = message.timestamp_secs();
+        let contact = ContactView {
+            id: &message.from,
+            profile: &message.profile,
+        };
+        let record = serde_json::to_string(&RecordRef {
+            id: message.id.as_str(),
+            direction: "inbound",
+            phone_number_id: message.phone_number_id.as_str(),
+            contact: ContactView {
+                id: &message.from,
+                profile: &message.profile,
+            },
+            timestamp,
+            kind: message.kind.as_str(),
+            body: &message.body,
+            raw: &message.raw,
+        })
+        .expect("serializing strings and valid raw JSON cannot fail");
+        Self {
+            id: message.id.as_str().to_owned(),
+            phone_number_id: message.phone_number_id.as_str().to_owned(),
+            contact: message.from.as_str().to_owned(),
+            timestamp,
+            record,
+            compat: message.to_stored_json(),
+            preview_json: json_string(&preview(&message.body)),
+            contact_json: serde_json::to_string(&contact).expect("strings serialize"),
+            id_json: json_string(message.id.as_str()),
+            from_user: true,
+        }
+    }
+
+    /// The key of the message in its conversation's index: Meta's timestamp (10 digits, zero
+    /// padded) then the id, so the index sorts by time and ties by id, and a cursor is a point in
+    /// that order that stays valid while messages arrive.
+    pub fn index_member(&self) -> String {
+        format!("{:010}:{}", self.timestamp.clamp(0, 9_999_999_999), self.id)
+    }
+}
+
+/// `s` cut to [`PREVIEW_CHARS`] characters (on a character boundary), with `…` when cut.
+pub fn preview(s: &str) -> String {
+    match s.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{MessageId, MessageKind, PhoneNumberId};
+
+    fn message(id: &str, body: &str) -> InboundMessage {
+        InboundMessage {
+            id: MessageId::parse(id).unwrap(),
+            from: ContactId::parse("US.13491208655302741918").unwrap(),
+            profile: ContactProfile {
+                name: Some("Sheena \"N\"".into()),
+                ..ContactProfile::default()
+            },
+            to: "15550783881".into(),
+            phone_number_id: PhoneNumberId::parse("1065").unwrap(),
+            timestamp: "1749416383".into(),
+            kind: MessageKind::Text,
+            body: body.into(),
+            raw: RawValue::from_string(r#"{"text":{"body":"x"}}"#.into()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_record_names_direction_tenant_and_contact() {
+        let w = MessageWrite::inbound(&message("wamid.A", "hi"));
+        assert_eq!(
+            w.record,
+            r#"{"id":"wamid.A","direction":"inbound","phone_number_id":"1065","contact":{"id":"US.13491208655302741918","name":"Sheena \"N\""},"timestamp":1749416383,"type":"text","body":"hi","raw":{"text":{"body":"x"}}}"#
+        );
+        assert_eq!(w.contact, "US.13491208655302741918");
+        assert_eq!(w.index_member(), "1749416383:wamid.A");
+        assert!(
+            w.compat
+                .starts_with(r#"{"id":"wamid.A","from":"US.13491208655302741918""#)
+        );
+    }
+
+    #[test]
+    fn ids_and_previews_are_json_literals() {
+        let w = MessageWrite::inbound(&message("wamid.\"\\x", &"é".repeat(200)));
+        assert_eq!(w.id_json, r#""wamid.\"\\x""#);
+        let preview: String = serde_json::from_str(&w.preview_json).unwrap();
+        assert_eq!(preview.chars().count(), PREVIEW_CHARS + 1);
+        assert!(preview.ends_with('…'));
+    }
+}
