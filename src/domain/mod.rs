@@ -9,6 +9,7 @@ pub mod message_id;
 pub mod meta_error;
 pub mod outbound;
 pub mod phone_number;
+pub mod status;
 
 pub use identity::{Bsuid, ContactId, PhoneNumberId};
 pub use inbound::{ContactProfile, InboundMessage, MessageKind};
@@ -16,3 +17,8 @@ pub use message_id::MessageId;
 pub use meta_error::MetaError;
 pub use outbound::{MessageText, OutboundText};
 pub use phone_number::PhoneNumber;
+pub use status::{
+    Applied, CallStatus, Conversation, DeliveryStatus, ParsedStatus, Pricing, PricingCategory,
+    PricingModel, PricingType, Recipient, StatusParseError, StatusState, StatusTransition,
+    StatusUpdate, advances,
+};
