@@ -122,10 +122,13 @@ pub async fn receive_webhook(
         metrics.reject("invalid_payload");
         tracing::warn!(reason = "invalid_payload", error.message = %crate::http::error::bounded(&e.to_string()), "webhook.rejected");
     })?;
-    metrics.statuses_received.inc_by(batch.statuses as u64);
-    if batch.statuses > 0 || batch.errors > 0 || batch.ignored_changes > 0 {
+    metrics
+        .statuses_received
+        .inc_by((batch.statuses.len() + batch.call_statuses) as u64);
+    if !batch.statuses.is_empty() || batch.errors > 0 || batch.ignored_changes > 0 {
         tracing::info!(
-            statuses = batch.statuses,
+            statuses = batch.statuses.len(),
+            call_statuses = batch.call_statuses,
             errors = batch.errors,
             ignored_changes = batch.ignored_changes,
             "webhook.events received"
@@ -142,6 +145,7 @@ pub async fn receive_webhook(
     let report = report?;
     // After the messages: a failure here is a 503 too, and Meta's retry finds the messages
     // stored (duplicates) and keeps the quarantined items again.
+    state.store.save_statuses(&batch.statuses).await?;
     state.store.save_quarantined(&batch.quarantined).await?;
     metrics
         .webhook_items_quarantined
@@ -160,7 +164,7 @@ pub async fn receive_webhook(
         status: "ok",
         stored: report.stored,
         duplicates: report.duplicates,
-        statuses: batch.statuses,
+        statuses: batch.statuses.len() + batch.call_statuses,
         quarantined: batch.quarantined.len(),
     }))
 }

@@ -38,7 +38,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::readiness::spawn_probe;
-use super::record::MessageWrite;
+use super::record::{MessageWrite, StatusWrite, status_rank};
 use super::{Fetched, Outcome, PagedRead, READ_PAGE, Readiness, StoreError, stored_item};
 use crate::config::EmbeddedSettings;
 use crate::domain::{InboundMessage, PhoneNumber};
@@ -131,6 +131,15 @@ CREATE TABLE conversation (
     PRIMARY KEY (phone_number_id, contact)
 ) WITHOUT ROWID;
 CREATE INDEX conversation_by_activity ON conversation (last_message_at, phone_number_id, contact);
+CREATE TABLE statuses (
+    phone_number_id TEXT    NOT NULL,
+    message_id      TEXT    NOT NULL,
+    status          TEXT    NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    has_errors      INTEGER NOT NULL,
+    detail          TEXT    NOT NULL,
+    PRIMARY KEY (phone_number_id, message_id, status)
+) WITHOUT ROWID;
 CREATE TABLE quarantine (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     item        TEXT    NOT NULL,
@@ -152,6 +161,11 @@ enum Job {
         quarantine: Vec<String>,
         reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
     },
+    /// Status updates; the answer says per update whether it changed something.
+    Statuses {
+        writes: Vec<StatusWrite>,
+        reply: oneshot::Sender<Result<Vec<bool>, StoreError>>,
+    },
     Probe {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -163,6 +177,7 @@ impl Job {
             Self::Save {
                 rows, quarantine, ..
             } => rows.len() + quarantine.len(),
+            Self::Statuses { writes, .. } => writes.len(),
             Self::Probe { .. } => 1,
         }
     }
@@ -171,6 +186,7 @@ impl Job {
         let error = || StoreError::Io(std::io::Error::other(error.to_owned()));
         match self {
             Self::Save { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Statuses { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } => drop(reply.send(Err(error()))),
         }
     }
@@ -179,6 +195,7 @@ impl Job {
         let error = || StoreError::Refused(reason.to_owned());
         match self {
             Self::Save { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Statuses { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } => drop(reply.send(Err(error()))),
         }
     }
@@ -267,6 +284,23 @@ impl EmbeddedStore {
             .send(Job::Save {
                 rows,
                 quarantine: Vec::new(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Applies status updates in one transaction; per update, whether it changed something.
+    pub(super) async fn save_statuses(
+        &self,
+        writes: &[StatusWrite],
+    ) -> Result<Vec<bool>, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Job::Statuses {
+                writes: writes.to_vec(),
                 reply,
             })
             .await
@@ -601,6 +635,10 @@ impl Writer {
                     for (job, outcome) in group.drain(..).zip(outcomes) {
                         match job {
                             Job::Save { reply, .. } => drop(reply.send(Ok(outcome))),
+                            Job::Statuses { reply, .. } => drop(reply.send(Ok(outcome
+                                .into_iter()
+                                .map(|o| o == Outcome::Stored)
+                                .collect()))),
                             Job::Probe { reply } => drop(reply.send(Ok(()))),
                         }
                     }
@@ -710,13 +748,27 @@ fn write_group(
         // script does for the chunks of one call).
         let mut changed: Vec<((String, String), ConversationState)> = Vec::new();
         for job in group.iter() {
-            let Job::Save {
-                rows, quarantine, ..
-            } = job
-            else {
-                probe.execute([])?;
-                outcomes.push(Vec::new());
-                continue;
+            let (rows, quarantine) = match job {
+                Job::Save {
+                    rows, quarantine, ..
+                } => (rows, quarantine),
+                Job::Statuses { writes, .. } => {
+                    let mut mine = Vec::with_capacity(writes.len());
+                    for w in writes {
+                        mine.push(if apply_status(&tx, w)? {
+                            Outcome::Stored
+                        } else {
+                            Outcome::Duplicate
+                        });
+                    }
+                    outcomes.push(mine);
+                    continue;
+                }
+                Job::Probe { .. } => {
+                    probe.execute([])?;
+                    outcomes.push(Vec::new());
+                    continue;
+                }
             };
             for item in quarantine {
                 tx.prepare_cached("INSERT INTO quarantine (item) VALUES (?1)")?
@@ -793,12 +845,10 @@ fn write_group(
                 state.event_json(phone_number_id)
             ])?;
         }
-        if !changed.is_empty()
-            || group
-                .iter()
-                .any(|j| matches!(j, Job::Save { quarantine, .. } if !quarantine.is_empty()))
-        {
-            let last = tx.last_insert_rowid();
+        if group.iter().any(|j| !matches!(j, Job::Probe { .. })) {
+            let last: i64 = tx
+                .prepare_cached("SELECT coalesce(max(id), 0) FROM events")?
+                .query_row([], |r| r.get(0))?;
             let cutoff = last - event_retention as i64;
             if cutoff > 0 {
                 tx.prepare_cached("DELETE FROM events WHERE id <= ?1")?
@@ -808,6 +858,74 @@ fn write_group(
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// Applies one status update with the rules of the Redis [`super::redis::STATUS_SCRIPT`]: one row
+/// per (message, status) keeping the earliest timestamp and the first non-empty errors; the
+/// current status is the highest rank among the rows. Adds a `message_status` event when
+/// something changed; returns whether it did.
+fn apply_status(tx: &rusqlite::Transaction<'_>, w: &StatusWrite) -> rusqlite::Result<bool> {
+    let rows: Vec<(String, i64, bool, String)> = tx
+        .prepare_cached(
+            "SELECT status, timestamp, has_errors, detail FROM statuses
+             WHERE phone_number_id = ?1 AND message_id = ?2",
+        )?
+        .query_map(params![w.phone_number_id, w.message_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let current = rows
+        .iter()
+        .map(|(s, ..)| s.as_str())
+        .max_by_key(|s| status_rank(s));
+    let new_current = match current {
+        Some(c) if status_rank(c) >= status_rank(w.status) => c.to_owned(),
+        _ => w.status.to_owned(),
+    };
+    let old = rows.iter().find(|(s, ..)| s == w.status);
+    let value: Option<(i64, bool, String)> = match old {
+        None => Some((w.timestamp, w.has_errors, w.detail.clone())),
+        Some((_, ts, has_errors, detail)) => {
+            let new_ts = (*ts).min(w.timestamp);
+            let add_errors = !has_errors && w.has_errors;
+            if new_ts != *ts || add_errors {
+                let mut merged: serde_json::Value =
+                    serde_json::from_str(detail).unwrap_or_default();
+                merged["timestamp"] = new_ts.into();
+                if add_errors {
+                    let new: serde_json::Value =
+                        serde_json::from_str(&w.detail).unwrap_or_default();
+                    merged["errors"] = new["errors"].clone();
+                }
+                Some((new_ts, *has_errors || w.has_errors, merged.to_string()))
+            } else {
+                None
+            }
+        }
+    };
+    if value.is_none() && current == Some(new_current.as_str()) {
+        return Ok(false);
+    }
+    if let Some((ts, has_errors, detail)) = value {
+        tx.prepare_cached(
+            "INSERT INTO statuses (phone_number_id, message_id, status, timestamp, has_errors, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (phone_number_id, message_id, status) DO UPDATE SET
+                 timestamp = excluded.timestamp, has_errors = excluded.has_errors,
+                 detail = excluded.detail",
+        )?
+        .execute(params![
+            w.phone_number_id,
+            w.message_id,
+            w.status,
+            ts,
+            has_errors,
+            detail
+        ])?;
+    }
+    tx.prepare_cached("INSERT INTO events (type, data) VALUES ('message_status', ?1)")?
+        .execute(params![w.event_json(&new_current)])?;
+    Ok(true)
 }
 
 /// A conversation's counters after a write, as `RETURNING` gives them.

@@ -35,7 +35,8 @@ use serde_json::value::RawValue;
 
 pub use self::readiness::Readiness;
 use crate::domain::{InboundMessage, PhoneNumber};
-use crate::webhook::Quarantined;
+use crate::webhook::{InboundStatus, Quarantined};
+use record::StatusWrite;
 
 /// How long a dedupe marker is kept: 8 days, past Meta's 7-day retry horizon.
 pub const DEDUPE_TTL_SECS: u64 = 8 * 24 * 60 * 60;
@@ -252,6 +253,30 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Applies a delivery's status updates (in chunks of at most [`MAX_MESSAGES_PER_WRITE`]):
+    /// each is stored with a `message_status` event in one atomic write, unless it changes
+    /// nothing (a retry, a duplicate). Returns how many changed something.
+    pub async fn save_statuses(&self, statuses: &[InboundStatus]) -> Result<usize, StoreError> {
+        let mut changed = 0;
+        for chunk in statuses.chunks(MAX_MESSAGES_PER_WRITE) {
+            let writes: Vec<StatusWrite> = chunk
+                .iter()
+                .map(|s| StatusWrite::new(&s.update, s.phone_number_id.as_str()))
+                .collect();
+            let result = match self {
+                Self::Redis(s) => s.save_statuses(&writes).await,
+                Self::Embedded(s) => s.save_statuses(&writes).await,
+            };
+            match &result {
+                Ok(_) => self.readiness().record_write(Ok(())),
+                Err(StoreError::Refused(_)) => {}
+                Err(e) => self.readiness().record_write(Err(e.to_string())),
+            }
+            changed += result?.into_iter().filter(|c| *c).count();
+        }
+        Ok(changed)
     }
 
     /// Keeps items of a delivery that could not be attributed, each with a `webhook_error`

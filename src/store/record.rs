@@ -172,3 +172,92 @@ mod tests {
         assert!(preview.ends_with('…'));
     }
 }
+
+/// Ranks of delivery statuses as the stores compare them (mirrors
+/// [`crate::domain::DeliveryStatus::rank`]; the Redis script has the same table).
+pub fn status_rank(status: &str) -> u8 {
+    crate::domain::DeliveryStatus::parse(status).map_or(0, |s| s.rank())
+}
+
+/// One status update ready for a backend.
+#[derive(Debug, Clone)]
+pub struct StatusWrite {
+    /// The wamid the status is about.
+    pub message_id: String,
+    /// The tenant.
+    pub phone_number_id: String,
+    /// `sent`, `delivered`, ...
+    pub status: &'static str,
+    /// Meta's timestamp.
+    pub timestamp: i64,
+    /// Whether Meta sent errors with it.
+    pub has_errors: bool,
+    /// The stored transition: `{"status","timestamp","errors"?,"raw"}`.
+    pub detail: String,
+    /// The `message_status` event's data after its `status` key: `"id":…,"phone_number_id":…,
+    /// "contact":{"id":…}|null,"reported":<detail>}` (the closing brace included), so a backend
+    /// writes `{"status":"<current>",` + this.
+    pub event_rest: String,
+}
+
+impl StatusWrite {
+    /// Prepares a status update that arrived on `phone_number_id`.
+    pub fn new(update: &crate::domain::StatusUpdate, phone_number_id: &str) -> Self {
+        let detail = serde_json::json!({
+            "status": update.status.as_str(),
+            "timestamp": update.timestamp,
+        });
+        let mut detail = match detail {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("json! of an object"),
+        };
+        if !update.errors.is_empty() {
+            detail.insert(
+                "errors".into(),
+                serde_json::to_value(&update.errors).expect("errors serialize"),
+            );
+        }
+        let mut detail = serde_json::Value::Object(detail).to_string();
+        // `raw` verbatim (Meta's pricing, conversation and recipient fields, byte for byte).
+        detail.pop();
+        detail.push_str(",\"raw\":");
+        detail.push_str(update.raw.get());
+        detail.push('}');
+        let contact = update
+            .recipient
+            .id
+            .as_deref()
+            .and_then(|id| crate::domain::PhoneNumber::parse(id).ok())
+            .map(|p| p.as_str().to_owned())
+            .or_else(|| {
+                update
+                    .recipient
+                    .user_id
+                    .as_ref()
+                    .map(|u| u.as_str().to_owned())
+            });
+        let contact = match contact {
+            Some(id) => format!("{{\"id\":{}}}", json_string(&id)),
+            None => "null".to_owned(),
+        };
+        let event_rest = format!(
+            "\"id\":{},\"phone_number_id\":{},\"contact\":{contact},\"reported\":{detail}}}",
+            json_string(update.message_id.as_str()),
+            json_string(phone_number_id),
+        );
+        Self {
+            message_id: update.message_id.as_str().to_owned(),
+            phone_number_id: phone_number_id.to_owned(),
+            status: update.status.as_str(),
+            timestamp: update.timestamp,
+            has_errors: !update.errors.is_empty(),
+            detail,
+            event_rest,
+        }
+    }
+
+    /// The `message_status` event's data given the message's current status after the write.
+    pub fn event_json(&self, current: &str) -> String {
+        format!("{{\"status\":\"{current}\",{}", self.event_rest)
+    }
+}

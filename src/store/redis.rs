@@ -44,7 +44,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::readiness::spawn_probe;
-use super::record::MessageWrite;
+use super::record::{MessageWrite, StatusWrite};
 use super::{
     Fetched, MAX_MESSAGES_PER_WRITE, Outcome, PagedRead, READ_PAGE, Readiness, StoreError,
     stored_item,
@@ -211,6 +211,73 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return #ARGV - 2
 ";
 
+/// KEYS[1] = the event stream; KEYS[1+i] = the message hash of status i.
+/// ARGV[1] = the stream's MAXLEN; per status i at `a = 1 + 7(i-1)`: ARGV[a+1] = phone_number_id,
+/// a+2 = status, a+3 = its rank, a+4 = timestamp, a+5 = `1` when it has errors, a+6 = the
+/// transition JSON, a+7 = the event data after its `status` key.
+/// Returns per status 1 when it changed something (and a `message_status` event was added), 0
+/// when it was a duplicate.
+///
+/// In the message hash (shared with the record, so a status that arrives before its message is
+/// simply there when the record is written): `<phone_number_id>:st` = the current status (the
+/// highest rank seen: sent 1 < delivered 2 < read 3 < played 4 < deleted 5 < failed 6, so it never
+/// moves backwards and failed is final) and `<phone_number_id>:s:<status>` = `<timestamp> <0|1
+/// errors> <transition JSON>`, one per status: a repeat keeps the earliest timestamp and the first
+/// non-empty errors. Per status: read (a key of another type fails here, before its writes), then
+/// the event, then the hash; each status is written with its event or not at all, and a retry of
+/// a stored status changes nothing.
+pub const STATUS_SCRIPT: &str = r#"
+local call, try = redis.call, redis.pcall
+local ranks = {sent = 1, delivered = 2, read = 3, played = 4, deleted = 5, failed = 6}
+local out = {}
+for i = 1, #KEYS - 1 do
+  local key, a = KEYS[1 + i], 1 + 7 * (i - 1)
+  local pnid, status, ts, e, detail = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local cf, sf = pnid .. ':st', pnid .. ':s:' .. status
+  local r = try('HMGET', key, cf, sf)
+  if type(r) == 'table' and r.err then
+    return redis.error_reply('ERR reading ' .. key .. ' failed (' .. tostring(r.err)
+      .. '); the statuses before it were stored, the retry stores the rest')
+  end
+  local current, old, value = r[1], r[2], nil
+  if not old then
+    value = ts .. ' ' .. e .. ' ' .. detail
+  else
+    local ots, oe, ojson = string.match(old, '^(%-?%d+) (%d) (.*)$')
+    if ots then
+      local newts = math.min(tonumber(ots), tonumber(ts))
+      if newts ~= tonumber(ots) or (oe == '0' and e == '1') then
+        local o = cjson.decode(ojson)
+        o.timestamp = newts
+        local newe = oe
+        if oe == '0' and e == '1' then
+          o.errors = cjson.decode(detail).errors
+          newe = '1'
+        end
+        value = string.format('%d', newts) .. ' ' .. newe .. ' ' .. cjson.encode(o)
+      end
+    else
+      value = ts .. ' ' .. e .. ' ' .. detail
+    end
+  end
+  local newcur = current
+  if not current or tonumber(ARGV[a + 3]) > (ranks[current] or 0) then newcur = status end
+  if value or newcur ~= current then
+    local id = try('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', 'message_status',
+      'data', '{"status":"' .. newcur .. '",' .. ARGV[a + 7])
+    if type(id) == 'table' and id.err then
+      return redis.error_reply('ERR appending an event to ' .. KEYS[1] .. ' failed (' .. tostring(id.err)
+        .. '); the statuses before it were stored, the retry stores the rest')
+    end
+    if value then call('HSET', key, cf, newcur, sf, value) else call('HSET', key, cf, newcur) end
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"#;
+
 /// Quarantined items kept in Redis (the newest).
 pub const QUARANTINE_KEPT: usize = 10_000;
 
@@ -247,6 +314,7 @@ struct Inner {
     inbound_list: String,
     key_prefix: String,
     event_retention: usize,
+    status_script: Script,
     allow_eviction: bool,
     readiness: Readiness,
     /// INFO was refused once (disabled on this server) and that was logged.
@@ -288,6 +356,7 @@ impl RedisStore {
                 inbound_list: settings.inbound_list.clone(),
                 key_prefix: settings.key_prefix.clone(),
                 event_retention: settings.event_retention,
+                status_script: Script::new(STATUS_SCRIPT),
                 allow_eviction: settings.allow_eviction,
                 readiness: Readiness::default(),
                 info_refused_logged: AtomicBool::new(false),
@@ -302,6 +371,38 @@ impl RedisStore {
     /// The list key of a contact: `<REDIS_INBOUND_LIST>:<digits or BSUID>`.
     pub fn list_key(&self, contact: &str) -> String {
         format!("{}:{contact}", self.inner.inbound_list)
+    }
+
+    /// Applies status updates (at most [`MAX_MESSAGES_PER_WRITE`] per call) in one script call;
+    /// per update, whether it changed something.
+    pub(super) async fn save_statuses(
+        &self,
+        writes: &[StatusWrite],
+    ) -> Result<Vec<bool>, StoreError> {
+        if let Some(reason) = self.inner.readiness.refused() {
+            return Err(StoreError::Refused(reason));
+        }
+        let p = &self.inner.key_prefix;
+        let mut invocation = self.inner.status_script.prepare_invoke();
+        invocation.key(format!("{p}:events"));
+        for w in writes {
+            invocation.key(format!("{p}:msg:{}", w.message_id));
+        }
+        invocation.arg(self.inner.event_retention);
+        for w in writes {
+            invocation
+                .arg(&w.phone_number_id)
+                .arg(w.status)
+                .arg(super::record::status_rank(w.status))
+                .arg(w.timestamp)
+                .arg(if w.has_errors { "1" } else { "0" })
+                .arg(&w.detail)
+                .arg(&w.event_rest);
+        }
+        let changed: Vec<i64> = invocation
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(changed.into_iter().map(|c| c == 1).collect())
     }
 
     /// Keeps quarantined items (each item's JSON) with a `webhook_error` event each, in one

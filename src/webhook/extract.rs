@@ -17,14 +17,15 @@
 //! - `type` defaults to `unknown`; the tenant is `metadata.phone_number_id`
 //!   ([`PhoneNumberId::unknown`] when absent).
 //!
-//! `statuses[]` and value-level `errors[]` are counted for logging; they get their own storage
-//! later.
+//! `statuses[]` items become [`InboundStatus`]es (a status breaking a rule of
+//! [`StatusUpdate::parse`] is quarantined; call statuses are counted). Value-level `errors[]` are
+//! counted for logging.
 
 use serde_json::value::RawValue;
 
 use crate::domain::{
-    Bsuid, ContactId, ContactProfile, InboundMessage, MessageId, MessageKind, PhoneNumber,
-    PhoneNumberId,
+    Bsuid, ContactId, ContactProfile, InboundMessage, MessageId, MessageKind, ParsedStatus,
+    PhoneNumber, PhoneNumberId, StatusUpdate,
 };
 use crate::webhook::payload::{
     ContactPayload, MessagePayload, MetadataPayload, RawList, WebhookPayload,
@@ -37,8 +38,10 @@ pub struct WebhookBatch {
     pub messages: Vec<InboundMessage>,
     /// Items that could not be attributed, in payload order.
     pub quarantined: Vec<Quarantined>,
-    /// Number of `statuses[]` objects.
-    pub statuses: usize,
+    /// Message statuses (`statuses[]` items about messages), in payload order.
+    pub statuses: Vec<InboundStatus>,
+    /// Call statuses (`type: "call"`): counted; stored with the calls work later.
+    pub call_statuses: usize,
     /// Number of `errors[]` objects at value level.
     pub errors: usize,
     /// Changes with a field other than `messages`.
@@ -62,6 +65,15 @@ impl ExtractError {
             rule: rule.to_string(),
         }
     }
+}
+
+/// A message status and the business number it arrived on.
+#[derive(Debug, Clone)]
+pub struct InboundStatus {
+    /// The tenant (`metadata.phone_number_id`).
+    pub phone_number_id: PhoneNumberId,
+    /// The status.
+    pub update: StatusUpdate,
 }
 
 /// One item of a delivery that could not be attributed: kept, counted and announced, never
@@ -148,8 +160,25 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                 }
             }
             let messages = value.messages.items();
-            batch.statuses += value.statuses.items().len();
             batch.errors += value.errors.items().len();
+            for (i, raw) in value.statuses.items().iter().enumerate() {
+                match StatusUpdate::parse(raw) {
+                    Ok(ParsedStatus::Message(update)) => batch.statuses.push(InboundStatus {
+                        phone_number_id: tenant.clone(),
+                        update,
+                    }),
+                    Ok(ParsedStatus::Call(_)) => batch.call_statuses += 1,
+                    Err(e) => {
+                        let field = e.field.map(|f| format!(".{f}")).unwrap_or_default();
+                        batch.quarantine(
+                            format!("{}.statuses[{i}]{field}", path()),
+                            &e.rule,
+                            Some(tenant.clone()),
+                            Some(raw),
+                        );
+                    }
+                }
+            }
             if messages.is_empty() {
                 continue;
             }

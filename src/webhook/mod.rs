@@ -7,6 +7,6 @@ pub mod handshake;
 pub mod payload;
 pub mod signature;
 
-pub use extract::{ExtractError, Quarantined, WebhookBatch, extract_batch};
+pub use extract::{ExtractError, InboundStatus, Quarantined, WebhookBatch, extract_batch};
 pub use handshake::{HandshakeError, HandshakeQuery};
 pub use signature::{AppSecret, BodyDigest, BodyHasher, SignatureError};
