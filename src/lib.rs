@@ -2,7 +2,7 @@
 //!
 //! Meta calls [`http::webhook`] with inbound messages; they are verified ([`webhook::signature`]),
 //! parsed into domain types ([`webhook::extract`]), deduplicated and stored ([`store`]). Client apps
-//! send messages through [`graph`] and read conversations back from the store. [`startup`] wires it
+//! send messages through [`graph`] and read conversations back through [`service`]. [`startup`] wires it
 //! all into one axum server; `main.rs` only loads configuration and runs it.
 
 pub mod config;
@@ -10,6 +10,7 @@ pub mod domain;
 pub mod graph;
 pub mod http;
 pub mod metrics;
+pub mod service;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

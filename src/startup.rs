@@ -81,7 +81,16 @@ impl Application {
         }
         let store = open_store(&settings.store).await?;
         let graph = GraphClient::new(&settings.graph).context("building the Graph API client")?;
+        let conversations = crate::service::conversations::Conversations::new(
+            store.clone(),
+            settings
+                .graph
+                .phone_number_id
+                .as_deref()
+                .and_then(|id| crate::domain::PhoneNumberId::parse(id).ok()),
+        );
         let state = Arc::new(AppState {
+            conversations,
             store,
             graph,
             verify_token: settings.webhook.verify_token.clone(),

@@ -36,6 +36,15 @@ pub struct FieldError {
 }
 
 impl FieldError {
+    /// An invalid query parameter.
+    pub fn query(field: &str, msg: impl std::fmt::Display) -> Self {
+        Self {
+            loc: vec!["query".into(), field.into()],
+            msg: format!("{field} {msg}"),
+            kind: "value_error",
+        }
+    }
+
     /// An invalid value in the body.
     pub fn value(field: &str, msg: impl std::fmt::Display) -> Self {
         Self {
@@ -91,6 +100,9 @@ pub enum ApiError {
         "Host {0:?} is not allowed: API_KEY is not set, so the client API answers only the host names in ALLOWED_HOSTS (default localhost, 127.0.0.1, ::1). To call it through a tunnel or another name, set API_KEY (recommended) or add the host name to ALLOWED_HOSTS"
     )]
     HostNotAllowed(String),
+    /// 404: nothing stored under the id or contact asked for; the text says what.
+    #[error("{0}")]
+    NotFound(String),
     /// 405: the path exists, the method does not.
     #[error("Method Not Allowed")]
     MethodNotAllowed,
@@ -128,6 +140,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::HostNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Graph(e) if e.is_client_rejection() => StatusCode::BAD_REQUEST,
             Self::Graph(
                 GraphError::Rejected { .. }

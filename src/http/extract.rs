@@ -33,7 +33,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
 }
 
 /// Accepts `application/json` and `application/<anything>+json`, with any parameters.
-fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+pub fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
     let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else {
         return Err(ApiError::UnsupportedMediaType("no Content-Type".to_owned()));
     };

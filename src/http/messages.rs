@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::domain::{MessageText, OutboundText, PhoneNumber};
+use crate::domain::{ContactId, MessageText, OutboundText, PhoneNumber};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError, bounded};
 use crate::http::extract::JsonBody;
@@ -31,7 +31,8 @@ pub struct SendRequest {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[schema(example = json!({"number": "+919216598210", "limit": 0}))]
 pub struct GetRequest {
-    /// Whose messages: 7-15 digits; `+`, spaces, dashes, dots and parentheses are ignored.
+    /// Whose messages: 7-15 digits (`+`, spaces, dashes, dots and parentheses are ignored), or the
+    /// BSUID of a user whose phone number Meta withholds (e.g. `US.13491208655302741918`).
     pub number: String,
     /// How many of the most recent messages; 0 or omitted for all. Must be >= 0.
     #[serde(default)]
@@ -132,7 +133,7 @@ pub async fn get_messages(
     State(state): State<Arc<AppState>>,
     JsonBody(request): JsonBody<GetRequest>,
 ) -> Result<Response, ApiError> {
-    let number = PhoneNumber::parse(&request.number).map_err(|e| FieldError::value("number", e));
+    let number = ContactId::parse(&request.number).map_err(|e| FieldError::value("number", e));
     let limit = match request.limit.unwrap_or(0) {
         n if n < 0 => Err(FieldError::value(
             "limit",

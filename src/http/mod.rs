@@ -16,6 +16,7 @@ pub mod extract;
 pub mod health;
 pub mod messages;
 pub mod metrics;
+pub mod v1;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub edge: Arc<edge::Edge>,
     /// ALLOWED_HOSTS, checked on client endpoints while API_KEY is unset.
     pub allowed_hosts: crate::config::AllowedHosts,
+    /// The conversation service.
+    pub conversations: crate::service::conversations::Conversations,
 }
 
 /// The whole HTTP application: the middleware stack around the router, as one cloneable service.
@@ -132,6 +135,13 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/send", post(messages::send_message))
         .route("/get", post(messages::get_messages))
         .route("/metrics", get(metrics::render_metrics))
+        .route("/v1/messages/{id}", get(v1::get_message))
+        .route("/v1/conversations", get(v1::list_conversations))
+        .route(
+            "/v1/conversations/{contact}/messages",
+            get(v1::conversation_messages),
+        )
+        .route("/v1/conversations/{contact}/read", post(v1::mark_read))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

@@ -29,6 +29,8 @@
 //! Schema versions (`PRAGMA user_version`): 1 = messages and conversations; 2 adds `health`.
 //! Opening a version-1 file migrates it in place.
 
+mod reads;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,9 +41,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::readiness::spawn_probe;
 use super::record::{MessageWrite, StatusWrite, status_rank};
+use super::view::ConversationFields;
 use super::{Fetched, Outcome, PagedRead, READ_PAGE, Readiness, StoreError, stored_item};
 use crate::config::EmbeddedSettings;
-use crate::domain::{InboundMessage, PhoneNumber};
+use crate::domain::{ContactId, InboundMessage};
 
 /// Database file name inside DATA_DIR.
 pub const DB_FILE: &str = "whatsapp-gateway.sqlite3";
@@ -153,6 +156,14 @@ CREATE TABLE events (
 );
 ";
 
+/// What the writer answers one job with, once its transaction committed.
+enum Answer {
+    Outcomes(Vec<Outcome>),
+    Changed(Vec<bool>),
+    Conversation(Option<String>),
+    Done,
+}
+
 /// One request to the writer thread.
 enum Job {
     Save {
@@ -166,6 +177,13 @@ enum Job {
         writes: Vec<StatusWrite>,
         reply: oneshot::Sender<Result<Vec<bool>, StoreError>>,
     },
+    /// Sets a conversation's unread count to 0; answers its JSON (`None`: no such
+    /// conversation).
+    MarkRead {
+        phone_number_id: String,
+        contact: String,
+        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
+    },
     Probe {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -178,7 +196,7 @@ impl Job {
                 rows, quarantine, ..
             } => rows.len() + quarantine.len(),
             Self::Statuses { writes, .. } => writes.len(),
-            Self::Probe { .. } => 1,
+            Self::MarkRead { .. } | Self::Probe { .. } => 1,
         }
     }
 
@@ -187,6 +205,7 @@ impl Job {
         match self {
             Self::Save { reply, .. } => drop(reply.send(Err(error()))),
             Self::Statuses { reply, .. } => drop(reply.send(Err(error()))),
+            Self::MarkRead { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } => drop(reply.send(Err(error()))),
         }
     }
@@ -196,6 +215,7 @@ impl Job {
         match self {
             Self::Save { reply, .. } => drop(reply.send(Err(error()))),
             Self::Statuses { reply, .. } => drop(reply.send(Err(error()))),
+            Self::MarkRead { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } => drop(reply.send(Err(error()))),
         }
     }
@@ -291,6 +311,25 @@ impl EmbeddedStore {
         outcome.await.map_err(|_| StoreError::WriterGone)?
     }
 
+    /// Sets a conversation's unread count to 0 (see [`crate::store::Store::mark_read`]).
+    pub(crate) async fn mark_read(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Job::MarkRead {
+                phone_number_id: phone_number_id.to_owned(),
+                contact: contact.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+
     /// Applies status updates in one transaction; per update, whether it changed something.
     pub(super) async fn save_statuses(
         &self,
@@ -326,7 +365,7 @@ impl EmbeddedStore {
 
     pub(super) async fn recent_messages(
         &self,
-        number: &PhoneNumber,
+        number: &ContactId,
         limit: usize,
     ) -> Result<Fetched, StoreError> {
         let number = number.as_str().to_owned();
@@ -632,14 +671,19 @@ impl Writer {
                 });
             match written {
                 Ok(outcomes) => {
-                    for (job, outcome) in group.drain(..).zip(outcomes) {
-                        match job {
-                            Job::Save { reply, .. } => drop(reply.send(Ok(outcome))),
-                            Job::Statuses { reply, .. } => drop(reply.send(Ok(outcome
-                                .into_iter()
-                                .map(|o| o == Outcome::Stored)
-                                .collect()))),
-                            Job::Probe { reply } => drop(reply.send(Ok(()))),
+                    for (job, answer) in group.drain(..).zip(outcomes) {
+                        match (job, answer) {
+                            (Job::Save { reply, .. }, Answer::Outcomes(o)) => {
+                                drop(reply.send(Ok(o)))
+                            }
+                            (Job::Statuses { reply, .. }, Answer::Changed(c)) => {
+                                drop(reply.send(Ok(c)))
+                            }
+                            (Job::MarkRead { reply, .. }, Answer::Conversation(c)) => {
+                                drop(reply.send(Ok(c)))
+                            }
+                            (Job::Probe { reply }, Answer::Done) => drop(reply.send(Ok(()))),
+                            (job, _) => job.fail("internal error: mismatched answer"),
                         }
                     }
                 }
@@ -701,7 +745,7 @@ fn write_group(
     conn: &mut Connection,
     group: &[Job],
     event_retention: usize,
-) -> rusqlite::Result<Vec<Vec<Outcome>>> {
+) -> rusqlite::Result<Vec<Answer>> {
     let tx = conn.transaction()?;
     let mut outcomes = Vec::with_capacity(group.len());
     {
@@ -735,8 +779,8 @@ fn write_group(
                  last_message_id = iif(excluded.last_message_at >= last_message_at,
                      excluded.last_message_id, last_message_id),
                  last_message_at = max(last_message_at, excluded.last_message_at)
-             RETURNING contact_json, last_message, last_message_id, last_message_at,
-                 last_inbound_at, message_count, unread_count",
+             RETURNING phone_number_id, contact_json, last_message, last_message_id,
+                 last_message_at, last_inbound_at, message_count, unread_count",
         )?;
         let mut event = tx.prepare_cached("INSERT INTO events (type, data) VALUES (?1, ?2)")?;
         let mut probe = tx.prepare_cached(
@@ -746,7 +790,7 @@ fn write_group(
         // The state of each conversation after the group, in order of first change: one
         // `conversation_updated` each, after the group's `message_incoming` events (as the Redis
         // script does for the chunks of one call).
-        let mut changed: Vec<((String, String), ConversationState)> = Vec::new();
+        let mut changed: Vec<((String, String), ConversationFields)> = Vec::new();
         for job in group.iter() {
             let (rows, quarantine) = match job {
                 Job::Save {
@@ -755,18 +799,26 @@ fn write_group(
                 Job::Statuses { writes, .. } => {
                     let mut mine = Vec::with_capacity(writes.len());
                     for w in writes {
-                        mine.push(if apply_status(&tx, w)? {
-                            Outcome::Stored
-                        } else {
-                            Outcome::Duplicate
-                        });
+                        mine.push(apply_status(&tx, w)?);
                     }
-                    outcomes.push(mine);
+                    outcomes.push(Answer::Changed(mine));
+                    continue;
+                }
+                Job::MarkRead {
+                    phone_number_id,
+                    contact,
+                    ..
+                } => {
+                    outcomes.push(Answer::Conversation(mark_read(
+                        &tx,
+                        phone_number_id,
+                        contact,
+                    )?));
                     continue;
                 }
                 Job::Probe { .. } => {
                     probe.execute([])?;
-                    outcomes.push(Vec::new());
+                    outcomes.push(Answer::Done);
                     continue;
                 }
             };
@@ -817,17 +869,7 @@ fn write_group(
                         if row.from_user { row.timestamp } else { -1 },
                         i64::from(row.from_user),
                     ],
-                    |r| {
-                        Ok(ConversationState {
-                            contact_json: r.get(0)?,
-                            last_message: r.get(1)?,
-                            last_message_id: r.get(2)?,
-                            last_message_at: r.get(3)?,
-                            last_inbound_at: r.get(4)?,
-                            message_count: r.get(5)?,
-                            unread_count: r.get(6)?,
-                        })
-                    },
+                    reads::conversation_row,
                 )?;
                 event.execute(params!["message_incoming", row.record])?;
                 let key = (row.phone_number_id.clone(), row.contact.clone());
@@ -837,13 +879,10 @@ fn write_group(
                 }
                 mine.push(Outcome::Stored);
             }
-            outcomes.push(mine);
+            outcomes.push(Answer::Outcomes(mine));
         }
-        for ((phone_number_id, _), state) in &changed {
-            event.execute(params![
-                "conversation_updated",
-                state.event_json(phone_number_id)
-            ])?;
+        for (_, state) in &changed {
+            event.execute(params!["conversation_updated", state.json(None)])?;
         }
         if group.iter().any(|j| !matches!(j, Job::Probe { .. })) {
             let last: i64 = tx
@@ -858,6 +897,35 @@ fn write_group(
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// Sets a conversation's unread count to 0, with a `conversation_updated` event when it was
+/// not 0. Returns the conversation's JSON, `None` when there is no such conversation.
+fn mark_read(
+    tx: &rusqlite::Transaction<'_>,
+    phone_number_id: &str,
+    contact: &str,
+) -> rusqlite::Result<Option<String>> {
+    let fields = tx
+        .prepare_cached(&format!(
+            "SELECT {} FROM conversation WHERE phone_number_id = ?1 AND contact = ?2",
+            reads::CONVERSATION_COLUMNS
+        ))?
+        .query_row(params![phone_number_id, contact], reads::conversation_row)
+        .optional()?;
+    let Some(mut fields) = fields else {
+        return Ok(None);
+    };
+    if fields.unread_count != 0 {
+        tx.prepare_cached(
+            "UPDATE conversation SET unread_count = 0 WHERE phone_number_id = ?1 AND contact = ?2",
+        )?
+        .execute(params![phone_number_id, contact])?;
+        fields.unread_count = 0;
+        tx.prepare_cached("INSERT INTO events (type, data) VALUES ('conversation_updated', ?1)")?
+            .execute(params![fields.json(None)])?;
+    }
+    Ok(Some(fields.json(Some(super::view::now_secs()))))
 }
 
 /// Applies one status update with the rules of the Redis [`super::redis::STATUS_SCRIPT`]: one row
@@ -926,35 +994,4 @@ fn apply_status(tx: &rusqlite::Transaction<'_>, w: &StatusWrite) -> rusqlite::Re
     tx.prepare_cached("INSERT INTO events (type, data) VALUES ('message_status', ?1)")?
         .execute(params![w.event_json(&new_current)])?;
     Ok(true)
-}
-
-/// A conversation's counters after a write, as `RETURNING` gives them.
-struct ConversationState {
-    contact_json: String,
-    last_message: String,
-    last_message_id: String,
-    last_message_at: i64,
-    last_inbound_at: i64,
-    message_count: i64,
-    unread_count: i64,
-}
-
-impl ConversationState {
-    /// The `conversation_updated` event's data, byte for byte what the Redis script writes.
-    fn event_json(&self, phone_number_id: &str) -> String {
-        let window = if self.last_inbound_at >= 0 {
-            (self.last_inbound_at + super::record::WINDOW_SECS).to_string()
-        } else {
-            "null".to_owned()
-        };
-        format!(
-            r#"{{"phone_number_id":"{phone_number_id}","contact":{},"last_message":{},"last_message_id":{},"last_message_at":{},"message_count":{},"unread_count":{},"window_expires_at":{window}}}"#,
-            self.contact_json,
-            self.last_message,
-            self.last_message_id,
-            self.last_message_at,
-            self.message_count,
-            self.unread_count,
-        )
-    }
 }

@@ -28,15 +28,17 @@ pub mod embedded;
 pub mod readiness;
 pub mod record;
 pub mod redis;
+pub mod view;
 
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 
 pub use self::readiness::Readiness;
-use crate::domain::{InboundMessage, PhoneNumber};
+use crate::domain::{ContactId, InboundMessage};
 use crate::webhook::{InboundStatus, Quarantined};
 use record::StatusWrite;
+use view::{ConversationsQuery, MessagesQuery, Page};
 
 /// How long a dedupe marker is kept: 8 days, past Meta's 7-day retry horizon.
 pub const DEDUPE_TTL_SECS: u64 = 8 * 24 * 60 * 60;
@@ -103,6 +105,17 @@ impl StoreError {
 pub enum Store {
     Redis(redis::RedisStore),
     Embedded(embedded::EmbeddedStore),
+}
+
+/// Runs `$call` with `$s` bound to the configured backend: the one `match` over the backends,
+/// so each [`Store`] method is a single line.
+macro_rules! on_backend {
+    ($store:expr, $s:ident => $call:expr) => {
+        match $store {
+            Store::Redis($s) => $call,
+            Store::Embedded($s) => $call,
+        }
+    };
 }
 
 /// The answer to a read: small results in one piece, large ones page by page.
@@ -209,10 +222,7 @@ impl Store {
     /// The store's readiness: the latest write outcome and any refusal, kept up to date by the
     /// background probe and by every save. Reading it costs no store call.
     pub fn readiness(&self) -> &Readiness {
-        match self {
-            Self::Redis(s) => s.readiness(),
-            Self::Embedded(s) => s.readiness(),
-        }
+        on_backend!(self, s => s.readiness())
     }
 
     /// Stores a webhook's messages, skipping ids already stored, in chunks of at most
@@ -224,10 +234,7 @@ impl Store {
     ) -> Result<SaveReport, StoreError> {
         let mut report = SaveReport::default();
         for chunk in messages.chunks(MAX_MESSAGES_PER_WRITE) {
-            let outcomes = match self {
-                Self::Redis(s) => s.save_chunk(chunk).await,
-                Self::Embedded(s) => s.save_chunk(chunk).await,
-            };
+            let outcomes = on_backend!(self, s => s.save_chunk(chunk).await);
             match &outcomes {
                 Ok(_) => self.readiness().record_write(Ok(())),
                 // A refusal is already what readiness reports; other failures are the news.
@@ -240,7 +247,7 @@ impl Store {
                     Outcome::Duplicate => report.duplicates += 1,
                     Outcome::Conflict { stored_from } => {
                         report.conflicts += 1;
-                        let stored_from = PhoneNumber::parse(&stored_from)
+                        let stored_from = ContactId::parse(&stored_from)
                             .map_or_else(|_| "***".to_owned(), |n| n.masked());
                         tracing::warn!(
                             message_id = message.id.as_str(),
@@ -265,10 +272,7 @@ impl Store {
                 .iter()
                 .map(|s| StatusWrite::new(&s.update, s.phone_number_id.as_str()))
                 .collect();
-            let result = match self {
-                Self::Redis(s) => s.save_statuses(&writes).await,
-                Self::Embedded(s) => s.save_statuses(&writes).await,
-            };
+            let result = on_backend!(self, s => s.save_statuses(&writes).await);
             match &result {
                 Ok(_) => self.readiness().record_write(Ok(())),
                 Err(StoreError::Refused(_)) => {}
@@ -277,6 +281,36 @@ impl Store {
             changed += result?.into_iter().filter(|c| *c).count();
         }
         Ok(changed)
+    }
+
+    /// A message by id (either direction) with its current status and status history, as JSON:
+    /// under `phone_number_id` when given, else under the lowest business number that has it.
+    pub async fn message(
+        &self,
+        id: &str,
+        phone_number_id: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        on_backend!(self, s => s.message(id, phone_number_id).await)
+    }
+
+    /// A page of conversations, most recent activity first.
+    pub async fn conversations(&self, query: &ConversationsQuery) -> Result<Page, StoreError> {
+        on_backend!(self, s => s.conversations(query).await)
+    }
+
+    /// A page of one conversation's messages in Meta-timestamp order, oldest first.
+    pub async fn conversation_messages(&self, query: &MessagesQuery) -> Result<Page, StoreError> {
+        on_backend!(self, s => s.conversation_messages(query).await)
+    }
+
+    /// Sets a conversation's unread count to 0 (one `conversation_updated` event when it was
+    /// not 0, in the same atomic write). The conversation's JSON; `None` when there is none.
+    pub async fn mark_read(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<String>, StoreError> {
+        on_backend!(self, s => s.mark_read(phone_number_id, contact).await)
     }
 
     /// Keeps items of a delivery that could not be attributed, each with a `webhook_error`
@@ -301,10 +335,7 @@ impl Store {
                 .to_string()
             })
             .collect();
-        let result = match self {
-            Self::Redis(s) => s.save_quarantined(items).await,
-            Self::Embedded(s) => s.save_quarantined(items).await,
-        };
+        let result = on_backend!(self, s => s.save_quarantined(items).await);
         if let Err(e) = &result
             && !matches!(e, StoreError::Refused(_))
         {
@@ -318,13 +349,10 @@ impl Store {
     /// [`PagedRead`] over a snapshot taken by the first round trip.
     pub async fn recent_messages(
         &self,
-        number: &PhoneNumber,
+        number: &ContactId,
         limit: usize,
     ) -> Result<Fetched, StoreError> {
-        match self {
-            Self::Redis(s) => s.recent_messages(number, limit).await,
-            Self::Embedded(s) => s.recent_messages(number, limit).await,
-        }
+        on_backend!(self, s => s.recent_messages(number, limit).await)
     }
 
     /// Save requests waiting in process for the backend (the embedded writer queue); Redis
@@ -340,10 +368,7 @@ impl Store {
     /// checks) and records its outcome. Start-up calls it before serving; afterwards the
     /// background probe calls it every [`PROBE_INTERVAL`].
     pub async fn probe(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Redis(s) => s.probe().await,
-            Self::Embedded(s) => s.probe().await,
-        }
+        on_backend!(self, s => s.probe().await)
     }
 }
 

@@ -33,6 +33,8 @@
 //!
 //! [`PROBE_INTERVAL`]: super::PROBE_INTERVAL
 
+mod reads;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -50,7 +52,7 @@ use super::{
     stored_item,
 };
 use crate::config::RedisSettings;
-use crate::domain::{InboundMessage, PhoneNumber};
+use crate::domain::{ContactId, InboundMessage};
 
 /// KEYS[1] = the conversations zset, KEYS[2] = the event stream; then per message i, at
 /// `k = 2 + 5(i-1)`: KEYS[k+1] = the previous release's marker (read only), KEYS[k+2] = the
@@ -472,7 +474,7 @@ impl RedisStore {
 
     pub(super) async fn recent_messages(
         &self,
-        number: &PhoneNumber,
+        number: &ContactId,
         limit: usize,
     ) -> Result<Fetched, StoreError> {
         let key = self.list_key(number.as_str());

@@ -532,15 +532,28 @@ mod tests {
     }
 
     #[test]
-    fn statuses_errors_and_other_fields_are_counted_not_stored() {
+    fn statuses_are_parsed_with_their_tenant_and_the_rest_counted() {
         let body = r#"{"entry":[{"changes":[
-            {"field":"messages","value":{"metadata":{},"statuses":[{"id":"wamid.S","status":"read"}]}},
+            {"field":"messages","value":{"metadata":{"phone_number_id":"77"},"statuses":[
+                {"id":"wamid.S","status":"read","timestamp":"1700000000","recipient_id":"919216598210"},
+                {"id":"wamid.T","status":"read"},
+                {"id":"wacid.C","type":"call","status":"RINGING"}]}},
             {"field":"messages","value":{"errors":[{"code":130429}]}},
             {"field":"account_update","value":{"event":"VERIFIED_ACCOUNT"}}]}]}"#;
         let batch = extract_batch(body.as_bytes()).unwrap();
         assert!(batch.messages.is_empty());
+        let [status] = &batch.statuses[..] else {
+            panic!("{:?}", batch.statuses)
+        };
+        assert_eq!(status.phone_number_id.as_str(), "77");
+        assert_eq!(status.update.message_id.as_str(), "wamid.S");
+        assert_eq!(status.update.timestamp, 1_700_000_000);
         assert_eq!(
-            (batch.statuses, batch.errors, batch.ignored_changes),
+            batch.quarantined[0].path,
+            "entry[0].changes[0].value.statuses[1].timestamp"
+        );
+        assert_eq!(
+            (batch.call_statuses, batch.errors, batch.ignored_changes),
             (1, 1, 1)
         );
     }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod container;
+mod conversations;
 mod docs;
 mod echo_bounds;
 mod edge;

@@ -1,0 +1,195 @@
+//! Conversations: which business number a request is about, the parsing of contacts, cursors
+//! and limits, and the store calls behind `GET /v1/messages/{id}`, `GET /v1/conversations`,
+//! `GET /v1/conversations/{contact}/messages` and `POST /v1/conversations/{contact}/read`.
+
+use crate::domain::{ContactId, MessageId, PhoneNumberId};
+use crate::store::view::{
+    ConversationsQuery, DEFAULT_PAGE, MAX_PAGE, MessageCursor, MessagesQuery, Page,
+};
+use crate::store::{Store, StoreError};
+
+/// Why a request could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ConversationError {
+    /// A parameter breaks a rule: its name and the rule.
+    #[error("{field} {rule}")]
+    Invalid { field: &'static str, rule: String },
+    /// Nothing stored under that id or contact.
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: &'static str, rule: impl std::fmt::Display) -> ConversationError {
+    ConversationError::Invalid {
+        field,
+        rule: rule.to_string(),
+    }
+}
+
+/// The conversation service: the store and the default business number.
+#[derive(Debug, Clone)]
+pub struct Conversations {
+    store: Store,
+    default_number: Option<PhoneNumberId>,
+}
+
+/// The parameters of a page request, as the client sent them.
+#[derive(Debug, Default, Clone)]
+pub struct PageParams {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+impl Conversations {
+    /// `default_number` is PHONE_NUMBER_ID, used when a request names no business number.
+    pub fn new(store: Store, default_number: Option<PhoneNumberId>) -> Self {
+        Self {
+            store,
+            default_number,
+        }
+    }
+
+    /// The business number a request is about: `phone_number_id` when given, else
+    /// PHONE_NUMBER_ID.
+    pub fn business_number(
+        &self,
+        phone_number_id: Option<&str>,
+    ) -> Result<PhoneNumberId, ConversationError> {
+        match phone_number_id {
+            Some(id) => PhoneNumberId::parse(id).map_err(|e| invalid("phone_number_id", e)),
+            None => self.default_number.clone().ok_or_else(|| {
+                invalid(
+                    "phone_number_id",
+                    "is required: PHONE_NUMBER_ID is not configured, so name the business number \
+                     (each conversation in GET /v1/conversations shows its phone_number_id)",
+                )
+            }),
+        }
+    }
+
+    /// One message by id, with its status and status history.
+    pub async fn message(
+        &self,
+        id: &str,
+        phone_number_id: Option<&str>,
+    ) -> Result<String, ConversationError> {
+        let id = MessageId::parse(id).map_err(|e| invalid("id", e))?;
+        let tenant = phone_number_id
+            .map(PhoneNumberId::parse)
+            .transpose()
+            .map_err(|e| invalid("phone_number_id", e))?;
+        self.store
+            .message(id.as_str(), tenant.as_ref().map(PhoneNumberId::as_str))
+            .await?
+            .ok_or_else(|| {
+                ConversationError::NotFound(format!("no message with id {:?}", id.as_str()))
+            })
+    }
+
+    /// A page of conversations.
+    pub async fn list(
+        &self,
+        phone_number_id: Option<&str>,
+        unread_only: bool,
+        q: Option<&str>,
+        page: PageParams,
+    ) -> Result<Page, ConversationError> {
+        let phone_number_id = phone_number_id
+            .map(PhoneNumberId::parse)
+            .transpose()
+            .map_err(|e| invalid("phone_number_id", e))?;
+        let q = q.map(str::trim).filter(|q| !q.is_empty()).map(|q| {
+            // A number in any accepted form searches by its digits.
+            match ContactId::parse(q) {
+                Ok(ContactId::Phone(p)) => p.as_str().to_owned(),
+                _ => q.to_lowercase(),
+            }
+        });
+        Ok(self
+            .store
+            .conversations(&ConversationsQuery {
+                phone_number_id: phone_number_id.map(|p| p.as_str().to_owned()),
+                unread_only,
+                q,
+                limit: limit(page.limit)?,
+                cursor: page.cursor,
+            })
+            .await?)
+    }
+
+    /// A page of one conversation's messages. `before` and `after` are cursors (at most one).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn messages(
+        &self,
+        contact: &str,
+        phone_number_id: Option<&str>,
+        before: Option<String>,
+        after: Option<String>,
+        limit_param: Option<i64>,
+        kind: Option<String>,
+    ) -> Result<Page, ConversationError> {
+        let contact = ContactId::parse(contact).map_err(|e| invalid("contact", e))?;
+        let tenant = self.business_number(phone_number_id)?;
+        let cursor = match (before, after) {
+            (Some(_), Some(_)) => return Err(invalid("before", "and after cannot both be given")),
+            (Some(c), None) => MessageCursor::Before(cursor(c, "before")?),
+            (None, Some(c)) => MessageCursor::After(cursor(c, "after")?),
+            (None, None) => MessageCursor::Latest,
+        };
+        Ok(self
+            .store
+            .conversation_messages(&MessagesQuery {
+                phone_number_id: tenant.as_str().to_owned(),
+                contact: contact.as_str().to_owned(),
+                cursor,
+                limit: limit(limit_param)?,
+                kind: kind.filter(|k| !k.is_empty()),
+            })
+            .await?)
+    }
+
+    /// Sets a conversation's unread count to 0; its JSON.
+    pub async fn mark_read(
+        &self,
+        contact: &str,
+        phone_number_id: Option<&str>,
+    ) -> Result<String, ConversationError> {
+        let contact = ContactId::parse(contact).map_err(|e| invalid("contact", e))?;
+        let tenant = self.business_number(phone_number_id)?;
+        self.store
+            .mark_read(tenant.as_str(), contact.as_str())
+            .await?
+            .ok_or_else(|| {
+                ConversationError::NotFound(format!(
+                    "no conversation with {} on business number {tenant}",
+                    contact.masked()
+                ))
+            })
+    }
+}
+
+fn limit(limit: Option<i64>) -> Result<usize, ConversationError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE as i64).contains(&n) => Ok(n as usize),
+        Some(_) => Err(invalid("limit", format!("must be 1-{MAX_PAGE}"))),
+    }
+}
+
+/// A message cursor as a page gave it: `<10-digit timestamp>:<message id>`.
+fn cursor(c: String, field: &'static str) -> Result<String, ConversationError> {
+    let valid = c.len() > 11
+        && c.as_bytes()[..10].iter().all(u8::is_ascii_digit)
+        && c.as_bytes()[10] == b':'
+        && MessageId::parse(&c[11..]).is_ok();
+    if valid {
+        Ok(c)
+    } else {
+        Err(invalid(
+            field,
+            "must be a next_cursor from an earlier page of this endpoint",
+        ))
+    }
+}

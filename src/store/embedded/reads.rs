@@ -1,0 +1,227 @@
+//! The conversation API's reads on SQLite, each one query batch on a reader connection (WAL lets
+//! them run beside the writer): a message by id with its statuses, a page of conversations
+//! (keyset pagination on `conversation_by_activity`) and a page of one conversation's messages
+//! (keyset pagination on `messages_by_conversation`, the same `(timestamp, id)` order as the
+//! Redis index's `<timestamp 10 digits>:<id>` members, so cursors mean the same on both).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::EmbeddedStore;
+use crate::store::StoreError;
+use crate::store::view::{
+    ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page, message_json,
+    now_secs,
+};
+
+/// A cursor `<10-digit timestamp>:<id>` as the pair it stands for.
+fn split_member(cursor: &str) -> Option<(i64, String)> {
+    let (ts, id) = cursor.split_once(':')?;
+    Some((ts.parse().ok()?, id.to_owned()))
+}
+
+/// The current status among stored rows: the highest rank.
+fn current_of(statuses: &[(String, String)]) -> Option<&str> {
+    statuses
+        .iter()
+        .map(|(s, _)| s.as_str())
+        .max_by_key(|s| crate::store::record::status_rank(s))
+}
+
+pub(super) fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationFields> {
+    Ok(ConversationFields {
+        phone_number_id: r.get(0)?,
+        contact_json: r.get(1)?,
+        last_message: r.get(2)?,
+        last_message_id: r.get(3)?,
+        last_message_at: r.get(4)?,
+        last_inbound_at: r.get(5)?,
+        message_count: r.get(6)?,
+        unread_count: r.get(7)?,
+    })
+}
+
+/// The columns [`conversation_row`] reads, in order.
+pub(super) const CONVERSATION_COLUMNS: &str = "phone_number_id, contact_json, last_message, \
+     last_message_id, last_message_at, last_inbound_at, message_count, unread_count";
+
+impl EmbeddedStore {
+    /// A message by id with its status history (see [`crate::store::Store::message`]).
+    pub(crate) async fn message(
+        &self,
+        id: &str,
+        phone_number_id: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let id = id.to_owned();
+        let tenant = phone_number_id.map(str::to_owned);
+        self.read(move |conn| {
+            let found: Option<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT phone_number_id, record FROM messages
+                     WHERE id = ?1 AND (?2 IS NULL OR phone_number_id = ?2)
+                     ORDER BY phone_number_id LIMIT 1",
+                )?
+                .query_row(params![id, tenant], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((tenant, record)) = found else {
+                return Ok(None);
+            };
+            let statuses: Vec<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT status, detail FROM statuses
+                     WHERE phone_number_id = ?1 AND message_id = ?2",
+                )?
+                .query_map(params![tenant, id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let current = current_of(&statuses).map(str::to_owned);
+            Ok(Some(message_json(
+                &record,
+                current.as_deref(),
+                Some(statuses),
+            )))
+        })
+        .await
+    }
+
+    /// A page of conversations, most recent activity first.
+    pub(crate) async fn conversations(
+        &self,
+        query: &ConversationsQuery,
+    ) -> Result<Page, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| {
+            // Cursor: `<last_message_at> <phone_number_id>:<contact>` of the last item.
+            let cursor = query.cursor.as_deref().and_then(|c| {
+                let (at, rest) = c.split_once(' ')?;
+                let (pnid, contact) = rest.split_once(':')?;
+                Some((at.parse::<i64>().ok()?, pnid.to_owned(), contact.to_owned()))
+            });
+            let (at, pnid, contact) = cursor.unwrap_or((i64::MAX, String::new(), String::new()));
+            let first = query.cursor.is_none();
+            let like = query.q.as_ref().map(|q| {
+                format!(
+                    "%{}%",
+                    q.replace('\\', "\\\\")
+                        .replace('%', "\\%")
+                        .replace('_', "\\_")
+                )
+            });
+            let sql = format!(
+                "SELECT {CONVERSATION_COLUMNS}, contact FROM conversation
+                 WHERE (?1 OR (last_message_at, phone_number_id, contact) < (?2, ?3, ?4))
+                   AND (?5 IS NULL OR phone_number_id = ?5)
+                   AND (NOT ?6 OR unread_count > 0)
+                   AND (?7 IS NULL OR lower(contact || ' ' || contact_json) LIKE ?7 ESCAPE '\\')
+                 ORDER BY last_message_at DESC, phone_number_id DESC, contact DESC
+                 LIMIT ?8"
+            );
+            let mut statement = conn.prepare_cached(&sql)?;
+            let rows: Vec<(ConversationFields, String)> = statement
+                .query_map(
+                    params![
+                        first,
+                        at,
+                        pnid,
+                        contact,
+                        query.phone_number_id,
+                        query.unread_only,
+                        like,
+                        query.limit as i64
+                    ],
+                    |r| Ok((conversation_row(r)?, r.get(8)?)),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let next_cursor = (rows.len() == query.limit)
+                .then(|| rows.last())
+                .flatten()
+                .map(|(f, contact)| {
+                    format!("{} {}:{contact}", f.last_message_at, f.phone_number_id)
+                });
+            let now = now_secs();
+            Ok(Page {
+                items: rows.iter().map(|(f, _)| f.json(Some(now))).collect(),
+                next_cursor,
+            })
+        })
+        .await
+    }
+
+    /// A page of one conversation's messages, oldest first.
+    pub(crate) async fn conversation_messages(
+        &self,
+        query: &MessagesQuery,
+    ) -> Result<Page, StoreError> {
+        let query = query.clone();
+        self.read(move |conn| {
+            let (after, cursor) = match &query.cursor {
+                MessageCursor::Latest => (false, None),
+                MessageCursor::Before(c) => (false, Some(c.as_str())),
+                MessageCursor::After(c) => (true, Some(c.as_str())),
+            };
+            let (ts, id) = match cursor.map(split_member) {
+                // An unreadable cursor reads as the end of the list, not as everything.
+                Some(None) => return Ok(Page::default()),
+                Some(Some(pair)) => pair,
+                None => (i64::MAX, String::new()),
+            };
+            let sql = if after {
+                "SELECT m.timestamp, m.id, m.record, (SELECT group_concat(status) FROM statuses s
+                     WHERE s.phone_number_id = m.phone_number_id AND s.message_id = m.id)
+                 FROM messages m
+                 WHERE m.phone_number_id = ?1 AND m.contact = ?2 AND (m.timestamp, m.id) > (?3, ?4)
+                   AND (?5 IS NULL OR json_extract(m.record, '$.type') = ?5)
+                 ORDER BY m.timestamp, m.id LIMIT ?6"
+            } else {
+                "SELECT m.timestamp, m.id, m.record, (SELECT group_concat(status) FROM statuses s
+                     WHERE s.phone_number_id = m.phone_number_id AND s.message_id = m.id)
+                 FROM messages m
+                 WHERE m.phone_number_id = ?1 AND m.contact = ?2 AND (m.timestamp, m.id) < (?3, ?4)
+                   AND (?5 IS NULL OR json_extract(m.record, '$.type') = ?5)
+                 ORDER BY m.timestamp DESC, m.id DESC LIMIT ?6"
+            };
+            let mut rows: Vec<(String, String)> = conn
+                .prepare_cached(sql)?
+                .query_map(
+                    params![
+                        query.phone_number_id,
+                        query.contact,
+                        ts,
+                        id,
+                        query.kind,
+                        query.limit as i64
+                    ],
+                    |r| {
+                        let ts: i64 = r.get(0)?;
+                        let id: String = r.get(1)?;
+                        let record: String = r.get(2)?;
+                        let statuses: Option<String> = r.get(3)?;
+                        let current = statuses.as_deref().and_then(|s| {
+                            s.split(',')
+                                .max_by_key(|s| crate::store::record::status_rank(s))
+                                .map(str::to_owned)
+                        });
+                        Ok((
+                            format!("{:010}:{id}", ts.clamp(0, 9_999_999_999)),
+                            message_json(&record, current.as_deref(), None),
+                        ))
+                    },
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let full = rows.len() == query.limit;
+            if !after {
+                rows.reverse();
+            }
+            let next_cursor = if !full {
+                None
+            } else if after {
+                rows.last().map(|(m, _)| m.clone())
+            } else {
+                rows.first().map(|(m, _)| m.clone())
+            };
+            Ok(Page {
+                items: rows.into_iter().map(|(_, json)| json).collect(),
+                next_cursor,
+            })
+        })
+        .await
+    }
+}

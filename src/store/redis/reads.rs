@@ -1,0 +1,304 @@
+//! The conversation API's reads on Redis, each one round trip: a message by id (`HGETALL` of its
+//! hash), a page of conversations and a page of one conversation's messages (read-only scripts),
+//! and marking a conversation read (a script that writes the counter and its
+//! `conversation_updated` event together).
+//!
+//! The page scripts compute hash keys from the members they read (`<prefix>:conv:<member>`,
+//! `<prefix>:msg:<id>`), which Redis Cluster would refuse; this backend targets a single Redis
+//! (or a primary with replicas), as the FastAPI original did.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+use super::RedisStore;
+use crate::store::StoreError;
+use crate::store::view::{
+    ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page, message_json,
+    now_secs,
+};
+
+/// KEYS[1] = the conversations zset. ARGV: [1] the conversation hash prefix (`<p>:conv:`), [2]
+/// the cursor's score (`+inf` for the first page), [3] the cursor's member (`` for the first
+/// page), [4] limit, [5] phone_number_id filter (``: any), [6] `1`: unread only, [7] search text
+/// (lower case, ``: none), [8] most entries scanned. Returns `{next score, next member, then 8
+/// fields per conversation}`; the next cursor is empty when the set is exhausted.
+///
+/// Order: most recent activity first (score descending), ties by member descending (what
+/// `ZREVRANGEBYSCORE` gives), so a cursor `(score, member)` resumes exactly after its entry.
+const CONVERSATIONS_SCRIPT: &str = r"
+local limit, cap = tonumber(ARGV[4]), tonumber(ARGV[8])
+local cscore, cmember = ARGV[2], ARGV[3]
+local out, offset, scanned = {'', ''}, 0, 0
+local found, last_score, last_member = 0, nil, nil
+local done = false
+while not done do
+  local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], cscore, '-inf', 'WITHSCORES', 'LIMIT', offset, 200)
+  if #batch == 0 then return out end
+  offset = offset + #batch / 2
+  for j = 1, #batch, 2 do
+    local member, score = batch[j], batch[j + 1]
+    if not (cmember ~= '' and tonumber(score) == tonumber(cscore) and member >= cmember) then
+      scanned = scanned + 1
+      last_score, last_member = score, member
+      local ok = ARGV[5] == '' or string.sub(member, 1, #ARGV[5] + 1) == ARGV[5] .. ':'
+      local h
+      if ok then
+        h = redis.call('HMGET', ARGV[1] .. member, 'phone_number_id', 'contact', 'last_message',
+          'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count')
+        ok = h[2] and h[3] and h[4]
+        if ok and ARGV[6] == '1' then ok = (tonumber(h[8]) or 0) > 0 end
+        if ok and ARGV[7] ~= '' then
+          ok = string.find(string.lower(member .. ' ' .. h[2]), ARGV[7], 1, true) ~= nil
+        end
+      end
+      if ok then
+        for f = 1, 8 do out[#out + 1] = h[f] end
+        found = found + 1
+      end
+      if found == limit or scanned >= cap then
+        out[1], out[2] = last_score, last_member
+        return out
+      end
+    end
+  end
+end
+return out
+";
+
+/// KEYS[1] = the conversation's message index. ARGV: [1] the message hash prefix (`<p>:msg:`),
+/// [2] phone_number_id, [3] mode (`latest`, `before`, `after`), [4] the cursor member, [5]
+/// limit, [6] type filter (``: any), [7] most entries scanned. Returns `member, record, current
+/// status` per message, in index order (newest first, or oldest first for `after`).
+const MESSAGES_SCRIPT: &str = r"
+local limit, cap = tonumber(ARGV[5]), tonumber(ARGV[7])
+local mode, out, found, scanned, offset = ARGV[3], {}, 0, 0, 0
+while true do
+  local batch
+  if mode == 'after' then
+    batch = redis.call('ZRANGEBYLEX', KEYS[1], '(' .. ARGV[4], '+', 'LIMIT', offset, 100)
+  elseif mode == 'before' then
+    batch = redis.call('ZREVRANGEBYLEX', KEYS[1], '(' .. ARGV[4], '-', 'LIMIT', offset, 100)
+  else
+    batch = redis.call('ZREVRANGEBYLEX', KEYS[1], '+', '-', 'LIMIT', offset, 100)
+  end
+  if #batch == 0 then return out end
+  offset = offset + #batch
+  for _, member in ipairs(batch) do
+    scanned = scanned + 1
+    local id = string.sub(member, 12)
+    local h = redis.call('HMGET', ARGV[1] .. id, ARGV[2], ARGV[2] .. ':st')
+    local ok = h[1]
+    if ok and ARGV[6] ~= '' then ok = cjson.decode(h[1])['type'] == ARGV[6] end
+    if ok then
+      out[#out + 1] = member
+      out[#out + 1] = h[1]
+      out[#out + 1] = h[2] or ''
+      found = found + 1
+    end
+    if found == limit or scanned >= cap then return out end
+  end
+end
+";
+
+/// KEYS[1] = the conversation hash, KEYS[2] = the event stream. ARGV[1] = MAXLEN. Sets the
+/// unread count to 0 and, if it was not 0, adds a `conversation_updated` event with the
+/// conversation's fields. Returns the 8 fields (empty when there is no such conversation) and
+/// whether it changed.
+const READ_SCRIPT: &str = r#"
+local h = redis.call('HMGET', KEYS[1], 'phone_number_id', 'contact', 'last_message',
+  'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count')
+if not h[2] then return {} end
+if (tonumber(h[8]) or 0) == 0 then h[9] = '0'; return h end
+redis.call('HSET', KEYS[1], 'unread_count', 0)
+h[8] = '0'
+local window = 'null'
+if tonumber(h[6]) >= 0 then window = string.format('%d', tonumber(h[6]) + 86400) end
+local data = '{"phone_number_id":"' .. h[1] .. '","contact":' .. h[2]
+  .. ',"last_message":' .. h[3] .. ',"last_message_id":' .. h[4]
+  .. ',"last_message_at":' .. h[5] .. ',"message_count":' .. h[7]
+  .. ',"unread_count":0,"window_expires_at":' .. window .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'type', 'conversation_updated', 'data', data)
+h[9] = '1'
+return h
+"#;
+
+static CONVERSATIONS: LazyLock<Script> = LazyLock::new(|| Script::new(CONVERSATIONS_SCRIPT));
+static MESSAGES: LazyLock<Script> = LazyLock::new(|| Script::new(MESSAGES_SCRIPT));
+static MARK_READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_SCRIPT));
+
+/// Most index entries one page request scans (filters may skip many).
+const SCAN_CAP: usize = 5_000;
+
+fn fields(values: &[Option<String>]) -> Option<ConversationFields> {
+    let text = |i: usize| values.get(i).cloned().flatten();
+    let number = |i: usize| text(i).and_then(|s| s.parse::<i64>().ok());
+    Some(ConversationFields {
+        phone_number_id: text(0)?,
+        contact_json: text(1)?,
+        last_message: text(2)?,
+        last_message_id: text(3)?,
+        last_message_at: number(4).unwrap_or(0),
+        last_inbound_at: number(5).unwrap_or(-1),
+        message_count: number(6).unwrap_or(0),
+        unread_count: number(7).unwrap_or(0),
+    })
+}
+
+impl RedisStore {
+    fn prefix(&self) -> &str {
+        &self.inner.key_prefix
+    }
+
+    /// A message by id with its status history: the record under `phone_number_id` (or under
+    /// the lowest business number that has one).
+    pub(crate) async fn message(
+        &self,
+        id: &str,
+        phone_number_id: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(format!("{}:msg:{id}", self.prefix()))
+            .query_async(&mut self.inner.connection.clone())
+            .await?;
+        let mut tenants: Vec<&str> = all
+            .iter()
+            .filter(|(field, _)| !field.contains(':'))
+            .map(|(field, _)| field.as_str())
+            .filter(|t| phone_number_id.is_none_or(|p| p == *t))
+            .collect();
+        tenants.sort_unstable();
+        let Some(tenant) = tenants.first().copied() else {
+            return Ok(None);
+        };
+        let record = all.iter().find(|(f, _)| f == tenant).map(|(_, v)| v);
+        let current = all
+            .iter()
+            .find(|(f, _)| f.strip_prefix(tenant) == Some(":st"))
+            .map(|(_, v)| v.as_str());
+        let history = all
+            .iter()
+            .filter_map(|(f, v)| {
+                let status = f.strip_prefix(tenant)?.strip_prefix(":s:")?;
+                // `<timestamp> <0|1> <json>`
+                let detail = v.splitn(3, ' ').nth(2)?;
+                Some((status.to_owned(), detail.to_owned()))
+            })
+            .collect();
+        Ok(record.map(|r| message_json(r, current, Some(history))))
+    }
+
+    /// A page of conversations, most recent activity first.
+    pub(crate) async fn conversations(
+        &self,
+        query: &ConversationsQuery,
+    ) -> Result<Page, StoreError> {
+        let (score, member) = match query.cursor.as_deref().and_then(|c| c.split_once(' ')) {
+            Some((score, member)) if score.parse::<f64>().is_ok() => (score, member),
+            _ => ("+inf", ""),
+        };
+        let values: Vec<Option<String>> = CONVERSATIONS
+            .key(format!("{}:convs", self.prefix()))
+            .arg(format!("{}:conv:", self.prefix()))
+            .arg(score)
+            .arg(member)
+            .arg(query.limit)
+            .arg(query.phone_number_id.as_deref().unwrap_or(""))
+            .arg(if query.unread_only { "1" } else { "0" })
+            .arg(query.q.as_deref().unwrap_or(""))
+            .arg(SCAN_CAP)
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        let now = now_secs();
+        let next_cursor = match (values.first(), values.get(1)) {
+            (Some(Some(score)), Some(Some(member))) if !score.is_empty() => {
+                Some(format!("{score} {member}"))
+            }
+            _ => None,
+        };
+        let items = values
+            .get(2..)
+            .unwrap_or_default()
+            .chunks(8)
+            .filter_map(|c| fields(c).map(|f| f.json(Some(now))))
+            .collect();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// A page of one conversation's messages, oldest first.
+    pub(crate) async fn conversation_messages(
+        &self,
+        query: &MessagesQuery,
+    ) -> Result<Page, StoreError> {
+        let (mode, cursor) = match &query.cursor {
+            MessageCursor::Latest => ("latest", ""),
+            MessageCursor::Before(c) => ("before", c.as_str()),
+            MessageCursor::After(c) => ("after", c.as_str()),
+        };
+        let values: Vec<String> = MESSAGES
+            .key(format!(
+                "{}:cmsgs:{}:{}",
+                self.prefix(),
+                query.phone_number_id,
+                query.contact
+            ))
+            .arg(format!("{}:msg:", self.prefix()))
+            .arg(&query.phone_number_id)
+            .arg(mode)
+            .arg(cursor)
+            .arg(query.limit)
+            .arg(query.kind.as_deref().unwrap_or(""))
+            .arg(SCAN_CAP)
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        let mut rows: Vec<(&str, String)> = values
+            .chunks(3)
+            .filter_map(|c| match c {
+                [member, record, current] => Some((
+                    member.as_str(),
+                    message_json(
+                        record,
+                        Some(current).filter(|s| !s.is_empty()).map(|s| s.as_str()),
+                        None,
+                    ),
+                )),
+                _ => None,
+            })
+            .collect();
+        let full = rows.len() == query.limit;
+        if mode != "after" {
+            rows.reverse();
+        }
+        // Older pages continue from the oldest item, newer ones from the newest.
+        let next_cursor = if !full {
+            None
+        } else if mode == "after" {
+            rows.last().map(|(m, _)| (*m).to_owned())
+        } else {
+            rows.first().map(|(m, _)| (*m).to_owned())
+        };
+        Ok(Page {
+            items: rows.into_iter().map(|(_, json)| json).collect(),
+            next_cursor,
+        })
+    }
+
+    /// Sets a conversation's unread count to 0 (with a `conversation_updated` event when it
+    /// was not 0). `None` when there is no such conversation.
+    pub(crate) async fn mark_read(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let values: Vec<Option<String>> = MARK_READ
+            .key(format!(
+                "{}:conv:{phone_number_id}:{contact}",
+                self.prefix()
+            ))
+            .key(format!("{}:events", self.prefix()))
+            .arg(self.inner.event_retention)
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(fields(&values).map(|f| f.json(Some(now_secs()))))
+    }
+}

@@ -1,0 +1,181 @@
+//! Read models shared by both backends: the queries the conversation API asks and the JSON it
+//! answers with, composed from stored strings without re-parsing them.
+//!
+//! - A message view is its record (see [`super::record`]) plus `status` (the current delivery
+//!   status, `null` when none) and, for `GET /v1/messages/{id}`, `statuses` (the history, one
+//!   transition per status in rank order).
+//! - A conversation view is the conversation's stored fields in the shape of the
+//!   `conversation_updated` event, except that `window_expires_at` is `null` once the 24-hour
+//!   window has closed.
+//! - Cursors are opaque strings that only the backend that issued them reads.
+
+use super::record::{WINDOW_SECS, status_rank};
+
+/// Most items one page may hold.
+pub const MAX_PAGE: usize = 200;
+/// Items per page when the client gives no `limit`.
+pub const DEFAULT_PAGE: usize = 50;
+
+/// Which messages of a conversation a page holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageCursor {
+    /// The most recent.
+    Latest,
+    /// Older than the cursor (a `next_cursor` of an earlier page).
+    Before(String),
+    /// Newer than the cursor.
+    After(String),
+}
+
+/// A page of `GET /v1/conversations/{contact}/messages`.
+#[derive(Debug, Clone)]
+pub struct MessagesQuery {
+    pub phone_number_id: String,
+    pub contact: String,
+    pub cursor: MessageCursor,
+    pub limit: usize,
+    /// Only messages of this Meta `type`.
+    pub kind: Option<String>,
+}
+
+/// A page of `GET /v1/conversations`.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationsQuery {
+    pub phone_number_id: Option<String>,
+    pub unread_only: bool,
+    /// Lower-cased search text, matched against the contact id, name and username.
+    pub q: Option<String>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// One page of JSON items (oldest first for messages, most recent activity first for
+/// conversations) and the cursor of the next page, if there may be one.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub items: Vec<String>,
+    pub next_cursor: Option<String>,
+}
+
+/// A record with its status: `{...record, "status": <current or null>}` and, when `history` is
+/// given, `"statuses": [...]` (each transition's JSON, sorted by rank).
+pub fn message_json(
+    record: &str,
+    current: Option<&str>,
+    history: Option<Vec<(String, String)>>,
+) -> String {
+    let mut out = String::with_capacity(record.len() + 64);
+    out.push_str(record.strip_suffix('}').unwrap_or(record));
+    match current {
+        Some(status) => {
+            out.push_str(",\"status\":\"");
+            out.push_str(status);
+            out.push('"');
+        }
+        None => out.push_str(",\"status\":null"),
+    }
+    if let Some(mut history) = history {
+        history.sort_by_key(|(status, _)| status_rank(status));
+        out.push_str(",\"statuses\":[");
+        for (i, (_, detail)) in history.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(detail);
+        }
+        out.push(']');
+    }
+    out.push('}');
+    out
+}
+
+/// The stored fields of a conversation.
+#[derive(Debug, Clone)]
+pub struct ConversationFields {
+    pub phone_number_id: String,
+    pub contact_json: String,
+    pub last_message: String,
+    pub last_message_id: String,
+    pub last_message_at: i64,
+    pub last_inbound_at: i64,
+    pub message_count: i64,
+    pub unread_count: i64,
+}
+
+impl ConversationFields {
+    /// The conversation's JSON. With `now`, `window_expires_at` is `null` once the window has
+    /// closed (the read view); without, it is the expiry time (the event).
+    pub fn json(&self, now: Option<i64>) -> String {
+        let expires = self.last_inbound_at + WINDOW_SECS;
+        let window = if self.last_inbound_at >= 0 && now.is_none_or(|now| expires > now) {
+            expires.to_string()
+        } else {
+            "null".to_owned()
+        };
+        format!(
+            r#"{{"phone_number_id":"{}","contact":{},"last_message":{},"last_message_id":{},"last_message_at":{},"message_count":{},"unread_count":{},"window_expires_at":{window}}}"#,
+            self.phone_number_id,
+            self.contact_json,
+            self.last_message,
+            self.last_message_id,
+            self.last_message_at,
+            self.message_count,
+            self.unread_count,
+        )
+    }
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_view_adds_status_and_history_in_rank_order() {
+        let json = message_json(
+            r#"{"id":"a"}"#,
+            Some("read"),
+            Some(vec![
+                ("read".into(), r#"{"status":"read"}"#.into()),
+                ("sent".into(), r#"{"status":"sent"}"#.into()),
+            ]),
+        );
+        assert_eq!(
+            json,
+            r#"{"id":"a","status":"read","statuses":[{"status":"sent"},{"status":"read"}]}"#
+        );
+        assert_eq!(
+            message_json(r#"{"id":"a"}"#, None, None),
+            r#"{"id":"a","status":null}"#
+        );
+    }
+
+    #[test]
+    fn the_window_closes_24_hours_after_the_last_inbound_message() {
+        let c = ConversationFields {
+            phone_number_id: "1".into(),
+            contact_json: r#"{"id":"919216598210"}"#.into(),
+            last_message: r#""hi""#.into(),
+            last_message_id: r#""w""#.into(),
+            last_message_at: 1000,
+            last_inbound_at: 1000,
+            message_count: 1,
+            unread_count: 1,
+        };
+        assert!(
+            c.json(Some(1000 + WINDOW_SECS - 1))
+                .contains(r#""window_expires_at":87400"#)
+        );
+        assert!(
+            c.json(Some(1000 + WINDOW_SECS))
+                .contains(r#""window_expires_at":null"#)
+        );
+        assert!(c.json(None).contains(r#""window_expires_at":87400"#));
+    }
+}
