@@ -1,20 +1,31 @@
-//! Message storage: one [`Store`] with two backends that pass the same contract tests
-//! (`tests/api/store_faults.rs`, `tests/api/get.rs`, `tests/api/webhook.rs`).
+//! Storage: one [`Store`] with two backends that pass the same contract tests (`tests/api/`:
+//! webhook, get, conversations, store_faults, store_integrity run on both).
 //!
-//! - [`redis::RedisStore`] when REDIS_URL is set: the FastAPI original's key layout, one Lua script
-//!   (one round trip) per chunk of messages that checks, appends, indexes and only then marks.
-//! - [`embedded::EmbeddedStore`] otherwise: SQLite under DATA_DIR with group commit.
+//! - [`redis::RedisStore`] when REDIS_URL is set: the FastAPI original's lists plus our keys under
+//!   REDIS_KEY_PREFIX; one Lua script (one round trip) per chunk of messages.
+//! - [`embedded::EmbeddedStore`] otherwise: SQLite under DATA_DIR, one writer thread with group
+//!   commit, versioned migrations.
+//!
+//! What one write stores (see [`record`] for the shapes): the **message record** (the primary
+//! form, scoped by the business `phone_number_id`; it is also the dedupe marker), the **FastAPI
+//! list entry** (a projection, so `/get` and the original's readers keep working), the
+//! **conversation** (counters, last message, the 24-hour window) and the **events** describing
+//! all of it (an outbox: Redis stream / `events` table). Statuses ([`Store::save_statuses`]) and
+//! quarantined items ([`Store::save_quarantined`]) are written with their events the same way.
+//! Nothing is published after a write: the event stream reads the outbox.
 //!
 //! Invariants both keep:
 //! - a save is written in chunks of at most [`MAX_MESSAGES_PER_WRITE`] messages (one script call
 //!   or one transaction each, so a huge signed delivery never blocks the store for long); a chunk
-//!   is stored entirely or not at all (Redis: a script checks everything that can fail before its
-//!   first write and writes each message's marker last);
-//! - a message id already stored is never stored again (markers live at least 8 days, past Meta's
-//!   7-day retry horizon); a failed chunk leaves no marker, so Meta's retry stores exactly what is
-//!   missing: chunks stored before the failure are duplicates on the retry, the rest is stored;
+//!   is stored entirely or not at all (Redis: the script reads everything that can fail first,
+//!   undoes its own writes if one fails anyway, and writes the records last);
+//! - a message id already stored for a business number is never stored again; a failed chunk
+//!   leaves no record, so Meta's retry stores exactly what is missing; markers of earlier
+//!   releases still count;
 //! - an id already stored for another sender is not stored again either, but counted as a
-//!   conflict and logged (`webhook.id_conflict`, masked numbers).
+//!   conflict and logged (`webhook.id_conflict`, masked numbers);
+//! - saving reports per message: stored, duplicate or conflict ([`Outcome`]), so later steps act
+//!   on exactly the new ones.
 //!
 //! Readiness ([`Readiness`]) lives here, off the request path: a background probe performs a real
 //! small write every [`PROBE_INTERVAL`], every save records its outcome too, and `/readyz` only
@@ -22,7 +33,9 @@
 //! file): saves then fail with [`StoreError::Refused`], whose text says what to do.
 //!
 //! `Store` is an enum rather than a `dyn` trait: there are exactly two backends, static dispatch
-//! needs no boxing of async methods, and adding a method makes the compiler list both backends.
+//! needs no boxing of async methods, and the one `match` lives in `on_backend!`, so each method
+//! is a line and adding one makes the compiler ask for it on both backends. Reads of the
+//! conversation API are in [`view`] (shapes) and the backends' `reads` modules.
 
 pub mod embedded;
 pub mod readiness;

@@ -441,3 +441,84 @@ async fn a_database_of_the_previous_release_is_migrated_and_kept() {
         .unwrap();
     assert_eq!(probed, 1, "the readiness probe writes its row");
 }
+
+/// A database written by the previous release (schema version 2: messages, conversations and the
+/// probe's row) opens and is migrated to version 3 in place: its messages stay readable through
+/// `/get` in their order, Meta's retry of one of them is still a duplicate, and new messages get
+/// records and conversations beside them.
+#[tokio::test]
+async fn a_database_of_release_two_is_migrated_to_records_and_keeps_dedupe() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let db = rusqlite::Connection::open(data.path().join("whatsapp-gateway.sqlite3")).unwrap();
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL;
+            CREATE TABLE inbound_messages (
+                seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+                id          TEXT    NOT NULL UNIQUE,
+                number      TEXT    NOT NULL,
+                timestamp   INTEGER NOT NULL,
+                json        TEXT    NOT NULL,
+                received_at INTEGER NOT NULL DEFAULT (unixepoch())
+            );
+            CREATE INDEX inbound_messages_by_number ON inbound_messages (number, seq);
+            CREATE TABLE conversations (
+                number         TEXT    PRIMARY KEY,
+                last_timestamp INTEGER NOT NULL,
+                message_count  INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE health (
+                id        INTEGER PRIMARY KEY CHECK (id = 1),
+                probed_at INTEGER NOT NULL
+            );
+            PRAGMA user_version = 2;
+            INSERT INTO inbound_messages (id, number, timestamp, json) VALUES
+                ('wamid.R2a', '919216598210', 1757936700, '{\"id\":\"wamid.R2a\",\"from\":\"919216598210\",\"body\":\"one\"}'),
+                ('wamid.R2b', '919216598210', 1757936701, '{\"id\":\"wamid.R2b\",\"from\":\"919216598210\",\"body\":\"two\"}');
+            INSERT INTO conversations VALUES ('919216598210', 1757936701, 2);",
+        )
+        .unwrap();
+    }
+    let dir = data.path().display().to_string();
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("DATA_DIR".into(), dir);
+    })
+    .await;
+    let stored = app.messages_of(A).await;
+    assert_eq!(
+        stored,
+        vec![
+            json!({"id": "wamid.R2a", "from": "919216598210", "body": "one"}),
+            json!({"id": "wamid.R2b", "from": "919216598210", "body": "two"}),
+        ]
+    );
+    let retry = webhook_with(vec![text_message("wamid.R2b", A, "two")]);
+    assert_eq!(ack(&app, &retry).await.1["duplicates"], 1);
+    let new = webhook_with(vec![text_message("wamid.R2c", A, "three")]);
+    assert_eq!(ack(&app, &new).await.1["stored"], 1);
+    assert_eq!(app.ids_of(A).await, ["wamid.R2a", "wamid.R2b", "wamid.R2c"]);
+    let message: Value = app
+        .http
+        .get(app.url("/v1/messages/wamid.R2c"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(message["body"], "three");
+    let db = rusqlite::Connection::open(data.path().join("whatsapp-gateway.sqlite3")).unwrap();
+    let version: i64 = db
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 3);
+    // The AUTOINCREMENT sequence carried over: new rows come after the old ones.
+    let seqs: Vec<i64> = db
+        .prepare("SELECT seq FROM inbound_messages ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}
