@@ -39,6 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::batch::{Batched, Grouper};
 use super::readiness::spawn_probe;
 use super::record::{MessageWrite, StatusWrite, status_rank};
 use super::view::ConversationFields;
@@ -187,6 +188,12 @@ enum Job {
     Probe {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+}
+
+impl Batched for Job {
+    fn size(&self) -> usize {
+        self.rows()
+    }
 }
 
 impl Job {
@@ -623,33 +630,9 @@ struct Writer {
 
 impl Writer {
     /// The writer loop: one transaction (one fsync) per group of waiting jobs.
-    fn run(mut self, mut queue: mpsc::Receiver<Job>) {
-        let mut group = Vec::with_capacity(MAX_GROUP);
-        // A job that did not fit into the previous transaction starts the next.
-        let mut carried: Option<Job> = None;
-        loop {
-            let first = match carried.take() {
-                Some(job) => job,
-                None => match queue.blocking_recv() {
-                    Some(job) => job,
-                    None => return,
-                },
-            };
-            let mut rows = first.rows();
-            group.push(first);
-            while group.len() < MAX_GROUP {
-                match queue.try_recv() {
-                    Ok(job) if rows + job.rows() > MAX_TX_ROWS => {
-                        carried = Some(job);
-                        break;
-                    }
-                    Ok(job) => {
-                        rows += job.rows();
-                        group.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+    fn run(mut self, queue: mpsc::Receiver<Job>) {
+        let mut groups = Grouper::new(queue, MAX_GROUP, MAX_TX_ROWS);
+        while let Some(mut group) = groups.next_blocking() {
             if let Some(reason) = &self.lost {
                 for job in group.drain(..) {
                     job.refuse(reason);

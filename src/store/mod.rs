@@ -37,6 +37,7 @@
 //! is a line and adding one makes the compiler ask for it on both backends. Reads of the
 //! conversation API are in [`view`] (shapes) and the backends' `reads` modules.
 
+pub mod batch;
 pub mod embedded;
 pub mod readiness;
 pub mod record;

@@ -45,6 +45,7 @@ use secrecy::ExposeSecret;
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::batch::{Batched, Grouper};
 use super::readiness::spawn_probe;
 use super::record::{MessageWrite, StatusWrite};
 use super::{
@@ -302,6 +303,12 @@ struct PreparedMessage {
 struct SaveJob {
     messages: Vec<PreparedMessage>,
     reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+}
+
+impl Batched for SaveJob {
+    fn size(&self) -> usize {
+        self.messages.len()
+    }
 }
 
 /// The Redis backend. Cheap to clone: the connection is shared and multiplexed.
@@ -645,38 +652,18 @@ struct Batcher {
 }
 
 impl Batcher {
-    async fn run(self, mut queue: mpsc::Receiver<SaveJob>) {
+    async fn run(self, queue: mpsc::Receiver<SaveJob>) {
         let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        // A job that did not fit into the previous call goes first into the next.
-        let mut carried: Option<SaveJob> = None;
-        loop {
-            let first = match carried.take() {
-                Some(job) => job,
-                None => match queue.recv().await {
-                    Some(job) => job,
-                    None => return,
-                },
-            };
-            // Wait for a free slot *before* draining: while every slot is busy, saves pile up
-            // in the queue and leave together.
+        let mut groups = Grouper::new(queue, usize::MAX, MAX_MESSAGES_PER_WRITE);
+        // Wait for work, then for a free slot, and only then take the group: while every slot
+        // is busy, saves pile up in the queue and leave together.
+        while groups.ready().await {
             let Ok(slot) = in_flight.clone().acquire_owned().await else {
                 return;
             };
-            let mut count = first.messages.len();
-            let mut jobs = vec![first];
-            while count < MAX_MESSAGES_PER_WRITE {
-                match queue.try_recv() {
-                    Ok(job) if count + job.messages.len() > MAX_MESSAGES_PER_WRITE => {
-                        carried = Some(job);
-                        break;
-                    }
-                    Ok(job) => {
-                        count += job.messages.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let Some(jobs) = groups.next_async().await else {
+                return;
+            };
             let call = BatchCall {
                 connection: self.connection.clone(),
                 script: self.script.clone(),
