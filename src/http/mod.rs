@@ -142,6 +142,10 @@ fn router(state: Arc<AppState>) -> Router {
             get(v1::conversation_messages),
         )
         .route("/v1/conversations/{contact}/read", post(v1::mark_read))
+        .route(
+            "/v1/conversations/{contact}",
+            axum::routing::delete(v1::delete_conversation),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

@@ -234,3 +234,36 @@ pub async fn mark_read(
             .await?,
     ))
 }
+
+/// Deletes a conversation: its counters, and the records and statuses of its messages for this
+/// business number. Their ids still deduplicate Meta's retries, so a deleted conversation does
+/// not come back from a retry; the FastAPI list (`/get`) is kept. While API_KEY is unset the
+/// request must carry `Content-Type: application/json`.
+#[utoipa::path(delete, path = "/v1/conversations/{contact}", tag = "conversations",
+    params(("contact" = String, Path, description = "A phone number in any accepted form, or a BSUID"), ReadParams),
+    responses(
+        (status = 200, description = "{\"deleted\": true, \"messages_deleted\": n}"),
+        (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
+        (status = 404, description = "No such conversation", body = crate::http::docs::Detail),
+        (status = 415, description = "API_KEY is unset and the request is not declared as JSON", body = crate::http::docs::Detail),
+        (status = 422, description = "A parameter breaks a rule", body = crate::http::docs::ValidationDetail),
+        (status = 503, description = "The store is unavailable", body = crate::http::docs::Detail),
+    ),
+    security(("api_key" = []), ("bearer" = [])))]
+pub async fn delete_conversation(
+    State(state): State<Arc<AppState>>,
+    Path(contact): Path<String>,
+    Query(params): Query<ReadParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if state.api_key.is_none() {
+        crate::http::extract::require_json_content_type(&headers)?;
+    }
+    let deleted = state
+        .conversations
+        .delete(&contact, params.phone_number_id.as_deref())
+        .await?;
+    Ok(json(format!(
+        "{{\"deleted\":true,\"messages_deleted\":{deleted}}}"
+    )))
+}

@@ -170,6 +170,27 @@ impl Conversations {
     }
 }
 
+impl Conversations {
+    /// Deletes a conversation; how many messages it held.
+    pub async fn delete(
+        &self,
+        contact: &str,
+        phone_number_id: Option<&str>,
+    ) -> Result<u64, ConversationError> {
+        let contact = ContactId::parse(contact).map_err(|e| invalid("contact", e))?;
+        let tenant = self.business_number(phone_number_id)?;
+        self.store
+            .delete_conversation(tenant.as_str(), contact.as_str())
+            .await?
+            .ok_or_else(|| {
+                ConversationError::NotFound(format!(
+                    "no conversation with {} on business number {tenant}",
+                    contact.masked()
+                ))
+            })
+    }
+}
+
 fn limit(limit: Option<i64>) -> Result<usize, ConversationError> {
     match limit {
         None => Ok(DEFAULT_PAGE),

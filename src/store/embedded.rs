@@ -110,6 +110,8 @@ DROP TABLE inbound_messages;
 ALTER TABLE inbound_messages_v3 RENAME TO inbound_messages;
 CREATE INDEX inbound_messages_by_number ON inbound_messages (number, seq);
 CREATE INDEX inbound_messages_legacy_id ON inbound_messages (id) WHERE phone_number_id IS NULL;
+-- `record` is NULL once its conversation was deleted: the row stays, so Meta's retries of the
+-- message are still duplicates.
 CREATE TABLE messages (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
     phone_number_id TEXT    NOT NULL,
@@ -117,7 +119,7 @@ CREATE TABLE messages (
     contact         TEXT    NOT NULL,
     direction       TEXT    NOT NULL,
     timestamp       INTEGER NOT NULL,
-    record          TEXT    NOT NULL,
+    record          TEXT,
     UNIQUE (phone_number_id, id)
 );
 CREATE INDEX messages_by_id ON messages (id);
@@ -162,6 +164,7 @@ enum Answer {
     Outcomes(Vec<Outcome>),
     Changed(Vec<bool>),
     Conversation(Option<String>),
+    Deleted(Option<u64>),
     Done,
 }
 
@@ -185,6 +188,13 @@ enum Job {
         contact: String,
         reply: oneshot::Sender<Result<Option<String>, StoreError>>,
     },
+    /// Deletes a conversation; answers how many messages it held (`None`: no such
+    /// conversation).
+    DeleteConversation {
+        phone_number_id: String,
+        contact: String,
+        reply: oneshot::Sender<Result<Option<u64>, StoreError>>,
+    },
     Probe {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -203,7 +213,7 @@ impl Job {
                 rows, quarantine, ..
             } => rows.len() + quarantine.len(),
             Self::Statuses { writes, .. } => writes.len(),
-            Self::MarkRead { .. } | Self::Probe { .. } => 1,
+            Self::MarkRead { .. } | Self::DeleteConversation { .. } | Self::Probe { .. } => 1,
         }
     }
 
@@ -213,6 +223,7 @@ impl Job {
             Self::Save { reply, .. } => drop(reply.send(Err(error()))),
             Self::Statuses { reply, .. } => drop(reply.send(Err(error()))),
             Self::MarkRead { reply, .. } => drop(reply.send(Err(error()))),
+            Self::DeleteConversation { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } => drop(reply.send(Err(error()))),
         }
     }
@@ -223,6 +234,7 @@ impl Job {
             Self::Save { reply, .. } => drop(reply.send(Err(error()))),
             Self::Statuses { reply, .. } => drop(reply.send(Err(error()))),
             Self::MarkRead { reply, .. } => drop(reply.send(Err(error()))),
+            Self::DeleteConversation { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } => drop(reply.send(Err(error()))),
         }
     }
@@ -328,6 +340,25 @@ impl EmbeddedStore {
         self.inner
             .writer
             .send(Job::MarkRead {
+                phone_number_id: phone_number_id.to_owned(),
+                contact: contact.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Deletes a conversation (see [`crate::store::Store::delete_conversation`]).
+    pub(crate) async fn delete_conversation(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let (reply, outcome) = oneshot::channel();
+        self.inner
+            .writer
+            .send(Job::DeleteConversation {
                 phone_number_id: phone_number_id.to_owned(),
                 contact: contact.to_owned(),
                 reply,
@@ -665,6 +696,9 @@ impl Writer {
                             (Job::MarkRead { reply, .. }, Answer::Conversation(c)) => {
                                 drop(reply.send(Ok(c)))
                             }
+                            (Job::DeleteConversation { reply, .. }, Answer::Deleted(d)) => {
+                                drop(reply.send(Ok(d)))
+                            }
                             (Job::Probe { reply }, Answer::Done) => drop(reply.send(Ok(()))),
                             (job, _) => job.fail("internal error: mismatched answer"),
                         }
@@ -799,6 +833,18 @@ fn write_group(
                     )?));
                     continue;
                 }
+                Job::DeleteConversation {
+                    phone_number_id,
+                    contact,
+                    ..
+                } => {
+                    outcomes.push(Answer::Deleted(delete_conversation(
+                        &tx,
+                        phone_number_id,
+                        contact,
+                    )?));
+                    continue;
+                }
                 Job::Probe { .. } => {
                     probe.execute([])?;
                     outcomes.push(Answer::Done);
@@ -880,6 +926,44 @@ fn write_group(
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// Deletes a conversation: its row, and the records and statuses of its messages (their rows
+/// stay with a NULL record, so Meta's retries are still duplicates), with a
+/// `conversation_deleted` event. The FastAPI table is not touched. `None`: no such conversation.
+fn delete_conversation(
+    tx: &rusqlite::Transaction<'_>,
+    phone_number_id: &str,
+    contact: &str,
+) -> rusqlite::Result<Option<u64>> {
+    let contact_json: Option<String> = tx
+        .prepare_cached(
+            "DELETE FROM conversation WHERE phone_number_id = ?1 AND contact = ?2
+             RETURNING contact_json",
+        )?
+        .query_row(params![phone_number_id, contact], |r| r.get(0))
+        .optional()?;
+    let Some(contact_json) = contact_json else {
+        return Ok(None);
+    };
+    tx.prepare_cached(
+        "DELETE FROM statuses WHERE phone_number_id = ?1 AND message_id IN
+             (SELECT id FROM messages WHERE phone_number_id = ?1 AND contact = ?2)",
+    )?
+    .execute(params![phone_number_id, contact])?;
+    let removed = tx
+        .prepare_cached(
+            "UPDATE messages SET record = NULL
+             WHERE phone_number_id = ?1 AND contact = ?2 AND record IS NOT NULL",
+        )?
+        .execute(params![phone_number_id, contact])?;
+    tx.prepare_cached("INSERT INTO events (type, data) VALUES ('conversation_deleted', ?1)")?
+        .execute(params![super::view::deleted_event_json(
+            phone_number_id,
+            &contact_json,
+            removed as u64
+        )])?;
+    Ok(Some(removed as u64))
 }
 
 /// Sets a conversation's unread count to 0, with a `conversation_updated` event when it was

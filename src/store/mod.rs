@@ -327,6 +327,18 @@ impl Store {
         on_backend!(self, s => s.mark_read(phone_number_id, contact).await)
     }
 
+    /// Deletes a conversation and the records and statuses of its messages for that business
+    /// number (their ids still deduplicate Meta's retries; the FastAPI list is kept), with a
+    /// `conversation_deleted` event in the same atomic write. The number of messages removed;
+    /// `None` when there is no such conversation.
+    pub async fn delete_conversation(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        on_backend!(self, s => s.delete_conversation(phone_number_id, contact).await)
+    }
+
     /// Keeps items of a delivery that could not be attributed, each with a `webhook_error`
     /// event, in one atomic write: `{"path","rule","phone_number_id","raw","received_at"}`.
     pub async fn save_quarantined(&self, items: &[Quarantined]) -> Result<(), StoreError> {

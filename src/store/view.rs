@@ -125,6 +125,13 @@ impl ConversationFields {
     }
 }
 
+/// The `conversation_deleted` event's data.
+pub fn deleted_event_json(phone_number_id: &str, contact_json: &str, messages: u64) -> String {
+    format!(
+        r#"{{"phone_number_id":"{phone_number_id}","contact":{contact_json},"messages_deleted":{messages}}}"#
+    )
+}
+
 /// Unix seconds now.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()

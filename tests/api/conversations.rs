@@ -21,6 +21,7 @@ contract_tests!(
     conversations_are_filtered_and_searched,
     concurrent_deliveries_for_one_contact_keep_exact_counters,
     bad_parameters_are_422_naming_the_parameter,
+    a_deleted_conversation_is_gone_and_does_not_come_back_from_a_retry,
 );
 
 const A: &str = "919216598210";
@@ -521,4 +522,50 @@ async fn bad_parameters_are_422_naming_the_parameter(backend: Backend) {
         let place = if field == "contact" { "path" } else { "query" };
         assert_eq!(body["detail"][0]["loc"], json!([place, field]), "{path}");
     }
+}
+
+async fn a_deleted_conversation_is_gone_and_does_not_come_back_from_a_retry(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let body = webhook_with(vec![
+        message_at("wamid.D1", A, 100, "one"),
+        message_at("wamid.D2", A, 200, "two"),
+    ]);
+    post_ok(&app, &body).await;
+    post_ok(
+        &app,
+        &statuses_webhook(vec![status("wamid.D1", "read", 150)]),
+    )
+    .await;
+    let delete = |contact: &'static str| {
+        app.http
+            .delete(app.url(&format!("/v1/conversations/{contact}")))
+            .header("content-type", "application/json")
+            .send()
+    };
+    let response = delete(A).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer, json!({"deleted": true, "messages_deleted": 2}));
+    assert_eq!(get(&app, "/v1/messages/wamid.D1").await.0, 404);
+    let (_, list) = get(&app, "/v1/conversations").await;
+    assert_eq!(list["conversations"], json!([]));
+    let (_, page) = get(&app, &format!("/v1/conversations/{A}/messages")).await;
+    assert_eq!(page["messages"], json!([]));
+    // Meta's retry of a deleted message stays a duplicate; the FastAPI list is kept.
+    let retry = post_ok(&app, &body).await;
+    assert_eq!(retry["duplicates"], 2);
+    assert_eq!(
+        get(&app, "/v1/conversations").await.1["conversations"],
+        json!([])
+    );
+    assert_eq!(app.ids_of(A).await, ["wamid.D1", "wamid.D2"]);
+    // A new message starts a new conversation.
+    post_ok(
+        &app,
+        &webhook_with(vec![message_at("wamid.D3", A, 300, "three")]),
+    )
+    .await;
+    let (_, list) = get(&app, "/v1/conversations").await;
+    assert_eq!(list["conversations"][0]["message_count"], 1);
+    assert_eq!(delete("15550001111").await.unwrap().status(), 404);
 }

@@ -57,7 +57,7 @@ impl EmbeddedStore {
             let found: Option<(String, String)> = conn
                 .prepare_cached(
                     "SELECT phone_number_id, record FROM messages
-                     WHERE id = ?1 AND (?2 IS NULL OR phone_number_id = ?2)
+                     WHERE id = ?1 AND (?2 IS NULL OR phone_number_id = ?2) AND record IS NOT NULL
                      ORDER BY phone_number_id LIMIT 1",
                 )?
                 .query_row(params![id, tenant], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -168,6 +168,7 @@ impl EmbeddedStore {
                      WHERE s.phone_number_id = m.phone_number_id AND s.message_id = m.id)
                  FROM messages m
                  WHERE m.phone_number_id = ?1 AND m.contact = ?2 AND (m.timestamp, m.id) > (?3, ?4)
+                   AND m.record IS NOT NULL
                    AND (?5 IS NULL OR json_extract(m.record, '$.type') = ?5)
                  ORDER BY m.timestamp, m.id LIMIT ?6"
             } else {
@@ -175,6 +176,7 @@ impl EmbeddedStore {
                      WHERE s.phone_number_id = m.phone_number_id AND s.message_id = m.id)
                  FROM messages m
                  WHERE m.phone_number_id = ?1 AND m.contact = ?2 AND (m.timestamp, m.id) < (?3, ?4)
+                   AND m.record IS NOT NULL
                    AND (?5 IS NULL OR json_extract(m.record, '$.type') = ?5)
                  ORDER BY m.timestamp DESC, m.id DESC LIMIT ?6"
             };

@@ -123,9 +123,37 @@ h[9] = '1'
 return h
 "#;
 
+/// KEYS[1] = the conversation hash, KEYS[2] = its message index, KEYS[3] = the conversations
+/// zset, KEYS[4] = the event stream. ARGV: [1] the message hash prefix, [2] phone_number_id, [3]
+/// the conversation's member in KEYS[3], [4] MAXLEN. Deletes the conversation and, per message,
+/// its record and statuses for this business number, keeping the `<phone_number_id>:from` field
+/// (so Meta's retries are still duplicates), with a `conversation_deleted` event. Returns the
+/// number of messages, or -1 when there is no such conversation.
+const DELETE_SCRIPT: &str = r#"
+local contact = redis.call('HGET', KEYS[1], 'contact')
+if not contact then return -1 end
+local members = redis.call('ZRANGE', KEYS[2], 0, -1)
+local pnid = ARGV[2]
+local keep = pnid .. ':from'
+for _, m in ipairs(members) do
+  local key = ARGV[1] .. string.sub(m, 12)
+  local drop = {}
+  for _, f in ipairs(redis.call('HKEYS', key)) do
+    if f == pnid or (string.sub(f, 1, #pnid + 1) == pnid .. ':' and f ~= keep) then drop[#drop + 1] = f end
+  end
+  if #drop > 0 then redis.call('HDEL', key, unpack(drop)) end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'conversation_deleted', 'data',
+  '{"phone_number_id":"' .. pnid .. '","contact":' .. contact .. ',"messages_deleted":' .. #members .. '}')
+return #members
+"#;
+
 static CONVERSATIONS: LazyLock<Script> = LazyLock::new(|| Script::new(CONVERSATIONS_SCRIPT));
 static MESSAGES: LazyLock<Script> = LazyLock::new(|| Script::new(MESSAGES_SCRIPT));
 static MARK_READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_SCRIPT));
+static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE_SCRIPT));
 
 /// Most index entries one page request scans (filters may skip many).
 const SCAN_CAP: usize = 5_000;
@@ -300,5 +328,26 @@ impl RedisStore {
             .invoke_async(&mut self.inner.connection.clone())
             .await?;
         Ok(fields(&values).map(|f| f.json(Some(now_secs()))))
+    }
+
+    /// Deletes a conversation; the number of its messages, `None` when there is none.
+    pub(crate) async fn delete_conversation(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<u64>, StoreError> {
+        let p = self.prefix();
+        let deleted: i64 = DELETE
+            .key(format!("{p}:conv:{phone_number_id}:{contact}"))
+            .key(format!("{p}:cmsgs:{phone_number_id}:{contact}"))
+            .key(format!("{p}:convs"))
+            .key(format!("{p}:events"))
+            .arg(format!("{p}:msg:"))
+            .arg(phone_number_id)
+            .arg(format!("{phone_number_id}:{contact}"))
+            .arg(self.inner.event_retention)
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(u64::try_from(deleted).ok())
     }
 }
