@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::domain::{ContactId, MessageText, OutboundText, PhoneNumber};
+use crate::domain::{ContactId, MessageId, MessageText, OutboundText, PhoneNumber};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError, bounded};
 use crate::http::extract::JsonBody;
+use crate::store::view::Since;
 use crate::store::{Fetched, PagedRead};
 
 /// Body of `POST /send`.
@@ -34,9 +35,40 @@ pub struct GetRequest {
     /// Whose messages: 7-15 digits (`+`, spaces, dashes, dots and parentheses are ignored), or the
     /// BSUID of a user whose phone number Meta withholds (e.g. `US.13491208655302741918`).
     pub number: String,
-    /// How many of the most recent messages; 0 or omitted for all. Must be >= 0.
+    /// How many of the most recent messages; 0 or omitted for all. Must be >= 0. With `since`:
+    /// at most this many of the messages after it, the oldest first.
     #[serde(default)]
     pub limit: Option<i64>,
+    /// Only what is new since a poll: a message id (the messages stored after it) or a unix
+    /// timestamp, as a number or a string of digits (the messages whose Meta timestamp is later).
+    /// Looks through the number's 10,000 most recent messages.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA=")]
+    pub since: Option<serde_json::Value>,
+}
+
+/// `since` of `POST /get`, parsed.
+fn parse_since(since: Option<&serde_json::Value>) -> Result<Option<Since>, FieldError> {
+    let rule = "must be a message id or a unix timestamp";
+    match since {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n
+            .as_i64()
+            .filter(|n| *n >= 0)
+            .map(|n| Some(Since::Timestamp(n)))
+            .ok_or_else(|| FieldError::value("since", rule)),
+        Some(serde_json::Value::String(s))
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            s.parse()
+                .map(|n| Some(Since::Timestamp(n)))
+                .map_err(|_| FieldError::value("since", rule))
+        }
+        Some(serde_json::Value::String(s)) => MessageId::parse(s)
+            .map(|id| Some(Since::Message(id.as_str().to_owned())))
+            .map_err(|e| FieldError::value("since", e)),
+        Some(_) => Err(FieldError::value("since", rule)),
+    }
 }
 
 /// Answer of `POST /get`.
@@ -141,14 +173,38 @@ pub async fn get_messages(
         )),
         n => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
     };
-    let (number, limit) = match (number, limit) {
-        (Ok(number), Ok(limit)) => (number, limit),
-        (number, limit) => {
+    let since = parse_since(request.since.as_ref());
+    let (number, limit, since) = match (number, limit, since) {
+        (Ok(number), Ok(limit), Ok(since)) => (number, limit, since),
+        (number, limit, since) => {
             return Err(ApiError::Validation(
-                number.err().into_iter().chain(limit.err()).collect(),
+                number
+                    .err()
+                    .into_iter()
+                    .chain(limit.err())
+                    .chain(since.err())
+                    .collect(),
             ));
         }
     };
+    if let Some(since) = since {
+        let messages = state
+            .store
+            .messages_since(&number, &since, limit)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Validation(vec![FieldError::value(
+                    "since",
+                    "is not among this number's 10,000 most recent messages; poll again without since",
+                )])
+            })?;
+        tracing::info!(number = %number.masked(), count = messages.len(), since = true, "messages.fetch success");
+        return Ok(GetResponse {
+            count: messages.len(),
+            messages,
+        }
+        .into_response());
+    }
     let started = std::time::Instant::now();
     let fetched = state.store.recent_messages(&number, limit).await;
     state

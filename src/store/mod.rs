@@ -339,6 +339,20 @@ impl Store {
         on_backend!(self, s => s.delete_conversation(phone_number_id, contact).await)
     }
 
+    /// A number's `/get` items (the FastAPI shape) after `since`, oldest first, at most `limit`
+    /// (0: all), looking through the number's [`view::SINCE_WINDOW`] most recent messages:
+    /// after a message id in arrival order (`None` when that id is not among them), or with a
+    /// Meta timestamp later than a time.
+    pub async fn messages_since(
+        &self,
+        contact: &ContactId,
+        since: &view::Since,
+        limit: usize,
+    ) -> Result<Option<Vec<Box<RawValue>>>, StoreError> {
+        let items = on_backend!(self, s => s.messages_since(contact.as_str(), since, limit).await)?;
+        Ok(items.map(|items| items.into_iter().map(stored_item).collect()))
+    }
+
     /// Keeps items of a delivery that could not be attributed, each with a `webhook_error`
     /// event, in one atomic write: `{"path","rule","phone_number_id","raw","received_at"}`.
     pub async fn save_quarantined(&self, items: &[Quarantined]) -> Result<(), StoreError> {

@@ -132,6 +132,18 @@ pub fn deleted_event_json(phone_number_id: &str, contact_json: &str, messages: u
     )
 }
 
+/// Where a `/get` poller left off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Since {
+    /// Messages after this one in the number's list (arrival order).
+    Message(String),
+    /// Messages whose Meta timestamp is later than this (unix seconds).
+    Timestamp(i64),
+}
+
+/// How many of a number's most recent messages a `since` read looks through.
+pub const SINCE_WINDOW: usize = 10_000;
+
 /// Unix seconds now.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()

@@ -12,7 +12,78 @@ contract_tests!(
     unknown_number_has_count_zero,
     invalid_fields_are_422_naming_field_and_rule,
     malformed_json_is_400,
+    since_a_message_id_returns_only_what_came_after_it,
+    since_a_timestamp_returns_only_later_messages,
+    since_must_be_a_known_id_or_a_timestamp,
 );
+
+async fn since_a_message_id_returns_only_what_came_after_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    store_five(&app).await;
+    let number = "+91 92165 98210";
+    assert_eq!(
+        ids(&app, json!({"number": number, "since": "m2"})).await,
+        ["m3", "m4", "m5"]
+    );
+    // With a limit: the first ones after it, so a poller that continues from the last id
+    // misses nothing.
+    assert_eq!(
+        ids(&app, json!({"number": number, "since": "m2", "limit": 2})).await,
+        ["m3", "m4"]
+    );
+    assert!(
+        ids(&app, json!({"number": number, "since": "m5"}))
+            .await
+            .is_empty()
+    );
+    // `m1` is a prefix of no other id here, but `m` must not match `m1`.
+    let response = app.post_get(json!({"number": number, "since": "m"})).await;
+    assert_eq!(response.status(), 422);
+}
+
+async fn since_a_timestamp_returns_only_later_messages(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let messages = (1..=4)
+        .map(|i| {
+            json!({ "from": "919216598210", "id": format!("t{i}"), "timestamp": (1000 + i).to_string(),
+                    "type": "text", "text": { "body": "x" } })
+        })
+        .collect();
+    assert_eq!(
+        app.post_webhook(&webhook_with(messages)).await.status(),
+        200
+    );
+    assert_eq!(
+        ids(&app, json!({"number": "919216598210", "since": 1002})).await,
+        ["t3", "t4"]
+    );
+    assert_eq!(
+        ids(&app, json!({"number": "919216598210", "since": "1003"})).await,
+        ["t4"]
+    );
+}
+
+async fn since_must_be_a_known_id_or_a_timestamp(backend: Backend) {
+    let app = spawn_app(backend).await;
+    store_five(&app).await;
+    for since in [
+        json!(-1),
+        json!(true),
+        json!("has space"),
+        json!("wamid.UNKNOWN"),
+    ] {
+        let response = app
+            .post_get(json!({"number": "919216598210", "since": since}))
+            .await;
+        assert_eq!(response.status(), 422, "{since}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["detail"][0]["loc"],
+            json!(["body", "since"]),
+            "{since}"
+        );
+    }
+}
 
 async fn store_five(app: &TestApp) {
     let messages = (1..=5)
@@ -195,5 +266,38 @@ async fn messages_written_by_the_fastapi_original_are_readable() {
         raw[1].starts_with(r#"{"id":"wamid.NEW","from":"919216598210","to":"15551713917","timestamp":"1757936743","type":"text","body":"Hi","raw":{"#),
         "{}",
         raw[1]
+    );
+}
+
+/// The FastAPI original wrote its JSON with Python's `json.dumps` (a space after each colon and
+/// comma); `since` finds its messages too.
+#[tokio::test]
+async fn since_finds_messages_the_fastapi_original_wrote() {
+    let app = spawn_app(Backend::Redis).await;
+    let mut conn = app.redis_connection().await;
+    let python = r#"{"id": "wamid.PY1", "from": "919216598210", "to": "15551713917", "timestamp": "1000", "type": "text", "body": "old", "raw": {"timestamp": "1000"}}"#;
+    let _: () = redis::cmd("RPUSH")
+        .arg("test:inbound:list:919216598210")
+        .arg(python)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    app.post_webhook(&webhook_with(vec![text_message(
+        "wamid.PY2",
+        "919216598210",
+        "new",
+    )]))
+    .await;
+    assert_eq!(
+        ids(
+            &app,
+            json!({"number": "919216598210", "since": "wamid.PY1"})
+        )
+        .await,
+        ["wamid.PY2"]
+    );
+    assert_eq!(
+        ids(&app, json!({"number": "919216598210", "since": 999})).await,
+        ["wamid.PY1", "wamid.PY2"]
     );
 }

@@ -9,8 +9,8 @@ use rusqlite::{OptionalExtension, params};
 use super::EmbeddedStore;
 use crate::store::StoreError;
 use crate::store::view::{
-    ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page, message_json,
-    now_secs,
+    ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page, SINCE_WINDOW,
+    Since, message_json, now_secs,
 };
 
 /// A cursor `<10-digit timestamp>:<id>` as the pair it stands for.
@@ -223,6 +223,56 @@ impl EmbeddedStore {
                 items: rows.into_iter().map(|(_, json)| json).collect(),
                 next_cursor,
             })
+        })
+        .await
+    }
+
+    /// A number's FastAPI items after `since` (see [`crate::store::Store::messages_since`]).
+    pub(crate) async fn messages_since(
+        &self,
+        contact: &str,
+        since: &Since,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let contact = contact.to_owned();
+        let since = since.clone();
+        self.read(move |conn| {
+            // The window: the number's SINCE_WINDOW most recent rows, as on Redis.
+            let first: i64 = conn
+                .prepare_cached(
+                    "SELECT coalesce(min(seq), 0) FROM (SELECT seq FROM inbound_messages
+                     WHERE number = ?1 ORDER BY seq DESC LIMIT ?2)",
+                )?
+                .query_row(params![contact, SINCE_WINDOW as i64], |r| r.get(0))?;
+            let limit = if limit == 0 { -1 } else { limit as i64 };
+            let after = match &since {
+                Since::Message(id) => {
+                    let at: Option<i64> = conn
+                        .prepare_cached(
+                            "SELECT seq FROM inbound_messages
+                             WHERE number = ?1 AND id = ?2 AND seq >= ?3",
+                        )?
+                        .query_row(params![contact, id, first], |r| r.get(0))
+                        .optional()?;
+                    match at {
+                        Some(at) => at,
+                        None => return Ok(None),
+                    }
+                }
+                Since::Timestamp(_) => first - 1,
+            };
+            let ts = match since {
+                Since::Timestamp(ts) => ts,
+                Since::Message(_) => i64::MIN,
+            };
+            let items = conn
+                .prepare_cached(
+                    "SELECT json FROM inbound_messages
+                     WHERE number = ?1 AND seq > ?2 AND timestamp > ?3 ORDER BY seq LIMIT ?4",
+                )?
+                .query_map(params![contact, after, ts, limit], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(Some(items))
         })
         .await
     }

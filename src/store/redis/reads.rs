@@ -14,8 +14,8 @@ use redis::Script;
 use super::RedisStore;
 use crate::store::StoreError;
 use crate::store::view::{
-    ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page, message_json,
-    now_secs,
+    ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page, SINCE_WINDOW,
+    Since, message_json, now_secs,
 };
 
 /// KEYS[1] = the conversations zset. ARGV: [1] the conversation hash prefix (`<p>:conv:`), [2]
@@ -150,10 +150,61 @@ redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'conversation_d
 return #members
 "#;
 
+/// KEYS[1] = a FastAPI list. ARGV: [1] `id` or `ts`, [2] the message id's `{"id":<JSON>` prefix
+/// or the timestamp, [3] limit (0: all), [4] how many of the most recent items are looked
+/// through. `id`: the items after that message (`nil` when it is not among them); `ts`: the items
+/// whose `timestamp` is later; oldest first, at most `limit`. Items are matched as text (the
+/// FastAPI shape starts with `{"id":` and has the top-level `timestamp` before `raw`), not
+/// decoded.
+const SINCE_SCRIPT: &str = r#"
+local len = redis.call('LLEN', KEYS[1])
+local first = math.max(0, len - tonumber(ARGV[4]))
+local limit = tonumber(ARGV[3])
+local out = {}
+if ARGV[1] == 'id' then
+  -- Our JSON is compact; the FastAPI original's (Python json.dumps) has a space after colons.
+  local spaced = '{"id": ' .. string.sub(ARGV[2], 7)
+  local idx, at = len - 1, nil
+  while idx >= first and not at do
+    local from = math.max(first, idx - 199)
+    local items = redis.call('LRANGE', KEYS[1], from, idx)
+    for j = #items, 1, -1 do
+      local item = items[j]
+      if (string.sub(item, 1, #ARGV[2]) == ARGV[2] and string.find(item, '^[,}]', #ARGV[2] + 1))
+        or (string.sub(item, 1, #spaced) == spaced and string.find(item, '^[,}]', #spaced + 1)) then
+        at = from + j - 1
+        break
+      end
+    end
+    idx = from - 1
+  end
+  if not at then return false end
+  local last = len - 1
+  if limit > 0 then last = math.min(last, at + limit) end
+  if last <= at then return out end
+  return redis.call('LRANGE', KEYS[1], at + 1, last)
+end
+local since = tonumber(ARGV[2])
+local idx = first
+while idx < len do
+  local items = redis.call('LRANGE', KEYS[1], idx, idx + 199)
+  for _, item in ipairs(items) do
+    local ts = tonumber(string.match(item, '"timestamp": ?"?(%d+)') or '')
+    if ts and ts > since then
+      out[#out + 1] = item
+      if limit > 0 and #out >= limit then return out end
+    end
+  end
+  idx = idx + 200
+end
+return out
+"#;
+
 static CONVERSATIONS: LazyLock<Script> = LazyLock::new(|| Script::new(CONVERSATIONS_SCRIPT));
 static MESSAGES: LazyLock<Script> = LazyLock::new(|| Script::new(MESSAGES_SCRIPT));
 static MARK_READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_SCRIPT));
 static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE_SCRIPT));
+static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(SINCE_SCRIPT));
 
 /// Most index entries one page request scans (filters may skip many).
 const SCAN_CAP: usize = 5_000;
@@ -349,5 +400,33 @@ impl RedisStore {
             .invoke_async(&mut self.inner.connection.clone())
             .await?;
         Ok(u64::try_from(deleted).ok())
+    }
+
+    /// A number's FastAPI items after `since` (see [`crate::store::Store::messages_since`]).
+    pub(crate) async fn messages_since(
+        &self,
+        contact: &str,
+        since: &Since,
+        limit: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let (mode, value) = match since {
+            Since::Message(id) => (
+                "id",
+                format!(
+                    "{{\"id\":{}",
+                    serde_json::to_string(id).expect("strings serialize")
+                ),
+            ),
+            Since::Timestamp(ts) => ("ts", ts.to_string()),
+        };
+        let items: Option<Vec<String>> = SINCE
+            .key(self.list_key(contact))
+            .arg(mode)
+            .arg(value)
+            .arg(limit)
+            .arg(SINCE_WINDOW)
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(items)
     }
 }
