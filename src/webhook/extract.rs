@@ -10,6 +10,7 @@
 use serde_json::value::RawValue;
 
 use crate::domain::{InboundMessage, MessageId, MessageKind, PhoneNumber};
+use crate::webhook::content::read_details;
 use crate::webhook::payload::{MessagePayload, MetadataPayload, RawList, WebhookPayload};
 
 /// Everything a notification carried.
@@ -126,6 +127,7 @@ fn extract_message(
     let from = PhoneNumber::parse(from).map_err(|e| (Some("from"), e.to_string()))?;
     let kind = MessageKind::parse(message.kind.as_deref().unwrap_or("unknown"));
     let body = summarize(&kind, &message);
+    let details = read_details(&message, raw);
     Ok(InboundMessage {
         body,
         id,
@@ -135,6 +137,11 @@ fn extract_message(
         timestamp: message.timestamp.unwrap_or_default(),
         kind,
         raw: raw.to_owned(),
+        content: details.content,
+        context: details.context,
+        referral: details.referral,
+        errors: details.errors,
+        group_id: details.group_id,
     })
 }
 
