@@ -1,4 +1,4 @@
-//! Wire -> domain for what a message says: [`read_details`] turns the [`MessagePayload`] that
+//! Wire -> domain for what a message says: [`take_details`] turns the [`MessagePayload`] that
 //! extraction has already parsed into a [`Content`] and the message-level context, referral,
 //! errors and group id. It never fails: a type we do not know, or a known type whose object is
 //! missing or unusable, becomes [`Content::Unknown`] holding Meta's object.
@@ -38,21 +38,26 @@ pub struct MessageDetails {
     pub group_id: Option<String>,
 }
 
-/// Reads the typed details of one message. `raw` is the same message's bytes, read again only
+/// Reads the typed details of one message, moving its content fields (text, media, context,
+/// referral, errors, group id, …) out of `message` rather than copying them, so call it after
+/// anything else that reads those fields. Identity fields (`id`, `from`, `from_user_id`, …),
+/// `timestamp` and `type` are left in place. `raw` is the same message's bytes, read again only
 /// for the fallbacks that keep Meta's object as JSON.
-pub fn read_details(message: &MessagePayload<'_>, raw: &RawValue) -> MessageDetails {
+pub fn take_details(message: &mut MessagePayload<'_>, raw: &RawValue) -> MessageDetails {
+    let errors = take_errors(message);
     MessageDetails {
         content: content_of(
             message,
+            &errors,
             &Source {
                 raw,
                 at: Vec::new(),
             },
         ),
-        context: message.context.as_ref().map(context_of),
-        referral: message.referral.as_ref().map(referral_of),
-        errors: errors_of(message),
-        group_id: owned(&message.group_id),
+        context: message.context.take().map(|c| context_of(*c)),
+        referral: message.referral.take().map(|r| referral_of(*r)),
+        errors,
+        group_id: owned(message.group_id.take()),
     }
 }
 
@@ -85,54 +90,55 @@ impl Source<'_> {
     }
 }
 
-fn content_of(m: &MessagePayload<'_>, source: &Source<'_>) -> Content {
+/// The content named by `type`, moved out of `m`; `errors` are the message's own (already taken).
+fn content_of(m: &mut MessagePayload<'_>, errors: &[MetaError], source: &Source<'_>) -> Content {
     let kind = m.kind.as_deref().unwrap_or("");
-    let media = |p: &Option<MediaPayload>, variant: fn(Media) -> Content| {
-        p.as_ref().map(|p| variant(media_of(p)))
+    let media = |p: Option<Box<MediaPayload>>, variant: fn(Media) -> Content| {
+        p.map(|p| variant(media_of(*p)))
     };
     let content = match kind {
-        "text" => m.text.as_ref().map(|t| Content::Text {
-            body: t.body.clone().into_owned(),
+        "text" => m.text.take().map(|t| Content::Text {
+            body: t.body.into_owned(),
         }),
-        "image" => media(&m.image, Content::Image),
-        "video" => media(&m.video, Content::Video),
-        "audio" => media(&m.audio, Content::Audio),
-        "document" => media(&m.document, Content::Document),
-        "sticker" => media(&m.sticker, Content::Sticker),
-        "location" => m.location.as_ref().and_then(location_of),
-        "contacts" => m.contacts.as_ref().map(|cards| Content::Contacts {
-            contacts: cards.iter().map(card_of).collect(),
-            origin: owned(&m.origin),
+        "image" => media(m.image.take(), Content::Image),
+        "video" => media(m.video.take(), Content::Video),
+        "audio" => media(m.audio.take(), Content::Audio),
+        "document" => media(m.document.take(), Content::Document),
+        "sticker" => media(m.sticker.take(), Content::Sticker),
+        "location" => m.location.take().and_then(|l| location_of(*l)),
+        "contacts" => m.contacts.take().map(|cards| Content::Contacts {
+            contacts: cards.into_iter().map(card_of).collect(),
+            origin: owned(m.origin.take()),
         }),
-        "interactive" => m.interactive.as_ref().map(|i| Content::Interactive {
-            interactive: interactive_of(i, source),
+        "interactive" => m.interactive.take().map(|i| Content::Interactive {
+            interactive: interactive_of(*i, source),
         }),
-        "button" => m.button.as_ref().map(|b| Content::Button {
-            text: b.text.clone(),
-            payload: b.payload.clone(),
+        "button" => m.button.take().map(|b| Content::Button {
+            text: b.text,
+            payload: b.payload,
         }),
-        "reaction" => m.reaction.as_ref().and_then(|r| {
+        "reaction" => m.reaction.take().and_then(|r| {
             Some(Content::Reaction {
-                message_id: r.message_id.clone().filter(|id| !id.is_empty())?,
+                message_id: r.message_id.filter(|id| !id.is_empty())?,
                 // Meta marks a removed reaction with `""` or no `emoji` at all.
-                emoji: r.emoji.clone().filter(|e| !e.is_empty()),
+                emoji: r.emoji.filter(|e| !e.is_empty()),
             })
         }),
-        "order" => m.order.as_ref().map(order_of),
-        "system" => m.system.as_ref().map(|s| Content::System {
-            system: system_of(s, m.identity.as_ref()),
+        "order" => m.order.take().map(|o| order_of(*o)),
+        "system" => m.system.take().map(|s| Content::System {
+            system: system_of(*s, m.identity.take().map(|i| *i)),
         }),
         "request_welcome" => Some(Content::RequestWelcome),
-        "edit" => m.edit.as_ref().and_then(|e| edit_of(e, source)),
-        "revoke" => m.revoke.as_ref().and_then(|r| {
+        "edit" => m.edit.take().and_then(|e| edit_of(*e, source)),
+        "revoke" => m.revoke.take().and_then(|r| {
             Some(Content::Revoke {
-                original_message_id: non_empty(&r.original_message_id)?,
+                original_message_id: non_empty(r.original_message_id)?,
             })
         }),
         // `unknown` is the older name of `unsupported`; its subtype object may be absent.
         "unsupported" | "unknown" => Some(Content::Unsupported {
-            subtype: m.unsupported.as_ref().and_then(|u| owned(&u.kind)),
-            errors: errors_of(m),
+            subtype: m.unsupported.take().and_then(|u| owned(u.kind)),
+            errors: errors.to_vec(),
         }),
         _ => None,
     };
@@ -142,91 +148,91 @@ fn content_of(m: &MessagePayload<'_>, source: &Source<'_>) -> Content {
     })
 }
 
-fn media_of(p: &MediaPayload) -> Media {
+fn media_of(p: MediaPayload) -> Media {
     Media {
-        id: p.id.clone(),
-        mime_type: p.mime_type.clone(),
-        sha256: p.sha256.clone(),
-        caption: p.caption.clone(),
-        filename: p.filename.clone(),
-        url: p.url.clone(),
+        id: p.id,
+        mime_type: p.mime_type,
+        sha256: p.sha256,
+        caption: p.caption,
+        filename: p.filename,
+        url: p.url,
         voice: p.voice,
         animated: p.animated,
     }
 }
 
 /// A pin needs both coordinates; without them the object is kept raw.
-fn location_of(l: &LocationPayload) -> Option<Content> {
+fn location_of(l: LocationPayload) -> Option<Content> {
     Some(Content::Location(Location {
         latitude: l.latitude?,
         longitude: l.longitude?,
-        name: l.name.clone(),
-        address: l.address.clone(),
-        url: l.url.clone(),
+        name: l.name,
+        address: l.address,
+        url: l.url,
     }))
 }
 
-fn card_of(c: &SharedContactPayload) -> ContactCard {
+fn card_of(c: SharedContactPayload) -> ContactCard {
     ContactCard {
-        name: c.name.as_ref().map(|n| ContactName {
-            formatted_name: n.formatted_name.clone(),
-            first_name: n.first_name.clone(),
-            last_name: n.last_name.clone(),
-            middle_name: n.middle_name.clone(),
-            suffix: n.suffix.clone(),
-            prefix: n.prefix.clone(),
+        name: c.name.map(|n| ContactName {
+            formatted_name: n.formatted_name,
+            first_name: n.first_name,
+            last_name: n.last_name,
+            middle_name: n.middle_name,
+            suffix: n.suffix,
+            prefix: n.prefix,
         }),
         phones: c
             .phones
-            .iter()
+            .into_iter()
             .map(|p| ContactPhone {
-                phone: p.phone.clone(),
-                wa_id: p.wa_id.clone(),
-                kind: p.kind.clone(),
+                phone: p.phone,
+                wa_id: p.wa_id,
+                kind: p.kind,
             })
             .collect(),
         emails: c
             .emails
-            .iter()
+            .into_iter()
             .map(|e| ContactEmail {
-                email: e.email.clone(),
-                kind: e.kind.clone(),
+                email: e.email,
+                kind: e.kind,
             })
             .collect(),
         addresses: c
             .addresses
-            .iter()
+            .into_iter()
             .map(|a| ContactAddress {
-                street: a.street.clone(),
-                city: a.city.clone(),
-                state: a.state.clone(),
-                zip: a.zip.clone(),
-                country: a.country.clone(),
-                country_code: a.country_code.clone(),
-                kind: a.kind.clone(),
+                street: a.street,
+                city: a.city,
+                state: a.state,
+                zip: a.zip,
+                country: a.country,
+                country_code: a.country_code,
+                kind: a.kind,
             })
             .collect(),
-        org: c.org.as_ref().map(|o| ContactOrg {
-            company: o.company.clone(),
-            department: o.department.clone(),
-            title: o.title.clone(),
+        org: c.org.map(|o| ContactOrg {
+            company: o.company,
+            department: o.department,
+            title: o.title,
         }),
         urls: c
             .urls
-            .iter()
+            .into_iter()
             .map(|u| ContactUrl {
-                url: u.url.clone(),
-                kind: u.kind.clone(),
+                url: u.url,
+                kind: u.kind,
             })
             .collect(),
-        birthday: c.birthday.clone(),
-        vcard: c.vcard.clone(),
+        birthday: c.birthday,
+        vcard: c.vcard,
     }
 }
 
-fn interactive_of(i: &InteractivePayload, source: &Source<'_>) -> Interactive {
+fn interactive_of(i: InteractivePayload<'_>, source: &Source<'_>) -> Interactive {
     // `interactive.type` names the answer; when it is missing, the one object present does.
-    let subtype = i.kind.as_deref().unwrap_or(if i.button_reply.is_some() {
+    let inferred = if i.button_reply.is_some() {
         "button_reply"
     } else if i.list_reply.is_some() {
         "list_reply"
@@ -236,142 +242,142 @@ fn interactive_of(i: &InteractivePayload, source: &Source<'_>) -> Interactive {
         "call_permission_reply"
     } else {
         ""
-    });
-    let typed = match subtype {
-        "button_reply" => i.button_reply.as_ref().map(|r| Interactive::ButtonReply {
-            id: r.id.clone(),
-            title: r.title.clone(),
+    };
+    let subtype = i.kind.unwrap_or(Cow::Borrowed(inferred));
+    let typed = match &*subtype {
+        "button_reply" => i.button_reply.map(|r| Interactive::ButtonReply {
+            id: r.id,
+            title: r.title,
         }),
-        "list_reply" => i.list_reply.as_ref().map(|r| Interactive::ListReply {
-            id: r.id.clone(),
-            title: r.title.clone(),
-            description: r.description.clone(),
+        "list_reply" => i.list_reply.map(|r| Interactive::ListReply {
+            id: r.id,
+            title: r.title,
+            description: r.description,
         }),
-        "nfm_reply" => i.nfm_reply.as_ref().map(|f| Interactive::NfmReply {
-            name: f.name.clone(),
-            body: f.body.clone(),
-            response_json: f.response_json.clone(),
+        "nfm_reply" => i.nfm_reply.map(|f| Interactive::NfmReply {
             // A second parse, of a string Meta nests as text: the message itself is not reread.
             response: f
                 .response_json
                 .as_deref()
                 .and_then(|s| serde_json::from_str(s).ok()),
+            name: f.name,
+            body: f.body,
+            response_json: f.response_json,
         }),
         "call_permission_reply" => {
             i.call_permission_reply
-                .as_ref()
                 .map(|c| Interactive::CallPermissionReply {
-                    response: c.response.clone(),
+                    response: c.response,
                     expiration_timestamp: c.expiration_timestamp,
-                    response_source: c.response_source.clone(),
+                    response_source: c.response_source,
                 })
         }
         _ => None,
     };
     typed.unwrap_or_else(|| Interactive::Other {
-        subtype: subtype.to_owned(),
         raw: source.object("interactive"),
+        subtype: subtype.into_owned(),
     })
 }
 
-fn order_of(o: &OrderPayload) -> Content {
+fn order_of(o: OrderPayload) -> Content {
     Content::Order(Order {
-        catalog_id: o.catalog_id.clone(),
-        text: o.text.clone(),
+        catalog_id: o.catalog_id,
+        text: o.text,
         product_items: o
             .product_items
-            .iter()
+            .into_iter()
             .map(|p| ProductItem {
-                product_retailer_id: p.product_retailer_id.clone(),
+                product_retailer_id: p.product_retailer_id,
                 quantity: p.quantity,
                 item_price: p.item_price,
-                currency: p.currency.clone(),
+                currency: p.currency,
             })
             .collect(),
     })
 }
 
-fn system_of(s: &SystemPayload, identity: Option<&IdentityPayload<'_>>) -> SystemEvent {
+fn system_of(s: SystemPayload, identity: Option<IdentityPayload<'_>>) -> SystemEvent {
     SystemEvent {
-        kind: s.kind.clone(),
-        body: s.body.clone(),
-        wa_id: s.wa_id.clone().or_else(|| s.new_wa_id.clone()),
-        user_id: s.user_id.clone(),
-        parent_user_id: s.parent_user_id.clone(),
-        previous_user_id: s.previous_user_id.clone(),
+        kind: s.kind,
+        body: s.body,
+        wa_id: s.wa_id.or(s.new_wa_id),
+        user_id: s.user_id,
+        parent_user_id: s.parent_user_id,
+        previous_user_id: s.previous_user_id,
         identity: identity.map(|i| IdentityChange {
             acknowledged: i.acknowledged,
             created_timestamp: i.created_timestamp,
-            hash: owned(&i.hash),
+            hash: owned(i.hash),
         }),
     }
 }
 
 /// An edit needs the id of the message it edits and the new message.
-fn edit_of(e: &EditPayload<'_>, source: &Source<'_>) -> Option<Content> {
-    let original_message_id = non_empty(&e.original_message_id)?;
-    let message = e.message.as_deref()?;
+fn edit_of(e: EditPayload<'_>, source: &Source<'_>) -> Option<Content> {
+    let original_message_id = non_empty(e.original_message_id)?;
+    let mut message = e.message?;
+    let errors = take_errors(&mut message);
+    let content = content_of(&mut message, &errors, &source.nested(["edit", "message"]));
     Some(Content::Edit {
         original_message_id,
-        message: Box::new(content_of(message, &source.nested(["edit", "message"]))),
-        context: message.context.as_ref().map(context_of),
+        message: Box::new(content),
+        context: message.context.take().map(|c| context_of(*c)),
     })
 }
 
-fn context_of(c: &ContextPayload<'_>) -> MessageContext {
+fn context_of(c: ContextPayload<'_>) -> MessageContext {
     MessageContext {
-        id: owned(&c.id),
-        from: owned(&c.from),
+        id: owned(c.id),
+        from: owned(c.from),
         forwarded: c.forwarded,
         frequently_forwarded: c.frequently_forwarded,
-        referred_product: c.referred_product.as_ref().map(|p| ReferredProduct {
-            catalog_id: owned(&p.catalog_id),
-            product_retailer_id: owned(&p.product_retailer_id),
+        referred_product: c.referred_product.map(|p| ReferredProduct {
+            catalog_id: owned(p.catalog_id),
+            product_retailer_id: owned(p.product_retailer_id),
         }),
     }
 }
 
-fn referral_of(r: &ReferralPayload<'_>) -> Referral {
+fn referral_of(r: ReferralPayload<'_>) -> Referral {
     Referral {
-        source_url: owned(&r.source_url),
-        source_id: owned(&r.source_id),
-        source_type: owned(&r.source_type),
-        headline: owned(&r.headline),
-        body: owned(&r.body),
-        media_type: owned(&r.media_type),
-        image_url: owned(&r.image_url),
-        video_url: owned(&r.video_url),
-        thumbnail_url: owned(&r.thumbnail_url),
-        ctwa_clid: owned(&r.ctwa_clid),
+        source_url: owned(r.source_url),
+        source_id: owned(r.source_id),
+        source_type: owned(r.source_type),
+        headline: owned(r.headline),
+        body: owned(r.body),
+        media_type: owned(r.media_type),
+        image_url: owned(r.image_url),
+        video_url: owned(r.video_url),
+        thumbnail_url: owned(r.thumbnail_url),
+        ctwa_clid: owned(r.ctwa_clid),
     }
 }
 
-/// The message's `errors`; entries with no field we know (not objects, `{}`) are dropped.
-fn errors_of(m: &MessagePayload<'_>) -> Vec<MetaError> {
+/// The message's `errors`, moved out; entries with no field we know (not objects, `{}`) are
+/// dropped.
+fn take_errors(m: &mut MessagePayload<'_>) -> Vec<MetaError> {
     m.errors
-        .iter()
+        .take()
+        .into_iter()
         .flatten()
         .map(|e| MetaError {
             code: e.code,
-            title: e.title.clone(),
-            message: e.message.clone(),
-            details: e
-                .error_data
-                .as_ref()
-                .and_then(|d| d.details.clone())
-                .or_else(|| e.details.clone()),
-            href: e.href.clone(),
+            title: e.title,
+            message: e.message,
+            details: e.error_data.and_then(|d| d.details).or(e.details),
+            href: e.href,
         })
         .filter(|e| *e != MetaError::default())
         .collect()
 }
 
-fn owned(s: &Option<Cow<'_, str>>) -> Option<String> {
-    s.as_deref().map(str::to_owned)
+fn owned(s: Option<Cow<'_, str>>) -> Option<String> {
+    s.map(Cow::into_owned)
 }
 
-fn non_empty(s: &Option<Cow<'_, str>>) -> Option<String> {
-    s.as_deref().filter(|s| !s.is_empty()).map(str::to_owned)
+fn non_empty(s: Option<Cow<'_, str>>) -> Option<String> {
+    s.filter(|s| !s.is_empty()).map(Cow::into_owned)
 }
 
 #[cfg(test)]
@@ -410,9 +416,9 @@ mod tests {
 
     /// A message object (not a whole notification) read the way extraction reads it.
     fn details_of(message: &str) -> MessageDetails {
-        let payload: MessagePayload<'_> = serde_json::from_str(message).unwrap();
-        read_details(
-            &payload,
+        let mut payload: MessagePayload<'_> = serde_json::from_str(message).unwrap();
+        take_details(
+            &mut payload,
             &RawValue::from_string(message.to_owned()).unwrap(),
         )
     }

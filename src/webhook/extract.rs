@@ -10,7 +10,7 @@
 use serde_json::value::RawValue;
 
 use crate::domain::{InboundMessage, MessageId, MessageKind, PhoneNumber};
-use crate::webhook::content::read_details;
+use crate::webhook::content::take_details;
 use crate::webhook::payload::{MessagePayload, MetadataPayload, RawList, WebhookPayload};
 
 /// Everything a notification carried.
@@ -113,7 +113,7 @@ fn extract_message(
     display_phone_number: &str,
     phone_number_id: &str,
 ) -> Result<InboundMessage, (Option<&'static str>, String)> {
-    let message: MessagePayload<'_> =
+    let mut message: MessagePayload<'_> =
         serde_json::from_str(raw.get()).map_err(|e| (None, e.to_string()))?;
     let id = message
         .id
@@ -127,7 +127,7 @@ fn extract_message(
     let from = PhoneNumber::parse(from).map_err(|e| (Some("from"), e.to_string()))?;
     let kind = MessageKind::parse(message.kind.as_deref().unwrap_or("unknown"));
     let body = summarize(&kind, &message);
-    let details = read_details(&message, raw);
+    let details = take_details(&mut message, raw);
     Ok(InboundMessage {
         body,
         id,
@@ -149,7 +149,7 @@ fn extract_message(
 /// description such as `[image]`.
 fn summarize(kind: &MessageKind, m: &MessagePayload<'_>) -> String {
     let bracket = |s: &str| format!("[{s}]");
-    let media = |p: &Option<crate::webhook::payload::MediaPayload>, name: &str| {
+    let media = |p: &Option<Box<crate::webhook::payload::MediaPayload>>, name: &str| {
         p.as_ref()
             .and_then(|p| p.caption.clone().or_else(|| p.filename.clone()))
             .filter(|s| !s.is_empty())

@@ -191,7 +191,8 @@ pub struct MetadataPayload<'a> {
 
 /// The fields of a message object we read. Every content field is optional: which one is present
 /// depends on `type`. Content fields are read leniently ([`lenient`]): a value of the wrong JSON
-/// type reads as absent instead of failing the message.
+/// type reads as absent instead of failing the message. Objects a message rarely has are boxed:
+/// the struct is moved several times while it is built, and inline they made it ~2 KB.
 #[derive(Debug, Deserialize)]
 pub struct MessagePayload<'a> {
     #[serde(borrow)]
@@ -212,47 +213,47 @@ pub struct MessagePayload<'a> {
     #[serde(default, borrow, deserialize_with = "lenient::cow")]
     pub group_id: Option<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "lenient::object")]
-    pub context: Option<ContextPayload<'a>>,
+    pub context: Option<Box<ContextPayload<'a>>>,
     #[serde(default, borrow, deserialize_with = "lenient::object")]
-    pub referral: Option<ReferralPayload<'a>>,
+    pub referral: Option<Box<ReferralPayload<'a>>>,
     #[serde(default, borrow, deserialize_with = "lenient::object")]
     pub text: Option<TextPayload<'a>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub image: Option<MediaPayload>,
+    pub image: Option<Box<MediaPayload>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub video: Option<MediaPayload>,
+    pub video: Option<Box<MediaPayload>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub audio: Option<MediaPayload>,
+    pub audio: Option<Box<MediaPayload>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub document: Option<MediaPayload>,
+    pub document: Option<Box<MediaPayload>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub sticker: Option<MediaPayload>,
+    pub sticker: Option<Box<MediaPayload>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub location: Option<LocationPayload>,
+    pub location: Option<Box<LocationPayload>>,
     #[serde(default, deserialize_with = "lenient::list")]
     pub contacts: Option<Vec<SharedContactPayload>>,
     /// Set on a contacts message that answers a request-contact-info button.
     #[serde(default, borrow, deserialize_with = "lenient::cow")]
     pub origin: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
+    pub interactive: Option<Box<InteractivePayload<'a>>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub interactive: Option<InteractivePayload>,
+    pub button: Option<Box<ButtonPayload>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub button: Option<ButtonPayload>,
+    pub reaction: Option<Box<ReactionPayload>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub reaction: Option<ReactionPayload>,
+    pub order: Option<Box<OrderPayload>>,
     #[serde(default, deserialize_with = "lenient::object")]
-    pub order: Option<OrderPayload>,
-    #[serde(default, deserialize_with = "lenient::object")]
-    pub system: Option<SystemPayload>,
+    pub system: Option<Box<SystemPayload>>,
     /// Beside `system` on `customer_identity_changed`.
     #[serde(default, borrow, deserialize_with = "lenient::object")]
-    pub identity: Option<IdentityPayload<'a>>,
+    pub identity: Option<Box<IdentityPayload<'a>>>,
     #[serde(default, borrow, deserialize_with = "lenient::object")]
-    pub edit: Option<EditPayload<'a>>,
+    pub edit: Option<Box<EditPayload<'a>>>,
     #[serde(default, borrow, deserialize_with = "lenient::object")]
-    pub revoke: Option<RevokePayload<'a>>,
+    pub revoke: Option<Box<RevokePayload<'a>>>,
     #[serde(default, borrow, deserialize_with = "lenient::object")]
-    pub unsupported: Option<UnsupportedPayload<'a>>,
+    pub unsupported: Option<Box<UnsupportedPayload<'a>>>,
     #[serde(default, deserialize_with = "lenient::list")]
     pub errors: Option<Vec<MessageErrorPayload>>,
 }
@@ -400,9 +401,9 @@ pub struct SharedContactUrl {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct InteractivePayload {
-    #[serde(rename = "type", deserialize_with = "lenient::string")]
-    pub kind: Option<String>,
+pub struct InteractivePayload<'a> {
+    #[serde(rename = "type", borrow, deserialize_with = "lenient::cow")]
+    pub kind: Option<Cow<'a, str>>,
     #[serde(deserialize_with = "lenient::object")]
     pub button_reply: Option<ReplyPayload>,
     #[serde(deserialize_with = "lenient::object")]
