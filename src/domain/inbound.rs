@@ -7,7 +7,10 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::domain::{Bsuid, ContactId, MessageId, PhoneNumber, PhoneNumberId};
+use crate::domain::{
+    Bsuid, ContactId, Content, MessageContext, MessageId, MetaError, PhoneNumber, PhoneNumberId,
+    Referral,
+};
 
 /// The `type` of an inbound message. Unknown future types are kept as [`MessageKind::Other`] rather
 /// than rejected: a 4xx for a real Meta delivery would make Meta retry it for seven days.
@@ -134,6 +137,16 @@ pub struct InboundMessage {
     pub body: String,
     /// Meta's message object, byte for byte.
     pub raw: Box<RawValue>,
+    /// What the message says, typed. Not part of the stored compatibility form.
+    pub content: Content,
+    /// Reply, forward and product-inquiry information (`context`).
+    pub context: Option<MessageContext>,
+    /// The click-to-WhatsApp ad or post the conversation started from (`referral`).
+    pub referral: Option<Referral>,
+    /// The message's own `errors` (unsupported types, failed media).
+    pub errors: Vec<MetaError>,
+    /// The group it was sent in (`group_id`), for group messages.
+    pub group_id: Option<String>,
 }
 
 /// The JSON shape stored per message and returned by `POST /get`; identical to the FastAPI
@@ -214,6 +227,13 @@ mod tests {
             kind: MessageKind::Text,
             body: "café / ok".into(),
             raw,
+            content: Content::Text {
+                body: "café / ok".into(),
+            },
+            context: None,
+            referral: None,
+            errors: Vec::new(),
+            group_id: None,
         };
         assert_eq!(
             m.to_stored_json(),

@@ -3,6 +3,7 @@
 //! Parsing happens once at the edge (HTTP handlers, the webhook extractor, configuration); everything
 //! inward takes these types, never raw `String`s.
 
+pub mod content;
 pub mod identity;
 pub mod inbound;
 pub mod message_id;
@@ -11,6 +12,11 @@ pub mod outbound;
 pub mod phone_number;
 pub mod status;
 
+pub use content::{
+    ContactAddress, ContactCard, ContactEmail, ContactName, ContactOrg, ContactPhone, ContactUrl,
+    Content, IdentityChange, Interactive, Location, Media, MessageContext, Order, ProductItem,
+    Referral, ReferredProduct, SystemEvent,
+};
 pub use identity::{Bsuid, ContactId, PhoneNumberId};
 pub use inbound::{ContactProfile, InboundMessage, MessageKind};
 pub use message_id::MessageId;

@@ -7,14 +7,17 @@
 //! describe a message in the same words.
 //!
 //! Record shape (`direction`, `phone_number_id`, `contact`, `timestamp` as a number, Meta's
-//! `type`, the FastAPI `body`, Meta's message object as `raw`):
+//! `type`, the FastAPI `body`, the typed `content` ([`Content`]), Meta's message object as `raw`):
 //! `{"id","direction":"inbound","phone_number_id","contact":{"id","wa_id"?,"user_id"?,
-//! "parent_user_id"?,"name"?,"username"?},"timestamp","type","body","raw"}`.
+//! "parent_user_id"?,"name"?,"username"?},"timestamp","type","body","content","context"?,
+//! "referral"?,"errors"?,"group_id"?,"raw"}`.
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::domain::{ContactId, ContactProfile, InboundMessage};
+use crate::domain::{
+    ContactId, ContactProfile, Content, InboundMessage, MessageContext, MetaError, Referral,
+};
 
 /// Longest conversation preview kept (characters).
 pub const PREVIEW_CHARS: usize = 120;
@@ -41,6 +44,15 @@ struct RecordRef<'a> {
     #[serde(rename = "type")]
     kind: &'a str,
     body: &'a str,
+    content: &'a Content,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<&'a MessageContext>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referral: Option<&'a Referral>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [MetaError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group_id: Option<&'a str>,
     raw: &'a RawValue,
 }
 
@@ -89,6 +101,11 @@ impl MessageWrite {
             timestamp,
             kind: message.kind.as_str(),
             body: &message.body,
+            content: &message.content,
+            context: message.context.as_ref(),
+            referral: message.referral.as_ref(),
+            errors: &message.errors,
+            group_id: message.group_id.as_deref(),
             raw: &message.raw,
         })
         .expect("serializing strings and valid raw JSON cannot fail");
@@ -99,7 +116,7 @@ impl MessageWrite {
             timestamp,
             record,
             compat: message.to_stored_json(),
-            preview_json: json_string(&preview(&message.body)),
+            preview_json: json_string(&preview(&message.content.preview())),
             contact_json: serde_json::to_string(&contact).expect("strings serialize"),
             id_json: json_string(message.id.as_str()),
             from_user: true,
@@ -145,6 +162,11 @@ mod tests {
             kind: MessageKind::Text,
             body: body.into(),
             raw: RawValue::from_string(r#"{"text":{"body":"x"}}"#.into()).unwrap(),
+            content: crate::domain::Content::Text { body: body.into() },
+            context: None,
+            referral: None,
+            errors: Vec::new(),
+            group_id: None,
         }
     }
 
@@ -153,7 +175,7 @@ mod tests {
         let w = MessageWrite::inbound(&message("wamid.A", "hi"));
         assert_eq!(
             w.record,
-            r#"{"id":"wamid.A","direction":"inbound","phone_number_id":"1065","contact":{"id":"US.13491208655302741918","name":"Sheena \"N\""},"timestamp":1749416383,"type":"text","body":"hi","raw":{"text":{"body":"x"}}}"#
+            r#"{"id":"wamid.A","direction":"inbound","phone_number_id":"1065","contact":{"id":"US.13491208655302741918","name":"Sheena \"N\""},"timestamp":1749416383,"type":"text","body":"hi","content":{"type":"text","body":"hi"},"raw":{"text":{"body":"x"}}}"#
         );
         assert_eq!(w.contact, "US.13491208655302741918");
         assert_eq!(w.index_member(), "1749416383:wamid.A");

@@ -27,6 +27,7 @@ use crate::domain::{
     Bsuid, ContactId, ContactProfile, InboundMessage, MessageId, MessageKind, ParsedStatus,
     PhoneNumber, PhoneNumberId, StatusUpdate,
 };
+use crate::webhook::content::take_details;
 use crate::webhook::payload::{
     ContactPayload, MessagePayload, MetadataPayload, RawList, WebhookPayload,
 };
@@ -257,6 +258,12 @@ fn identify(
         (_, Some(Ok(u))) => ContactId::User(u.clone()),
         (Some(Err(e)), _) => return Err((Some("from"), e.to_string())),
         (None, Some(Err(e))) => return Err((Some("from_user_id"), e.to_string())),
+        // A `user_changed_user_id` system message has no sender fields: it belongs to the
+        // conversation of the user's previous BSUID (else the new one, else the phone).
+        (None, None) if system_contact(message).is_some() => {
+            let contact = system_contact(message).expect("checked");
+            return Ok((contact, ContactProfile::default()));
+        }
         (None, None) => {
             return Err((
                 Some("from"),
@@ -288,6 +295,26 @@ fn identify(
     Ok((from, profile))
 }
 
+/// The contact a system message without `from` is about: `previous_user_id`, else `user_id`,
+/// else `wa_id` of its `system` object.
+fn system_contact(message: &MessagePayload<'_>) -> Option<ContactId> {
+    let system = message.system.as_ref()?;
+    let bsuid = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|s| Bsuid::parse(s).ok())
+            .map(ContactId::User)
+    };
+    bsuid(&system.previous_user_id)
+        .or_else(|| bsuid(&system.user_id))
+        .or_else(|| {
+            system
+                .wa_id
+                .as_deref()
+                .and_then(|p| PhoneNumber::parse(p).ok())
+                .map(ContactId::Phone)
+        })
+}
+
 /// One message; on failure the offending field (if any) and the rule.
 fn extract_message(
     raw: &RawValue,
@@ -295,7 +322,7 @@ fn extract_message(
     phone_number_id: &PhoneNumberId,
     contacts: &[ContactPayload<'_>],
 ) -> Result<InboundMessage, (Option<&'static str>, String)> {
-    let message: MessagePayload<'_> =
+    let mut message: MessagePayload<'_> =
         serde_json::from_str(raw.get()).map_err(|e| (None, e.to_string()))?;
     let id = message
         .id
@@ -305,6 +332,7 @@ fn extract_message(
     let (from, profile) = identify(&message, contacts)?;
     let kind = MessageKind::parse(message.kind.as_deref().unwrap_or("unknown"));
     let body = summarize(&kind, &message);
+    let details = take_details(&mut message, raw);
     Ok(InboundMessage {
         body,
         id,
@@ -315,6 +343,11 @@ fn extract_message(
         timestamp: message.timestamp.unwrap_or_default(),
         kind,
         raw: raw.to_owned(),
+        content: details.content,
+        context: details.context,
+        referral: details.referral,
+        errors: details.errors,
+        group_id: details.group_id,
     })
 }
 
@@ -322,7 +355,7 @@ fn extract_message(
 /// description such as `[image]`.
 fn summarize(kind: &MessageKind, m: &MessagePayload<'_>) -> String {
     let bracket = |s: &str| format!("[{s}]");
-    let media = |p: &Option<crate::webhook::payload::MediaPayload>, name: &str| {
+    let media = |p: &Option<Box<crate::webhook::payload::MediaPayload>>, name: &str| {
         p.as_ref()
             .and_then(|p| p.caption.clone().or_else(|| p.filename.clone()))
             .filter(|s| !s.is_empty())

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, de};
 use serde_json::value::RawValue;
 
+use crate::webhook::lenient;
+
 /// The top-level notification.
 #[derive(Debug, Deserialize)]
 pub struct WebhookPayload<'a> {
@@ -214,114 +216,435 @@ pub struct ProfilePayload {
 }
 
 /// The fields of a message object we read. Every content field is optional: which one is present
-/// depends on `type`.
+/// depends on `type`. Content fields are read leniently ([`lenient`]): a value of the wrong JSON
+/// type reads as absent instead of failing the message. Objects a message rarely has are boxed:
+/// the struct is moved several times while it is built, and inline they made it ~2 KB.
 #[derive(Debug, Deserialize)]
 pub struct MessagePayload<'a> {
     #[serde(borrow)]
     pub id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub from: Option<Cow<'a, str>>,
-    /// The sender's BSUID (2026+); may be the only identity when the phone is withheld.
-    #[serde(default, borrow)]
-    pub from_user_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    pub from_parent_user_id: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "string_or_number")]
     pub timestamp: Option<String>,
     #[serde(rename = "type", borrow)]
     pub kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    /// Sender BSUID (2026+); may be the only identity when the phone is withheld.
+    #[serde(default, borrow, deserialize_with = "lenient::cow")]
+    pub from_user_id: Option<Cow<'a, str>>,
+    /// Sender parent BSUID, when the business enabled them.
+    #[serde(default, borrow, deserialize_with = "lenient::cow")]
+    pub from_parent_user_id: Option<Cow<'a, str>>,
+    /// Group messages only.
+    #[serde(default, borrow, deserialize_with = "lenient::cow")]
+    pub group_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
+    pub context: Option<Box<ContextPayload<'a>>>,
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
+    pub referral: Option<Box<ReferralPayload<'a>>>,
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
     pub text: Option<TextPayload<'a>>,
-    pub image: Option<MediaPayload>,
-    pub video: Option<MediaPayload>,
-    pub audio: Option<MediaPayload>,
-    pub document: Option<MediaPayload>,
-    pub sticker: Option<MediaPayload>,
-    pub location: Option<LocationPayload>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub image: Option<Box<MediaPayload>>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub video: Option<Box<MediaPayload>>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub audio: Option<Box<MediaPayload>>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub document: Option<Box<MediaPayload>>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub sticker: Option<Box<MediaPayload>>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub location: Option<Box<LocationPayload>>,
+    #[serde(default, deserialize_with = "lenient::list")]
     pub contacts: Option<Vec<SharedContactPayload>>,
-    pub interactive: Option<InteractivePayload>,
-    pub button: Option<ButtonPayload>,
-    pub reaction: Option<ReactionPayload>,
-    pub order: Option<OrderPayload>,
-    pub system: Option<SystemPayload>,
+    /// Set on a contacts message that answers a request-contact-info button.
+    #[serde(default, borrow, deserialize_with = "lenient::cow")]
+    pub origin: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
+    pub interactive: Option<Box<InteractivePayload<'a>>>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub button: Option<Box<ButtonPayload>>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub reaction: Option<Box<ReactionPayload>>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub order: Option<Box<OrderPayload>>,
+    #[serde(default, deserialize_with = "lenient::object")]
+    pub system: Option<Box<SystemPayload>>,
+    /// Beside `system` on `customer_identity_changed`.
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
+    pub identity: Option<Box<IdentityPayload<'a>>>,
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
+    pub edit: Option<Box<EditPayload<'a>>>,
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
+    pub revoke: Option<Box<RevokePayload<'a>>>,
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
+    pub unsupported: Option<Box<UnsupportedPayload<'a>>>,
+    #[serde(default, deserialize_with = "lenient::list")]
     pub errors: Option<Vec<MessageErrorPayload>>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct TextPayload<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "lenient::cow_or_empty")]
     pub body: Cow<'a, str>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `image`, `video`, `audio`, `document` and `sticker` objects.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct MediaPayload {
+    #[serde(deserialize_with = "lenient::string")]
+    pub id: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub mime_type: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub sha256: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
     pub caption: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
     pub filename: Option<String>,
-    #[serde(default)]
+    #[serde(deserialize_with = "lenient::string")]
+    pub url: Option<String>,
+    #[serde(deserialize_with = "lenient::flag")]
     pub voice: bool,
+    #[serde(deserialize_with = "lenient::flag")]
+    pub animated: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct LocationPayload {
+    #[serde(deserialize_with = "lenient::number")]
     pub latitude: Option<f64>,
+    #[serde(deserialize_with = "lenient::number")]
     pub longitude: Option<f64>,
+    #[serde(deserialize_with = "lenient::string")]
     pub name: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
     pub address: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub url: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One shared contact card.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct SharedContactPayload {
+    #[serde(deserialize_with = "lenient::object")]
     pub name: Option<SharedContactName>,
+    #[serde(deserialize_with = "lenient::vec")]
+    pub phones: Vec<SharedContactPhone>,
+    #[serde(deserialize_with = "lenient::vec")]
+    pub emails: Vec<SharedContactEmail>,
+    #[serde(deserialize_with = "lenient::vec")]
+    pub addresses: Vec<SharedContactAddress>,
+    #[serde(deserialize_with = "lenient::object")]
+    pub org: Option<SharedContactOrg>,
+    #[serde(deserialize_with = "lenient::vec")]
+    pub urls: Vec<SharedContactUrl>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub birthday: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub vcard: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct SharedContactName {
+    #[serde(deserialize_with = "lenient::string")]
     pub formatted_name: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub first_name: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub last_name: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub middle_name: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub suffix: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub prefix: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-pub struct InteractivePayload {
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SharedContactPhone {
+    #[serde(deserialize_with = "lenient::string")]
+    pub phone: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub wa_id: Option<String>,
+    #[serde(rename = "type", deserialize_with = "lenient::string")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SharedContactEmail {
+    #[serde(deserialize_with = "lenient::string")]
+    pub email: Option<String>,
+    #[serde(rename = "type", deserialize_with = "lenient::string")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SharedContactAddress {
+    #[serde(deserialize_with = "lenient::string")]
+    pub street: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub city: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub state: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub zip: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub country: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub country_code: Option<String>,
+    #[serde(rename = "type", deserialize_with = "lenient::string")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SharedContactOrg {
+    #[serde(deserialize_with = "lenient::string")]
+    pub company: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub department: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub title: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SharedContactUrl {
+    #[serde(deserialize_with = "lenient::string")]
+    pub url: Option<String>,
+    #[serde(rename = "type", deserialize_with = "lenient::string")]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct InteractivePayload<'a> {
+    #[serde(rename = "type", borrow, deserialize_with = "lenient::cow")]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "lenient::object")]
     pub button_reply: Option<ReplyPayload>,
+    #[serde(deserialize_with = "lenient::object")]
     pub list_reply: Option<ReplyPayload>,
+    #[serde(deserialize_with = "lenient::object")]
     pub nfm_reply: Option<FlowReplyPayload>,
+    #[serde(deserialize_with = "lenient::object")]
+    pub call_permission_reply: Option<CallPermissionReplyPayload>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `button_reply` and `list_reply`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct ReplyPayload {
-    #[serde(default)]
+    #[serde(deserialize_with = "lenient::string_or_empty")]
+    pub id: String,
+    #[serde(deserialize_with = "lenient::string_or_empty")]
     pub title: String,
+    #[serde(deserialize_with = "lenient::string")]
+    pub description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `nfm_reply`: a completed Flow.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct FlowReplyPayload {
+    #[serde(deserialize_with = "lenient::string")]
+    pub name: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
     pub body: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub response_json: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CallPermissionReplyPayload {
+    #[serde(deserialize_with = "lenient::string")]
+    pub response: Option<String>,
+    #[serde(deserialize_with = "lenient::integer")]
+    pub expiration_timestamp: Option<i64>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub response_source: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct ButtonPayload {
+    #[serde(deserialize_with = "lenient::string")]
     pub text: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub payload: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct ReactionPayload {
+    #[serde(deserialize_with = "lenient::string")]
+    pub message_id: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
     pub emoji: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct OrderPayload {
+    #[serde(deserialize_with = "lenient::string")]
+    pub catalog_id: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
     pub text: Option<String>,
-    #[serde(default)]
-    pub product_items: Vec<serde::de::IgnoredAny>,
+    #[serde(deserialize_with = "lenient::vec")]
+    pub product_items: Vec<ProductItemPayload>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ProductItemPayload {
+    #[serde(deserialize_with = "lenient::string")]
+    pub product_retailer_id: Option<String>,
+    #[serde(deserialize_with = "lenient::integer")]
+    pub quantity: Option<i64>,
+    #[serde(deserialize_with = "lenient::number")]
+    pub item_price: Option<f64>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct SystemPayload {
+    #[serde(deserialize_with = "lenient::string")]
     pub body: Option<String>,
+    #[serde(rename = "type", deserialize_with = "lenient::string")]
+    pub kind: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub wa_id: Option<String>,
+    /// Older payloads' name for `wa_id`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub new_wa_id: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub user_id: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub parent_user_id: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub previous_user_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct IdentityPayload<'a> {
+    #[serde(deserialize_with = "lenient::opt_flag")]
+    pub acknowledged: Option<bool>,
+    #[serde(deserialize_with = "lenient::integer")]
+    pub created_timestamp: Option<i64>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub hash: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ContextPayload<'a> {
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub from: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "lenient::flag")]
+    pub forwarded: bool,
+    #[serde(deserialize_with = "lenient::flag")]
+    pub frequently_forwarded: bool,
+    #[serde(borrow, deserialize_with = "lenient::object")]
+    pub referred_product: Option<ReferredProductPayload<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ReferredProductPayload<'a> {
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub catalog_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub product_retailer_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ReferralPayload<'a> {
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub source_url: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub source_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub source_type: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub headline: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub body: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub media_type: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub image_url: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub video_url: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub thumbnail_url: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub ctwa_clid: Option<Cow<'a, str>>,
+}
+
+/// `edit`: the new version of an earlier message, itself a message object.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct EditPayload<'a> {
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub original_message_id: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "lenient::object")]
+    pub message: Option<Box<MessagePayload<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RevokePayload<'a> {
+    #[serde(borrow, deserialize_with = "lenient::cow")]
+    pub original_message_id: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct UnsupportedPayload<'a> {
+    #[serde(rename = "type", borrow, deserialize_with = "lenient::cow")]
+    pub kind: Option<Cow<'a, str>>,
+}
+
+/// An entry of a message's `errors`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub struct MessageErrorPayload {
+    #[serde(deserialize_with = "lenient::integer")]
+    pub code: Option<i64>,
+    #[serde(deserialize_with = "lenient::string")]
     pub title: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub message: Option<String>,
+    #[serde(deserialize_with = "lenient::object")]
+    pub error_data: Option<ErrorDataPayload>,
+    /// Older payloads put `details` beside `title` instead of in `error_data`.
+    #[serde(deserialize_with = "lenient::string")]
+    pub details: Option<String>,
+    #[serde(deserialize_with = "lenient::string")]
+    pub href: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ErrorDataPayload {
+    #[serde(deserialize_with = "lenient::string")]
+    pub details: Option<String>,
 }
 
 /// Meta sends timestamps as strings; some simulators send numbers. Accept both (a visitor, not an

@@ -49,9 +49,10 @@ async fn a_webhook_with_a_huge_bad_value_is_quarantined_with_a_small_answer() {
     let app = spawn_app(Backend::Embedded).await;
     let huge = "x".repeat(HUGE);
     let bad_from = json!({"from": huge, "id": "wamid.B1", "type": "text", "text": {"body": "hi"}});
-    // `text` must be an object; serde's message quotes the string it got.
-    let bad_text = json!({"from": "919216598210", "id": "wamid.B2", "type": "text", "text": huge});
-    for message in [bad_from, bad_text] {
+    // A message must be an object; serde's message quotes the string it got. (A content field of
+    // the wrong type, such as `"text": "…"`, no longer fails: it reads as absent.)
+    let bad_message = json!(huge);
+    for message in [bad_from, bad_message] {
         let response = app.post_webhook(&webhook_with(vec![message])).await;
         let ack = small_body(response, 200).await;
         assert_eq!(ack["quarantined"], 1, "{ack}");
