@@ -120,6 +120,8 @@ CREATE TABLE messages (
     direction       TEXT    NOT NULL,
     timestamp       INTEGER NOT NULL,
     record          TEXT,
+    -- 0 for edits, deletions and reactions: stored, but not messages of the conversation's history.
+    in_history      INTEGER NOT NULL DEFAULT 1,
     UNIQUE (phone_number_id, id)
 );
 CREATE INDEX messages_by_id ON messages (id);
@@ -145,6 +147,16 @@ CREATE TABLE statuses (
     has_errors      INTEGER NOT NULL,
     detail          TEXT    NOT NULL,
     PRIMARY KEY (phone_number_id, message_id, status)
+) WITHOUT ROWID;
+-- What edits, deletions and reactions changed on an earlier message (the target may arrive
+-- later): the latest of each kind by Meta's timestamp.
+CREATE TABLE message_changes (
+    phone_number_id TEXT    NOT NULL,
+    message_id      TEXT    NOT NULL,
+    kind            TEXT    NOT NULL,
+    timestamp       INTEGER NOT NULL,
+    change          TEXT    NOT NULL,
+    PRIMARY KEY (phone_number_id, message_id, kind)
 ) WITHOUT ROWID;
 CREATE TABLE quarantine (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -773,8 +785,9 @@ fn write_group(
             "SELECT number FROM inbound_messages WHERE id = ?1 AND phone_number_id IS NULL",
         )?;
         let mut insert_record = tx.prepare_cached(
-            "INSERT INTO messages (phone_number_id, id, contact, direction, timestamp, record)
-             VALUES (?1, ?2, ?3, 'inbound', ?4, ?5)",
+            "INSERT INTO messages
+                 (phone_number_id, id, contact, direction, timestamp, record, in_history)
+             VALUES (?1, ?2, ?3, 'inbound', ?4, ?5, ?6)",
         )?;
         let mut insert_compat = tx.prepare_cached(
             "INSERT INTO inbound_messages (id, number, timestamp, json, phone_number_id)
@@ -878,7 +891,8 @@ fn write_group(
                     row.id,
                     row.contact,
                     row.timestamp,
-                    row.record
+                    row.record,
+                    row.is_new_message
                 ])?;
                 insert_compat.execute(params![
                     row.id,
@@ -887,6 +901,31 @@ fn write_group(
                     row.compat,
                     row.phone_number_id
                 ])?;
+                event.execute(params!["message_incoming", row.record])?;
+                if let Some(kind) = row.kind_event {
+                    event.execute(params![kind, row.record])?;
+                }
+                if let Some(change) = &row.change {
+                    tx.prepare_cached(
+                        "INSERT INTO message_changes
+                             (phone_number_id, message_id, kind, timestamp, change)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (phone_number_id, message_id, kind) DO UPDATE SET
+                             timestamp = excluded.timestamp, change = excluded.change
+                         WHERE excluded.timestamp >= timestamp",
+                    )?
+                    .execute(params![
+                        row.phone_number_id,
+                        change.target,
+                        change.kind,
+                        change.timestamp,
+                        change.json
+                    ])?;
+                }
+                if !row.is_new_message {
+                    mine.push(Outcome::Stored);
+                    continue;
+                }
                 let state = upsert_conversation.query_row(
                     params![
                         row.phone_number_id,
@@ -900,7 +939,6 @@ fn write_group(
                     ],
                     reads::conversation_row,
                 )?;
-                event.execute(params!["message_incoming", row.record])?;
                 let key = (row.phone_number_id.clone(), row.contact.clone());
                 match changed.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, s)) => *s = state,

@@ -80,6 +80,85 @@ pub struct MessageWrite {
     /// Whether the message counts as unread and opens the 24-hour window (a user's message; not
     /// history back-fill or the business's own echoes).
     pub from_user: bool,
+    /// Whether it is a new message of its conversation (in its history, counters and preview).
+    /// Edits, deletions and reactions are not: they change an earlier message.
+    pub is_new_message: bool,
+    /// The specific event written after `message_incoming` (same data): `button_clicked`,
+    /// `selection_made`, `reaction`, `message_edited` or `message_deleted`.
+    pub kind_event: Option<&'static str>,
+    /// What the message changes on an earlier one, see [`Change`].
+    pub change: Option<Change>,
+}
+
+/// A change an edit, a deletion or a reaction makes to an earlier message (its target), kept on
+/// the target whether or not the target is stored yet (it shows once the target arrives). Of
+/// several changes of a kind the latest by Meta's timestamp wins.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The target's message id.
+    pub target: String,
+    /// `edited`, `deleted` or `reaction`: the key the target's view shows it under.
+    pub kind: &'static str,
+    /// Meta's timestamp of the change.
+    pub timestamp: i64,
+    /// `{"id": <the changing message>, "timestamp", ...}`: for an edit the new `content` (and
+    /// `context`), for a reaction the `emoji` (`null` when removed).
+    pub json: String,
+}
+
+impl Change {
+    /// The change of `message`, if it is an edit, a deletion or a reaction.
+    fn of(message: &InboundMessage, timestamp: i64) -> Option<Self> {
+        let id = message.id.as_str();
+        let (target, kind, json) = match &message.content {
+            Content::Edit {
+                original_message_id,
+                message: content,
+                context,
+            } => (
+                original_message_id,
+                "edited",
+                serde_json::json!({"id": id, "timestamp": timestamp, "content": content, "context": context}),
+            ),
+            Content::Revoke {
+                original_message_id,
+            } => (
+                original_message_id,
+                "deleted",
+                serde_json::json!({"id": id, "timestamp": timestamp}),
+            ),
+            Content::Reaction { message_id, emoji } => (
+                message_id,
+                "reaction",
+                serde_json::json!({"id": id, "timestamp": timestamp, "emoji": emoji, "from": message.from}),
+            ),
+            _ => return None,
+        };
+        crate::domain::MessageId::parse(target).ok()?;
+        Some(Self {
+            target: target.clone(),
+            kind,
+            timestamp,
+            json: json.to_string(),
+        })
+    }
+}
+
+/// The specific event of a message's content, beside `message_incoming`.
+fn kind_event(content: &Content) -> Option<&'static str> {
+    use crate::domain::content::Interactive;
+    match content {
+        Content::Button { .. } => Some("button_clicked"),
+        Content::Interactive { interactive } => match interactive {
+            Interactive::ButtonReply { .. } => Some("button_clicked"),
+            Interactive::ListReply { .. } => Some("selection_made"),
+            _ => None,
+        },
+        Content::Reaction { .. } => Some("reaction"),
+        Content::Edit { .. } => Some("message_edited"),
+        Content::Revoke { .. } => Some("message_deleted"),
+        _ => None,
+    }
 }
 
 impl MessageWrite {
@@ -120,6 +199,12 @@ impl MessageWrite {
             contact_json: serde_json::to_string(&contact).expect("strings serialize"),
             id_json: json_string(message.id.as_str()),
             from_user: true,
+            is_new_message: !matches!(
+                message.content,
+                Content::Edit { .. } | Content::Revoke { .. } | Content::Reaction { .. }
+            ),
+            kind_event: kind_event(&message.content),
+            change: Change::of(message, timestamp),
         }
     }
 

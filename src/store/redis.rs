@@ -56,28 +56,35 @@ use crate::config::RedisSettings;
 use crate::domain::{ContactId, InboundMessage};
 
 /// KEYS[1] = the conversations zset, KEYS[2] = the event stream; then per message i, at
-/// `k = 2 + 5(i-1)`: KEYS[k+1] = the previous release's marker (read only), KEYS[k+2] = the
+/// `k = 2 + 6(i-1)`: KEYS[k+1] = the previous release's marker (read only), KEYS[k+2] = the
 /// message hash, KEYS[k+3] = the FastAPI list, KEYS[k+4] = the conversation's message index,
-/// KEYS[k+5] = the conversation hash.
-/// ARGV[1] = the event stream's MAXLEN; then per message i, at `a = 1 + 10(i-1)`: ARGV[a+1] =
+/// KEYS[k+5] = the conversation hash, KEYS[k+6] = the hash of the message it changes (an edit's,
+/// a deletion's or a reaction's target; else its own hash again).
+/// ARGV[1] = the event stream's MAXLEN; then per message i, at `a = 1 + 15(i-1)`: ARGV[a+1] =
 /// phone_number_id, a+2 = contact, a+3 = record JSON, a+4 = FastAPI JSON, a+5 = timestamp,
 /// a+6 = preview (JSON literal), a+7 = contact (JSON object), a+8 = `1` when from the user
-/// (unread, opens the window), a+9 = index member, a+10 = the id (JSON literal).
+/// (unread, opens the window), a+9 = index member, a+10 = the id (JSON literal), a+11 = `1` when
+/// it is a new message of its conversation, a+12 = its specific event type (or ``), a+13 = the
+/// kind of change it makes to its target (`edited`, `deleted`, `reaction`, or ``), a+14 = the
+/// change's timestamp, a+15 = the change's JSON.
 /// All keys are declared in KEYS, so the script is also valid where Redis checks key access.
 /// Returns one entry per message: 1 newly stored, 0 already stored by the same sender (a
 /// duplicate), or the contact the id is already stored for (a conflict).
 ///
 /// A chunk is written all or nothing, because Redis does not roll a failing script back.
 /// (1) **Reads**: the previous release's markers in one `MGET` (a key of another type reads as
-/// absent), then per message the `<phone_number_id>:from` field of its hash and per conversation
-/// its counters; a key of another type there fails the chunk before any write. (2) **Writes**,
-/// each through `pcall` with its inverse noted: the FastAPI list (`RPUSH`, undone by `RPOP`), the
-/// conversation index (`ZADD`, `ZREM`), the `message_incoming` event (`XADD`, `XDEL`), the
-/// conversation hash (`HSET`, restored to the values read), the conversations zset (`ZADD` when
-/// newer, restored) and the `conversation_updated` event. If one fails (a key of another type, a
-/// command disabled or missing on this server), the inverses run in reverse order and the script
-/// fails naming the cause. (3) The message hashes, **last**: they are the dedupe markers, so a
-/// failed chunk never leaves one. Out-of-memory can only refuse a script's first write.
+/// absent), then per message the `<phone_number_id>:from` field of its hash, per conversation
+/// its counters and per change the target's current one; a key of another type there fails the
+/// chunk before any write. (2) **Writes**, each through `pcall` with its inverse noted: the
+/// FastAPI list (`RPUSH`, undone by `RPOP`), the conversation index (`ZADD`, `ZREM`), the
+/// `message_incoming` event and the specific one (`XADD`, `XDEL`), the change on the target
+/// (`HSET`, restored), the conversation hash (`HSET`, restored to the values read), the
+/// conversations zset (`ZADD` when newer, restored) and the `conversation_updated` event. If one
+/// fails (a key of another type, a command disabled or missing on this server), the inverses run
+/// in reverse order and the script fails naming the cause. (3) The message hashes, **last**: they
+/// are the dedupe markers, so a failed chunk never leaves one. Out-of-memory can only refuse a
+/// script's first write. Edits, deletions and reactions are stored and listed like any message
+/// but are not new messages of their conversation (no index entry, counters or preview).
 pub const SAVE_SCRIPT: &str = r#"
 local call, try = redis.call, redis.pcall
 local function bad(r) return type(r) == 'table' and r.err end
@@ -88,14 +95,15 @@ local function fail(what, err)
   return redis.error_reply('ERR ' .. what .. ' failed (' .. tostring(err)
     .. '); nothing of this chunk was stored (a key of another type there must be removed or renamed; the retry will be stored)')
 end
-local n = (#KEYS - 2) / 5
+local KS, AS = 6, 15
+local n = (#KEYS - 2) / KS
 local maxlen = ARGV[1]
 local old = {}
-for i = 1, n do old[i] = KEYS[2 + 5 * (i - 1) + 1] end
+for i = 1, n do old[i] = KEYS[2 + KS * (i - 1) + 1] end
 local olds = call('MGET', unpack(old))
 local out, fresh, owner, nfresh = {}, {}, {}, 0
 for i = 1, n do
-  local k, a = 2 + 5 * (i - 1), 1 + 10 * (i - 1)
+  local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
   local pnid, contact = ARGV[a + 1], ARGV[a + 2]
   local field = pnid .. ':from'
   local slot = KEYS[k + 2] .. ' ' .. field
@@ -116,46 +124,71 @@ for i = 1, n do
   end
 end
 local fields = {'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact'}
-local convs, order = {}, {}
+local convs, order, changes = {}, {}, {}
 for f = 1, nfresh do
   local i = fresh[f]
-  local k, a = 2 + 5 * (i - 1), 1 + 10 * (i - 1)
-  local ck = KEYS[k + 5]
-  local c = convs[ck]
-  if not c then
-    local r = try('HMGET', ck, unpack(fields))
-    if bad(r) then return fail('reading ' .. ck, r.err) end
-    c = { key = ck, pnid = ARGV[a + 1], member = ARGV[a + 1] .. ':' .. ARGV[a + 2], old = r,
-          at = tonumber(r[1]) or -1, inat = tonumber(r[2]) or -1,
-          count = tonumber(r[3]) or 0, unread = tonumber(r[4]) or 0,
-          preview = r[5], last_id = r[6], contact = r[7] }
-    convs[ck] = c
-    order[#order + 1] = c
+  local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
+  if ARGV[a + 13] ~= '' then
+    local tf = ARGV[a + 1] .. ':' .. ARGV[a + 13]
+    local r = try('HGET', KEYS[k + 6], tf)
+    if bad(r) then return fail('reading ' .. KEYS[k + 6], r.err) end
+    changes[i] = {field = tf, old = r}
   end
-  local ts = tonumber(ARGV[a + 5])
-  c.count = c.count + 1
-  if ARGV[a + 8] == '1' then
-    c.unread = c.unread + 1
-    if ts > c.inat then c.inat = ts end
-  end
-  if ts >= c.at then
-    c.at, c.preview, c.last_id, c.contact = ts, ARGV[a + 6], ARGV[a + 10], ARGV[a + 7]
-  elseif not c.contact then
-    c.contact = ARGV[a + 7]
+  if ARGV[a + 11] == '1' then
+    local ck = KEYS[k + 5]
+    local c = convs[ck]
+    if not c then
+      local r = try('HMGET', ck, unpack(fields))
+      if bad(r) then return fail('reading ' .. ck, r.err) end
+      c = { key = ck, pnid = ARGV[a + 1], member = ARGV[a + 1] .. ':' .. ARGV[a + 2], old = r,
+            at = tonumber(r[1]) or -1, inat = tonumber(r[2]) or -1,
+            count = tonumber(r[3]) or 0, unread = tonumber(r[4]) or 0,
+            preview = r[5], last_id = r[6], contact = r[7] }
+      convs[ck] = c
+      order[#order + 1] = c
+    end
+    local ts = tonumber(ARGV[a + 5])
+    c.count = c.count + 1
+    if ARGV[a + 8] == '1' then
+      c.unread = c.unread + 1
+      if ts > c.inat then c.inat = ts end
+    end
+    if ts >= c.at then
+      c.at, c.preview, c.last_id, c.contact = ts, ARGV[a + 6], ARGV[a + 10], ARGV[a + 7]
+    elseif not c.contact then
+      c.contact = ARGV[a + 7]
+    end
   end
 end
 for f = 1, nfresh do
   local i = fresh[f]
-  local k, a = 2 + 5 * (i - 1), 1 + 10 * (i - 1)
+  local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
   local r = try('RPUSH', KEYS[k + 3], ARGV[a + 4])
   if bad(r) then return fail('appending to ' .. KEYS[k + 3], r.err) end
   did('RPOP', KEYS[k + 3])
-  r = try('ZADD', KEYS[k + 4], 0, ARGV[a + 9])
-  if bad(r) then return fail('indexing ' .. KEYS[k + 4], r.err) end
-  if r == 1 then did('ZREM', KEYS[k + 4], ARGV[a + 9]) end
+  if ARGV[a + 11] == '1' then
+    r = try('ZADD', KEYS[k + 4], 0, ARGV[a + 9])
+    if bad(r) then return fail('indexing ' .. KEYS[k + 4], r.err) end
+    if r == 1 then did('ZREM', KEYS[k + 4], ARGV[a + 9]) end
+  end
   r = try('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'message_incoming', 'data', ARGV[a + 3])
   if bad(r) then return fail('appending an event to ' .. KEYS[2], r.err) end
   did('XDEL', KEYS[2], r)
+  if ARGV[a + 12] ~= '' then
+    r = try('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', ARGV[a + 12], 'data', ARGV[a + 3])
+    if bad(r) then return fail('appending an event to ' .. KEYS[2], r.err) end
+    did('XDEL', KEYS[2], r)
+  end
+  local ch = changes[i]
+  if ch then
+    local prev = ch.old and tonumber(string.match(ch.old, '^(%-?%d+) '))
+    if not prev or prev <= tonumber(ARGV[a + 14]) then
+      r = try('HSET', KEYS[k + 6], ch.field, ARGV[a + 14] .. ' ' .. ARGV[a + 15])
+      if bad(r) then return fail('updating ' .. KEYS[k + 6], r.err) end
+      if ch.old then did('HSET', KEYS[k + 6], ch.field, ch.old) else did('HDEL', KEYS[k + 6], ch.field) end
+      ch.old = ARGV[a + 14] .. ' ' .. ARGV[a + 15]
+    end
+  end
 end
 for _, c in ipairs(order) do
   local r = try('HSET', c.key, 'phone_number_id', c.pnid, 'last_message_at', c.at, 'last_inbound_at', c.inat,
@@ -192,15 +225,16 @@ for _, c in ipairs(order) do
 end
 for f = 1, nfresh do
   local i = fresh[f]
-  local k, a = 2 + 5 * (i - 1), 1 + 10 * (i - 1)
+  local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
   call('HSET', KEYS[k + 2], ARGV[a + 1], ARGV[a + 3], ARGV[a + 1] .. ':from', ARGV[a + 2])
 end
 return out
 "#;
 
-/// Arguments per message in [`SAVE_SCRIPT`]'s ARGV: phone_number_id, contact, record, FastAPI
-/// JSON, timestamp, preview, contact JSON, from-user flag, index member, id (JSON literal).
-pub const SAVE_ARGS: usize = 10;
+/// Keys per message in [`SAVE_SCRIPT`]'s KEYS.
+pub const SAVE_KEYS: usize = 6;
+/// Arguments per message in [`SAVE_SCRIPT`]'s ARGV (see there).
+pub const SAVE_ARGS: usize = 15;
 
 /// KEYS[1] = the quarantine list, KEYS[2] = the event stream; ARGV[1] = the stream's MAXLEN,
 /// ARGV[2] = how many quarantined items are kept, ARGV[3..] = the items' JSON. Each item gets its
@@ -294,7 +328,7 @@ const PROBE_TTL_SECS: u64 = 60;
 
 /// One message, ready for the script: its keys and its prepared strings.
 struct PreparedMessage {
-    keys: [String; 5],
+    keys: [String; SAVE_KEYS],
     write: MessageWrite,
     member: String,
 }
@@ -435,14 +469,16 @@ impl RedisStore {
     }
 
     /// The keys [`SAVE_SCRIPT`] needs for one message, in its order.
-    fn message_keys(&self, w: &MessageWrite) -> [String; 5] {
+    fn message_keys(&self, w: &MessageWrite) -> [String; SAVE_KEYS] {
         let p = &self.inner.key_prefix;
+        let target = w.change.as_ref().map_or(&w.id, |c| &c.target);
         [
             format!("{p}:seen:{}", w.id),
             format!("{p}:msg:{}", w.id),
             self.list_key(&w.contact),
             format!("{p}:cmsgs:{}:{}", w.phone_number_id, w.contact),
             format!("{p}:conv:{}:{}", w.phone_number_id, w.contact),
+            format!("{p}:msg:{target}"),
         ]
     }
 
@@ -703,7 +739,10 @@ impl BatchCall {
                     + m.member.len()
                     + w.id_json.len()
                     + 2 * w.contact.len()
-                    + 64
+                    + w.change
+                        .as_ref()
+                        .map_or(0, |c| c.json.len() + c.target.len())
+                    + 96
             })
             .sum::<usize>();
         // EVALSHA written into one buffer (redis's ScriptInvocation would copy every key and
@@ -712,7 +751,7 @@ impl BatchCall {
             redis::Cmd::with_capacity(5 + (5 + SAVE_ARGS) * messages.len(), data_size + 128);
         cmd.arg("EVALSHA")
             .arg(self.script.get_hash())
-            .arg(2 + 5 * messages.len());
+            .arg(2 + SAVE_KEYS * messages.len());
         cmd.arg(&*self.conversations_key).arg(&*self.events_key);
         for m in &messages {
             for key in &m.keys {
@@ -731,7 +770,13 @@ impl BatchCall {
                 .arg(&w.contact_json)
                 .arg(if w.from_user { "1" } else { "0" })
                 .arg(&m.member)
-                .arg(&w.id_json);
+                .arg(&w.id_json)
+                .arg(if w.is_new_message { "1" } else { "0" })
+                .arg(w.kind_event.unwrap_or(""));
+            match &w.change {
+                Some(c) => cmd.arg(c.kind).arg(c.timestamp).arg(&c.json),
+                None => cmd.arg("").arg(0).arg(""),
+            };
         }
         let outcome: Result<Vec<redis::Value>, redis::RedisError> = match cmd
             .query_async(&mut self.connection)

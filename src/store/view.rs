@@ -57,15 +57,33 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// The kinds of change a message may carry from later messages, as its view names them.
+pub const CHANGE_KINDS: [&str; 3] = ["edited", "deleted", "reaction"];
+
+/// A stored change value `<timestamp> <json>` (see [`super::record::Change`]): its JSON.
+pub fn change_json(value: &str) -> Option<&str> {
+    value.split_once(' ').map(|(_, json)| json)
+}
+
 /// A record with its status: `{...record, "status": <current or null>}` and, when `history` is
-/// given, `"statuses": [...]` (each transition's JSON, sorted by rank).
+/// given, `"statuses": [...]` (each transition's JSON, sorted by rank); then each change made by
+/// later messages under its kind (`"edited": {...}`, `"deleted": {...}`, `"reaction": {...}`).
 pub fn message_json(
     record: &str,
     current: Option<&str>,
     history: Option<Vec<(String, String)>>,
+    changes: &[(&str, &str)],
 ) -> String {
-    let mut out = String::with_capacity(record.len() + 64);
+    let mut out = String::with_capacity(
+        record.len() + 64 + changes.iter().map(|(_, j)| j.len() + 16).sum::<usize>(),
+    );
     out.push_str(record.strip_suffix('}').unwrap_or(record));
+    for (kind, json) in changes {
+        out.push_str(",\"");
+        out.push_str(kind);
+        out.push_str("\":");
+        out.push_str(json);
+    }
     match current {
         Some(status) => {
             out.push_str(",\"status\":\"");
@@ -164,13 +182,14 @@ mod tests {
                 ("read".into(), r#"{"status":"read"}"#.into()),
                 ("sent".into(), r#"{"status":"sent"}"#.into()),
             ]),
+            &[("edited", r#"{"id":"e"}"#)],
         );
         assert_eq!(
             json,
-            r#"{"id":"a","status":"read","statuses":[{"status":"sent"},{"status":"read"}]}"#
+            r#"{"id":"a","edited":{"id":"e"},"status":"read","statuses":[{"status":"sent"},{"status":"read"}]}"#
         );
         assert_eq!(
-            message_json(r#"{"id":"a"}"#, None, None),
+            message_json(r#"{"id":"a"}"#, None, None, &[]),
             r#"{"id":"a","status":null}"#
         );
     }

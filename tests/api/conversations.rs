@@ -22,6 +22,7 @@ contract_tests!(
     concurrent_deliveries_for_one_contact_keep_exact_counters,
     bad_parameters_are_422_naming_the_parameter,
     every_fixture_message_is_stored_with_its_typed_content,
+    edits_deletions_and_reactions_change_the_original_not_the_history,
     a_deleted_conversation_is_gone_and_does_not_come_back_from_a_retry,
 );
 
@@ -627,4 +628,56 @@ async fn every_fixture_message_is_stored_with_its_typed_content(backend: Backend
         }
     }
     assert!(checked >= 25, "only {checked} fixture messages");
+}
+
+async fn edits_deletions_and_reactions_change_the_original_not_the_history(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // The edit arrives before its original (Meta retried the original late): it is kept and
+    // shows once the original is stored.
+    let edit = json!({"from": A, "id": "wamid.E1", "timestamp": "210", "type": "edit",
+        "edit": {"original_message_id": "wamid.O1", "message": {"type": "text", "text": {"body": "Blue, size M"}}}});
+    post_ok(&app, &webhook_with(vec![edit])).await;
+    post_ok(
+        &app,
+        &webhook_with(vec![message_at("wamid.O1", A, 200, "Blue")]),
+    )
+    .await;
+    let reaction = json!({"from": A, "id": "wamid.R1", "timestamp": "220", "type": "reaction",
+        "reaction": {"message_id": "wamid.O1", "emoji": "👍"}});
+    let revoke = json!({"from": A, "id": "wamid.V1", "timestamp": "230", "type": "revoke",
+        "revoke": {"original_message_id": "wamid.O1"}});
+    // An older edit arriving last does not replace the newer one.
+    let older_edit = json!({"from": A, "id": "wamid.E0", "timestamp": "205", "type": "edit",
+        "edit": {"original_message_id": "wamid.O1", "message": {"type": "text", "text": {"body": "Bleu"}}}});
+    post_ok(&app, &webhook_with(vec![reaction, revoke, older_edit])).await;
+
+    let (_, m) = get(&app, "/v1/messages/wamid.O1").await;
+    assert_eq!(m["body"], "Blue", "the original record is kept");
+    assert_eq!(m["edited"]["id"], "wamid.E1");
+    assert_eq!(
+        m["edited"]["content"],
+        json!({"type": "text", "body": "Blue, size M"})
+    );
+    assert_eq!(m["deleted"]["id"], "wamid.V1");
+    assert_eq!(m["reaction"]["emoji"], "👍");
+    // The history holds the original only, with the same view; counters count it once.
+    let (_, page) = get(&app, &format!("/v1/conversations/{A}/messages")).await;
+    let history = page["messages"].as_array().unwrap();
+    assert_eq!(history.len(), 1, "{page}");
+    assert_eq!(history[0]["edited"]["id"], "wamid.E1");
+    assert_eq!(history[0]["deleted"]["id"], "wamid.V1");
+    let (_, list) = get(&app, "/v1/conversations").await;
+    assert_eq!(list["conversations"][0]["message_count"], 1);
+    assert_eq!(list["conversations"][0]["unread_count"], 1);
+    // The changing messages themselves are stored (by id, and in the FastAPI list).
+    let (_, e) = get(&app, "/v1/messages/wamid.E1").await;
+    assert_eq!(e["content"]["type"], "edit");
+    assert_eq!(app.ids_of(A).await.len(), 5);
+    // A removed reaction replaces the emoji with null.
+    let unreact = json!({"from": A, "id": "wamid.R2", "timestamp": "240", "type": "reaction",
+        "reaction": {"message_id": "wamid.O1", "emoji": ""}});
+    post_ok(&app, &webhook_with(vec![unreact])).await;
+    let (_, m) = get(&app, "/v1/messages/wamid.O1").await;
+    assert_eq!(m["reaction"]["emoji"], Value::Null);
+    assert_eq!(m["reaction"]["id"], "wamid.R2");
 }

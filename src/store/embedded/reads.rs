@@ -9,14 +9,25 @@ use rusqlite::{OptionalExtension, params};
 use super::EmbeddedStore;
 use crate::store::StoreError;
 use crate::store::view::{
-    ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page, SINCE_WINDOW,
-    Since, message_json, now_secs,
+    CHANGE_KINDS, ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page,
+    SINCE_WINDOW, Since, message_json, now_secs,
 };
 
 /// A cursor `<10-digit timestamp>:<id>` as the pair it stands for.
 fn split_member(cursor: &str) -> Option<(i64, String)> {
     let (ts, id) = cursor.split_once(':')?;
     Some((ts.parse().ok()?, id.to_owned()))
+}
+
+/// Stored changes in the order every view lists them ([`CHANGE_KINDS`]).
+fn ordered_changes(changes: &[(String, String)]) -> Vec<(&str, &str)> {
+    CHANGE_KINDS
+        .iter()
+        .filter_map(|kind| {
+            let (_, json) = changes.iter().find(|(k, _)| k == kind)?;
+            Some((*kind, json.as_str()))
+        })
+        .collect()
 }
 
 /// The current status among stored rows: the highest rank.
@@ -73,10 +84,19 @@ impl EmbeddedStore {
                 .query_map(params![tenant, id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let current = current_of(&statuses).map(str::to_owned);
+            let changes: Vec<(String, String)> = conn
+                .prepare_cached(
+                    "SELECT kind, change FROM message_changes
+                     WHERE phone_number_id = ?1 AND message_id = ?2",
+                )?
+                .query_map(params![tenant, id], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let changes = ordered_changes(&changes);
             Ok(Some(message_json(
                 &record,
                 current.as_deref(),
                 Some(statuses),
+                &changes,
             )))
         })
         .await
@@ -165,18 +185,22 @@ impl EmbeddedStore {
             };
             let sql = if after {
                 "SELECT m.timestamp, m.id, m.record, (SELECT group_concat(status) FROM statuses s
-                     WHERE s.phone_number_id = m.phone_number_id AND s.message_id = m.id)
+                     WHERE s.phone_number_id = m.phone_number_id AND s.message_id = m.id),
+                     (SELECT json_group_array(json_array(kind, change)) FROM message_changes c
+                     WHERE c.phone_number_id = m.phone_number_id AND c.message_id = m.id)
                  FROM messages m
                  WHERE m.phone_number_id = ?1 AND m.contact = ?2 AND (m.timestamp, m.id) > (?3, ?4)
-                   AND m.record IS NOT NULL
+                   AND m.record IS NOT NULL AND m.in_history
                    AND (?5 IS NULL OR json_extract(m.record, '$.type') = ?5)
                  ORDER BY m.timestamp, m.id LIMIT ?6"
             } else {
                 "SELECT m.timestamp, m.id, m.record, (SELECT group_concat(status) FROM statuses s
-                     WHERE s.phone_number_id = m.phone_number_id AND s.message_id = m.id)
+                     WHERE s.phone_number_id = m.phone_number_id AND s.message_id = m.id),
+                     (SELECT json_group_array(json_array(kind, change)) FROM message_changes c
+                     WHERE c.phone_number_id = m.phone_number_id AND c.message_id = m.id)
                  FROM messages m
                  WHERE m.phone_number_id = ?1 AND m.contact = ?2 AND (m.timestamp, m.id) < (?3, ?4)
-                   AND m.record IS NOT NULL
+                   AND m.record IS NOT NULL AND m.in_history
                    AND (?5 IS NULL OR json_extract(m.record, '$.type') = ?5)
                  ORDER BY m.timestamp DESC, m.id DESC LIMIT ?6"
             };
@@ -196,6 +220,10 @@ impl EmbeddedStore {
                         let id: String = r.get(1)?;
                         let record: String = r.get(2)?;
                         let statuses: Option<String> = r.get(3)?;
+                        let changes: Option<String> = r.get(4)?;
+                        let changes: Vec<(String, String)> = changes
+                            .and_then(|c| serde_json::from_str(&c).ok())
+                            .unwrap_or_default();
                         let current = statuses.as_deref().and_then(|s| {
                             s.split(',')
                                 .max_by_key(|s| crate::store::record::status_rank(s))
@@ -203,7 +231,12 @@ impl EmbeddedStore {
                         });
                         Ok((
                             format!("{:010}:{id}", ts.clamp(0, 9_999_999_999)),
-                            message_json(&record, current.as_deref(), None),
+                            message_json(
+                                &record,
+                                current.as_deref(),
+                                None,
+                                &ordered_changes(&changes),
+                            ),
                         ))
                     },
                 )?

@@ -14,8 +14,8 @@ use redis::Script;
 use super::RedisStore;
 use crate::store::StoreError;
 use crate::store::view::{
-    ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page, SINCE_WINDOW,
-    Since, message_json, now_secs,
+    CHANGE_KINDS, ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page,
+    SINCE_WINDOW, Since, change_json, message_json, now_secs,
 };
 
 /// KEYS[1] = the conversations zset. ARGV: [1] the conversation hash prefix (`<p>:conv:`), [2]
@@ -69,7 +69,8 @@ return out
 /// KEYS[1] = the conversation's message index. ARGV: [1] the message hash prefix (`<p>:msg:`),
 /// [2] phone_number_id, [3] mode (`latest`, `before`, `after`), [4] the cursor member, [5]
 /// limit, [6] type filter (``: any), [7] most entries scanned. Returns `member, record, current
-/// status` per message, in index order (newest first, or oldest first for `after`).
+/// status, edited, deleted, reaction` per message (`` when absent), in index order (newest
+/// first, or oldest first for `after`).
 const MESSAGES_SCRIPT: &str = r"
 local limit, cap = tonumber(ARGV[5]), tonumber(ARGV[7])
 local mode, out, found, scanned, offset = ARGV[3], {}, 0, 0, 0
@@ -87,13 +88,13 @@ while true do
   for _, member in ipairs(batch) do
     scanned = scanned + 1
     local id = string.sub(member, 12)
-    local h = redis.call('HMGET', ARGV[1] .. id, ARGV[2], ARGV[2] .. ':st')
+    local h = redis.call('HMGET', ARGV[1] .. id, ARGV[2], ARGV[2] .. ':st', ARGV[2] .. ':edited',
+      ARGV[2] .. ':deleted', ARGV[2] .. ':reaction')
     local ok = h[1]
     if ok and ARGV[6] ~= '' then ok = cjson.decode(h[1])['type'] == ARGV[6] end
     if ok then
       out[#out + 1] = member
-      out[#out + 1] = h[1]
-      out[#out + 1] = h[2] or ''
+      for f = 1, 5 do out[#out + 1] = h[f] or '' end
       found = found + 1
     end
     if found == limit or scanned >= cap then return out end
@@ -264,7 +265,16 @@ impl RedisStore {
                 Some((status.to_owned(), detail.to_owned()))
             })
             .collect();
-        Ok(record.map(|r| message_json(r, current, Some(history))))
+        let changes: Vec<(&str, &str)> = CHANGE_KINDS
+            .iter()
+            .filter_map(|kind| {
+                let (_, value) = all.iter().find(|(f, _)| {
+                    f.strip_prefix(tenant).and_then(|r| r.strip_prefix(':')) == Some(*kind)
+                })?;
+                Some((*kind, change_json(value)?))
+            })
+            .collect();
+        Ok(record.map(|r| message_json(r, current, Some(history), &changes)))
     }
 
     /// A page of conversations, most recent activity first.
@@ -331,16 +341,20 @@ impl RedisStore {
             .invoke_async(&mut self.inner.connection.clone())
             .await?;
         let mut rows: Vec<(&str, String)> = values
-            .chunks(3)
+            .chunks(6)
             .filter_map(|c| match c {
-                [member, record, current] => Some((
-                    member.as_str(),
-                    message_json(
-                        record,
-                        Some(current).filter(|s| !s.is_empty()).map(|s| s.as_str()),
-                        None,
-                    ),
-                )),
+                [member, record, current, edited, deleted, reaction] => {
+                    let changes: Vec<(&str, &str)> = CHANGE_KINDS
+                        .iter()
+                        .zip([edited, deleted, reaction])
+                        .filter_map(|(kind, value)| Some((*kind, change_json(value)?)))
+                        .collect();
+                    let current = Some(current.as_str()).filter(|s| !s.is_empty());
+                    Some((
+                        member.as_str(),
+                        message_json(record, current, None, &changes),
+                    ))
+                }
                 _ => None,
             })
             .collect();
