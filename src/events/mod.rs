@@ -34,7 +34,8 @@
 //!   clients; the reader runs beside it; broadcasting never waits for a subscriber. Each client
 //!   has a bounded queue (EVENT_CLIENT_BUFFER events beyond what its connection holds); a client
 //!   further behind gets a final `error` (`lagged`) when it can still take one and is disconnected,
-//!   its connection cut if it does not take even that within [`LAG_GRACE`].
+//!   its connection cut if it does not take even that within [`LAG_GRACE`] (with HTTP2=true the
+//!   whole connection, every stream multiplexed on it included).
 //! - **Streams have their own capacity**: at most MAX_EVENT_STREAMS at once (503 past it). The
 //!   handler returns at once, so a stream holds no CLIENT_CONCURRENCY_LIMIT slot and the request
 //!   timeout never cuts it (both bound the handler, not the body).
