@@ -330,3 +330,74 @@ impl EventHub {
         self.streams.clone().try_acquire_owned().ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_in_their_log_format_and_order_as_pairs() {
+        assert_eq!(EventId::parse_row("42"), Some(EventId::Row(42)));
+        assert_eq!(
+            EventId::parse_stream("1763940000000-12"),
+            Some(EventId::Stream(1763940000000, 12))
+        );
+        for bad in ["", "-1", "4 2", "1e3", &"9".repeat(21)] {
+            assert_eq!(EventId::parse_row(bad), None, "{bad:?}");
+        }
+        for bad in ["", "1", "1-", "-1", "1-2-3", "a-1", "1-+2"] {
+            assert_eq!(EventId::parse_stream(bad), None, "{bad:?}");
+        }
+        // (ms, seq), not text: 9-0 < 10-0 and 1-9 < 1-10.
+        assert!(EventId::Stream(9, 0) < EventId::Stream(10, 0));
+        assert!(EventId::Stream(1, 9) < EventId::Stream(1, 10));
+        assert_eq!(EventId::Stream(1, 10).to_string(), "1-10");
+        assert!(EventId::Stream(0, 0).is_zero() && EventId::Row(0).is_zero());
+    }
+
+    #[test]
+    fn the_envelope_embeds_data_verbatim() {
+        let data = r#"{ "phone_number_id": "1", "contact": {"id": "919216598210"}, "raw": {"x": "\u00e9"} }"#;
+        let event = Event::new(EventId::Row(7), "message_incoming".into(), data.into());
+        assert_eq!(
+            event.envelope(),
+            format!(r#"{{"id":"7","type":"message_incoming","data":{data}}}"#)
+        );
+        // Not JSON (never written by the store): sent as a string, the envelope stays valid.
+        let odd = Event::new(EventId::Row(8), "x\"y".into(), "not json".into());
+        let parsed: serde_json::Value = serde_json::from_str(odd.envelope()).unwrap();
+        assert_eq!(parsed["data"], "not json");
+        assert_eq!(parsed["type"], "x\"y");
+    }
+
+    #[test]
+    fn filters_match_contact_number_and_types() {
+        let event = Event::new(
+            EventId::Row(1),
+            "conversation_updated".into(),
+            r#"{"phone_number_id":"106540352242922","contact":{"id":"919216598210"}}"#.into(),
+        );
+        let contact = |c: &str| Filter {
+            contact: Some(ContactId::parse(c).unwrap()),
+            ..Filter::default()
+        };
+        assert!(Filter::default().matches(&event));
+        assert!(contact("+91 92165-98210").matches(&event));
+        assert!(!contact("14155550123").matches(&event));
+        let number = |p: &str| Filter {
+            phone_number_id: Some(PhoneNumberId::parse(p).unwrap()),
+            ..Filter::default()
+        };
+        assert!(number("106540352242922").matches(&event));
+        assert!(!number("1").matches(&event));
+        let types = |t: &[&str]| Filter {
+            types: Some(t.iter().map(|s| s.to_string()).collect()),
+            ..Filter::default()
+        };
+        assert!(types(&["message_incoming", "conversation_updated"]).matches(&event));
+        assert!(!types(&["message_incoming"]).matches(&event));
+        // An event without a contact never matches a contact filter.
+        let error = Event::new(EventId::Row(2), "webhook_error".into(), "{}".into());
+        assert!(!contact("919216598210").matches(&error));
+    }
+}
