@@ -345,12 +345,23 @@ async fn filters_select_by_contact_phone_number_id_and_types(backend: Backend) {
         ),
     )
     .await;
+    // A status of Alice's message: a message_status event with her as the contact.
+    let status = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID },
+            "statuses": [{ "id": "wamid.FA", "status": "delivered", "timestamp": "1757936800", "recipient_id": ALICE }],
+        }}]}]
+    });
+    post_ok(&app, &status.to_string()).await;
 
     assert_eq!(
-        summary(&by_contact.events(2).await),
+        summary(&by_contact.events(3).await),
         [
             pair("message_incoming", "wamid.FA"),
-            pair("conversation_updated", "wamid.FA")
+            pair("conversation_updated", "wamid.FA"),
+            pair("message_status", "wamid.FA"),
         ]
     );
     assert_eq!(
