@@ -35,6 +35,8 @@ pub struct Settings {
     pub api_key: Option<SecretString>,
     pub store: StoreSettings,
     pub log_format: LogFormat,
+    /// The live event stream (`GET /v1/events`, `GET /v1/ws`).
+    pub events: EventSettings,
 }
 
 /// The listener and its limits.
@@ -217,6 +219,21 @@ pub struct EmbeddedSettings {
     pub event_retention: usize,
 }
 
+/// The live event stream's limits.
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    /// MAX_EVENT_STREAMS (default 1000): event streams (SSE and WebSocket) open at once; past it
+    /// a new one gets 503. Streams have this budget of their own: they never hold a
+    /// CLIENT_CONCURRENCY_LIMIT slot after their first answer.
+    pub max_streams: usize,
+    /// EVENT_HEARTBEAT_SECS (default 15): how often an idle stream gets a heartbeat (an SSE
+    /// comment, a WebSocket ping), so proxies keep it open and dead peers are found.
+    pub heartbeat: Duration,
+    /// EVENT_CLIENT_BUFFER (default 256): events queued for one client beyond what its connection
+    /// holds; a client further behind is disconnected (`lagged`) instead of slowing anything.
+    pub client_buffer: usize,
+}
+
 /// LOG_FORMAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -395,6 +412,11 @@ impl Settings {
             },
         );
         let api_key = secret("API_KEY");
+        let events = EventSettings {
+            max_streams: env.bounded("MAX_EVENT_STREAMS", 1000, 1, 1_000_000),
+            heartbeat: Duration::from_secs(env.bounded("EVENT_HEARTBEAT_SECS", 15, 1, 3600)),
+            client_buffer: env.bounded("EVENT_CLIENT_BUFFER", 256, 1, 65_536),
+        };
 
         let problems = env.problems.into_inner();
         if !problems.is_empty() {
@@ -407,6 +429,7 @@ impl Settings {
             api_key,
             store,
             log_format,
+            events,
         })
     }
 
@@ -526,6 +549,9 @@ mod tests {
             matches!(s.store, StoreSettings::Embedded(ref e) if e.data_dir == std::path::Path::new("./data"))
         );
         assert_eq!(s.warnings().len(), 4);
+        assert_eq!(s.events.max_streams, 1000);
+        assert_eq!(s.events.heartbeat, Duration::from_secs(15));
+        assert_eq!(s.events.client_buffer, 256);
     }
 
     #[test]

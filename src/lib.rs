@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod graph;
 pub mod http;
 pub mod metrics;

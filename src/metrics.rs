@@ -2,7 +2,7 @@
 //!
 //! Counters and histograms are lock-free atomics, so recording costs nanoseconds on the hot path;
 //! gauges that mirror other state (the embedded store's write queue) are read at scrape time.
-//! Names are prefixed `whatsapp_gateway_`. Event-stream subscriber gauges join when the stream does.
+//! Names are prefixed `whatsapp_gateway_`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -60,6 +60,9 @@ pub struct Metrics {
     pub messages_id_conflict: Counter,
     // Inbound (issue 7).
     pub webhook_items_quarantined: Counter,
+    // Live event stream (issue 7).
+    pub event_streams_open: Gauge,
+    pub event_streams_ended: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,6 +97,8 @@ impl Metrics {
             store_queue_depth: Gauge::default(),
             messages_id_conflict: Counter::default(),
             webhook_items_quarantined: Counter::default(),
+            event_streams_open: Gauge::default(),
+            event_streams_ended: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -170,6 +175,16 @@ impl Metrics {
             "webhook_items_quarantined",
             "Items of Meta deliveries that could not be attributed (kept in the quarantine, not stored as messages)",
             metrics.webhook_items_quarantined.clone(),
+        );
+        registry.register(
+            "event_streams_open",
+            "Event streams (SSE and WebSocket) open now",
+            metrics.event_streams_open.clone(),
+        );
+        registry.register(
+            "event_streams_ended",
+            "Event streams ended, by reason (client_gone, lagged, shutdown, store_unavailable)",
+            metrics.event_streams_ended.clone(),
         );
         Self {
             registry,

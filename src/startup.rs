@@ -13,10 +13,16 @@
 //!   timeout);
 //! - **HTTP/2 cleartext** is off unless HTTP2=true, and then capped at HTTP2_MAX_STREAMS streams
 //!   per connection;
-//! - **shutdown** closes idle connections at once (hyper's graceful shutdown), lets requests in
-//!   flight finish for SHUTDOWN_GRACE_SECS, and lets sends in flight finish for up to
+//! - **shutdown** first ends the event streams ([`crate::events`]: they would otherwise hold the
+//!   whole grace period), then closes idle connections at once (hyper's graceful shutdown), lets
+//!   requests in flight finish for SHUTDOWN_GRACE_SECS, and lets sends in flight finish for up to
 //!   GRAPH_TIMEOUT_SECS + 1 s: Meta may already have the message, and cutting the answer off would
 //!   make the client send it again.
+//!
+//! HTTP/1 connections are served with upgrades (for `GET /v1/ws`); an upgraded connection leaves
+//! the connection cap and counts against MAX_EVENT_STREAMS instead. Requests for `GET /v1/events`
+//! carry a [`StreamAbort`] token that closes their connection: a stalled SSE client's connection
+//! is never polled for the body, so only this can cut it off.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,9 +33,12 @@ use anyhow::Context;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::{Settings, StoreSettings};
+use crate::events::{EventHub, StreamAbort};
 use crate::graph::GraphClient;
 use crate::http::{self, AppState};
 use crate::store::Store;
@@ -89,6 +98,10 @@ impl Application {
                 .as_deref()
                 .and_then(|id| crate::domain::PhoneNumberId::parse(id).ok()),
         );
+        let metrics = crate::metrics::Metrics::new();
+        let events = EventHub::start(&settings, &store, &metrics)
+            .await
+            .context("starting the event reader")?;
         let state = Arc::new(AppState {
             conversations,
             store,
@@ -98,9 +111,10 @@ impl Application {
                 AppSecret::new(s).with_unicode_fallback(settings.webhook.unicode_fallback)
             }),
             api_key: settings.api_key.clone(),
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             edge: Arc::new(crate::http::edge::Edge::new(&settings.http)),
             allowed_hosts: settings.http.allowed_hosts.clone(),
+            events,
         });
         let app = http::app(state.clone(), &settings.http);
         let address = SocketAddr::new(settings.http.host, settings.http.port);
@@ -145,7 +159,9 @@ impl Application {
         let address = self.local_addr();
         let limits = self.connections;
         tracing::info!(%address, store = self.state.store.backend(), max_connections = limits.max_connections, http2 = limits.http2, "server.listening");
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Every connection task, and the signal that starts their graceful shutdown.
+        let connections = TaskTracker::new();
+        let draining = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(limits.max_connections));
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
@@ -190,40 +206,55 @@ impl Application {
             };
             let _ = stream.set_nodelay(true);
             let app = self.app.clone();
+            let abort = CancellationToken::new();
+            let stream_abort = abort.clone();
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(axum::body::Body::new);
                     request
                         .extensions_mut()
                         .insert(crate::http::edge::Connection::new(peer));
+                    if request.uri().path() == crate::events::sse::PATH {
+                        request
+                            .extensions_mut()
+                            .insert(StreamAbort(stream_abort.clone()));
+                    }
                     app.clone().oneshot(request)
                 },
             );
             let io = TokioIo::new(stream);
             let state = self.state.clone();
             state.metrics.connections_open.inc();
+            let draining = draining.clone();
             if limits.http2 {
-                let conn = graceful.watch(
-                    auto.serve_connection_with_upgrades(io, service)
-                        .into_owned(),
-                );
-                tokio::spawn(async move {
-                    let _ = conn.await;
+                let conn = auto
+                    .serve_connection_with_upgrades(io, service)
+                    .into_owned();
+                connections.spawn(async move {
+                    serve(conn, |c| c.graceful_shutdown(), draining, abort).await;
                     state.metrics.connections_open.dec();
                     drop(slot);
                 });
             } else {
-                let conn = graceful.watch(http1.serve_connection(io, service));
-                tokio::spawn(async move {
-                    let _ = conn.await;
+                let conn = http1.serve_connection(io, service).with_upgrades();
+                connections.spawn(async move {
+                    serve(conn, |c| c.graceful_shutdown(), draining, abort).await;
                     state.metrics.connections_open.dec();
                     drop(slot);
                 });
             }
         }
         drop(self.listener);
+        // Event streams end first: open streams would otherwise hold the whole grace period.
+        self.state.events.shutdown();
         tracing::info!("server.shutdown draining in-flight requests");
-        let mut drained = std::pin::pin!(graceful.shutdown());
+        draining.cancel();
+        connections.close();
+        let mut drained = std::pin::pin!(async {
+            connections.wait().await;
+            // WebSocket tasks (their connections left hyper at the upgrade) send their close.
+            self.state.events.stopped().await;
+        });
         if tokio::time::timeout(self.shutdown_grace, &mut drained)
             .await
             .is_ok()
@@ -254,6 +285,26 @@ impl Application {
             "server.shutdown grace period over; dropping remaining requests"
         );
         Ok(())
+    }
+}
+
+/// Serves one connection until it ends, starting its graceful shutdown (no new requests; idle
+/// connections close at once) when `draining` fires, and dropping it when `abort` fires.
+async fn serve<C: Future>(
+    conn: C,
+    graceful_shutdown: impl FnOnce(std::pin::Pin<&mut C>),
+    draining: CancellationToken,
+    abort: CancellationToken,
+) {
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = abort.cancelled() => return,
+        () = draining.cancelled() => graceful_shutdown(conn.as_mut()),
+    }
+    tokio::select! {
+        _ = conn => {}
+        () = abort.cancelled() => {}
     }
 }
 

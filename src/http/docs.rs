@@ -16,6 +16,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::events::{sse, ws};
 use crate::http::{error::FieldError, health, messages, metrics, v1, webhook};
 
 /// `{"detail": "<what went wrong>"}`.
@@ -77,11 +78,12 @@ pub struct StoredMessage {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "whatsapp-gateway", description = "WhatsApp Cloud API gateway: a drop-in replacement for the FastAPI + Redis server. Client endpoints need `Authorization: Bearer <API_KEY>` (or `X-API-Key`) when API_KEY is set."),
-    paths(messages::send_message, messages::get_messages, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz, metrics::render_metrics, v1::get_message, v1::list_conversations, v1::conversation_messages, v1::mark_read, v1::delete_conversation),
+    paths(messages::send_message, messages::get_messages, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz, metrics::render_metrics, v1::get_message, v1::list_conversations, v1::conversation_messages, v1::mark_read, v1::delete_conversation, sse::stream_events, ws::stream_events_ws),
     components(schemas(Detail, ValidationDetail, GraphErrorDetail, SendResponse, StoredMessage, FieldError)),
     modifiers(&SecuritySchemes, &CommonResponses),
     tags((name = "messages", description = "Send and read messages (client apps)"),
          (name = "webhook", description = "Called by Meta"),
+         (name = "events", description = "The live event stream (SSE and WebSocket): every event the store records, as `{\"id\",\"type\",\"data\"}`"),
          (name = "health", description = "Liveness and readiness"))
 )]
 pub struct ApiDoc;
@@ -114,7 +116,7 @@ const NOT_JSON: &str =
 const HOST_NOT_ALLOWED: &str = "Host header not allowed: while API_KEY is unset, client endpoints answer only requests addressed to ALLOWED_HOSTS (loopback names by default); add the host (e.g. a tunnel's name) or set API_KEY";
 
 /// Client endpoints (Host-checked while API_KEY is unset); the first two take JSON bodies.
-const CLIENT_PATHS: [&str; 3] = ["/send", "/get", "/metrics"];
+const CLIENT_PATHS: [&str; 5] = ["/send", "/get", "/metrics", "/v1/events", "/v1/ws"];
 const JSON_PATHS: [&str; 2] = ["/send", "/get"];
 
 impl Modify for CommonResponses {

@@ -42,6 +42,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::HttpSettings;
+use crate::events;
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub allowed_hosts: crate::config::AllowedHosts,
     /// The conversation service.
     pub conversations: crate::service::conversations::Conversations,
+    /// The live event stream's reader and subscribers ([`crate::events`]).
+    pub events: Arc<crate::events::EventHub>,
 }
 
 /// The whole HTTP application: the middleware stack around the router, as one cloneable service.
@@ -146,6 +149,8 @@ fn router(state: Arc<AppState>) -> Router {
             "/v1/conversations/{contact}",
             axum::routing::delete(v1::delete_conversation),
         )
+        .route(events::sse::PATH, get(events::sse::stream_events))
+        .route(events::ws::PATH, get(events::ws::stream_events_ws))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

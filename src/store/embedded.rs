@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use super::batch::{Batched, Grouper};
 use super::readiness::spawn_probe;
@@ -264,6 +264,8 @@ struct Inner {
     writer: mpsc::Sender<Job>,
     readers: Readers,
     readiness: Readiness,
+    /// Marked changed after every commit (the event reader's wake-up).
+    committed: watch::Sender<()>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -293,7 +295,9 @@ impl EmbeddedStore {
         let identity = file_identity(&path)?;
         let readers = Readers::open(&path)?;
         let readiness = Readiness::default();
+        let (committed, _) = watch::channel(());
         let writer = Writer {
+            committed: committed.clone(),
             conn,
             path,
             data_dir: settings.data_dir.clone(),
@@ -311,6 +315,7 @@ impl EmbeddedStore {
                 writer: tx,
                 readers,
                 readiness,
+                committed,
             }),
         };
         spawn_probe(Arc::downgrade(&store.inner), |inner| async move {
@@ -321,6 +326,11 @@ impl EmbeddedStore {
 
     pub(super) fn readiness(&self) -> &Readiness {
         &self.inner.readiness
+    }
+
+    /// Marked changed after every commit, so the event reader reads new events at once.
+    pub fn commits(&self) -> watch::Receiver<()> {
+        self.inner.committed.subscribe()
     }
 
     /// Stores one chunk (at most [`super::MAX_MESSAGES_PER_WRITE`] messages) in one transaction.
@@ -669,6 +679,7 @@ struct Writer {
     lost: Option<String>,
     readiness: Readiness,
     event_retention: usize,
+    committed: watch::Sender<()>,
 }
 
 impl Writer {
@@ -697,6 +708,7 @@ impl Writer {
                 });
             match written {
                 Ok(outcomes) => {
+                    self.committed.send_replace(());
                     for (job, answer) in group.drain(..).zip(outcomes) {
                         match (job, answer) {
                             (Job::Save { reply, .. }, Answer::Outcomes(o)) => {

@@ -38,6 +38,12 @@ async fn openapi_documents_every_endpoint_and_its_errors() {
         ("/healthz", "get", &["200", "503"][..]),
         ("/readyz", "get", &["200", "503"][..]),
         ("/metrics", "get", &["200", "401", "403", "503"][..]),
+        (
+            "/v1/events",
+            "get",
+            &["200", "401", "403", "422", "503"][..],
+        ),
+        ("/v1/ws", "get", &["101", "401", "403", "422", "503"][..]),
     ] {
         let responses = paths[path][verb]["responses"]
             .as_object()

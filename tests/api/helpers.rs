@@ -569,3 +569,40 @@ pub fn numbered_messages(prefix: &str, from: &str, first: usize, count: usize) -
         .map(|i| text_message(&format!("{prefix}{i}"), from, &format!("text {i}")))
         .collect()
 }
+
+// ---- Live event stream helpers (issue 7) ----
+
+/// Starts a second gateway instance on `first`'s Redis, with the same key prefixes (its own data
+/// directory and Graph mock), letting `configure` change variables first.
+pub async fn spawn_instance_sharing_redis(
+    first: &TestApp,
+    configure: impl FnOnce(&mut HashMap<String, String>),
+) -> TestApp {
+    let shared: Vec<(String, String)> = ["REDIS_URL", "REDIS_INBOUND_LIST", "REDIS_KEY_PREFIX"]
+        .iter()
+        .filter_map(|k| Some((k.to_string(), first.vars.get(*k)?.clone())))
+        .collect();
+    assert!(!shared.is_empty(), "the first instance must use Redis");
+    spawn_app_on(None, move |vars| {
+        vars.extend(shared);
+        configure(vars);
+    })
+    .await
+}
+
+impl TestApp {
+    /// Stops the server gracefully (as SIGTERM does) and returns how long it took; panics after
+    /// `within`.
+    pub async fn stop(&mut self, within: Duration) -> Duration {
+        let started = Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let server = std::mem::replace(&mut self.server, tokio::spawn(async {}));
+        tokio::time::timeout(within, server)
+            .await
+            .unwrap_or_else(|_| panic!("server did not stop within {within:?}"))
+            .unwrap();
+        started.elapsed()
+    }
+}

@@ -9,6 +9,7 @@ mod conversations;
 mod docs;
 mod echo_bounds;
 mod edge;
+mod events;
 mod get;
 mod get_stream;
 mod health;

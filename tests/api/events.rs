@@ -1,0 +1,958 @@
+//! The live event stream: `GET /v1/events` (SSE) and `GET /v1/ws` (WebSocket), over real HTTP, on
+//! both backends (a real redis-server; SQLite in a temp dir). Every wait is bounded.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+
+use crate::contract_tests;
+use crate::helpers::*;
+
+/// Longest wait for anything that should happen "at once".
+const WAIT: Duration = Duration::from_secs(10);
+/// A second business number.
+const OTHER_PHONE_NUMBER_ID: &str = "999888777666";
+const ALICE: &str = "919216598210";
+const BOB: &str = "14155550123";
+
+/// One SSE frame.
+#[derive(Debug, Clone, Default)]
+struct Frame {
+    id: Option<String>,
+    event: Option<String>,
+    data: Option<String>,
+    comments: Vec<String>,
+}
+
+impl Frame {
+    fn json(&self) -> Value {
+        serde_json::from_str(self.data.as_deref().expect("a data line")).expect("JSON data")
+    }
+
+    fn kind(&self) -> &str {
+        self.event.as_deref().unwrap_or("message")
+    }
+}
+
+/// An open SSE response, parsed frame by frame.
+struct Sse {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl Sse {
+    async fn open(app: &TestApp, query: &str, last_event_id: Option<&str>) -> Self {
+        let response = Self::request(app, query, last_event_id).await;
+        assert_eq!(response.status(), 200, "GET /v1/events{query}");
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Self {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    async fn request(app: &TestApp, query: &str, last_event_id: Option<&str>) -> reqwest::Response {
+        let mut request = app.http.get(app.url(&format!("/v1/events{query}")));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id);
+        }
+        tokio::time::timeout(WAIT, request.send())
+            .await
+            .expect("the stream answers")
+            .unwrap()
+    }
+
+    /// The next frame (events and comments alike), `None` when the stream ended.
+    async fn next_frame(&mut self, within: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                return Some(parse_frame(&String::from_utf8(raw).unwrap()));
+            }
+            match tokio::time::timeout_at(deadline, self.response.chunk()).await {
+                Err(_) => panic!("no SSE frame within {within:?}"),
+                Ok(Ok(Some(chunk))) => self.buffer.extend_from_slice(&chunk),
+                Ok(Ok(None) | Err(_)) => return None,
+            }
+        }
+    }
+
+    /// The next frame that is not only a comment (a heartbeat).
+    async fn next_event(&mut self, within: Duration) -> Frame {
+        loop {
+            let frame = self.next_frame(within).await.expect("the stream is open");
+            if frame.event.is_some() || frame.data.is_some() {
+                return frame;
+            }
+        }
+    }
+
+    async fn events(&mut self, n: usize) -> Vec<Frame> {
+        let mut frames = Vec::with_capacity(n);
+        for _ in 0..n {
+            frames.push(self.next_event(WAIT).await);
+        }
+        frames
+    }
+
+    /// Asserts that no event (comments aside) arrives for `quiet`.
+    async fn assert_quiet(&mut self, quiet: Duration) {
+        let deadline = tokio::time::Instant::now() + quiet;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let next = tokio::time::timeout(left, self.next_frame(quiet + WAIT)).await;
+            match next {
+                Err(_) => return,
+                Ok(Some(frame)) if frame.event.is_none() && frame.data.is_none() => {}
+                Ok(other) => panic!("expected no event, got {other:?}"),
+            }
+        }
+    }
+}
+
+fn parse_frame(text: &str) -> Frame {
+    let mut frame = Frame::default();
+    for line in text.lines() {
+        if let Some(comment) = line.strip_prefix(':') {
+            frame.comments.push(comment.trim().to_owned());
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value).to_owned();
+        match field {
+            "id" => frame.id = Some(value),
+            "event" => frame.event = Some(value),
+            "data" => {
+                frame.data = Some(match frame.data.take() {
+                    Some(previous) => format!("{previous}\n{value}"),
+                    None => value,
+                })
+            }
+            _ => {}
+        }
+    }
+    frame
+}
+
+/// An event id as an ordered pair: `(ms, seq)` on Redis, `(n, 0)` on SQLite.
+fn order(id: &str) -> (u64, u64) {
+    match id.split_once('-') {
+        Some((ms, seq)) => (ms.parse().unwrap(), seq.parse().unwrap()),
+        None => (id.parse().unwrap(), 0),
+    }
+}
+
+/// Asserts that `frames` are events with ids strictly increasing, each equal to its envelope's.
+fn assert_increasing(frames: &[Frame]) {
+    let mut previous = None;
+    for frame in frames {
+        let id = frame.id.as_deref().expect("an event id");
+        assert_eq!(frame.json()["id"], id, "envelope id of {frame:?}");
+        let key = order(id);
+        if let Some(previous) = previous {
+            assert!(key > previous, "ids not increasing: {frames:?}");
+        }
+        previous = Some(key);
+    }
+}
+
+/// The `(type, message id)` of each event (`data.id`, or `data.last_message_id`).
+fn summary(frames: &[Frame]) -> Vec<(String, String)> {
+    frames
+        .iter()
+        .map(|f| {
+            let data = &f.json()["data"];
+            let id = data["id"]
+                .as_str()
+                .or(data["last_message_id"].as_str())
+                .unwrap_or_default();
+            (f.kind().to_owned(), id.to_owned())
+        })
+        .collect()
+}
+
+fn pair(kind: &str, id: &str) -> (String, String) {
+    (kind.to_owned(), id.to_owned())
+}
+
+/// A notification on `phone_number_id` carrying `messages`.
+fn webhook_on(phone_number_id: &str, messages: Vec<Value>) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15551713917", "phone_number_id": phone_number_id },
+            "messages": messages,
+        }}]}]
+    })
+    .to_string()
+}
+
+async fn post_ok(app: &TestApp, body: &str) {
+    let response = app.post_webhook(body).await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// Posts one text message from `from` with id `id`.
+async fn post_message(app: &TestApp, id: &str, from: &str) {
+    post_ok(app, &webhook_with(vec![text_message(id, from, "hi")])).await;
+}
+
+async fn webhook_events_arrive_in_order_with_the_envelope(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut sse = Sse::open(&app, "", None).await;
+
+    post_message(&app, "wamid.A1", ALICE).await;
+
+    let frames = sse.events(2).await;
+    assert_increasing(&frames);
+    assert_eq!(
+        summary(&frames),
+        [
+            pair("message_incoming", "wamid.A1"),
+            pair("conversation_updated", "wamid.A1")
+        ]
+    );
+    let incoming = frames[0].json();
+    assert_eq!(
+        incoming.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["data", "id", "type"]
+    );
+    assert_eq!(incoming["type"], "message_incoming");
+    let data = &incoming["data"];
+    assert_eq!(data["direction"], "inbound");
+    assert_eq!(data["phone_number_id"], PHONE_NUMBER_ID);
+    assert_eq!(data["contact"]["id"], ALICE);
+    assert_eq!(data["body"], "hi");
+    assert_eq!(data["raw"]["id"], "wamid.A1");
+    let conversation = &frames[1].json()["data"];
+    assert_eq!(conversation["contact"]["id"], ALICE);
+    assert_eq!(conversation["message_count"], 1);
+    assert_eq!(conversation["unread_count"], 1);
+    sse.assert_quiet(Duration::from_millis(300)).await;
+}
+
+async fn resume_with_last_event_id_gets_exactly_the_missed_events_then_live_ones(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut first = Sse::open(&app, "", None).await;
+    post_message(&app, "wamid.R1", ALICE).await;
+    let seen = first.events(2).await;
+    let cursor = seen[1].id.clone().unwrap();
+    drop(first);
+
+    // Missed while disconnected.
+    post_message(&app, "wamid.R2", BOB).await;
+    post_message(&app, "wamid.R3", ALICE).await;
+
+    let mut resumed = Sse::open(&app, "", Some(&cursor)).await;
+    let mut frames = resumed.events(4).await;
+    post_message(&app, "wamid.R4", BOB).await;
+    frames.extend(resumed.events(2).await);
+    assert_eq!(
+        summary(&frames),
+        [
+            pair("message_incoming", "wamid.R2"),
+            pair("conversation_updated", "wamid.R2"),
+            pair("message_incoming", "wamid.R3"),
+            pair("conversation_updated", "wamid.R3"),
+            pair("message_incoming", "wamid.R4"),
+            pair("conversation_updated", "wamid.R4"),
+        ]
+    );
+    assert_increasing(&[&seen[..], &frames[..]].concat());
+    resumed.assert_quiet(Duration::from_millis(300)).await;
+
+    // `?after=` does the same; Last-Event-ID (what EventSource sends on reconnect) wins over it.
+    let mut by_query = Sse::open(&app, &format!("?after={cursor}"), None).await;
+    assert_eq!(summary(&by_query.events(6).await), summary(&frames));
+    let newest = frames[5].id.clone().unwrap();
+    let mut both = Sse::open(&app, &format!("?after={cursor}"), Some(&newest)).await;
+    both.assert_quiet(Duration::from_millis(300)).await;
+}
+
+async fn resume_while_webhooks_keep_arriving_has_no_gap_and_no_duplicate(backend: Backend) {
+    let app = std::sync::Arc::new(spawn_app(backend).await);
+    let mut first = Sse::open(&app, "?types=message_incoming", None).await;
+    const TOTAL: usize = 40;
+    let poster = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            for i in 0..TOTAL {
+                post_message(&app, &format!("wamid.G{i}"), ALICE).await;
+            }
+        })
+    };
+    let mut frames = first.events(5).await;
+    let cursor = frames[4].id.clone().unwrap();
+    drop(first);
+    let mut resumed = Sse::open(&app, "?types=message_incoming", Some(&cursor)).await;
+    frames.extend(resumed.events(TOTAL - 5).await);
+    tokio::time::timeout(WAIT, poster).await.unwrap().unwrap();
+    resumed.assert_quiet(Duration::from_millis(300)).await;
+
+    assert_increasing(&frames);
+    let ids: Vec<String> = summary(&frames).into_iter().map(|(_, id)| id).collect();
+    let expected: Vec<String> = (0..TOTAL).map(|i| format!("wamid.G{i}")).collect();
+    assert_eq!(ids, expected, "every message once, in order");
+}
+
+async fn filters_select_by_contact_phone_number_id_and_types(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut by_contact = Sse::open(&app, "?contact=%2B91%2092165-98210", None).await;
+    let mut by_number = Sse::open(
+        &app,
+        &format!("?phone_number_id={OTHER_PHONE_NUMBER_ID}"),
+        None,
+    )
+    .await;
+    let mut by_type = Sse::open(&app, "?types=conversation_updated", None).await;
+    let mut combined = Sse::open(
+        &app,
+        &format!("?types=webhook_error,%20message_incoming&phone_number_id={PHONE_NUMBER_ID}"),
+        None,
+    )
+    .await;
+
+    post_ok(
+        &app,
+        &webhook_on(PHONE_NUMBER_ID, vec![text_message("wamid.FA", ALICE, "a")]),
+    )
+    .await;
+    post_ok(
+        &app,
+        &webhook_on(
+            OTHER_PHONE_NUMBER_ID,
+            vec![text_message("wamid.FB", BOB, "b")],
+        ),
+    )
+    .await;
+    // A message without an id cannot be attributed: quarantined, announced as webhook_error.
+    post_ok(
+        &app,
+        &webhook_on(
+            PHONE_NUMBER_ID,
+            vec![json!({ "from": ALICE, "type": "text" })],
+        ),
+    )
+    .await;
+    // A status of Alice's message: a message_status event with her as the contact.
+    let status = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID },
+            "statuses": [{ "id": "wamid.FA", "status": "delivered", "timestamp": "1757936800", "recipient_id": ALICE }],
+        }}]}]
+    });
+    post_ok(&app, &status.to_string()).await;
+
+    assert_eq!(
+        summary(&by_contact.events(3).await),
+        [
+            pair("message_incoming", "wamid.FA"),
+            pair("conversation_updated", "wamid.FA"),
+            pair("message_status", "wamid.FA"),
+        ]
+    );
+    assert_eq!(
+        summary(&by_number.events(2).await),
+        [
+            pair("message_incoming", "wamid.FB"),
+            pair("conversation_updated", "wamid.FB")
+        ]
+    );
+    assert_eq!(
+        summary(&by_type.events(2).await),
+        [
+            pair("conversation_updated", "wamid.FA"),
+            pair("conversation_updated", "wamid.FB")
+        ]
+    );
+    let frames = combined.events(2).await;
+    assert_eq!(frames[0].kind(), "message_incoming");
+    assert_eq!(frames[1].kind(), "webhook_error");
+    let error = &frames[1].json()["data"];
+    assert_eq!(error["phone_number_id"], PHONE_NUMBER_ID);
+    assert_eq!(error["path"], "entry[0].changes[0].value.messages[0].id");
+    for stream in [&mut by_contact, &mut by_number, &mut by_type, &mut combined] {
+        stream.assert_quiet(Duration::from_millis(200)).await;
+    }
+}
+
+async fn invalid_cursors_and_filters_are_422(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for query in [
+        "?after=abc",
+        "?after=1-2-3",
+        "?contact=12ab",
+        "?phone_number_id=a:b",
+        &format!("?types={}", "t,".repeat(100)),
+    ] {
+        let response = Sse::request(&app, query, None).await;
+        assert_eq!(response.status(), 422, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["detail"][0]["loc"][0], "query", "{query}: {body}");
+    }
+    let response = Sse::request(&app, "", Some("not an id")).await;
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["detail"][0]["loc"], json!(["header", "last-event-id"]));
+}
+
+async fn a_cursor_older_than_the_retained_window_gets_reset_first(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("EVENT_RETENTION".into(), "100".into());
+    })
+    .await;
+    let mut first = Sse::open(&app, "", None).await;
+    post_message(&app, "wamid.OLD", ALICE).await;
+    let cursor = first.events(2).await[0].id.clone().unwrap();
+    drop(first);
+    // 8 x (30 message_incoming + 1 conversation_updated): far past a retention of 100. (A
+    // single write of more events than the retention would trim some of its own events before
+    // anyone could read them: live clients would get a reset too.)
+    for batch in 0..8 {
+        let messages = numbered_messages(&format!("wamid.T{batch}-"), ALICE, 0, 30);
+        post_ok(&app, &webhook_with(messages)).await;
+    }
+    let newest = match backend {
+        Backend::Redis => {
+            let entries: Vec<(String, Vec<(String, String)>)> = app
+                .redis
+                .as_ref()
+                .unwrap()
+                .query(
+                    redis::cmd("XREVRANGE")
+                        .arg("test:events")
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1),
+                )
+                .await;
+            entries[0].0.clone()
+        }
+        // 2 events of wamid.OLD, then 8 x 31.
+        Backend::Embedded => "250".to_owned(),
+    };
+
+    let mut resumed = Sse::open(&app, "", Some(&cursor)).await;
+    let reset = resumed.next_event(WAIT).await;
+    assert_eq!(reset.kind(), "reset");
+    assert!(reset.id.is_none(), "a reset has no id: {reset:?}");
+    let envelope = reset.json();
+    assert_eq!(envelope["type"], "reset");
+    assert_eq!(envelope["data"]["reason"], "cursor_expired");
+    assert_eq!(envelope["data"]["cursor"], cursor.as_str());
+    assert!(
+        envelope["data"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("REST API")
+    );
+    // Then the oldest retained event onwards, up to the newest.
+    let mut frames = vec![resumed.next_event(WAIT).await];
+    while frames.last().unwrap().id.as_deref() != Some(newest.as_str()) {
+        frames.push(resumed.next_event(WAIT).await);
+    }
+    assert_increasing(&frames);
+    assert!(order(frames[0].id.as_deref().unwrap()) > order(&cursor));
+    assert!(
+        frames.len() >= 100 && frames.len() < 248,
+        "{} events",
+        frames.len()
+    );
+    assert_eq!(frames.last().unwrap().kind(), "conversation_updated");
+    resumed.assert_quiet(Duration::from_millis(200)).await;
+
+    // A cursor ahead of the log (another store, or one that was reset) gets reset too.
+    let ahead = match backend {
+        Backend::Redis => "99999999999999-0",
+        Backend::Embedded => "99999999",
+    };
+    let mut unknown = Sse::open(&app, "", Some(ahead)).await;
+    let reset = unknown.next_event(WAIT).await;
+    assert_eq!(reset.kind(), "reset");
+    assert_eq!(reset.json()["data"]["reason"], "unknown_cursor");
+}
+
+/// A WebSocket client to `/v1/ws<query>`.
+async fn open_ws(
+    app: &TestApp,
+    query: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    let url = format!("{}/v1/ws{query}", app.address.replacen("http", "ws", 1));
+    let (socket, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("the handshake completes")
+        .expect("the handshake succeeds");
+    assert_eq!(response.status(), 101);
+    socket
+}
+
+/// The next WebSocket message that is not a ping or pong.
+async fn next_ws<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>) -> tungstenite::Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let message = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket is open")
+            .expect("a valid message");
+        if !matches!(
+            message,
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_)
+        ) {
+            return message;
+        }
+    }
+}
+
+fn text(message: tungstenite::Message) -> String {
+    match message {
+        tungstenite::Message::Text(text) => text.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+async fn websocket_receives_the_same_envelopes_and_resumes_with_after(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut sse = Sse::open(&app, "", None).await;
+    let mut ws = open_ws(&app, "").await;
+
+    post_message(&app, "wamid.W1", ALICE).await;
+
+    let frames = sse.events(2).await;
+    let messages = [text(next_ws(&mut ws).await), text(next_ws(&mut ws).await)];
+    for (frame, message) in frames.iter().zip(&messages) {
+        assert_eq!(
+            frame.data.as_deref(),
+            Some(message.as_str()),
+            "same envelope"
+        );
+    }
+    let cursor = frames[1].id.clone().unwrap();
+    drop(ws);
+
+    post_message(&app, "wamid.W2", BOB).await;
+    let mut resumed = open_ws(&app, &format!("?after={cursor}&types=message_incoming")).await;
+    let envelope: Value = serde_json::from_str(&text(next_ws(&mut resumed).await)).unwrap();
+    assert_eq!(envelope["type"], "message_incoming");
+    assert_eq!(envelope["data"]["id"], "wamid.W2");
+    assert!(order(envelope["id"].as_str().unwrap()) > order(&cursor));
+    post_message(&app, "wamid.W3", BOB).await;
+    let envelope: Value = serde_json::from_str(&text(next_ws(&mut resumed).await)).unwrap();
+    assert_eq!(envelope["data"]["id"], "wamid.W3");
+}
+
+async fn heartbeats_arrive_on_an_idle_stream(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("EVENT_HEARTBEAT_SECS".into(), "1".into());
+        // The request timeout bounds the handler, never a stream's body.
+        vars.insert("REQUEST_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    let mut sse = Sse::open(&app, "", None).await;
+    let started = Instant::now();
+    let frame = sse.next_frame(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(frame.comments, ["keep-alive"], "{frame:?}");
+    assert!(frame.event.is_none() && frame.data.is_none());
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    for _ in 0..2 {
+        let frame = sse.next_frame(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(frame.comments, ["keep-alive"]);
+    }
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "open past REQUEST_TIMEOUT_SECS"
+    );
+
+    let mut ws = open_ws(&app, "").await;
+    let ping = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("a ping in time")
+        .unwrap()
+        .unwrap();
+    assert!(matches!(ping, tungstenite::Message::Ping(_)), "{ping:?}");
+}
+
+async fn shutdown_ends_open_streams_promptly(backend: Backend) {
+    let mut app = spawn_app_with(backend, |vars| {
+        vars.insert("SHUTDOWN_GRACE_SECS".into(), "30".into());
+    })
+    .await;
+    let mut sse = Sse::open(&app, "", None).await;
+    let mut ws = open_ws(&app, "").await;
+    // A stream that has replayed a backlog and is live.
+    post_message(&app, "wamid.S1", ALICE).await;
+    sse.events(2).await;
+
+    let took = app.stop(Duration::from_secs(15)).await;
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(
+        sse.next_frame(Duration::from_secs(5)).await.is_none(),
+        "the SSE stream ended"
+    );
+    loop {
+        match next_ws(&mut ws).await {
+            tungstenite::Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1001);
+                break;
+            }
+            tungstenite::Message::Text(_) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+async fn streams_have_their_own_cap_and_hold_no_client_slot(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("MAX_EVENT_STREAMS".into(), "2".into());
+        vars.insert("CLIENT_CONCURRENCY_LIMIT".into(), "1".into());
+        vars.insert("EVENT_HEARTBEAT_SECS".into(), "1".into());
+    })
+    .await;
+    let first = Sse::open(&app, "", None).await;
+    let _second = open_ws(&app, "").await;
+    let refused = Sse::request(&app, "", None).await;
+    assert_eq!(refused.status(), 503);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_EVENT_STREAMS"),
+        "{body}"
+    );
+    // Open streams hold no CLIENT_CONCURRENCY_LIMIT slot: the client API still answers.
+    assert_eq!(app.post_get(json!({ "number": ALICE })).await.status(), 200);
+    assert_eq!(app.get_status("/metrics").await, 200);
+
+    // A closed stream gives its slot back.
+    drop(first);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = Sse::request(&app, "", None).await;
+        if response.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_stalled_client_is_disconnected_while_webhooks_stay_fast(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("EVENT_CLIENT_BUFFER".into(), "4".into());
+    })
+    .await;
+    // A client with a tiny receive window that sends its request and never reads.
+    let mut stalled = small_window_connection(&app).await;
+    stalled
+        .write_all(b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while app.metric("whatsapp_gateway_event_streams_open").await < 1.0 {
+        assert!(Instant::now() < deadline, "the stream did not open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // 200 webhooks with large messages (several MB of events for the stalled client).
+    let text = "x".repeat(8000);
+    let mut latencies = Vec::with_capacity(200);
+    for i in 0..200 {
+        let body = webhook_with(vec![text_message(&format!("wamid.L{i}"), ALICE, &text)]);
+        let started = Instant::now();
+        let response = app.post_webhook(&body).await;
+        latencies.push(started.elapsed());
+        assert_eq!(response.status(), 200);
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100 - 1];
+    assert!(p99 < Duration::from_millis(200), "p99 {p99:?}");
+
+    // The stalled client was cut off (after LAG_GRACE), its stream slot freed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while app.metric("whatsapp_gateway_event_streams_open").await > 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled stream is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"whatsapp_gateway_event_streams_ended_total{reason="lagged"} 1"#),
+        "{metrics}"
+    );
+    // Its connection is closed: reading it reaches the end.
+    let mut sink = vec![0u8; 64 * 1024];
+    let drained = tokio::time::timeout(WAIT, async {
+        loop {
+            match stalled.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection was not closed");
+}
+
+/// A TCP connection to `app` with a tiny receive window (so a client that does not read stalls
+/// the server's writes after a few kilobytes).
+async fn small_window_connection(app: &TestApp) -> tokio::net::TcpStream {
+    let address: std::net::SocketAddr = app.address.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(address).await.unwrap()
+}
+
+/// Posts webhooks with large messages until the server reports a stream ended as `lagged`
+/// (at most 300).
+async fn post_until_lagged(app: &TestApp) {
+    let text = "x".repeat(8000);
+    for i in 0..300 {
+        let body = webhook_with(vec![text_message(&format!("wamid.SL{i}"), ALICE, &text)]);
+        assert_eq!(app.post_webhook(&body).await.status(), 200);
+        let metrics = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(r#"event_streams_ended_total{reason="lagged"} 1"#) {
+            return;
+        }
+    }
+    panic!("the slow client never lagged");
+}
+
+async fn a_slow_sse_client_gets_a_final_lagged_error(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("EVENT_CLIENT_BUFFER".into(), "4".into());
+    })
+    .await;
+    let mut slow = small_window_connection(&app).await;
+    slow.write_all(b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while app.metric("whatsapp_gateway_event_streams_open").await < 1.0 {
+        assert!(Instant::now() < deadline, "the stream did not open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    post_until_lagged(&app).await;
+    // Reading again (within LAG_GRACE): what was queued, the `error` frame, then the end of the
+    // response (the last chunk; the connection itself may stay open for the next request).
+    let mut received = Vec::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    tokio::time::timeout(WAIT, async {
+        while !received.ends_with(b"\r\n0\r\n\r\n") {
+            match slow.read(&mut buffer).await.unwrap() {
+                0 => break,
+                n => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    let received = String::from_utf8_lossy(&received);
+    let last_frame = received.rsplit("event: ").next().unwrap();
+    assert!(last_frame.starts_with("error\n"), "{last_frame}");
+    assert!(last_frame.contains(r#""reason":"lagged""#), "{last_frame}");
+    assert!(received.contains("event: message_incoming"));
+}
+
+async fn a_slow_websocket_client_is_closed_with_lagged(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("EVENT_CLIENT_BUFFER".into(), "4".into());
+    })
+    .await;
+    let stream = small_window_connection(&app).await;
+    let url = format!("{}/v1/ws", app.address.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+        .await
+        .unwrap()
+        .unwrap();
+    post_until_lagged(&app).await;
+    let mut events = 0;
+    let error = loop {
+        let message = text(next_ws(&mut ws).await);
+        let envelope: Value = serde_json::from_str(&message).unwrap();
+        if envelope["type"] == "error" {
+            break envelope;
+        }
+        assert!(envelope["id"].is_string());
+        events += 1;
+    };
+    assert!(events > 0);
+    assert!(error.get("id").is_none());
+    assert_eq!(error["data"]["reason"], "lagged");
+    match next_ws(&mut ws).await {
+        tungstenite::Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1013);
+            assert_eq!(frame.reason.as_str(), "lagged");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+}
+
+contract_tests!(
+    webhook_events_arrive_in_order_with_the_envelope,
+    resume_with_last_event_id_gets_exactly_the_missed_events_then_live_ones,
+    resume_while_webhooks_keep_arriving_has_no_gap_and_no_duplicate,
+    filters_select_by_contact_phone_number_id_and_types,
+    invalid_cursors_and_filters_are_422,
+    a_cursor_older_than_the_retained_window_gets_reset_first,
+    websocket_receives_the_same_envelopes_and_resumes_with_after,
+    heartbeats_arrive_on_an_idle_stream,
+    shutdown_ends_open_streams_promptly,
+    streams_have_their_own_cap_and_hold_no_client_slot,
+    a_stalled_client_is_disconnected_while_webhooks_stay_fast,
+    a_slow_sse_client_gets_a_final_lagged_error,
+    a_slow_websocket_client_is_closed_with_lagged,
+);
+
+#[tokio::test]
+async fn a_webhook_on_one_instance_reaches_a_stream_on_another() {
+    let a = spawn_app(Backend::Redis).await;
+    let b = spawn_instance_sharing_redis(&a, |_| {}).await;
+    let mut on_a = Sse::open(&a, "", None).await;
+    let mut on_b = Sse::open(&b, "", None).await;
+    let mut ws_on_b = open_ws(&b, "?types=message_incoming").await;
+
+    post_message(&a, "wamid.X1", ALICE).await;
+    post_message(&b, "wamid.X2", BOB).await;
+
+    let expected = [
+        pair("message_incoming", "wamid.X1"),
+        pair("conversation_updated", "wamid.X1"),
+        pair("message_incoming", "wamid.X2"),
+        pair("conversation_updated", "wamid.X2"),
+    ];
+    let from_a = on_a.events(4).await;
+    let from_b = on_b.events(4).await;
+    assert_eq!(summary(&from_b), expected);
+    assert_eq!(summary(&from_a), expected);
+    let ids = |frames: &[Frame]| frames.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        ids(&from_a),
+        ids(&from_b),
+        "one log, the same ids everywhere"
+    );
+    let envelope: Value = serde_json::from_str(&text(next_ws(&mut ws_on_b).await)).unwrap();
+    assert_eq!(envelope["data"]["id"], "wamid.X1");
+
+    // B resumes from A's ids.
+    let cursor = from_a[1].id.clone().unwrap();
+    let mut resumed = Sse::open(&b, "", Some(&cursor)).await;
+    assert_eq!(summary(&resumed.events(2).await), expected[2..]);
+}
+
+#[tokio::test]
+async fn the_redis_reader_reconnects_after_redis_restarts() {
+    let mut app = spawn_app(Backend::Redis).await;
+    let mut sse = Sse::open(&app, "", None).await;
+    post_message(&app, "wamid.B1", ALICE).await;
+    sse.events(2).await;
+
+    app.redis().restart();
+    // Webhooks get 503 until the store reconnects; then the reader is back too.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let response = app
+            .post_webhook(&webhook_with(vec![text_message("wamid.B2", ALICE, "x")]))
+            .await;
+        if response.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the store did not reconnect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The restarted Redis lost the stream (no persistence here): the reader finds its last id
+    // gone, so clients get reset, then the events written since.
+    let reset = sse.next_event(WAIT).await;
+    assert_eq!(reset.kind(), "reset");
+    assert_eq!(reset.json()["data"]["reason"], "events_missed");
+    let frames = sse.events(2).await;
+    assert_eq!(
+        summary(&frames),
+        [
+            pair("message_incoming", "wamid.B2"),
+            pair("conversation_updated", "wamid.B2")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn streams_need_the_api_key_when_it_is_set() {
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("API_KEY".into(), "k-events".into());
+    })
+    .await;
+    assert_eq!(app.get_status("/v1/events").await, 401);
+    assert_eq!(app.get_status("/v1/ws").await, 401);
+    let response = app
+        .http
+        .get(app.url("/v1/events"))
+        .header("X-API-Key", "k-events")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut request = format!("{}/v1/ws", app.address.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer k-events".parse().unwrap());
+    let (_socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+}
+
+#[tokio::test]
+async fn without_an_api_key_websockets_from_foreign_origins_are_refused() {
+    let app = spawn_app(Backend::Embedded).await;
+    let mut request = format!("{}/v1/ws", app.address.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    let mut request = format!("{}/v1/ws", app.address.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "http://localhost:8000".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(request).await.is_ok());
+}
