@@ -788,6 +788,11 @@ fn write_group(
     event_retention: usize,
 ) -> rusqlite::Result<Vec<Answer>> {
     let tx = conn.transaction()?;
+    // The newest event before this group: trimming never reaches the group's own events, so a
+    // write with more events than EVENT_RETENTION still reaches every reader.
+    let events_before: i64 = tx
+        .prepare_cached("SELECT coalesce(max(id), 0) FROM events")?
+        .query_row([], |r| r.get(0))?;
     let mut outcomes = Vec::with_capacity(group.len());
     {
         let mut find = tx.prepare_cached(
@@ -967,7 +972,7 @@ fn write_group(
             let last: i64 = tx
                 .prepare_cached("SELECT coalesce(max(id), 0) FROM events")?
                 .query_row([], |r| r.get(0))?;
-            let cutoff = last - event_retention as i64;
+            let cutoff = (last - event_retention as i64).min(events_before);
             if cutoff > 0 {
                 tx.prepare_cached("DELETE FROM events WHERE id <= ?1")?
                     .execute(params![cutoff])?;

@@ -431,7 +431,7 @@ impl RedisStore {
         for w in writes {
             invocation.key(format!("{p}:msg:{}", w.message_id));
         }
-        invocation.arg(self.inner.event_retention);
+        invocation.arg(self.inner.event_retention + writes.len());
         for w in writes {
             invocation
                 .arg(&w.phone_number_id)
@@ -457,7 +457,7 @@ impl RedisStore {
         invocation
             .key(format!("{p}:quarantine"))
             .key(format!("{p}:events"))
-            .arg(self.inner.event_retention)
+            .arg(self.inner.event_retention + items.len())
             .arg(QUARANTINE_KEPT);
         for item in &items {
             invocation.arg(item);
@@ -758,7 +758,9 @@ impl BatchCall {
                 cmd.arg(key);
             }
         }
-        cmd.arg(self.event_retention);
+        // The stream may exceed EVENT_RETENTION by this call's own events, so that trimming
+        // never drops an event of the write that adds it before a reader saw it.
+        cmd.arg(self.event_retention + 4 * messages.len());
         for m in &messages {
             let w = &m.write;
             cmd.arg(&w.phone_number_id)
