@@ -12,6 +12,9 @@
 //!   after every commit ([`crate::store::embedded::EmbeddedStore::commits`]), and it polls every
 //!   [`log::POLL_INTERVAL`] besides.
 //!
+//! The reader reads only while the instance has subscribers (see `Demand`): without open streams
+//! the event stream costs nothing per webhook.
+//!
 //! **The envelope**, the same on every transport:
 //! `{"id": "<event id>", "type": "<event type>", "data": <data>}`, where `data` is the stored JSON
 //! embedded verbatim (never re-serialized) and the id is the log's own: a Redis stream entry id
@@ -213,6 +216,79 @@ pub(crate) enum Live {
     Gap { last: EventId },
 }
 
+/// Whether the reader follows the log. It reads only while this instance has subscribers: an
+/// instance without open streams costs the store nothing per webhook (no `XREAD` of every event
+/// on Redis, no query per commit on SQLite). A subscriber arms the reader before it reads its
+/// backlog ([`Demand::armed`]), and a reader armed after being idle starts from the log's newest
+/// entry *then*, so every event after the subscriber's backlog read reaches it live.
+#[derive(Clone)]
+pub(crate) struct Demand {
+    inner: Arc<DemandInner>,
+}
+
+struct DemandInner {
+    wanted: tokio::sync::Notify,
+    armed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Demand {
+    fn new() -> Self {
+        Self {
+            inner: Arc::new(DemandInner {
+                wanted: tokio::sync::Notify::new(),
+                armed: tokio::sync::watch::Sender::new(false),
+            }),
+        }
+    }
+
+    /// For the reader, before each read: returns at once while there are subscribers
+    /// (`Some(false)`; the reader is armed), else disarms and waits until one arrives
+    /// (`Some(true)`: the reader must restart from the log's newest entry, then call
+    /// [`Demand::arm`]). `None` on shutdown.
+    pub(crate) async fn wait(
+        &self,
+        live: &broadcast::Sender<Live>,
+        shutdown: &CancellationToken,
+    ) -> Option<bool> {
+        if live.receiver_count() > 0 {
+            self.arm();
+            return Some(false);
+        }
+        self.inner.armed.send_replace(false);
+        // A subscriber that came between the count and the disarm saw the reader armed and will
+        // not ask again: keep following for it.
+        if live.receiver_count() > 0 {
+            self.arm();
+            return Some(false);
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => None,
+            () = self.inner.wanted.notified() => Some(true),
+        }
+    }
+
+    /// The reader follows the log (again).
+    pub(crate) fn arm(&self) {
+        self.inner
+            .armed
+            .send_if_modified(|armed| !std::mem::replace(armed, true));
+    }
+
+    /// For a subscriber already subscribed to the broadcast: completes once the reader follows
+    /// the log, waking it if it is idle. `false` on shutdown.
+    pub(crate) async fn armed(&self, shutdown: &CancellationToken) -> bool {
+        let mut armed = self.inner.armed.subscribe();
+        if *armed.borrow_and_update() {
+            return true;
+        }
+        self.inner.wanted.notify_one();
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            result = armed.wait_for(|a| *a) => result.is_ok(),
+        }
+    }
+}
+
 /// Which events a client wants (every given filter must match).
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -258,6 +334,7 @@ struct StreamMetrics {
 /// start-up ([`EventHub::start`]); [`EventHub::shutdown`] ends everything.
 pub struct EventHub {
     live: broadcast::Sender<Live>,
+    demand: Demand,
     log: EventLog,
     streams: Arc<Semaphore>,
     settings: EventSettings,
@@ -285,10 +362,18 @@ impl EventHub {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let log = EventLog::open(&settings.store)?;
-        log.spawn_reader(store, live.clone(), shutdown.clone(), &tracker)
-            .await;
+        let demand = Demand::new();
+        log.spawn_reader(
+            store,
+            live.clone(),
+            demand.clone(),
+            shutdown.clone(),
+            &tracker,
+        )
+        .await;
         Ok(Arc::new(Self {
             live,
+            demand,
             log,
             streams: Arc::new(Semaphore::new(settings.events.max_streams)),
             settings: settings.events.clone(),

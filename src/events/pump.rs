@@ -155,6 +155,10 @@ async fn pump(mut sub: Subscription, tx: mpsc::Sender<Out>, abort: CancellationT
 async fn forward(sub: &mut Subscription, tx: &mpsc::Sender<Out>) -> Stop {
     let hub = sub.hub.clone();
     let shutdown = hub.shutdown.clone();
+    // Subscribed already; the reader must follow the log before the backlog is read.
+    if !hub.demand.armed(&shutdown).await {
+        return Stop::End(EndReason::Shutdown);
+    }
     // The last id replayed (or the cursor): live events at or below it were sent or are older.
     let mut last = None;
     if let Some(cursor) = sub.after {

@@ -956,3 +956,36 @@ async fn without_an_api_key_websockets_from_foreign_origins_are_refused() {
         .insert("origin", "http://localhost:8000".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(request).await.is_ok());
 }
+
+/// Without open streams the reader does not read the event log: webhooks cost Redis no `XREAD`.
+/// The first stream wakes it; events after that stream opened reach it.
+#[tokio::test]
+async fn the_reader_reads_nothing_while_no_stream_is_open() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let xreads = |info: String| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("cmdstat_xread:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    // Let the reader settle into idling, then count.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = xreads(redis.query(redis::cmd("INFO").arg("commandstats")).await);
+    for i in 0..20 {
+        post_message(&app, &format!("wamid.I{i}"), ALICE).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = xreads(redis.query(redis::cmd("INFO").arg("commandstats")).await);
+    assert_eq!(after, before, "XREAD calls while no stream was open");
+    let mut sse = Sse::open(&app, "", None).await;
+    post_message(&app, "wamid.I99", ALICE).await;
+    let frames = sse.events(2).await;
+    assert_eq!(
+        summary(&frames),
+        [
+            pair("message_incoming", "wamid.I99"),
+            pair("conversation_updated", "wamid.I99")
+        ]
+    );
+}

@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Event, EventId, Live};
+use super::{Demand, Event, EventId, Live};
 use crate::config::StoreSettings;
 use crate::store::{Store, StoreError};
 
@@ -103,17 +103,19 @@ impl EventLog {
         &self,
         store: &Store,
         live: broadcast::Sender<Live>,
+        demand: Demand,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) {
         match self {
-            Self::Redis(log) => log.spawn_reader(live, shutdown, tracker).await,
+            Self::Redis(log) => log.spawn_reader(live, demand, shutdown, tracker).await,
             Self::Sqlite(log) => {
                 let commits = match store {
                     Store::Embedded(store) => Some(store.commits()),
                     Store::Redis(_) => None,
                 };
-                log.spawn_reader(commits, live, shutdown, tracker).await
+                log.spawn_reader(commits, live, demand, shutdown, tracker)
+                    .await
             }
         }
     }

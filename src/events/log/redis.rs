@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{READ_BATCH, Window};
 use crate::config::RedisSettings;
-use crate::events::{Event, EventId, Live};
+use crate::events::{Demand, Event, EventId, Live};
 use crate::store::StoreError;
 
 /// How long one `XREAD` blocks waiting for new entries.
@@ -130,6 +130,7 @@ impl RedisLog {
     pub(crate) async fn spawn_reader(
         &self,
         live: broadcast::Sender<Live>,
+        demand: Demand,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) {
@@ -152,15 +153,18 @@ impl RedisLog {
                 None
             }
         };
-        tracker.spawn(self.clone().run_reader(first, live, shutdown));
+        tracker.spawn(self.clone().run_reader(first, live, demand, shutdown));
     }
 
     async fn run_reader(
         self,
         first: Option<(redis::aio::MultiplexedConnection, EventId)>,
         live: broadcast::Sender<Live>,
+        demand: Demand,
         shutdown: CancellationToken,
     ) {
+        // Set after an idle spell: `last` must jump to the newest entry before the next read.
+        let mut stale = false;
         let key = self.inner.key.clone();
         let (mut connection, mut last) = match first {
             Some((conn, last)) => (Some(conn), Some(last)),
@@ -223,6 +227,29 @@ impl RedisLog {
                     }
                 }
             };
+            if !stale {
+                match demand.wait(&live, &shutdown).await {
+                    None => return,
+                    Some(idled) => stale = idled,
+                }
+            }
+            if stale {
+                match Self::newest(&mut conn, &key).await {
+                    Ok(newest) => {
+                        last = Some(newest.unwrap_or(EventId::Stream(0, 0)));
+                        stale = false;
+                        demand.arm();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error.message = %e, "events.reader finding the end of the event stream failed; reconnecting");
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = tokio::time::sleep(MIN_BACKOFF) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
             let after = last.unwrap_or(EventId::Stream(0, 0));
             let read = tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::{POLL_INTERVAL, READ_BATCH, Window};
 use crate::config::EmbeddedSettings;
-use crate::events::{Event, EventId, Live};
+use crate::events::{Demand, Event, EventId, Live};
 use crate::store::StoreError;
 use crate::store::embedded::DB_FILE;
 
@@ -144,6 +144,7 @@ impl SqliteLog {
         &self,
         commits: Option<watch::Receiver<()>>,
         live: broadcast::Sender<Live>,
+        demand: Demand,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) {
@@ -154,7 +155,10 @@ impl SqliteLog {
                 0
             }
         };
-        tracker.spawn(self.clone().run_reader(start, commits, live, shutdown));
+        tracker.spawn(
+            self.clone()
+                .run_reader(start, commits, live, demand, shutdown),
+        );
     }
 
     async fn run_reader(
@@ -162,10 +166,26 @@ impl SqliteLog {
         mut last: u64,
         mut commits: Option<watch::Receiver<()>>,
         live: broadcast::Sender<Live>,
+        demand: Demand,
         shutdown: CancellationToken,
     ) {
         let mut failing = false;
         loop {
+            match demand.wait(&live, &shutdown).await {
+                None => return,
+                Some(false) => {}
+                // After an idle spell: follow from the newest row now.
+                Some(true) => {
+                    match self.bounds().await {
+                        Ok((_, newest)) => last = newest,
+                        Err(e) => {
+                            tracing::warn!(error.message = %e, "events.reader cannot read the event log; continuing from the last row read")
+                        }
+                    }
+                    demand.arm();
+                    continue;
+                }
+            }
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
