@@ -339,14 +339,23 @@ impl EmbeddedStore {
         messages: &[InboundMessage],
     ) -> Result<Vec<Outcome>, StoreError> {
         let rows = messages.iter().map(MessageWrite::inbound).collect();
+        self.ask(|reply| Job::Save {
+            rows,
+            quarantine: Vec::new(),
+            reply,
+        })
+        .await
+    }
+
+    /// Queues the job `job` builds around its reply channel and waits for the writer's answer.
+    async fn ask<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
         let (reply, outcome) = oneshot::channel();
         self.inner
             .writer
-            .send(Job::Save {
-                rows,
-                quarantine: Vec::new(),
-                reply,
-            })
+            .send(job(reply))
             .await
             .map_err(|_| StoreError::WriterGone)?;
         outcome.await.map_err(|_| StoreError::WriterGone)?
@@ -358,17 +367,12 @@ impl EmbeddedStore {
         phone_number_id: &str,
         contact: &str,
     ) -> Result<Option<String>, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.inner
-            .writer
-            .send(Job::MarkRead {
-                phone_number_id: phone_number_id.to_owned(),
-                contact: contact.to_owned(),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?
+        self.ask(|reply| Job::MarkRead {
+            phone_number_id: phone_number_id.to_owned(),
+            contact: contact.to_owned(),
+            reply,
+        })
+        .await
     }
 
     /// Deletes a conversation (see [`crate::store::Store::delete_conversation`]).
@@ -377,17 +381,12 @@ impl EmbeddedStore {
         phone_number_id: &str,
         contact: &str,
     ) -> Result<Option<u64>, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.inner
-            .writer
-            .send(Job::DeleteConversation {
-                phone_number_id: phone_number_id.to_owned(),
-                contact: contact.to_owned(),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?
+        self.ask(|reply| Job::DeleteConversation {
+            phone_number_id: phone_number_id.to_owned(),
+            contact: contact.to_owned(),
+            reply,
+        })
+        .await
     }
 
     /// Applies status updates in one transaction; per update, whether it changed something.
@@ -395,32 +394,23 @@ impl EmbeddedStore {
         &self,
         writes: &[StatusWrite],
     ) -> Result<Vec<bool>, StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.inner
-            .writer
-            .send(Job::Statuses {
-                writes: writes.to_vec(),
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?
+        self.ask(|reply| Job::Statuses {
+            writes: writes.to_vec(),
+            reply,
+        })
+        .await
     }
 
     /// Keeps quarantined items (each item's JSON) with a `webhook_error` event each, in one
     /// transaction.
     pub(super) async fn save_quarantined(&self, items: Vec<String>) -> Result<(), StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        self.inner
-            .writer
-            .send(Job::Save {
-                rows: Vec::new(),
-                quarantine: items,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::WriterGone)?;
-        outcome.await.map_err(|_| StoreError::WriterGone)?.map(drop)
+        self.ask(|reply| Job::Save {
+            rows: Vec::new(),
+            quarantine: items,
+            reply,
+        })
+        .await
+        .map(drop)
     }
 
     pub(super) async fn recent_messages(
@@ -513,23 +503,15 @@ impl EmbeddedStore {
     /// A tiny write through the writer thread (fsynced like any save, followed by the file
     /// identity check); records the outcome in [`Readiness`].
     pub(super) async fn probe(&self) -> Result<(), StoreError> {
-        let (reply, outcome) = oneshot::channel();
-        let result = match tokio::time::timeout(PROBE_TIMEOUT, async {
-            self.inner
-                .writer
-                .send(Job::Probe { reply })
-                .await
-                .map_err(|_| StoreError::WriterGone)?;
-            outcome.await.map_err(|_| StoreError::WriterGone)?
-        })
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Io(std::io::Error::other(format!(
-                "the store's writer did not complete a write within {}s",
-                PROBE_TIMEOUT.as_secs()
-            )))),
-        };
+        let result =
+            match tokio::time::timeout(PROBE_TIMEOUT, self.ask(|reply| Job::Probe { reply })).await
+            {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Io(std::io::Error::other(format!(
+                    "the store's writer did not complete a write within {}s",
+                    PROBE_TIMEOUT.as_secs()
+                )))),
+            };
         match &result {
             Ok(()) => self.inner.readiness.record_write(Ok(())),
             Err(StoreError::Refused(_)) => {}
