@@ -26,8 +26,17 @@
 //! not block the others. Dedupe markers are the messages themselves (`id` is UNIQUE), kept
 //! forever; an id already stored for another number is a conflict, not stored.
 //!
-//! Schema versions (`PRAGMA user_version`): 1 = messages and conversations; 2 adds `health`.
-//! Opening a version-1 file migrates it in place.
+//! Schema versions (`PRAGMA user_version`): 1 = the FastAPI table `inbound_messages` and
+//! per-number counters; 2 adds `health`; 3 adds message records (`messages`), `statuses`,
+//! `message_changes`, `conversation`, `quarantine` and the event outbox (`events`), and drops the
+//! FastAPI table's global `UNIQUE (id)` (dedupe is per business number in `messages`; rows of
+//! earlier releases still deduplicate through a partial index). Opening an older file migrates it
+//! in place, one transaction per version.
+//!
+//! What one group writes per new message: its record, its FastAPI row, its conversation (unless
+//! it is an edit, a deletion or a reaction, which change their target in `message_changes`
+//! instead) and its events; statuses, read marks, deletions and quarantined items are jobs of
+//! the same queue, each with its events in the same transaction.
 
 mod reads;
 
