@@ -38,8 +38,13 @@ pub struct FieldError {
 impl FieldError {
     /// An invalid query parameter.
     pub fn query(field: &str, msg: impl std::fmt::Display) -> Self {
+        Self::parameter("query", field, msg)
+    }
+
+    /// An invalid request parameter in `place` (`query` or `path`).
+    pub fn parameter(place: &str, field: &str, msg: impl std::fmt::Display) -> Self {
         Self {
-            loc: vec!["query".into(), field.into()],
+            loc: vec![place.into(), field.into()],
             msg: format!("{field} {msg}"),
             kind: "value_error",
         }

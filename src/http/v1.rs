@@ -17,12 +17,8 @@ use crate::store::view::Page;
 impl From<ConversationError> for ApiError {
     fn from(e: ConversationError) -> Self {
         match e {
-            ConversationError::Invalid { field, rule } => {
-                let mut error = FieldError::query(field, rule);
-                if matches!(field, "contact" | "id") {
-                    error.loc[0] = "path".into();
-                }
-                ApiError::Validation(vec![error])
+            ConversationError::Invalid { place, field, rule } => {
+                ApiError::Validation(vec![FieldError::parameter(place.as_str(), field, rule)])
             }
             ConversationError::NotFound(what) => ApiError::NotFound(what),
             ConversationError::Store(e) => ApiError::Store(e),

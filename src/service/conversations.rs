@@ -11,9 +11,13 @@ use crate::store::{Store, StoreError};
 /// Why a request could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum ConversationError {
-    /// A parameter breaks a rule: its name and the rule.
+    /// A parameter breaks a rule: where it is, its name and the rule.
     #[error("{field} {rule}")]
-    Invalid { field: &'static str, rule: String },
+    Invalid {
+        place: Place,
+        field: &'static str,
+        rule: String,
+    },
     /// Nothing stored under that id or contact.
     #[error("{0}")]
     NotFound(String),
@@ -21,8 +25,38 @@ pub enum ConversationError {
     Store(#[from] StoreError),
 }
 
+/// Where a request parameter is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// A segment of the URL path (`{id}`, `{contact}`).
+    Path,
+    /// The query string.
+    Query,
+}
+
+impl Place {
+    /// The name error bodies use (`"loc": ["query", "limit"]`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Path => "path",
+            Self::Query => "query",
+        }
+    }
+}
+
+/// A query parameter that breaks `rule`.
 fn invalid(field: &'static str, rule: impl std::fmt::Display) -> ConversationError {
     ConversationError::Invalid {
+        place: Place::Query,
+        field,
+        rule: rule.to_string(),
+    }
+}
+
+/// A path segment that breaks `rule`.
+fn invalid_path(field: &'static str, rule: impl std::fmt::Display) -> ConversationError {
+    ConversationError::Invalid {
+        place: Place::Path,
         field,
         rule: rule.to_string(),
     }
@@ -75,7 +109,7 @@ impl Conversations {
         id: &str,
         phone_number_id: Option<&str>,
     ) -> Result<String, ConversationError> {
-        let id = MessageId::parse(id).map_err(|e| invalid("id", e))?;
+        let id = MessageId::parse(id).map_err(|e| invalid_path("id", e))?;
         let tenant = phone_number_id
             .map(PhoneNumberId::parse)
             .transpose()
@@ -114,7 +148,7 @@ impl Conversations {
                 unread_only,
                 q,
                 limit: limit(page.limit)?,
-                cursor: page.cursor,
+                cursor: page.cursor.map(conversation_cursor).transpose()?,
             })
             .await?)
     }
@@ -130,7 +164,7 @@ impl Conversations {
         limit_param: Option<i64>,
         kind: Option<String>,
     ) -> Result<Page, ConversationError> {
-        let contact = ContactId::parse(contact).map_err(|e| invalid("contact", e))?;
+        let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
         let tenant = self.business_number(phone_number_id)?;
         let cursor = match (before, after) {
             (Some(_), Some(_)) => return Err(invalid("before", "and after cannot both be given")),
@@ -156,7 +190,7 @@ impl Conversations {
         contact: &str,
         phone_number_id: Option<&str>,
     ) -> Result<String, ConversationError> {
-        let contact = ContactId::parse(contact).map_err(|e| invalid("contact", e))?;
+        let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
         let tenant = self.business_number(phone_number_id)?;
         self.store
             .mark_read(tenant.as_str(), contact.as_str())
@@ -177,7 +211,7 @@ impl Conversations {
         contact: &str,
         phone_number_id: Option<&str>,
     ) -> Result<u64, ConversationError> {
-        let contact = ContactId::parse(contact).map_err(|e| invalid("contact", e))?;
+        let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
         let tenant = self.business_number(phone_number_id)?;
         self.store
             .delete_conversation(tenant.as_str(), contact.as_str())
@@ -196,6 +230,25 @@ fn limit(limit: Option<i64>) -> Result<usize, ConversationError> {
         None => Ok(DEFAULT_PAGE),
         Some(n) if (1..=MAX_PAGE as i64).contains(&n) => Ok(n as usize),
         Some(_) => Err(invalid("limit", format!("must be 1-{MAX_PAGE}"))),
+    }
+}
+
+/// A conversation cursor as a page gave it: `<last activity> <phone_number_id>:<contact>` (both
+/// backends issue this shape). Anything else is a 422 rather than silently the first page.
+fn conversation_cursor(c: String) -> Result<String, ConversationError> {
+    let valid = c.split_once(' ').is_some_and(|(at, member)| {
+        at.parse::<i64>().is_ok()
+            && member.split_once(':').is_some_and(|(pnid, contact)| {
+                PhoneNumberId::parse(pnid).is_ok() && ContactId::parse(contact).is_ok()
+            })
+    });
+    if valid {
+        Ok(c)
+    } else {
+        Err(invalid(
+            "cursor",
+            "must be a next_cursor from an earlier page of this endpoint",
+        ))
     }
 }
 

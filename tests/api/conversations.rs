@@ -514,6 +514,9 @@ async fn bad_parameters_are_422_naming_the_parameter(backend: Backend) {
         ("/v1/conversations?phone_number_id=a:b", "phone_number_id"),
         ("/v1/conversations/12/messages", "contact"),
         ("/v1/conversations/US.bad:x/messages", "contact"),
+        ("/v1/conversations?cursor=garbage", "cursor"),
+        ("/v1/conversations?cursor=12%20no-colon", "cursor"),
+        ("/v1/messages/has%20space", "id"),
         ("/v1/conversations/919216598210/messages?before=x", "before"),
         (
             "/v1/conversations/919216598210/messages?before=0000000001:a&after=0000000001:a",
@@ -522,7 +525,11 @@ async fn bad_parameters_are_422_naming_the_parameter(backend: Backend) {
     ] {
         let (status, body) = get(&app, path).await;
         assert_eq!(status, 422, "{path}: {body}");
-        let place = if field == "contact" { "path" } else { "query" };
+        let place = if matches!(field, "contact" | "id") {
+            "path"
+        } else {
+            "query"
+        };
         assert_eq!(body["detail"][0]["loc"], json!([place, field]), "{path}");
     }
 }
