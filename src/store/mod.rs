@@ -359,9 +359,7 @@ impl Store {
         if items.is_empty() {
             return Ok(());
         }
-        let received_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let received_at = view::now_secs();
         let items = items
             .iter()
             .map(|q| {

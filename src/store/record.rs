@@ -39,7 +39,8 @@ struct RecordRef<'a> {
     id: &'a str,
     direction: &'static str,
     phone_number_id: &'a str,
-    contact: ContactView<'a>,
+    /// The contact, serialized once ([`MessageWrite::contact_json`]) and embedded as is.
+    contact: &'a RawValue,
     timestamp: i64,
     #[serde(rename = "type")]
     kind: &'a str,
@@ -165,18 +166,16 @@ impl MessageWrite {
     /// Prepares an inbound message.
     pub fn inbound(message: &InboundMessage) -> Self {
         let timestamp = message.timestamp_secs();
-        let contact = ContactView {
+        let contact = serde_json::value::to_raw_value(&ContactView {
             id: &message.from,
             profile: &message.profile,
-        };
+        })
+        .expect("strings serialize");
         let record = serde_json::to_string(&RecordRef {
             id: message.id.as_str(),
             direction: "inbound",
             phone_number_id: message.phone_number_id.as_str(),
-            contact: ContactView {
-                id: &message.from,
-                profile: &message.profile,
-            },
+            contact: &contact,
             timestamp,
             kind: message.kind.as_str(),
             body: &message.body,
@@ -196,7 +195,7 @@ impl MessageWrite {
             record,
             compat: message.to_stored_json(),
             preview_json: json_string(&preview(&message.content.preview())),
-            contact_json: serde_json::to_string(&contact).expect("strings serialize"),
+            contact_json: Box::<str>::from(contact).into(),
             id_json: json_string(message.id.as_str()),
             from_user: true,
             is_new_message: !matches!(

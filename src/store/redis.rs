@@ -358,6 +358,7 @@ struct Inner {
     key_prefix: String,
     event_retention: usize,
     status_script: Script,
+    quarantine_script: Script,
     allow_eviction: bool,
     readiness: Readiness,
     /// INFO was refused once (disabled on this server) and that was logged.
@@ -400,6 +401,7 @@ impl RedisStore {
                 key_prefix: settings.key_prefix.clone(),
                 event_retention: settings.event_retention,
                 status_script: Script::new(STATUS_SCRIPT),
+                quarantine_script: Script::new(QUARANTINE_SCRIPT),
                 allow_eviction: settings.allow_eviction,
                 readiness: Readiness::default(),
                 info_refused_logged: AtomicBool::new(false),
@@ -452,8 +454,7 @@ impl RedisStore {
     /// script call.
     pub(super) async fn save_quarantined(&self, items: Vec<String>) -> Result<(), StoreError> {
         let p = &self.inner.key_prefix;
-        let script = Script::new(QUARANTINE_SCRIPT);
-        let mut invocation = script.prepare_invoke();
+        let mut invocation = self.inner.quarantine_script.prepare_invoke();
         invocation
             .key(format!("{p}:quarantine"))
             .key(format!("{p}:events"))

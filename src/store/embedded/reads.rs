@@ -30,12 +30,9 @@ fn ordered_changes(changes: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// The current status among stored rows: the highest rank.
-fn current_of(statuses: &[(String, String)]) -> Option<&str> {
-    statuses
-        .iter()
-        .map(|(s, _)| s.as_str())
-        .max_by_key(|s| crate::store::record::status_rank(s))
+/// The current status among the statuses stored for a message: the highest rank.
+fn current_of<'a>(statuses: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    statuses.max_by_key(|s| crate::store::record::status_rank(s))
 }
 
 pub(super) fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ConversationFields> {
@@ -83,7 +80,7 @@ impl EmbeddedStore {
                 )?
                 .query_map(params![tenant, id], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
-            let current = current_of(&statuses).map(str::to_owned);
+            let current = current_of(statuses.iter().map(|(s, _)| s.as_str())).map(str::to_owned);
             let changes: Vec<(String, String)> = conn
                 .prepare_cached(
                     "SELECT kind, change FROM message_changes
@@ -224,11 +221,10 @@ impl EmbeddedStore {
                         let changes: Vec<(String, String)> = changes
                             .and_then(|c| serde_json::from_str(&c).ok())
                             .unwrap_or_default();
-                        let current = statuses.as_deref().and_then(|s| {
-                            s.split(',')
-                                .max_by_key(|s| crate::store::record::status_rank(s))
-                                .map(str::to_owned)
-                        });
+                        let current = statuses
+                            .as_deref()
+                            .and_then(|s| current_of(s.split(',')))
+                            .map(str::to_owned);
                         Ok((
                             format!("{:010}:{id}", ts.clamp(0, 9_999_999_999)),
                             message_json(
