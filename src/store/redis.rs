@@ -57,7 +57,8 @@ use crate::domain::{ContactId, InboundMessage};
 
 /// KEYS[1] = the conversations zset, KEYS[2] = the event stream; then per message i, at
 /// `k = 2 + 6(i-1)`: KEYS[k+1] = the previous release's marker (read only), KEYS[k+2] = the
-/// message hash, KEYS[k+3] = the FastAPI list, KEYS[k+4] = the conversation's message index,
+/// message hash, KEYS[k+3] = the FastAPI list, KEYS[k+4] = the conversation's message index (for
+/// an edit, a deletion or a reaction: the conversation's index of changes),
 /// KEYS[k+5] = the conversation hash, KEYS[k+6] = the hash of the message it changes (an edit's,
 /// a deletion's or a reaction's target; else its own hash again).
 /// ARGV[1] = the event stream's MAXLEN; then per message i, at `a = 1 + 15(i-1)`: ARGV[a+1] =
@@ -84,7 +85,7 @@ use crate::domain::{ContactId, InboundMessage};
 /// in reverse order and the script fails naming the cause. (3) The message hashes, **last**: they
 /// are the dedupe markers, so a failed chunk never leaves one. Out-of-memory can only refuse a
 /// script's first write. Edits, deletions and reactions are stored and listed like any message
-/// but are not new messages of their conversation (no index entry, counters or preview).
+/// but are not new messages of their conversation (indexed apart, no counters or preview).
 pub const SAVE_SCRIPT: &str = r#"
 local call, try = redis.call, redis.pcall
 local function bad(r) return type(r) == 'table' and r.err end
@@ -166,11 +167,9 @@ for f = 1, nfresh do
   local r = try('RPUSH', KEYS[k + 3], ARGV[a + 4])
   if bad(r) then return fail('appending to ' .. KEYS[k + 3], r.err) end
   did('RPOP', KEYS[k + 3])
-  if ARGV[a + 11] == '1' then
-    r = try('ZADD', KEYS[k + 4], 0, ARGV[a + 9])
-    if bad(r) then return fail('indexing ' .. KEYS[k + 4], r.err) end
-    if r == 1 then did('ZREM', KEYS[k + 4], ARGV[a + 9]) end
-  end
+  r = try('ZADD', KEYS[k + 4], 0, ARGV[a + 9])
+  if bad(r) then return fail('indexing ' .. KEYS[k + 4], r.err) end
+  if r == 1 then did('ZREM', KEYS[k + 4], ARGV[a + 9]) end
   r = try('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'message_incoming', 'data', ARGV[a + 3])
   if bad(r) then return fail('appending an event to ' .. KEYS[2], r.err) end
   did('XDEL', KEYS[2], r)
@@ -477,7 +476,13 @@ impl RedisStore {
             format!("{p}:seen:{}", w.id),
             format!("{p}:msg:{}", w.id),
             self.list_key(&w.contact),
-            format!("{p}:cmsgs:{}:{}", w.phone_number_id, w.contact),
+            // New messages go to the conversation's history, edits, deletions and reactions to
+            // its index of changes (so deleting the conversation finds them too).
+            if w.is_new_message {
+                format!("{p}:cmsgs:{}:{}", w.phone_number_id, w.contact)
+            } else {
+                format!("{p}:cchanges:{}:{}", w.phone_number_id, w.contact)
+            },
             format!("{p}:conv:{}:{}", w.phone_number_id, w.contact),
             format!("{p}:msg:{target}"),
         ]

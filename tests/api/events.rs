@@ -836,7 +836,137 @@ contract_tests!(
     a_stalled_client_is_disconnected_while_webhooks_stay_fast,
     a_slow_sse_client_gets_a_final_lagged_error,
     a_slow_websocket_client_is_closed_with_lagged,
+    taps_reactions_edits_and_deletions_have_their_own_events_and_so_do_reads_and_deletes,
+    a_write_with_more_events_than_the_retention_reaches_live_clients_whole,
 );
+
+async fn taps_reactions_edits_and_deletions_have_their_own_events_and_so_do_reads_and_deletes(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let mut sse = Sse::open(&app, "", None).await;
+    let at = |id: &str, ts: u32, rest: Value| {
+        let mut m = json!({ "from": ALICE, "id": id, "timestamp": ts.to_string() });
+        m.as_object_mut()
+            .unwrap()
+            .extend(rest.as_object().unwrap().clone());
+        m
+    };
+    let messages = vec![
+        at(
+            "wamid.O",
+            100,
+            json!({"type": "text", "text": {"body": "Menu?"}}),
+        ),
+        at(
+            "wamid.B",
+            101,
+            json!({"type": "interactive", "interactive": {"type": "button_reply", "button_reply": {"id": "yes", "title": "Yes"}}}),
+        ),
+        at(
+            "wamid.L",
+            102,
+            json!({"type": "interactive", "interactive": {"type": "list_reply", "list_reply": {"id": "r1", "title": "Row 1"}}}),
+        ),
+        at(
+            "wamid.R",
+            103,
+            json!({"type": "reaction", "reaction": {"message_id": "wamid.O", "emoji": "👍"}}),
+        ),
+        at(
+            "wamid.E",
+            104,
+            json!({"type": "edit", "edit": {"original_message_id": "wamid.O", "message": {"type": "text", "text": {"body": "Menu, please?"}}}}),
+        ),
+        at(
+            "wamid.V",
+            105,
+            json!({"type": "revoke", "revoke": {"original_message_id": "wamid.O"}}),
+        ),
+    ];
+    post_ok(&app, &webhook_with(messages)).await;
+    assert_eq!(
+        summary(&sse.events(12).await),
+        [
+            pair("message_incoming", "wamid.O"),
+            pair("message_incoming", "wamid.B"),
+            pair("button_clicked", "wamid.B"),
+            pair("message_incoming", "wamid.L"),
+            pair("selection_made", "wamid.L"),
+            pair("message_incoming", "wamid.R"),
+            pair("reaction", "wamid.R"),
+            pair("message_incoming", "wamid.E"),
+            pair("message_edited", "wamid.E"),
+            pair("message_incoming", "wamid.V"),
+            pair("message_deleted", "wamid.V"),
+            // Reactions, edits and deletions are not new messages of the conversation.
+            pair("conversation_updated", "wamid.L"),
+        ]
+    );
+    let read = app
+        .http
+        .post(app.url(&format!("/v1/conversations/{ALICE}/read")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let updated = sse.events(1).await;
+    assert_eq!(updated[0].kind(), "conversation_updated");
+    assert_eq!(updated[0].json()["data"]["unread_count"], 0);
+    assert_eq!(updated[0].json()["data"]["message_count"], 3);
+    let deleted = app
+        .http
+        .delete(app.url(&format!("/v1/conversations/{ALICE}")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let gone = sse.events(1).await;
+    assert_eq!(gone[0].kind(), "conversation_deleted");
+    let data = &gone[0].json()["data"];
+    assert_eq!(data["contact"]["id"], ALICE);
+    assert_eq!(data["phone_number_id"], PHONE_NUMBER_ID);
+    // Its 3 messages and the 3 that changed them: none stays readable.
+    assert_eq!(data["messages_deleted"], 6);
+    for id in ["wamid.O", "wamid.B", "wamid.R", "wamid.E", "wamid.V"] {
+        let response = app
+            .http
+            .get(app.url(&format!("/v1/messages/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{id}");
+    }
+    sse.assert_quiet(Duration::from_millis(200)).await;
+}
+
+/// One delivery whose events outnumber EVENT_RETENTION: the store never trims the events of the
+/// write that adds them, so a live client gets every one and no `reset`.
+async fn a_write_with_more_events_than_the_retention_reaches_live_clients_whole(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("EVENT_RETENTION".into(), "100".into());
+    })
+    .await;
+    let mut sse = Sse::open(&app, "", None).await;
+    post_ok(
+        &app,
+        &webhook_with(numbered_messages("wamid.W", ALICE, 0, 150)),
+    )
+    .await;
+    let frames = sse.events(151).await;
+    let kinds: Vec<&str> = frames.iter().map(Frame::kind).collect();
+    assert!(!kinds.contains(&"reset"), "{kinds:?}");
+    let incoming: Vec<String> = frames
+        .iter()
+        .filter(|f| f.kind() == "message_incoming")
+        .map(|f| f.json()["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..150).map(|i| format!("wamid.W{i}")).collect();
+    assert_eq!(incoming, expected);
+    assert_eq!(kinds[150], "conversation_updated");
+}
 
 #[tokio::test]
 async fn a_webhook_on_one_instance_reaches_a_stream_on_another() {

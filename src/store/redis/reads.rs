@@ -125,7 +125,7 @@ return h
 "#;
 
 /// KEYS[1] = the conversation hash, KEYS[2] = its message index, KEYS[3] = the conversations
-/// zset, KEYS[4] = the event stream. ARGV: [1] the message hash prefix, [2] phone_number_id, [3]
+/// zset, KEYS[4] = the event stream, KEYS[5] = its index of changes (edits, deletions, reactions). ARGV: [1] the message hash prefix, [2] phone_number_id, [3]
 /// the conversation's member in KEYS[3], [4] MAXLEN. Deletes the conversation and, per message,
 /// its record and statuses for this business number, keeping the `<phone_number_id>:from` field
 /// (so Meta's retries are still duplicates), with a `conversation_deleted` event. Returns the
@@ -134,6 +134,7 @@ const DELETE_SCRIPT: &str = r#"
 local contact = redis.call('HGET', KEYS[1], 'contact')
 if not contact then return -1 end
 local members = redis.call('ZRANGE', KEYS[2], 0, -1)
+for _, m in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do members[#members + 1] = m end
 local pnid = ARGV[2]
 local keep = pnid .. ':from'
 for _, m in ipairs(members) do
@@ -144,7 +145,7 @@ for _, m in ipairs(members) do
   end
   if #drop > 0 then redis.call('HDEL', key, unpack(drop)) end
 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'conversation_deleted', 'data',
   '{"phone_number_id":"' .. pnid .. '","contact":' .. contact .. ',"messages_deleted":' .. #members .. '}')
@@ -407,6 +408,7 @@ impl RedisStore {
             .key(format!("{p}:cmsgs:{phone_number_id}:{contact}"))
             .key(format!("{p}:convs"))
             .key(format!("{p}:events"))
+            .key(format!("{p}:cchanges:{phone_number_id}:{contact}"))
             .arg(format!("{p}:msg:"))
             .arg(phone_number_id)
             .arg(format!("{phone_number_id}:{contact}"))
