@@ -205,9 +205,11 @@ pub struct RedisSettings {
     pub event_retention: usize,
 }
 
-/// EVENT_RETENTION default: how many of the latest events the store keeps for event-stream
-/// clients that reconnect (a Redis stream trimmed with `MAXLEN ~`, a row cap in SQLite). A
-/// client that was away for more events than this gets a `reset` event.
+/// EVENT_RETENTION default: how many of the latest events the store keeps at least for
+/// event-stream clients that reconnect: a row cap in SQLite; in Redis the number of stream
+/// entries (`MAXLEN ~`, trimmed by whole nodes, so somewhat more), where one entry holds one
+/// write's events (a webhook chunk's, 1 or more), so at least this many events. A client that was
+/// away for more events than this may get a `reset` event.
 pub const DEFAULT_EVENT_RETENTION: usize = 10_000;
 
 /// The embedded (SQLite) backend.

@@ -17,8 +17,9 @@
 //!
 //! **The envelope**, the same on every transport:
 //! `{"id": "<event id>", "type": "<event type>", "data": <data>}`, where `data` is the stored JSON
-//! embedded verbatim (never re-serialized) and the id is the log's own: a Redis stream entry id
-//! (`1763940000000-0`, ordered as the pair (ms, seq)) or the SQLite row id (`42`). Control
+//! embedded verbatim (never re-serialized) and the id is the log's own: for Redis the stream entry
+//! id and the event's index in that entry (`1763940000000-0-2`, ordered as the triple; one write's
+//! events share one entry), or the SQLite row id (`42`). Control
 //! messages have the same shape without an `id`: `reset` (`data.reason`, `data.cursor`,
 //! `data.detail`) and `error` (`data.reason`: `lagged` or `store_unavailable`, `data.detail`).
 //! Types are not a closed list: whatever type the store writes is delivered, and the `types`
@@ -88,8 +89,9 @@ pub const MAX_FILTER_TYPES: usize = 64;
 pub enum EventId {
     /// The embedded store's row id.
     Row(u64),
-    /// A Redis stream entry id, `<ms>-<seq>`.
-    Stream(u64, u64),
+    /// An event of a Redis stream entry: the entry id `<ms>-<seq>` and the event's place in the
+    /// entry (a write stores all its events in one entry), shown as `<ms>-<seq>-<index>`.
+    Stream(u64, u64, u64),
 }
 
 impl EventId {
@@ -100,20 +102,35 @@ impl EventId {
             .flatten()
     }
 
-    /// Parses a stream entry id (`1763940000000-0`).
+    /// Parses a stream event id (`1763940000000-0-2`), or an entry id (`1763940000000-0`,
+    /// its first event).
     pub fn parse_stream(s: &str) -> Option<Self> {
-        let (ms, seq) = s.split_once('-')?;
         let number = |p: &str| {
             (!p.is_empty() && p.len() <= 20 && p.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| p.parse::<u64>().ok())
                 .flatten()
         };
-        Some(Self::Stream(number(ms)?, number(seq)?))
+        let mut parts = s.split('-');
+        let ms = number(parts.next()?)?;
+        let seq = number(parts.next()?)?;
+        let index = parts.next().map_or(Some(0), number)?;
+        parts
+            .next()
+            .is_none()
+            .then_some(Self::Stream(ms, seq, index))
+    }
+
+    /// The stream entry id holding this event (`<ms>-<seq>`); `None` for a row id.
+    pub fn entry(self) -> Option<String> {
+        match self {
+            Self::Stream(ms, seq, _) => Some(format!("{ms}-{seq}")),
+            Self::Row(_) => None,
+        }
     }
 
     /// Whether this is the log's very beginning (`0`, `0-0`).
     pub fn is_zero(self) -> bool {
-        matches!(self, Self::Row(0) | Self::Stream(0, 0))
+        matches!(self, Self::Row(0) | Self::Stream(0, 0, 0))
     }
 }
 
@@ -121,7 +138,7 @@ impl std::fmt::Display for EventId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Row(id) => write!(f, "{id}"),
-            Self::Stream(ms, seq) => write!(f, "{ms}-{seq}"),
+            Self::Stream(ms, seq, index) => write!(f, "{ms}-{seq}-{index}"),
         }
     }
 }
@@ -421,23 +438,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_parse_in_their_log_format_and_order_as_pairs() {
+    fn ids_parse_in_their_log_format_and_order_as_triples() {
         assert_eq!(EventId::parse_row("42"), Some(EventId::Row(42)));
         assert_eq!(
+            EventId::parse_stream("1763940000000-12-3"),
+            Some(EventId::Stream(1763940000000, 12, 3))
+        );
+        // An entry id is its first event.
+        assert_eq!(
             EventId::parse_stream("1763940000000-12"),
-            Some(EventId::Stream(1763940000000, 12))
+            Some(EventId::Stream(1763940000000, 12, 0))
         );
         for bad in ["", "-1", "4 2", "1e3", &"9".repeat(21)] {
             assert_eq!(EventId::parse_row(bad), None, "{bad:?}");
         }
-        for bad in ["", "1", "1-", "-1", "1-2-3", "a-1", "1-+2"] {
+        for bad in [
+            "", "1", "1-", "-1", "1-2-", "1-2-3-4", "a-1", "1-+2", "1-2-x",
+        ] {
             assert_eq!(EventId::parse_stream(bad), None, "{bad:?}");
         }
-        // (ms, seq), not text: 9-0 < 10-0 and 1-9 < 1-10.
-        assert!(EventId::Stream(9, 0) < EventId::Stream(10, 0));
-        assert!(EventId::Stream(1, 9) < EventId::Stream(1, 10));
-        assert_eq!(EventId::Stream(1, 10).to_string(), "1-10");
-        assert!(EventId::Stream(0, 0).is_zero() && EventId::Row(0).is_zero());
+        assert!(EventId::Stream(9, 0, 5) < EventId::Stream(10, 0, 0));
+        assert!(EventId::Stream(1, 9, 7) < EventId::Stream(1, 10, 0));
+        assert!(EventId::Stream(1, 10, 1) < EventId::Stream(1, 10, 2));
+        assert_eq!(EventId::Stream(1, 10, 2).to_string(), "1-10-2");
+        assert_eq!(EventId::Stream(1, 10, 2).entry().as_deref(), Some("1-10"));
+        assert!(EventId::Stream(0, 0, 0).is_zero() && EventId::Row(0).is_zero());
     }
 
     #[test]

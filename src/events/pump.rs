@@ -194,7 +194,11 @@ async fn forward(sub: &mut Subscription, tx: &mpsc::Sender<Out>) -> Stop {
                     return Stop::End(EndReason::StoreUnavailable);
                 }
             };
-            let full = page.len() == READ_BATCH;
+            // Only an empty page is the end: a Redis page holds whole entries, so its size says
+            // nothing about what is left.
+            if page.is_empty() {
+                break;
+            }
             for event in page {
                 last = Some(event.id);
                 next = last;
@@ -203,9 +207,6 @@ async fn forward(sub: &mut Subscription, tx: &mpsc::Sender<Out>) -> Stop {
                 {
                     return stop;
                 }
-            }
-            if !full {
-                break;
             }
         }
     }

@@ -1,22 +1,27 @@
-//! Redis backend, compatible with the FastAPI original's layout:
+//! Redis backend, compatible with the FastAPI original's layout (the README's Storage section
+//! lists every key; `P` is REDIS_KEY_PREFIX):
 //!
-//! - `<REDIS_INBOUND_LIST>:<digits>`: list of stored message JSON, oldest first (RPUSH), exactly
-//!   as the original wrote it, so data from either service is readable by both;
-//! - `<REDIS_KEY_PREFIX>:seen:<wamid>`: dedupe marker whose value is the sender's digits (markers
-//!   of the previous release hold `1` and count as the same sender), expires after
-//!   [`DEDUPE_TTL_SECS`];
-//! - `<REDIS_KEY_PREFIX>:conversations`: sorted set of numbers scored by their last message time;
-//! - `<REDIS_KEY_PREFIX>:health:probe`: the readiness probe's write (expires after 60 s).
+//! - `<REDIS_INBOUND_LIST>:<digits or BSUID>`: the FastAPI projection, stored message JSON oldest
+//!   first (RPUSH), exactly as the original wrote it, so data from either service is readable by
+//!   both;
+//! - `P:msg:<wamid>`: the message record hash, per business number: `<pnid>` = the record,
+//!   `<pnid>:from` = the sender (the dedupe marker, written last), statuses and changes beside;
+//! - `P:conv:<pnid>:<contact>` (counters), `P:cmsgs:<pnid>:<contact>` (the history, a zset of
+//!   `<ts10>:<wamid>`), `P:cchanges:<pnid>:<contact>` (edits, deletions, reactions), `P:convs`
+//!   (every conversation by last activity);
+//! - `P:events`: the event log (one stream entry per write; see [`crate::events::log::redis`]);
+//! - `P:quarantine`, `P:health:probe` (the readiness probe's write, expires after 60 s);
+//! - `P:seen:<wamid>`: markers of the previous release, still read so its messages stay deduped.
 //!
 //! A chunk of up to [`MAX_MESSAGES_PER_WRITE`] messages costs one round trip: [`SAVE_SCRIPT`].
-//! Redis does not roll a failing script back, so the script writes in phases (see [`SAVE_SCRIPT`]):
-//! read every marker, update the conversation index, append (popping its own appends again if
-//! one fails), and write the markers **last**. A failure part-way (a key of the wrong type, a
-//! command disabled or failing on this server) therefore leaves no message and no marker of the
-//! chunk: Meta's retry stores it exactly once. (One `MGET` per chunk, then per message `RPUSH`,
-//! `SET` and, once per number, `ZSCORE`; no `TYPE` pre-checks.) The
-//! connection is a [`ConnectionManager`]: it reconnects by itself; while Redis is down calls fail
-//! fast (REDIS_TIMEOUT_MS) and the webhook answers 503, so Meta retries.
+//! Redis does not roll a failing script back, so the script reads everything that can fail
+//! first, undoes its own writes if one fails anyway, and writes the records (the markers)
+//! **last**: a failure part-way (a key of the wrong type, a command disabled or failing on this
+//! server) leaves no message and no marker of the chunk, and Meta's retry stores it exactly once.
+//! No `TYPE` pre-checks; per chunk one `MGET` and one `XADD`, per message `HGET`, `RPUSH`, `ZADD`
+//! and `HSET`, per conversation `HMGET` and `HSET` (`scripts/bench` and `examples/store_cost.rs`
+//! measure it). The connection is a [`ConnectionManager`]: it reconnects by itself; while Redis
+//! is down calls fail fast (REDIS_TIMEOUT_MS) and the webhook answers 503, so Meta retries.
 //!
 //! **Eviction is refused**: a Redis whose `maxmemory-policy` is not `noeviction` may silently
 //! delete acknowledged messages and dedupe markers. The readiness probe reads the policy from
@@ -75,43 +80,70 @@ use crate::domain::{ContactId, InboundMessage};
 /// A chunk is written all or nothing, because Redis does not roll a failing script back.
 /// (1) **Reads**: the previous release's markers in one `MGET` (a key of another type reads as
 /// absent), then per message the `<phone_number_id>:from` field of its hash, per conversation
-/// its counters and per change the target's current one; a key of another type there fails the
-/// chunk before any write. (2) **Writes**, each through `pcall` with its inverse noted: the
-/// FastAPI list (`RPUSH`, undone by `RPOP`), the conversation index (`ZADD`, `ZREM`), the
-/// `message_incoming` event and the specific one (`XADD`, `XDEL`), the change on the target
-/// (`HSET`, restored), the conversation hash (`HSET`, restored to the values read), the
-/// conversations zset (`ZADD` when newer, restored) and the `conversation_updated` event. If one
-/// fails (a key of another type, a command disabled or missing on this server), the inverses run
-/// in reverse order and the script fails naming the cause. (3) The message hashes, **last**: they
-/// are the dedupe markers, so a failed chunk never leaves one. Out-of-memory can only refuse a
-/// script's first write. Edits, deletions and reactions are stored and listed like any message
-/// but are not new messages of their conversation (indexed apart, no counters or preview).
+/// its counters and per change target the current value; a key of another type there fails the
+/// chunk before any write. (2) **Writes**, each through `pcall`: the FastAPI list (`RPUSH`), the
+/// conversation index (`ZADD`), the change on the target (`HSET`), the conversation hash (`HSET`)
+/// and the conversations zset (`ZADD` when newer than the hash's `last_message_at`, which is its
+/// score), then **every event of the chunk in one stream entry** (one `XADD`: per event a field
+/// named by its type whose value is its JSON; [`crate::events::log::redis`] reads them back in
+/// order). If one write fails (a key of another type, a command disabled or missing on this
+/// server), what was written is undone from what the script knows (`RPOP`, `ZREM`, the values
+/// read, `XDEL`), newest first, and the script fails naming the cause; nothing is allocated for
+/// undoing on the way when nothing fails. (3) The message hashes, **last**: they are the dedupe
+/// markers, so a failed chunk never leaves one. Out-of-memory can only refuse a script's first
+/// write. Edits, deletions and reactions are stored and listed like any message but are not new
+/// messages of their conversation (indexed apart, no counters or preview). Numbers reach Redis as
+/// strings formatted once (`%d`): a Lua number argument would be formatted as a float per use.
 pub const SAVE_SCRIPT: &str = r#"
 local call, try = redis.call, redis.pcall
-local function bad(r) return type(r) == 'table' and r.err end
-local undo, nundo = {}, 0
-local function did(...) nundo = nundo + 1; undo[nundo] = {...} end
+local KS, AS = 6, 15
+local n = (#KEYS - 2) / KS
+local FIELDS = {'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact'}
+local fresh, nfresh, pushed, zadded, changes, order, evid = {}, 0, {}, {}, {}, {}, nil
 local function fail(what, err)
-  for j = nundo, 1, -1 do try(unpack(undo[j])) end
+  if evid then try('XDEL', KEYS[2], evid) end
+  for j = #order, 1, -1 do
+    local c = order[j]
+    if c.zs then
+      if c.zs == true then try('ZREM', KEYS[1], c.member) else try('ZADD', KEYS[1], c.zs, c.member) end
+    end
+    if c.written then
+      if c.old[3] then
+        local back = {'HSET', c.key}
+        for j, name in ipairs(FIELDS) do
+          if c.old[j] then back[#back + 1] = name; back[#back + 1] = c.old[j] end
+        end
+        try(unpack(back))
+      else
+        try('DEL', c.key)
+      end
+    end
+  end
+  for f = nfresh, 1, -1 do
+    local i = fresh[f]
+    local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
+    local ch = changes[i]
+    if ch and ch.written then
+      if ch.before then try('HSET', KEYS[k + 6], ch.field, ch.before) else try('HDEL', KEYS[k + 6], ch.field) end
+    end
+    if zadded[f] then try('ZREM', KEYS[k + 4], ARGV[a + 9]) end
+    if pushed[f] then try('RPOP', KEYS[k + 3]) end
+  end
   return redis.error_reply('ERR ' .. what .. ' failed (' .. tostring(err)
     .. '); nothing of this chunk was stored (a key of another type there must be removed or renamed; the retry will be stored)')
 end
-local KS, AS = 6, 15
-local n = (#KEYS - 2) / KS
-local maxlen = ARGV[1]
 local old = {}
 for i = 1, n do old[i] = KEYS[2 + KS * (i - 1) + 1] end
 local olds = call('MGET', unpack(old))
-local out, fresh, owner, nfresh = {}, {}, {}, 0
+local out, owner = {}, {}
 for i = 1, n do
   local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
-  local pnid, contact = ARGV[a + 1], ARGV[a + 2]
-  local field = pnid .. ':from'
-  local slot = KEYS[k + 2] .. ' ' .. field
-  local seen = owner[slot]
+  local key, contact = KEYS[k + 2], ARGV[a + 2]
+  local mine = owner[key]
+  local seen = mine and mine[ARGV[a + 1]]
   if not seen then
-    local r = try('HGET', KEYS[k + 2], field)
-    if bad(r) then return fail('reading ' .. KEYS[k + 2], r.err) end
+    local r = try('HGET', key, ARGV[a + 1] .. ':from')
+    if type(r) == 'table' and r.err then return fail('reading ' .. key, r.err) end
     seen = r
   end
   if not seen and olds[i] then seen = (olds[i] == '1') and contact or olds[i] end
@@ -119,28 +151,32 @@ for i = 1, n do
     out[i] = (seen == contact) and 0 or seen
   else
     out[i] = 1
-    owner[slot] = contact
+    if not mine then mine = {}; owner[key] = mine end
+    mine[ARGV[a + 1]] = contact
     nfresh = nfresh + 1
     fresh[nfresh] = i
   end
 end
-local fields = {'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact'}
-local convs, order, changes = {}, {}, {}
+local convs, targets = {}, {}
 for f = 1, nfresh do
   local i = fresh[f]
   local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
   if ARGV[a + 13] ~= '' then
     local tf = ARGV[a + 1] .. ':' .. ARGV[a + 13]
-    local r = try('HGET', KEYS[k + 6], tf)
-    if bad(r) then return fail('reading ' .. KEYS[k + 6], r.err) end
-    changes[i] = {field = tf, old = r}
+    local slot = KEYS[k + 6] .. ' ' .. tf
+    if targets[slot] == nil then
+      local r = try('HGET', KEYS[k + 6], tf)
+      if type(r) == 'table' and r.err then return fail('reading ' .. KEYS[k + 6], r.err) end
+      targets[slot] = r
+    end
+    changes[i] = {field = tf, slot = slot}
   end
   if ARGV[a + 11] == '1' then
     local ck = KEYS[k + 5]
     local c = convs[ck]
     if not c then
-      local r = try('HMGET', ck, unpack(fields))
-      if bad(r) then return fail('reading ' .. ck, r.err) end
+      local r = try('HMGET', ck, unpack(FIELDS))
+      if type(r) == 'table' and r.err then return fail('reading ' .. ck, r.err) end
       c = { key = ck, pnid = ARGV[a + 1], member = ARGV[a + 1] .. ':' .. ARGV[a + 2], old = r,
             at = tonumber(r[1]) or -1, inat = tonumber(r[2]) or -1,
             count = tonumber(r[3]) or 0, unread = tonumber(r[4]) or 0,
@@ -161,66 +197,63 @@ for f = 1, nfresh do
     end
   end
 end
+local ev, nev = {}, 0
 for f = 1, nfresh do
   local i = fresh[f]
   local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
   local r = try('RPUSH', KEYS[k + 3], ARGV[a + 4])
-  if bad(r) then return fail('appending to ' .. KEYS[k + 3], r.err) end
-  did('RPOP', KEYS[k + 3])
+  if type(r) == 'table' and r.err then return fail('appending to ' .. KEYS[k + 3], r.err) end
+  pushed[f] = true
   r = try('ZADD', KEYS[k + 4], 0, ARGV[a + 9])
-  if bad(r) then return fail('indexing ' .. KEYS[k + 4], r.err) end
-  if r == 1 then did('ZREM', KEYS[k + 4], ARGV[a + 9]) end
-  r = try('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'message_incoming', 'data', ARGV[a + 3])
-  if bad(r) then return fail('appending an event to ' .. KEYS[2], r.err) end
-  did('XDEL', KEYS[2], r)
-  if ARGV[a + 12] ~= '' then
-    r = try('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', ARGV[a + 12], 'data', ARGV[a + 3])
-    if bad(r) then return fail('appending an event to ' .. KEYS[2], r.err) end
-    did('XDEL', KEYS[2], r)
-  end
+  if type(r) == 'table' and r.err then return fail('indexing ' .. KEYS[k + 4], r.err) end
+  zadded[f] = (r == 1)
+  ev[nev + 1] = 'message_incoming'; ev[nev + 2] = ARGV[a + 3]; nev = nev + 2
+  if ARGV[a + 12] ~= '' then ev[nev + 1] = ARGV[a + 12]; ev[nev + 2] = ARGV[a + 3]; nev = nev + 2 end
   local ch = changes[i]
   if ch then
-    local prev = ch.old and tonumber(string.match(ch.old, '^(%-?%d+) '))
+    local before = targets[ch.slot]
+    local prev = before and tonumber(string.match(before, '^(%-?%d+) '))
     if not prev or prev <= tonumber(ARGV[a + 14]) then
-      r = try('HSET', KEYS[k + 6], ch.field, ARGV[a + 14] .. ' ' .. ARGV[a + 15])
-      if bad(r) then return fail('updating ' .. KEYS[k + 6], r.err) end
-      if ch.old then did('HSET', KEYS[k + 6], ch.field, ch.old) else did('HDEL', KEYS[k + 6], ch.field) end
-      ch.old = ARGV[a + 14] .. ' ' .. ARGV[a + 15]
+      local value = ARGV[a + 14] .. ' ' .. ARGV[a + 15]
+      r = try('HSET', KEYS[k + 6], ch.field, value)
+      if type(r) == 'table' and r.err then return fail('updating ' .. KEYS[k + 6], r.err) end
+      ch.written, ch.before, targets[ch.slot] = true, before, value
     end
   end
 end
 for _, c in ipairs(order) do
-  local r = try('HSET', c.key, 'phone_number_id', c.pnid, 'last_message_at', c.at, 'last_inbound_at', c.inat,
-    'message_count', c.count, 'unread_count', c.unread, 'last_message', c.preview, 'last_message_id', c.last_id,
-    'contact', c.contact)
-  if bad(r) then return fail('updating ' .. c.key, r.err) end
-  if c.old[3] then
-    local back = {'HSET', c.key}
-    for j, name in ipairs(fields) do
-      if c.old[j] then back[#back + 1] = name; back[#back + 1] = c.old[j] end
-    end
-    did(unpack(back))
-  else
-    did('DEL', c.key)
-  end
-  local score = try('ZSCORE', KEYS[1], c.member)
-  if bad(score) then return fail('reading ' .. KEYS[1], score.err) end
-  if not (score and tonumber(score) >= c.at) then
-    r = try('ZADD', KEYS[1], c.at, c.member)
-    if bad(r) then return fail('indexing ' .. KEYS[1], r.err) end
-    if score then did('ZADD', KEYS[1], score, c.member) else did('ZREM', KEYS[1], c.member) end
-  end
+  local at, count, unread = string.format('%d', c.at), string.format('%d', c.count), string.format('%d', c.unread)
   local window = 'null'
   if c.inat >= 0 then window = string.format('%d', c.inat + 86400) end
-  local data = '{"phone_number_id":"' .. c.pnid .. '","contact":' .. c.contact
+  local r
+  if c.old[3] then
+    r = try('HSET', c.key, 'last_message_at', at, 'last_inbound_at', string.format('%d', c.inat),
+      'message_count', count, 'unread_count', unread, 'last_message', c.preview, 'last_message_id', c.last_id,
+      'contact', c.contact)
+  else
+    r = try('HSET', c.key, 'phone_number_id', c.pnid, 'last_message_at', at, 'last_inbound_at', string.format('%d', c.inat),
+      'message_count', count, 'unread_count', unread, 'last_message', c.preview, 'last_message_id', c.last_id,
+      'contact', c.contact)
+  end
+  if type(r) == 'table' and r.err then return fail('updating ' .. c.key, r.err) end
+  c.written = true
+  local prev = tonumber(c.old[1])
+  if not (prev and prev >= c.at) then
+    r = try('ZADD', KEYS[1], at, c.member)
+    if type(r) == 'table' and r.err then return fail('indexing ' .. KEYS[1], r.err) end
+    c.zs = c.old[1] or true
+  end
+  ev[nev + 1] = 'conversation_updated'
+  ev[nev + 2] = '{"phone_number_id":"' .. c.pnid .. '","contact":' .. c.contact
     .. ',"last_message":' .. c.preview .. ',"last_message_id":' .. c.last_id
-    .. ',"last_message_at":' .. string.format('%d', c.at)
-    .. ',"message_count":' .. string.format('%d', c.count)
-    .. ',"unread_count":' .. string.format('%d', c.unread)
-    .. ',"window_expires_at":' .. window .. '}'
-  r = try('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'type', 'conversation_updated', 'data', data)
-  if bad(r) then return fail('appending an event to ' .. KEYS[2], r.err) end
-  did('XDEL', KEYS[2], r)
+    .. ',"last_message_at":' .. at .. ',"message_count":' .. count
+    .. ',"unread_count":' .. unread .. ',"window_expires_at":' .. window .. '}'
+  nev = nev + 2
+end
+if nev > 0 then
+  local r = try('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ev, 1, nev))
+  if type(r) == 'table' and r.err then return fail('appending events to ' .. KEYS[2], r.err) end
+  evid = r
 end
 for f = 1, nfresh do
   local i = fresh[f]
@@ -236,13 +269,17 @@ pub const SAVE_KEYS: usize = 6;
 pub const SAVE_ARGS: usize = 15;
 
 /// KEYS[1] = the quarantine list, KEYS[2] = the event stream; ARGV[1] = the stream's MAXLEN,
-/// ARGV[2] = how many quarantined items are kept, ARGV[3..] = the items' JSON. Each item gets its
-/// `webhook_error` event first, then goes to the list (newest first, trimmed).
+/// ARGV[2] = how many quarantined items are kept, ARGV[3..] = the items' JSON. Every item's
+/// `webhook_error` event goes into one stream entry first, then the items to the list (newest
+/// first, trimmed).
 pub const QUARANTINE_SCRIPT: &str = r"
+local ev = {}
 for i = 3, #ARGV do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'type', 'webhook_error', 'data', ARGV[i])
-  redis.call('LPUSH', KEYS[1], ARGV[i])
+  ev[#ev + 1] = 'webhook_error'
+  ev[#ev + 1] = ARGV[i]
 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ev))
+for i = 3, #ARGV do redis.call('LPUSH', KEYS[1], ARGV[i]) end
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 return #ARGV - 2
 ";
@@ -259,23 +296,31 @@ return #ARGV - 2
 /// highest rank seen: sent 1 < delivered 2 < read 3 < played 4 < deleted 5 < failed 6, so it never
 /// moves backwards and failed is final) and `<phone_number_id>:s:<status>` = `<timestamp> <0|1
 /// errors> <transition JSON>`, one per status: a repeat keeps the earliest timestamp and the first
-/// non-empty errors. Per status: read (a key of another type fails here, before its writes), then
-/// the event, then the hash; each status is written with its event or not at all, and a retry of
-/// a stored status changes nothing.
+/// non-empty errors. The chunk is written all or nothing: every hash is read first (a key of
+/// another type fails here, before any write; statuses of one message within the chunk see each
+/// other), then the events go into one stream entry, then the hashes are written. A retry of a
+/// stored status changes nothing.
 pub const STATUS_SCRIPT: &str = r#"
 local call, try = redis.call, redis.pcall
 local ranks = {sent = 1, delivered = 2, read = 3, played = 4, deleted = 5, failed = 6}
-local out = {}
+local out, ev, writes, state = {}, {}, {}, {}
 for i = 1, #KEYS - 1 do
   local key, a = KEYS[1 + i], 1 + 7 * (i - 1)
   local pnid, status, ts, e, detail = ARGV[a + 1], ARGV[a + 2], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local cf, sf = pnid .. ':st', pnid .. ':s:' .. status
-  local r = try('HMGET', key, cf, sf)
-  if type(r) == 'table' and r.err then
-    return redis.error_reply('ERR reading ' .. key .. ' failed (' .. tostring(r.err)
-      .. '); the statuses before it were stored, the retry stores the rest')
+  local known = state[key]
+  if not known then known = {}; state[key] = known end
+  local current, old = known[cf], known[sf]
+  if current == nil or old == nil then
+    local r = try('HMGET', key, cf, sf)
+    if type(r) == 'table' and r.err then
+      return redis.error_reply('ERR reading ' .. key .. ' failed (' .. tostring(r.err)
+        .. '); no status of this chunk was stored, the retry stores them')
+    end
+    if current == nil then current = r[1] end
+    if old == nil then old = r[2] end
   end
-  local current, old, value = r[1], r[2], nil
+  local value = nil
   if not old then
     value = ts .. ' ' .. e .. ' ' .. detail
   else
@@ -299,17 +344,26 @@ for i = 1, #KEYS - 1 do
   local newcur = current
   if not current or tonumber(ARGV[a + 3]) > (ranks[current] or 0) then newcur = status end
   if value or newcur ~= current then
-    local id = try('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'type', 'message_status',
-      'data', '{"status":"' .. newcur .. '",' .. ARGV[a + 7])
-    if type(id) == 'table' and id.err then
-      return redis.error_reply('ERR appending an event to ' .. KEYS[1] .. ' failed (' .. tostring(id.err)
-        .. '); the statuses before it were stored, the retry stores the rest')
-    end
-    if value then call('HSET', key, cf, newcur, sf, value) else call('HSET', key, cf, newcur) end
+    ev[#ev + 1] = 'message_status'
+    ev[#ev + 1] = '{"status":"' .. newcur .. '",' .. ARGV[a + 7]
+    writes[#writes + 1] = {key, cf, newcur, sf, value}
+    known[cf] = newcur
+    if value then known[sf] = value else known[sf] = old end
     out[i] = 1
   else
+    known[cf], known[sf] = current, old
     out[i] = 0
   end
+end
+if #ev > 0 then
+  local id = try('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ev))
+  if type(id) == 'table' and id.err then
+    return redis.error_reply('ERR appending events to ' .. KEYS[1] .. ' failed (' .. tostring(id.err)
+      .. '); no status of this chunk was stored, the retry stores them')
+  end
+end
+for _, w in ipairs(writes) do
+  if w[5] then call('HSET', w[1], w[2], w[3], w[4], w[5]) else call('HSET', w[1], w[2], w[3]) end
 end
 return out
 "#;
@@ -432,7 +486,7 @@ impl RedisStore {
         for w in writes {
             invocation.key(format!("{p}:msg:{}", w.message_id));
         }
-        invocation.arg(self.inner.event_retention + writes.len());
+        invocation.arg(self.inner.event_retention + 1);
         for w in writes {
             invocation
                 .arg(&w.phone_number_id)
@@ -457,7 +511,7 @@ impl RedisStore {
         invocation
             .key(format!("{p}:quarantine"))
             .key(format!("{p}:events"))
-            .arg(self.inner.event_retention + items.len())
+            .arg(self.inner.event_retention + 1)
             .arg(QUARANTINE_KEPT);
         for item in &items {
             invocation.arg(item);
@@ -764,9 +818,10 @@ impl BatchCall {
                 cmd.arg(key);
             }
         }
-        // The stream may exceed EVENT_RETENTION by this call's own events, so that trimming
-        // never drops an event of the write that adds it before a reader saw it.
-        cmd.arg(self.event_retention + 4 * messages.len());
+        // The call's events are one stream entry, and `MAXLEN ~` counts entries: the stream
+        // keeps at least EVENT_RETENTION events besides the new entry, so trimming never drops
+        // an event of the write that adds it before a reader saw it.
+        cmd.arg(self.event_retention + 1);
         for m in &messages {
             let w = &m.write;
             cmd.arg(&w.phone_number_id)

@@ -71,12 +71,14 @@ impl EventLog {
     /// What this log's ids look like, for error messages.
     pub fn id_format(&self) -> &'static str {
         match self {
-            Self::Redis(_) => "a Redis stream id such as 1763940000000-0",
+            Self::Redis(_) => "a Redis event id such as 1763940000000-0-2",
             Self::Sqlite(_) => "an integer event id such as 42",
         }
     }
 
-    /// Up to `limit` events after `after` (from the oldest retained when `None`), oldest first.
+    /// Events after `after` (from the oldest retained when `None`), oldest first: a page of about
+    /// `limit` (SQLite: at most `limit` events; Redis: the events of at most `limit` entries),
+    /// empty only when the log holds nothing after `after`.
     pub async fn read_after(
         &self,
         after: Option<EventId>,

@@ -1,5 +1,9 @@
-//! The Redis backend's event log: the stream `<REDIS_KEY_PREFIX>:events`, entries
-//! `type <event type> data <JSON>` appended by the store's scripts with `XADD ... MAXLEN ~`.
+//! The Redis backend's event log: the stream `<REDIS_KEY_PREFIX>:events`, appended by the store's
+//! scripts with `XADD ... MAXLEN ~`. One entry holds **every event of one write**, as fields
+//! `<event type> <JSON>` in order (one `XADD` per write, not per event: a webhook chunk's events
+//! cost one command); entries of the form `type <event type> data <JSON>` (one event, as earlier
+//! builds wrote them) are read too. An event's id is its entry's id and its index in the entry
+//! ([`EventId::Stream`]), so resuming inside an entry replays exactly the events after the cursor.
 //!
 //! Two kinds of connections of our own, apart from the store's:
 //! - the **reader's**, dedicated to it: `XREAD BLOCK` holds a connection for up to
@@ -73,22 +77,32 @@ impl RedisLog {
         &self.inner.key
     }
 
-    /// Up to `limit` entries after `after` (from the oldest retained when `None`), oldest first.
+    /// The events of up to `limit` entries (at least 2) after `after` (from the oldest retained
+    /// when `None`), oldest first; empty only when the log holds nothing after `after`.
     pub async fn read_after(
         &self,
         after: Option<EventId>,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        // The cursor's own entry is read again (inclusive start) for the events after it there;
+        // with at least two entries per read, a read that filters that entry out entirely still
+        // returns the next one's events when there is one.
+        let start = after
+            .and_then(EventId::entry)
+            .unwrap_or_else(|| "-".to_owned());
         let reply: Value = redis::cmd("XRANGE")
             .arg(&self.inner.key)
             .arg(start)
             .arg("+")
             .arg("COUNT")
-            .arg(limit)
+            .arg(limit.max(2))
             .query_async(&mut self.inner.reads.clone())
             .await?;
-        entries(&reply)
+        let mut events = entries(&reply)?;
+        if let Some(after) = after {
+            events.retain(|e| e.id > after);
+        }
+        Ok(events)
     }
 
     /// Whether every entry after `cursor` is retained (see the module docs of [`super`]).
@@ -108,7 +122,7 @@ impl RedisLog {
             .await?)
     }
 
-    /// The newest entry's id, `None` for an empty or missing stream.
+    /// The id of the newest entry's last event, `None` for an empty or missing stream.
     async fn newest(
         conn: &mut impl ConnectionLike,
         key: &str,
@@ -121,7 +135,7 @@ impl RedisLog {
             .arg(1)
             .query_async(conn)
             .await?;
-        Ok(entries(&reply)?.first().map(|e| e.id))
+        Ok(entries(&reply)?.last().map(|e| e.id))
     }
 
     /// Starts the reader after the newest entry. Waits for Redis up to twice REDIS_TIMEOUT_MS to
@@ -137,7 +151,7 @@ impl RedisLog {
         let first = tokio::time::timeout(self.inner.timeout * 2, async {
             let mut conn = self.connect().await?;
             let newest = Self::newest(&mut conn, &self.inner.key).await?;
-            Ok::<_, StoreError>((conn, newest.unwrap_or(EventId::Stream(0, 0))))
+            Ok::<_, StoreError>((conn, newest.unwrap_or(EventId::Stream(0, 0, 0))))
         })
         .await;
         let first = match first {
@@ -183,7 +197,7 @@ impl RedisLog {
                         Ok(mut conn) => match last {
                             // First connection: start where the stream ends now.
                             None => Self::newest(&mut conn, &key).await.map(|newest| {
-                                last = Some(newest.unwrap_or(EventId::Stream(0, 0)));
+                                last = Some(newest.unwrap_or(EventId::Stream(0, 0, 0)));
                                 conn
                             }),
                             // Again: were entries we never read trimmed meanwhile, or is the
@@ -196,7 +210,7 @@ impl RedisLog {
                                         if reason == "unknown_cursor" {
                                             // Our last id is ahead of the whole stream: read
                                             // everything it holds now.
-                                            last = Some(EventId::Stream(0, 0));
+                                            last = Some(EventId::Stream(0, 0, 0));
                                         }
                                     }
                                     conn
@@ -236,7 +250,7 @@ impl RedisLog {
             if stale {
                 match Self::newest(&mut conn, &key).await {
                     Ok(newest) => {
-                        last = Some(newest.unwrap_or(EventId::Stream(0, 0)));
+                        last = Some(newest.unwrap_or(EventId::Stream(0, 0, 0)));
                         stale = false;
                         demand.arm();
                     }
@@ -250,7 +264,7 @@ impl RedisLog {
                     }
                 }
             }
-            let after = last.unwrap_or(EventId::Stream(0, 0));
+            let after = last.unwrap_or(EventId::Stream(0, 0, 0));
             let read = tokio::select! {
                 () = shutdown.cancelled() => return,
                 read = xread(&mut conn, &key, after) => read,
@@ -277,7 +291,8 @@ impl RedisLog {
     }
 }
 
-/// One blocking read of up to [`READ_BATCH`] entries after `after`.
+/// One blocking read of up to [`READ_BATCH`] entries after the entry of `after` (the reader
+/// always stops at the end of an entry, so nothing of that entry is left to read).
 async fn xread(
     conn: &mut impl ConnectionLike,
     key: &str,
@@ -290,7 +305,7 @@ async fn xread(
         .arg(BLOCK.as_millis() as u64)
         .arg("STREAMS")
         .arg(key)
-        .arg(after.to_string())
+        .arg(after.entry().unwrap_or_else(|| "0-0".to_owned()))
         .query_async(conn)
         .await?;
     // Nil on timeout; else one (key, entries) pair, as an array (RESP2) or a map (RESP3).
@@ -309,14 +324,14 @@ async fn xread(
     }
 }
 
-/// Whether every entry after `cursor` is retained: the cursor's own entry, the oldest and the
+/// Whether every event after `cursor` is retained: the cursor's own entry, the oldest and the
 /// newest, read atomically.
 async fn window_on(
     conn: &mut impl ConnectionLike,
     key: &str,
     cursor: EventId,
 ) -> Result<Window, StoreError> {
-    let id = cursor.to_string();
+    let id = cursor.entry().unwrap_or_else(|| "0-0".to_owned());
     let (own, oldest, newest): (Value, Value, Value) = redis::pipe()
         .atomic()
         .cmd("XRANGE")
@@ -341,7 +356,7 @@ async fn window_on(
         return Ok(Window::Covered);
     }
     let oldest = entries(&oldest)?.first().map(|e| e.id);
-    let newest = entries(&newest)?.first().map(|e| e.id);
+    let newest = entries(&newest)?.last().map(|e| e.id);
     Ok(match (oldest, newest) {
         (_, Some(newest)) if cursor > newest => Window::Reset {
             reason: "unknown_cursor",
@@ -359,8 +374,9 @@ async fn window_on(
     })
 }
 
-/// Parses `XRANGE`/`XREAD` entries: `[[id, [field, value, ...]], ...]`. An entry without a
-/// `type` or `data` field (not written by the gateway) is skipped.
+/// Parses `XRANGE`/`XREAD` entries, `[[id, [field, value, ...]], ...]`, into their events in
+/// order: each `<type> <JSON object>` pair is one event, as is a `type <type> data <JSON>` run.
+/// An entry without events (not written by the gateway) is skipped.
 fn entries(reply: &Value) -> Result<Vec<Event>, StoreError> {
     let list = match reply {
         Value::Nil => return Ok(Vec::new()),
@@ -375,9 +391,10 @@ fn entries(reply: &Value) -> Result<Vec<Event>, StoreError> {
         let (Some(id), Some(fields)) = (parts.first(), parts.get(1)) else {
             return Err(unexpected("a stream entry", entry));
         };
-        let id = text(id)
-            .and_then(|s| EventId::parse_stream(&s))
-            .ok_or_else(|| unexpected("a stream entry id", id))?;
+        let Some(EventId::Stream(ms, seq, _)) = text(id).and_then(|s| EventId::parse_stream(&s))
+        else {
+            return Err(unexpected("a stream entry id", id));
+        };
         let pairs: Vec<(&Value, &Value)> = match fields {
             Value::Array(flat) => flat
                 .chunks_exact(2)
@@ -386,20 +403,32 @@ fn entries(reply: &Value) -> Result<Vec<Event>, StoreError> {
             Value::Map(map) => map.iter().map(|(k, v)| (k, v)).collect(),
             _ => Vec::new(),
         };
+        let before = events.len();
+        let mut index = 0;
         let mut kind = None;
-        let mut data = None;
         for (name, value) in pairs {
-            match text(name).as_deref() {
-                Some("type") => kind = text(value),
-                Some("data") => data = text(value),
-                _ => {}
-            }
+            let (Some(name), Some(value)) = (text(name), text(value)) else {
+                continue;
+            };
+            let (kind, data) = match name.as_str() {
+                "type" => {
+                    kind = Some(value);
+                    continue;
+                }
+                "data" => match kind.take() {
+                    Some(kind) => (kind, value),
+                    None => continue,
+                },
+                // Only an object is an event's data (every event the gateway writes is one); a
+                // field someone else added to an entry is not an event.
+                _ if value.starts_with('{') => (name, value),
+                _ => continue,
+            };
+            events.push(Event::new(EventId::Stream(ms, seq, index), kind, data));
+            index += 1;
         }
-        match (kind, data) {
-            (Some(kind), Some(data)) => events.push(Event::new(id, kind, data)),
-            _ => {
-                tracing::warn!(event.id = %id, "events.skipped a stream entry without type and data")
-            }
+        if events.len() == before {
+            tracing::warn!(event.entry = %format!("{ms}-{seq}"), "events.skipped a stream entry without events");
         }
     }
     Ok(events)
@@ -433,29 +462,66 @@ mod tests {
 
     #[test]
     fn entries_are_parsed_from_resp2_and_resp3_shapes() {
-        let resp2 = Value::Array(vec![Value::Array(vec![
-            bulk("1763940000000-1"),
+        // One entry as earlier builds wrote it (`type`/`data`), one packed entry of three events
+        // (a type may repeat within an entry).
+        let resp2 = Value::Array(vec![
             Value::Array(vec![
-                bulk("type"),
-                bulk("x"),
-                bulk("data"),
-                bulk("{\"a\":1}"),
+                bulk("1763940000000-1"),
+                Value::Array(vec![
+                    bulk("type"),
+                    bulk("x"),
+                    bulk("data"),
+                    bulk("{\"a\":1}"),
+                ]),
             ]),
-        ])]);
-        let resp3 = Value::Array(vec![Value::Array(vec![
-            bulk("1763940000000-1"),
-            Value::Map(vec![
-                (bulk("type"), bulk("x")),
-                (bulk("data"), bulk("{\"a\":1}")),
+            Value::Array(vec![
+                bulk("1763940000001-0"),
+                Value::Array(vec![
+                    bulk("message_incoming"),
+                    bulk("{\"n\":1}"),
+                    bulk("message_incoming"),
+                    bulk("{\"n\":2}"),
+                    bulk("conversation_updated"),
+                    bulk("{\"n\":3}"),
+                ]),
             ]),
-        ])]);
+        ]);
+        let resp3 = Value::Array(vec![
+            Value::Array(vec![
+                bulk("1763940000000-1"),
+                Value::Map(vec![
+                    (bulk("type"), bulk("x")),
+                    (bulk("data"), bulk("{\"a\":1}")),
+                ]),
+            ]),
+            Value::Array(vec![
+                bulk("1763940000001-0"),
+                Value::Map(vec![
+                    (bulk("message_incoming"), bulk("{\"n\":1}")),
+                    (bulk("message_incoming"), bulk("{\"n\":2}")),
+                    (bulk("conversation_updated"), bulk("{\"n\":3}")),
+                ]),
+            ]),
+        ]);
         for reply in [resp2, resp3] {
             let events = entries(&reply).unwrap();
-            assert_eq!(events.len(), 1);
-            assert_eq!(events[0].id, EventId::Stream(1763940000000, 1));
+            let ids: Vec<_> = events.iter().map(|e| e.id).collect();
+            assert_eq!(
+                ids,
+                [
+                    EventId::Stream(1763940000000, 1, 0),
+                    EventId::Stream(1763940000001, 0, 0),
+                    EventId::Stream(1763940000001, 0, 1),
+                    EventId::Stream(1763940000001, 0, 2),
+                ]
+            );
             assert_eq!(
                 events[0].envelope(),
-                r#"{"id":"1763940000000-1","type":"x","data":{"a":1}}"#
+                r#"{"id":"1763940000000-1-0","type":"x","data":{"a":1}}"#
+            );
+            assert_eq!(
+                events[3].envelope(),
+                r#"{"id":"1763940000001-0-2","type":"conversation_updated","data":{"n":3}}"#
             );
         }
         assert!(entries(&Value::Nil).unwrap().is_empty());
@@ -463,10 +529,10 @@ mod tests {
     }
 
     #[test]
-    fn entries_without_type_or_data_are_skipped() {
+    fn entries_without_events_are_skipped() {
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("1-0"),
-            Value::Array(vec![bulk("other"), bulk("x")]),
+            Value::Array(vec![bulk("other"), bulk("x"), bulk("data"), bulk("{}")]),
         ])]);
         assert!(entries(&reply).unwrap().is_empty());
     }

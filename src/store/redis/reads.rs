@@ -119,7 +119,7 @@ local data = '{"phone_number_id":"' .. h[1] .. '","contact":' .. h[2]
   .. ',"last_message":' .. h[3] .. ',"last_message_id":' .. h[4]
   .. ',"last_message_at":' .. h[5] .. ',"message_count":' .. h[7]
   .. ',"unread_count":0,"window_expires_at":' .. window .. '}'
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'type', 'conversation_updated', 'data', data)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'conversation_updated', data)
 h[9] = '1'
 return h
 "#;
@@ -147,7 +147,7 @@ for _, m in ipairs(members) do
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
 redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'conversation_deleted', 'data',
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'conversation_deleted',
   '{"phone_number_id":"' .. pnid .. '","contact":' .. contact .. ',"messages_deleted":' .. #members .. '}')
 return #members
 "#;
