@@ -114,14 +114,44 @@ impl Serialize for Bsuid {
     }
 }
 
+/// Where a message of a webhook comes from, which decides its direction and what it does to its
+/// conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// A user wrote to the business (`messages`): inbound, unread, opens the 24-hour window,
+    /// projected to the FastAPI list, announced as `message_incoming`.
+    #[default]
+    User,
+    /// The business wrote from the WhatsApp Business app (`smb_message_echoes`): outbound, no
+    /// unread count and no window, announced as `message_outgoing`.
+    Echo,
+    /// An earlier message imported by a `history` back-fill, either direction: in the
+    /// conversation's history and counts, but not unread, no window, no FastAPI list entry and no
+    /// per-message event (a chunk holds thousands; the chunk gets one `history` event).
+    History {
+        /// Sent by the business (`from` is the business number).
+        outbound: bool,
+    },
+}
+
+impl Origin {
+    /// Whether the business sent it.
+    pub fn is_outbound(self) -> bool {
+        matches!(self, Self::Echo | Self::History { outbound: true })
+    }
+}
+
 /// One inbound message, parsed from a webhook.
 #[derive(Debug, Clone)]
 pub struct InboundMessage {
     /// Meta's message id (wamid): the deduplication key (per business number).
     pub id: MessageId,
-    /// The sender as a conversation key: `from` (phone digits) when Meta sends it, else
-    /// `from_user_id` (BSUID). It is the FastAPI record's `from` and the list key's suffix.
+    /// The user as a conversation key: for a user's message the sender, `from` (phone digits)
+    /// when Meta sends it, else `from_user_id` (BSUID), and then the FastAPI record's `from` and
+    /// the list key's suffix; for the business's own messages ([`Origin`]) the recipient.
     pub from: ContactId,
+    /// Where it comes from (a user, the business app, a history back-fill).
+    pub origin: Origin,
     /// Everything known about the sender.
     pub profile: ContactProfile,
     /// The business number it was sent to (`metadata.display_phone_number`).
@@ -220,6 +250,7 @@ mod tests {
         let m = InboundMessage {
             id: MessageId::parse("wamid.A").unwrap(),
             from: ContactId::parse("919216598210").unwrap(),
+            origin: Origin::User,
             profile: ContactProfile::default(),
             to: "15551713917".into(),
             phone_number_id: PhoneNumberId::parse("123").unwrap(),

@@ -18,7 +18,7 @@ pub use content::{
     Referral, ReferredProduct, SystemEvent,
 };
 pub use identity::{Bsuid, ContactId, PhoneNumberId};
-pub use inbound::{ContactProfile, InboundMessage, MessageKind};
+pub use inbound::{ContactProfile, InboundMessage, MessageKind, Origin};
 pub use message_id::MessageId;
 pub use meta_error::MetaError;
 pub use outbound::{MessageText, OutboundText};

@@ -31,11 +31,16 @@ pub struct WebhookAck {
     pub stored: usize,
     /// Messages already stored by an earlier delivery.
     pub duplicates: usize,
-    /// Status updates received (logged; stored by a later version).
+    /// Status updates received (message statuses are stored on their message; call statuses
+    /// are kept as `call_status` events).
     pub statuses: usize,
     /// Items that could not be attributed: kept in the quarantine, announced as
     /// `webhook_error` events, not stored as messages.
     pub quarantined: usize,
+    /// Notifications that are not messages (value-level errors, call statuses, history
+    /// progress, template, account, user and call updates, ...), kept as events (a retry's are
+    /// recognised and not kept twice).
+    pub notifications: usize,
 }
 
 /// Meta's verification: echoes `hub.challenge` as plain text when the token matches VERIFY_TOKEN.
@@ -125,11 +130,12 @@ pub async fn receive_webhook(
     metrics
         .statuses_received
         .inc_by((batch.statuses.len() + batch.call_statuses) as u64);
-    if !batch.statuses.is_empty() || batch.errors > 0 || batch.ignored_changes > 0 {
+    if !batch.statuses.is_empty() || !batch.notices.is_empty() || batch.ignored_changes > 0 {
         tracing::info!(
             statuses = batch.statuses.len(),
             call_statuses = batch.call_statuses,
             errors = batch.errors,
+            notices = batch.notices.len(),
             ignored_changes = batch.ignored_changes,
             "webhook.events received"
         );
@@ -147,6 +153,7 @@ pub async fn receive_webhook(
     // stored (duplicates) and keeps the quarantined items again.
     state.store.save_statuses(&batch.statuses).await?;
     state.store.save_quarantined(&batch.quarantined).await?;
+    state.store.save_notices(&batch.notices).await?;
     metrics
         .webhook_items_quarantined
         .inc_by(batch.quarantined.len() as u64);
@@ -166,5 +173,6 @@ pub async fn receive_webhook(
         duplicates: report.duplicates,
         statuses: batch.statuses.len() + batch.call_statuses,
         quarantined: batch.quarantined.len(),
+        notifications: batch.notices.len(),
     }))
 }

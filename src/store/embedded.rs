@@ -30,8 +30,9 @@
 //! per-number counters; 2 adds `health`; 3 adds message records (`messages`), `statuses`,
 //! `message_changes`, `conversation`, `quarantine` and the event outbox (`events`), and drops the
 //! FastAPI table's global `UNIQUE (id)` (dedupe is per business number in `messages`; rows of
-//! earlier releases still deduplicate through a partial index). Opening an older file migrates it
-//! in place, one transaction per version.
+//! earlier releases still deduplicate through a partial index); 4 adds `notices` (digests of the
+//! non-message notifications kept as events, so a retry is not kept twice). Opening an older
+//! file migrates it in place, one transaction per version.
 //!
 //! What one group writes per new message: its record, its FastAPI row, its conversation (unless
 //! it is an edit, a deletion or a reaction, which change their target in `message_changes`
@@ -66,7 +67,7 @@ pub const MAX_TX_ROWS: usize = 1024;
 /// Read-only connections for `/get`.
 pub const READERS: usize = 4;
 /// The schema version this release writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 /// A probe that the writer does not answer within this time counts as a failed write.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue length in front of the writer; when full, callers wait (back-pressure), bounded by the
@@ -180,6 +181,16 @@ CREATE TABLE events (
 );
 ";
 
+/// Version 4: notifications that are not messages (template, account, call updates, ...) are
+/// kept as events once each: `notices` remembers their digests for [`super::DEDUPE_TTL_SECS`].
+const MIGRATION_V4: &str = "
+CREATE TABLE notices (
+    digest      TEXT    PRIMARY KEY,
+    received_at INTEGER NOT NULL DEFAULT (unixepoch())
+) WITHOUT ROWID;
+CREATE INDEX notices_received_at ON notices (received_at);
+";
+
 /// What the writer answers one job with, once its transaction committed.
 enum Answer {
     Outcomes(Vec<Outcome>),
@@ -195,6 +206,9 @@ enum Job {
         rows: Vec<Row>,
         /// Quarantined items (their JSON), kept with a `webhook_error` event each.
         quarantine: Vec<String>,
+        /// Notices `(digest, event type, data)`, each kept as its event unless its digest was
+        /// seen within [`super::DEDUPE_TTL_SECS`].
+        notices: Vec<(String, String, String)>,
         reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
     },
     /// Status updates; the answer says per update whether it changed something.
@@ -231,8 +245,11 @@ impl Job {
     fn rows(&self) -> usize {
         match self {
             Self::Save {
-                rows, quarantine, ..
-            } => rows.len() + quarantine.len(),
+                rows,
+                quarantine,
+                notices,
+                ..
+            } => rows.len() + quarantine.len() + notices.len(),
             Self::Statuses { writes, .. } => writes.len(),
             Self::MarkRead { .. } | Self::DeleteConversation { .. } | Self::Probe { .. } => 1,
         }
@@ -351,9 +368,25 @@ impl EmbeddedStore {
         self.ask(|reply| Job::Save {
             rows,
             quarantine: Vec::new(),
+            notices: Vec::new(),
             reply,
         })
         .await
+    }
+
+    /// Keeps notices (see [`crate::store::Store::save_notices`]) in one transaction.
+    pub(super) async fn save_notices(
+        &self,
+        notices: Vec<(String, String, String)>,
+    ) -> Result<(), StoreError> {
+        self.ask(|reply| Job::Save {
+            rows: Vec::new(),
+            quarantine: Vec::new(),
+            notices,
+            reply,
+        })
+        .await
+        .map(drop)
     }
 
     /// Queues the job `job` builds around its reply channel and waits for the writer's answer.
@@ -416,6 +449,7 @@ impl EmbeddedStore {
         self.ask(|reply| Job::Save {
             rows: Vec::new(),
             quarantine: items,
+            notices: Vec::new(),
             reply,
         })
         .await
@@ -627,7 +661,7 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
 /// Brings the schema to [`SCHEMA_VERSION`], in one transaction per step.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let steps: [&str; 3] = [SCHEMA_V1, MIGRATION_V2, MIGRATION_V3];
+    let steps: [&str; 4] = [SCHEMA_V1, MIGRATION_V2, MIGRATION_V3, MIGRATION_V4];
     match version {
         0..SCHEMA_VERSION => {
             // Each step in its own transaction: a crash between two leaves a consistent,
@@ -830,10 +864,13 @@ fn write_group(
         // script does for the chunks of one call).
         let mut changed: Vec<((String, String), ConversationFields)> = Vec::new();
         for job in group.iter() {
-            let (rows, quarantine) = match job {
+            let (rows, quarantine, notices) = match job {
                 Job::Save {
-                    rows, quarantine, ..
-                } => (rows, quarantine),
+                    rows,
+                    quarantine,
+                    notices,
+                    ..
+                } => (rows, quarantine, notices),
                 Job::Statuses { writes, .. } => {
                     let mut mine = Vec::with_capacity(writes.len());
                     for w in writes {
@@ -877,6 +914,18 @@ fn write_group(
                     .execute(params![item])?;
                 event.execute(params!["webhook_error", item])?;
             }
+            if !notices.is_empty() {
+                tx.prepare_cached("DELETE FROM notices WHERE received_at < unixepoch() - ?1")?
+                    .execute(params![super::DEDUPE_TTL_SECS as i64])?;
+            }
+            for (digest, kind, data) in notices {
+                let new = tx
+                    .prepare_cached("INSERT OR IGNORE INTO notices (digest) VALUES (?1)")?
+                    .execute(params![digest])?;
+                if new == 1 {
+                    event.execute(params![kind, data])?;
+                }
+            }
             let mut mine = Vec::with_capacity(rows.len());
             for row in rows {
                 let owner: Option<String> = match find
@@ -902,14 +951,18 @@ fn write_group(
                     row.record,
                     row.is_new_message
                 ])?;
-                insert_compat.execute(params![
-                    row.id,
-                    row.contact,
-                    row.timestamp,
-                    row.compat,
-                    row.phone_number_id
-                ])?;
-                event.execute(params!["message_incoming", row.record])?;
+                if !row.compat.is_empty() {
+                    insert_compat.execute(params![
+                        row.id,
+                        row.contact,
+                        row.timestamp,
+                        row.compat,
+                        row.phone_number_id
+                    ])?;
+                }
+                if let Some(kind) = row.event {
+                    event.execute(params![kind, row.record])?;
+                }
                 if let Some(kind) = row.kind_event {
                     event.execute(params![kind, row.record])?;
                 }

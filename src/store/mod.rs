@@ -50,7 +50,7 @@ use serde_json::value::RawValue;
 
 pub use self::readiness::Readiness;
 use crate::domain::{ContactId, InboundMessage};
-use crate::webhook::{InboundStatus, Quarantined};
+use crate::webhook::{InboundStatus, Notice, Quarantined};
 use record::StatusWrite;
 use view::{ConversationsQuery, MessagesQuery, Page};
 
@@ -380,6 +380,37 @@ impl Store {
             self.readiness().record_write(Err(e.to_string()));
         }
         result
+    }
+
+    /// Keeps notifications that are not messages ([`Notice`]) as events, each once: a notice
+    /// whose digest was kept within [`DEDUPE_TTL_SECS`] (Meta's retry) is skipped. Data:
+    /// `{"field","waba_id","phone_number_id","value","received_at"}`. In chunks of
+    /// [`MAX_MESSAGES_PER_WRITE`], each one atomic write.
+    pub async fn save_notices(&self, notices: &[Notice]) -> Result<(), StoreError> {
+        let received_at = view::now_secs();
+        for chunk in notices.chunks(MAX_MESSAGES_PER_WRITE) {
+            let items = chunk
+                .iter()
+                .map(|n| {
+                    let data = serde_json::json!({
+                        "field": n.field,
+                        "waba_id": n.waba_id,
+                        "phone_number_id": n.phone_number_id.as_ref().map(|p| p.as_str()),
+                        "value": n.value,
+                        "received_at": received_at,
+                    });
+                    (n.digest(), n.kind.clone(), data.to_string())
+                })
+                .collect();
+            let result = on_backend!(self, s => s.save_notices(items).await);
+            if let Err(e) = &result
+                && !matches!(e, StoreError::Refused(_))
+            {
+                self.readiness().record_write(Err(e.to_string()));
+            }
+            result?;
+        }
+        Ok(())
     }
 
     /// The most recent `limit` messages of `number` (all when `limit` is 0), oldest first, each as

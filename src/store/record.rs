@@ -8,15 +8,16 @@
 //!
 //! Record shape (`direction`, `phone_number_id`, `contact`, `timestamp` as a number, Meta's
 //! `type`, the FastAPI `body`, the typed `content` ([`Content`]), Meta's message object as `raw`):
-//! `{"id","direction":"inbound","phone_number_id","contact":{"id","wa_id"?,"user_id"?,
+//! `{"id","direction":"inbound"|"outbound","phone_number_id","contact":{"id","wa_id"?,"user_id"?,
 //! "parent_user_id"?,"name"?,"username"?},"timestamp","type","body","content","context"?,
-//! "referral"?,"errors"?,"group_id"?,"raw"}`.
+//! "referral"?,"errors"?,"group_id"?,"source"?,"raw"}` (`source`: `business_app` for an echo of
+//! a message the business sent from the WhatsApp Business app, `history` for a back-filled one).
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::domain::{
-    ContactId, ContactProfile, Content, InboundMessage, MessageContext, MetaError, Referral,
+    ContactId, ContactProfile, Content, InboundMessage, MessageContext, MetaError, Origin, Referral,
 };
 
 /// Longest conversation preview kept (characters).
@@ -54,6 +55,9 @@ struct RecordRef<'a> {
     errors: &'a [MetaError],
     #[serde(skip_serializing_if = "Option::is_none")]
     group_id: Option<&'a str>,
+    /// `business_app` for an echo, `history` for a back-filled message; absent for live traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
     raw: &'a RawValue,
 }
 
@@ -70,7 +74,8 @@ pub struct MessageWrite {
     pub timestamp: i64,
     /// The record JSON (see the module doc).
     pub record: String,
-    /// The FastAPI original's JSON for `<REDIS_INBOUND_LIST>:<contact>`.
+    /// The FastAPI original's JSON for `<REDIS_INBOUND_LIST>:<contact>`; empty for messages the
+    /// original would never have listed (the business's own, history back-fill).
     pub compat: String,
     /// The conversation preview as a JSON string literal.
     pub preview_json: String,
@@ -84,8 +89,11 @@ pub struct MessageWrite {
     /// Whether it is a new message of its conversation (in its history, counters and preview).
     /// Edits, deletions and reactions are not: they change an earlier message.
     pub is_new_message: bool,
-    /// The specific event written after `message_incoming` (same data): `button_clicked`,
-    /// `selection_made`, `reaction`, `message_edited` or `message_deleted`.
+    /// The message's event (its data is the record): `message_incoming` for a user's message,
+    /// `message_outgoing` for the business's own; none for history back-fill.
+    pub event: Option<&'static str>,
+    /// The specific event written after it (same data): `button_clicked`, `selection_made`,
+    /// `reaction`, `message_edited` or `message_deleted`.
     pub kind_event: Option<&'static str>,
     /// What the message changes on an earlier one, see [`Change`].
     pub change: Option<Change>,
@@ -163,8 +171,10 @@ fn kind_event(content: &Content) -> Option<&'static str> {
 }
 
 impl MessageWrite {
-    /// Prepares an inbound message.
+    /// Prepares a message of a webhook (a user's, an echo or a history message: see
+    /// [`Origin`]).
     pub fn inbound(message: &InboundMessage) -> Self {
+        let origin = message.origin;
         let timestamp = message.timestamp_secs();
         let contact = serde_json::value::to_raw_value(&ContactView {
             id: &message.from,
@@ -173,7 +183,11 @@ impl MessageWrite {
         .expect("strings serialize");
         let record = serde_json::to_string(&RecordRef {
             id: message.id.as_str(),
-            direction: "inbound",
+            direction: if origin.is_outbound() {
+                "outbound"
+            } else {
+                "inbound"
+            },
             phone_number_id: message.phone_number_id.as_str(),
             contact: &contact,
             timestamp,
@@ -184,6 +198,11 @@ impl MessageWrite {
             referral: message.referral.as_ref(),
             errors: &message.errors,
             group_id: message.group_id.as_deref(),
+            source: match origin {
+                Origin::User => None,
+                Origin::Echo => Some("business_app"),
+                Origin::History { .. } => Some("history"),
+            },
             raw: &message.raw,
         })
         .expect("serializing strings and valid raw JSON cannot fail");
@@ -193,16 +212,28 @@ impl MessageWrite {
             contact: message.from.as_str().to_owned(),
             timestamp,
             record,
-            compat: message.to_stored_json(),
+            compat: if origin == Origin::User {
+                message.to_stored_json()
+            } else {
+                String::new()
+            },
             preview_json: json_string(&preview(&message.content.preview())),
             contact_json: Box::<str>::from(contact).into(),
             id_json: json_string(message.id.as_str()),
-            from_user: true,
+            from_user: origin == Origin::User,
             is_new_message: !matches!(
                 message.content,
                 Content::Edit { .. } | Content::Revoke { .. } | Content::Reaction { .. }
             ),
-            kind_event: kind_event(&message.content),
+            event: match origin {
+                Origin::User => Some("message_incoming"),
+                Origin::Echo => Some("message_outgoing"),
+                Origin::History { .. } => None,
+            },
+            kind_event: match origin {
+                Origin::History { .. } => None,
+                Origin::User | Origin::Echo => kind_event(&message.content),
+            },
             change: Change::of(message, timestamp),
         }
     }
@@ -236,6 +267,7 @@ mod tests {
         InboundMessage {
             id: MessageId::parse(id).unwrap(),
             from: ContactId::parse("US.13491208655302741918").unwrap(),
+            origin: crate::domain::Origin::User,
             profile: ContactProfile {
                 name: Some("Sheena \"N\"".into()),
                 ..ContactProfile::default()

@@ -11,6 +11,8 @@
 //!   (every conversation by last activity);
 //! - `P:events`: the event log (one stream entry per write; see [`crate::events::log::redis`]);
 //! - `P:quarantine`, `P:health:probe` (the readiness probe's write, expires after 60 s);
+//! - `P:notice:<digest>`: a non-message notification already kept as an event (expires after
+//!   [`super::DEDUPE_TTL_SECS`], past Meta's retries);
 //! - `P:seen:<wamid>`: markers of the previous release, still read so its messages stay deduped.
 //!
 //! A chunk of up to [`MAX_MESSAGES_PER_WRITE`] messages costs one round trip: [`SAVE_SCRIPT`].
@@ -66,13 +68,15 @@ use crate::domain::{ContactId, InboundMessage};
 /// an edit, a deletion or a reaction: the conversation's index of changes),
 /// KEYS[k+5] = the conversation hash, KEYS[k+6] = the hash of the message it changes (an edit's,
 /// a deletion's or a reaction's target; else its own hash again).
-/// ARGV[1] = the event stream's MAXLEN; then per message i, at `a = 1 + 15(i-1)`: ARGV[a+1] =
-/// phone_number_id, a+2 = contact, a+3 = record JSON, a+4 = FastAPI JSON, a+5 = timestamp,
+/// ARGV[1] = the event stream's MAXLEN; then per message i, at `a = 1 + 16(i-1)`: ARGV[a+1] =
+/// phone_number_id, a+2 = contact, a+3 = record JSON, a+4 = FastAPI JSON (`` for messages not
+/// listed there: the business's own, history back-fill), a+5 = timestamp,
 /// a+6 = preview (JSON literal), a+7 = contact (JSON object), a+8 = `1` when from the user
 /// (unread, opens the window), a+9 = index member, a+10 = the id (JSON literal), a+11 = `1` when
 /// it is a new message of its conversation, a+12 = its specific event type (or ``), a+13 = the
 /// kind of change it makes to its target (`edited`, `deleted`, `reaction`, or ``), a+14 = the
-/// change's timestamp, a+15 = the change's JSON.
+/// change's timestamp, a+15 = the change's JSON, a+16 = its event type (`message_incoming`,
+/// `message_outgoing`, or `` for none).
 /// All keys are declared in KEYS, so the script is also valid where Redis checks key access.
 /// Returns one entry per message: 1 newly stored, 0 already stored by the same sender (a
 /// duplicate), or the contact the id is already stored for (a conflict).
@@ -96,7 +100,7 @@ use crate::domain::{ContactId, InboundMessage};
 /// strings formatted once (`%d`): a Lua number argument would be formatted as a float per use.
 pub const SAVE_SCRIPT: &str = r#"
 local call, try = redis.call, redis.pcall
-local KS, AS = 6, 15
+local KS, AS = 6, 16
 local n = (#KEYS - 2) / KS
 local FIELDS = {'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact'}
 local fresh, nfresh, pushed, zadded, changes, order, evid = {}, 0, {}, {}, {}, {}, nil
@@ -201,13 +205,16 @@ local ev, nev = {}, 0
 for f = 1, nfresh do
   local i = fresh[f]
   local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
-  local r = try('RPUSH', KEYS[k + 3], ARGV[a + 4])
-  if type(r) == 'table' and r.err then return fail('appending to ' .. KEYS[k + 3], r.err) end
-  pushed[f] = true
+  local r
+  if ARGV[a + 4] ~= '' then
+    r = try('RPUSH', KEYS[k + 3], ARGV[a + 4])
+    if type(r) == 'table' and r.err then return fail('appending to ' .. KEYS[k + 3], r.err) end
+    pushed[f] = true
+  end
   r = try('ZADD', KEYS[k + 4], 0, ARGV[a + 9])
   if type(r) == 'table' and r.err then return fail('indexing ' .. KEYS[k + 4], r.err) end
   zadded[f] = (r == 1)
-  ev[nev + 1] = 'message_incoming'; ev[nev + 2] = ARGV[a + 3]; nev = nev + 2
+  if ARGV[a + 16] ~= '' then ev[nev + 1] = ARGV[a + 16]; ev[nev + 2] = ARGV[a + 3]; nev = nev + 2 end
   if ARGV[a + 12] ~= '' then ev[nev + 1] = ARGV[a + 12]; ev[nev + 2] = ARGV[a + 3]; nev = nev + 2 end
   local ch = changes[i]
   if ch then
@@ -266,7 +273,7 @@ return out
 /// Keys per message in [`SAVE_SCRIPT`]'s KEYS.
 pub const SAVE_KEYS: usize = 6;
 /// Arguments per message in [`SAVE_SCRIPT`]'s ARGV (see there).
-pub const SAVE_ARGS: usize = 15;
+pub const SAVE_ARGS: usize = 16;
 
 /// KEYS[1] = the quarantine list, KEYS[2] = the event stream; ARGV[1] = the stream's MAXLEN,
 /// ARGV[2] = how many quarantined items are kept, ARGV[3..] = the items' JSON. Every item's
@@ -368,6 +375,31 @@ end
 return out
 "#;
 
+/// KEYS[1] = the event stream, KEYS[1+i] = notice i's marker (`P:notice:<digest>`). ARGV[1] =
+/// the stream's MAXLEN, ARGV[2] = the markers' expiry in seconds; per notice i, ARGV[2i+1] = its
+/// event type, ARGV[2i+2] = its data. Notices whose marker exists (a retry, or a repeat within
+/// the call) are skipped; the others' events go into one stream entry, then their markers are
+/// set. Returns how many were new.
+pub const NOTICE_SCRIPT: &str = r"
+local ev, fresh, seen = {}, {}, {}
+for i = 1, #KEYS - 1 do
+  local key = KEYS[1 + i]
+  if not seen[key] then
+    seen[key] = true
+    if redis.call('EXISTS', key) == 0 then
+      ev[#ev + 1] = ARGV[2 * i + 1]
+      ev[#ev + 1] = ARGV[2 * i + 2]
+      fresh[#fresh + 1] = key
+    end
+  end
+end
+if #ev > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ev))
+  for _, key in ipairs(fresh) do redis.call('SET', key, '1', 'EX', ARGV[2]) end
+end
+return #fresh
+";
+
 /// Quarantined items kept in Redis (the newest).
 pub const QUARANTINE_KEPT: usize = 10_000;
 
@@ -412,6 +444,7 @@ struct Inner {
     event_retention: usize,
     status_script: Script,
     quarantine_script: Script,
+    notice_script: Script,
     allow_eviction: bool,
     readiness: Readiness,
     /// INFO was refused once (disabled on this server) and that was logged.
@@ -455,6 +488,7 @@ impl RedisStore {
                 event_retention: settings.event_retention,
                 status_script: Script::new(STATUS_SCRIPT),
                 quarantine_script: Script::new(QUARANTINE_SCRIPT),
+                notice_script: Script::new(NOTICE_SCRIPT),
                 allow_eviction: settings.allow_eviction,
                 readiness: Readiness::default(),
                 info_refused_logged: AtomicBool::new(false),
@@ -501,6 +535,32 @@ impl RedisStore {
             .invoke_async(&mut self.inner.connection.clone())
             .await?;
         Ok(changed.into_iter().map(|c| c == 1).collect())
+    }
+
+    /// Keeps notices `(digest, event type, data)` as events, each once, in one script call.
+    pub(super) async fn save_notices(
+        &self,
+        notices: Vec<(String, String, String)>,
+    ) -> Result<(), StoreError> {
+        if let Some(reason) = self.inner.readiness.refused() {
+            return Err(StoreError::Refused(reason));
+        }
+        let p = &self.inner.key_prefix;
+        let mut invocation = self.inner.notice_script.prepare_invoke();
+        invocation.key(format!("{p}:events"));
+        for (digest, _, _) in &notices {
+            invocation.key(format!("{p}:notice:{digest}"));
+        }
+        invocation
+            .arg(self.inner.event_retention + 1)
+            .arg(super::DEDUPE_TTL_SECS);
+        for (_, kind, data) in &notices {
+            invocation.arg(kind).arg(data);
+        }
+        let _: i64 = invocation
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(())
     }
 
     /// Keeps quarantined items (each item's JSON) with a `webhook_error` event each, in one
@@ -840,6 +900,7 @@ impl BatchCall {
                 Some(c) => cmd.arg(c.kind).arg(c.timestamp).arg(&c.json),
                 None => cmd.arg("").arg(0).arg(""),
             };
+            cmd.arg(w.event.unwrap_or(""));
         }
         let outcome: Result<Vec<redis::Value>, redis::RedisError> = match cmd
             .query_async(&mut self.connection)

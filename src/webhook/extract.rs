@@ -1,35 +1,49 @@
-//! Wire DTOs -> domain: walks every `entry[] x changes[] x value.messages[]` of a notification and
-//! produces [`InboundMessage`]s. An item that cannot be attributed is **quarantined**, not a reason
-//! to refuse the rest: it is returned as a [`Quarantined`] naming its JSON path, the rule it broke
-//! and its raw JSON, and the other messages of the delivery are stored (Meta would otherwise retry
-//! the whole delivery, good messages included, for seven days).
+//! Wire DTOs -> domain: walks every `entry[] x changes[]` of a notification and produces
+//! [`InboundMessage`]s, statuses and [`Notice`]s. An item that cannot be attributed is
+//! **quarantined**, not a reason to refuse the rest: it is returned as a [`Quarantined`] naming
+//! its JSON path, the rule it broke and its raw JSON, and the other messages of the delivery are
+//! stored (Meta would otherwise retry the whole delivery, good messages included, for seven
+//! days).
 //!
 //! Rules: the body must be a JSON object with an `entry` array, else [`ExtractError`] (400): that
-//! is the only batch-wide refusal. Changes whose `field` is not `messages` are counted and
-//! ignored. Within a messages change:
-//! - a `messages`, `statuses`, `errors` or `contacts` value that is not an array, or `metadata`
-//!   that is not an object, quarantines that part of the change;
-//! - each message needs an `id` (a [`MessageId`]) and a sender: `from` (a [`PhoneNumber`]) or
-//!   `from_user_id` (a [`Bsuid`]); the contact is the phone when it parses, else the BSUID. A
-//!   message with neither usable is quarantined (path and rule of the field that failed);
-//! - the sender's profile (name, username, user_id, parent_user_id) comes from `value.contacts[]`
-//!   matched by identity: `user_id == from_user_id`, else `wa_id == from`; `""` reads as absent;
+//! is the only batch-wide refusal. Per change, by `field`:
+//! - `messages` (or no field): user messages ([`Origin::User`]), `statuses`, value-level
+//!   `errors` (one `meta_error` [`Notice`]) and call statuses (a `call_status` notice each);
+//! - `smb_message_echoes`: what the business sent from the WhatsApp Business app
+//!   ([`Origin::Echo`], the contact is the recipient `to`, else `to_user_id`);
+//! - `history`: back-fill chunks; each thread's messages are stored ([`Origin::History`], outbound
+//!   when `from` is the business number; the contact is the thread's user when a message names
+//!   none) and each chunk is one `history` notice (its progress and counts);
+//! - every other field (template, account, user preference, user id, call, group updates, ...)
+//!   becomes one notice named after the field, with the change's `value` as it came, routed by
+//!   `metadata.phone_number_id` when present and `entry.id` (the WABA) always.
+//!
+//! Within a message-bearing change:
+//! - a `messages`, `statuses`, `errors`, `contacts`, `message_echoes` or `history` value that is
+//!   not an array, or `metadata` that is not an object, quarantines that part of the change;
+//! - each message needs an `id` (a [`MessageId`]) and a user: for a user's message `from` (a
+//!   [`PhoneNumber`]) or `from_user_id` (a [`Bsuid`]), for the business's own `to` or
+//!   `to_user_id`; the contact is the phone when it parses, else the BSUID. A message with
+//!   neither usable is quarantined (path and rule of the field that failed);
+//! - the user's profile (name, username, user_id, parent_user_id) comes from `value.contacts[]`
+//!   matched by identity: `user_id`, else `wa_id`; `""` reads as absent;
 //! - `type` defaults to `unknown`; the tenant is `metadata.phone_number_id`
 //!   ([`PhoneNumberId::unknown`] when absent).
 //!
 //! `statuses[]` items become [`InboundStatus`]es (a status breaking a rule of
-//! [`StatusUpdate::parse`] is quarantined; call statuses are counted). Value-level `errors[]` are
-//! counted for logging.
+//! [`StatusUpdate::parse`] is quarantined). The App Dashboard's *Test* samples (WABA `0`, ids
+//! without `wamid.`) are ordinary notifications and are stored like any other.
 
 use serde_json::value::RawValue;
 
 use crate::domain::{
-    Bsuid, ContactId, ContactProfile, InboundMessage, MessageId, MessageKind, ParsedStatus,
+    Bsuid, ContactId, ContactProfile, InboundMessage, MessageId, MessageKind, Origin, ParsedStatus,
     PhoneNumber, PhoneNumberId, StatusUpdate,
 };
 use crate::webhook::content::take_details;
 use crate::webhook::payload::{
-    ContactPayload, MessagePayload, MetadataPayload, RawList, WebhookPayload,
+    ChangeValuePayload, ContactPayload, HistoryChunkPayload, MessagePayload, MetadataPayload,
+    RawList, WebhookPayload,
 };
 
 /// Everything a notification carried.
@@ -41,12 +55,56 @@ pub struct WebhookBatch {
     pub quarantined: Vec<Quarantined>,
     /// Message statuses (`statuses[]` items about messages), in payload order.
     pub statuses: Vec<InboundStatus>,
-    /// Call statuses (`type: "call"`): counted; stored with the calls work later.
+    /// Call statuses (`type: "call"`): counted here, kept as `call_status` notices.
     pub call_statuses: usize,
-    /// Number of `errors[]` objects at value level.
+    /// Number of `errors[]` objects at value level (kept as a `meta_error` notice per change).
     pub errors: usize,
-    /// Changes with a field other than `messages`.
+    /// Changes without a `value`.
     pub ignored_changes: usize,
+    /// Everything else Meta said that is not a message or a message status, kept as events:
+    /// value-level errors, call statuses, history progress and every other field (template,
+    /// account, user preference, user id, call, group updates, ...).
+    pub notices: Vec<Notice>,
+}
+
+/// Something Meta notified that is not a message: stored as one event of type `kind` whose data
+/// is `{"field", "waba_id", "phone_number_id", "value", "received_at"}`, at most once (a retry of
+/// the same notification is recognised by [`Notice::digest`]).
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// The event type: Meta's field name (`account_update`, `message_template_status_update`,
+    /// `calls`, `user_preferences`, `user_id_update`, ...; `notification` when the field is not a
+    /// plain name), `meta_error` for value-level errors, `call_status` for call statuses,
+    /// `history` for a back-fill chunk's progress.
+    pub kind: String,
+    /// Meta's field name (`messages` for errors and call statuses).
+    pub field: String,
+    /// `entry[].id`, the WhatsApp Business Account: the tenant of changes without `metadata`.
+    pub waba_id: Option<String>,
+    /// `metadata.phone_number_id`, when the change has one.
+    pub phone_number_id: Option<PhoneNumberId>,
+    /// What Meta sent: the change's `value` as it came (for errors the `errors` array, for a
+    /// call status its object, for history a summary of the chunk).
+    pub value: Box<RawValue>,
+}
+
+impl Notice {
+    /// Identifies a notification across Meta's retries (which repeat it byte for byte, possibly in
+    /// another envelope): SHA-256 over the kind, the WABA and the value, hex.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for part in [
+            self.kind.as_bytes(),
+            b"\0",
+            self.waba_id.as_deref().unwrap_or("").as_bytes(),
+            b"\0",
+            self.value.get().as_bytes(),
+        ] {
+            hash.update(part);
+        }
+        hex::encode(hash.finalize())
+    }
 }
 
 /// A notification that is not shaped like Meta's: where, and which rule.
@@ -112,11 +170,18 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
     let mut batch = WebhookBatch::default();
     for (e, entry) in payload.entry.iter().enumerate() {
         for (c, change) in entry.changes.iter().enumerate() {
-            let is_messages = change.field.as_deref().is_none_or(|f| f == "messages");
-            let Some(value) = change.value.as_ref().filter(|_| is_messages) else {
+            let Some(raw_value) = change.value else {
                 batch.ignored_changes += 1;
                 continue;
             };
+            let field = change.field.as_deref().unwrap_or("messages");
+            if !matches!(field, "messages" | "smb_message_echoes" | "history") {
+                batch.notice_of(field, entry.id.as_deref(), raw_value);
+                continue;
+            }
+            // Any JSON value reads (leniently) as a value; it was validated as JSON already.
+            let value: ChangeValuePayload<'_> =
+                serde_json::from_str(raw_value.get()).unwrap_or_default();
             // Paths are built only on failure: the happy path allocates no error text.
             let path = || format!("entry[{e}].changes[{c}].value");
             let metadata: MetadataPayload<'_> = match value.metadata {
@@ -150,6 +215,8 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                 ("statuses", &value.statuses),
                 ("errors", &value.errors),
                 ("contacts", &value.contacts),
+                ("message_echoes", &value.message_echoes),
+                ("history", &value.history),
             ] {
                 if matches!(list, RawList::NotAList) {
                     batch.quarantine(
@@ -160,15 +227,35 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                     );
                 }
             }
-            let messages = value.messages.items();
-            batch.errors += value.errors.items().len();
+            let known_tenant = (!metadata.phone_number_id.is_empty()).then(|| tenant.clone());
+            if let RawList::List(errors) = &value.errors
+                && !errors.is_empty()
+            {
+                batch.errors += errors.len();
+                batch.notices.push(Notice {
+                    kind: "meta_error".to_owned(),
+                    field: field.to_owned(),
+                    waba_id: entry.id.clone(),
+                    phone_number_id: known_tenant.clone(),
+                    value: raw_array(errors),
+                });
+            }
             for (i, raw) in value.statuses.items().iter().enumerate() {
                 match StatusUpdate::parse(raw) {
                     Ok(ParsedStatus::Message(update)) => batch.statuses.push(InboundStatus {
                         phone_number_id: tenant.clone(),
                         update,
                     }),
-                    Ok(ParsedStatus::Call(_)) => batch.call_statuses += 1,
+                    Ok(ParsedStatus::Call(_)) => {
+                        batch.call_statuses += 1;
+                        batch.notices.push(Notice {
+                            kind: "call_status".to_owned(),
+                            field: field.to_owned(),
+                            waba_id: entry.id.clone(),
+                            phone_number_id: known_tenant.clone(),
+                            value: (*raw).to_owned(),
+                        });
+                    }
                     Err(e) => {
                         let field = e.field.map(|f| format!(".{f}")).unwrap_or_default();
                         batch.quarantine(
@@ -180,7 +267,11 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                     }
                 }
             }
-            if messages.is_empty() {
+            let lists = [
+                ("messages", Origin::User, value.messages.items()),
+                ("message_echoes", Origin::Echo, value.message_echoes.items()),
+            ];
+            if lists.iter().all(|l| l.2.is_empty()) && value.history.items().is_empty() {
                 continue;
             }
             let contacts: Vec<ContactPayload<'_>> = value
@@ -189,27 +280,156 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                 .iter()
                 .map(|raw| serde_json::from_str(raw.get()).unwrap_or_default())
                 .collect();
-            batch.messages.reserve(messages.len());
-            for (m, raw) in messages.iter().enumerate() {
-                match extract_message(raw, &metadata.display_phone_number, &tenant, &contacts) {
-                    Ok(message) => batch.messages.push(message),
-                    Err((field, rule)) => {
-                        let field = field.map(|f| format!(".{f}")).unwrap_or_default();
-                        batch.quarantine(
-                            format!("{}.messages[{m}]{field}", path()),
-                            rule,
-                            Some(tenant.clone()),
-                            Some(raw),
-                        );
+            let business = Business {
+                display_phone_number: &metadata.display_phone_number,
+                phone_number_id: &tenant,
+            };
+            for (name, origin, items) in lists {
+                batch.messages.reserve(items.len());
+                for (m, raw) in items.iter().enumerate() {
+                    let at = || format!("{}.{name}[{m}]", path());
+                    batch.message(raw, &business, origin, &contacts, None, at);
+                }
+            }
+            for (h, raw) in value.history.items().iter().enumerate() {
+                let chunk: HistoryChunkPayload<'_> =
+                    serde_json::from_str(raw.get()).unwrap_or_default();
+                let before = batch.messages.len();
+                for (t, thread) in chunk.threads.iter().enumerate() {
+                    // The thread's user: its phone, else the BSUID of its context.
+                    let user = present(&thread.id)
+                        .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
+                        .or_else(|| {
+                            let context = thread.context.as_ref()?;
+                            present(&context.wa_id)
+                                .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
+                                .or_else(|| {
+                                    present(&context.user_id)
+                                        .and_then(|u| Bsuid::parse(u).ok().map(ContactId::User))
+                                })
+                        });
+                    for (m, raw) in thread.messages.items().iter().enumerate() {
+                        let at = || format!("{}.history[{h}].threads[{t}].messages[{m}]", path());
+                        let outbound = serde_json::from_str::<FromOnly<'_>>(raw.get())
+                            .ok()
+                            .and_then(|f| f.from)
+                            .is_some_and(|from| {
+                                !metadata.display_phone_number.is_empty()
+                                    && from == metadata.display_phone_number
+                            });
+                        let origin = Origin::History { outbound };
+                        batch.message(raw, &business, origin, &contacts, user.as_ref(), at);
                     }
                 }
+                let summary = serde_json::json!({
+                    "metadata": chunk.metadata,
+                    "threads": chunk.threads.len(),
+                    "messages": batch.messages.len() - before,
+                    "errors": chunk.errors.items(),
+                });
+                batch.notices.push(Notice {
+                    kind: "history".to_owned(),
+                    field: field.to_owned(),
+                    waba_id: entry.id.clone(),
+                    phone_number_id: known_tenant.clone(),
+                    value: serde_json::value::to_raw_value(&summary).expect("JSON serializes"),
+                });
             }
         }
     }
     Ok(batch)
 }
 
+/// The business number a change arrived on.
+struct Business<'s> {
+    display_phone_number: &'s str,
+    phone_number_id: &'s PhoneNumberId,
+}
+
+/// Only the `from` of a message (to tell a history message's direction).
+#[derive(serde::Deserialize)]
+struct FromOnly<'a> {
+    #[serde(default, borrow, deserialize_with = "crate::webhook::lenient::cow")]
+    from: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// `items` as one JSON array, byte for byte.
+fn raw_array(items: &[&RawValue]) -> Box<RawValue> {
+    let mut out = String::from("[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item.get());
+    }
+    out.push(']');
+    RawValue::from_string(out).expect("elements of a JSON array make a JSON array")
+}
+
+/// An event type made of Meta's field name when it is a plain name, else `notification`.
+fn notice_kind(field: &str) -> String {
+    let plain = !field.is_empty()
+        && field.len() <= 64
+        && field
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if plain { field } else { "notification" }.to_owned()
+}
+
+/// Just the business number of a change that is not about messages.
+#[derive(Default, serde::Deserialize)]
+struct NoticeValue {
+    #[serde(default, deserialize_with = "crate::webhook::lenient::object")]
+    metadata: Option<NoticeMetadata>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct NoticeMetadata {
+    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
+    phone_number_id: Option<String>,
+}
+
 impl WebhookBatch {
+    /// Keeps a change of another field than messages as a notice, routed by its
+    /// `metadata.phone_number_id` when it has one, else by `entry.id`.
+    fn notice_of(&mut self, field: &str, waba_id: Option<&str>, value: &RawValue) {
+        let phone_number_id = serde_json::from_str::<NoticeValue>(value.get())
+            .ok()
+            .and_then(|v| v.metadata?.phone_number_id)
+            .and_then(|p| PhoneNumberId::parse(&p).ok());
+        self.notices.push(Notice {
+            kind: notice_kind(field),
+            field: field.to_owned(),
+            waba_id: waba_id.map(str::to_owned),
+            phone_number_id,
+            value: value.to_owned(),
+        });
+    }
+
+    /// Extracts one message (a user's, an echo or a history message), or quarantines it.
+    fn message(
+        &mut self,
+        raw: &RawValue,
+        business: &Business<'_>,
+        origin: Origin,
+        contacts: &[ContactPayload<'_>],
+        thread_user: Option<&ContactId>,
+        path: impl FnOnce() -> String,
+    ) {
+        match extract_message(raw, business, origin, contacts, thread_user) {
+            Ok(message) => self.messages.push(message),
+            Err((field, rule)) => {
+                let field = field.map(|f| format!(".{f}")).unwrap_or_default();
+                self.quarantine(
+                    format!("{}{field}", path()),
+                    rule,
+                    Some(business.phone_number_id.clone()),
+                    Some(raw),
+                );
+            }
+        }
+    }
+
     fn quarantine(
         &mut self,
         path: String,
@@ -245,24 +465,41 @@ fn present<'s>(field: &'s Option<std::borrow::Cow<'_, str>>) -> Option<&'s str> 
     field.as_deref().filter(|s| !s.is_empty())
 }
 
-/// The sender: the phone when `from` parses, else the BSUID of `from_user_id`; with the profile
-/// from the matching `contacts[]` entry.
+/// The user of a message, with the profile from the matching `contacts[]` entry: for a user's
+/// message the sender (the phone when `from` parses, else the BSUID of `from_user_id`); for the
+/// business's own messages (echoes, outbound history) the recipient (`to`, else `to_user_id`).
+/// A history message without those fields belongs to its thread's user.
 fn identify(
     message: &MessagePayload<'_>,
     contacts: &[ContactPayload<'_>],
+    origin: Origin,
+    thread_user: Option<&ContactId>,
 ) -> Result<(ContactId, ContactProfile), (Option<&'static str>, String)> {
-    let phone = present(&message.from).map(PhoneNumber::parse);
-    let user = present(&message.from_user_id).map(Bsuid::parse);
+    let outbound = origin.is_outbound();
+    let (phone_field, user_field, phone, user) = if outbound {
+        ("to", "to_user_id", &message.to, &message.to_user_id)
+    } else {
+        ("from", "from_user_id", &message.from, &message.from_user_id)
+    };
+    let phone = present(phone).map(PhoneNumber::parse);
+    let user = present(user).map(Bsuid::parse);
     let from = match (&phone, &user) {
         (Some(Ok(p)), _) => ContactId::Phone(p.clone()),
         (_, Some(Ok(u))) => ContactId::User(u.clone()),
-        (Some(Err(e)), _) => return Err((Some("from"), e.to_string())),
-        (None, Some(Err(e))) => return Err((Some("from_user_id"), e.to_string())),
+        (Some(Err(e)), _) => return Err((Some(phone_field), e.to_string())),
+        (None, Some(Err(e))) => return Err((Some(user_field), e.to_string())),
         // A `user_changed_user_id` system message has no sender fields: it belongs to the
         // conversation of the user's previous BSUID (else the new one, else the phone).
-        (None, None) if system_contact(message).is_some() => {
+        (None, None) if !outbound && system_contact(message).is_some() => {
             let contact = system_contact(message).expect("checked");
             return Ok((contact, ContactProfile::default()));
+        }
+        (None, None) if thread_user.is_some() => thread_user.expect("checked").clone(),
+        (None, None) if outbound => {
+            return Err((
+                Some("to"),
+                "is required (or to_user_id, the recipient's BSUID)".to_owned(),
+            ));
         }
         (None, None) => {
             return Err((
@@ -271,8 +508,14 @@ fn identify(
             ));
         }
     };
-    let user_id = user.and_then(Result::ok);
-    let wa_id = phone.and_then(Result::ok);
+    let user_id = user.and_then(Result::ok).or_else(|| match &from {
+        ContactId::User(u) => Some(u.clone()),
+        ContactId::Phone(_) => None,
+    });
+    let wa_id = phone.and_then(Result::ok).or_else(|| match &from {
+        ContactId::Phone(p) => Some(p.clone()),
+        ContactId::User(_) => None,
+    });
     let card = contacts.iter().find(|c| {
         let same_user = user_id
             .as_ref()
@@ -283,9 +526,14 @@ fn identify(
         same_user || same_phone
     });
     let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    let parent = if outbound {
+        None
+    } else {
+        present(&message.from_parent_user_id)
+    };
     let profile = ContactProfile {
         user_id: user_id.or_else(|| card.and_then(|c| Bsuid::parse(present(&c.user_id)?).ok())),
-        parent_user_id: present(&message.from_parent_user_id)
+        parent_user_id: parent
             .or_else(|| card.and_then(|c| present(&c.parent_user_id)))
             .and_then(|s| Bsuid::parse(s).ok()),
         wa_id,
@@ -318,9 +566,10 @@ fn system_contact(message: &MessagePayload<'_>) -> Option<ContactId> {
 /// One message; on failure the offending field (if any) and the rule.
 fn extract_message(
     raw: &RawValue,
-    display_phone_number: &str,
-    phone_number_id: &PhoneNumberId,
+    business: &Business<'_>,
+    origin: Origin,
     contacts: &[ContactPayload<'_>],
+    thread_user: Option<&ContactId>,
 ) -> Result<InboundMessage, (Option<&'static str>, String)> {
     let mut message: MessagePayload<'_> =
         serde_json::from_str(raw.get()).map_err(|e| (None, e.to_string()))?;
@@ -329,7 +578,7 @@ fn extract_message(
         .as_deref()
         .ok_or((Some("id"), "is required".to_owned()))?;
     let id = MessageId::parse(id).map_err(|e| (Some("id"), e.to_string()))?;
-    let (from, profile) = identify(&message, contacts)?;
+    let (from, profile) = identify(&message, contacts, origin, thread_user)?;
     let kind = MessageKind::parse(message.kind.as_deref().unwrap_or("unknown"));
     let body = summarize(&kind, &message);
     let details = take_details(&mut message, raw);
@@ -337,9 +586,10 @@ fn extract_message(
         body,
         id,
         from,
+        origin,
         profile,
-        to: display_phone_number.to_owned(),
-        phone_number_id: phone_number_id.clone(),
+        to: business.display_phone_number.to_owned(),
+        phone_number_id: business.phone_number_id.clone(),
         timestamp: message.timestamp.unwrap_or_default(),
         kind,
         raw: raw.to_owned(),
@@ -445,6 +695,7 @@ fn summarize(kind: &MessageKind, m: &MessagePayload<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Origin;
 
     fn envelope(messages: &str) -> String {
         format!(
@@ -587,7 +838,22 @@ mod tests {
         );
         assert_eq!(
             (batch.call_statuses, batch.errors, batch.ignored_changes),
-            (1, 1, 1)
+            (1, 1, 0)
+        );
+        let kinds: Vec<&str> = batch.notices.iter().map(|n| n.kind.as_str()).collect();
+        assert_eq!(kinds, ["call_status", "meta_error", "account_update"]);
+        assert_eq!(
+            batch.notices[0]
+                .phone_number_id
+                .as_ref()
+                .map(|p| p.as_str()),
+            Some("77")
+        );
+        assert_eq!(batch.notices[1].value.get(), r#"[{"code":130429}]"#);
+        assert_eq!(batch.notices[1].phone_number_id, None, "no metadata there");
+        assert_eq!(
+            batch.notices[2].value.get(),
+            r#"{"event":"VERIFIED_ACCOUNT"}"#
         );
     }
 
@@ -735,15 +1001,86 @@ mod tests {
     }
 
     #[test]
-    fn other_fields_may_carry_any_shape() {
-        // Even a `messages` key that is not a list, when the field is not `messages`.
-        let other = br#"{"entry":[{"changes":[
-            {"value":{"messages":"x","metadata":7},"field":"history"},
+    fn other_fields_may_carry_any_shape_and_are_kept_as_they_came() {
+        // Even a `messages` key that is not a list, when the field is not about messages.
+        let other = br#"{"entry":[{"id":"55","changes":[
+            {"value":{"messages":"x","metadata":7},"field":"flows"},
             {"field":"calls","value":[1,{"a":null}]},
-            {"field":"x","value":"s"},
+            {"field":"Weird Field!","value":"s"},
             {"field":"messages","value":null}]}]}"#;
         let batch = extract_batch(other).unwrap();
-        assert_eq!(batch.ignored_changes, 4);
-        assert!(batch.messages.is_empty());
+        assert_eq!(batch.ignored_changes, 1);
+        assert!(batch.messages.is_empty() && batch.quarantined.is_empty());
+        let notices: Vec<(&str, &str, &str)> = batch
+            .notices
+            .iter()
+            .map(|n| (n.kind.as_str(), n.field.as_str(), n.value.get()))
+            .collect();
+        assert_eq!(
+            notices,
+            [
+                ("flows", "flows", r#"{"messages":"x","metadata":7}"#),
+                ("calls", "calls", r#"[1,{"a":null}]"#),
+                ("notification", "Weird Field!", r#""s""#),
+            ]
+        );
+        assert!(
+            batch
+                .notices
+                .iter()
+                .all(|n| n.waba_id.as_deref() == Some("55"))
+        );
+        // A retry is recognised by its digest; another value is another notice.
+        let again = extract_batch(other).unwrap();
+        assert_eq!(again.notices[0].digest(), batch.notices[0].digest());
+        assert_ne!(batch.notices[0].digest(), batch.notices[1].digest());
+    }
+
+    #[test]
+    fn echoes_and_history_messages_name_the_user_they_were_sent_to() {
+        let body = br#"{"entry":[{"id":"1","changes":[
+            {"field":"smb_message_echoes","value":{
+                "metadata":{"display_phone_number":"15550783881","phone_number_id":"77"},
+                "message_echoes":[
+                    {"from":"15550783881","to":"16505551234","id":"wamid.E1","timestamp":"1","type":"text","text":{"body":"a"}},
+                    {"from":"15550783881","to_user_id":"US.13491208655302741918","id":"wamid.E2","timestamp":"2","type":"text","text":{"body":"b"}},
+                    {"from":"15550783881","id":"wamid.E3","timestamp":"3","type":"text","text":{"body":"c"}}]}},
+            {"field":"history","value":{
+                "metadata":{"display_phone_number":"15550783881","phone_number_id":"77"},
+                "history":[{"metadata":{"phase":0,"chunk_order":1,"progress":100},"threads":[
+                    {"context":{"user_id":"US.24817305912873645029"},"messages":[
+                        {"from":"15550783881","id":"wamid.H1","timestamp":"4","type":"text","text":{"body":"d"}},
+                        {"from_user_id":"US.24817305912873645029","id":"wamid.H2","timestamp":"5","type":"text","text":{"body":"e"}},
+                        {"id":"wamid.H3","timestamp":"6","type":"text","text":{"body":"f"}}]}]}]}}]}]}"#;
+        let batch = extract_batch(body).unwrap();
+        let got: Vec<(&str, &str, Origin)> = batch
+            .messages
+            .iter()
+            .map(|m| (m.id.as_str(), m.from.as_str(), m.origin))
+            .collect();
+        let outbound = Origin::History { outbound: true };
+        let inbound = Origin::History { outbound: false };
+        assert_eq!(
+            got,
+            [
+                ("wamid.E1", "16505551234", Origin::Echo),
+                ("wamid.E2", "US.13491208655302741918", Origin::Echo),
+                ("wamid.H1", "US.24817305912873645029", outbound),
+                ("wamid.H2", "US.24817305912873645029", inbound),
+                ("wamid.H3", "US.24817305912873645029", inbound),
+            ]
+        );
+        // An echo naming no recipient cannot be attributed.
+        assert_eq!(
+            batch.quarantined[0].path,
+            "entry[0].changes[0].value.message_echoes[2].to"
+        );
+        let [history] = &batch.notices[..] else {
+            panic!("{:?}", batch.notices)
+        };
+        assert_eq!(history.kind, "history");
+        let summary: serde_json::Value = serde_json::from_str(history.value.get()).unwrap();
+        assert_eq!(summary["messages"], 3);
+        assert_eq!(summary["metadata"]["progress"], 100);
     }
 }

@@ -23,22 +23,28 @@ pub struct WebhookPayload<'a> {
 /// One `entry[]`: a WhatsApp Business Account and its changes.
 #[derive(Debug, Deserialize)]
 pub struct EntryPayload<'a> {
+    /// The WABA id (`"0"` in the App Dashboard's test samples): the tenant of changes without
+    /// `metadata` (template and account updates). Read leniently: a number is kept as digits.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub id: Option<String>,
     #[serde(default, borrow)]
     pub changes: Vec<ChangePayload<'a>>,
 }
 
-/// One `changes[]`. Meta sends `value` before `field`, so the value is read in the same pass
-/// without knowing its field yet: leniently ([`ChangeValuePayload`]), so the unrelated shapes of
-/// other fields (`account_update`, template updates, …) never fail parsing.
+/// One `changes[]`. Meta sends `value` before `field`, so the value is kept raw here and read
+/// once the field is known: message-bearing fields (`messages`, `smb_message_echoes`,
+/// `history`) leniently as a [`ChangeValuePayload`], every other field (`account_update`,
+/// template updates, `calls`, `user_preferences`, …) kept as it came. Any JSON value is
+/// accepted, so an unexpected shape never fails the delivery.
 #[derive(Debug, Deserialize)]
 pub struct ChangePayload<'a> {
     #[serde(default, borrow)]
     pub field: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    pub value: Option<ChangeValuePayload<'a>>,
+    pub value: Option<&'a RawValue>,
 }
 
-/// The parts of a change's `value` a `messages` change has. Lists hold each element's raw bytes;
+/// The parts of a message-bearing change's `value`. Lists hold each element's raw bytes;
 /// `metadata` stays raw until the change is known to be about messages. Anything that is not an
 /// object (or a list that is not an array) reads as absent / [`RawList::NotAList`] instead of
 /// failing; whether that is an error is decided once the field is known.
@@ -49,6 +55,10 @@ pub struct ChangeValuePayload<'a> {
     pub messages: RawList<'a>,
     pub statuses: RawList<'a>,
     pub errors: RawList<'a>,
+    /// `smb_message_echoes`: what the business sent from the WhatsApp Business app.
+    pub message_echoes: RawList<'a>,
+    /// `history`: back-fill chunks of earlier chats.
+    pub history: RawList<'a>,
 }
 
 /// A JSON array kept as its elements' raw bytes, or a note that the value was something else.
@@ -74,13 +84,15 @@ impl<'a> RawList<'a> {
 }
 
 #[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
+#[serde(field_identifier, rename_all = "snake_case")]
 enum ValueKey {
     Metadata,
     Contacts,
     Messages,
     Statuses,
     Errors,
+    MessageEchoes,
+    History,
     #[serde(other)]
     Other,
 }
@@ -128,6 +140,8 @@ impl<'de: 'a, 'a> de::Visitor<'de> for LenientVisitor<ChangeValuePayload<'a>> {
                 ValueKey::Messages => value.messages = map.next_value()?,
                 ValueKey::Statuses => value.statuses = map.next_value()?,
                 ValueKey::Errors => value.errors = map.next_value()?,
+                ValueKey::MessageEchoes => value.message_echoes = map.next_value()?,
+                ValueKey::History => value.history = map.next_value()?,
                 ValueKey::Other => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -183,6 +197,30 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawList<'a> {
     }
 }
 
+/// One `history[]` chunk of a back-fill: its progress, its threads, or the errors Meta sent
+/// instead (the business declined to share its history).
+#[derive(Debug, Default, Deserialize)]
+pub struct HistoryChunkPayload<'a> {
+    #[serde(default, borrow)]
+    pub metadata: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "lenient::vec")]
+    pub threads: Vec<ThreadPayload<'a>>,
+    #[serde(default, borrow)]
+    pub errors: RawList<'a>,
+}
+
+/// One chat of a history chunk: the user (`id`, the phone, or `context` when it is withheld) and
+/// its messages in both directions.
+#[derive(Debug, Default, Deserialize)]
+pub struct ThreadPayload<'a> {
+    #[serde(default, borrow, deserialize_with = "lenient::cow")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "lenient::object")]
+    pub context: Option<ContactPayload<'a>>,
+    #[serde(default, borrow)]
+    pub messages: RawList<'a>,
+}
+
 /// Which business number the change is about.
 #[derive(Debug, Default, Deserialize)]
 pub struct MetadataPayload<'a> {
@@ -225,6 +263,12 @@ pub struct MessagePayload<'a> {
     pub id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub from: Option<Cow<'a, str>>,
+    /// The recipient, on the business's own messages (echoes, outbound history).
+    #[serde(default, borrow, deserialize_with = "lenient::cow")]
+    pub to: Option<Cow<'a, str>>,
+    /// The recipient's BSUID, on the business's own messages.
+    #[serde(default, borrow, deserialize_with = "lenient::cow")]
+    pub to_user_id: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "string_or_number")]
     pub timestamp: Option<String>,
     #[serde(rename = "type", borrow)]

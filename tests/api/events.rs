@@ -836,6 +836,10 @@ contract_tests!(
     a_slow_websocket_client_is_closed_with_lagged,
     taps_reactions_edits_and_deletions_have_their_own_events_and_so_do_reads_and_deletes,
     a_write_with_more_events_than_the_retention_reaches_live_clients_whole,
+    echoes_are_outbound_messages_that_open_no_window,
+    history_back_fill_is_stored_without_unread_window_or_message_events,
+    other_notifications_are_kept_as_events_once_each,
+    the_app_dashboard_test_samples_get_200,
 );
 
 async fn taps_reactions_edits_and_deletions_have_their_own_events_and_so_do_reads_and_deletes(
@@ -1116,4 +1120,277 @@ async fn the_reader_reads_nothing_while_no_stream_is_open() {
             pair("conversation_updated", "wamid.I99")
         ]
     );
+}
+
+/// A notification with one change of `field` carrying `value`, on WABA `waba`.
+fn change_webhook(waba: &str, field: &str, value: Value) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": waba, "time": 1731705721, "changes": [{ "field": field, "value": value }]}]
+    })
+    .to_string()
+}
+
+fn business_metadata() -> Value {
+    json!({ "display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID })
+}
+
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    let response = app.http.get(app.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
+}
+
+async fn ack_of(app: &TestApp, body: &str) -> Value {
+    let response = app.post_webhook(body).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn echoes_are_outbound_messages_that_open_no_window(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut sse = Sse::open(&app, "?types=message_incoming,message_outgoing", None).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let user = json!({ "from": ALICE, "id": "wamid.U1", "timestamp": (now - 120).to_string(),
+                       "type": "text", "text": { "body": "Are you open?" } });
+    ack_of(&app, &webhook_with(vec![user])).await;
+    let echo = change_webhook(
+        "102290129340398",
+        "smb_message_echoes",
+        json!({
+            "messaging_product": "whatsapp",
+            "metadata": business_metadata(),
+            "contacts": [{ "profile": { "username": "@kerry" }, "wa_id": ALICE,
+                           "user_id": "US.13491208655302741918" }],
+            "message_echoes": [{ "from": "15551713917", "to": ALICE,
+                "to_user_id": "US.13491208655302741918", "id": "wamid.ECHO1",
+                "timestamp": (now - 60).to_string(), "type": "text",
+                "text": { "body": "On my way \u{1F697}" } }]
+        }),
+    );
+    let answer = ack_of(&app, &echo).await;
+    assert_eq!(answer["stored"], 1, "{answer}");
+    assert_eq!(
+        ack_of(&app, &echo).await["duplicates"],
+        1,
+        "a retry is a duplicate"
+    );
+
+    let frames = sse.events(2).await;
+    assert_eq!(frames[0].kind(), "message_incoming");
+    assert_eq!(frames[1].kind(), "message_outgoing");
+    let record = &frames[1].json()["data"];
+    assert_eq!(record["id"], "wamid.ECHO1");
+    assert_eq!(record["direction"], "outbound");
+    assert_eq!(record["source"], "business_app");
+    assert_eq!(record["contact"]["id"], ALICE);
+    assert_eq!(record["contact"]["username"], "@kerry");
+    sse.assert_quiet(Duration::from_millis(200)).await;
+
+    // One conversation: both messages counted, only the user's unread and opening the window;
+    // the preview is the echo (the latest).
+    let list = get_json(&app, "/v1/conversations").await;
+    let conversation = &list["conversations"][0];
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(conversation["message_count"], 2, "{conversation}");
+    assert_eq!(conversation["unread_count"], 1, "{conversation}");
+    assert_eq!(
+        conversation["window_expires_at"],
+        now - 120 + 86_400,
+        "{conversation}"
+    );
+    assert_eq!(conversation["last_message"], "On my way \u{1F697}");
+    let history = get_json(&app, &format!("/v1/conversations/{ALICE}/messages")).await;
+    let directions: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["direction"].as_str().unwrap())
+        .collect();
+    assert_eq!(directions, ["inbound", "outbound"]);
+    // The FastAPI list (POST /get) holds what the user sent, as the original did.
+    assert_eq!(app.ids_of(ALICE).await, ["wamid.U1"]);
+}
+
+async fn history_back_fill_is_stored_without_unread_window_or_message_events(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut sse = Sse::open(&app, "", None).await;
+    let chunk = change_webhook(
+        "102290129340398",
+        "history",
+        json!({
+            "messaging_product": "whatsapp",
+            "metadata": business_metadata(),
+            "history": [{
+                "metadata": { "phase": 1, "chunk_order": 3, "progress": 40 },
+                "threads": [{
+                    "id": BOB,
+                    "context": { "wa_id": BOB, "user_id": "US.24817305912873645029" },
+                    "messages": [
+                        { "from": BOB, "id": "wamid.H1", "timestamp": "1736000000", "type": "text",
+                          "text": { "body": "Are you open today?" },
+                          "history_context": { "status": "READ" } },
+                        { "from": "15551713917", "to": BOB, "id": "wamid.H2",
+                          "timestamp": "1736000060", "type": "text",
+                          "text": { "body": "Yes, until 6pm" },
+                          "history_context": { "status": "DELIVERED" } }
+                    ]
+                }]
+            }]
+        }),
+    );
+    let answer = ack_of(&app, &chunk).await;
+    assert_eq!(answer["stored"], 2, "{answer}");
+    assert_eq!(answer["notifications"], 1, "{answer}");
+    // One `history` event for the chunk, no per-message events (a conversation_updated is
+    // the state change of the conversation, not a "message received").
+    let mut kinds = Vec::new();
+    let mut progress = Value::Null;
+    loop {
+        let frame = sse.next_event(WAIT).await;
+        let kind = frame.kind().to_owned();
+        if kind == "history" {
+            progress = frame.json()["data"].clone();
+        }
+        kinds.push(kind);
+        if !progress.is_null() && kinds.iter().any(|k| k == "conversation_updated") {
+            break;
+        }
+    }
+    assert!(
+        !kinds.iter().any(|k| k.starts_with("message_")),
+        "{kinds:?}"
+    );
+    assert_eq!(progress["field"], "history");
+    assert_eq!(progress["phone_number_id"], PHONE_NUMBER_ID);
+    assert_eq!(progress["waba_id"], "102290129340398");
+    assert_eq!(progress["value"]["messages"], 2);
+    assert_eq!(progress["value"]["metadata"]["chunk_order"], 3);
+    sse.assert_quiet(Duration::from_millis(200)).await;
+
+    let list = get_json(&app, "/v1/conversations").await;
+    let conversation = &list["conversations"][0];
+    assert_eq!(conversation["message_count"], 2, "{conversation}");
+    assert_eq!(conversation["unread_count"], 0, "{conversation}");
+    assert_eq!(
+        conversation["window_expires_at"],
+        Value::Null,
+        "{conversation}"
+    );
+    let history = get_json(&app, &format!("/v1/conversations/{BOB}/messages")).await;
+    let messages = history["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["direction"], "inbound");
+    assert_eq!(messages[1]["direction"], "outbound");
+    assert!(messages.iter().all(|m| m["source"] == "history"));
+    assert_eq!(
+        messages[0]["raw"]["history_context"]["status"], "READ",
+        "kept as Meta sent it"
+    );
+    assert!(app.ids_of(BOB).await.is_empty(), "not in the FastAPI list");
+    // Live traffic with an id the back-fill already stored is a duplicate.
+    let again = webhook_with(vec![json!({ "from": BOB, "id": "wamid.H1",
+        "timestamp": "1736000000", "type": "text", "text": { "body": "Are you open today?" } })]);
+    assert_eq!(ack_of(&app, &again).await["duplicates"], 1);
+}
+
+async fn other_notifications_are_kept_as_events_once_each(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut sse = Sse::open(&app, "", None).await;
+    let body = json!({
+        "object": "whatsapp_business_account",
+        "entry": [
+            { "id": "102290129340398", "time": 1731705721, "changes": [
+                { "field": "message_template_status_update", "value": {
+                    "event": "APPROVED", "message_template_id": 123456789,
+                    "message_template_name": "order_update", "message_template_language": "en_US",
+                    "reason": "NONE" } },
+                { "field": "account_update", "value": {
+                    "phone_number": "15551713917", "event": "VERIFIED_ACCOUNT" } }
+            ]},
+            { "id": "102290129340398", "changes": [
+                { "field": "user_preferences", "value": {
+                    "messaging_product": "whatsapp", "metadata": business_metadata(),
+                    "contacts": [{ "wa_id": ALICE, "user_id": "US.13491208655302741918" }],
+                    "user_preferences": [{ "wa_id": ALICE, "user_id": "US.13491208655302741918",
+                        "detail": "User requested to stop marketing messages",
+                        "category": "marketing_messages", "value": "stop",
+                        "timestamp": 1731705721 }] } },
+                { "field": "messages", "value": {
+                    "messaging_product": "whatsapp", "metadata": business_metadata(),
+                    "errors": [{ "code": 130429, "title": "Rate limit hit",
+                        "message": "Rate limit hit",
+                        "error_data": { "details": "Cloud API message throughput has been reached." } }] } },
+                { "field": "calls", "value": {
+                    "messaging_product": "whatsapp", "metadata": business_metadata(),
+                    "calls": [{ "id": "wacid.ABGGFjFVU2AfAgo6V", "from": ALICE, "to": "15551713917",
+                        "event": "terminate", "timestamp": "1731705721",
+                        "direction": "USER_INITIATED", "status": "COMPLETED", "duration": 35 }] } }
+            ]}
+        ]
+    })
+    .to_string();
+    let answer = ack_of(&app, &body).await;
+    assert_eq!(answer["notifications"], 5, "{answer}");
+    assert_eq!(answer["stored"], 0, "{answer}");
+    let frames = sse.events(5).await;
+    let kinds: Vec<&str> = frames.iter().map(Frame::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "message_template_status_update",
+            "account_update",
+            "user_preferences",
+            "meta_error",
+            "calls"
+        ]
+    );
+    let data: Vec<Value> = frames.iter().map(|f| f.json()["data"].clone()).collect();
+    // Routed by entry.id when there is no metadata, by phone_number_id when there is.
+    assert_eq!(data[0]["waba_id"], "102290129340398");
+    assert_eq!(data[0]["phone_number_id"], Value::Null);
+    assert_eq!(data[0]["value"]["message_template_name"], "order_update");
+    assert_eq!(data[1]["value"]["event"], "VERIFIED_ACCOUNT");
+    assert_eq!(data[2]["phone_number_id"], PHONE_NUMBER_ID);
+    assert_eq!(data[2]["value"]["user_preferences"][0]["value"], "stop");
+    assert_eq!(data[3]["field"], "messages");
+    assert_eq!(data[3]["value"][0]["code"], 130429);
+    assert_eq!(data[4]["value"]["calls"][0]["status"], "COMPLETED");
+    assert!(
+        data.iter()
+            .all(|d| d["received_at"].as_i64().unwrap() > 1_700_000_000)
+    );
+    // Meta's retry of the same delivery is acknowledged and kept nowhere twice.
+    assert_eq!(ack_of(&app, &body).await["notifications"], 5);
+    sse.assert_quiet(Duration::from_millis(300)).await;
+}
+
+async fn the_app_dashboard_test_samples_get_200(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // The "Test" button's canned samples: WABA "0", phone number id 123456123, a message id
+    // without the `wamid.` prefix.
+    let message = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "0", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "16505551111", "phone_number_id": "123456123" },
+            "contacts": [{ "profile": { "name": "test user name" }, "wa_id": "16315551181" }],
+            "messages": [{ "from": "16315551181", "id": "ABGGFlA5Fpa", "timestamp": "1504902988",
+                           "type": "text", "text": { "body": "this is a text message" } }]
+        }}]}]
+    })
+    .to_string();
+    let answer = ack_of(&app, &message).await;
+    assert_eq!(answer["stored"], 1, "{answer}");
+    let account = change_webhook(
+        "0",
+        "account_update",
+        json!({ "phone_number": "16505551111", "event": "VERIFIED_ACCOUNT" }),
+    );
+    assert_eq!(ack_of(&app, &account).await["notifications"], 1);
+    let stored = get_json(&app, "/v1/messages/ABGGFlA5Fpa?phone_number_id=123456123").await;
+    assert_eq!(stored["phone_number_id"], "123456123");
 }

@@ -34,7 +34,7 @@ async fn text_message_is_stored_in_the_original_shape(backend: Backend) {
     let ack: Value = response.json().await.unwrap();
     assert_eq!(
         ack,
-        json!({"status": "ok", "stored": 1, "duplicates": 0, "statuses": 0, "quarantined": 0})
+        json!({"status": "ok", "stored": 1, "duplicates": 0, "statuses": 0, "quarantined": 0, "notifications": 0})
     );
 
     let messages = app.messages_of("+919216598210").await;
