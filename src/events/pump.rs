@@ -103,6 +103,14 @@ impl Subscription {
         })
     }
 
+    /// Completes once the instance's reader follows the log (waking it when it is idle), so
+    /// every event stored after this returns reaches the subscriber live: a transport waits for
+    /// it before it tells the client it is connected (response headers, the WebSocket
+    /// handshake). `false` when the server is shutting down.
+    pub(crate) async fn following(&self) -> bool {
+        self.hub.demand.armed(&self.hub.shutdown).await
+    }
+
     /// Starts the pump; the transport reads the returned queue. Cancelling `abort` must close the
     /// client's connection: the pump does so when the client does not take its last item within
     /// [`LAG_GRACE`] (or [`SHUTDOWN_GRACE`]).

@@ -177,6 +177,11 @@ pub async fn stream_events(
         .map(|v| v.to_str().unwrap_or("\u{fffd}"));
     let (after, filter) = query.parse(hub, last_event_id)?;
     let subscription = Subscription::open(hub, after, filter).ok_or_else(no_slot)?;
+    // Before the client learns it is connected: a reader woken from idle starts at the log's
+    // newest event, so an event stored between a response and that start would be missed.
+    if !subscription.following().await {
+        return Err(no_slot());
+    }
     let abort = abort.map_or_else(CancellationToken::new, |Extension(a)| a.0);
     let queue = subscription.start(abort);
     let frames = futures_util::stream::unfold(Some(queue), |queue| async move {

@@ -51,7 +51,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use super::batch::{Batched, Grouper};
 use super::readiness::spawn_probe;
-use super::record::{MessageWrite, StatusWrite, status_rank};
+use super::record::{MessageWrite, NoticeWrite, StatusWrite, status_rank};
 use super::view::ConversationFields;
 use super::{Fetched, Outcome, PagedRead, READ_PAGE, Readiness, StoreError, stored_item};
 use crate::config::EmbeddedSettings;
@@ -182,13 +182,21 @@ CREATE TABLE events (
 ";
 
 /// Version 4: notifications that are not messages (template, account, call updates, ...) are
-/// kept as events once each: `notices` remembers their digests for [`super::DEDUPE_TTL_SECS`].
+/// kept as events once each: `notices` remembers their digests for [`super::DEDUPE_TTL_SECS`];
+/// `preferences` keeps each contact's latest marketing preference.
 const MIGRATION_V4: &str = "
 CREATE TABLE notices (
     digest      TEXT    PRIMARY KEY,
     received_at INTEGER NOT NULL DEFAULT (unixepoch())
 ) WITHOUT ROWID;
 CREATE INDEX notices_received_at ON notices (received_at);
+-- A contact's marketing preference (`user_preferences`): `<timestamp> <JSON>`, the latest.
+CREATE TABLE preferences (
+    phone_number_id TEXT NOT NULL,
+    contact         TEXT NOT NULL,
+    marketing       TEXT NOT NULL,
+    PRIMARY KEY (phone_number_id, contact)
+) WITHOUT ROWID;
 ";
 
 /// What the writer answers one job with, once its transaction committed.
@@ -206,9 +214,9 @@ enum Job {
         rows: Vec<Row>,
         /// Quarantined items (their JSON), kept with a `webhook_error` event each.
         quarantine: Vec<String>,
-        /// Notices `(digest, event type, data)`, each kept as its event unless its digest was
-        /// seen within [`super::DEDUPE_TTL_SECS`].
-        notices: Vec<(String, String, String)>,
+        /// Notices, each kept as its event unless its digest was seen within
+        /// [`super::DEDUPE_TTL_SECS`].
+        notices: Vec<NoticeWrite>,
         reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
     },
     /// Status updates; the answer says per update whether it changed something.
@@ -375,10 +383,7 @@ impl EmbeddedStore {
     }
 
     /// Keeps notices (see [`crate::store::Store::save_notices`]) in one transaction.
-    pub(super) async fn save_notices(
-        &self,
-        notices: Vec<(String, String, String)>,
-    ) -> Result<(), StoreError> {
+    pub(super) async fn save_notices(&self, notices: Vec<NoticeWrite>) -> Result<(), StoreError> {
         self.ask(|reply| Job::Save {
             rows: Vec::new(),
             quarantine: Vec::new(),
@@ -918,12 +923,30 @@ fn write_group(
                 tx.prepare_cached("DELETE FROM notices WHERE received_at < unixepoch() - ?1")?
                     .execute(params![super::DEDUPE_TTL_SECS as i64])?;
             }
-            for (digest, kind, data) in notices {
+            for notice in notices {
                 let new = tx
                     .prepare_cached("INSERT OR IGNORE INTO notices (digest) VALUES (?1)")?
-                    .execute(params![digest])?;
-                if new == 1 {
-                    event.execute(params![kind, data])?;
+                    .execute(params![notice.digest])?;
+                if new != 1 {
+                    continue;
+                }
+                event.execute(params![notice.kind, notice.data])?;
+                for p in &notice.preferences {
+                    // The latest by Meta's timestamp wins, whatever order they arrive in.
+                    tx.prepare_cached(
+                        "INSERT INTO preferences (phone_number_id, contact, marketing)
+                         VALUES (?1, ?2, ?3)
+                         ON CONFLICT (phone_number_id, contact) DO UPDATE
+                         SET marketing = excluded.marketing
+                         WHERE CAST(substr(marketing, 1, instr(marketing, ' ') - 1) AS INTEGER)
+                               <= ?4",
+                    )?
+                    .execute(params![
+                        p.phone_number_id,
+                        p.contact,
+                        format!("{} {}", p.timestamp, p.json),
+                        p.timestamp
+                    ])?;
                 }
             }
             let mut mine = Vec::with_capacity(rows.len());
@@ -1074,10 +1097,15 @@ fn mark_read(
 ) -> rusqlite::Result<Option<String>> {
     let fields = tx
         .prepare_cached(&format!(
-            "SELECT {} FROM conversation WHERE phone_number_id = ?1 AND contact = ?2",
-            reads::CONVERSATION_COLUMNS
+            "SELECT {}, {} FROM conversation WHERE phone_number_id = ?1 AND contact = ?2",
+            reads::CONVERSATION_COLUMNS,
+            reads::MARKETING_COLUMN
         ))?
-        .query_row(params![phone_number_id, contact], reads::conversation_row)
+        .query_row(params![phone_number_id, contact], |r| {
+            let mut fields = reads::conversation_row(r)?;
+            fields.marketing = r.get(8)?;
+            Ok(fields)
+        })
         .optional()?;
     let Some(mut fields) = fields else {
         return Ok(None);

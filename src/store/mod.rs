@@ -51,7 +51,7 @@ use serde_json::value::RawValue;
 pub use self::readiness::Readiness;
 use crate::domain::{ContactId, InboundMessage};
 use crate::webhook::{InboundStatus, Notice, Quarantined};
-use record::StatusWrite;
+use record::{NoticeWrite, PreferenceWrite, StatusWrite};
 use view::{ConversationsQuery, MessagesQuery, Page};
 
 /// How long a dedupe marker is kept: 8 days, past Meta's 7-day retry horizon.
@@ -384,7 +384,9 @@ impl Store {
 
     /// Keeps notifications that are not messages ([`Notice`]) as events, each once: a notice
     /// whose digest was kept within [`DEDUPE_TTL_SECS`] (Meta's retry) is skipped. Data:
-    /// `{"field","waba_id","phone_number_id","value","received_at"}`. In chunks of
+    /// `{"field","waba_id","phone_number_id","value","received_at"}`. A `user_preferences`
+    /// notice also sets the contacts' marketing preference (the latest by Meta's timestamp),
+    /// shown on the contact in conversation views. In chunks of
     /// [`MAX_MESSAGES_PER_WRITE`], each one atomic write.
     pub async fn save_notices(&self, notices: &[Notice]) -> Result<(), StoreError> {
         let received_at = view::now_secs();
@@ -399,7 +401,21 @@ impl Store {
                         "value": n.value,
                         "received_at": received_at,
                     });
-                    (n.digest(), n.kind.clone(), data.to_string())
+                    NoticeWrite {
+                        digest: n.digest(),
+                        kind: n.kind.clone(),
+                        data: data.to_string(),
+                        preferences: n
+                            .preferences
+                            .iter()
+                            .map(|p| PreferenceWrite {
+                                phone_number_id: p.phone_number_id.as_str().to_owned(),
+                                contact: p.contact.as_str().to_owned(),
+                                timestamp: p.timestamp,
+                                json: p.item.get().to_owned(),
+                            })
+                            .collect(),
+                    }
                 })
                 .collect();
             let result = on_backend!(self, s => s.save_notices(items).await);

@@ -99,6 +99,34 @@ pub struct MessageWrite {
     pub change: Option<Change>,
 }
 
+/// A notice ready for a backend: kept as one event (unless its digest was seen, a retry), and
+/// the contact preferences it carries applied.
+#[derive(Debug, Clone)]
+pub struct NoticeWrite {
+    /// [`crate::webhook::Notice::digest`].
+    pub digest: String,
+    /// The event type.
+    pub kind: String,
+    /// The event data.
+    pub data: String,
+    /// Marketing preferences it sets (a `user_preferences` change).
+    pub preferences: Vec<PreferenceWrite>,
+}
+
+/// A contact's marketing preference (`stop`, `resume`, ...); the latest by Meta's timestamp is
+/// kept and shown on the contact.
+#[derive(Debug, Clone)]
+pub struct PreferenceWrite {
+    /// The business number.
+    pub phone_number_id: String,
+    /// The contact (digits or BSUID).
+    pub contact: String,
+    /// Meta's timestamp.
+    pub timestamp: i64,
+    /// Meta's `user_preferences[]` item as it came.
+    pub json: String,
+}
+
 /// A change an edit, a deletion or a reaction makes to an earlier message (its target), kept on
 /// the target whether or not the target is stored yet (it shows once the target arrives). Of
 /// several changes of a kind the latest by Meta's timestamp wins.

@@ -6,7 +6,8 @@
 //!   both;
 //! - `P:msg:<wamid>`: the message record hash, per business number: `<pnid>` = the record,
 //!   `<pnid>:from` = the sender (the dedupe marker, written last), statuses and changes beside;
-//! - `P:conv:<pnid>:<contact>` (counters), `P:cmsgs:<pnid>:<contact>` (the history, a zset of
+//! - `P:conv:<pnid>:<contact>` (counters, the contact's `marketing` preference),
+//!   `P:cmsgs:<pnid>:<contact>` (the history, a zset of
 //!   `<ts10>:<wamid>`), `P:cchanges:<pnid>:<contact>` (edits, deletions, reactions), `P:convs`
 //!   (every conversation by last activity);
 //! - `P:events`: the event log (one stream entry per write; see [`crate::events::log::redis`]);
@@ -54,7 +55,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::batch::{Batched, Grouper};
 use super::readiness::spawn_probe;
-use super::record::{MessageWrite, StatusWrite};
+use super::record::{MessageWrite, NoticeWrite, StatusWrite};
 use super::{
     Fetched, MAX_MESSAGES_PER_WRITE, Outcome, PagedRead, READ_PAGE, Readiness, StoreError,
     stored_item,
@@ -375,28 +376,50 @@ end
 return out
 "#;
 
-/// KEYS[1] = the event stream, KEYS[1+i] = notice i's marker (`P:notice:<digest>`). ARGV[1] =
-/// the stream's MAXLEN, ARGV[2] = the markers' expiry in seconds; per notice i, ARGV[2i+1] = its
-/// event type, ARGV[2i+2] = its data. Notices whose marker exists (a retry, or a repeat within
-/// the call) are skipped; the others' events go into one stream entry, then their markers are
-/// set. Returns how many were new.
+/// KEYS[1] = the event stream, KEYS[1+i] = notice i's marker (`P:notice:<digest>`) for the N
+/// notices, then one conversation hash per preference (in order). ARGV[1] = the stream's MAXLEN,
+/// ARGV[2] = the markers' expiry in seconds, ARGV[3] = N; then per notice its event type, its
+/// data and its number of preferences, each followed by that many (timestamp, JSON) pairs.
+/// Notices whose marker exists (a retry, or a repeat within the call) are skipped. Reads first
+/// (the markers, the current preferences: a key of another type fails here, before any write),
+/// then the new notices' events in one stream entry, then each preference that is not older
+/// than the stored one (`marketing` = `<timestamp> <JSON>` on the conversation hash), then the
+/// markers. Returns how many notices were new.
 pub const NOTICE_SCRIPT: &str = r"
-local ev, fresh, seen = {}, {}, {}
-for i = 1, #KEYS - 1 do
-  local key = KEYS[1 + i]
+local n = tonumber(ARGV[3])
+local a, kp = 4, n + 2
+local ev, fresh, seen, prefs, current = {}, {}, {}, {}, {}
+for i = 1, n do
+  local key, np = KEYS[1 + i], tonumber(ARGV[a + 2])
+  local new = false
   if not seen[key] then
     seen[key] = true
-    if redis.call('EXISTS', key) == 0 then
-      ev[#ev + 1] = ARGV[2 * i + 1]
-      ev[#ev + 1] = ARGV[2 * i + 2]
-      fresh[#fresh + 1] = key
-    end
+    new = redis.call('EXISTS', key) == 0
+  end
+  if new then
+    ev[#ev + 1] = ARGV[a]
+    ev[#ev + 1] = ARGV[a + 1]
+    fresh[#fresh + 1] = key
+  end
+  a = a + 3
+  for _ = 1, np do
+    if new then prefs[#prefs + 1] = {KEYS[kp], tonumber(ARGV[a]), ARGV[a] .. ' ' .. ARGV[a + 1]} end
+    kp, a = kp + 1, a + 2
   end
 end
-if #ev > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ev))
-  for _, key in ipairs(fresh) do redis.call('SET', key, '1', 'EX', ARGV[2]) end
+for _, p in ipairs(prefs) do
+  if current[p[1]] == nil then current[p[1]] = redis.call('HGET', p[1], 'marketing') end
 end
+if #ev > 0 then redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ev)) end
+for _, p in ipairs(prefs) do
+  local old = current[p[1]]
+  local ts = old and tonumber(string.match(old, '^(%-?%d+) '))
+  if not ts or ts <= p[2] then
+    redis.call('HSET', p[1], 'marketing', p[3])
+    current[p[1]] = p[3]
+  end
+end
+for _, key in ipairs(fresh) do redis.call('SET', key, '1', 'EX', ARGV[2]) end
 return #fresh
 ";
 
@@ -537,25 +560,35 @@ impl RedisStore {
         Ok(changed.into_iter().map(|c| c == 1).collect())
     }
 
-    /// Keeps notices `(digest, event type, data)` as events, each once, in one script call.
-    pub(super) async fn save_notices(
-        &self,
-        notices: Vec<(String, String, String)>,
-    ) -> Result<(), StoreError> {
+    /// Keeps notices as events, each once, and applies their preferences, in one script call.
+    pub(super) async fn save_notices(&self, notices: Vec<NoticeWrite>) -> Result<(), StoreError> {
         if let Some(reason) = self.inner.readiness.refused() {
             return Err(StoreError::Refused(reason));
         }
         let p = &self.inner.key_prefix;
         let mut invocation = self.inner.notice_script.prepare_invoke();
         invocation.key(format!("{p}:events"));
-        for (digest, _, _) in &notices {
-            invocation.key(format!("{p}:notice:{digest}"));
+        for notice in &notices {
+            invocation.key(format!("{p}:notice:{}", notice.digest));
+        }
+        for pref in notices.iter().flat_map(|n| &n.preferences) {
+            invocation.key(format!(
+                "{p}:conv:{}:{}",
+                pref.phone_number_id, pref.contact
+            ));
         }
         invocation
             .arg(self.inner.event_retention + 1)
-            .arg(super::DEDUPE_TTL_SECS);
-        for (_, kind, data) in &notices {
-            invocation.arg(kind).arg(data);
+            .arg(super::DEDUPE_TTL_SECS)
+            .arg(notices.len());
+        for notice in &notices {
+            invocation
+                .arg(&notice.kind)
+                .arg(&notice.data)
+                .arg(notice.preferences.len());
+            for pref in &notice.preferences {
+                invocation.arg(pref.timestamp).arg(&pref.json);
+            }
         }
         let _: i64 = invocation
             .invoke_async(&mut self.inner.connection.clone())

@@ -118,9 +118,31 @@ pub struct ConversationFields {
     pub last_inbound_at: i64,
     pub message_count: i64,
     pub unread_count: i64,
+    /// The contact's marketing preference as stored: `<timestamp> <JSON of Meta's item>`.
+    pub marketing: Option<String>,
 }
 
 impl ConversationFields {
+    /// The contact JSON, with `preferences` when the contact told Meta one.
+    fn contact(&self) -> std::borrow::Cow<'_, str> {
+        let preference = self
+            .marketing
+            .as_deref()
+            .and_then(|m| m.split_once(' '))
+            .map(|(_, json)| json);
+        match (preference, self.contact_json.strip_suffix('}')) {
+            (Some(json), Some(open)) => {
+                let sep = if open.trim_end().ends_with('{') {
+                    ""
+                } else {
+                    ","
+                };
+                format!(r#"{open}{sep}"preferences":{{"marketing_messages":{json}}}}}"#).into()
+            }
+            _ => self.contact_json.as_str().into(),
+        }
+    }
+
     /// The conversation's JSON. With `now`, `window_expires_at` is `null` once the window has
     /// closed (the read view); without, it is the expiry time (the event).
     pub fn json(&self, now: Option<i64>) -> String {
@@ -133,7 +155,7 @@ impl ConversationFields {
         format!(
             r#"{{"phone_number_id":"{}","contact":{},"last_message":{},"last_message_id":{},"last_message_at":{},"message_count":{},"unread_count":{},"window_expires_at":{window}}}"#,
             self.phone_number_id,
-            self.contact_json,
+            self.contact(),
             self.last_message,
             self.last_message_id,
             self.last_message_at,
@@ -205,6 +227,7 @@ mod tests {
             last_inbound_at: 1000,
             message_count: 1,
             unread_count: 1,
+            marketing: None,
         };
         assert!(
             c.json(Some(1000 + WINDOW_SECS - 1))
@@ -215,5 +238,15 @@ mod tests {
                 .contains(r#""window_expires_at":null"#)
         );
         assert!(c.json(None).contains(r#""window_expires_at":87400"#));
+        let stopped = ConversationFields {
+            marketing: Some(r#"1731705721 {"value":"stop","timestamp":1731705721}"#.into()),
+            ..c
+        };
+        let json: serde_json::Value = serde_json::from_str(&stopped.json(None)).unwrap();
+        assert_eq!(json["contact"]["id"], "919216598210");
+        assert_eq!(
+            json["contact"]["preferences"]["marketing_messages"]["value"],
+            "stop"
+        );
     }
 }

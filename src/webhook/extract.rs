@@ -86,6 +86,21 @@ pub struct Notice {
     /// What Meta sent: the change's `value` as it came (for errors the `errors` array, for a
     /// call status its object, for history a summary of the chunk).
     pub value: Box<RawValue>,
+    /// The marketing preferences a `user_preferences` change sets, per contact.
+    pub preferences: Vec<Preference>,
+}
+
+/// One `user_preferences[]` item about marketing messages: shown on the contact.
+#[derive(Debug, Clone)]
+pub struct Preference {
+    /// The business number (the change's `metadata.phone_number_id`).
+    pub phone_number_id: PhoneNumberId,
+    /// The user: `wa_id`, else `user_id`.
+    pub contact: ContactId,
+    /// Meta's timestamp (a number here; a string is accepted).
+    pub timestamp: i64,
+    /// The item as it came.
+    pub item: Box<RawValue>,
 }
 
 impl Notice {
@@ -238,6 +253,7 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                     waba_id: entry.id.clone(),
                     phone_number_id: known_tenant.clone(),
                     value: raw_array(errors),
+                    preferences: Vec::new(),
                 });
             }
             for (i, raw) in value.statuses.items().iter().enumerate() {
@@ -254,6 +270,7 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                             waba_id: entry.id.clone(),
                             phone_number_id: known_tenant.clone(),
                             value: (*raw).to_owned(),
+                            preferences: Vec::new(),
                         });
                     }
                     Err(e) => {
@@ -333,6 +350,7 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                     waba_id: entry.id.clone(),
                     phone_number_id: known_tenant.clone(),
                     value: serde_json::value::to_raw_value(&summary).expect("JSON serializes"),
+                    preferences: Vec::new(),
                 });
             }
         }
@@ -376,11 +394,26 @@ fn notice_kind(field: &str) -> String {
     if plain { field } else { "notification" }.to_owned()
 }
 
-/// Just the business number of a change that is not about messages.
+/// Just the business number of a change that is not about messages, and its preference items.
 #[derive(Default, serde::Deserialize)]
-struct NoticeValue {
+struct NoticeValue<'a> {
     #[serde(default, deserialize_with = "crate::webhook::lenient::object")]
     metadata: Option<NoticeMetadata>,
+    #[serde(default, borrow)]
+    user_preferences: RawList<'a>,
+}
+
+/// One `user_preferences[]` item, the parts that say whom and when.
+#[derive(Default, serde::Deserialize)]
+struct PreferencePayload {
+    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
+    wa_id: Option<String>,
+    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
+    user_id: Option<String>,
+    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
+    category: Option<String>,
+    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
+    timestamp: Option<String>,
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -393,16 +426,48 @@ impl WebhookBatch {
     /// Keeps a change of another field than messages as a notice, routed by its
     /// `metadata.phone_number_id` when it has one, else by `entry.id`.
     fn notice_of(&mut self, field: &str, waba_id: Option<&str>, value: &RawValue) {
-        let phone_number_id = serde_json::from_str::<NoticeValue>(value.get())
-            .ok()
-            .and_then(|v| v.metadata?.phone_number_id)
+        let parsed = serde_json::from_str::<NoticeValue<'_>>(value.get()).unwrap_or_default();
+        let phone_number_id = parsed
+            .metadata
+            .and_then(|m| m.phone_number_id)
             .and_then(|p| PhoneNumberId::parse(&p).ok());
+        // Marketing preferences need the business number and a user to be shown anywhere.
+        let preferences = match (&phone_number_id, field) {
+            (Some(pnid), "user_preferences") => parsed
+                .user_preferences
+                .items()
+                .iter()
+                .filter_map(|raw| {
+                    let item: PreferencePayload = serde_json::from_str(raw.get()).ok()?;
+                    if item.category.as_deref() != Some("marketing_messages") {
+                        return None;
+                    }
+                    let contact = item
+                        .wa_id
+                        .as_deref()
+                        .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
+                        .or_else(|| {
+                            Bsuid::parse(item.user_id.as_deref()?)
+                                .ok()
+                                .map(ContactId::User)
+                        })?;
+                    Some(Preference {
+                        phone_number_id: pnid.clone(),
+                        contact,
+                        timestamp: item.timestamp.as_deref()?.parse().ok()?,
+                        item: (*raw).to_owned(),
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         self.notices.push(Notice {
             kind: notice_kind(field),
             field: field.to_owned(),
             waba_id: waba_id.map(str::to_owned),
             phone_number_id,
             value: value.to_owned(),
+            preferences,
         });
     }
 

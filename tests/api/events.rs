@@ -840,6 +840,7 @@ contract_tests!(
     history_back_fill_is_stored_without_unread_window_or_message_events,
     other_notifications_are_kept_as_events_once_each,
     the_app_dashboard_test_samples_get_200,
+    marketing_preferences_show_on_the_contact_latest_first,
 );
 
 async fn taps_reactions_edits_and_deletions_have_their_own_events_and_so_do_reads_and_deletes(
@@ -1393,4 +1394,78 @@ async fn the_app_dashboard_test_samples_get_200(backend: Backend) {
     assert_eq!(ack_of(&app, &account).await["notifications"], 1);
     let stored = get_json(&app, "/v1/messages/ABGGFlA5Fpa?phone_number_id=123456123").await;
     assert_eq!(stored["phone_number_id"], "123456123");
+}
+
+fn preference_webhook(contact: &str, value: &str, ts: i64) -> String {
+    change_webhook(
+        "102290129340398",
+        "user_preferences",
+        json!({
+            "messaging_product": "whatsapp",
+            "metadata": business_metadata(),
+            "contacts": [{ "wa_id": contact, "user_id": "US.13491208655302741918" }],
+            "user_preferences": [{ "wa_id": contact, "user_id": "US.13491208655302741918",
+                "detail": format!("User requested to {value} marketing messages"),
+                "category": "marketing_messages", "value": value, "timestamp": ts }]
+        }),
+    )
+}
+
+async fn marketing_preferences_show_on_the_contact_latest_first(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Before the contact has a conversation: kept, shown once there is one.
+    ack_of(&app, &preference_webhook(ALICE, "stop", 1_731_705_721)).await;
+    assert_eq!(
+        get_json(&app, "/v1/conversations").await["conversations"],
+        json!([]),
+        "a preference alone is no conversation"
+    );
+    ack_of(
+        &app,
+        &webhook_with(vec![text_message("wamid.P1", ALICE, "hi")]),
+    )
+    .await;
+    let shown = |list: &Value| list["conversations"][0]["contact"]["preferences"].clone();
+    let list = get_json(&app, "/v1/conversations").await;
+    assert_eq!(
+        shown(&list)["marketing_messages"]["value"],
+        "stop",
+        "{list}"
+    );
+    assert_eq!(list["conversations"][0]["contact"]["id"], ALICE);
+    // A later resume wins; an older one arriving late does not.
+    ack_of(&app, &preference_webhook(ALICE, "resume", 1_731_705_800)).await;
+    ack_of(&app, &preference_webhook(ALICE, "stop", 1_731_705_750)).await;
+    let list = get_json(&app, "/v1/conversations").await;
+    assert_eq!(
+        shown(&list)["marketing_messages"]["value"],
+        "resume",
+        "{list}"
+    );
+    assert_eq!(
+        shown(&list)["marketing_messages"]["timestamp"],
+        1_731_705_800
+    );
+    // Marking the conversation read answers the same contact.
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/conversations/{ALICE}/read")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let read: Value = response.json().await.unwrap();
+    assert_eq!(
+        read["contact"]["preferences"]["marketing_messages"]["value"], "resume",
+        "{read}"
+    );
+    // Other contacts are untouched.
+    ack_of(
+        &app,
+        &webhook_with(vec![text_message("wamid.P2", BOB, "yo")]),
+    )
+    .await;
+    let list = get_json(&app, &format!("/v1/conversations?q={BOB}")).await;
+    assert_eq!(shown(&list), Value::Null, "{list}");
 }

@@ -45,8 +45,13 @@ pub(super) fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conver
         last_inbound_at: r.get(5)?,
         message_count: r.get(6)?,
         unread_count: r.get(7)?,
+        marketing: None,
     })
 }
+
+/// The contact's stored marketing preference, as a column after [`CONVERSATION_COLUMNS`].
+pub(super) const MARKETING_COLUMN: &str = "(SELECT marketing FROM preferences p \
+     WHERE p.phone_number_id = conversation.phone_number_id AND p.contact = conversation.contact)";
 
 /// The columns [`conversation_row`] reads, in order.
 pub(super) const CONVERSATION_COLUMNS: &str = "phone_number_id, contact_json, last_message, \
@@ -123,7 +128,7 @@ impl EmbeddedStore {
                 )
             });
             let sql = format!(
-                "SELECT {CONVERSATION_COLUMNS}, contact FROM conversation
+                "SELECT {CONVERSATION_COLUMNS}, contact, {MARKETING_COLUMN} FROM conversation
                  WHERE (?1 OR (last_message_at, phone_number_id, contact) < (?2, ?3, ?4))
                    AND (?5 IS NULL OR phone_number_id = ?5)
                    AND (NOT ?6 OR unread_count > 0)
@@ -144,7 +149,11 @@ impl EmbeddedStore {
                         like,
                         query.limit as i64
                     ],
-                    |r| Ok((conversation_row(r)?, r.get(8)?)),
+                    |r| {
+                        let mut fields = conversation_row(r)?;
+                        fields.marketing = r.get(9)?;
+                        Ok((fields, r.get(8)?))
+                    },
                 )?
                 .collect::<rusqlite::Result<_>>()?;
             let next_cursor = (rows.len() == query.limit)

@@ -21,7 +21,7 @@ use crate::store::view::{
 /// KEYS[1] = the conversations zset. ARGV: [1] the conversation hash prefix (`<p>:conv:`), [2]
 /// the cursor's score (`+inf` for the first page), [3] the cursor's member (`` for the first
 /// page), [4] limit, [5] phone_number_id filter (``: any), [6] `1`: unread only, [7] search text
-/// (lower case, ``: none), [8] most entries scanned. Returns `{next score, next member, then 8
+/// (lower case, ``: none), [8] most entries scanned. Returns `{next score, next member, then 9
 /// fields per conversation}`; the next cursor is empty when the set is exhausted.
 ///
 /// Order: most recent activity first (score descending), ties by member descending (what
@@ -45,7 +45,8 @@ while not done do
       local h
       if ok then
         h = redis.call('HMGET', ARGV[1] .. member, 'phone_number_id', 'contact', 'last_message',
-          'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count')
+          'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count',
+          'marketing')
         ok = h[2] and h[3] and h[4]
         if ok and ARGV[6] == '1' then ok = (tonumber(h[8]) or 0) > 0 end
         if ok and ARGV[7] ~= '' then
@@ -53,7 +54,7 @@ while not done do
         end
       end
       if ok then
-        for f = 1, 8 do out[#out + 1] = h[f] end
+        for f = 1, 9 do out[#out + 1] = h[f] end
         found = found + 1
       end
       if found == limit or scanned >= cap then
@@ -104,13 +105,14 @@ end
 
 /// KEYS[1] = the conversation hash, KEYS[2] = the event stream. ARGV[1] = MAXLEN. Sets the
 /// unread count to 0 and, if it was not 0, adds a `conversation_updated` event with the
-/// conversation's fields. Returns the 8 fields (empty when there is no such conversation) and
-/// whether it changed.
+/// conversation's fields. Returns its 9 fields (the last with the contact's `marketing`
+/// preference; empty when there is no such conversation) and whether it changed.
 const READ_SCRIPT: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'phone_number_id', 'contact', 'last_message',
-  'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count')
+  'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count',
+  'marketing')
 if not h[2] then return {} end
-if (tonumber(h[8]) or 0) == 0 then h[9] = '0'; return h end
+if (tonumber(h[8]) or 0) == 0 then h[10] = '0'; return h end
 redis.call('HSET', KEYS[1], 'unread_count', 0)
 h[8] = '0'
 local window = 'null'
@@ -120,7 +122,7 @@ local data = '{"phone_number_id":"' .. h[1] .. '","contact":' .. h[2]
   .. ',"last_message_at":' .. h[5] .. ',"message_count":' .. h[7]
   .. ',"unread_count":0,"window_expires_at":' .. window .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'conversation_updated', data)
-h[9] = '1'
+h[10] = '1'
 return h
 "#;
 
@@ -223,6 +225,7 @@ fn fields(values: &[Option<String>]) -> Option<ConversationFields> {
         last_inbound_at: number(5).unwrap_or(-1),
         message_count: number(6).unwrap_or(0),
         unread_count: number(7).unwrap_or(0),
+        marketing: text(8),
     })
 }
 
@@ -309,7 +312,7 @@ impl RedisStore {
         let items = values
             .get(2..)
             .unwrap_or_default()
-            .chunks(8)
+            .chunks(9)
             .filter_map(|c| fields(c).map(|f| f.json(Some(now))))
             .collect();
         Ok(Page { items, next_cursor })
