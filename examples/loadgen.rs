@@ -1111,7 +1111,11 @@ fn sse_report(
     let delivered = latencies.len() as u64;
     latencies.sort_unstable();
     let sum = |f: fn(&SseClient) -> u64| clients.iter().map(f).sum::<u64>();
-    let first = |f: fn(&SseClient) -> Option<&String>| clients.iter().find_map(f).cloned();
+    // Diagnostics without double quotes, so that a flat reader of this line (scripts/bench's
+    // `field`) gets them whole.
+    let first = |f: fn(&SseClient) -> Option<&String>| {
+        clients.iter().find_map(f).map(|s| s.replace('"', "'"))
+    };
     json!({
         "sse_clients": clients_requested,
         "sse_connected": connected,
