@@ -59,7 +59,8 @@
 //! for this scenario the server and Redis CPU windows end after that wait, so they include the
 //! fan-out of the last events. Clients that received `event: error` (e.g. `lagged`: they fell
 //! more than EVENT_CLIENT_BUFFER events behind) or whose stream ended are counted
-//! (`sse_error_events`, `sse_ended`), never retried.
+//! (`sse_error_events`, `sse_ended`), never retried; their later events count as missing, and the
+//! latency percentiles cover the delivered events only (read them together with `sse_missing`).
 //!
 //! The SSE clients run in this process, on a second OS thread with its own current-thread tokio
 //! runtime, using plain hyper connections: one process shares one monotonic clock, so the
@@ -70,8 +71,10 @@
 //! a burst of events to parse never stalls a worker between a response and its timestamp, and a
 //! worker never delays a client's read. Their parsing is kept cheap: `memchr` for line ends,
 //! one `memmem` search per `message_incoming` data line, one clock read per received chunk. Their
-//! CPU is part of `client_cpu_pct`; near 100 means the generator and clients together were the
-//! limit and latencies include their queueing.
+//! CPU is part of `client_cpu_pct` and is also given alone (`sse_client_cpu_pct`, over the timed
+//! load); near 100 means the generator and clients together were the limit and the latencies
+//! include their queueing (also when the servers' threads, which are not pinned, take turns on
+//! the same core).
 //!
 //! It stops after `--requests` requests or `--max-seconds`, whichever comes first (requests still in
 //! flight then are counted as `cut_off`, not as errors), and only ever connects to the host and
@@ -111,6 +114,8 @@ const SSE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// After the load: how long to wait for outstanding events at most, and without a new one.
 const SSE_DRAIN_MAX: Duration = Duration::from_secs(10);
 const SSE_DRAIN_QUIET: Duration = Duration::from_secs(1);
+/// The SSE clients' thread (its CPU time is read by this name).
+const SSE_THREAD: &str = "sse-clients";
 /// At most this many (client, message) arrival slots (4 bytes each).
 const SSE_SLOTS_MAX: usize = 50_000_000;
 
@@ -549,6 +554,17 @@ fn process_cpu_ticks(path: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// utime + stime of this process's thread named `name` (its `comm`), from /proc/self/task.
+fn thread_cpu_ticks(name: &str) -> Option<u64> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|task| {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+        (comm.trim_end() == name)
+            .then(|| process_cpu_ticks(dir.join("stat").to_str()?))
+            .flatten()
+    })
 }
 
 /// Whether `pid` exists and has not exited (an exited child stays a zombie until reaped).
@@ -1040,7 +1056,7 @@ fn spawn_sse_clients(
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<std::thread::JoinHandle<Vec<SseClient>>> {
     std::thread::Builder::new()
-        .name("sse-clients".into())
+        .name(SSE_THREAD.into())
         .spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -1299,6 +1315,7 @@ async fn run(args: Args) -> ExitCode {
     let ticks = clock_ticks_per_second();
     let cpu_before = args.pid.and_then(cpu_ticks);
     let own_before = process_cpu_ticks("/proc/self/stat");
+    let sse_before = fanout.as_ref().and_then(|_| thread_cpu_ticks(SSE_THREAD));
     let started = Instant::now();
     let plan = Arc::new(Plan {
         deadline: started + Duration::from_secs_f64(args.max_seconds),
@@ -1336,6 +1353,7 @@ async fn run(args: Args) -> ExitCode {
     }
     let seconds = started.elapsed().as_secs_f64();
     let own_after = process_cpu_ticks("/proc/self/stat");
+    let sse_after = fanout.as_ref().and_then(|_| thread_cpu_ticks(SSE_THREAD));
     // With SSE clients the server and Redis CPU windows include the fan-out of the last events.
     let drain_ms = match &fanout {
         Some(f) => Some(f.drain().await),
@@ -1373,6 +1391,13 @@ async fn run(args: Args) -> ExitCode {
     // The generator's own CPU use over the timed run: near 100 means it, not the server, was the
     // limit.
     let client_cpu_pct = match (own_before, own_after) {
+        (Some(before), Some(after)) if seconds > 0.0 => {
+            Some(((after - before) as f64 * 100.0 / ticks as f64 / seconds).round())
+        }
+        _ => None,
+    };
+    // The SSE clients' share of it (their thread alone).
+    let sse_client_cpu_pct = match (sse_before, sse_after) {
         (Some(before), Some(after)) if seconds > 0.0 => {
             Some(((after - before) as f64 * 100.0 / ticks as f64 / seconds).round())
         }
@@ -1423,6 +1448,7 @@ async fn run(args: Args) -> ExitCode {
         && let Value::Object(sse) = sse
     {
         obj.extend(sse);
+        obj.insert("sse_client_cpu_pct".into(), json!(sse_client_cpu_pct));
     }
     println!("{line}");
     ExitCode::SUCCESS
