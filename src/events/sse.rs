@@ -186,17 +186,13 @@ pub async fn stream_events(
     let queue = subscription.start(abort);
     let frames = futures_util::stream::unfold(Some(queue), |queue| async move {
         let mut queue = queue?;
-        let frame = match queue.recv().await? {
-            Out::Event(event) => event.sse_frame(),
-            Out::Reset { reason, cursor } => control("reset", reset_data(reason, cursor)),
-            Out::Heartbeat => Bytes::from_static(HEARTBEAT),
-            Out::End(EndReason::Shutdown) => return None,
-            Out::End(reason) => {
-                let frame = control("error", error_data(reason));
-                return Some((Ok::<_, std::convert::Infallible>(frame), None));
-            }
-        };
-        Some((Ok(frame), Some(queue)))
+        let first = queue.recv().await?;
+        let (chunk, more) = coalesce(first, &mut queue);
+        let queue = more.then_some(queue);
+        match chunk {
+            Some(chunk) => Some((Ok::<_, std::convert::Infallible>(chunk), queue)),
+            None => None,
+        }
     });
     let mut response = Body::from_stream(frames).into_response();
     let headers = response.headers_mut();
@@ -211,6 +207,55 @@ pub async fn stream_events(
         HeaderValue::from_static("no"),
     );
     Ok(response)
+}
+
+/// Most frames written in one chunk, and the size past which no more are added.
+const COALESCE_FRAMES: usize = 64;
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// The SSE bytes of `first` and of the items already queued behind it (up to [`COALESCE_FRAMES`]
+/// or [`COALESCE_BYTES`]), so a client that fell behind catches up with one write instead of one
+/// per event; and whether the stream goes on (`false` after its end). `None` bytes: the stream
+/// ends with nothing more to send (shutdown).
+fn coalesce(first: Out, queue: &mut tokio::sync::mpsc::Receiver<Out>) -> (Option<Bytes>, bool) {
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut size = 0;
+    let mut next = Some(first);
+    let mut more = true;
+    while let Some(out) = next.take() {
+        let frame = match out {
+            Out::Event(event) => event.sse_frame(),
+            Out::Reset { reason, cursor } => control("reset", reset_data(reason, cursor)),
+            Out::Heartbeat => Bytes::from_static(HEARTBEAT),
+            Out::End(EndReason::Shutdown) => {
+                more = false;
+                break;
+            }
+            Out::End(reason) => {
+                more = false;
+                frames.push(control("error", error_data(reason)));
+                break;
+            }
+        };
+        size += frame.len();
+        frames.push(frame);
+        if frames.len() < COALESCE_FRAMES && size < COALESCE_BYTES {
+            next = queue.try_recv().ok();
+        }
+    }
+    let chunk = match frames.len() {
+        0 => None,
+        // A lone frame goes out as it is (shared by every client, not copied).
+        1 => frames.pop(),
+        _ => {
+            let mut chunk = BytesMut::with_capacity(frames.iter().map(Bytes::len).sum());
+            for frame in &frames {
+                chunk.extend_from_slice(frame);
+            }
+            Some(chunk.freeze())
+        }
+    };
+    (chunk, more)
 }
 
 /// The `data` of a `reset`.

@@ -21,6 +21,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
+use futures_util::SinkExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -85,20 +86,32 @@ pub async fn stream_events_ws(
         .on_upgrade(move |socket| tracker.track_future(run(socket, subscription))))
 }
 
-/// Writes the queue to the socket until the stream ends or the client leaves.
+/// Most messages written before one flush.
+const COALESCE_MESSAGES: usize = 64;
+
+/// The WebSocket message of a queue item; `Err` for the stream's end.
+fn message_of(out: Out) -> Result<Message, EndReason> {
+    match out {
+        Out::Event(event) => Ok(Message::Text(event.ws_text())),
+        Out::Reset { reason, cursor } => Ok(control("reset", reset_data(reason, cursor))),
+        Out::Heartbeat => Ok(Message::Ping(Default::default())),
+        Out::End(reason) => Err(reason),
+    }
+}
+
+/// Writes the queue to the socket until the stream ends or the client leaves. Items already
+/// queued behind one are written with it and flushed once (a client that fell behind catches up
+/// without one flush per event).
 async fn run(mut socket: WebSocket, subscription: Subscription) {
     let abort = CancellationToken::new();
     let mut queue = subscription.start(abort.clone());
     let end = loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             biased;
             // The client did not take its last items in time: drop the connection.
             () = abort.cancelled() => return,
             out = queue.recv() => match out {
-                Some(Out::Event(event)) => Message::Text(event.ws_text()),
-                Some(Out::Reset { reason, cursor }) => control("reset", reset_data(reason, cursor)),
-                Some(Out::Heartbeat) => Message::Ping(Default::default()),
-                Some(Out::End(reason)) => break reason,
+                Some(out) => out,
                 None => return,
             },
             incoming = socket.recv() => match incoming {
@@ -107,9 +120,33 @@ async fn run(mut socket: WebSocket, subscription: Subscription) {
                 Some(Ok(_)) => continue,
             },
         };
+        let mut batch = Vec::new();
+        let mut end = None;
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            match message_of(out) {
+                Ok(message) => batch.push(message),
+                Err(reason) => {
+                    end = Some(reason);
+                    break;
+                }
+            }
+            if batch.len() < COALESCE_MESSAGES {
+                next = queue.try_recv().ok();
+            }
+        }
+        let written = async {
+            for message in batch {
+                socket.feed(message).await?;
+            }
+            socket.flush().await
+        };
         tokio::select! {
             () = abort.cancelled() => return,
-            sent = socket.send(message) => if sent.is_err() { return },
+            sent = written => if sent.is_err() { return },
+        }
+        if let Some(reason) = end {
+            break reason;
         }
     };
     // The queue is done: the pump stops waiting for it.

@@ -75,27 +75,31 @@ return out
 const MESSAGES_SCRIPT: &str = r"
 local limit, cap = tonumber(ARGV[5]), tonumber(ARGV[7])
 local mode, out, found, scanned, offset = ARGV[3], {}, 0, 0, 0
+local prefix, pnid, kind = ARGV[1], ARGV[2], ARGV[6]
+local st, edited, deleted, reaction = pnid .. ':st', pnid .. ':edited', pnid .. ':deleted', pnid .. ':reaction'
 while true do
+  -- Without a type filter every entry is a hit: fetch no more than the page needs.
+  local want = 100
+  if kind == '' then want = math.min(math.max(limit - found, 1), 100) end
   local batch
   if mode == 'after' then
-    batch = redis.call('ZRANGEBYLEX', KEYS[1], '(' .. ARGV[4], '+', 'LIMIT', offset, 100)
+    batch = redis.call('ZRANGEBYLEX', KEYS[1], '(' .. ARGV[4], '+', 'LIMIT', offset, want)
   elseif mode == 'before' then
-    batch = redis.call('ZREVRANGEBYLEX', KEYS[1], '(' .. ARGV[4], '-', 'LIMIT', offset, 100)
+    batch = redis.call('ZREVRANGEBYLEX', KEYS[1], '(' .. ARGV[4], '-', 'LIMIT', offset, want)
   else
-    batch = redis.call('ZREVRANGEBYLEX', KEYS[1], '+', '-', 'LIMIT', offset, 100)
+    batch = redis.call('ZREVRANGEBYLEX', KEYS[1], '+', '-', 'LIMIT', offset, want)
   end
   if #batch == 0 then return out end
   offset = offset + #batch
   for _, member in ipairs(batch) do
     scanned = scanned + 1
-    local id = string.sub(member, 12)
-    local h = redis.call('HMGET', ARGV[1] .. id, ARGV[2], ARGV[2] .. ':st', ARGV[2] .. ':edited',
-      ARGV[2] .. ':deleted', ARGV[2] .. ':reaction')
+    local h = redis.call('HMGET', prefix .. string.sub(member, 12), pnid, st, edited, deleted, reaction)
     local ok = h[1]
-    if ok and ARGV[6] ~= '' then ok = cjson.decode(h[1])['type'] == ARGV[6] end
+    if ok and kind ~= '' then ok = cjson.decode(h[1])['type'] == kind end
     if ok then
-      out[#out + 1] = member
-      for f = 1, 5 do out[#out + 1] = h[f] or '' end
+      local n = #out
+      out[n + 1], out[n + 2], out[n + 3] = member, h[1], h[2] or ''
+      out[n + 4], out[n + 5], out[n + 6] = h[3] or '', h[4] or '', h[5] or ''
       found = found + 1
     end
     if found == limit or scanned >= cap then return out end
