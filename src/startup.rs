@@ -90,14 +90,14 @@ impl Application {
         }
         let store = open_store(&settings.store).await?;
         let graph = GraphClient::new(&settings.graph).context("building the Graph API client")?;
-        let conversations = crate::service::conversations::Conversations::new(
-            store.clone(),
-            settings
-                .graph
-                .phone_number_id
-                .as_deref()
-                .and_then(|id| crate::domain::PhoneNumberId::parse(id).ok()),
-        );
+        let default_number = settings
+            .graph
+            .phone_number_id
+            .as_deref()
+            .and_then(|id| crate::domain::PhoneNumberId::parse(id).ok());
+        crate::service::upgrade::spawn_import(store.clone(), default_number.clone());
+        let conversations =
+            crate::service::conversations::Conversations::new(store.clone(), default_number);
         let metrics = crate::metrics::Metrics::new();
         let events = EventHub::start(&settings, &store, &metrics)
             .await

@@ -132,6 +132,11 @@ pub enum Origin {
         /// Sent by the business (`from` is the business number).
         outbound: bool,
     },
+    /// A user's message stored by an earlier release (only in its FastAPI list), given a record
+    /// and a place in its conversation at upgrade time: like history, not unread, no window, no
+    /// new list entry and no per-message event; and deduplicated by its record only (the earlier
+    /// release's marker is its own trace, not a sign it was imported).
+    Imported,
 }
 
 impl Origin {

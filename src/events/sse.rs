@@ -189,10 +189,7 @@ pub async fn stream_events(
         let first = queue.recv().await?;
         let (chunk, more) = coalesce(first, &mut queue);
         let queue = more.then_some(queue);
-        match chunk {
-            Some(chunk) => Some((Ok::<_, std::convert::Infallible>(chunk), queue)),
-            None => None,
-        }
+        chunk.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), queue))
     });
     let mut response = Body::from_stream(frames).into_response();
     let headers = response.headers_mut();

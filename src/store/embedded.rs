@@ -190,6 +190,12 @@ CREATE TABLE notices (
     received_at INTEGER NOT NULL DEFAULT (unixepoch())
 ) WITHOUT ROWID;
 CREATE INDEX notices_received_at ON notices (received_at);
+-- Steps of the data upgrade done after start-up (`import` = `done` once the FastAPI rows of
+-- earlier releases have records and conversations).
+CREATE TABLE layout (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
 -- A contact's marketing preference (`user_preferences`): `<timestamp> <JSON>`, the latest.
 CREATE TABLE preferences (
     phone_number_id TEXT NOT NULL,
@@ -241,6 +247,12 @@ enum Job {
     Probe {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Records a step of the data upgrade in `layout`.
+    Layout {
+        key: &'static str,
+        value: &'static str,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 impl Batched for Job {
@@ -259,7 +271,10 @@ impl Job {
                 ..
             } => rows.len() + quarantine.len() + notices.len(),
             Self::Statuses { writes, .. } => writes.len(),
-            Self::MarkRead { .. } | Self::DeleteConversation { .. } | Self::Probe { .. } => 1,
+            Self::MarkRead { .. }
+            | Self::DeleteConversation { .. }
+            | Self::Probe { .. }
+            | Self::Layout { .. } => 1,
         }
     }
 
@@ -270,7 +285,7 @@ impl Job {
             Self::Statuses { reply, .. } => drop(reply.send(Err(error()))),
             Self::MarkRead { reply, .. } => drop(reply.send(Err(error()))),
             Self::DeleteConversation { reply, .. } => drop(reply.send(Err(error()))),
-            Self::Probe { reply } => drop(reply.send(Err(error()))),
+            Self::Probe { reply } | Self::Layout { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 
@@ -281,7 +296,7 @@ impl Job {
             Self::Statuses { reply, .. } => drop(reply.send(Err(error()))),
             Self::MarkRead { reply, .. } => drop(reply.send(Err(error()))),
             Self::DeleteConversation { reply, .. } => drop(reply.send(Err(error()))),
-            Self::Probe { reply } => drop(reply.send(Err(error()))),
+            Self::Probe { reply } | Self::Layout { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 }
@@ -392,6 +407,47 @@ impl EmbeddedStore {
         })
         .await
         .map(drop)
+    }
+
+    /// Whether the FastAPI rows of earlier releases still need records and conversations.
+    pub(super) async fn import_pending(&self) -> Result<bool, StoreError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT count(*) FROM layout WHERE key = 'import' AND value = 'done'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .map(|done| done == 0)
+    }
+
+    /// Up to `limit` FastAPI rows of earlier releases (no business number) after `after` (a
+    /// `seq`), with their `seq`.
+    pub(super) async fn legacy_rows(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT seq, json FROM inbound_messages
+                 WHERE phone_number_id IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
+        .await
+    }
+
+    /// Records that the import is done.
+    pub(super) async fn import_finished(&self) -> Result<(), StoreError> {
+        self.ask(|reply| Job::Layout {
+            key: "import",
+            value: "done",
+            reply,
+        })
+        .await
     }
 
     /// Queues the job `job` builds around its reply channel and waits for the writer's answer.
@@ -753,7 +809,9 @@ impl Writer {
                             (Job::DeleteConversation { reply, .. }, Answer::Deleted(d)) => {
                                 drop(reply.send(Ok(d)))
                             }
-                            (Job::Probe { reply }, Answer::Done) => drop(reply.send(Ok(()))),
+                            (Job::Probe { reply } | Job::Layout { reply, .. }, Answer::Done) => {
+                                drop(reply.send(Ok(())))
+                            }
                             (job, _) => job.fail("internal error: mismatched answer"),
                         }
                     }
@@ -913,6 +971,15 @@ fn write_group(
                     outcomes.push(Answer::Done);
                     continue;
                 }
+                Job::Layout { key, value, .. } => {
+                    tx.prepare_cached(
+                        "INSERT INTO layout (key, value) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    )?
+                    .execute(params![key, value])?;
+                    outcomes.push(Answer::Done);
+                    continue;
+                }
             };
             for item in quarantine {
                 tx.prepare_cached("INSERT INTO quarantine (item) VALUES (?1)")?
@@ -956,7 +1023,10 @@ fn write_group(
                     .optional()?
                 {
                     Some(owner) => Some(owner),
-                    None => legacy.query_row(params![row.id], |r| r.get(0)).optional()?,
+                    None if row.legacy_dedupe => {
+                        legacy.query_row(params![row.id], |r| r.get(0)).optional()?
+                    }
+                    None => None,
                 };
                 if let Some(owner) = owner {
                     mine.push(if owner == row.contact {

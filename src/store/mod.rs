@@ -65,6 +65,19 @@ pub const READ_PAGE: usize = 500;
 /// How often the background probe writes to the store (and re-checks its configuration).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where a [`Store::legacy_page`] walk stands.
+#[derive(Debug, Default)]
+pub struct LegacyCursor {
+    /// Redis: the `SCAN` cursor, whether the scan is complete, the keys found but not read yet,
+    /// and the list being read with the next offset.
+    scan: u64,
+    scanned: bool,
+    keys: Vec<String>,
+    list: Option<(String, usize)>,
+    /// SQLite: the last `seq` read.
+    seq: i64,
+}
+
 /// What happened to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SaveReport {
@@ -427,6 +440,58 @@ impl Store {
             result?;
         }
         Ok(())
+    }
+
+    /// Whether messages stored by an earlier release (only in their FastAPI form) still need
+    /// records and conversations ([`crate::service::upgrade`]).
+    pub async fn import_pending(&self) -> Result<bool, StoreError> {
+        on_backend!(self, s => s.import_pending().await)
+    }
+
+    /// The next page of FastAPI JSON items written by earlier releases (`None`: there are no
+    /// more), from `cursor`, which it advances. Redis: every FastAPI list (`SCAN ... TYPE list`),
+    /// each read in pages; SQLite: the rows without a business number, in order.
+    pub async fn legacy_page(
+        &self,
+        cursor: &mut LegacyCursor,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        const PAGE: usize = 256;
+        match self {
+            Self::Redis(s) => loop {
+                if let Some((key, offset)) = &mut cursor.list {
+                    let items = s.list_items(key, *offset, PAGE).await?;
+                    if !items.is_empty() {
+                        *offset += items.len();
+                        return Ok(Some(items));
+                    }
+                    cursor.list = None;
+                }
+                if let Some(key) = cursor.keys.pop() {
+                    cursor.list = Some((key, 0));
+                    continue;
+                }
+                if cursor.scanned {
+                    return Ok(None);
+                }
+                let (next, keys) = s.scan_lists(cursor.scan).await?;
+                cursor.keys = keys;
+                cursor.scan = next;
+                cursor.scanned = next == 0;
+            },
+            Self::Embedded(s) => {
+                let rows = s.legacy_rows(cursor.seq, PAGE).await?;
+                let Some((last, _)) = rows.last() else {
+                    return Ok(None);
+                };
+                cursor.seq = *last;
+                Ok(Some(rows.into_iter().map(|(_, json)| json).collect()))
+            }
+        }
+    }
+
+    /// Records that every message of earlier releases has its record and conversation.
+    pub async fn import_finished(&self) -> Result<(), StoreError> {
+        on_backend!(self, s => s.import_finished().await)
     }
 
     /// The most recent `limit` messages of `number` (all when `limit` is 0), oldest first, each as

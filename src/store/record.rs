@@ -11,7 +11,8 @@
 //! `{"id","direction":"inbound"|"outbound","phone_number_id","contact":{"id","wa_id"?,"user_id"?,
 //! "parent_user_id"?,"name"?,"username"?},"timestamp","type","body","content","context"?,
 //! "referral"?,"errors"?,"group_id"?,"source"?,"raw"}` (`source`: `business_app` for an echo of
-//! a message the business sent from the WhatsApp Business app, `history` for a back-filled one).
+//! a message the business sent from the WhatsApp Business app, `history` for a back-filled one,
+//! `earlier_release` for one imported at upgrade from an earlier release's FastAPI list).
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -97,6 +98,10 @@ pub struct MessageWrite {
     pub kind_event: Option<&'static str>,
     /// What the message changes on an earlier one, see [`Change`].
     pub change: Option<Change>,
+    /// Whether an earlier release's trace of the id (its dedupe marker or FastAPI row) makes it
+    /// a duplicate: yes for everything Meta delivers, no for a message imported from that very
+    /// trace at upgrade ([`Origin::Imported`]).
+    pub legacy_dedupe: bool,
 }
 
 /// A notice ready for a backend: kept as one event (unless its digest was seen, a retry), and
@@ -230,6 +235,7 @@ impl MessageWrite {
                 Origin::User => None,
                 Origin::Echo => Some("business_app"),
                 Origin::History { .. } => Some("history"),
+                Origin::Imported => Some("earlier_release"),
             },
             raw: &message.raw,
         })
@@ -256,12 +262,13 @@ impl MessageWrite {
             event: match origin {
                 Origin::User => Some("message_incoming"),
                 Origin::Echo => Some("message_outgoing"),
-                Origin::History { .. } => None,
+                Origin::History { .. } | Origin::Imported => None,
             },
             kind_event: match origin {
-                Origin::History { .. } => None,
+                Origin::History { .. } | Origin::Imported => None,
                 Origin::User | Origin::Echo => kind_event(&message.content),
             },
+            legacy_dedupe: origin != Origin::Imported,
             change: Change::of(message, timestamp),
         }
     }

@@ -14,7 +14,9 @@
 //! - `P:quarantine`, `P:health:probe` (the readiness probe's write, expires after 60 s);
 //! - `P:notice:<digest>`: a non-message notification already kept as an event (expires after
 //!   [`super::DEDUPE_TTL_SECS`], past Meta's retries);
-//! - `P:seen:<wamid>`: markers of the previous release, still read so its messages stay deduped.
+//! - `P:seen:<wamid>`: markers of the previous release, still read so its messages stay deduped;
+//! - `P:upgrade:import`: set once the FastAPI lists of earlier releases have records and
+//!   conversations ([`crate::service::upgrade`]).
 //!
 //! A chunk of up to [`MAX_MESSAGES_PER_WRITE`] messages costs one round trip: [`SAVE_SCRIPT`].
 //! Redis does not roll a failing script back, so the script reads everything that can fail
@@ -560,6 +562,55 @@ impl RedisStore {
         Ok(changed.into_iter().map(|c| c == 1).collect())
     }
 
+    /// Whether the FastAPI lists of earlier releases still need records and conversations
+    /// (`P:upgrade:import` is set once they have them).
+    pub(super) async fn import_pending(&self) -> Result<bool, StoreError> {
+        let done: bool = redis::cmd("EXISTS")
+            .arg(format!("{}:upgrade:import", self.inner.key_prefix))
+            .query_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(!done)
+    }
+
+    /// One `SCAN` step over the FastAPI lists: the next cursor (0: done) and the list keys.
+    pub(super) async fn scan_lists(&self, cursor: u64) -> Result<(u64, Vec<String>), StoreError> {
+        Ok(redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}:*", self.inner.inbound_list))
+            .arg("COUNT")
+            .arg(1000)
+            .arg("TYPE")
+            .arg("list")
+            .query_async(&mut self.inner.connection.clone())
+            .await?)
+    }
+
+    /// Items `start..start+count` of a list.
+    pub(super) async fn list_items(
+        &self,
+        key: &str,
+        start: usize,
+        count: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(redis::cmd("LRANGE")
+            .arg(key)
+            .arg(start)
+            .arg(start + count - 1)
+            .query_async(&mut self.inner.connection.clone())
+            .await?)
+    }
+
+    /// Records that the import is done.
+    pub(super) async fn import_finished(&self) -> Result<(), StoreError> {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{}:upgrade:import", self.inner.key_prefix))
+            .arg("done")
+            .query_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(())
+    }
+
     /// Keeps notices as events, each once, and applies their preferences, in one script call.
     pub(super) async fn save_notices(&self, notices: Vec<NoticeWrite>) -> Result<(), StoreError> {
         if let Some(reason) = self.inner.readiness.refused() {
@@ -620,7 +671,13 @@ impl RedisStore {
         let p = &self.inner.key_prefix;
         let target = w.change.as_ref().map_or(&w.id, |c| &c.target);
         [
-            format!("{p}:seen:{}", w.id),
+            // An import must not be a duplicate of the marker its own original left: read the
+            // record hash there instead, which `MGET` reads as absent (a hash is not a string).
+            if w.legacy_dedupe {
+                format!("{p}:seen:{}", w.id)
+            } else {
+                format!("{p}:msg:{}", w.id)
+            },
             format!("{p}:msg:{}", w.id),
             self.list_key(&w.contact),
             // New messages go to the conversation's history, edits, deletions and reactions to

@@ -522,3 +522,181 @@ async fn a_database_of_release_two_is_migrated_to_records_and_keeps_dedupe() {
         .collect();
     assert_eq!(seqs, [1, 2, 3]);
 }
+
+/// FastAPI items as an earlier release stored them: Meta's message object in `raw`.
+fn legacy_item(id: &str, from: &str, ts: i64, body: &str) -> String {
+    json!({
+        "id": id, "from": from, "to": "15551713917", "timestamp": ts.to_string(), "type": "text",
+        "body": body,
+        "raw": { "from": from, "id": id, "timestamp": ts.to_string(), "type": "text", "text": { "body": body } }
+    })
+    .to_string()
+}
+
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    let response = app.http.get(app.url(path)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.unwrap()
+}
+
+/// Polls the conversation list until it holds `n` conversations (the import runs in the
+/// background), at most 10 s.
+async fn conversations_once_imported(app: &TestApp, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let list = get_json(app, "/v1/conversations").await;
+        let conversations = list["conversations"].as_array().unwrap().clone();
+        if conversations.len() >= n || std::time::Instant::now() > deadline {
+            return conversations;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// What the checks below expect of an upgraded store: A's three old messages and B's one are in
+/// their conversations (counted, not unread, in Meta's order), typed, marked as imported, the
+/// FastAPI lists unchanged; Meta's retry of an old id is still a duplicate; a new message counts
+/// on top; a restart imports nothing again.
+async fn assert_upgraded(app: &mut TestApp) {
+    let conversations = conversations_once_imported(app, 2).await;
+    assert_eq!(conversations.len(), 2, "{conversations:?}");
+    let a = conversations
+        .iter()
+        .find(|c| c["contact"]["id"] == A)
+        .expect("A's conversation");
+    assert_eq!(a["message_count"], 3, "{a}");
+    assert_eq!(a["unread_count"], 0, "{a}");
+    assert_eq!(a["last_message"], "three", "{a}");
+    assert_eq!(a["phone_number_id"], PHONE_NUMBER_ID);
+    let page = get_json(app, &format!("/v1/conversations/{A}/messages")).await;
+    let ids: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["wamid.L1", "wamid.L2", "wamid.L3"], "in Meta's order");
+    let one = get_json(app, "/v1/messages/wamid.L1").await;
+    assert_eq!(one["source"], "earlier_release");
+    assert_eq!(one["direction"], "inbound");
+    assert_eq!(one["content"]["body"], "one", "{one}");
+    assert_eq!(
+        app.ids_of(A).await,
+        ["wamid.L2", "wamid.L1", "wamid.L3"],
+        "the FastAPI list keeps its arrival order and gains nothing"
+    );
+    let retry = webhook_with(vec![text_message("wamid.L2", A, "two")]);
+    assert_eq!(ack(app, &retry).await.1["duplicates"], 1);
+    let new = webhook_with(vec![text_message("wamid.L4", A, "four")]);
+    assert_eq!(ack(app, &new).await.1["stored"], 1);
+    app.restart().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let conversations = conversations_once_imported(app, 2).await;
+    let a = conversations
+        .iter()
+        .find(|c| c["contact"]["id"] == A)
+        .unwrap();
+    assert_eq!(a["message_count"], 4, "nothing imported twice: {a}");
+    assert_eq!(a["unread_count"], 1, "{a}");
+}
+
+/// Redis data of the previous release (FastAPI lists, `seen` markers, the `conversations` zset)
+/// gets records and conversations after the upgrade.
+#[tokio::test]
+async fn redis_data_of_the_previous_release_gets_records_and_conversations() {
+    let redis = TestRedis::start();
+    {
+        let mut con = redis
+            .client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        // Arrival order differs from Meta's order: L2 came first.
+        for (id, ts, body) in [
+            ("wamid.L2", 1_757_936_702, "two"),
+            ("wamid.L1", 1_757_936_701, "one"),
+            ("wamid.L3", 1_757_936_703, "three"),
+        ] {
+            let _: () = redis::cmd("RPUSH")
+                .arg(list(A))
+                .arg(legacy_item(id, A, ts, body))
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            let _: () = redis::cmd("SET")
+                .arg(format!("test:seen:{id}"))
+                .arg(A)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+        }
+        let _: () = redis::cmd("RPUSH")
+            .arg(list(B))
+            .arg(legacy_item("wamid.LB", B, 1_757_936_600, "from b"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("ZADD")
+            .arg("test:conversations")
+            .arg(1_757_936_703)
+            .arg(A)
+            .arg(1_757_936_600)
+            .arg(B)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    let mut app = spawn_app_on_redis(redis, |_| {}).await;
+    assert_upgraded(&mut app).await;
+}
+
+/// A database of the previous release (schema version 2) gets records and conversations for
+/// its rows after the migration.
+#[tokio::test]
+async fn a_database_of_the_previous_release_gets_records_and_conversations() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let db = rusqlite::Connection::open(data.path().join("whatsapp-gateway.sqlite3")).unwrap();
+        db.execute_batch(
+            "PRAGMA journal_mode = WAL;
+            CREATE TABLE inbound_messages (
+                seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+                id          TEXT    NOT NULL UNIQUE,
+                number      TEXT    NOT NULL,
+                timestamp   INTEGER NOT NULL,
+                json        TEXT    NOT NULL,
+                received_at INTEGER NOT NULL DEFAULT (unixepoch())
+            );
+            CREATE INDEX inbound_messages_by_number ON inbound_messages (number, seq);
+            CREATE TABLE conversations (
+                number         TEXT    PRIMARY KEY,
+                last_timestamp INTEGER NOT NULL,
+                message_count  INTEGER NOT NULL
+            ) WITHOUT ROWID;
+            CREATE TABLE health (
+                id        INTEGER PRIMARY KEY CHECK (id = 1),
+                probed_at INTEGER NOT NULL
+            );
+            PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        for (id, number, ts, body) in [
+            ("wamid.L2", A, 1_757_936_702, "two"),
+            ("wamid.L1", A, 1_757_936_701, "one"),
+            ("wamid.L3", A, 1_757_936_703, "three"),
+            ("wamid.LB", B, 1_757_936_600, "from b"),
+        ] {
+            db.execute(
+                "INSERT INTO inbound_messages (id, number, timestamp, json) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![id, number, ts, legacy_item(id, number, ts, body)],
+            )
+            .unwrap();
+        }
+    }
+    let dir = data.path().display().to_string();
+    let mut app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("DATA_DIR".into(), dir);
+    })
+    .await;
+    assert_upgraded(&mut app).await;
+}
