@@ -34,18 +34,6 @@ async fn get(app: &TestApp, path: &str) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
-async fn post_read(app: &TestApp, contact: &str) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/conversations/{contact}/read")))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 fn message_at(id: &str, from: &str, ts: i64, body: &str) -> Value {
     json!({ "from": from, "id": id, "timestamp": ts.to_string(), "type": "text", "text": { "body": body } })
 }

@@ -906,14 +906,7 @@ async fn taps_reactions_edits_and_deletions_have_their_own_events_and_so_do_read
             pair("conversation_updated", "wamid.L"),
         ]
     );
-    let read = app
-        .http
-        .post(app.url(&format!("/v1/conversations/{ALICE}/read")))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200);
+    mark_read(&app, ALICE).await;
     let updated = sse.events(1).await;
     assert_eq!(updated[0].kind(), "conversation_updated");
     assert_eq!(updated[0].json()["data"]["unread_count"], 0);
@@ -1134,6 +1127,13 @@ fn change_webhook(waba: &str, field: &str, value: Value) -> String {
 
 fn business_metadata() -> Value {
     json!({ "display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID })
+}
+
+/// `POST /v1/conversations/{contact}/read`, asserted 200: the conversation.
+async fn mark_read(app: &TestApp, contact: &str) -> Value {
+    let (status, answer) = post_read(app, contact).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
 }
 
 async fn get_json(app: &TestApp, path: &str) -> Value {
@@ -1447,15 +1447,7 @@ async fn marketing_preferences_show_on_the_contact_latest_first(backend: Backend
         1_731_705_800
     );
     // Marking the conversation read answers the same contact.
-    let response = app
-        .http
-        .post(app.url(&format!("/v1/conversations/{ALICE}/read")))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let read: Value = response.json().await.unwrap();
+    let read = mark_read(&app, ALICE).await;
     assert_eq!(
         read["contact"]["preferences"]["marketing_messages"]["value"], "resume",
         "{read}"

@@ -391,6 +391,19 @@ pub fn sign(body: &[u8]) -> String {
     AppSecret::new(&SecretString::from(APP_SECRET)).sign(body)
 }
 
+/// `POST /v1/conversations/{contact}/read`: the status and the JSON answer.
+pub async fn post_read(app: &TestApp, contact: &str) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url(&format!("/v1/conversations/{contact}/read")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 /// One inbound text message object as Meta sends it.
 pub fn text_message(id: &str, from: &str, body: &str) -> Value {
     json!({ "from": from, "id": id, "timestamp": "1757936743", "type": "text", "text": { "body": body } })

@@ -442,17 +442,11 @@ async fn a_database_of_the_previous_release_is_migrated_and_kept() {
     assert_eq!(probed, 1, "the readiness probe writes its row");
 }
 
-/// A database written by the previous release (schema version 2: messages, conversations and the
-/// probe's row) opens and is migrated to version 3 in place: its messages stay readable through
-/// `/get` in their order, Meta's retry of one of them is still a duplicate, and new messages get
-/// records and conversations beside them.
-#[tokio::test]
-async fn a_database_of_release_two_is_migrated_to_records_and_keeps_dedupe() {
-    let data = tempfile::tempdir().unwrap();
-    {
-        let db = rusqlite::Connection::open(data.path().join("whatsapp-gateway.sqlite3")).unwrap();
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
+/// An empty database as the previous release created it (schema version 2), in `dir`.
+fn release_two_database(dir: &std::path::Path) -> rusqlite::Connection {
+    let db = rusqlite::Connection::open(dir.join("whatsapp-gateway.sqlite3")).unwrap();
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL;
             CREATE TABLE inbound_messages (
                 seq         INTEGER PRIMARY KEY AUTOINCREMENT,
                 id          TEXT    NOT NULL UNIQUE,
@@ -471,8 +465,23 @@ async fn a_database_of_release_two_is_migrated_to_records_and_keeps_dedupe() {
                 id        INTEGER PRIMARY KEY CHECK (id = 1),
                 probed_at INTEGER NOT NULL
             );
-            PRAGMA user_version = 2;
-            INSERT INTO inbound_messages (id, number, timestamp, json) VALUES
+            PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    db
+}
+
+/// A database written by the previous release (schema version 2: messages, conversations and the
+/// probe's row) opens and is migrated to version 3 in place: its messages stay readable through
+/// `/get` in their order, Meta's retry of one of them is still a duplicate, and new messages get
+/// records and conversations beside them.
+#[tokio::test]
+async fn a_database_of_release_two_is_migrated_to_records_and_keeps_dedupe() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let db = release_two_database(data.path());
+        db.execute_batch(
+            "INSERT INTO inbound_messages (id, number, timestamp, json) VALUES
                 ('wamid.R2a', '919216598210', 1757936700, '{\"id\":\"wamid.R2a\",\"from\":\"919216598210\",\"body\":\"one\"}'),
                 ('wamid.R2b', '919216598210', 1757936701, '{\"id\":\"wamid.R2b\",\"from\":\"919216598210\",\"body\":\"two\"}');
             INSERT INTO conversations VALUES ('919216598210', 1757936701, 2);",
@@ -656,30 +665,7 @@ async fn redis_data_of_the_previous_release_gets_records_and_conversations() {
 async fn a_database_of_the_previous_release_gets_records_and_conversations() {
     let data = tempfile::tempdir().unwrap();
     {
-        let db = rusqlite::Connection::open(data.path().join("whatsapp-gateway.sqlite3")).unwrap();
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-            CREATE TABLE inbound_messages (
-                seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-                id          TEXT    NOT NULL UNIQUE,
-                number      TEXT    NOT NULL,
-                timestamp   INTEGER NOT NULL,
-                json        TEXT    NOT NULL,
-                received_at INTEGER NOT NULL DEFAULT (unixepoch())
-            );
-            CREATE INDEX inbound_messages_by_number ON inbound_messages (number, seq);
-            CREATE TABLE conversations (
-                number         TEXT    PRIMARY KEY,
-                last_timestamp INTEGER NOT NULL,
-                message_count  INTEGER NOT NULL
-            ) WITHOUT ROWID;
-            CREATE TABLE health (
-                id        INTEGER PRIMARY KEY CHECK (id = 1),
-                probed_at INTEGER NOT NULL
-            );
-            PRAGMA user_version = 2;",
-        )
-        .unwrap();
+        let db = release_two_database(data.path());
         for (id, number, ts, body) in [
             ("wamid.L2", A, 1_757_936_702, "two"),
             ("wamid.L1", A, 1_757_936_701, "one"),
