@@ -13,6 +13,7 @@ use crate::{gateway_env, scaled};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everysec_loses_no_acknowledged_message_when_redis_is_killed() {
     let _serial = crate::serial().await;
+    crate::quiet_disk();
     let runs = scaled(5, 2);
     let mut lost_per_run = Vec::new();
     for run in 0..runs {

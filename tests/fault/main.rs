@@ -28,6 +28,17 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
+/// Flushes the machine's dirty pages (`sync`) so that a test about Redis's AOF starts on a quiet
+/// disk. With `appendfsync everysec`, Redis writes the AOF before it answers, *except* while its
+/// previous once-a-second fsync is still running: then it postpones the write by up to 2 s and
+/// answers anyway (Redis's `flushAppendOnlyFile`), and a SIGKILL in that window loses those
+/// acknowledged writes. The tests before ours leave dirty pages (their AOFs and SQLite files)
+/// that can make that fsync slow: seen twice in a full run (8 ids of one chunk lost, the test
+/// alone passing), so they must not decide our result. README, Durability, says so.
+pub fn quiet_disk() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 /// [`serial`] for synchronous tests.
 pub fn serial_blocking() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.blocking_lock()

@@ -12,6 +12,7 @@ use crate::{gateway_env, scaled};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_sigkill_mid_ingest_loses_and_doubles_nothing() {
     let _serial = crate::serial().await;
+    crate::quiet_disk();
     let count = scaled(20_000, 3_000);
     let numbers = scaled(200, 50);
     let kill_at = Duration::from_secs(scaled(5, 1) as u64);
