@@ -1,7 +1,9 @@
 //! 9. Durability with `appendfsync everysec`: acknowledged-but-lost ids after SIGKILL of Redis,
 //!    measured over 5 runs (CI: 2). Redis writes the AOF (to the OS) before it replies, and
-//!    `everysec` only delays the fsync, so killing the *process* loses nothing acknowledged; only
-//!    an OS crash or power loss can lose up to the last second (see README, Operations).
+//!    `everysec` only delays the fsync, so killing the *process* loses nothing acknowledged on a
+//!    disk that keeps up; an OS crash or power loss can lose up to the last second, and while an
+//!    fsync is still running Redis may postpone its write by up to 2 s and answer anyway (see
+//!    README, Operations, and [`crate::quiet_disk`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
