@@ -144,15 +144,6 @@ pub(crate) fn no_slot() -> ApiError {
     )
 }
 
-/// 422 for a query string that does not decode.
-pub(crate) fn bad_query(rejection: &QueryRejection) -> ApiError {
-    ApiError::Validation(vec![FieldError {
-        loc: vec!["query".into()],
-        msg: rejection.body_text(),
-        kind: "value_error",
-    }])
-}
-
 /// Streams the events as Server-Sent Events.
 #[utoipa::path(get, path = "/v1/events", tag = "events",
     params(StreamQuery,
@@ -170,7 +161,7 @@ pub async fn stream_events(
     abort: Option<Extension<StreamAbort>>,
     query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| bad_query(&e))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_query(&e))?;
     let hub = &state.events;
     let last_event_id = headers
         .get(&LAST_EVENT_ID)

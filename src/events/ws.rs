@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::pump::{EndReason, Out, Subscription};
-use super::sse::{StreamQuery, bad_query, error_data, no_slot, reset_data};
+use super::sse::{StreamQuery, error_data, no_slot, reset_data};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 
@@ -55,7 +55,7 @@ pub async fn stream_events_ws(
     query: Result<Query<StreamQuery>, QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| bad_query(&e))?;
+    let Query(query) = query.map_err(|e| ApiError::bad_query(&e))?;
     if state.api_key.is_none()
         && let Some(origin) = headers.get(header::ORIGIN)
     {

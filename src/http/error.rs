@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 
 use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -120,6 +121,26 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// 422 for a query string that does not decode (a key given twice, bytes that are not
+    /// UTF-8), with axum's reason.
+    pub fn bad_query(rejection: &QueryRejection) -> Self {
+        Self::Validation(vec![FieldError {
+            loc: vec!["query".into()],
+            msg: bounded(&rejection.body_text()).into_owned(),
+            kind: "value_error",
+        }])
+    }
+
+    /// 422 for the path parameter `name` when it does not decode (percent-encoded bytes that
+    /// are not UTF-8), naming it.
+    pub fn bad_path(name: &str, rejection: &PathRejection) -> Self {
+        Self::Validation(vec![FieldError::parameter(
+            "path",
+            name,
+            bounded(&rejection.body_text()),
+        )])
+    }
+
     /// The metric/log label of an error met while reading a request body.
     pub fn body_failure_reason(&self) -> &'static str {
         match self {

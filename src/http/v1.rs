@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
@@ -83,9 +84,11 @@ pub struct MessageParams {
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get_message(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-    Query(params): Query<MessageParams>,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<MessageParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_path("id", &e))?;
+    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     Ok(json(
         state
             .conversations
@@ -120,8 +123,9 @@ pub struct ConversationsParams {
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_conversations(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<ConversationsParams>,
+    params: Result<Query<ConversationsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let unread = match params.unread.as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
@@ -176,9 +180,11 @@ pub struct MessagesParams {
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn conversation_messages(
     State(state): State<Arc<AppState>>,
-    Path(contact): Path<String>,
-    Query(params): Query<MessagesParams>,
+    contact: Result<Path<String>, PathRejection>,
+    params: Result<Query<MessagesParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
+    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let page = state
         .conversations
         .messages(
@@ -216,10 +222,12 @@ pub struct ReadParams {
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn mark_read(
     State(state): State<Arc<AppState>>,
-    Path(contact): Path<String>,
-    Query(params): Query<ReadParams>,
+    contact: Result<Path<String>, PathRejection>,
+    params: Result<Query<ReadParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
+    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     if state.api_key.is_none() {
         crate::http::extract::require_json_content_type(&headers)?;
     }
@@ -248,10 +256,12 @@ pub async fn mark_read(
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn delete_conversation(
     State(state): State<Arc<AppState>>,
-    Path(contact): Path<String>,
-    Query(params): Query<ReadParams>,
+    contact: Result<Path<String>, PathRejection>,
+    params: Result<Query<ReadParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
+    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     if state.api_key.is_none() {
         crate::http::extract::require_json_content_type(&headers)?;
     }

@@ -21,6 +21,7 @@ contract_tests!(
     conversations_are_filtered_and_searched,
     concurrent_deliveries_for_one_contact_keep_exact_counters,
     bad_parameters_are_422_naming_the_parameter,
+    undecodable_queries_and_paths_are_422_in_json,
     every_fixture_message_is_stored_with_its_typed_content,
     edits_deletions_and_reactions_change_the_original_not_the_history,
     a_deleted_conversation_is_gone_and_does_not_come_back_from_a_retry,
@@ -520,6 +521,53 @@ async fn bad_parameters_are_422_naming_the_parameter(backend: Backend) {
         };
         assert_eq!(body["detail"][0]["loc"], json!([place, field]), "{path}");
     }
+}
+
+/// What axum cannot even decode (a query key given twice, a path segment that is not UTF-8) is
+/// a 422 in the same JSON shape, naming the place, not a plain-text 400; nothing is stored.
+async fn undecodable_queries_and_paths_are_422_in_json(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for (method, path, loc) in [
+        ("GET", "/v1/conversations?q=a&q=b", json!(["query"])),
+        ("GET", "/v1/messages/%FF", json!(["path", "id"])),
+        (
+            "GET",
+            "/v1/conversations/%FF/messages",
+            json!(["path", "contact"]),
+        ),
+        (
+            "GET",
+            "/v1/conversations/919216598210/messages?limit=1&limit=2",
+            json!(["query"]),
+        ),
+        (
+            "POST",
+            "/v1/conversations/%FF/read",
+            json!(["path", "contact"]),
+        ),
+        (
+            "DELETE",
+            "/v1/conversations/%FF",
+            json!(["path", "contact"]),
+        ),
+    ] {
+        let response = app
+            .http
+            .request(method.parse().unwrap(), app.url(path))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{method} {path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["detail"][0]["loc"], loc, "{method} {path}: {body}");
+        assert!(
+            body["detail"][0]["msg"].as_str().unwrap().len() > 5,
+            "{body}"
+        );
+    }
+    let (_, list) = get(&app, "/v1/conversations").await;
+    assert_eq!(list["conversations"], json!([]), "nothing was stored");
 }
 
 async fn a_deleted_conversation_is_gone_and_does_not_come_back_from_a_retry(backend: Backend) {
