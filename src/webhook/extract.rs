@@ -327,14 +327,8 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                         });
                     for (m, raw) in thread.messages.items().iter().enumerate() {
                         let at = || format!("{}.history[{h}].threads[{t}].messages[{m}]", path());
-                        let outbound = serde_json::from_str::<FromOnly<'_>>(raw.get())
-                            .ok()
-                            .and_then(|f| f.from)
-                            .is_some_and(|from| {
-                                !metadata.display_phone_number.is_empty()
-                                    && from == metadata.display_phone_number
-                            });
-                        let origin = Origin::History { outbound };
+                        // The direction is read from the message itself (its `from`).
+                        let origin = Origin::History { outbound: false };
                         batch.message(raw, &business, origin, &contacts, user.as_ref(), at);
                     }
                 }
@@ -364,11 +358,11 @@ struct Business<'s> {
     phone_number_id: &'s PhoneNumberId,
 }
 
-/// Only the `from` of a message (to tell a history message's direction).
-#[derive(serde::Deserialize)]
-struct FromOnly<'a> {
-    #[serde(default, borrow, deserialize_with = "crate::webhook::lenient::cow")]
-    from: Option<std::borrow::Cow<'a, str>>,
+impl Business<'_> {
+    /// Whether `from` is this business number (a history message the business sent).
+    fn sent(&self, from: Option<&str>) -> bool {
+        !self.display_phone_number.is_empty() && from == Some(self.display_phone_number)
+    }
 }
 
 /// `items` as one JSON array, byte for byte.
@@ -628,7 +622,8 @@ fn system_contact(message: &MessagePayload<'_>) -> Option<ContactId> {
         })
 }
 
-/// One message; on failure the offending field (if any) and the rule.
+/// One message; on failure the offending field (if any) and the rule. A history message's
+/// direction (`origin` `History`) is decided here, from its `from`.
 fn extract_message(
     raw: &RawValue,
     business: &Business<'_>,
@@ -638,6 +633,12 @@ fn extract_message(
 ) -> Result<InboundMessage, (Option<&'static str>, String)> {
     let mut message: MessagePayload<'_> =
         serde_json::from_str(raw.get()).map_err(|e| (None, e.to_string()))?;
+    let origin = match origin {
+        Origin::History { .. } => Origin::History {
+            outbound: business.sent(message.from.as_deref()),
+        },
+        other => other,
+    };
     let id = message
         .id
         .as_deref()
