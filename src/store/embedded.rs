@@ -422,22 +422,29 @@ impl EmbeddedStore {
         .map(|done| done == 0)
     }
 
-    /// Up to `limit` FastAPI rows of earlier releases (no business number) after `after` (a
-    /// `seq`), with their `seq`.
-    pub(super) async fn legacy_rows(
+    /// The next page of FastAPI rows of earlier releases (no business number), in `seq` order,
+    /// at most `page`; `None` when all were read.
+    pub(super) async fn legacy_page(
         &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, String)>, StoreError> {
-        self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT seq, json FROM inbound_messages
-                 WHERE phone_number_id IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
-            )?
-            .query_map(params![after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect()
-        })
-        .await
+        cursor: &mut super::LegacyCursor,
+        page: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let after = cursor.seq;
+        let rows: Vec<(i64, String)> = self
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT seq, json FROM inbound_messages
+                     WHERE phone_number_id IS NULL AND seq > ?1 ORDER BY seq LIMIT ?2",
+                )?
+                .query_map(params![after, page as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+            })
+            .await?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(None);
+        };
+        cursor.seq = *last;
+        Ok(Some(rows.into_iter().map(|(_, json)| json).collect()))
     }
 
     /// Records that the import is done.

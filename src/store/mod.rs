@@ -65,7 +65,10 @@ pub const READ_PAGE: usize = 500;
 /// How often the background probe writes to the store (and re-checks its configuration).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Where a [`Store::legacy_page`] walk stands.
+/// Items per [`Store::legacy_page`].
+const LEGACY_PAGE: usize = 256;
+
+/// Where a [`Store::legacy_page`] walk stands (each backend uses its own part).
 #[derive(Debug, Default)]
 pub struct LegacyCursor {
     /// Redis: the `SCAN` cursor, whether the scan is complete, the keys found but not read yet,
@@ -455,38 +458,7 @@ impl Store {
         &self,
         cursor: &mut LegacyCursor,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        const PAGE: usize = 256;
-        match self {
-            Self::Redis(s) => loop {
-                if let Some((key, offset)) = &mut cursor.list {
-                    let items = s.list_items(key, *offset, PAGE).await?;
-                    if !items.is_empty() {
-                        *offset += items.len();
-                        return Ok(Some(items));
-                    }
-                    cursor.list = None;
-                }
-                if let Some(key) = cursor.keys.pop() {
-                    cursor.list = Some((key, 0));
-                    continue;
-                }
-                if cursor.scanned {
-                    return Ok(None);
-                }
-                let (next, keys) = s.scan_lists(cursor.scan).await?;
-                cursor.keys = keys;
-                cursor.scan = next;
-                cursor.scanned = next == 0;
-            },
-            Self::Embedded(s) => {
-                let rows = s.legacy_rows(cursor.seq, PAGE).await?;
-                let Some((last, _)) = rows.last() else {
-                    return Ok(None);
-                };
-                cursor.seq = *last;
-                Ok(Some(rows.into_iter().map(|(_, json)| json).collect()))
-            }
-        }
+        on_backend!(self, s => s.legacy_page(cursor, LEGACY_PAGE).await)
     }
 
     /// Records that every message of earlier releases has its record and conversation.

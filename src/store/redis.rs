@@ -572,33 +572,49 @@ impl RedisStore {
         Ok(!done)
     }
 
-    /// One `SCAN` step over the FastAPI lists: the next cursor (0: done) and the list keys.
-    pub(super) async fn scan_lists(&self, cursor: u64) -> Result<(u64, Vec<String>), StoreError> {
-        Ok(redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}:*", self.inner.inbound_list))
-            .arg("COUNT")
-            .arg(1000)
-            .arg("TYPE")
-            .arg("list")
-            .query_async(&mut self.inner.connection.clone())
-            .await?)
-    }
-
-    /// Items `start..start+count` of a list.
-    pub(super) async fn list_items(
+    /// The next page of FastAPI items of earlier releases: every list (`SCAN ... TYPE list`
+    /// over `<REDIS_INBOUND_LIST>:*`), each read in pages of `page`; `None` when all were read.
+    pub(super) async fn legacy_page(
         &self,
-        key: &str,
-        start: usize,
-        count: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        Ok(redis::cmd("LRANGE")
-            .arg(key)
-            .arg(start)
-            .arg(start + count - 1)
-            .query_async(&mut self.inner.connection.clone())
-            .await?)
+        cursor: &mut super::LegacyCursor,
+        page: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut connection = self.inner.connection.clone();
+        loop {
+            if let Some((key, offset)) = &mut cursor.list {
+                let items: Vec<String> = redis::cmd("LRANGE")
+                    .arg(&*key)
+                    .arg(*offset)
+                    .arg(*offset + page - 1)
+                    .query_async(&mut connection)
+                    .await?;
+                if !items.is_empty() {
+                    *offset += items.len();
+                    return Ok(Some(items));
+                }
+                cursor.list = None;
+            }
+            if let Some(key) = cursor.keys.pop() {
+                cursor.list = Some((key, 0));
+                continue;
+            }
+            if cursor.scanned {
+                return Ok(None);
+            }
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor.scan)
+                .arg("MATCH")
+                .arg(format!("{}:*", self.inner.inbound_list))
+                .arg("COUNT")
+                .arg(1000)
+                .arg("TYPE")
+                .arg("list")
+                .query_async(&mut connection)
+                .await?;
+            cursor.keys = keys;
+            cursor.scan = next;
+            cursor.scanned = next == 0;
+        }
     }
 
     /// Records that the import is done.
