@@ -56,12 +56,6 @@ fn status(id: &str, status: &str, ts: i64) -> Value {
     json!({ "id": id, "status": status, "timestamp": ts.to_string(), "recipient_id": A })
 }
 
-async fn post_ok(app: &TestApp, body: &str) -> Value {
-    let response = app.post_webhook(body).await;
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -71,10 +65,11 @@ fn now() -> i64 {
 
 async fn a_message_is_read_back_by_id_with_its_record(backend: Backend) {
     let app = spawn_app(backend).await;
-    post_ok(
-        &app,
-        &webhook_with(vec![text_message("wamid.G1", A, "Hello there")]),
-    )
+    app.post_webhook_ok(&webhook_with(vec![text_message(
+        "wamid.G1",
+        A,
+        "Hello there",
+    )]))
     .await;
     let (status, m) = get(&app, "/v1/messages/wamid.G1").await;
     assert_eq!(status, 200, "{m}");
@@ -100,27 +95,20 @@ async fn an_unknown_message_id_is_404(backend: Backend) {
 
 async fn statuses_never_move_backwards_and_keep_their_history(backend: Backend) {
     let app = spawn_app(backend).await;
-    post_ok(&app, &webhook_with(vec![text_message("wamid.S1", A, "x")])).await;
+    app.post_webhook_ok(&webhook_with(vec![text_message("wamid.S1", A, "x")]))
+        .await;
     // read arrives first, then a late sent and delivered, then read again (a retry).
-    let ack = post_ok(
-        &app,
-        &statuses_webhook(vec![status("wamid.S1", "read", 300)]),
-    )
-    .await;
+    let ack = app
+        .post_webhook_ok(&statuses_webhook(vec![status("wamid.S1", "read", 300)]))
+        .await;
     assert_eq!(ack["statuses"], 1);
-    post_ok(
-        &app,
-        &statuses_webhook(vec![
-            status("wamid.S1", "sent", 100),
-            status("wamid.S1", "delivered", 200),
-        ]),
-    )
+    app.post_webhook_ok(&statuses_webhook(vec![
+        status("wamid.S1", "sent", 100),
+        status("wamid.S1", "delivered", 200),
+    ]))
     .await;
-    post_ok(
-        &app,
-        &statuses_webhook(vec![status("wamid.S1", "read", 300)]),
-    )
-    .await;
+    app.post_webhook_ok(&statuses_webhook(vec![status("wamid.S1", "read", 300)]))
+        .await;
     let (_, m) = get(&app, "/v1/messages/wamid.S1").await;
     assert_eq!(m["status"], "read");
     let history: Vec<(String, i64)> = m["statuses"]
@@ -147,21 +135,19 @@ async fn statuses_never_move_backwards_and_keep_their_history(backend: Backend) 
 
 async fn failed_is_final_and_keeps_meta_s_errors(backend: Backend) {
     let app = spawn_app(backend).await;
-    post_ok(&app, &webhook_with(vec![text_message("wamid.F1", A, "x")])).await;
+    app.post_webhook_ok(&webhook_with(vec![text_message("wamid.F1", A, "x")]))
+        .await;
     let mut failed = status("wamid.F1", "failed", 200);
     failed["errors"] = json!([{"code": 131047, "title": "Re-engagement message",
         "message": "Re-engagement message", "error_data": {"details": "More than 24 hours have passed"},
         "href": "/documentation/business-messaging/whatsapp/support/error-codes"}]);
-    post_ok(
-        &app,
-        &statuses_webhook(vec![status("wamid.F1", "sent", 100), failed]),
-    )
+    app.post_webhook_ok(&statuses_webhook(vec![
+        status("wamid.F1", "sent", 100),
+        failed,
+    ]))
     .await;
-    post_ok(
-        &app,
-        &statuses_webhook(vec![status("wamid.F1", "read", 300)]),
-    )
-    .await;
+    app.post_webhook_ok(&statuses_webhook(vec![status("wamid.F1", "read", 300)]))
+        .await;
     let (_, m) = get(&app, "/v1/messages/wamid.F1").await;
     assert_eq!(m["status"], "failed");
     let failure = m["statuses"]
@@ -179,17 +165,15 @@ async fn failed_is_final_and_keeps_meta_s_errors(backend: Backend) {
 
 async fn a_status_before_its_message_is_attached_when_the_message_arrives(backend: Backend) {
     let app = spawn_app(backend).await;
-    post_ok(
-        &app,
-        &statuses_webhook(vec![status("wamid.EARLY", "delivered", 100)]),
-    )
+    app.post_webhook_ok(&statuses_webhook(vec![status(
+        "wamid.EARLY",
+        "delivered",
+        100,
+    )]))
     .await;
     assert_eq!(get(&app, "/v1/messages/wamid.EARLY").await.0, 404);
-    post_ok(
-        &app,
-        &webhook_with(vec![text_message("wamid.EARLY", A, "x")]),
-    )
-    .await;
+    app.post_webhook_ok(&webhook_with(vec![text_message("wamid.EARLY", A, "x")]))
+        .await;
     let (_, m) = get(&app, "/v1/messages/wamid.EARLY").await;
     assert_eq!(m["status"], "delivered");
 }
@@ -221,9 +205,11 @@ async fn the_final_status_does_not_depend_on_arrival_order(backend: Backend) {
             order.swap(i, (state % (i as u64 + 1)) as usize);
         }
         let id = format!("wamid.P{case}");
-        post_ok(&app, &webhook_with(vec![text_message(&id, A, "x")])).await;
+        app.post_webhook_ok(&webhook_with(vec![text_message(&id, A, "x")]))
+            .await;
         for s in &order {
-            post_ok(&app, &statuses_webhook(vec![status(&id, s, 100)])).await;
+            app.post_webhook_ok(&statuses_webhook(vec![status(&id, s, 100)]))
+                .await;
         }
         let expected = if chosen.contains(&"failed") {
             "failed"
@@ -244,19 +230,15 @@ async fn the_final_status_does_not_depend_on_arrival_order(backend: Backend) {
 
 async fn conversations_count_messages_and_unread_until_read(backend: Backend) {
     let app = spawn_app(backend).await;
-    post_ok(
-        &app,
-        &webhook_with(vec![
-            message_at("wamid.C1", A, 100, "first"),
-            message_at("wamid.C2", A, 200, "second"),
-        ]),
-    )
+    app.post_webhook_ok(&webhook_with(vec![
+        message_at("wamid.C1", A, 100, "first"),
+        message_at("wamid.C2", A, 200, "second"),
+    ]))
     .await;
     // A retry changes nothing.
-    post_ok(
-        &app,
-        &webhook_with(vec![message_at("wamid.C2", A, 200, "second")]),
-    )
+    app.post_webhook_ok(&webhook_with(vec![message_at(
+        "wamid.C2", A, 200, "second",
+    )]))
     .await;
     let (status, page) = get(&app, "/v1/conversations").await;
     assert_eq!(status, 200, "{page}");
@@ -277,11 +259,8 @@ async fn conversations_count_messages_and_unread_until_read(backend: Backend) {
     assert_eq!(read["message_count"], 2);
     let (_, page) = get(&app, "/v1/conversations?unread=true").await;
     assert_eq!(page["conversations"], json!([]));
-    post_ok(
-        &app,
-        &webhook_with(vec![message_at("wamid.C3", A, 300, "third")]),
-    )
-    .await;
+    app.post_webhook_ok(&webhook_with(vec![message_at("wamid.C3", A, 300, "third")]))
+        .await;
     let (_, page) = get(&app, "/v1/conversations?unread=true").await;
     assert_eq!(page["conversations"][0]["unread_count"], 1);
     assert_eq!(page["conversations"][0]["message_count"], 3);
@@ -291,13 +270,10 @@ async fn conversations_count_messages_and_unread_until_read(backend: Backend) {
 async fn the_window_is_open_for_24_hours_after_the_last_inbound_message(backend: Backend) {
     let app = spawn_app(backend).await;
     let recent = now() - 60;
-    post_ok(
-        &app,
-        &webhook_with(vec![
-            message_at("wamid.W1", A, recent, "just now"),
-            message_at("wamid.W2", "919216598211", 1_000_000_000, "long ago"),
-        ]),
-    )
+    app.post_webhook_ok(&webhook_with(vec![
+        message_at("wamid.W1", A, recent, "just now"),
+        message_at("wamid.W2", "919216598211", 1_000_000_000, "long ago"),
+    ]))
     .await;
     let (_, page) = get(&app, "/v1/conversations").await;
     let by_contact = |id: &str| {
@@ -318,7 +294,7 @@ async fn pages_of_messages_are_stable_while_messages_arrive(backend: Backend) {
     let messages: Vec<Value> = (1..=7)
         .map(|i| message_at(&format!("wamid.M{i}"), A, 1000 + i, &format!("m{i}")))
         .collect();
-    post_ok(&app, &webhook_with(messages)).await;
+    app.post_webhook_ok(&webhook_with(messages)).await;
     let path = format!("/v1/conversations/{A}/messages?limit=3");
     let (status, first) = get(&app, &path).await;
     assert_eq!(status, 200, "{first}");
@@ -332,11 +308,8 @@ async fn pages_of_messages_are_stable_while_messages_arrive(backend: Backend) {
     };
     assert_eq!(ids(&first), ["wamid.M5", "wamid.M6", "wamid.M7"]);
     // New messages arrive between pages: older pages do not shift.
-    post_ok(
-        &app,
-        &webhook_with(vec![message_at("wamid.M8", A, 1008, "m8")]),
-    )
-    .await;
+    app.post_webhook_ok(&webhook_with(vec![message_at("wamid.M8", A, 1008, "m8")]))
+        .await;
     let cursor = first["next_cursor"].as_str().unwrap();
     let (_, second) = get(&app, &format!("{path}&before={cursor}")).await;
     assert_eq!(ids(&second), ["wamid.M2", "wamid.M3", "wamid.M4"]);
@@ -357,20 +330,14 @@ async fn pages_of_messages_are_stable_while_messages_arrive(backend: Backend) {
 
 async fn late_retries_sort_in_place_by_meta_s_timestamp(backend: Backend) {
     let app = spawn_app(backend).await;
-    post_ok(
-        &app,
-        &webhook_with(vec![
-            message_at("wamid.L1", A, 100, "a"),
-            message_at("wamid.L3", A, 300, "c"),
-        ]),
-    )
+    app.post_webhook_ok(&webhook_with(vec![
+        message_at("wamid.L1", A, 100, "a"),
+        message_at("wamid.L3", A, 300, "c"),
+    ]))
     .await;
     // Delivered late (Meta retried after an outage), but sent in between.
-    post_ok(
-        &app,
-        &webhook_with(vec![message_at("wamid.L2", A, 200, "b")]),
-    )
-    .await;
+    app.post_webhook_ok(&webhook_with(vec![message_at("wamid.L2", A, 200, "b")]))
+        .await;
     let (_, page) = get(&app, &format!("/v1/conversations/{A}/messages")).await;
     let bodies: Vec<&str> = page["messages"]
         .as_array()
@@ -400,7 +367,7 @@ async fn a_bsuid_only_sender_has_a_conversation_and_a_list(backend: Backend) {
         }}]}]
     })
     .to_string();
-    let ack = post_ok(&app, &body).await;
+    let ack = app.post_webhook_ok(&body).await;
     assert_eq!(
         (ack["stored"].clone(), ack["quarantined"].clone()),
         (json!(1), json!(0))
@@ -425,12 +392,9 @@ async fn conversations_are_filtered_and_searched(backend: Backend) {
         }}]}]
     })
     .to_string();
-    post_ok(&app, &other_number).await;
-    post_ok(
-        &app,
-        &webhook_with(vec![message_at("wamid.K1", A, 400, "kerry")]),
-    )
-    .await;
+    app.post_webhook_ok(&other_number).await;
+    app.post_webhook_ok(&webhook_with(vec![message_at("wamid.K1", A, 400, "kerry")]))
+        .await;
     let (_, all) = get(&app, "/v1/conversations").await;
     let order: Vec<&str> = all["conversations"]
         .as_array()
@@ -576,12 +540,9 @@ async fn a_deleted_conversation_is_gone_and_does_not_come_back_from_a_retry(back
         message_at("wamid.D1", A, 100, "one"),
         message_at("wamid.D2", A, 200, "two"),
     ]);
-    post_ok(&app, &body).await;
-    post_ok(
-        &app,
-        &statuses_webhook(vec![status("wamid.D1", "read", 150)]),
-    )
-    .await;
+    app.post_webhook_ok(&body).await;
+    app.post_webhook_ok(&statuses_webhook(vec![status("wamid.D1", "read", 150)]))
+        .await;
     let delete = |contact: &'static str| {
         app.http
             .delete(app.url(&format!("/v1/conversations/{contact}")))
@@ -598,7 +559,7 @@ async fn a_deleted_conversation_is_gone_and_does_not_come_back_from_a_retry(back
     let (_, page) = get(&app, &format!("/v1/conversations/{A}/messages")).await;
     assert_eq!(page["messages"], json!([]));
     // Meta's retry of a deleted message stays a duplicate; the FastAPI list is kept.
-    let retry = post_ok(&app, &body).await;
+    let retry = app.post_webhook_ok(&body).await;
     assert_eq!(retry["duplicates"], 2);
     assert_eq!(
         get(&app, "/v1/conversations").await.1["conversations"],
@@ -606,11 +567,8 @@ async fn a_deleted_conversation_is_gone_and_does_not_come_back_from_a_retry(back
     );
     assert_eq!(app.ids_of(A).await, ["wamid.D1", "wamid.D2"]);
     // A new message starts a new conversation.
-    post_ok(
-        &app,
-        &webhook_with(vec![message_at("wamid.D3", A, 300, "three")]),
-    )
-    .await;
+    app.post_webhook_ok(&webhook_with(vec![message_at("wamid.D3", A, 300, "three")]))
+        .await;
     let (_, list) = get(&app, "/v1/conversations").await;
     assert_eq!(list["conversations"][0]["message_count"], 1);
     assert_eq!(delete("15550001111").await.unwrap().status(), 404);
@@ -626,7 +584,7 @@ async fn every_fixture_message_is_stored_with_its_typed_content(backend: Backend
         let path = entry.unwrap().path();
         let body = std::fs::read_to_string(&path).unwrap();
         let parsed: Value = serde_json::from_str(&body).unwrap();
-        let ack = post_ok(&app, &body).await;
+        let ack = app.post_webhook_ok(&body).await;
         assert_eq!(ack["quarantined"], 0, "{}: {ack}", path.display());
         for change in parsed["entry"][0]["changes"].as_array().unwrap() {
             for message in change["value"]["messages"].as_array().into_iter().flatten() {
@@ -679,12 +637,9 @@ async fn edits_deletions_and_reactions_change_the_original_not_the_history(backe
     // shows once the original is stored.
     let edit = json!({"from": A, "id": "wamid.E1", "timestamp": "210", "type": "edit",
         "edit": {"original_message_id": "wamid.O1", "message": {"type": "text", "text": {"body": "Blue, size M"}}}});
-    post_ok(&app, &webhook_with(vec![edit])).await;
-    post_ok(
-        &app,
-        &webhook_with(vec![message_at("wamid.O1", A, 200, "Blue")]),
-    )
-    .await;
+    app.post_webhook_ok(&webhook_with(vec![edit])).await;
+    app.post_webhook_ok(&webhook_with(vec![message_at("wamid.O1", A, 200, "Blue")]))
+        .await;
     let reaction = json!({"from": A, "id": "wamid.R1", "timestamp": "220", "type": "reaction",
         "reaction": {"message_id": "wamid.O1", "emoji": "👍"}});
     let revoke = json!({"from": A, "id": "wamid.V1", "timestamp": "230", "type": "revoke",
@@ -692,7 +647,8 @@ async fn edits_deletions_and_reactions_change_the_original_not_the_history(backe
     // An older edit arriving last does not replace the newer one.
     let older_edit = json!({"from": A, "id": "wamid.E0", "timestamp": "205", "type": "edit",
         "edit": {"original_message_id": "wamid.O1", "message": {"type": "text", "text": {"body": "Bleu"}}}});
-    post_ok(&app, &webhook_with(vec![reaction, revoke, older_edit])).await;
+    app.post_webhook_ok(&webhook_with(vec![reaction, revoke, older_edit]))
+        .await;
 
     let (_, m) = get(&app, "/v1/messages/wamid.O1").await;
     assert_eq!(m["body"], "Blue", "the original record is kept");
@@ -719,7 +675,7 @@ async fn edits_deletions_and_reactions_change_the_original_not_the_history(backe
     // A removed reaction replaces the emoji with null.
     let unreact = json!({"from": A, "id": "wamid.R2", "timestamp": "240", "type": "reaction",
         "reaction": {"message_id": "wamid.O1", "emoji": ""}});
-    post_ok(&app, &webhook_with(vec![unreact])).await;
+    app.post_webhook_ok(&webhook_with(vec![unreact])).await;
     let (_, m) = get(&app, "/v1/messages/wamid.O1").await;
     assert_eq!(m["reaction"]["emoji"], Value::Null);
     assert_eq!(m["reaction"]["id"], "wamid.R2");

@@ -195,14 +195,10 @@ fn webhook_on(phone_number_id: &str, messages: Vec<Value>) -> String {
     .to_string()
 }
 
-async fn post_ok(app: &TestApp, body: &str) {
-    let response = app.post_webhook(body).await;
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-}
-
 /// Posts one text message from `from` with id `id`.
 async fn post_message(app: &TestApp, id: &str, from: &str) {
-    post_ok(app, &webhook_with(vec![text_message(id, from, "hi")])).await;
+    app.post_webhook_ok(&webhook_with(vec![text_message(id, from, "hi")]))
+        .await;
 }
 
 async fn webhook_events_arrive_in_order_with_the_envelope(backend: Backend) {
@@ -320,27 +316,21 @@ async fn filters_select_by_contact_phone_number_id_and_types(backend: Backend) {
     )
     .await;
 
-    post_ok(
-        &app,
-        &webhook_on(PHONE_NUMBER_ID, vec![text_message("wamid.FA", ALICE, "a")]),
-    )
+    app.post_webhook_ok(&webhook_on(
+        PHONE_NUMBER_ID,
+        vec![text_message("wamid.FA", ALICE, "a")],
+    ))
     .await;
-    post_ok(
-        &app,
-        &webhook_on(
-            OTHER_PHONE_NUMBER_ID,
-            vec![text_message("wamid.FB", BOB, "b")],
-        ),
-    )
+    app.post_webhook_ok(&webhook_on(
+        OTHER_PHONE_NUMBER_ID,
+        vec![text_message("wamid.FB", BOB, "b")],
+    ))
     .await;
     // A message without an id cannot be attributed: quarantined, announced as webhook_error.
-    post_ok(
-        &app,
-        &webhook_on(
-            PHONE_NUMBER_ID,
-            vec![json!({ "from": ALICE, "type": "text" })],
-        ),
-    )
+    app.post_webhook_ok(&webhook_on(
+        PHONE_NUMBER_ID,
+        vec![json!({ "from": ALICE, "type": "text" })],
+    ))
     .await;
     // A status of Alice's message: a message_status event with her as the contact.
     let status = json!({
@@ -351,7 +341,7 @@ async fn filters_select_by_contact_phone_number_id_and_types(backend: Backend) {
             "statuses": [{ "id": "wamid.FA", "status": "delivered", "timestamp": "1757936800", "recipient_id": ALICE }],
         }}]}]
     });
-    post_ok(&app, &status.to_string()).await;
+    app.post_webhook_ok(&status.to_string()).await;
 
     assert_eq!(
         summary(&by_contact.events(3).await),
@@ -691,15 +681,7 @@ async fn a_stalled_client_is_disconnected_while_webhooks_stay_fast(backend: Back
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"whatsapp_gateway_event_streams_ended_total{reason="lagged"} 1"#),
         "{metrics}"
@@ -734,15 +716,7 @@ async fn post_until_lagged(app: &TestApp) {
     for i in 0..300 {
         let body = webhook_with(vec![text_message(&format!("wamid.SL{i}"), ALICE, &text)]);
         assert_eq!(app.post_webhook(&body).await.status(), 200);
-        let metrics = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = app.metrics_text().await;
         if metrics.contains(r#"event_streams_ended_total{reason="lagged"} 1"#) {
             return;
         }
@@ -887,7 +861,7 @@ async fn taps_reactions_edits_and_deletions_have_their_own_events_and_so_do_read
             json!({"type": "revoke", "revoke": {"original_message_id": "wamid.O"}}),
         ),
     ];
-    post_ok(&app, &webhook_with(messages)).await;
+    app.post_webhook_ok(&webhook_with(messages)).await;
     assert_eq!(
         summary(&sse.events(12).await),
         [
@@ -946,11 +920,8 @@ async fn a_write_with_more_events_than_the_retention_reaches_live_clients_whole(
     })
     .await;
     let mut sse = Sse::open(&app, "", None).await;
-    post_ok(
-        &app,
-        &webhook_with(numbered_messages("wamid.W", ALICE, 0, 150)),
-    )
-    .await;
+    app.post_webhook_ok(&webhook_with(numbered_messages("wamid.W", ALICE, 0, 150)))
+        .await;
     let frames = sse.events(151).await;
     let kinds: Vec<&str> = frames.iter().map(Frame::kind).collect();
     assert!(!kinds.contains(&"reset"), "{kinds:?}");
@@ -1136,18 +1107,6 @@ async fn mark_read(app: &TestApp, contact: &str) -> Value {
     answer
 }
 
-async fn get_json(app: &TestApp, path: &str) -> Value {
-    let response = app.http.get(app.url(path)).send().await.unwrap();
-    assert_eq!(response.status(), 200, "GET {path}");
-    response.json().await.unwrap()
-}
-
-async fn ack_of(app: &TestApp, body: &str) -> Value {
-    let response = app.post_webhook(body).await;
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 async fn echoes_are_outbound_messages_that_open_no_window(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut sse = Sse::open(&app, "?types=message_incoming,message_outgoing", None).await;
@@ -1157,7 +1116,7 @@ async fn echoes_are_outbound_messages_that_open_no_window(backend: Backend) {
         .as_secs() as i64;
     let user = json!({ "from": ALICE, "id": "wamid.U1", "timestamp": (now - 120).to_string(),
                        "type": "text", "text": { "body": "Are you open?" } });
-    ack_of(&app, &webhook_with(vec![user])).await;
+    app.post_webhook_ok(&webhook_with(vec![user])).await;
     let echo = change_webhook(
         "102290129340398",
         "smb_message_echoes",
@@ -1172,10 +1131,10 @@ async fn echoes_are_outbound_messages_that_open_no_window(backend: Backend) {
                 "text": { "body": "On my way \u{1F697}" } }]
         }),
     );
-    let answer = ack_of(&app, &echo).await;
+    let answer = app.post_webhook_ok(&echo).await;
     assert_eq!(answer["stored"], 1, "{answer}");
     assert_eq!(
-        ack_of(&app, &echo).await["duplicates"],
+        app.post_webhook_ok(&echo).await["duplicates"],
         1,
         "a retry is a duplicate"
     );
@@ -1193,7 +1152,7 @@ async fn echoes_are_outbound_messages_that_open_no_window(backend: Backend) {
 
     // One conversation: both messages counted, only the user's unread and opening the window;
     // the preview is the echo (the latest).
-    let list = get_json(&app, "/v1/conversations").await;
+    let list = app.get_json("/v1/conversations").await;
     let conversation = &list["conversations"][0];
     assert_eq!(list["conversations"].as_array().unwrap().len(), 1, "{list}");
     assert_eq!(conversation["message_count"], 2, "{conversation}");
@@ -1204,7 +1163,9 @@ async fn echoes_are_outbound_messages_that_open_no_window(backend: Backend) {
         "{conversation}"
     );
     assert_eq!(conversation["last_message"], "On my way \u{1F697}");
-    let history = get_json(&app, &format!("/v1/conversations/{ALICE}/messages")).await;
+    let history = app
+        .get_json(&format!("/v1/conversations/{ALICE}/messages"))
+        .await;
     let directions: Vec<&str> = history["messages"]
         .as_array()
         .unwrap()
@@ -1243,7 +1204,7 @@ async fn history_back_fill_is_stored_without_unread_window_or_message_events(bac
             }]
         }),
     );
-    let answer = ack_of(&app, &chunk).await;
+    let answer = app.post_webhook_ok(&chunk).await;
     assert_eq!(answer["stored"], 2, "{answer}");
     assert_eq!(answer["notifications"], 1, "{answer}");
     // One `history` event for the chunk, no per-message events (a conversation_updated is
@@ -1272,7 +1233,7 @@ async fn history_back_fill_is_stored_without_unread_window_or_message_events(bac
     assert_eq!(progress["value"]["metadata"]["chunk_order"], 3);
     sse.assert_quiet(Duration::from_millis(200)).await;
 
-    let list = get_json(&app, "/v1/conversations").await;
+    let list = app.get_json("/v1/conversations").await;
     let conversation = &list["conversations"][0];
     assert_eq!(conversation["message_count"], 2, "{conversation}");
     assert_eq!(conversation["unread_count"], 0, "{conversation}");
@@ -1281,7 +1242,9 @@ async fn history_back_fill_is_stored_without_unread_window_or_message_events(bac
         Value::Null,
         "{conversation}"
     );
-    let history = get_json(&app, &format!("/v1/conversations/{BOB}/messages")).await;
+    let history = app
+        .get_json(&format!("/v1/conversations/{BOB}/messages"))
+        .await;
     let messages = history["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[0]["direction"], "inbound");
@@ -1295,7 +1258,7 @@ async fn history_back_fill_is_stored_without_unread_window_or_message_events(bac
     // Live traffic with an id the back-fill already stored is a duplicate.
     let again = webhook_with(vec![json!({ "from": BOB, "id": "wamid.H1",
         "timestamp": "1736000000", "type": "text", "text": { "body": "Are you open today?" } })]);
-    assert_eq!(ack_of(&app, &again).await["duplicates"], 1);
+    assert_eq!(app.post_webhook_ok(&again).await["duplicates"], 1);
 }
 
 async fn other_notifications_are_kept_as_events_once_each(backend: Backend) {
@@ -1334,7 +1297,7 @@ async fn other_notifications_are_kept_as_events_once_each(backend: Backend) {
         ]
     })
     .to_string();
-    let answer = ack_of(&app, &body).await;
+    let answer = app.post_webhook_ok(&body).await;
     assert_eq!(answer["notifications"], 5, "{answer}");
     assert_eq!(answer["stored"], 0, "{answer}");
     let frames = sse.events(5).await;
@@ -1365,7 +1328,7 @@ async fn other_notifications_are_kept_as_events_once_each(backend: Backend) {
             .all(|d| d["received_at"].as_i64().unwrap() > 1_700_000_000)
     );
     // Meta's retry of the same delivery is acknowledged and kept nowhere twice.
-    assert_eq!(ack_of(&app, &body).await["notifications"], 5);
+    assert_eq!(app.post_webhook_ok(&body).await["notifications"], 5);
     sse.assert_quiet(Duration::from_millis(300)).await;
 }
 
@@ -1384,15 +1347,17 @@ async fn the_app_dashboard_test_samples_get_200(backend: Backend) {
         }}]}]
     })
     .to_string();
-    let answer = ack_of(&app, &message).await;
+    let answer = app.post_webhook_ok(&message).await;
     assert_eq!(answer["stored"], 1, "{answer}");
     let account = change_webhook(
         "0",
         "account_update",
         json!({ "phone_number": "16505551111", "event": "VERIFIED_ACCOUNT" }),
     );
-    assert_eq!(ack_of(&app, &account).await["notifications"], 1);
-    let stored = get_json(&app, "/v1/messages/ABGGFlA5Fpa?phone_number_id=123456123").await;
+    assert_eq!(app.post_webhook_ok(&account).await["notifications"], 1);
+    let stored = app
+        .get_json("/v1/messages/ABGGFlA5Fpa?phone_number_id=123456123")
+        .await;
     assert_eq!(stored["phone_number_id"], "123456123");
 }
 
@@ -1414,19 +1379,17 @@ fn preference_webhook(contact: &str, value: &str, ts: i64) -> String {
 async fn marketing_preferences_show_on_the_contact_latest_first(backend: Backend) {
     let app = spawn_app(backend).await;
     // Before the contact has a conversation: kept, shown once there is one.
-    ack_of(&app, &preference_webhook(ALICE, "stop", 1_731_705_721)).await;
+    app.post_webhook_ok(&preference_webhook(ALICE, "stop", 1_731_705_721))
+        .await;
     assert_eq!(
-        get_json(&app, "/v1/conversations").await["conversations"],
+        app.get_json("/v1/conversations").await["conversations"],
         json!([]),
         "a preference alone is no conversation"
     );
-    ack_of(
-        &app,
-        &webhook_with(vec![text_message("wamid.P1", ALICE, "hi")]),
-    )
-    .await;
+    app.post_webhook_ok(&webhook_with(vec![text_message("wamid.P1", ALICE, "hi")]))
+        .await;
     let shown = |list: &Value| list["conversations"][0]["contact"]["preferences"].clone();
-    let list = get_json(&app, "/v1/conversations").await;
+    let list = app.get_json("/v1/conversations").await;
     assert_eq!(
         shown(&list)["marketing_messages"]["value"],
         "stop",
@@ -1434,9 +1397,11 @@ async fn marketing_preferences_show_on_the_contact_latest_first(backend: Backend
     );
     assert_eq!(list["conversations"][0]["contact"]["id"], ALICE);
     // A later resume wins; an older one arriving late does not.
-    ack_of(&app, &preference_webhook(ALICE, "resume", 1_731_705_800)).await;
-    ack_of(&app, &preference_webhook(ALICE, "stop", 1_731_705_750)).await;
-    let list = get_json(&app, "/v1/conversations").await;
+    app.post_webhook_ok(&preference_webhook(ALICE, "resume", 1_731_705_800))
+        .await;
+    app.post_webhook_ok(&preference_webhook(ALICE, "stop", 1_731_705_750))
+        .await;
+    let list = app.get_json("/v1/conversations").await;
     assert_eq!(
         shown(&list)["marketing_messages"]["value"],
         "resume",
@@ -1453,11 +1418,8 @@ async fn marketing_preferences_show_on_the_contact_latest_first(backend: Backend
         "{read}"
     );
     // Other contacts are untouched.
-    ack_of(
-        &app,
-        &webhook_with(vec![text_message("wamid.P2", BOB, "yo")]),
-    )
-    .await;
-    let list = get_json(&app, &format!("/v1/conversations?q={BOB}")).await;
+    app.post_webhook_ok(&webhook_with(vec![text_message("wamid.P2", BOB, "yo")]))
+        .await;
+    let list = app.get_json(&format!("/v1/conversations?q={BOB}")).await;
     assert_eq!(shown(&list), Value::Null, "{list}");
 }

@@ -556,17 +556,38 @@ impl TestApp {
         }
     }
 
-    /// The value of one unlabelled metric (e.g. `whatsapp_gateway_messages_id_conflict_total`).
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(self.url("/metrics"))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// GET `path`, asserted 200: its JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// POST /webhook `body` (signed), asserted 200 (the answer in the message otherwise): the
+    /// acknowledgement's JSON.
+    pub async fn post_webhook_ok(&self, body: &str) -> Value {
+        let response = self.post_webhook(body).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The value of one unlabelled metric (e.g. `whatsapp_gateway_messages_id_conflict_total`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
             .unwrap_or_else(|| panic!("{name} not in {text}"))

@@ -542,18 +542,12 @@ fn legacy_item(id: &str, from: &str, ts: i64, body: &str) -> String {
     .to_string()
 }
 
-async fn get_json(app: &TestApp, path: &str) -> Value {
-    let response = app.http.get(app.url(path)).send().await.unwrap();
-    assert_eq!(response.status(), 200, "GET {path}");
-    response.json().await.unwrap()
-}
-
 /// Polls the conversation list until it holds `n` conversations (the import runs in the
 /// background), at most 10 s.
 async fn conversations_once_imported(app: &TestApp, n: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let list = get_json(app, "/v1/conversations").await;
+        let list = app.get_json("/v1/conversations").await;
         let conversations = list["conversations"].as_array().unwrap().clone();
         if conversations.len() >= n || std::time::Instant::now() > deadline {
             return conversations;
@@ -577,7 +571,9 @@ async fn assert_upgraded(app: &mut TestApp) {
     assert_eq!(a["unread_count"], 0, "{a}");
     assert_eq!(a["last_message"], "three", "{a}");
     assert_eq!(a["phone_number_id"], PHONE_NUMBER_ID);
-    let page = get_json(app, &format!("/v1/conversations/{A}/messages")).await;
+    let page = app
+        .get_json(&format!("/v1/conversations/{A}/messages"))
+        .await;
     let ids: Vec<&str> = page["messages"]
         .as_array()
         .unwrap()
@@ -585,7 +581,7 @@ async fn assert_upgraded(app: &mut TestApp) {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["wamid.L1", "wamid.L2", "wamid.L3"], "in Meta's order");
-    let one = get_json(app, "/v1/messages/wamid.L1").await;
+    let one = app.get_json("/v1/messages/wamid.L1").await;
     assert_eq!(one["source"], "earlier_release");
     assert_eq!(one["direction"], "inbound");
     assert_eq!(one["content"]["body"], "one", "{one}");
