@@ -10,6 +10,7 @@ pub mod message_id;
 pub mod meta_error;
 pub mod outbound;
 pub mod phone_number;
+pub mod send;
 pub mod status;
 
 pub use content::{
@@ -23,6 +24,7 @@ pub use message_id::MessageId;
 pub use meta_error::MetaError;
 pub use outbound::{MessageText, OutboundText};
 pub use phone_number::PhoneNumber;
+pub use send::{Invalid, OutgoingMessage, SendKind};
 pub use status::{
     Applied, CallStatus, Conversation, DeliveryStatus, ParsedStatus, Pricing, PricingCategory,
     PricingModel, PricingType, Recipient, StatusParseError, StatusState, StatusTransition,

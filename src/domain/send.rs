@@ -1,0 +1,2019 @@
+//! [`OutgoingMessage`]: a send request a client posts to `/v1/messages`, parsed once.
+//!
+//! The client body mirrors Meta's message object with Meta's field names (`to`, `type` and the
+//! object named by `type`), plus `from`, `reply_to`, `outside_window` and shortcut types (`voice`,
+//! `location_request`, `product`, `product_list`, `catalog`). Parsing checks the rules Meta
+//! documents for `POST /{phone-number-id}/messages` (limits, required fields, one-of choices) and
+//! reports every broken rule it finds as an [`Invalid`] with its JSON path, so a request Meta would
+//! refuse for its shape never leaves the gateway. An [`OutgoingMessage`] only holds a valid
+//! request; [`OutgoingMessage::meta_body`] renders the body Meta documents. A `null` field counts
+//! as absent. Whether the 24-hour window is open is decided elsewhere.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::{Map, Number, Value};
+
+use crate::domain::outbound::MAX_TEXT_CHARS;
+use crate::domain::{ContactId, MessageId};
+
+/// Longest media caption and interactive body text, in characters.
+const MAX_CAPTION_CHARS: usize = 1024;
+/// Longest document filename accepted (Meta names no limit; common file systems stop at 255).
+const MAX_FILENAME_CHARS: usize = 240;
+const MAX_CALLBACK_DATA_CHARS: usize = 512;
+/// Most contact cards in one message: Meta's documented limit.
+const MAX_CONTACT_CARDS: usize = 257;
+/// Longest interactive header text, footer text and template header parameter.
+const MAX_HEADER_CHARS: usize = 60;
+const MAX_FOOTER_CHARS: usize = 60;
+const MAX_BUTTONS: usize = 3;
+const MAX_BUTTON_ID_CHARS: usize = 256;
+const MAX_BUTTON_TITLE_CHARS: usize = 20;
+const MAX_LIST_BUTTON_CHARS: usize = 20;
+const MAX_SECTIONS: usize = 10;
+const MAX_SECTION_TITLE_CHARS: usize = 24;
+/// Most list rows, over all sections.
+const MAX_ROWS: usize = 10;
+const MAX_ROW_ID_CHARS: usize = 200;
+const MAX_ROW_TITLE_CHARS: usize = 24;
+const MAX_ROW_DESCRIPTION_CHARS: usize = 72;
+/// Most products in a product list message, over all sections.
+const MAX_PRODUCT_ITEMS: usize = 30;
+/// Longest call-to-action label (`cta_url` display text, `flow_cta`).
+const MAX_CTA_CHARS: usize = 20;
+const MAX_TEMPLATE_NAME_CHARS: usize = 512;
+/// Longest text body parameter: 1024 when the template sends other components too, else 32768.
+const MAX_BODY_PARAM_CHARS: usize = 1024;
+const MAX_BODY_ONLY_PARAM_CHARS: usize = 32768;
+/// Highest template button index (up to 10 buttons, indexed 0-9).
+const MAX_BUTTON_INDEX: u64 = 9;
+const MAX_COUPON_CHARS: usize = 15;
+/// Longest reaction emoji in characters: room for flags and joined sequences (a family is 7).
+const MAX_EMOJI_CHARS: usize = 10;
+/// Longest `from` (a business phone_number_id).
+const MAX_FROM_DIGITS: usize = 32;
+/// No limit of our own: Meta documents none for this text.
+const ANY_LENGTH: usize = usize::MAX;
+
+/// Client `type` values, in the order error messages list them.
+const CLIENT_TYPES: [&str; 16] = [
+    "text",
+    "image",
+    "video",
+    "audio",
+    "voice",
+    "document",
+    "sticker",
+    "location",
+    "location_request",
+    "contacts",
+    "interactive",
+    "template",
+    "reaction",
+    "product",
+    "product_list",
+    "catalog",
+];
+
+/// Top-level keys besides the object named by `type`.
+const TOP_LEVEL_KEYS: [&str; 6] = [
+    "to",
+    "from",
+    "reply_to",
+    "type",
+    "outside_window",
+    "biz_opaque_callback_data",
+];
+
+/// One field that breaks a rule: `field` is a JSON path like
+/// `interactive.action.buttons[3].reply.title` (empty for the body itself), `rule` says the rule
+/// and what was found, e.g. "must have at most 20 characters (found 23)".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    /// JSON path of the offending field in the client body.
+    pub field: String,
+    /// The rule, naming the limit and what was found.
+    pub rule: String,
+}
+
+/// What a message is, whichever client form named it: `{"type":"catalog"}` and an interactive
+/// `catalog_message` are both [`SendKind::Catalog`]; audio with `"voice": true` is
+/// [`SendKind::Voice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendKind {
+    Text,
+    Image,
+    Video,
+    Audio,
+    Voice,
+    Document,
+    Sticker,
+    Location,
+    LocationRequest,
+    Contacts,
+    /// Reply buttons, a list or a `cta_url` button.
+    Interactive,
+    Template,
+    Reaction,
+    Product,
+    ProductList,
+    Catalog,
+    Flow,
+}
+
+impl SendKind {
+    /// The name of this kind: the client `type` for all but `flow` (sent as `interactive`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::Video => "video",
+            Self::Audio => "audio",
+            Self::Voice => "voice",
+            Self::Document => "document",
+            Self::Sticker => "sticker",
+            Self::Location => "location",
+            Self::LocationRequest => "location_request",
+            Self::Contacts => "contacts",
+            Self::Interactive => "interactive",
+            Self::Template => "template",
+            Self::Reaction => "reaction",
+            Self::Product => "product",
+            Self::ProductList => "product_list",
+            Self::Catalog => "catalog",
+            Self::Flow => "flow",
+        }
+    }
+}
+
+/// A validated send request.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    /// Recipient: phone digits (Meta's `to`) or a BSUID (Meta's `recipient`).
+    pub to: ContactId,
+    /// The business phone_number_id to send from (digits), when the client chose one. Only its
+    /// syntax is checked here.
+    pub from: Option<String>,
+    /// The message this one quotes: Meta's `context.message_id`.
+    pub reply_to: Option<MessageId>,
+    /// What is sent.
+    pub kind: SendKind,
+    /// The client asks to send even if the 24-hour window looks closed.
+    pub outside_window: bool,
+    /// Echoed by Meta on this message's statuses.
+    pub biz_opaque_callback_data: Option<String>,
+    content: Content,
+}
+
+/// The normalized Meta type object, its Meta `type`, and the conversation-list preview.
+#[derive(Clone)]
+struct Content {
+    meta_type: &'static str,
+    object: Value,
+    summary: String,
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Message content is personal data; Debug names only its type.
+        write!(f, "Content({})", self.meta_type)
+    }
+}
+
+/// A parsed type object, before it joins the envelope.
+struct Built {
+    kind: SendKind,
+    content: Content,
+}
+
+impl Built {
+    fn new(kind: SendKind, meta_type: &'static str, object: Value, summary: String) -> Self {
+        let content = Content {
+            meta_type,
+            object,
+            summary,
+        };
+        Self { kind, content }
+    }
+}
+
+impl OutgoingMessage {
+    /// Parses a client body, reporting every broken rule found (not only the first).
+    pub fn parse(body: &Value) -> Result<Self, Vec<Invalid>> {
+        let mut r = Report::default();
+        let Some(top) = Obj::read(body, String::new(), &mut r) else {
+            return Err(r.finish());
+        };
+        let client_type = client_type(&top, &mut r);
+        check_top_level_keys(&top, client_type, &mut r);
+        let to = top.str_req("to", &mut r);
+        let to = to.and_then(|s| r.parsed("to", ContactId::parse(s)));
+        let from = top
+            .str_opt("from", &mut r)
+            .filter(|s| check_from(&mut r, s));
+        let reply_to = top.str_opt("reply_to", &mut r);
+        let reply_to = reply_to.and_then(|s| r.parsed("reply_to", MessageId::parse(s)));
+        let outside_window = top.bool_opt("outside_window", &mut r).unwrap_or(false);
+        let callback = top.str_opt("biz_opaque_callback_data", &mut r);
+        if let Some(data) = callback {
+            check_max(
+                &mut r,
+                "biz_opaque_callback_data",
+                data,
+                MAX_CALLBACK_DATA_CHARS,
+            );
+        }
+        if client_type == Some("reaction") && top.has("reply_to") {
+            r.add("reply_to", "is not allowed with a reaction");
+        }
+        let built = client_type.and_then(|t| type_object(&top, t, &mut r));
+        match (to, built) {
+            (Some(to), Some(built)) if r.0.is_empty() => Ok(Self {
+                to,
+                from: from.map(str::to_owned),
+                reply_to,
+                kind: built.kind,
+                outside_window,
+                biz_opaque_callback_data: callback.map(str::to_owned),
+                content: built.content,
+            }),
+            _ => Err(r.finish()),
+        }
+    }
+
+    /// The body of `POST /{phone-number-id}/messages`, as Meta documents it.
+    pub fn meta_body(&self) -> Value {
+        // A BSUID goes in `recipient` instead of `to` (Meta prefers `to` when both are present).
+        let recipient_key = match self.to {
+            ContactId::Phone(_) => "to",
+            ContactId::User(_) => "recipient",
+        };
+        let context = self
+            .reply_to
+            .as_ref()
+            .map(|id| Out::new().put("message_id", id.as_str()).value());
+        Out::new()
+            .put("messaging_product", "whatsapp")
+            .put("recipient_type", "individual")
+            .put(recipient_key, self.to.as_str())
+            .put("type", self.content.meta_type)
+            .put(self.content.meta_type, self.content.object.clone())
+            .put_opt("context", context)
+            .put_opt(
+                "biz_opaque_callback_data",
+                self.biz_opaque_callback_data.as_deref(),
+            )
+            .value()
+    }
+
+    /// Meta's `type`: `text`, `image`, `audio` (voice notes too), `interactive`, `template`…
+    pub fn meta_type(&self) -> &'static str {
+        self.content.meta_type
+    }
+
+    /// Whether Meta only accepts this message inside the 24-hour customer-service window: true
+    /// for everything but templates.
+    pub fn needs_window(&self) -> bool {
+        self.kind != SendKind::Template
+    }
+
+    /// A preview for a conversation list: the text, the caption or `[image]`, `[document]
+    /// <filename>`, `[location] <name>`, `[contacts] <first name>`, the interactive body text,
+    /// `[template] <name>`, the reaction emoji or `[reaction removed]`. Texts are not shortened.
+    pub fn summary(&self) -> String {
+        self.content.summary.clone()
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Reading JSON and collecting problems
+// -------------------------------------------------------------------------------------------------
+
+/// The problems found so far. Builders may go on building after reporting one: `parse` discards
+/// what they build whenever anything was reported.
+#[derive(Default)]
+struct Report(Vec<Invalid>);
+
+impl Report {
+    fn add(&mut self, field: impl Into<String>, rule: impl Into<String>) {
+        let (field, rule) = (field.into(), rule.into());
+        self.0.push(Invalid { field, rule });
+    }
+
+    fn wrong_type(&mut self, field: &str, expected: &str, found: &Value) {
+        let found = json_kind(found);
+        self.add(field, format!("must be {expected} (found {found})"));
+    }
+
+    /// The parsed value, or the parser's error as the rule for `field`.
+    fn parsed<T, E: fmt::Display>(&mut self, field: &str, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.add(field, e.to_string())).ok()
+    }
+
+    /// The problems; never empty, so a parse that built nothing always says why.
+    fn finish(mut self) -> Vec<Invalid> {
+        if self.0.is_empty() {
+            self.add("", "could not be read");
+        }
+        self.0
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+/// A JSON object being read, with its path for error messages.
+struct Obj<'a> {
+    path: String,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> Obj<'a> {
+    fn read(value: &'a Value, path: String, r: &mut Report) -> Option<Self> {
+        match value {
+            Value::Object(map) => Some(Self { path, map }),
+            other => {
+                r.wrong_type(&path, "an object", other);
+                None
+            }
+        }
+    }
+
+    fn at(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    /// The value of `key`; `null` counts as absent.
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Reports every key not in `allowed`.
+    fn only(&self, allowed: &[&str], r: &mut Report) {
+        for key in self.map.keys() {
+            if !allowed.contains(&key.as_str()) {
+                let expected = allowed.join(", ");
+                r.add(
+                    self.at(key),
+                    format!("unknown field; expected one of {expected}"),
+                );
+            }
+        }
+    }
+
+    fn required(&self, key: &str, r: &mut Report) -> Option<&'a Value> {
+        let value = self.get(key);
+        if value.is_none() {
+            r.add(self.at(key), "is required");
+        }
+        value
+    }
+
+    fn as_str(&self, key: &str, value: &'a Value, r: &mut Report) -> Option<&'a str> {
+        match value {
+            Value::String(s) => Some(s),
+            other => {
+                r.wrong_type(&self.at(key), "a string", other);
+                None
+            }
+        }
+    }
+
+    fn str_opt(&self, key: &str, r: &mut Report) -> Option<&'a str> {
+        self.get(key).and_then(|v| self.as_str(key, v, r))
+    }
+
+    fn str_req(&self, key: &str, r: &mut Report) -> Option<&'a str> {
+        self.required(key, r).and_then(|v| self.as_str(key, v, r))
+    }
+
+    fn bool_opt(&self, key: &str, r: &mut Report) -> Option<bool> {
+        match self.get(key)? {
+            Value::Bool(b) => Some(*b),
+            other => {
+                r.wrong_type(&self.at(key), "a boolean", other);
+                None
+            }
+        }
+    }
+
+    fn num_req(&self, key: &str, r: &mut Report) -> Option<&'a Number> {
+        match self.required(key, r)? {
+            Value::Number(n) => Some(n),
+            Value::String(_) => {
+                let rule = "must be a JSON number (found string; numeric strings are not accepted)";
+                r.add(self.at(key), rule);
+                None
+            }
+            other => {
+                r.wrong_type(&self.at(key), "a number", other);
+                None
+            }
+        }
+    }
+
+    fn obj_opt(&self, key: &str, r: &mut Report) -> Option<Obj<'a>> {
+        self.get(key).and_then(|v| Obj::read(v, self.at(key), r))
+    }
+
+    fn obj_req(&self, key: &str, r: &mut Report) -> Option<Obj<'a>> {
+        self.required(key, r)
+            .and_then(|v| Obj::read(v, self.at(key), r))
+    }
+
+    fn as_arr(&self, key: &str, value: &'a Value, r: &mut Report) -> Option<&'a [Value]> {
+        match value {
+            Value::Array(items) => Some(items),
+            other => {
+                r.wrong_type(&self.at(key), "an array", other);
+                None
+            }
+        }
+    }
+
+    fn arr_opt(&self, key: &str, r: &mut Report) -> Option<&'a [Value]> {
+        self.get(key).and_then(|v| self.as_arr(key, v, r))
+    }
+
+    fn arr_req(&self, key: &str, r: &mut Report) -> Option<&'a [Value]> {
+        self.required(key, r).and_then(|v| self.as_arr(key, v, r))
+    }
+
+    /// A required string equal to `expected` (Meta's fixed `name` and `type` values).
+    fn fixed(&self, key: &str, expected: &'static str, r: &mut Report) -> Option<&'static str> {
+        let found = self.str_req(key, r)?;
+        if found != expected {
+            r.add(
+                self.at(key),
+                format!("must be \"{expected}\" (found {found:?})"),
+            );
+        }
+        Some(expected)
+    }
+
+    /// An optional string that must be one of `allowed`.
+    fn one_of_opt(&self, key: &str, allowed: &[&str], r: &mut Report) -> Option<&'a str> {
+        let found = self.str_opt(key, r)?;
+        if !allowed.contains(&found) {
+            let allowed = allowed.join(", ");
+            r.add(
+                self.at(key),
+                format!("must be one of {allowed} (found {found:?})"),
+            );
+        }
+        Some(found)
+    }
+
+    /// A required text shown to the user: not blank, at most `max` characters.
+    fn text_req(&self, key: &str, max: usize, r: &mut Report) -> Option<&'a str> {
+        let s = self.str_req(key, r)?;
+        check_text(r, &self.at(key), s, max);
+        Some(s)
+    }
+
+    /// An optional text shown to the user: not blank, at most `max` characters.
+    fn text_opt(&self, key: &str, max: usize, r: &mut Report) -> Option<&'a str> {
+        let s = self.str_opt(key, r)?;
+        check_text(r, &self.at(key), s, max);
+        Some(s)
+    }
+
+    /// An optional string of at most `max` characters (may be empty).
+    fn max_opt(&self, key: &str, max: usize, r: &mut Report) -> Option<&'a str> {
+        let s = self.str_opt(key, r)?;
+        check_max(r, &self.at(key), s, max);
+        Some(s)
+    }
+
+    /// A required identifier: not empty, no whitespace.
+    fn token_req(&self, key: &str, r: &mut Report) -> Option<&'a str> {
+        let s = self.str_req(key, r)?;
+        check_token(r, &self.at(key), s);
+        Some(s)
+    }
+
+    /// Reports `key` as not allowed here, if present.
+    fn forbid(&self, key: &str, rule: impl Into<String>, r: &mut Report) {
+        if self.map.contains_key(key) {
+            r.add(self.at(key), rule);
+        }
+    }
+
+    /// Each element of the array at `key` that is an object, with its index.
+    fn objects(&self, key: &str, items: &'a [Value], r: &mut Report) -> Vec<Obj<'a>> {
+        let path = self.at(key);
+        let objects = items.iter().enumerate();
+        let objects = objects.filter_map(|(i, item)| Obj::read(item, index(&path, i), r));
+        objects.collect()
+    }
+}
+
+/// Builds Meta objects from checked values.
+struct Out(Map<String, Value>);
+
+impl Out {
+    fn new() -> Self {
+        Self(Map::new())
+    }
+
+    fn put(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.0.insert(key.to_owned(), value.into());
+        self
+    }
+
+    fn put_opt(self, key: &str, value: Option<impl Into<Value>>) -> Self {
+        match value {
+            Some(v) => self.put(key, v),
+            None => self,
+        }
+    }
+
+    fn value(self) -> Value {
+        Value::Object(self.0)
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// Rules shared by several types
+// -------------------------------------------------------------------------------------------------
+
+fn check_max(r: &mut Report, path: &str, s: &str, max: usize) {
+    let n = s.chars().count();
+    if n > max {
+        r.add(
+            path,
+            format!("must have at most {max} characters (found {n})"),
+        );
+    }
+}
+
+fn check_text(r: &mut Report, path: &str, s: &str, max: usize) {
+    if s.trim().is_empty() {
+        r.add(path, "must not be empty or only whitespace");
+    } else {
+        check_max(r, path, s, max);
+    }
+}
+
+fn check_token(r: &mut Report, path: &str, s: &str) {
+    if s.is_empty() {
+        r.add(path, "must not be empty");
+    } else if s.chars().any(char::is_whitespace) {
+        r.add(path, "must not contain whitespace");
+    }
+}
+
+/// Checks a number of items against `min..=max`: "must have at most 3 buttons (found 4)".
+fn check_count(r: &mut Report, path: &str, found: usize, range: (usize, usize), noun: &str) {
+    let (min, max) = range;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    if found < min {
+        r.add(
+            path,
+            format!(
+                "must have at least {min} {noun}{} (found {found})",
+                plural(min)
+            ),
+        );
+    } else if found > max {
+        r.add(
+            path,
+            format!(
+                "must have at most {max} {noun}{} (found {found})",
+                plural(max)
+            ),
+        );
+    }
+}
+
+/// Reports the second and later uses of one value (button ids and titles, row ids).
+fn check_unique<'a>(
+    r: &mut Report,
+    seen: &mut HashMap<&'a str, String>,
+    value: &'a str,
+    path: String,
+) {
+    match seen.get(value) {
+        Some(first) => r.add(
+            path,
+            format!("must be unique within the message (same as {first})"),
+        ),
+        None => {
+            seen.insert(value, path);
+        }
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix) {
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
+/// An absolute `http` or `https` URL with a host and no whitespace.
+fn check_url(r: &mut Report, path: &str, s: &str) {
+    let rest =
+        strip_prefix_ignore_case(s, "https://").or_else(|| strip_prefix_ignore_case(s, "http://"));
+    let Some(rest) = rest else {
+        r.add(path, "must be an absolute http:// or https:// URL");
+        return;
+    };
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        r.add(path, "must be a URL without whitespace");
+        return;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(ipv6) => ipv6,
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    if host.is_empty() {
+        r.add(
+            path,
+            "must be an absolute http:// or https:// URL with a host",
+        );
+    }
+}
+
+fn check_from(r: &mut Report, s: &str) -> bool {
+    let ok = (1..=MAX_FROM_DIGITS).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    if !ok {
+        r.add(
+            "from",
+            format!("must be a phone_number_id: 1-{MAX_FROM_DIGITS} digits"),
+        );
+    }
+    ok
+}
+
+/// A latitude or longitude within `limit` degrees of zero.
+fn check_degrees(r: &mut Report, path: &str, n: &Number, limit: f64) {
+    if !n.as_f64().is_some_and(|v| (-limit..=limit).contains(&v)) {
+        r.add(
+            path,
+            format!("must be between -{limit} and {limit} (found {n})"),
+        );
+    }
+}
+
+/// `YYYY-MM-DD`, a real calendar date.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let part = |from: usize, to: usize| {
+        let digits = s.get(from..to)?;
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse::<u32>().ok())?
+    };
+    let (Some(year), Some(month), Some(day)) = (part(0, 4), part(5, 7), part(8, 10)) else {
+        return false;
+    };
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day)
+}
+
+/// Why `s` is not `""` or one emoji. ASCII and letters are text, except keycap bases (`1️⃣`,
+/// `#️⃣`: a digit, `#` or `*` followed by U+FE0F or U+20E3).
+fn emoji_problem(s: &str) -> Option<String> {
+    let chars: Vec<char> = s.chars().collect();
+    let n = chars.len();
+    if n > MAX_EMOJI_CHARS {
+        return Some(format!(
+            "must be one emoji: at most {MAX_EMOJI_CHARS} characters (found {n})"
+        ));
+    }
+    let keycap = |i: usize| {
+        matches!(chars[i], '0'..='9' | '#' | '*')
+            && matches!(chars.get(i + 1), Some('\u{fe0f}' | '\u{20e3}'))
+    };
+    let is_text = |i: usize| {
+        let c = chars[i];
+        let wordy = c.is_ascii() || c.is_alphanumeric() || c.is_whitespace() || c.is_control();
+        wordy && !keycap(i)
+    };
+    (0..n)
+        .any(is_text)
+        .then(|| format!("must be one emoji, or \"\" to remove the reaction (found text: {s:?})"))
+}
+
+/// Meta's media reference: exactly one of `id` (an uploaded media id) or `link` (an http(s) URL).
+fn media_source(o: &Obj, r: &mut Report) -> Option<(&'static str, String)> {
+    match (o.has("id"), o.has("link")) {
+        (true, false) => o.token_req("id", r).map(|id| ("id", id.to_owned())),
+        (false, true) => {
+            let link = o.str_req("link", r)?;
+            check_url(r, &o.at("link"), link);
+            Some(("link", link.to_owned()))
+        }
+        (true, true) => {
+            r.add(
+                &o.path,
+                "exactly one of id or link is required (found both)",
+            );
+            None
+        }
+        (false, false) => {
+            r.add(
+                &o.path,
+                "exactly one of id or link is required (found neither)",
+            );
+            None
+        }
+    }
+}
+
+/// A media object in a header (interactive or template): id or link; a filename on a document.
+fn header_media(o: &Obj, media: &str, r: &mut Report) -> Option<Value> {
+    o.only(&["id", "link", "caption", "filename"], r);
+    o.forbid("caption", "caption is not allowed in a header", r);
+    let filename = if media == "document" {
+        o.text_opt("filename", MAX_FILENAME_CHARS, r)
+    } else {
+        o.forbid(
+            "filename",
+            format!("filename is allowed only on a document, not on {media}"),
+            r,
+        );
+        None
+    };
+    let (key, source) = media_source(o, r)?;
+    Some(
+        Out::new()
+            .put(key, source)
+            .put_opt("filename", filename)
+            .value(),
+    )
+}
+
+/// Meta's location object: latitude and longitude as JSON numbers, optional name and address.
+fn location_object<'a>(o: &Obj<'a>, r: &mut Report) -> Option<(Value, Option<&'a str>)> {
+    o.only(&["latitude", "longitude", "name", "address"], r);
+    let latitude = o.num_req("latitude", r);
+    let longitude = o.num_req("longitude", r);
+    if let Some(n) = latitude {
+        check_degrees(r, &o.at("latitude"), n, 90.0);
+    }
+    if let Some(n) = longitude {
+        check_degrees(r, &o.at("longitude"), n, 180.0);
+    }
+    let name = o.str_opt("name", r);
+    let address = o.str_opt("address", r);
+    let out = Out::new()
+        .put("latitude", Value::Number(latitude?.clone()))
+        .put("longitude", Value::Number(longitude?.clone()))
+        .put_opt("name", name)
+        .put_opt("address", address);
+    Some((out.value(), name))
+}
+
+// -------------------------------------------------------------------------------------------------
+// The envelope
+// -------------------------------------------------------------------------------------------------
+
+fn client_type<'a>(top: &Obj<'a>, r: &mut Report) -> Option<&'a str> {
+    let t = top.str_req("type", r)?;
+    if CLIENT_TYPES.contains(&t) {
+        return Some(t);
+    }
+    let expected = CLIENT_TYPES.join(", ");
+    r.add("type", format!("must be one of {expected} (found {t:?})"));
+    None
+}
+
+fn check_top_level_keys(top: &Obj, client_type: Option<&str>, r: &mut Report) {
+    for key in top.map.keys().map(String::as_str) {
+        if TOP_LEVEL_KEYS.contains(&key) || Some(key) == client_type {
+            continue;
+        }
+        if CLIENT_TYPES.contains(&key) {
+            // Another type's object: only the one named by `type` is sent.
+            if let Some(t) = client_type {
+                r.add(
+                    key,
+                    format!("is not allowed with type \"{t}\": only the {t} object is sent"),
+                );
+            }
+            continue;
+        }
+        let expected = TOP_LEVEL_KEYS.join(", ");
+        let named = client_type.unwrap_or("named by type");
+        r.add(
+            key,
+            format!("unknown field; expected one of {expected} and the {named} object"),
+        );
+    }
+}
+
+/// Parses the object named by `type`.
+fn type_object(top: &Obj, client_type: &str, r: &mut Report) -> Option<Built> {
+    let Some(value) = top.get(client_type) else {
+        r.add(
+            client_type,
+            format!("is required when type is \"{client_type}\""),
+        );
+        return None;
+    };
+    if client_type == "contacts" {
+        return contacts_message(value, r);
+    }
+    let o = Obj::read(value, client_type.to_owned(), r)?;
+    match client_type {
+        "text" => text_message(&o, r),
+        "image" => media_message(Media::Image, &o, r),
+        "video" => media_message(Media::Video, &o, r),
+        "audio" => media_message(Media::Audio, &o, r),
+        "document" => media_message(Media::Document, &o, r),
+        "sticker" => media_message(Media::Sticker, &o, r),
+        "voice" => voice_message(&o, r),
+        "location" => location_message(&o, r),
+        "interactive" => interactive_message(&o, r),
+        "location_request" => interactive_object(Ia::LocationRequest, &o, Form::Shortcut, r),
+        "product" => interactive_object(Ia::Product, &o, Form::Shortcut, r),
+        "product_list" => interactive_object(Ia::ProductList, &o, Form::Shortcut, r),
+        "catalog" => interactive_object(Ia::Catalog, &o, Form::Shortcut, r),
+        "template" => template_message(&o, r),
+        "reaction" => reaction_message(&o, r),
+        _ => None,
+    }
+}
+
+// -------------------------------------------------------------------------------------------------
+// text, media, location, contacts, reaction
+// -------------------------------------------------------------------------------------------------
+
+fn text_message(o: &Obj, r: &mut Report) -> Option<Built> {
+    o.only(&["body", "preview_url"], r);
+    let preview_url = o.bool_opt("preview_url", r);
+    let body = o.text_req("body", MAX_TEXT_CHARS, r)?;
+    let out = Out::new()
+        .put("body", body)
+        .put_opt("preview_url", preview_url);
+    Some(Built::new(
+        SendKind::Text,
+        "text",
+        out.value(),
+        body.to_owned(),
+    ))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Media {
+    Image,
+    Video,
+    Audio,
+    Document,
+    Sticker,
+}
+
+impl Media {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Image => "image",
+            Self::Video => "video",
+            Self::Audio => "audio",
+            Self::Document => "document",
+            Self::Sticker => "sticker",
+        }
+    }
+
+    fn kind(self) -> SendKind {
+        match self {
+            Self::Image => SendKind::Image,
+            Self::Video => SendKind::Video,
+            Self::Audio => SendKind::Audio,
+            Self::Document => SendKind::Document,
+            Self::Sticker => SendKind::Sticker,
+        }
+    }
+
+    fn takes_caption(self) -> bool {
+        matches!(self, Self::Image | Self::Video | Self::Document)
+    }
+}
+
+fn media_message(media: Media, o: &Obj, r: &mut Report) -> Option<Built> {
+    let name = media.name();
+    o.only(&["id", "link", "caption", "filename", "voice"], r);
+    let caption = if media.takes_caption() {
+        o.max_opt("caption", MAX_CAPTION_CHARS, r)
+    } else {
+        o.forbid("caption", format!("caption is not allowed on {name}"), r);
+        None
+    };
+    let filename = if media == Media::Document {
+        o.text_opt("filename", MAX_FILENAME_CHARS, r)
+    } else {
+        o.forbid(
+            "filename",
+            format!("filename is allowed only on document, not on {name}"),
+            r,
+        );
+        None
+    };
+    let voice = if media == Media::Audio {
+        o.bool_opt("voice", r).unwrap_or(false)
+    } else {
+        o.forbid(
+            "voice",
+            format!("voice is allowed only on audio, not on {name}"),
+            r,
+        );
+        false
+    };
+    let (key, source) = media_source(o, r)?;
+    let out = Out::new()
+        .put(key, source)
+        .put_opt("caption", caption)
+        .put_opt("filename", filename)
+        .put_opt("voice", voice.then_some(true));
+    let kind = if voice { SendKind::Voice } else { media.kind() };
+    let summary = media_summary(kind, caption, filename);
+    Some(Built::new(kind, name, out.value(), summary))
+}
+
+fn media_summary(kind: SendKind, caption: Option<&str>, filename: Option<&str>) -> String {
+    match (caption.filter(|c| !c.trim().is_empty()), filename) {
+        (Some(caption), _) => caption.to_owned(),
+        (None, Some(filename)) => format!("[{}] {filename}", kind.as_str()),
+        (None, None) => format!("[{}]", kind.as_str()),
+    }
+}
+
+/// `{"type":"voice","voice":{"id"|"link"}}`: a voice note, sent as audio with `"voice": true`.
+fn voice_message(o: &Obj, r: &mut Report) -> Option<Built> {
+    o.only(&["id", "link", "caption"], r);
+    o.forbid("caption", "caption is not allowed on voice", r);
+    let (key, source) = media_source(o, r)?;
+    let out = Out::new().put(key, source).put("voice", true);
+    Some(Built::new(
+        SendKind::Voice,
+        "audio",
+        out.value(),
+        "[voice]".into(),
+    ))
+}
+
+fn location_message(o: &Obj, r: &mut Report) -> Option<Built> {
+    let (object, name) = location_object(o, r)?;
+    let summary = match name.filter(|n| !n.trim().is_empty()) {
+        Some(name) => format!("[location] {name}"),
+        None => "[location]".to_owned(),
+    };
+    Some(Built::new(SendKind::Location, "location", object, summary))
+}
+
+/// Meta's `contacts` is an array of cards, not an object.
+fn contacts_message(value: &Value, r: &mut Report) -> Option<Built> {
+    let Value::Array(cards) = value else {
+        r.wrong_type("contacts", "an array of contact cards", value);
+        return None;
+    };
+    check_count(r, "contacts", cards.len(), (1, MAX_CONTACT_CARDS), "card");
+    let mut out = Vec::new();
+    let mut first_name = None;
+    for (i, card) in cards.iter().enumerate() {
+        let Some(card) = Obj::read(card, index("contacts", i), r) else {
+            continue;
+        };
+        if let Some((card, formatted_name)) = contact_card(&card, r) {
+            first_name.get_or_insert(formatted_name);
+            out.push(card);
+        }
+    }
+    let summary = format!("[contacts] {}", first_name?);
+    Some(Built::new(
+        SendKind::Contacts,
+        "contacts",
+        Value::Array(out),
+        summary,
+    ))
+}
+
+const CARD_KEYS: [&str; 7] = [
+    "name",
+    "phones",
+    "emails",
+    "urls",
+    "addresses",
+    "org",
+    "birthday",
+];
+const CARD_LISTS: [&str; 4] = ["phones", "emails", "urls", "addresses"];
+const NAME_PARTS: [&str; 5] = ["first_name", "last_name", "middle_name", "suffix", "prefix"];
+
+/// One contact card: the card as sent and its formatted name.
+fn contact_card(o: &Obj, r: &mut Report) -> Option<(Value, String)> {
+    o.only(&CARD_KEYS, r);
+    let name = o.obj_req("name", r).and_then(|n| contact_name(&n, r));
+    let mut out = Out::new();
+    for list in CARD_LISTS {
+        let Some(items) = o.arr_opt(list, r) else {
+            continue;
+        };
+        let entries = o
+            .objects(list, items, r)
+            .iter()
+            .map(|e| string_fields(e, r))
+            .collect::<Vec<_>>();
+        out = out.put(list, entries);
+    }
+    let org = o.obj_opt("org", r).map(|org| string_fields(&org, r));
+    let birthday = o.str_opt("birthday", r);
+    if let Some(b) = birthday.filter(|b| !is_date(b)) {
+        r.add(
+            o.at("birthday"),
+            format!("must be a date as YYYY-MM-DD (found {b:?})"),
+        );
+    }
+    let (name, formatted_name) = name?;
+    let out = out
+        .put("name", name)
+        .put_opt("org", org)
+        .put_opt("birthday", birthday);
+    Some((out.value(), formatted_name))
+}
+
+/// `name`: `formatted_name` and at least one of Meta's name parts.
+fn contact_name(o: &Obj, r: &mut Report) -> Option<(Value, String)> {
+    let formatted = o.text_req("formatted_name", ANY_LENGTH, r);
+    let value = string_fields(o, r);
+    if !NAME_PARTS.iter().any(|part| o.has(part)) {
+        let parts = NAME_PARTS.join(", ");
+        r.add(
+            &o.path,
+            format!("must have at least one of {parts} besides formatted_name"),
+        );
+    }
+    Some((value, formatted?.to_owned()))
+}
+
+/// An object whose fields are all strings (Meta's name, phone, email, url, address and org
+/// objects); `null` fields are left out.
+fn string_fields(o: &Obj, r: &mut Report) -> Value {
+    let mut out = Map::new();
+    for (key, value) in o.map {
+        match value {
+            Value::String(_) => {
+                out.insert(key.clone(), value.clone());
+            }
+            Value::Null => {}
+            other => r.wrong_type(&o.at(key), "a string", other),
+        }
+    }
+    Value::Object(out)
+}
+
+fn reaction_message(o: &Obj, r: &mut Report) -> Option<Built> {
+    o.only(&["message_id", "emoji"], r);
+    let message_id = o.str_req("message_id", r);
+    let message_id = message_id.and_then(|s| r.parsed(&o.at("message_id"), MessageId::parse(s)));
+    let emoji = o.str_req("emoji", r);
+    if let Some(problem) = emoji.and_then(emoji_problem) {
+        r.add(o.at("emoji"), problem);
+    }
+    let (message_id, emoji) = (message_id?, emoji?);
+    let summary = if emoji.is_empty() {
+        "[reaction removed]"
+    } else {
+        emoji
+    };
+    let out = Out::new()
+        .put("message_id", message_id.as_str())
+        .put("emoji", emoji);
+    Some(Built::new(
+        SendKind::Reaction,
+        "reaction",
+        out.value(),
+        summary.to_owned(),
+    ))
+}
+
+// -------------------------------------------------------------------------------------------------
+// interactive
+// -------------------------------------------------------------------------------------------------
+
+/// An interactive message type.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ia {
+    Button,
+    List,
+    CtaUrl,
+    LocationRequest,
+    Product,
+    ProductList,
+    Catalog,
+    Flow,
+}
+
+/// How the client wrote an interactive message: Meta's object (with `type`) or a shortcut type
+/// whose object is Meta's without `type`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Interactive,
+    Shortcut,
+}
+
+/// Which headers an interactive type takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HeaderRule {
+    Any,
+    TextOnly,
+    TextRequired,
+    Forbidden,
+}
+
+const INTERACTIVE_TYPES: [&str; 8] = [
+    "button",
+    "list",
+    "cta_url",
+    "location_request_message",
+    "product",
+    "product_list",
+    "catalog_message",
+    "flow",
+];
+
+impl Ia {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "button" => Self::Button,
+            "list" => Self::List,
+            "cta_url" => Self::CtaUrl,
+            "location_request_message" => Self::LocationRequest,
+            "product" => Self::Product,
+            "product_list" => Self::ProductList,
+            "catalog_message" => Self::Catalog,
+            "flow" => Self::Flow,
+            _ => return None,
+        })
+    }
+
+    fn meta_name(self) -> &'static str {
+        match self {
+            Self::Button => "button",
+            Self::List => "list",
+            Self::CtaUrl => "cta_url",
+            Self::LocationRequest => "location_request_message",
+            Self::Product => "product",
+            Self::ProductList => "product_list",
+            Self::Catalog => "catalog_message",
+            Self::Flow => "flow",
+        }
+    }
+
+    fn kind(self) -> SendKind {
+        match self {
+            Self::Button | Self::List | Self::CtaUrl => SendKind::Interactive,
+            Self::LocationRequest => SendKind::LocationRequest,
+            Self::Product => SendKind::Product,
+            Self::ProductList => SendKind::ProductList,
+            Self::Catalog => SendKind::Catalog,
+            Self::Flow => SendKind::Flow,
+        }
+    }
+
+    fn header(self) -> HeaderRule {
+        match self {
+            Self::Button | Self::CtaUrl | Self::Flow => HeaderRule::Any,
+            Self::List => HeaderRule::TextOnly,
+            Self::ProductList => HeaderRule::TextRequired,
+            Self::LocationRequest | Self::Product | Self::Catalog => HeaderRule::Forbidden,
+        }
+    }
+
+    fn body_required(self) -> bool {
+        self != Self::Product
+    }
+
+    /// Meta documents a location request as body text and its fixed button only.
+    fn footer_allowed(self) -> bool {
+        self != Self::LocationRequest
+    }
+
+    /// The action a shortcut may leave out because it has nothing to choose.
+    fn default_action(self) -> Option<Value> {
+        let name = match self {
+            Self::LocationRequest => "send_location",
+            Self::Catalog => "catalog_message",
+            _ => return None,
+        };
+        Some(Out::new().put("name", name).value())
+    }
+}
+
+fn interactive_message(o: &Obj, r: &mut Report) -> Option<Built> {
+    let t = o.str_req("type", r)?;
+    let Some(ia) = Ia::parse(t) else {
+        let expected = INTERACTIVE_TYPES.join(", ");
+        r.add(
+            o.at("type"),
+            format!("must be one of {expected} (found {t:?})"),
+        );
+        return None;
+    };
+    interactive_object(ia, o, Form::Interactive, r)
+}
+
+fn interactive_object(ia: Ia, o: &Obj, form: Form, r: &mut Report) -> Option<Built> {
+    let keys = ["type", "header", "body", "footer", "action"];
+    o.only(
+        if form == Form::Shortcut {
+            &keys[1..]
+        } else {
+            &keys[..]
+        },
+        r,
+    );
+    let header = interactive_header(ia, o, r);
+    let body = interactive_text(ia, o, "body", r);
+    let footer = interactive_text(ia, o, "footer", r);
+    let action = match ia.default_action() {
+        Some(default) if form == Form::Shortcut && !o.has("action") => Some(default),
+        _ => o
+            .obj_req("action", r)
+            .and_then(|a| interactive_action(ia, &a, r)),
+    };
+    let summary = match body {
+        Some(text) => text.to_owned(),
+        None => format!("[{}]", ia.kind().as_str()),
+    };
+    let text_object = |text: &str| Out::new().put("text", text).value();
+    let out = Out::new()
+        .put("type", ia.meta_name())
+        .put_opt("header", header)
+        .put_opt("body", body.map(text_object))
+        .put_opt("footer", footer.map(text_object))
+        .put("action", action?);
+    Some(Built::new(ia.kind(), "interactive", out.value(), summary))
+}
+
+fn interactive_header(ia: Ia, o: &Obj, r: &mut Report) -> Option<Value> {
+    let (rule, name) = (ia.header(), ia.meta_name());
+    if rule == HeaderRule::TextRequired && !o.has("header") {
+        r.add(o.at("header"), format!("is required for a {name} message"));
+        return None;
+    }
+    if rule == HeaderRule::Forbidden {
+        o.forbid(
+            "header",
+            format!("header is not allowed on a {name} message"),
+            r,
+        );
+        return None;
+    }
+    let h = o.obj_opt("header", r)?;
+    let t = h.str_req("type", r)?;
+    let text_only = matches!(rule, HeaderRule::TextOnly | HeaderRule::TextRequired);
+    match t {
+        "text" => {
+            h.only(&["type", "text"], r);
+            let text = h.text_req("text", MAX_HEADER_CHARS, r)?;
+            Some(Out::new().put("type", "text").put("text", text).value())
+        }
+        "image" | "video" | "document" if text_only => {
+            r.add(
+                h.at("type"),
+                format!("must be \"text\" for a {name} message (found {t:?})"),
+            );
+            None
+        }
+        "image" | "video" | "document" => {
+            h.only(&["type", t], r);
+            let media = header_media(&h.obj_req(t, r)?, t, r)?;
+            Some(Out::new().put("type", t).put(t, media).value())
+        }
+        other => {
+            let rule = format!("must be one of text, image, video, document (found {other:?})");
+            r.add(h.at("type"), rule);
+            None
+        }
+    }
+}
+
+/// `body` or `footer`: `{"text"}`, the body required for all types but `product`.
+fn interactive_text<'a>(ia: Ia, o: &Obj<'a>, key: &str, r: &mut Report) -> Option<&'a str> {
+    let name = ia.meta_name();
+    let (required, max) = match key {
+        "body" => (ia.body_required(), MAX_CAPTION_CHARS),
+        _ => (false, MAX_FOOTER_CHARS),
+    };
+    if key == "footer" && !ia.footer_allowed() {
+        o.forbid(key, format!("footer is not allowed on a {name} message"), r);
+        return None;
+    }
+    if required && !o.has(key) {
+        r.add(o.at(key), format!("is required for a {name} message"));
+        return None;
+    }
+    let text = o.obj_opt(key, r)?;
+    text.only(&["text"], r);
+    text.text_req("text", max, r)
+}
+
+fn interactive_action(ia: Ia, a: &Obj, r: &mut Report) -> Option<Value> {
+    match ia {
+        Ia::Button => button_action(a, r),
+        Ia::List => list_action(a, r),
+        Ia::CtaUrl => cta_url_action(a, r),
+        Ia::LocationRequest => {
+            a.only(&["name"], r);
+            let name = a.fixed("name", "send_location", r)?;
+            Some(Out::new().put("name", name).value())
+        }
+        Ia::Product => product_action(a, r),
+        Ia::ProductList => product_list_action(a, r),
+        Ia::Catalog => catalog_action(a, r),
+        Ia::Flow => flow_action(a, r),
+    }
+}
+
+fn button_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    a.only(&["buttons"], r);
+    let buttons = a.arr_req("buttons", r)?;
+    check_count(
+        r,
+        &a.at("buttons"),
+        buttons.len(),
+        (1, MAX_BUTTONS),
+        "button",
+    );
+    let (mut ids, mut titles) = (HashMap::new(), HashMap::new());
+    let mut out = Vec::new();
+    for b in a.objects("buttons", buttons, r) {
+        b.only(&["type", "reply"], r);
+        let kind = b.fixed("type", "reply", r);
+        let Some(reply) = b.obj_req("reply", r) else {
+            continue;
+        };
+        reply.only(&["id", "title"], r);
+        let id = reply.str_req("id", r);
+        let title = reply.text_req("title", MAX_BUTTON_TITLE_CHARS, r);
+        if let Some(id) = id {
+            check_button_id(r, &reply.at("id"), id);
+            check_unique(r, &mut ids, id, reply.at("id"));
+        }
+        if let Some(title) = title {
+            check_unique(r, &mut titles, title, reply.at("title"));
+        }
+        if let (Some(kind), Some(id), Some(title)) = (kind, id, title) {
+            let reply = Out::new().put("id", id).put("title", title).value();
+            out.push(Out::new().put("type", kind).put("reply", reply).value());
+        }
+    }
+    Some(Out::new().put("buttons", out).value())
+}
+
+/// A reply button id: 1-256 characters without leading or trailing spaces (Meta refuses them).
+fn check_button_id(r: &mut Report, path: &str, id: &str) {
+    if id.is_empty() {
+        r.add(path, "must not be empty");
+    } else if id.trim() != id {
+        r.add(path, "must not have leading or trailing spaces");
+    } else {
+        check_max(r, path, id, MAX_BUTTON_ID_CHARS);
+    }
+}
+
+fn list_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    a.only(&["button", "sections"], r);
+    let button = a.text_req("button", MAX_LIST_BUTTON_CHARS, r);
+    let sections = a.arr_req("sections", r)?;
+    let path = a.at("sections");
+    check_count(r, &path, sections.len(), (1, MAX_SECTIONS), "section");
+    let mut row_ids = HashMap::new();
+    let mut rows_total = 0;
+    let mut out = Vec::new();
+    for s in a.objects("sections", sections, r) {
+        s.only(&["title", "rows"], r);
+        if sections.len() > 1 && !s.has("title") {
+            r.add(
+                s.at("title"),
+                "is required when there is more than one section",
+            );
+        }
+        let title = s.text_opt("title", MAX_SECTION_TITLE_CHARS, r);
+        let Some(rows) = s.arr_req("rows", r) else {
+            continue;
+        };
+        rows_total += rows.len();
+        check_count(r, &s.at("rows"), rows.len(), (1, MAX_ROWS), "row");
+        let rows = list_rows(&s, rows, &mut row_ids, r);
+        out.push(Out::new().put_opt("title", title).put("rows", rows).value());
+    }
+    if rows_total > MAX_ROWS {
+        r.add(
+            &path,
+            format!("must have at most {MAX_ROWS} rows in total (found {rows_total})"),
+        );
+    }
+    Some(
+        Out::new()
+            .put("button", button?)
+            .put("sections", out)
+            .value(),
+    )
+}
+
+fn list_rows<'a>(
+    section: &Obj<'a>,
+    rows: &'a [Value],
+    ids: &mut HashMap<&'a str, String>,
+    r: &mut Report,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for row in section.objects("rows", rows, r) {
+        row.only(&["id", "title", "description"], r);
+        let id = row.text_req("id", MAX_ROW_ID_CHARS, r);
+        if let Some(id) = id {
+            check_unique(r, ids, id, row.at("id"));
+        }
+        let title = row.text_req("title", MAX_ROW_TITLE_CHARS, r);
+        let description = row.max_opt("description", MAX_ROW_DESCRIPTION_CHARS, r);
+        if let (Some(id), Some(title)) = (id, title) {
+            let row = Out::new().put("id", id).put("title", title);
+            out.push(row.put_opt("description", description).value());
+        }
+    }
+    out
+}
+
+fn cta_url_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    a.only(&["name", "parameters"], r);
+    let name = a.fixed("name", "cta_url", r);
+    let p = a.obj_req("parameters", r)?;
+    p.only(&["display_text", "url"], r);
+    let display_text = p.text_req("display_text", MAX_CTA_CHARS, r);
+    let url = p.str_req("url", r);
+    if let Some(url) = url {
+        check_url(r, &p.at("url"), url);
+    }
+    let parameters = Out::new()
+        .put("display_text", display_text?)
+        .put("url", url?);
+    Some(
+        Out::new()
+            .put("name", name?)
+            .put("parameters", parameters.value())
+            .value(),
+    )
+}
+
+fn product_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    a.only(&["catalog_id", "product_retailer_id"], r);
+    let catalog_id = a.token_req("catalog_id", r);
+    let product = a.text_req("product_retailer_id", ANY_LENGTH, r);
+    let out = Out::new().put("catalog_id", catalog_id?);
+    Some(out.put("product_retailer_id", product?).value())
+}
+
+fn product_list_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    a.only(&["catalog_id", "sections"], r);
+    let catalog_id = a.token_req("catalog_id", r);
+    let sections = a.arr_req("sections", r)?;
+    let path = a.at("sections");
+    check_count(r, &path, sections.len(), (1, MAX_SECTIONS), "section");
+    let mut items_total = 0;
+    let mut out = Vec::new();
+    for s in a.objects("sections", sections, r) {
+        s.only(&["title", "product_items"], r);
+        let title = s.text_req("title", MAX_SECTION_TITLE_CHARS, r);
+        let Some(items) = s.arr_req("product_items", r) else {
+            continue;
+        };
+        items_total += items.len();
+        let noun = "product item";
+        check_count(
+            r,
+            &s.at("product_items"),
+            items.len(),
+            (1, MAX_PRODUCT_ITEMS),
+            noun,
+        );
+        let items = s
+            .objects("product_items", items, r)
+            .into_iter()
+            .filter_map(|item| {
+                item.only(&["product_retailer_id"], r);
+                let id = item.text_req("product_retailer_id", ANY_LENGTH, r)?;
+                Some(Out::new().put("product_retailer_id", id).value())
+            });
+        let items: Vec<Value> = items.collect();
+        out.push(
+            Out::new()
+                .put_opt("title", title)
+                .put("product_items", items)
+                .value(),
+        );
+    }
+    if items_total > MAX_PRODUCT_ITEMS {
+        let rule = format!(
+            "must have at most {MAX_PRODUCT_ITEMS} product items in total (found {items_total})"
+        );
+        r.add(&path, rule);
+    }
+    Some(
+        Out::new()
+            .put("catalog_id", catalog_id?)
+            .put("sections", out)
+            .value(),
+    )
+}
+
+fn catalog_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    a.only(&["name", "parameters"], r);
+    let name = a.fixed("name", "catalog_message", r);
+    let parameters = a.obj_opt("parameters", r).map(|p| {
+        p.only(&["thumbnail_product_retailer_id"], r);
+        let thumbnail = p.text_opt("thumbnail_product_retailer_id", ANY_LENGTH, r);
+        Out::new()
+            .put_opt("thumbnail_product_retailer_id", thumbnail)
+            .value()
+    });
+    Some(
+        Out::new()
+            .put("name", name?)
+            .put_opt("parameters", parameters)
+            .value(),
+    )
+}
+
+const FLOW_KEYS: [&str; 8] = [
+    "flow_message_version",
+    "flow_id",
+    "flow_name",
+    "flow_cta",
+    "flow_token",
+    "flow_action",
+    "flow_action_payload",
+    "mode",
+];
+
+fn flow_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    a.only(&["name", "parameters"], r);
+    let name = a.fixed("name", "flow", r);
+    let p = a.obj_req("parameters", r)?;
+    p.only(&FLOW_KEYS, r);
+    let version = p.fixed("flow_message_version", "3", r);
+    let flow = flow_reference(&p, r);
+    let cta = p.text_req("flow_cta", MAX_CTA_CHARS, r);
+    let token = p.text_opt("flow_token", ANY_LENGTH, r);
+    let flow_action = p.one_of_opt("flow_action", &["navigate", "data_exchange"], r);
+    let payload = flow_payload(&p, flow_action, r);
+    let mode = p.one_of_opt("mode", &["published", "draft"], r);
+    let (flow_key, flow_ref) = flow?;
+    let parameters = Out::new()
+        .put("flow_message_version", version?)
+        .put(flow_key, flow_ref)
+        .put("flow_cta", cta?)
+        .put_opt("flow_token", token)
+        .put_opt("flow_action", flow_action)
+        .put_opt("flow_action_payload", payload)
+        .put_opt("mode", mode);
+    Some(
+        Out::new()
+            .put("name", name?)
+            .put("parameters", parameters.value())
+            .value(),
+    )
+}
+
+/// Exactly one of `flow_id` or `flow_name`.
+fn flow_reference<'a>(p: &Obj<'a>, r: &mut Report) -> Option<(&'static str, &'a str)> {
+    match (p.has("flow_id"), p.has("flow_name")) {
+        (true, false) => p.token_req("flow_id", r).map(|id| ("flow_id", id)),
+        (false, true) => p
+            .text_req("flow_name", ANY_LENGTH, r)
+            .map(|n| ("flow_name", n)),
+        (true, true) => {
+            r.add(
+                &p.path,
+                "exactly one of flow_id or flow_name is required (found both)",
+            );
+            None
+        }
+        (false, false) => {
+            r.add(
+                &p.path,
+                "exactly one of flow_id or flow_name is required (found neither)",
+            );
+            None
+        }
+    }
+}
+
+/// `flow_action_payload`: `{"screen", "data"?}` with `data` a non-empty object; not allowed with
+/// `data_exchange`, where the flow's endpoint picks the first screen.
+fn flow_payload(p: &Obj, flow_action: Option<&str>, r: &mut Report) -> Option<Value> {
+    let payload = p.obj_opt("flow_action_payload", r)?;
+    if flow_action == Some("data_exchange") {
+        r.add(
+            &payload.path,
+            "is not allowed when flow_action is \"data_exchange\"",
+        );
+    }
+    payload.only(&["screen", "data"], r);
+    let screen = payload.text_req("screen", ANY_LENGTH, r);
+    let data = payload.obj_opt("data", r).map(|data| {
+        if data.map.is_empty() {
+            r.add(
+                &data.path,
+                "must not be an empty object (leave it out instead)",
+            );
+        }
+        Value::Object(data.map.clone())
+    });
+    Some(
+        Out::new()
+            .put("screen", screen?)
+            .put_opt("data", data)
+            .value(),
+    )
+}
+
+// -------------------------------------------------------------------------------------------------
+// template
+// -------------------------------------------------------------------------------------------------
+
+const COMPONENT_TYPES: [&str; 3] = ["header", "body", "button"];
+const BUTTON_SUB_TYPES: [&str; 8] = [
+    "quick_reply",
+    "url",
+    "copy_code",
+    "flow",
+    "catalog",
+    "mpm",
+    "order_details",
+    "voice_call",
+];
+
+fn template_message(o: &Obj, r: &mut Report) -> Option<Built> {
+    o.only(&["name", "language", "components"], r);
+    let name = o.str_req("name", r);
+    if let Some(name) = name {
+        check_template_name(r, &o.at("name"), name);
+    }
+    let language = o
+        .obj_req("language", r)
+        .and_then(|l| template_language(&l, r));
+    let components = o.arr_opt("components", r);
+    let components = components.map(|items| template_components(o, items, r));
+    let name = name?;
+    let out = Out::new()
+        .put("name", name)
+        .put("language", language?)
+        .put_opt("components", components);
+    let summary = format!("[template] {name}");
+    Some(Built::new(
+        SendKind::Template,
+        "template",
+        out.value(),
+        summary,
+    ))
+}
+
+fn check_template_name(r: &mut Report, path: &str, name: &str) {
+    let chars_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if name.is_empty() || !chars_ok {
+        let rule =
+            format!("must be 1-{MAX_TEMPLATE_NAME_CHARS} lowercase letters, digits or underscores");
+        r.add(path, rule);
+    } else {
+        check_max(r, path, name, MAX_TEMPLATE_NAME_CHARS);
+    }
+}
+
+fn template_language(l: &Obj, r: &mut Report) -> Option<Value> {
+    l.only(&["code", "policy"], r);
+    let code = l.token_req("code", r);
+    let policy = l.one_of_opt("policy", &["deterministic"], r);
+    Some(
+        Out::new()
+            .put("code", code?)
+            .put_opt("policy", policy)
+            .value(),
+    )
+}
+
+/// The components, each type once (buttons once per index). A text body parameter may be
+/// longer when the body is the only component.
+fn template_components(o: &Obj, items: &[Value], r: &mut Report) -> Vec<Value> {
+    let body_only = items.len() == 1;
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut out = Vec::new();
+    for c in o.objects("components", items, r) {
+        let Some((component, key)) = template_component(&c, body_only, r) else {
+            continue;
+        };
+        match seen.get(&key) {
+            Some(first) => r.add(
+                &c.path,
+                format!("must not repeat the {key} component (see {first})"),
+            ),
+            None => {
+                seen.insert(key, c.path.clone());
+            }
+        }
+        out.push(component);
+    }
+    out
+}
+
+/// One component and what must be unique about it (`header`, `body`, `button 0`).
+fn template_component(c: &Obj, body_only: bool, r: &mut Report) -> Option<(Value, String)> {
+    let t = c.str_req("type", r)?;
+    match t {
+        "header" | "body" => {
+            c.only(&["type", "parameters"], r);
+            let params = c.arr_req("parameters", r)?;
+            let params = component_parameters(c, t, params, body_only, r);
+            Some((
+                Out::new().put("type", t).put("parameters", params).value(),
+                t.to_owned(),
+            ))
+        }
+        "button" => {
+            let (button, index) = template_button(c, r)?;
+            Some((button, format!("button {index}")))
+        }
+        "footer" => {
+            r.add(
+                c.at("type"),
+                "footer is never sent: its text is fixed in the approved template",
+            );
+            None
+        }
+        other => {
+            let expected = COMPONENT_TYPES.join(", ");
+            r.add(
+                c.at("type"),
+                format!("must be one of {expected} (found {other:?})"),
+            );
+            None
+        }
+    }
+}
+
+/// Header or body parameters: a header takes one, a body one or more; named parameters
+/// (`parameter_name`) on all text parameters of a component or on none.
+fn component_parameters(
+    c: &Obj,
+    component: &str,
+    params: &[Value],
+    body_only: bool,
+    r: &mut Report,
+) -> Vec<Value> {
+    let max = if component == "header" { 1 } else { ANY_LENGTH };
+    check_count(r, &c.at("parameters"), params.len(), (1, max), "parameter");
+    check_named_consistently(&c.at("parameters"), params, r);
+    let params = c
+        .objects("parameters", params, r)
+        .into_iter()
+        .filter_map(|p| match component {
+            "header" => header_parameter(&p, r),
+            _ => body_parameter(&p, body_only, r),
+        });
+    params.collect()
+}
+
+fn check_named_consistently(path: &str, params: &[Value], r: &mut Report) {
+    let is_text = |p: &&Value| p.get("type").and_then(Value::as_str) == Some("text");
+    let is_named = |p: &&Value| p.get("parameter_name").is_some_and(|n| !n.is_null());
+    let total = params.iter().filter(is_text).count();
+    let named = params.iter().filter(is_text).filter(is_named).count();
+    if named > 0 && named < total {
+        let rule = format!(
+            "must give parameter_name on all text parameters or on none (found {named} of {total})"
+        );
+        r.add(path, rule);
+    }
+}
+
+fn parameter_name<'a>(p: &Obj<'a>, r: &mut Report) -> Option<&'a str> {
+    let name = p.str_opt("parameter_name", r)?;
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        r.add(
+            p.at("parameter_name"),
+            format!("must be lowercase letters, digits and underscores (found {name:?})"),
+        );
+    }
+    Some(name)
+}
+
+fn header_parameter(p: &Obj, r: &mut Report) -> Option<Value> {
+    let t = p.str_req("type", r)?;
+    match t {
+        "text" => text_parameter(p, MAX_HEADER_CHARS, r),
+        "image" | "video" | "document" => {
+            p.only(&["type", t], r);
+            let media = header_media(&p.obj_req(t, r)?, t, r)?;
+            Some(Out::new().put("type", t).put(t, media).value())
+        }
+        "location" => {
+            p.only(&["type", "location"], r);
+            let (location, _) = location_object(&p.obj_req("location", r)?, r)?;
+            Some(
+                Out::new()
+                    .put("type", "location")
+                    .put("location", location)
+                    .value(),
+            )
+        }
+        other => {
+            let expected = "text, image, video, document, location";
+            r.add(
+                p.at("type"),
+                format!("must be one of {expected} in a header (found {other:?})"),
+            );
+            None
+        }
+    }
+}
+
+fn body_parameter(p: &Obj, body_only: bool, r: &mut Report) -> Option<Value> {
+    let t = p.str_req("type", r)?;
+    match t {
+        "text" => {
+            let max = if body_only {
+                MAX_BODY_ONLY_PARAM_CHARS
+            } else {
+                MAX_BODY_PARAM_CHARS
+            };
+            text_parameter(p, max, r)
+        }
+        "currency" => currency_parameter(p, r),
+        "date_time" => date_time_parameter(p, r),
+        other => {
+            let expected = "text, currency, date_time";
+            r.add(
+                p.at("type"),
+                format!("must be one of {expected} in a body (found {other:?})"),
+            );
+            None
+        }
+    }
+}
+
+fn text_parameter(p: &Obj, max: usize, r: &mut Report) -> Option<Value> {
+    p.only(&["type", "text", "parameter_name"], r);
+    let name = parameter_name(p, r);
+    let text = p.text_req("text", max, r)?;
+    let out = Out::new()
+        .put("type", "text")
+        .put_opt("parameter_name", name);
+    Some(out.put("text", text).value())
+}
+
+fn currency_parameter(p: &Obj, r: &mut Report) -> Option<Value> {
+    p.only(&["type", "currency", "parameter_name"], r);
+    let name = parameter_name(p, r);
+    let c = p.obj_req("currency", r)?;
+    c.only(&["fallback_value", "code", "amount_1000"], r);
+    let fallback = c.text_req("fallback_value", ANY_LENGTH, r);
+    let code = c.str_req("code", r);
+    if let Some(code) =
+        code.filter(|code| code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        r.add(
+            c.at("code"),
+            format!("must be a 3-letter ISO 4217 code in capitals (found {code:?})"),
+        );
+    }
+    let amount = c.num_req("amount_1000", r);
+    if let Some(n) = amount.filter(|n| !n.is_i64() && !n.is_u64()) {
+        r.add(
+            c.at("amount_1000"),
+            format!("must be an integer: the amount times 1000 (found {n})"),
+        );
+    }
+    let currency = Out::new()
+        .put("fallback_value", fallback?)
+        .put("code", code?)
+        .put("amount_1000", Value::Number(amount?.clone()));
+    let out = Out::new()
+        .put("type", "currency")
+        .put_opt("parameter_name", name);
+    Some(out.put("currency", currency.value()).value())
+}
+
+fn date_time_parameter(p: &Obj, r: &mut Report) -> Option<Value> {
+    p.only(&["type", "date_time", "parameter_name"], r);
+    let name = parameter_name(p, r);
+    let d = p.obj_req("date_time", r)?;
+    d.only(&["fallback_value"], r);
+    let fallback = d.text_req("fallback_value", ANY_LENGTH, r)?;
+    let date_time = Out::new().put("fallback_value", fallback).value();
+    let out = Out::new()
+        .put("type", "date_time")
+        .put_opt("parameter_name", name);
+    Some(out.put("date_time", date_time).value())
+}
+
+/// A button component and its index.
+fn template_button(c: &Obj, r: &mut Report) -> Option<(Value, u64)> {
+    c.only(&["type", "sub_type", "index", "parameters"], r);
+    let sub_type = c.one_of_opt("sub_type", &BUTTON_SUB_TYPES, r);
+    if !c.has("sub_type") {
+        r.add(c.at("sub_type"), "is required");
+    }
+    let index = button_index(c, r);
+    let params = button_parameters(c, sub_type, r);
+    let out = Out::new()
+        .put("type", "button")
+        .put("sub_type", sub_type?)
+        .put("index", index?.to_string())
+        .put_opt("parameters", params);
+    Some((out.value(), index?))
+}
+
+/// `index`: 0-9, as a number or a digit string; Meta wants a string.
+fn button_index(c: &Obj, r: &mut Report) -> Option<u64> {
+    let value = c.required("index", r)?;
+    let index = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    };
+    let index = index.filter(|i| *i <= MAX_BUTTON_INDEX);
+    if index.is_none() {
+        let rule = format!(
+            "must be a button position 0-{MAX_BUTTON_INDEX}, as a number or a digit string (found {value})"
+        );
+        r.add(c.at("index"), rule);
+    }
+    index
+}
+
+/// Parameters of a template button: one `payload` for quick_reply, one `text` (the URL suffix)
+/// for url, one `coupon_code` for copy_code; other sub-types pass their typed parameters through.
+fn button_parameters(c: &Obj, sub_type: Option<&str>, r: &mut Report) -> Option<Vec<Value>> {
+    let expected = match sub_type {
+        Some("quick_reply") => Some(("payload", ANY_LENGTH)),
+        Some("url") => Some(("text", ANY_LENGTH)),
+        Some("copy_code") => Some(("coupon_code", MAX_COUPON_CHARS)),
+        _ => None,
+    };
+    let Some((kind, max)) = expected else {
+        let params = c.arr_opt("parameters", r)?;
+        let params = c.objects("parameters", params, r).into_iter().map(|p| {
+            p.token_req("type", r);
+            Value::Object(p.map.clone())
+        });
+        return Some(params.collect());
+    };
+    let params = c.arr_req("parameters", r)?;
+    check_count(r, &c.at("parameters"), params.len(), (1, 1), "parameter");
+    let params = c
+        .objects("parameters", params, r)
+        .into_iter()
+        .filter_map(|p| {
+            p.only(&["type", kind], r);
+            p.fixed("type", kind, r);
+            let value = p.text_req(kind, max, r)?;
+            Some(Out::new().put("type", kind).put(kind, value).value())
+        });
+    Some(params.collect())
+}
