@@ -163,6 +163,29 @@ pub struct GraphSettings {
     pub business_account_id: Option<String>,
     /// GRAPH_TIMEOUT_SECS (default 15): whole-request timeout for Graph calls.
     pub timeout: Duration,
+    /// Every business number we send from: PHONE_NUMBER_ID first (the default), then the ones
+    /// PHONE_NUMBERS adds, each once.
+    pub numbers: Vec<BusinessNumber>,
+}
+
+/// A business number we send from.
+///
+/// PHONE_NUMBER_ID is the default: its token is ACCESS_TOKEN, its display number
+/// DISPLAY_PHONE_NUMBER and its WABA BUSINESS_ACCOUNT_ID. PHONE_NUMBERS (a comma-separated list of
+/// phone_number_ids) adds more; each may have its own `ACCESS_TOKEN_<id>`,
+/// `DISPLAY_PHONE_NUMBER_<id>` and `BUSINESS_ACCOUNT_ID_<id>`, and falls back to the shared
+/// ACCESS_TOKEN and BUSINESS_ACCOUNT_ID (one system-user token usually covers every number of a
+/// portfolio).
+#[derive(Debug, Clone)]
+pub struct BusinessNumber {
+    /// Meta's phone_number_id (digits).
+    pub id: String,
+    /// The number as people dial it (digits), when configured.
+    pub display_phone_number: Option<String>,
+    /// The WhatsApp Business Account it belongs to, when configured.
+    pub waba_id: Option<String>,
+    /// Its token, else the shared ACCESS_TOKEN; none when neither is set.
+    pub access_token: Option<SecretString>,
 }
 
 /// What Meta's webhook calls are checked against.
@@ -348,6 +371,11 @@ impl Settings {
             ),
             business_account_id: env.get("BUSINESS_ACCOUNT_ID"),
             timeout: Duration::from_secs(env.bounded("GRAPH_TIMEOUT_SECS", 15, 1, 300)),
+            numbers: Vec::new(),
+        };
+        let graph = GraphSettings {
+            numbers: business_numbers(&env, &graph),
+            ..graph
         };
         let webhook = WebhookSettings {
             verify_token: secret("VERIFY_TOKEN"),
@@ -471,6 +499,57 @@ impl Settings {
     }
 }
 
+/// PHONE_NUMBER_ID, then PHONE_NUMBERS (see [`BusinessNumber`]).
+fn business_numbers(env: &Env<'_>, graph: &GraphSettings) -> Vec<BusinessNumber> {
+    let digits = |v: &str| !v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_digit());
+    let display = |key: &str| {
+        env.parsed_opt(
+            key,
+            "the phone number in digits (a leading + is fine)",
+            |v| {
+                let v = v.trim_start_matches('+');
+                digits(v).then(|| v.to_owned())
+            },
+        )
+    };
+    let mut numbers = Vec::new();
+    if let Some(id) = &graph.phone_number_id {
+        numbers.push(BusinessNumber {
+            id: id.clone(),
+            display_phone_number: display("DISPLAY_PHONE_NUMBER"),
+            waba_id: graph.business_account_id.clone(),
+            access_token: graph.access_token.clone(),
+        });
+    }
+    let listed = env
+        .parsed_opt(
+            "PHONE_NUMBERS",
+            "a comma-separated list of phone_number_ids (digits, from Meta's dashboard)",
+            |v| {
+                let ids: Vec<String> = v.split(',').map(|id| id.trim().to_owned()).collect();
+                ids.iter().all(|id| digits(id)).then_some(ids)
+            },
+        )
+        .unwrap_or_default();
+    for id in listed {
+        if numbers.iter().any(|n: &BusinessNumber| n.id == id) {
+            continue;
+        }
+        numbers.push(BusinessNumber {
+            display_phone_number: display(&format!("DISPLAY_PHONE_NUMBER_{id}")),
+            waba_id: env
+                .get(&format!("BUSINESS_ACCOUNT_ID_{id}"))
+                .or_else(|| graph.business_account_id.clone()),
+            access_token: env
+                .get(&format!("ACCESS_TOKEN_{id}"))
+                .map(SecretString::from)
+                .or_else(|| graph.access_token.clone()),
+            id,
+        });
+    }
+    numbers
+}
+
 /// Variable reader that records problems instead of stopping at the first.
 struct Env<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
@@ -554,6 +633,48 @@ mod tests {
         assert_eq!(s.events.max_streams, 1000);
         assert_eq!(s.events.heartbeat, Duration::from_secs(15));
         assert_eq!(s.events.client_buffer, 256);
+    }
+
+    #[test]
+    fn business_numbers_are_the_default_then_phone_numbers_with_their_own_or_shared_settings() {
+        let s = settings(&[
+            ("ACCESS_TOKEN", "shared-token"),
+            ("PHONE_NUMBER_ID", "111"),
+            ("DISPLAY_PHONE_NUMBER", "+15550001111"),
+            ("BUSINESS_ACCOUNT_ID", "900"),
+            ("PHONE_NUMBERS", "222, 111,333"),
+            ("ACCESS_TOKEN_222", "own-token"),
+            ("DISPLAY_PHONE_NUMBER_222", "15550002222"),
+            ("BUSINESS_ACCOUNT_ID_333", "901"),
+        ])
+        .unwrap();
+        let n = &s.graph.numbers;
+        let ids: Vec<&str> = n.iter().map(|n| n.id.as_str()).collect();
+        assert_eq!(ids, ["111", "222", "333"]);
+        let token = |i: usize| {
+            n[i].access_token
+                .as_ref()
+                .unwrap()
+                .expose_secret()
+                .to_owned()
+        };
+        assert_eq!(
+            (token(0), token(1), token(2)),
+            (
+                "shared-token".into(),
+                "own-token".into(),
+                "shared-token".into()
+            )
+        );
+        assert_eq!(n[0].display_phone_number.as_deref(), Some("15550001111"));
+        assert_eq!(n[1].display_phone_number.as_deref(), Some("15550002222"));
+        assert_eq!(n[2].display_phone_number, None);
+        let wabas: Vec<Option<&str>> = n.iter().map(|n| n.waba_id.as_deref()).collect();
+        assert_eq!(wabas, [Some("900"), Some("900"), Some("901")]);
+
+        let e = settings(&[("PHONE_NUMBERS", "222,+1555")]).unwrap_err();
+        assert!(e.problems[0].starts_with("PHONE_NUMBERS: must be a comma-separated list"));
+        assert!(settings(&[]).unwrap().graph.numbers.is_empty());
     }
 
     #[test]

@@ -102,8 +102,10 @@ impl Application {
         let events = EventHub::start(&settings, &store, &metrics)
             .await
             .context("starting the event reader")?;
+        let sender = crate::service::send::Sender::new(graph.clone(), store.clone());
         let state = Arc::new(AppState {
             conversations,
+            sender,
             store,
             graph,
             verify_token: settings.webhook.verify_token.clone(),

@@ -137,12 +137,19 @@ pub enum Origin {
     /// new list entry and no per-message event; and deduplicated by its record only (the earlier
     /// release's marker is its own trace, not a sign it was imported).
     Imported,
+    /// The business sent it through this gateway (`POST /v1/messages`, `POST /send`), recorded
+    /// once Meta accepted it: like an echo (outbound, no unread count, no window, no FastAPI list
+    /// entry, announced as `message_outgoing`), with `source: "api"`.
+    Api,
 }
 
 impl Origin {
     /// Whether the business sent it.
     pub fn is_outbound(self) -> bool {
-        matches!(self, Self::Echo | Self::History { outbound: true })
+        matches!(
+            self,
+            Self::Echo | Self::Api | Self::History { outbound: true }
+        )
     }
 }
 

@@ -1,8 +1,14 @@
 //! [`GraphClient`]: one reqwest client for the whole process (connection pooling, TLS sessions),
 //! built at start-up with timeouts from configuration. Tests point `base_url` at a wiremock server.
 //!
-//! Each send kind is a method that builds Meta's documented body; today only text. The token is sent
-//! as `Authorization: Bearer` and never logged.
+//! [`GraphClient::send`] posts a message body (built by [`crate::domain::send`]) from one of the
+//! configured business numbers, with that number's token as `Authorization: Bearer` (never
+//! logged). **It never sends twice**: a send is tried again only when it certainly did not reach
+//! Meta (no connection could be made) or when Meta refused it to slow us down (130429, 131057,
+//! 4/80007), after Meta's `Retry-After` or the wait Meta documents for the code, at most
+//! [`MAX_SEND_ATTEMPTS`] times and only while the wait is at most [`MAX_RETRY_WAIT`]. A send that
+//! may have reached Meta (a timeout after writing it, a 5xx, a broken answer) is returned as is:
+//! see [`GraphError::outcome_unknown`].
 //!
 //! Redirects are never followed (any 3xx is a [`GraphError::Redirected`]), a response is read
 //! incrementally up to [`MAX_RESPONSE_BYTES`], and a transport failure names its cause (DNS,
@@ -14,17 +20,24 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::config::GraphSettings;
+use crate::config::{BusinessNumber, GraphSettings};
 use crate::domain::OutboundText;
 use crate::graph::GraphError;
-use crate::graph::error::{MAX_RESPONSE_BYTES, transport_cause};
+use crate::graph::error::{Class, MAX_RESPONSE_BYTES, transport_cause};
 
-/// Client for `POST {GRAPH_API_BASE}/{PHONE_NUMBER_ID}/messages` and friends.
+/// Most attempts of one send (the first included); see the module doc for when it is repeated.
+pub const MAX_SEND_ATTEMPTS: u32 = 3;
+/// Longest wait before another attempt; when Meta asks for longer, the client gets the error
+/// (with `Retry-After`) instead of a request held open.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+
+/// Client for `POST {GRAPH_API_BASE}/{phone_number_id}/messages` and friends.
 #[derive(Clone, Debug)]
 pub struct GraphClient {
     http: reqwest::Client,
-    messages_url: Option<String>,
-    access_token: Option<SecretString>,
+    base_url: String,
+    /// The configured business numbers, the default (PHONE_NUMBER_ID) first.
+    numbers: Vec<BusinessNumber>,
     /// GRAPH_API_BASE without user info, query or fragment, for error texts.
     base_for_errors: String,
 }
@@ -56,37 +69,95 @@ impl GraphClient {
             .build()?;
         Ok(Self {
             http,
-            messages_url: settings
-                .phone_number_id
-                .as_ref()
-                .map(|id| format!("{}/{id}/messages", settings.base_url)),
-            access_token: settings.access_token.clone(),
+            base_url: settings.base_url.clone(),
+            numbers: settings.numbers.clone(),
             base_for_errors: displayable_base(&settings.base_url),
         })
     }
 
-    /// Sends a text message. Returns Meta's response JSON verbatim.
+    /// The configured business numbers, the default first.
+    pub fn numbers(&self) -> &[BusinessNumber] {
+        &self.numbers
+    }
+
+    /// The business number `id`, or the default (PHONE_NUMBER_ID) for `None`. `Ok(None)`: no
+    /// number is configured at all; `Err(())`: `id` is not one of them.
+    #[allow(clippy::result_unit_err)]
+    pub fn number(&self, id: Option<&str>) -> Result<Option<&BusinessNumber>, ()> {
+        match id {
+            None => Ok(self.numbers.first()),
+            Some(id) => self.numbers.iter().find(|n| n.id == id).map(Some).ok_or(()),
+        }
+    }
+
+    /// Sends a text message from the default number (`POST /send`). Returns Meta's response
+    /// JSON verbatim.
     pub async fn send_text(&self, message: &OutboundText) -> Result<Box<RawValue>, GraphError> {
-        self.post_message(&TextMessageBody {
-            messaging_product: "whatsapp",
-            to: message.to.as_str(),
-            kind: "text",
-            text: TextBody {
-                body: message.text.as_str(),
+        let number = self
+            .numbers
+            .first()
+            .ok_or(GraphError::NotConfigured("PHONE_NUMBER_ID"))?;
+        self.send(
+            number,
+            &TextMessageBody {
+                messaging_product: "whatsapp",
+                to: message.to.as_str(),
+                kind: "text",
+                text: TextBody {
+                    body: message.text.as_str(),
+                },
             },
-        })
+        )
         .await
     }
 
-    async fn post_message(&self, body: &impl Serialize) -> Result<Box<RawValue>, GraphError> {
-        let token = self
+    /// Sends a message body from `number`, trying again only where that cannot send it twice
+    /// (see the module doc). Returns Meta's response JSON verbatim.
+    pub async fn send(
+        &self,
+        number: &BusinessNumber,
+        body: &impl Serialize,
+    ) -> Result<Box<RawValue>, GraphError> {
+        let token = number
             .access_token
             .as_ref()
             .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
-        let url = self
-            .messages_url
-            .as_ref()
-            .ok_or(GraphError::NotConfigured("PHONE_NUMBER_ID"))?;
+        let url = format!("{}/{}/messages", self.base_url, number.id);
+        let mut attempt = 1;
+        loop {
+            let result = self.post_message(&url, token, body).await;
+            let wait = match &result {
+                Err(e @ GraphError::Unreachable { .. }) if !e.outcome_unknown() => {
+                    Some(backoff(attempt))
+                }
+                Err(e) => match e.class() {
+                    Class::Throttled { wait } => Some(wait),
+                    _ => None,
+                },
+                Ok(_) => None,
+            };
+            match wait {
+                Some(wait) if attempt < MAX_SEND_ATTEMPTS && wait <= MAX_RETRY_WAIT => {
+                    tracing::info!(
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        meta.code = result.as_ref().err().and_then(GraphError::meta_code),
+                        "graph.retry the send did not reach Meta or Meta asked to slow down; trying again"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                _ => return result,
+            }
+        }
+    }
+
+    async fn post_message(
+        &self,
+        url: &str,
+        token: &SecretString,
+        body: &impl Serialize,
+    ) -> Result<Box<RawValue>, GraphError> {
         let mut response = self
             .http
             .post(url)
@@ -108,6 +179,12 @@ impl GraphClient {
                 location_host,
             });
         }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let bytes = self.read_capped(&mut response).await?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|_| GraphError::InvalidResponse {
@@ -122,6 +199,7 @@ impl GraphClient {
         Err(GraphError::Rejected {
             status: status.as_u16(),
             body,
+            retry_after,
         })
     }
 
@@ -150,15 +228,29 @@ impl GraphClient {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> GraphError {
-        if e.is_timeout() {
+        // A failure to connect (DNS, refused, TLS handshake, connect timeout) happens before
+        // anything is written: the request certainly did not reach Meta.
+        let connected = !e.is_connect();
+        if e.is_timeout() && connected {
             return GraphError::Timeout;
         }
         let https = self.base_for_errors.starts_with("https://");
         GraphError::Unreachable {
             cause: transport_cause(e, https),
             base: self.base_for_errors.clone(),
+            maybe_sent: connected,
         }
     }
+}
+
+/// The wait before attempt `attempt + 1` after a failed connection: 200 ms, 400 ms, ... with
+/// up to 50% jitter (so instances that lost Meta at once do not come back at once).
+fn backoff(attempt: u32) -> Duration {
+    let base = 200u64 << attempt.saturating_sub(1).min(5);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    Duration::from_millis(base + nanos % (base / 2 + 1))
 }
 
 /// GRAPH_API_BASE as it may appear in an error: scheme, host, port and path only.

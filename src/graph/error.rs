@@ -2,6 +2,12 @@
 //!
 //! The `Display` texts are what clients read in a 502/503/504 `detail` and what `send.error`
 //! logs: each names the reason, and none carries the access token or a query string.
+//!
+//! [`GraphError::class`] sorts a failure by Meta's error **code** (never by the HTTP status, which
+//! Meta does not fix for throttling codes) into what a client can do about it, and [`hint`] gives
+//! the short advice for the codes people meet most.
+
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -17,14 +23,25 @@ pub enum GraphError {
     NotConfigured(&'static str),
     /// Meta answered with an error status. `body` is Meta's JSON (`{"error": {...}}`) verbatim.
     #[error("Graph API answered {status}: {}", summary(.body))]
-    Rejected { status: u16, body: Value },
+    Rejected {
+        status: u16,
+        body: Value,
+        /// Meta's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
     /// No answer within GRAPH_TIMEOUT_SECS.
     #[error("Graph API did not answer in time")]
     Timeout,
     /// Could not connect, or the connection broke. `cause` is short and human (e.g. `connection
     /// refused`); `base` is GRAPH_API_BASE without credentials or query.
     #[error("Graph API unreachable: {cause} (GRAPH_API_BASE {base})")]
-    Unreachable { cause: String, base: String },
+    Unreachable {
+        cause: String,
+        base: String,
+        /// Whether the request may have reached Meta: false when no connection was made (DNS,
+        /// refused, TLS handshake), so a send certainly did not happen and may be retried.
+        maybe_sent: bool,
+    },
     /// Meta (or something in between) answered a redirect. Redirects are never followed: a
     /// followed 302 turns the POST into a GET that "succeeds" without sending, and a followed 307
     /// re-sends the text and the token to another host. Only the target's host is kept.
@@ -72,6 +89,117 @@ impl GraphError {
     pub fn is_client_rejection(&self) -> bool {
         matches!(self, Self::Rejected { status, .. } if *status < 500)
     }
+
+    /// Whether a send that failed this way may nevertheless have reached Meta (and may be
+    /// delivered): a timeout after the request was written, a connection broken mid-answer, a
+    /// Meta 5xx, or an answer we could not read. Such a send is never retried blindly.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            Self::NotConfigured(_) | Self::Redirected { .. } => false,
+            Self::Unreachable { maybe_sent, .. } => *maybe_sent,
+            Self::Timeout | Self::TooLarge { .. } | Self::InvalidResponse { .. } => true,
+            Self::Rejected { status, .. } => {
+                *status >= 500 && !matches!(self.class(), Class::Throttled { .. })
+            }
+        }
+    }
+
+    /// What a client can do about the failure, from Meta's error code.
+    pub fn class(&self) -> Class {
+        let Self::Rejected {
+            status,
+            retry_after,
+            ..
+        } = self
+        else {
+            return Class::Upstream;
+        };
+        let code = self.meta_code();
+        let wait = |default: u64| retry_after.unwrap_or(Duration::from_secs(default));
+        match code {
+            Some(130429) => Class::Throttled { wait: wait(1) },
+            Some(131057) => Class::Throttled { wait: wait(60) },
+            Some(4 | 80007) => Class::Throttled { wait: wait(60) },
+            Some(131056) => Class::PairRate { wait: wait(6) },
+            Some(0 | 190) => Class::Credentials,
+            Some(3 | 10 | 200..=299) => Class::Permission,
+            Some(132000..=132016 | 132068 | 132069) => Class::Template,
+            Some(1 | 2 | 131000 | 131016) => Class::Upstream,
+            _ if *status >= 500 => Class::Upstream,
+            _ => Class::Invalid,
+        }
+    }
+
+    /// Meta's error object (`error` of the body), when Meta sent one.
+    pub fn meta_error(&self) -> Option<&Value> {
+        match self {
+            Self::Rejected { body, .. } => body.get("error").filter(|e| e.is_object()),
+            _ => None,
+        }
+    }
+}
+
+/// What a client can do about a failed Graph call; see [`GraphError::class`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The request breaks one of Meta's rules (100, 131008, 131009, 131026, 131047, 131053, ...):
+    /// fix it; retrying the same request fails the same way.
+    Invalid,
+    /// Meta asked to slow down (130429 throughput, 131057 throughput upgrade, 4/80007 API-call
+    /// limits): the same request may be sent again after `wait`.
+    Throttled { wait: Duration },
+    /// Too many messages to this one user (131056): wait before the next one to them.
+    PairRate { wait: Duration },
+    /// The access token is expired or invalid (190, 0): a configuration problem on our side.
+    Credentials,
+    /// The token lacks a permission (3, 10, 200-299): a configuration problem on our side.
+    Permission,
+    /// A template does not match what was approved, or is paused or disabled (132000-132016).
+    Template,
+    /// Meta failed (5xx, 1, 2, 131000, 131016), or the call failed on the way.
+    Upstream,
+}
+
+/// Short advice for the codes people meet most; `None` for the others.
+pub fn hint(code: i64) -> Option<&'static str> {
+    Some(match code {
+        131047 => {
+            "More than 24 hours have passed since the user last wrote: only a template can reach them now. Send a template (type \"template\")."
+        }
+        131026 => {
+            "Meta could not deliver to this user: the number may not be on WhatsApp, the user may use an old app version or not have accepted the terms, or they blocked this business. Do not retry."
+        }
+        131030 => {
+            "The recipient is not in the test number's allowed list: add it in the App Dashboard (WhatsApp > API Setup > To), in the exact form WhatsApp shows (some countries, e.g. MX and AR, differ from the dialled form)."
+        }
+        131050 => {
+            "The user stopped marketing messages from this business. Honour the opt-out; do not retry."
+        }
+        131053 => {
+            "Meta could not use the media: check its type and size (images JPEG/PNG, audio as audio/ogg; codecs=opus, stickers WebP) and upload it again."
+        }
+        131062 => {
+            "This message cannot be sent to a business-scoped user id (BSUID): send it to the user's phone number if you know it."
+        }
+        190 => {
+            "The access token is expired or invalid: create a new one (a system-user token does not expire) and set ACCESS_TOKEN (or ACCESS_TOKEN_<phone_number_id>), then restart."
+        }
+        100 | 131008 | 131009 => "A parameter is missing or invalid: error_data.details names it.",
+        130429 => "Meta's throughput limit for this number was reached: send more slowly.",
+        131056 => {
+            "Too many messages to this user in a short time: wait before sending to them again (about one message per 6 seconds)."
+        }
+        131057 => {
+            "The number is in maintenance (its throughput is being upgraded): retry in a minute."
+        }
+        133010 => {
+            "The phone number is not registered on the Cloud API: register it (POST /{phone_number_id}/register) first."
+        }
+        132000..=132016 => {
+            "The template parameters do not match the approved template (count, format, or a paused/disabled template): check GET /v1/templates."
+        }
+        _ => return None,
+    })
 }
 
 fn summary(body: &Value) -> String {

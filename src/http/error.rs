@@ -21,6 +21,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::graph::GraphError;
+use crate::graph::error::{Class, hint};
+use crate::service::send::SendError;
 use crate::store::StoreError;
 use crate::webhook::{ExtractError, HandshakeError, SignatureError};
 
@@ -118,6 +120,10 @@ pub enum ApiError {
     /// Graph API failures: 400 (Meta rejected), 502, 503 (not configured), 504.
     #[error(transparent)]
     Graph(#[from] GraphError),
+    /// A `/v1` send that was not made or not accepted: the status follows Meta's error code
+    /// ([`GraphError::class`]) and the body keeps Meta's fields with a hint.
+    #[error(transparent)]
+    Send(#[from] SendError),
 }
 
 impl ApiError {
@@ -177,8 +183,79 @@ impl ApiError {
             ) => StatusCode::BAD_GATEWAY,
             Self::Graph(GraphError::NotConfigured(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Graph(GraphError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Send(e) => send_status(e),
         }
     }
+}
+
+/// The status of a failed `/v1` send.
+fn send_status(e: &SendError) -> StatusCode {
+    match e {
+        SendError::UnknownNumber { .. } | SendError::WindowClosed { .. } => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        SendError::NotConfigured | SendError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        SendError::Graph(GraphError::NotConfigured(_)) => StatusCode::SERVICE_UNAVAILABLE,
+        SendError::Graph(GraphError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+        SendError::Graph(g @ GraphError::Rejected { .. }) => match g.class() {
+            Class::Invalid => StatusCode::BAD_REQUEST,
+            Class::Template => StatusCode::UNPROCESSABLE_ENTITY,
+            Class::Throttled { .. } | Class::PairRate { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Class::Credentials | Class::Permission | Class::Upstream => StatusCode::BAD_GATEWAY,
+        },
+        SendError::Graph(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// The body of a failed `/v1` send: `{"detail": {"message", "outcome", "hint"?, and Meta's
+/// "code", "error_subcode", "details", "fbtrace_id" when Meta answered}}`. `outcome` is
+/// `not_sent` or `unknown` (the message may have reached Meta: do not send it again blindly).
+fn send_detail(e: &SendError) -> serde_json::Value {
+    let SendError::Graph(graph) = e else {
+        let loc = match e {
+            SendError::UnknownNumber { .. } => Some("from"),
+            SendError::WindowClosed { .. } => Some("to"),
+            _ => None,
+        };
+        return match loc {
+            Some(field) => json!([FieldError::value(field, e)]),
+            None => json!({"message": e.to_string(), "outcome": "not_sent"}),
+        };
+    };
+    let outcome = if graph.outcome_unknown() {
+        "unknown"
+    } else {
+        "not_sent"
+    };
+    let mut detail = json!({ "outcome": outcome });
+    match graph.meta_error() {
+        Some(meta) => {
+            detail["message"] = meta
+                .get("message")
+                .cloned()
+                .unwrap_or_else(|| graph.to_string().into());
+            for key in ["code", "error_subcode", "type", "fbtrace_id"] {
+                if let Some(v) = meta.get(key) {
+                    detail[key] = v.clone();
+                }
+            }
+            if let Some(details) = meta.pointer("/error_data/details") {
+                detail["details"] = details.clone();
+            }
+        }
+        None => detail["message"] = graph.to_string().into(),
+    }
+    let advice = match graph.meta_code().and_then(hint) {
+        Some(h) => Some(h),
+        None if outcome == "unknown" => Some(
+            "The message may have reached Meta: do not send it again blindly. Its status (a message_status event, or the conversation) will show whether it arrived; a retry with the same Idempotency-Key never sends twice.",
+        ),
+        None => None,
+    };
+    if let Some(advice) = advice {
+        detail["hint"] = advice.into();
+    }
+    detail
 }
 
 impl IntoResponse for ApiError {
@@ -198,8 +275,15 @@ impl IntoResponse for ApiError {
             // Meta's 4xx error object verbatim, as the original's HTTPException(detail=resp.json())
             // (its size is capped where it is read, graph::error::MAX_RESPONSE_BYTES).
             Self::Graph(e @ GraphError::Rejected { body, .. }) if e.is_client_rejection() => {
+                let mut body = body.clone();
+                if let (Some(hint), Some(object)) =
+                    (e.meta_code().and_then(hint), body.as_object_mut())
+                {
+                    object.insert("hint".into(), hint.into());
+                }
                 json!({ "detail": body })
             }
+            Self::Send(e) => json!({ "detail": send_detail(e) }),
             Self::Store(cause) => {
                 tracing::error!(error.message = %bounded(&cause.to_string()), "store.error");
                 match cause.public_detail() {
@@ -210,6 +294,14 @@ impl IntoResponse for ApiError {
             _ => json!({ "detail": bounded(&self.to_string()) }),
         };
         let mut response = (status, Json(body)).into_response();
+        if let Self::Send(SendError::Graph(e)) = &self
+            && let Class::Throttled { wait } | Class::PairRate { wait } = e.class()
+        {
+            let secs = wait.as_secs().max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&secs) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
         if status == StatusCode::UNAUTHORIZED && matches!(self, Self::Unauthorized) {
             response
                 .headers_mut()

@@ -131,7 +131,7 @@ pub async fn send_message(
         }
     };
     tracing::info!(to = %message.to.masked(), chars = message.text.as_str().chars().count(), "send.request");
-    match state.graph.send_text(&message).await {
+    match state.sender.send_compat(&message).await {
         Ok(response) => {
             state.metrics.graph_call("ok", None);
             tracing::info!(to = %message.to.masked(), "send.success");

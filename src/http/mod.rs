@@ -16,6 +16,7 @@ pub mod extract;
 pub mod health;
 pub mod messages;
 pub mod metrics;
+pub mod send;
 pub mod v1;
 pub mod webhook;
 
@@ -67,6 +68,8 @@ pub struct AppState {
     pub allowed_hosts: crate::config::AllowedHosts,
     /// The conversation service.
     pub conversations: crate::service::conversations::Conversations,
+    /// The send service.
+    pub sender: crate::service::send::Sender,
     /// The live event stream's reader and subscribers ([`crate::events`]).
     pub events: Arc<crate::events::EventHub>,
 }
@@ -138,6 +141,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/send", post(messages::send_message))
         .route("/get", post(messages::get_messages))
         .route("/metrics", get(metrics::render_metrics))
+        .route("/v1/messages", post(send::post_message))
         .route("/v1/messages/{id}", get(v1::get_message))
         .route("/v1/conversations", get(v1::list_conversations))
         .route(

@@ -3,8 +3,11 @@
 //! - [`conversations`]: reading messages and conversations, marking them read; parses what
 //!   clients send (contacts, cursors, limits) into store queries, naming the field and rule of
 //!   whatever does not parse;
+//! - [`send`]: sending a message (business number, 24-hour window, the Graph call) and recording
+//!   what Meta accepted with its `message_outgoing` event;
 //! - [`upgrade`]: after start-up, gives messages stored by earlier releases (FastAPI form only)
 //!   their records and conversations, once.
 
 pub mod conversations;
+pub mod send;
 pub mod upgrade;

@@ -323,6 +323,17 @@ impl Store {
         on_backend!(self, s => s.message(id, phone_number_id).await)
     }
 
+    /// When `contact` last wrote to business number `phone_number_id` (unix seconds; the start
+    /// of Meta's 24-hour customer-service window); `None` when no inbound message of theirs is
+    /// stored.
+    pub async fn last_inbound_at(
+        &self,
+        phone_number_id: &str,
+        contact: &ContactId,
+    ) -> Result<Option<i64>, StoreError> {
+        on_backend!(self, s => s.last_inbound_at(phone_number_id, contact.as_str()).await)
+    }
+
     /// A page of conversations, most recent activity first.
     pub async fn conversations(&self, query: &ConversationsQuery) -> Result<Page, StoreError> {
         on_backend!(self, s => s.conversations(query).await)

@@ -11,8 +11,9 @@
 //! `{"id","direction":"inbound"|"outbound","phone_number_id","contact":{"id","wa_id"?,"user_id"?,
 //! "parent_user_id"?,"name"?,"username"?},"timestamp","type","body","content","context"?,
 //! "referral"?,"errors"?,"group_id"?,"source"?,"raw"}` (`source`: `business_app` for an echo of
-//! a message the business sent from the WhatsApp Business app, `history` for a back-filled one,
-//! `earlier_release` for one imported at upgrade from an earlier release's FastAPI list).
+//! a message the business sent from the WhatsApp Business app, `api` for one sent through this
+//! gateway, `history` for a back-filled one, `earlier_release` for one imported at upgrade from
+//! an earlier release's FastAPI list).
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -236,6 +237,7 @@ impl MessageWrite {
                 Origin::Echo => Some("business_app"),
                 Origin::History { .. } => Some("history"),
                 Origin::Imported => Some("earlier_release"),
+                Origin::Api => Some("api"),
             },
             raw: &message.raw,
         })
@@ -261,12 +263,12 @@ impl MessageWrite {
             ),
             event: match origin {
                 Origin::User => Some("message_incoming"),
-                Origin::Echo => Some("message_outgoing"),
+                Origin::Echo | Origin::Api => Some("message_outgoing"),
                 Origin::History { .. } | Origin::Imported => None,
             },
             kind_event: match origin {
                 Origin::History { .. } | Origin::Imported => None,
-                Origin::User | Origin::Echo => kind_event(&message.content),
+                Origin::User | Origin::Echo | Origin::Api => kind_event(&message.content),
             },
             legacy_dedupe: origin != Origin::Imported,
             change: Change::of(message, timestamp),

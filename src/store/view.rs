@@ -90,6 +90,12 @@ pub fn message_json(
             out.push_str(status);
             out.push('"');
         }
+        // A message sent through this gateway is `accepted` until its first status webhook
+        // (`source` is serialized right before `raw`, the last key, so this cannot match inside
+        // message content).
+        None if record.contains(",\"source\":\"api\",\"raw\":") => {
+            out.push_str(",\"status\":\"accepted\"");
+        }
         None => out.push_str(",\"status\":null"),
     }
     if let Some(mut history) = history {

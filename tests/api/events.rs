@@ -20,31 +20,31 @@ const BOB: &str = "14155550123";
 
 /// One SSE frame.
 #[derive(Debug, Clone, Default)]
-struct Frame {
-    id: Option<String>,
-    event: Option<String>,
-    data: Option<String>,
-    comments: Vec<String>,
+pub(crate) struct Frame {
+    pub(crate) id: Option<String>,
+    pub(crate) event: Option<String>,
+    pub(crate) data: Option<String>,
+    pub(crate) comments: Vec<String>,
 }
 
 impl Frame {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(self.data.as_deref().expect("a data line")).expect("JSON data")
     }
 
-    fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         self.event.as_deref().unwrap_or("message")
     }
 }
 
 /// An open SSE response, parsed frame by frame.
-struct Sse {
+pub(crate) struct Sse {
     response: reqwest::Response,
     buffer: Vec<u8>,
 }
 
 impl Sse {
-    async fn open(app: &TestApp, query: &str, last_event_id: Option<&str>) -> Self {
+    pub(crate) async fn open(app: &TestApp, query: &str, last_event_id: Option<&str>) -> Self {
         let response = Self::request(app, query, last_event_id).await;
         assert_eq!(response.status(), 200, "GET /v1/events{query}");
         assert_eq!(
@@ -94,7 +94,7 @@ impl Sse {
         }
     }
 
-    async fn events(&mut self, n: usize) -> Vec<Frame> {
+    pub(crate) async fn events(&mut self, n: usize) -> Vec<Frame> {
         let mut frames = Vec::with_capacity(n);
         for _ in 0..n {
             frames.push(self.next_event(WAIT).await);

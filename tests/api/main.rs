@@ -18,6 +18,7 @@ mod metrics;
 mod process;
 mod readiness;
 mod send;
+mod send_v1;
 mod store_faults;
 mod store_integrity;
 mod webhook;

@@ -67,9 +67,14 @@ async fn meta_error_is_400_carrying_metas_error_verbatim() {
         .post_send(json!({"number": "919216598210", "text": "hi"}))
         .await;
     assert_eq!(response.status(), 400);
+    // Meta's error verbatim, with a hint beside it for the codes people meet most.
+    let mut expected = meta_error;
+    expected["hint"] = json!(
+        "The recipient is not in the test number's allowed list: add it in the App Dashboard (WhatsApp > API Setup > To), in the exact form WhatsApp shows (some countries, e.g. MX and AR, differ from the dialled form)."
+    );
     assert_eq!(
         response.json::<Value>().await.unwrap(),
-        json!({"detail": meta_error})
+        json!({"detail": expected})
     );
 }
 

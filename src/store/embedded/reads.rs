@@ -59,6 +59,25 @@ pub(super) const CONVERSATION_COLUMNS: &str = "phone_number_id, contact_json, la
 
 impl EmbeddedStore {
     /// A message by id with its status history (see [`crate::store::Store::message`]).
+    pub(crate) async fn last_inbound_at(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let (tenant, contact) = (phone_number_id.to_owned(), contact.to_owned());
+        self.read(move |conn| {
+            let at: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT last_inbound_at FROM conversation
+                     WHERE phone_number_id = ?1 AND contact = ?2",
+                )?
+                .query_row(params![tenant, contact], |r| r.get(0))
+                .optional()?;
+            Ok(at.filter(|at| *at >= 0))
+        })
+        .await
+    }
+
     pub(crate) async fn message(
         &self,
         id: &str,

@@ -242,6 +242,22 @@ impl RedisStore {
 
     /// A message by id with its status history: the record under `phone_number_id` (or under
     /// the lowest business number that has one).
+    pub(crate) async fn last_inbound_at(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let at: Option<i64> = redis::cmd("HGET")
+            .arg(format!(
+                "{}:conv:{phone_number_id}:{contact}",
+                self.prefix()
+            ))
+            .arg("last_inbound_at")
+            .query_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(at.filter(|at| *at >= 0))
+    }
+
     pub(crate) async fn message(
         &self,
         id: &str,

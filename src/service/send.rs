@@ -1,0 +1,301 @@
+//! Sending: which business number a send goes from, the 24-hour window, the Graph call, and the
+//! record of what Meta accepted.
+//!
+//! The flow of `POST /v1/messages` (and, for its record, `POST /send`):
+//! 1. the business number: `from` (a configured phone_number_id) or the default; an unknown one
+//!    is refused before anything else;
+//! 2. the window: a free-form message to a contact whose last stored inbound message is older
+//!    than 24 hours is refused (Meta would fail it with 131047 after accepting it), unless the
+//!    client says `outside_window`; a contact with no stored inbound message goes to Meta, which
+//!    has the last word. One store read.
+//! 3. the Graph call ([`GraphClient::send`]: never repeated where that could send twice);
+//! 4. the record: the message as Meta accepted it, in the conversation of (from, contact) with
+//!    its `message_outgoing` event in the same atomic write ([`Origin::Api`]). The contact is the
+//!    id Meta answered with (`contacts[0].wa_id`, which can differ from the number dialled, or
+//!    `user_id`), so the status webhooks that follow land in the same conversation.
+//!
+//! The record is built the way an echo of the message would be (the same extractor, from a
+//! `smb_message_echoes` notification made of Meta's body), so a message sent here and one sent
+//! from the WhatsApp Business app read the same. If storing the record fails, the send is still
+//! answered as accepted (with `recorded: false`): Meta has the message, and an error would invite
+//! the client to send it again.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::config::BusinessNumber;
+use crate::domain::send::OutgoingMessage;
+use crate::domain::{ContactId, InboundMessage, MessageId, Origin};
+use crate::graph::{GraphClient, GraphError};
+use crate::store::record::WINDOW_SECS;
+use crate::store::{Store, StoreError};
+
+/// Why a send was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// `from` names no configured business number.
+    #[error("is not a configured business number (configured: {configured})")]
+    UnknownNumber { configured: String },
+    /// No business number is configured at all.
+    #[error("sending is not configured: set PHONE_NUMBER_ID and ACCESS_TOKEN")]
+    NotConfigured,
+    /// The contact's last message is older than the 24-hour window.
+    #[error(
+        "the 24-hour customer-service window with this contact closed at {closed_at} (unix seconds; their last message was 24 hours before): only a template can reach them now. Send type \"template\", or set \"outside_window\": true to let Meta decide"
+    )]
+    WindowClosed { closed_at: i64 },
+    /// The window could not be read (nothing was sent).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Meta did not accept the message (or its answer was lost: see
+    /// [`GraphError::outcome_unknown`]).
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+}
+
+/// A message Meta accepted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sent {
+    /// Meta's message id (wamid).
+    pub id: String,
+    /// The conversation's contact: the id Meta answered with, else the recipient as sent.
+    pub to: String,
+    /// The business number (phone_number_id) it was sent from.
+    pub from: String,
+    /// Always `accepted`: delivery is reported later by status webhooks and events.
+    pub status: &'static str,
+    /// Meta's `type` of the message.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Meta's `contacts[0]`: `input` (as sent), `wa_id` and/or `user_id`.
+    pub contact: Value,
+    /// Meta's `message_status` for templates (`accepted`, `held_for_quality_assessment`,
+    /// `paused`), when given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_status: Option<String>,
+    /// Whether the record (and its `message_outgoing` event) was stored; false only when the
+    /// store failed after Meta accepted the message.
+    pub recorded: bool,
+}
+
+/// The send service.
+#[derive(Debug, Clone)]
+pub struct Sender {
+    graph: GraphClient,
+    store: Store,
+}
+
+impl Sender {
+    pub fn new(graph: GraphClient, store: Store) -> Self {
+        Self { graph, store }
+    }
+
+    /// The business number `from` names, else the default.
+    pub fn number(&self, from: Option<&str>) -> Result<&BusinessNumber, SendError> {
+        match self.graph.number(from) {
+            Ok(Some(number)) => Ok(number),
+            Ok(None) => Err(SendError::NotConfigured),
+            Err(()) => Err(SendError::UnknownNumber {
+                configured: self.configured(),
+            }),
+        }
+    }
+
+    fn configured(&self) -> String {
+        let ids: Vec<&str> = self.graph.numbers().iter().map(|n| n.id.as_str()).collect();
+        if ids.is_empty() {
+            "none".to_owned()
+        } else {
+            ids.join(", ")
+        }
+    }
+
+    /// Sends `message` (steps 1-4 of the module doc).
+    pub async fn send(&self, message: &OutgoingMessage) -> Result<Sent, SendError> {
+        let number = self.number(message.from.as_deref())?;
+        if message.needs_window() && !message.outside_window {
+            let last = self.store.last_inbound_at(&number.id, &message.to).await?;
+            if let Some(last) = last {
+                let closed_at = last + WINDOW_SECS;
+                if now_secs() >= closed_at {
+                    return Err(SendError::WindowClosed { closed_at });
+                }
+            }
+        }
+        let body = message.meta_body();
+        let answer = self.graph.send(number, &body).await?;
+        let answer: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
+        let accepted = Accepted::of(&answer, &message.to);
+        let contact = accepted.contact_id.unwrap_or_else(|| message.to.clone());
+        let recorded = self
+            .record(
+                &body,
+                message.reply_to.as_ref(),
+                number,
+                &accepted.id,
+                &contact,
+            )
+            .await;
+        Ok(Sent {
+            id: accepted.id,
+            to: contact.as_str().to_owned(),
+            from: number.id.clone(),
+            status: "accepted",
+            kind: message.meta_type(),
+            contact: accepted.contact,
+            message_status: accepted.message_status,
+            recorded,
+        })
+    }
+}
+
+impl Sender {
+    /// `POST /send`: a text from the default number, as the FastAPI original sent it (no window
+    /// check), recorded like any other send. Returns Meta's answer verbatim.
+    pub async fn send_compat(
+        &self,
+        message: &crate::domain::OutboundText,
+    ) -> Result<Box<serde_json::value::RawValue>, GraphError> {
+        let answer = self.graph.send_text(message).await?;
+        if let Some(number) = self.graph.numbers().first() {
+            let to = ContactId::Phone(message.to.clone());
+            let parsed: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
+            let accepted = Accepted::of(&parsed, &to);
+            let contact = accepted.contact_id.unwrap_or(to);
+            let body = json!({"type": "text", "text": {"body": message.text.as_str()}});
+            self.record(&body, None, number, &accepted.id, &contact)
+                .await;
+        }
+        Ok(answer)
+    }
+
+    /// Stores the record of an accepted message; false (logged) when that fails.
+    async fn record(
+        &self,
+        body: &Value,
+        reply_to: Option<&MessageId>,
+        number: &BusinessNumber,
+        id: &str,
+        contact: &ContactId,
+    ) -> bool {
+        let Some(record) = record_of(body, reply_to, number, id, contact) else {
+            tracing::error!(
+                message_id = id,
+                "send.record_failed the accepted message could not be shaped into a record"
+            );
+            return false;
+        };
+        match self.store.save_inbound(&[record]).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(message_id = id, error.message = %e, "send.record_failed Meta accepted the message but its record was not stored");
+                false
+            }
+        }
+    }
+}
+
+/// What Meta's answer to a send says.
+struct Accepted {
+    id: String,
+    contact: Value,
+    contact_id: Option<ContactId>,
+    message_status: Option<String>,
+}
+
+impl Accepted {
+    /// `{"contacts":[{"input","wa_id"?,"user_id"?}],"messages":[{"id","message_status"?}]}`.
+    fn of(answer: &Value, to: &ContactId) -> Self {
+        let contact = answer
+            .pointer("/contacts/0")
+            .cloned()
+            .unwrap_or_else(|| json!({ "input": to.as_str() }));
+        let same_kind = |id: ContactId| {
+            matches!(
+                (&id, to),
+                (ContactId::Phone(_), ContactId::Phone(_))
+                    | (ContactId::User(_), ContactId::User(_))
+            )
+            .then_some(id)
+        };
+        let contact_id = ["wa_id", "user_id"]
+            .iter()
+            .filter_map(|key| contact.get(*key)?.as_str())
+            .filter_map(|id| ContactId::parse(id).ok())
+            .find_map(same_kind);
+        Self {
+            id: answer
+                .pointer("/messages/0/id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            contact,
+            contact_id,
+            message_status: answer
+                .pointer("/messages/0/message_status")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+    }
+}
+
+/// The record of a sent message: Meta's body as the message object of an echo notification,
+/// extracted like one, with [`Origin::Api`].
+fn record_of(
+    body: &Value,
+    reply_to: Option<&MessageId>,
+    number: &BusinessNumber,
+    id: &str,
+    contact: &ContactId,
+) -> Option<InboundMessage> {
+    let mut object = body.as_object()?.clone();
+    for key in [
+        "messaging_product",
+        "recipient_type",
+        "to",
+        "recipient",
+        "context",
+        "biz_opaque_callback_data",
+    ] {
+        object.remove(key);
+    }
+    let display = number.display_phone_number.as_deref().unwrap_or(&number.id);
+    object.insert("from".into(), display.into());
+    object.insert(
+        match contact {
+            ContactId::Phone(_) => "to",
+            ContactId::User(_) => "to_user_id",
+        }
+        .into(),
+        contact.as_str().into(),
+    );
+    object.insert("id".into(), id.into());
+    object.insert("timestamp".into(), now_secs().to_string().into());
+    if let Some(reply_to) = reply_to {
+        object.insert("context".into(), json!({ "id": reply_to.as_str() }));
+    }
+    let notification = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{
+            "id": number.waba_id.as_deref().unwrap_or("0"),
+            "changes": [{
+                "field": "smb_message_echoes",
+                "value": {
+                    "messaging_product": "whatsapp",
+                    "metadata": {"display_phone_number": display, "phone_number_id": number.id},
+                    "message_echoes": [object],
+                },
+            }],
+        }],
+    });
+    let mut batch = crate::webhook::extract_batch(notification.to_string().as_bytes()).ok()?;
+    let mut record = batch.messages.pop()?;
+    record.origin = Origin::Api;
+    Some(record)
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

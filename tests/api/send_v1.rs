@@ -1,0 +1,506 @@
+//! `POST /v1/messages` against a wiremock Graph API that checks Meta's exact body, path and
+//! bearer token: every kind of message, the rules checked before any Graph call, business
+//! numbers, the 24-hour window, retries that never send twice, Meta's errors with hints, and
+//! the record (with its `message_outgoing` event) of what Meta accepted, on both backends.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{body_json, header, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::events::Sse;
+use crate::helpers::*;
+
+const WAMID: &str = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA";
+const USER: &str = "15551234567";
+const BSUID: &str = "US.13491208655302741918";
+
+fn accepted(input: &str, wa_id: Option<&str>) -> Value {
+    let mut contact = json!({ "input": input });
+    match wa_id {
+        Some(w) => contact["wa_id"] = w.into(),
+        None => contact["user_id"] = input.into(),
+    }
+    json!({"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": WAMID}]})
+}
+
+async fn post(app: &TestApp, body: &Value) -> (u16, Value, reqwest::header::HeaderMap) {
+    let response = app
+        .http
+        .post(app.url("/v1/messages"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        headers,
+    )
+}
+
+/// Mounts a Graph mock that accepts exactly `meta` (once) on the default number.
+async fn expect_body(app: &TestApp, meta: Value, answer: Value) {
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/messages")))
+        .and(header(
+            "authorization",
+            format!("Bearer {ACCESS_TOKEN}").as_str(),
+        ))
+        .and(body_json(meta))
+        .respond_with(ResponseTemplate::new(200).set_body_json(answer))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+}
+
+/// Client body -> the exact body Meta receives, for one variant of each family of types (the
+/// unit tests of `domain::send` cover every variant and rule of the mapping itself).
+fn cases() -> Vec<(Value, Value)> {
+    let meta = |rest: Value| {
+        let mut body =
+            json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": USER});
+        body.as_object_mut()
+            .unwrap()
+            .extend(rest.as_object().unwrap().clone());
+        body
+    };
+    vec![
+        (
+            json!({"to": "+1 (555) 123-4567", "type": "text", "text": {"body": "Hello", "preview_url": true}}),
+            meta(json!({"type": "text", "text": {"body": "Hello", "preview_url": true}})),
+        ),
+        (
+            json!({"to": USER, "type": "image", "image": {"id": "1479537139650973", "caption": "The receipt"}, "reply_to": "wamid.earlier"}),
+            meta(
+                json!({"type": "image", "image": {"id": "1479537139650973", "caption": "The receipt"}, "context": {"message_id": "wamid.earlier"}}),
+            ),
+        ),
+        (
+            json!({"to": USER, "type": "voice", "voice": {"link": "https://example.com/note.ogg"}}),
+            meta(
+                json!({"type": "audio", "audio": {"link": "https://example.com/note.ogg", "voice": true}}),
+            ),
+        ),
+        (
+            json!({"to": USER, "type": "interactive", "interactive": {"type": "button", "body": {"text": "Pick one"},
+                "action": {"buttons": [{"type": "reply", "reply": {"id": "yes", "title": "Yes"}}, {"type": "reply", "reply": {"id": "no", "title": "No"}}]}}}),
+            meta(
+                json!({"type": "interactive", "interactive": {"type": "button", "body": {"text": "Pick one"},
+                "action": {"buttons": [{"type": "reply", "reply": {"id": "yes", "title": "Yes"}}, {"type": "reply", "reply": {"id": "no", "title": "No"}}]}}}),
+            ),
+        ),
+        (
+            json!({"to": USER, "type": "template", "template": {"name": "order_update", "language": {"code": "en_US"},
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]}}),
+            meta(
+                json!({"type": "template", "template": {"name": "order_update", "language": {"code": "en_US"},
+                "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]}}),
+            ),
+        ),
+        (
+            json!({"to": USER, "type": "location", "location": {"latitude": 52.52, "longitude": 13.405, "name": "Office"}}),
+            meta(
+                json!({"type": "location", "location": {"latitude": 52.52, "longitude": 13.405, "name": "Office"}}),
+            ),
+        ),
+        (
+            json!({"to": USER, "type": "reaction", "reaction": {"message_id": "wamid.earlier", "emoji": "\u{1F44D}"}}),
+            meta(
+                json!({"type": "reaction", "reaction": {"message_id": "wamid.earlier", "emoji": "\u{1F44D}"}}),
+            ),
+        ),
+    ]
+}
+
+async fn every_kind_reaches_meta_with_its_exact_body(backend: Backend) {
+    for (client, meta) in cases() {
+        let app = spawn_app(backend).await;
+        expect_body(&app, meta, accepted(USER, Some(USER))).await;
+        let (status, answer, _) = post(&app, &client).await;
+        assert_eq!(status, 200, "{client} -> {answer}");
+        assert_eq!(answer["id"], WAMID);
+        assert_eq!(answer["status"], "accepted");
+        assert_eq!(answer["from"], PHONE_NUMBER_ID);
+        assert_eq!(answer["to"], USER);
+        assert_eq!(answer["recorded"], true);
+        // wiremock's expect(1) is checked when the app (and its mock) drops.
+    }
+}
+
+async fn a_bsuid_recipient_is_sent_as_recipient_and_recorded_under_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    expect_body(
+        &app,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "recipient": BSUID,
+               "type": "text", "text": {"body": "Your order has shipped"}}),
+        accepted(BSUID, None),
+    )
+    .await;
+    let (status, answer, _) = post(
+        &app,
+        &json!({"to": BSUID, "type": "text", "text": {"body": "Your order has shipped"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["to"], BSUID);
+    assert_eq!(answer["contact"]["user_id"], BSUID);
+    let record = app.get_json(&format!("/v1/messages/{WAMID}")).await;
+    assert_eq!(record["contact"]["id"], BSUID);
+    assert_eq!(record["direction"], "outbound");
+}
+
+async fn broken_rules_are_422_naming_the_field_and_nothing_is_sent(backend: Backend) {
+    let app = spawn_app(backend).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .expect(0)
+        .mount(&app.graph)
+        .await;
+    let buttons: Vec<Value> = (0..4)
+        .map(|i| json!({"type": "reply", "reply": {"id": format!("b{i}"), "title": format!("B{i}")}}))
+        .collect();
+    let cases = [
+        (
+            json!({"to": USER, "type": "text", "text": {"body": "x".repeat(4097)}}),
+            "text.body",
+        ),
+        (
+            json!({"to": USER, "type": "audio", "audio": {"id": "1", "caption": "no"}}),
+            "audio.caption",
+        ),
+        (
+            json!({"to": USER, "type": "image", "image": {"id": "1", "link": "https://example.com/a.jpg"}}),
+            "image",
+        ),
+        (
+            json!({"to": USER, "type": "interactive", "interactive": {"type": "button", "body": {"text": "Pick"}, "action": {"buttons": buttons}}}),
+            "interactive.action.buttons",
+        ),
+        (
+            json!({"to": USER, "type": "template", "template": {"name": "order_update"}}),
+            "template.language",
+        ),
+        (
+            json!({"to": "12", "type": "text", "text": {"body": "hi"}}),
+            "to",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, answer, _) = post(&app, &body).await;
+        assert_eq!(status, 422, "{body} -> {answer}");
+        let fields: Vec<String> = answer["detail"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["msg"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            fields.iter().any(|m| m.starts_with(field)),
+            "{field} not named in {fields:?}"
+        );
+    }
+    let (status, answer, _) = post(
+        &app,
+        &json!({"to": USER, "from": "999", "type": "text", "text": {"body": "hi"}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["detail"][0]["loc"], json!(["body", "from"]));
+    assert!(
+        answer["detail"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains(PHONE_NUMBER_ID),
+        "{answer}"
+    );
+}
+
+async fn a_second_number_sends_with_its_own_token_and_path(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("PHONE_NUMBERS".into(), "200000000000002".into());
+        vars.insert("ACCESS_TOKEN_200000000000002".into(), "second-token".into());
+    })
+    .await;
+    Mock::given(method("POST"))
+        .and(path("/200000000000002/messages"))
+        .and(header("authorization", "Bearer second-token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, answer, _) = post(
+        &app,
+        &json!({"to": USER, "from": "200000000000002", "type": "text", "text": {"body": "hi"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["from"], "200000000000002");
+    let record = app.get_json(&format!("/v1/messages/{WAMID}")).await;
+    assert_eq!(record["phone_number_id"], "200000000000002");
+}
+
+/// A user's message `age` seconds old, stored through the webhook.
+async fn inbound_from_user(app: &TestApp, id: &str, age: i64) {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        - age;
+    let mut message = text_message(id, USER, "hello");
+    message["timestamp"] = ts.to_string().into();
+    app.post_webhook_ok(&webhook_with(vec![message])).await;
+}
+
+async fn a_closed_window_refuses_free_form_but_not_templates_or_an_override(backend: Backend) {
+    let app = spawn_app(backend).await;
+    inbound_from_user(&app, "wamid.old", 25 * 3600).await;
+    let text = json!({"to": USER, "type": "text", "text": {"body": "Still there?"}});
+    let (status, answer, _) = post(&app, &text).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["detail"][0]["loc"], json!(["body", "to"]));
+    let msg = answer["detail"][0]["msg"].as_str().unwrap();
+    assert!(msg.contains("24-hour") && msg.contains("template"), "{msg}");
+    assert_eq!(app.graph.received_requests().await.unwrap().len(), 0);
+
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .expect(2)
+        .mount(&app.graph)
+        .await;
+    let mut forced = text.clone();
+    forced["outside_window"] = true.into();
+    assert_eq!(post(&app, &forced).await.0, 200);
+    let template = json!({"to": USER, "type": "template", "template": {"name": "hello_world", "language": {"code": "en_US"}}});
+    assert_eq!(post(&app, &template).await.0, 200);
+}
+
+async fn an_open_window_and_an_unknown_contact_are_sent(backend: Backend) {
+    let app = spawn_app(backend).await;
+    inbound_from_user(&app, "wamid.recent", 3600).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .expect(2)
+        .mount(&app.graph)
+        .await;
+    let text = json!({"to": USER, "type": "text", "text": {"body": "Yes"}});
+    assert_eq!(post(&app, &text).await.0, 200);
+    let stranger = json!({"to": "15559990000", "type": "text", "text": {"body": "Hi"}});
+    assert_eq!(post(&app, &stranger).await.0, 200);
+}
+
+async fn the_send_is_recorded_with_its_event_and_later_statuses_attach(backend: Backend) {
+    let app = spawn_app(backend).await;
+    inbound_from_user(&app, "wamid.question", 60).await;
+    let mut stream = Sse::open(&app, "?types=message_outgoing,message_status", None).await;
+    // Meta answers with the canonical wa_id, which differs from the number dialled.
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(accepted("+1 555 123 4567", Some(USER))),
+        )
+        .mount(&app.graph)
+        .await;
+    let (status, answer, _) = post(
+        &app,
+        &json!({"to": "+1 555 123 4567", "type": "text", "text": {"body": "On its way"}, "reply_to": "wamid.question"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let event = &stream.events(1).await[0];
+    assert_eq!(event.kind(), "message_outgoing");
+    let data = &event.json()["data"];
+    assert_eq!(data["id"], WAMID);
+    assert_eq!(data["direction"], "outbound");
+    assert_eq!(data["source"], "api");
+    assert_eq!(data["body"], "On its way");
+
+    let record = app.get_json(&format!("/v1/messages/{WAMID}")).await;
+    assert_eq!(record["status"], "accepted", "{record}");
+    assert_eq!(record["phone_number_id"], PHONE_NUMBER_ID);
+    assert_eq!(record["contact"]["id"], USER);
+    assert_eq!(record["context"]["id"], "wamid.question", "{record}");
+
+    let conversations = app.get_json("/v1/conversations").await;
+    let conversation = &conversations["conversations"][0];
+    assert_eq!(conversation["message_count"], 2, "{conversation}");
+    assert_eq!(conversation["unread_count"], 1, "{conversation}");
+    assert_eq!(conversation["last_message_id"], WAMID);
+    // Sent messages are not in the FastAPI list: that holds what users wrote.
+    assert_eq!(app.ids_of(USER).await, ["wamid.question"]);
+
+    let status_webhook = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
+        "statuses": [{"id": WAMID, "status": "delivered", "timestamp": "1757936800", "recipient_id": USER}]}}]}]});
+    app.post_webhook_ok(&status_webhook.to_string()).await;
+    let event = &stream.events(1).await[0];
+    assert_eq!(event.kind(), "message_status");
+    let record = app.get_json(&format!("/v1/messages/{WAMID}")).await;
+    assert_eq!(record["status"], "delivered", "{record}");
+}
+
+async fn send_compat_records_too(backend: Backend) {
+    let app = spawn_app(backend).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .mount(&app.graph)
+        .await;
+    let response = app.post_send(json!({"number": USER, "text": "hi"})).await;
+    assert_eq!(response.status(), 200);
+    let record = app.get_json(&format!("/v1/messages/{WAMID}")).await;
+    assert_eq!(record["direction"], "outbound");
+    assert_eq!(record["body"], "hi");
+    assert_eq!(record["source"], "api");
+    let messages = app
+        .get_json(&format!("/v1/conversations/{USER}/messages"))
+        .await;
+    assert_eq!(messages["messages"][0]["id"], WAMID);
+}
+
+crate::contract_tests!(
+    every_kind_reaches_meta_with_its_exact_body,
+    a_bsuid_recipient_is_sent_as_recipient_and_recorded_under_it,
+    broken_rules_are_422_naming_the_field_and_nothing_is_sent,
+    a_second_number_sends_with_its_own_token_and_path,
+    a_closed_window_refuses_free_form_but_not_templates_or_an_override,
+    an_open_window_and_an_unknown_contact_are_sent,
+    the_send_is_recorded_with_its_event_and_later_statuses_attach,
+    send_compat_records_too,
+);
+
+// Retries and errors do not depend on the store: the embedded one.
+
+fn meta_error(code: i64, status: u16) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({"error": {
+        "message": format!("(#{code}) something"), "type": "OAuthException", "code": code,
+        "error_subcode": 2494010, "error_data": {"messaging_product": "whatsapp", "details": "the details"},
+        "fbtrace_id": "AbC123"}}))
+}
+
+fn text() -> Value {
+    json!({"to": USER, "type": "text", "text": {"body": "hi"}})
+}
+
+#[tokio::test]
+async fn throughput_errors_wait_for_retry_after_then_succeed() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .respond_with(meta_error(130429, 400).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let started = std::time::Instant::now();
+    let (status, answer, _) = post(&app, &text()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_is_one_call_and_a_504_with_an_unknown_outcome() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(accepted(USER, Some(USER)))
+                .set_delay(Duration::from_secs(4)),
+        )
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, answer, _) = post(&app, &text()).await;
+    assert_eq!(status, 504, "{answer}");
+    assert_eq!(answer["detail"]["outcome"], "unknown");
+    assert!(
+        answer["detail"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("do not send it again blindly")
+    );
+}
+
+#[tokio::test]
+async fn a_meta_server_error_is_not_retried() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .respond_with(meta_error(131000, 500))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, answer, _) = post(&app, &text()).await;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["detail"]["outcome"], "unknown");
+    assert_eq!(answer["detail"]["code"], 131000);
+}
+
+#[tokio::test]
+async fn an_unreachable_graph_is_a_502_that_says_nothing_was_sent() {
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert(
+            "GRAPH_API_BASE".into(),
+            format!("http://127.0.0.1:{}", free_port()),
+        );
+    })
+    .await;
+    let (status, answer, _) = post(&app, &text()).await;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["detail"]["outcome"], "not_sent");
+    assert!(
+        answer["detail"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn metas_errors_map_to_statuses_with_metas_fields_and_a_hint() {
+    let cases = [
+        (131047, 400, 400, "template"),
+        (131026, 400, 400, "Do not retry"),
+        (131030, 400, 400, "allowed list"),
+        (131050, 400, 400, "opt-out"),
+        (131053, 400, 400, "media"),
+        (131062, 400, 400, "BSUID"),
+        (100, 400, 400, "error_data.details"),
+        (190, 401, 502, "access token"),
+        (132001, 400, 422, "template"),
+        (131056, 400, 429, "wait"),
+    ];
+    for (code, meta_status, expected, hint) in cases {
+        let app = spawn_app(Backend::Embedded).await;
+        Mock::given(method("POST"))
+            .respond_with(meta_error(code, meta_status))
+            .expect(1)
+            .mount(&app.graph)
+            .await;
+        let (status, answer, headers) = post(&app, &text()).await;
+        assert_eq!(status, expected, "{code}: {answer}");
+        let detail = &answer["detail"];
+        assert_eq!(detail["code"], code);
+        assert_eq!(detail["error_subcode"], 2494010);
+        assert_eq!(detail["details"], "the details");
+        assert_eq!(detail["fbtrace_id"], "AbC123");
+        assert_eq!(detail["outcome"], "not_sent");
+        assert!(
+            detail["hint"].as_str().unwrap().contains(hint),
+            "{code}: {detail}"
+        );
+        if expected == 429 {
+            assert_eq!(headers["retry-after"], "6");
+        }
+    }
+}
