@@ -111,6 +111,9 @@ pub enum ApiError {
     /// 404: nothing stored under the id or contact asked for; the text says what.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the request conflicts with one in flight; the text says which and what to do.
+    #[error("{0}")]
+    Conflict(&'static str),
     /// 405: the path exists, the method does not.
     #[error("Method Not Allowed")]
     MethodNotAllowed,
@@ -173,6 +176,7 @@ impl ApiError {
             Self::HostNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Graph(e) if e.is_client_rejection() => StatusCode::BAD_REQUEST,
             Self::Graph(
                 GraphError::Rejected { .. }

@@ -28,7 +28,7 @@ use crate::domain::send::OutgoingMessage;
 use crate::domain::{ContactId, InboundMessage, MessageId, Origin};
 use crate::graph::{GraphClient, GraphError};
 use crate::store::record::WINDOW_SECS;
-use crate::store::{Store, StoreError};
+use crate::store::{Claim, IdempotencyOp, Store, StoreError};
 
 /// Why a send was not made.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +191,64 @@ impl Sender {
                 tracing::error!(message_id = id, error.message = %e, "send.record_failed Meta accepted the message but its record was not stored");
                 false
             }
+        }
+    }
+}
+
+/// A client's `Idempotency-Key` with the fingerprint of its request body: a repeated request
+/// (a client retrying after a timeout) gets the first answer and sends nothing again, for
+/// [`crate::store::IDEMPOTENCY_TTL_SECS`], across every instance on one Redis; the same key with
+/// another body is refused.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    key: String,
+    fingerprint: String,
+}
+
+/// Longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+impl IdempotencyKey {
+    /// A key of 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters (a UUID is typical), for
+    /// `body` (its fingerprint is the SHA-256 of its JSON with keys sorted, so the same request
+    /// formatted differently is still the same request).
+    pub fn parse(key: &str, body: &Value) -> Result<Self, String> {
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(format!(
+                "must have 1-{MAX_IDEMPOTENCY_KEY} characters (found {})",
+                key.len()
+            ));
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("must be visible ASCII characters (a UUID is a good key)".to_owned());
+        }
+        use sha2::Digest;
+        let canonical = serde_json::to_vec(body).expect("a JSON value serializes");
+        Ok(Self {
+            key: key.to_owned(),
+            fingerprint: hex::encode(sha2::Sha256::digest(&canonical)),
+        })
+    }
+}
+
+impl Sender {
+    /// Claims `key` for this request, or says who holds it.
+    pub async fn claim(&self, key: &IdempotencyKey) -> Result<Claim, StoreError> {
+        self.store
+            .idempotency(&key.key, &key.fingerprint, IdempotencyOp::Claim)
+            .await
+    }
+
+    /// Settles a claimed key: `Some(answer)` is kept and given to every repeat of the request;
+    /// `None` releases the key (nothing was sent, so a retry may send). A failure is logged: the
+    /// answer to this request stands either way.
+    pub async fn settle(&self, key: &IdempotencyKey, answer: Option<(u16, String)>) {
+        let op = match answer {
+            Some((status, body)) => IdempotencyOp::Finish { status, body },
+            None => IdempotencyOp::Release,
+        };
+        if let Err(e) = self.store.idempotency(&key.key, &key.fingerprint, op).await {
+            tracing::error!(error.message = %e, "send.idempotency_not_saved the answer was not kept for this Idempotency-Key; a repeat of the request will get 409");
         }
     }
 }

@@ -31,7 +31,8 @@
 //! `message_changes`, `conversation`, `quarantine` and the event outbox (`events`), and drops the
 //! FastAPI table's global `UNIQUE (id)` (dedupe is per business number in `messages`; rows of
 //! earlier releases still deduplicate through a partial index); 4 adds `notices` (digests of the
-//! non-message notifications kept as events, so a retry is not kept twice). Opening an older
+//! non-message notifications kept as events, so a retry is not kept twice); 5 adds
+//! `idempotency` (clients' Idempotency-Keys and their answers). Opening an older
 //! file migrates it in place, one transaction per version.
 //!
 //! What one group writes per new message: its record, its FastAPI row, its conversation (unless
@@ -67,7 +68,7 @@ pub const MAX_TX_ROWS: usize = 1024;
 /// Read-only connections for `/get`.
 pub const READERS: usize = 4;
 /// The schema version this release writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 /// A probe that the writer does not answer within this time counts as a failed write.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue length in front of the writer; when full, callers wait (back-pressure), bounded by the
@@ -205,12 +206,26 @@ CREATE TABLE preferences (
 ) WITHOUT ROWID;
 ";
 
+/// Version 5: clients' `Idempotency-Key`s (see [`super::Store::idempotency`]): the body
+/// fingerprint, and the answer once there is one.
+const MIGRATION_V5: &str = "
+CREATE TABLE idempotency (
+    key         TEXT    PRIMARY KEY,
+    fingerprint TEXT    NOT NULL,
+    status      INTEGER,
+    body        TEXT,
+    created_at  INTEGER NOT NULL DEFAULT (unixepoch())
+) WITHOUT ROWID;
+CREATE INDEX idempotency_created_at ON idempotency (created_at);
+";
+
 /// What the writer answers one job with, once its transaction committed.
 enum Answer {
     Outcomes(Vec<Outcome>),
     Changed(Vec<bool>),
     Conversation(Option<String>),
     Deleted(Option<u64>),
+    Claim(super::Claim),
     Done,
 }
 
@@ -253,6 +268,13 @@ enum Job {
         value: &'static str,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Claims, finishes or releases an idempotency key.
+    Idempotency {
+        key: String,
+        fingerprint: String,
+        op: super::IdempotencyOp,
+        reply: oneshot::Sender<Result<super::Claim, StoreError>>,
+    },
 }
 
 impl Batched for Job {
@@ -274,7 +296,8 @@ impl Job {
             Self::MarkRead { .. }
             | Self::DeleteConversation { .. }
             | Self::Probe { .. }
-            | Self::Layout { .. } => 1,
+            | Self::Layout { .. }
+            | Self::Idempotency { .. } => 1,
         }
     }
 
@@ -286,6 +309,7 @@ impl Job {
             Self::MarkRead { reply, .. } => drop(reply.send(Err(error()))),
             Self::DeleteConversation { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } | Self::Layout { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Idempotency { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 
@@ -297,6 +321,7 @@ impl Job {
             Self::MarkRead { reply, .. } => drop(reply.send(Err(error()))),
             Self::DeleteConversation { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } | Self::Layout { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Idempotency { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 }
@@ -469,6 +494,22 @@ impl EmbeddedStore {
             .await
             .map_err(|_| StoreError::WriterGone)?;
         outcome.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// See [`crate::store::Store::idempotency`].
+    pub(crate) async fn idempotency(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        op: super::IdempotencyOp,
+    ) -> Result<super::Claim, StoreError> {
+        self.ask(|reply| Job::Idempotency {
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            op,
+            reply,
+        })
+        .await
     }
 
     /// Sets a conversation's unread count to 0 (see [`crate::store::Store::mark_read`]).
@@ -726,10 +767,66 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// One idempotency-key step (see [`super::Store::idempotency`]), inside the group's transaction.
+fn idempotency(
+    tx: &rusqlite::Transaction<'_>,
+    key: &str,
+    fingerprint: &str,
+    op: &super::IdempotencyOp,
+) -> rusqlite::Result<super::Claim> {
+    use super::{Claim, IdempotencyOp};
+    match op {
+        IdempotencyOp::Claim => {
+            tx.prepare_cached("DELETE FROM idempotency WHERE created_at < unixepoch() - ?1")?
+                .execute(params![super::IDEMPOTENCY_TTL_SECS as i64])?;
+            let fresh = tx
+                .prepare_cached(
+                    "INSERT INTO idempotency (key, fingerprint) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO NOTHING",
+                )?
+                .execute(params![key, fingerprint])?;
+            if fresh == 1 {
+                return Ok(Claim::Fresh);
+            }
+            let (stored, status, body): (String, Option<u16>, Option<String>) = tx
+                .prepare_cached("SELECT fingerprint, status, body FROM idempotency WHERE key = ?1")?
+                .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(match (stored == fingerprint, status) {
+                (false, _) => Claim::Mismatch,
+                (true, None) => Claim::InProgress,
+                (true, Some(status)) => Claim::Done {
+                    status,
+                    body: body.unwrap_or_default(),
+                },
+            })
+        }
+        IdempotencyOp::Finish { status, body } => {
+            tx.prepare_cached(
+                "UPDATE idempotency SET status = ?3, body = ?4 WHERE key = ?1 AND fingerprint = ?2",
+            )?
+            .execute(params![key, fingerprint, status, body])?;
+            Ok(Claim::Fresh)
+        }
+        IdempotencyOp::Release => {
+            tx.prepare_cached(
+                "DELETE FROM idempotency WHERE key = ?1 AND fingerprint = ?2 AND status IS NULL",
+            )?
+            .execute(params![key, fingerprint])?;
+            Ok(Claim::Fresh)
+        }
+    }
+}
+
 /// Brings the schema to [`SCHEMA_VERSION`], in one transaction per step.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let steps: [&str; 4] = [SCHEMA_V1, MIGRATION_V2, MIGRATION_V3, MIGRATION_V4];
+    let steps: [&str; 5] = [
+        SCHEMA_V1,
+        MIGRATION_V2,
+        MIGRATION_V3,
+        MIGRATION_V4,
+        MIGRATION_V5,
+    ];
     match version {
         0..SCHEMA_VERSION => {
             // Each step in its own transaction: a crash between two leaves a consistent,
@@ -818,6 +915,9 @@ impl Writer {
                             }
                             (Job::Probe { reply } | Job::Layout { reply, .. }, Answer::Done) => {
                                 drop(reply.send(Ok(())))
+                            }
+                            (Job::Idempotency { reply, .. }, Answer::Claim(c)) => {
+                                drop(reply.send(Ok(c)))
                             }
                             (job, _) => job.fail("internal error: mismatched answer"),
                         }
@@ -985,6 +1085,15 @@ fn write_group(
                     )?
                     .execute(params![key, value])?;
                     outcomes.push(Answer::Done);
+                    continue;
+                }
+                Job::Idempotency {
+                    key,
+                    fingerprint,
+                    op,
+                    ..
+                } => {
+                    outcomes.push(Answer::Claim(idempotency(&tx, key, fingerprint, op)?));
                     continue;
                 }
             };

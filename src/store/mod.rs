@@ -103,6 +103,35 @@ pub(crate) enum Outcome {
     },
 }
 
+/// How long a client's `Idempotency-Key` is remembered (Meta-side retries by clients happen
+/// within minutes; a day covers a client that retries after an outage).
+pub const IDEMPOTENCY_TTL_SECS: u64 = 24 * 60 * 60;
+
+/// What to do with an `Idempotency-Key` (see [`Store::idempotency`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyOp {
+    /// Take the key for a request with this body fingerprint, unless it is taken.
+    Claim,
+    /// Remember the answer of the request that holds the key.
+    Finish { status: u16, body: String },
+    /// Give the key back (the request certainly sent nothing): a retry may use it again.
+    Release,
+}
+
+/// The state of an `Idempotency-Key` a request asked to claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is this request's now.
+    Fresh,
+    /// A request with the same body holds the key and has no answer yet (in flight, or cut off
+    /// before its outcome was known).
+    InProgress,
+    /// The key was used with another body.
+    Mismatch,
+    /// The answer of the first request with this key and body.
+    Done { status: u16, body: String },
+}
+
 /// A store failure. Handlers answer 503 so Meta retries.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -332,6 +361,18 @@ impl Store {
         contact: &ContactId,
     ) -> Result<Option<i64>, StoreError> {
         on_backend!(self, s => s.last_inbound_at(phone_number_id, contact.as_str()).await)
+    }
+
+    /// Claims, finishes or releases a client's `Idempotency-Key` with the fingerprint of its
+    /// request body, in one atomic step; keys are kept [`IDEMPOTENCY_TTL_SECS`]. On Redis they
+    /// are shared by every instance. `Finish` and `Release` answer [`Claim::Fresh`].
+    pub async fn idempotency(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        op: IdempotencyOp,
+    ) -> Result<Claim, StoreError> {
+        on_backend!(self, s => s.idempotency(key, fingerprint, op).await)
     }
 
     /// A page of conversations, most recent activity first.

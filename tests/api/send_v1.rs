@@ -360,7 +360,85 @@ async fn send_compat_records_too(backend: Backend) {
     assert_eq!(messages["messages"][0]["id"], WAMID);
 }
 
+async fn post_keyed(
+    app: &TestApp,
+    key: &str,
+    body: &Value,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let response = app
+        .http
+        .post(app.url("/v1/messages"))
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        headers,
+    )
+}
+
+async fn a_repeated_idempotency_key_gets_the_first_answer_and_sends_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let body = text();
+    let (status, first, headers) = post_keyed(&app, "order-4521-shipped", &body).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    // The same request, its keys in another order: the same request.
+    let reordered: Value =
+        serde_json::from_str(r#"{"type": "text", "text": {"body": "hi"}, "to": "15551234567"}"#)
+            .unwrap();
+    let (status, again, headers) = post_keyed(&app, "order-4521-shipped", &reordered).await;
+    assert_eq!(status, 200);
+    assert_eq!(again, first);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    // The same key with another body is refused, and sends nothing either.
+    let other = json!({"to": USER, "type": "text", "text": {"body": "something else"}});
+    let (status, answer, _) = post_keyed(&app, "order-4521-shipped", &other).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        answer["detail"][0]["loc"],
+        json!(["header", "Idempotency-Key"])
+    );
+    // One outbound record.
+    let conversation = &app.get_json("/v1/conversations").await["conversations"][0];
+    assert_eq!(conversation["message_count"], 1, "{conversation}");
+    let (status, answer, _) = post_keyed(&app, "", &body).await;
+    assert_eq!(status, 422, "{answer}");
+}
+
+async fn a_send_that_certainly_failed_releases_its_key(backend: Backend) {
+    let app = spawn_app(backend).await;
+    Mock::given(method("POST"))
+        .respond_with(meta_error(131009, 400))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, _, _) = post_keyed(&app, "k-1", &text()).await;
+    assert_eq!(status, 400);
+    let (status, answer, headers) = post_keyed(&app, "k-1", &text()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(headers.get("idempotent-replayed").is_none());
+}
+
 crate::contract_tests!(
+    a_repeated_idempotency_key_gets_the_first_answer_and_sends_nothing,
+    a_send_that_certainly_failed_releases_its_key,
     every_kind_reaches_meta_with_its_exact_body,
     a_bsuid_recipient_is_sent_as_recipient_and_recorded_under_it,
     broken_rules_are_422_naming_the_field_and_nothing_is_sent,
@@ -503,4 +581,63 @@ async fn metas_errors_map_to_statuses_with_metas_fields_and_a_hint() {
             assert_eq!(headers["retry-after"], "6");
         }
     }
+}
+
+#[tokio::test]
+async fn an_unknown_outcome_is_kept_for_its_key_so_a_repeat_sends_nothing() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .respond_with(meta_error(131000, 500))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, first, _) = post_keyed(&app, "k-unknown", &text()).await;
+    assert_eq!(status, 502);
+    assert_eq!(first["detail"]["outcome"], "unknown");
+    let (status, again, headers) = post_keyed(&app, "k-unknown", &text()).await;
+    assert_eq!(status, 502);
+    assert_eq!(again, first);
+    assert_eq!(headers["idempotent-replayed"], "true");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_holds_across_two_instances_on_one_redis() {
+    let first = spawn_app(Backend::Redis).await;
+    let graph = first.graph.uri();
+    let second = spawn_instance_sharing_redis(&first, |vars| {
+        vars.insert("GRAPH_API_BASE".into(), graph);
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(accepted(USER, Some(USER)))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .expect(1)
+        .mount(&first.graph)
+        .await;
+    // Concurrently: one sends, the other finds the key taken (409) or, if it comes later, the
+    // answer (200, replayed). Never two sends.
+    let body = text();
+    let (a, b) = tokio::join!(
+        post_keyed(&first, "shared-key", &body),
+        post_keyed(&second, "shared-key", &body)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert!(
+        statuses == [200, 409] || statuses == [200, 200],
+        "{statuses:?}: {} / {}",
+        a.1,
+        b.1
+    );
+    // Afterwards both instances give the first answer.
+    let (status, answer, headers) = post_keyed(&second, "shared-key", &text()).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["id"], WAMID);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let (status, _, headers) = post_keyed(&first, "shared-key", &text()).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["idempotent-replayed"], "true");
 }

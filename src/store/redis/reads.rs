@@ -215,6 +215,33 @@ static MESSAGES: LazyLock<Script> = LazyLock::new(|| Script::new(MESSAGES_SCRIPT
 static MARK_READ: LazyLock<Script> = LazyLock::new(|| Script::new(READ_SCRIPT));
 static DELETE: LazyLock<Script> = LazyLock::new(|| Script::new(DELETE_SCRIPT));
 static SINCE: LazyLock<Script> = LazyLock::new(|| Script::new(SINCE_SCRIPT));
+static IDEMPOTENCY: LazyLock<Script> = LazyLock::new(|| Script::new(IDEMPOTENCY_SCRIPT));
+
+/// KEYS[1] = the key's hash (`<p>:idem:<key>`: `fp`, then `status` and `body` once answered).
+/// ARGV[1] = the body fingerprint, [2] = `claim` | `finish` | `release`, [3] = TTL seconds,
+/// [4] = status, [5] = body (finish). Answers `{state, status?, body?}` with state `fresh`,
+/// `pending`, `mismatch` or `done`.
+const IDEMPOTENCY_SCRIPT: &str = r"
+local fp, op = ARGV[1], ARGV[2]
+local h = redis.call('HMGET', KEYS[1], 'fp', 'status', 'body')
+if op == 'claim' then
+  if not h[1] then
+    redis.call('HSET', KEYS[1], 'fp', fp)
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+    return {'fresh'}
+  end
+  if h[1] ~= fp then return {'mismatch'} end
+  if not h[2] then return {'pending'} end
+  return {'done', h[2], h[3]}
+end
+if h[1] ~= fp then return {'fresh'} end
+if op == 'finish' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[4], 'body', ARGV[5])
+elseif not h[2] then
+  redis.call('DEL', KEYS[1])
+end
+return {'fresh'}
+";
 
 /// Most index entries one page request scans (filters may skip many).
 const SCAN_CAP: usize = 5_000;
@@ -481,6 +508,40 @@ impl RedisStore {
             values.extend(hash.map(Option::unwrap_or_default));
         }
         Ok(Some(values))
+    }
+
+    /// See [`crate::store::Store::idempotency`].
+    pub(crate) async fn idempotency(
+        &self,
+        key: &str,
+        fingerprint: &str,
+        op: crate::store::IdempotencyOp,
+    ) -> Result<crate::store::Claim, StoreError> {
+        use crate::store::{Claim, IdempotencyOp};
+        let mut call = IDEMPOTENCY.key(format!("{}:idem:{key}", self.prefix()));
+        call.arg(fingerprint);
+        match op {
+            IdempotencyOp::Claim => call.arg("claim"),
+            IdempotencyOp::Release => call.arg("release"),
+            IdempotencyOp::Finish { status, body } => call
+                .arg("finish")
+                .arg(crate::store::IDEMPOTENCY_TTL_SECS)
+                .arg(status)
+                .arg(body),
+        };
+        call.arg(crate::store::IDEMPOTENCY_TTL_SECS);
+        let answer: Vec<String> = call
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(match answer.first().map(String::as_str) {
+            Some("pending") => Claim::InProgress,
+            Some("mismatch") => Claim::Mismatch,
+            Some("done") => Claim::Done {
+                status: answer.get(1).and_then(|s| s.parse().ok()).unwrap_or(200),
+                body: answer.get(2).cloned().unwrap_or_default(),
+            },
+            _ => Claim::Fresh,
+        })
     }
 
     /// Sets a conversation's unread count to 0 (with a `conversation_updated` event when it
