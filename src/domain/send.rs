@@ -206,7 +206,7 @@ impl OutgoingMessage {
             return Err(r.finish());
         };
         let client_type = client_type(&top, &mut r);
-        check_top_level_keys(&top, client_type, &mut r);
+        check_top_level_keys(&top, &mut r);
         let to = top.str_req("to", &mut r);
         let to = to.and_then(|s| r.parsed("to", ContactId::parse(s)));
         let from = top
@@ -515,7 +515,7 @@ impl<'a> Obj<'a> {
 
     /// Reports `key` as not allowed here, if present.
     fn forbid(&self, key: &str, rule: impl Into<String>, r: &mut Report) {
-        if self.map.contains_key(key) {
+        if self.has(key) {
             r.add(self.at(key), rule);
         }
     }
@@ -709,7 +709,8 @@ fn is_date(s: &str) -> bool {
 }
 
 /// Why `s` is not `""` or one emoji. ASCII and letters are text, except keycap bases (`1️⃣`,
-/// `#️⃣`: a digit, `#` or `*` followed by U+FE0F or U+20E3).
+/// `#️⃣`: a digit, `#` or `*` followed by U+FE0F or U+20E3) and the few emoji Unicode counts as
+/// letters (`ℹ️`, `Ⓜ️`, `🅰️`, `🅱️`, `🅾️`, `🅿️`).
 fn emoji_problem(s: &str) -> Option<String> {
     let chars: Vec<char> = s.chars().collect();
     let n = chars.len();
@@ -724,7 +725,9 @@ fn emoji_problem(s: &str) -> Option<String> {
     };
     let is_text = |i: usize| {
         let c = chars[i];
-        let wordy = c.is_ascii() || c.is_alphanumeric() || c.is_whitespace() || c.is_control();
+        let emoji_letter = matches!(c, '\u{2139}' | '\u{24c2}' | '\u{1f170}'..='\u{1f189}');
+        let letter = c.is_alphanumeric() && !emoji_letter;
+        let wordy = c.is_ascii() || letter || c.is_whitespace() || c.is_control();
         wordy && !keycap(i)
     };
     (0..n)
@@ -816,9 +819,13 @@ fn client_type<'a>(top: &Obj<'a>, r: &mut Report) -> Option<&'a str> {
     None
 }
 
-fn check_top_level_keys(top: &Obj, client_type: Option<&str>, r: &mut Report) {
+/// Reports keys other than the envelope's and the object named by `type` (even an unknown
+/// type: that mistake is reported once, on `type`).
+fn check_top_level_keys(top: &Obj, r: &mut Report) {
+    let raw_type = top.get("type").and_then(Value::as_str);
+    let client_type = raw_type.filter(|t| CLIENT_TYPES.contains(t));
     for key in top.map.keys().map(String::as_str) {
-        if TOP_LEVEL_KEYS.contains(&key) || Some(key) == client_type {
+        if TOP_LEVEL_KEYS.contains(&key) || Some(key) == raw_type {
             continue;
         }
         if CLIENT_TYPES.contains(&key) {
@@ -1432,7 +1439,8 @@ fn list_action(a: &Obj, r: &mut Report) -> Option<Value> {
             continue;
         };
         rows_total += rows.len();
-        check_count(r, &s.at("rows"), rows.len(), (1, MAX_ROWS), "row");
+        // The most rows is a limit on all sections together, checked below.
+        check_count(r, &s.at("rows"), rows.len(), (1, ANY_LENGTH), "row");
         let rows = list_rows(&s, rows, &mut row_ids, r);
         out.push(Out::new().put_opt("title", title).put("rows", rows).value());
     }
@@ -1517,14 +1525,9 @@ fn product_list_action(a: &Obj, r: &mut Report) -> Option<Value> {
             continue;
         };
         items_total += items.len();
-        let noun = "product item";
-        check_count(
-            r,
-            &s.at("product_items"),
-            items.len(),
-            (1, MAX_PRODUCT_ITEMS),
-            noun,
-        );
+        // The most items is a limit on all sections together, checked below.
+        let path = s.at("product_items");
+        check_count(r, &path, items.len(), (1, ANY_LENGTH), "product item");
         let items = s
             .objects("product_items", items, r)
             .into_iter()
@@ -2016,4 +2019,2001 @@ fn button_parameters(c: &Obj, sub_type: Option<&str>, r: &mut Report) -> Option<
             Some(Out::new().put("type", kind).put(kind, value).value())
         });
     Some(params.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const TO: &str = "15551234567";
+    const WAMID: &str = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA";
+
+    /// A client body of `kind` carrying `object`.
+    fn client(kind: &str, object: Value) -> Value {
+        let mut body = json!({"to": TO, "type": kind});
+        body[kind] = object;
+        body
+    }
+
+    /// Meta's body for a message of Meta type `kind` carrying `object` to [`TO`].
+    fn meta(kind: &str, object: Value) -> Value {
+        let mut body = json!({
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": TO,
+            "type": kind,
+        });
+        body[kind] = object;
+        body
+    }
+
+    #[track_caller]
+    fn parse(body: &Value) -> OutgoingMessage {
+        OutgoingMessage::parse(body).unwrap_or_else(|e| panic!("refused: {e:#?}"))
+    }
+
+    /// Parses `body` and checks it renders exactly `expected`.
+    #[track_caller]
+    fn sends(body: Value, expected: Value) -> OutgoingMessage {
+        let message = parse(&body);
+        assert_eq!(message.meta_body(), expected);
+        message
+    }
+
+    #[track_caller]
+    fn problems(body: Value) -> Vec<Invalid> {
+        match OutgoingMessage::parse(&body) {
+            Ok(m) => panic!("accepted: {}", m.meta_body()),
+            Err(problems) => problems,
+        }
+    }
+
+    /// `body` is refused for exactly one problem, on `field`, whose rule mentions `rule`.
+    #[track_caller]
+    fn refused(body: Value, field: &str, rule: &str) {
+        let problems = problems(body);
+        let [problem] = problems.as_slice() else {
+            panic!("expected one problem on {field}, got {problems:#?}");
+        };
+        assert_eq!(problem.field, field, "{problem:?}");
+        assert!(
+            problem.rule.contains(rule),
+            "{:?} does not mention {rule:?}",
+            problem.rule
+        );
+    }
+
+    fn interactive(object: Value) -> Value {
+        client("interactive", object)
+    }
+
+    fn buttons(buttons: Value) -> Value {
+        interactive(
+            json!({"type": "button", "body": {"text": "Pick one"}, "action": {"buttons": buttons}}),
+        )
+    }
+
+    fn reply(id: &str, title: &str) -> Value {
+        json!({"type": "reply", "reply": {"id": id, "title": title}})
+    }
+
+    fn list(sections: Value) -> Value {
+        interactive(
+            json!({"type": "list", "body": {"text": "Menu"}, "action": {"button": "Open", "sections": sections}}),
+        )
+    }
+
+    fn row(id: &str) -> Value {
+        json!({"id": id, "title": "Row"})
+    }
+
+    fn rows(prefix: &str, n: usize) -> Value {
+        Value::Array((0..n).map(|i| row(&format!("{prefix}{i}"))).collect())
+    }
+
+    fn flow(parameters: Value) -> Value {
+        interactive(
+            json!({"type": "flow", "body": {"text": "Sign up"}, "action": {"name": "flow", "parameters": parameters}}),
+        )
+    }
+
+    fn flow_parameters(extra: Value) -> Value {
+        let mut p =
+            json!({"flow_message_version": "3", "flow_id": "1234567890", "flow_cta": "Start"});
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            p[k] = v.clone();
+        }
+        p
+    }
+
+    fn template(components: Value) -> Value {
+        client(
+            "template",
+            json!({"name": "order_update", "language": {"code": "en_US"}, "components": components}),
+        )
+    }
+
+    fn product_list(sections: Value) -> Value {
+        client(
+            "product_list",
+            json!({
+                "header": {"type": "text", "text": "Our picks"},
+                "body": {"text": "Have a look"},
+                "action": {"catalog_id": "987654321", "sections": sections}
+            }),
+        )
+    }
+
+    fn items(n: usize) -> Value {
+        Value::Array(
+            (0..n)
+                .map(|i| json!({"product_retailer_id": format!("SKU-{i}")}))
+                .collect(),
+        )
+    }
+
+    fn card(name: &str) -> Value {
+        json!({"name": {"formatted_name": name, "first_name": name}})
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Every type renders Meta's body
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn text_with_preview_url_is_sent_as_meta_text() {
+        let m = sends(
+            client(
+                "text",
+                json!({"body": "See https://example.com", "preview_url": true}),
+            ),
+            meta(
+                "text",
+                json!({"body": "See https://example.com", "preview_url": true}),
+            ),
+        );
+        assert_eq!(m.kind, SendKind::Text);
+        assert_eq!(m.meta_type(), "text");
+        assert!(m.needs_window());
+        assert_eq!(m.summary(), "See https://example.com");
+    }
+
+    #[test]
+    fn image_by_id_with_caption() {
+        let m = sends(
+            client(
+                "image",
+                json!({"id": "1234567890", "caption": "Our new store"}),
+            ),
+            meta(
+                "image",
+                json!({"id": "1234567890", "caption": "Our new store"}),
+            ),
+        );
+        assert_eq!(
+            (m.kind, m.summary().as_str()),
+            (SendKind::Image, "Our new store")
+        );
+    }
+
+    #[test]
+    fn document_by_link_with_filename() {
+        let object =
+            json!({"link": "https://example.com/files/report.pdf", "filename": "report.pdf"});
+        let m = sends(client("document", object.clone()), meta("document", object));
+        assert_eq!(
+            (m.kind, m.summary().as_str()),
+            (SendKind::Document, "[document] report.pdf")
+        );
+    }
+
+    #[test]
+    fn audio_video_and_sticker() {
+        let m = sends(
+            client("audio", json!({"id": "111"})),
+            meta("audio", json!({"id": "111"})),
+        );
+        assert_eq!(
+            (m.kind, m.meta_type(), m.summary().as_str()),
+            (SendKind::Audio, "audio", "[audio]")
+        );
+        let video = json!({"link": "http://example.com/clip.mp4", "caption": "Tour"});
+        let m = sends(client("video", video.clone()), meta("video", video));
+        assert_eq!((m.kind, m.summary().as_str()), (SendKind::Video, "Tour"));
+        let sticker = json!({"link": "https://example.com/s.webp"});
+        let m = sends(client("sticker", sticker.clone()), meta("sticker", sticker));
+        assert_eq!(
+            (m.kind, m.summary().as_str()),
+            (SendKind::Sticker, "[sticker]")
+        );
+    }
+
+    #[test]
+    fn voice_shortcut_is_audio_with_voice_true() {
+        let m = sends(
+            client("voice", json!({"id": "222"})),
+            meta("audio", json!({"id": "222", "voice": true})),
+        );
+        assert_eq!(
+            (m.kind, m.meta_type(), m.summary().as_str()),
+            (SendKind::Voice, "audio", "[voice]")
+        );
+        // Meta's own form means the same.
+        let m = sends(
+            client("audio", json!({"id": "222", "voice": true})),
+            meta("audio", json!({"id": "222", "voice": true})),
+        );
+        assert_eq!(m.kind, SendKind::Voice);
+    }
+
+    #[test]
+    fn location_with_name_and_address() {
+        let object = json!({"latitude": 37.483307, "longitude": -122.148981, "name": "HQ", "address": "1 Hacker Way"});
+        let m = sends(client("location", object.clone()), meta("location", object));
+        assert_eq!(
+            (m.kind, m.summary().as_str()),
+            (SendKind::Location, "[location] HQ")
+        );
+        let bare = json!({"latitude": -90, "longitude": 180});
+        let m = sends(client("location", bare.clone()), meta("location", bare));
+        assert_eq!(m.summary(), "[location]");
+    }
+
+    #[test]
+    fn location_request_shortcut_is_an_interactive_location_request() {
+        let expected = meta(
+            "interactive",
+            json!({"type": "location_request_message", "body": {"text": "Where should we deliver?"}, "action": {"name": "send_location"}}),
+        );
+        let m = sends(
+            client(
+                "location_request",
+                json!({"body": {"text": "Where should we deliver?"}}),
+            ),
+            expected.clone(),
+        );
+        assert_eq!(m.kind, SendKind::LocationRequest);
+        assert_eq!(m.summary(), "Where should we deliver?");
+        let m = sends(
+            interactive(
+                json!({"type": "location_request_message", "body": {"text": "Where should we deliver?"}, "action": {"name": "send_location"}}),
+            ),
+            expected,
+        );
+        assert_eq!(m.kind, SendKind::LocationRequest);
+    }
+
+    #[test]
+    fn contacts_with_two_cards() {
+        let cards = json!([
+            {
+                "name": {"formatted_name": "Barbara Johnson", "first_name": "Barbara", "last_name": "Johnson"},
+                "phones": [{"phone": "+1 (940) 555-1234", "type": "WORK", "wa_id": "19405551234"}],
+                "emails": [{"email": "bjohnson@example.com", "type": "WORK"}],
+                "urls": [{"url": "https://example.com", "type": "WORK"}],
+                "addresses": [{"street": "1 Lucky Shrub Way", "city": "Austin", "country_code": "US", "type": "WORK"}],
+                "org": {"company": "Lucky Shrub", "title": "Manager"},
+                "birthday": "1999-02-28"
+            },
+            {"name": {"formatted_name": "Pablo M.", "first_name": "Pablo"}}
+        ]);
+        let m = sends(client("contacts", cards.clone()), meta("contacts", cards));
+        assert_eq!(
+            (m.kind, m.summary().as_str()),
+            (SendKind::Contacts, "[contacts] Barbara Johnson")
+        );
+    }
+
+    #[test]
+    fn interactive_buttons_with_image_header_and_footer() {
+        let object = json!({
+            "type": "button",
+            "header": {"type": "image", "image": {"link": "https://example.com/banner.png"}},
+            "body": {"text": "Change or cancel your appointment?"},
+            "footer": {"text": "Lucky Shrub"},
+            "action": {"buttons": [reply("change", "Change"), reply("cancel", "Cancel")]}
+        });
+        let m = sends(interactive(object.clone()), meta("interactive", object));
+        assert_eq!(m.kind, SendKind::Interactive);
+        assert_eq!(m.summary(), "Change or cancel your appointment?");
+    }
+
+    #[test]
+    fn list_with_two_sections() {
+        let object = json!({
+            "type": "list",
+            "header": {"type": "text", "text": "Shipping"},
+            "body": {"text": "Choose a speed"},
+            "footer": {"text": "Prices in USD"},
+            "action": {
+                "button": "Options",
+                "sections": [
+                    {"title": "Fast", "rows": [{"id": "priority", "title": "Priority", "description": "Next day"}]},
+                    {"title": "Slow", "rows": [{"id": "ground", "title": "Ground"}, {"id": "sea", "title": "Sea"}]}
+                ]
+            }
+        });
+        let m = sends(interactive(object.clone()), meta("interactive", object));
+        assert_eq!(
+            (m.kind, m.summary().as_str()),
+            (SendKind::Interactive, "Choose a speed")
+        );
+    }
+
+    #[test]
+    fn cta_url_button() {
+        let object = json!({
+            "type": "cta_url",
+            "header": {"type": "text", "text": "Offer"},
+            "body": {"text": "Tap to see our dates"},
+            "action": {"name": "cta_url", "parameters": {"display_text": "See dates", "url": "https://example.com/dates?x=1"}}
+        });
+        sends(interactive(object.clone()), meta("interactive", object));
+    }
+
+    #[test]
+    fn product_shortcut_and_interactive_form_send_the_same() {
+        let action = json!({"catalog_id": "194836987003835", "product_retailer_id": "SKU-1"});
+        let expected = meta(
+            "interactive",
+            json!({"type": "product", "body": {"text": "Back in stock"}, "action": action}),
+        );
+        let m = sends(
+            client(
+                "product",
+                json!({"body": {"text": "Back in stock"}, "action": action}),
+            ),
+            expected.clone(),
+        );
+        assert_eq!(m.kind, SendKind::Product);
+        let m = sends(
+            interactive(
+                json!({"type": "product", "body": {"text": "Back in stock"}, "action": action}),
+            ),
+            expected,
+        );
+        assert_eq!(m.kind, SendKind::Product);
+        // Body is optional for a single product.
+        let m = sends(
+            client("product", json!({"action": action})),
+            meta("interactive", json!({"type": "product", "action": action})),
+        );
+        assert_eq!(m.summary(), "[product]");
+    }
+
+    #[test]
+    fn product_list_shortcut() {
+        let sections = json!([
+            {"title": "Shrubs", "product_items": [{"product_retailer_id": "SKU-1"}, {"product_retailer_id": "SKU-2"}]},
+            {"title": "Trees", "product_items": [{"product_retailer_id": "SKU-3"}]}
+        ]);
+        let m = sends(
+            product_list(sections.clone()),
+            meta(
+                "interactive",
+                json!({
+                    "type": "product_list",
+                    "header": {"type": "text", "text": "Our picks"},
+                    "body": {"text": "Have a look"},
+                    "action": {"catalog_id": "987654321", "sections": sections}
+                }),
+            ),
+        );
+        assert_eq!(m.kind, SendKind::ProductList);
+    }
+
+    #[test]
+    fn catalog_shortcut_and_interactive_form() {
+        let m = sends(
+            client(
+                "catalog",
+                json!({"body": {"text": "Browse our catalog"}, "footer": {"text": "Free delivery"}}),
+            ),
+            meta(
+                "interactive",
+                json!({
+                    "type": "catalog_message",
+                    "body": {"text": "Browse our catalog"},
+                    "footer": {"text": "Free delivery"},
+                    "action": {"name": "catalog_message"}
+                }),
+            ),
+        );
+        assert_eq!(m.kind, SendKind::Catalog);
+        let object = json!({
+            "type": "catalog_message",
+            "body": {"text": "Browse our catalog"},
+            "action": {"name": "catalog_message", "parameters": {"thumbnail_product_retailer_id": "SKU-1"}}
+        });
+        let m = sends(interactive(object.clone()), meta("interactive", object));
+        assert_eq!(m.kind, SendKind::Catalog);
+    }
+
+    #[test]
+    fn flow_message() {
+        let object = json!({
+            "type": "flow",
+            "header": {"type": "text", "text": "Sign up"},
+            "body": {"text": "Join our loyalty club"},
+            "footer": {"text": "Takes a minute"},
+            "action": {"name": "flow", "parameters": {
+                "flow_message_version": "3",
+                "flow_token": "token-1",
+                "flow_id": "1234567890",
+                "flow_cta": "Join now",
+                "flow_action": "navigate",
+                "flow_action_payload": {"screen": "WELCOME", "data": {"name": "Pablo"}},
+                "mode": "draft"
+            }}
+        });
+        let m = sends(interactive(object.clone()), meta("interactive", object));
+        assert_eq!(m.kind, SendKind::Flow);
+        // By name, data exchange, no payload.
+        let p = json!({"flow_message_version": "3", "flow_name": "signup", "flow_cta": "Go", "flow_action": "data_exchange"});
+        sends(
+            flow(p.clone()),
+            meta(
+                "interactive",
+                json!({"type": "flow", "body": {"text": "Sign up"}, "action": {"name": "flow", "parameters": p}}),
+            ),
+        );
+    }
+
+    #[test]
+    fn template_with_header_image_body_parameters_and_buttons() {
+        let body = client(
+            "template",
+            json!({
+                "name": "order_update",
+                "language": {"code": "en_US", "policy": "deterministic"},
+                "components": [
+                    {"type": "header", "parameters": [{"type": "image", "image": {"id": "5555"}}]},
+                    {"type": "body", "parameters": [
+                        {"type": "text", "text": "Pablo"},
+                        {"type": "currency", "currency": {"fallback_value": "$100.99", "code": "USD", "amount_1000": 100990}},
+                        {"type": "date_time", "date_time": {"fallback_value": "February 25, 1977"}}
+                    ]},
+                    {"type": "button", "sub_type": "quick_reply", "index": 0, "parameters": [{"type": "payload", "payload": "STOP"}]},
+                    {"type": "button", "sub_type": "url", "index": "1", "parameters": [{"type": "text", "text": "order/42"}]}
+                ]
+            }),
+        );
+        let expected = meta(
+            "template",
+            json!({
+                "name": "order_update",
+                "language": {"code": "en_US", "policy": "deterministic"},
+                "components": [
+                    {"type": "header", "parameters": [{"type": "image", "image": {"id": "5555"}}]},
+                    {"type": "body", "parameters": [
+                        {"type": "text", "text": "Pablo"},
+                        {"type": "currency", "currency": {"fallback_value": "$100.99", "code": "USD", "amount_1000": 100990}},
+                        {"type": "date_time", "date_time": {"fallback_value": "February 25, 1977"}}
+                    ]},
+                    {"type": "button", "sub_type": "quick_reply", "index": "0", "parameters": [{"type": "payload", "payload": "STOP"}]},
+                    {"type": "button", "sub_type": "url", "index": "1", "parameters": [{"type": "text", "text": "order/42"}]}
+                ]
+            }),
+        );
+        let m = sends(body, expected);
+        assert_eq!((m.kind, m.meta_type()), (SendKind::Template, "template"));
+        assert!(!m.needs_window());
+        assert_eq!(m.summary(), "[template] order_update");
+    }
+
+    #[test]
+    fn template_without_components_named_parameters_location_header_and_copy_code() {
+        let object = json!({"name": "hello_world", "language": {"code": "en_US"}});
+        sends(client("template", object.clone()), meta("template", object));
+        let object = json!({
+            "name": "pickup_ready",
+            "language": {"code": "pt_BR"},
+            "components": [
+                {"type": "header", "parameters": [{"type": "location", "location": {"latitude": 1.5, "longitude": 2, "name": "Store"}}]},
+                {"type": "body", "parameters": [
+                    {"type": "text", "parameter_name": "first_name", "text": "Ana"},
+                    {"type": "text", "parameter_name": "order_id", "text": "42"}
+                ]},
+                {"type": "button", "sub_type": "copy_code", "index": "0", "parameters": [{"type": "coupon_code", "coupon_code": "SAVE15"}]},
+                {"type": "button", "sub_type": "flow", "index": "1", "parameters": [{"type": "action", "action": {"flow_token": "t"}}]}
+            ]
+        });
+        sends(client("template", object.clone()), meta("template", object));
+        let object = json!({
+            "name": "invoice",
+            "language": {"code": "en"},
+            "components": [{"type": "header", "parameters": [{"type": "document", "document": {"link": "https://example.com/i.pdf", "filename": "invoice.pdf"}}]}]
+        });
+        sends(client("template", object.clone()), meta("template", object));
+    }
+
+    #[test]
+    fn reaction_and_its_removal() {
+        let object = json!({"message_id": WAMID, "emoji": "\u{1f600}"});
+        let m = sends(client("reaction", object.clone()), meta("reaction", object));
+        assert_eq!(
+            (m.kind, m.summary().as_str()),
+            (SendKind::Reaction, "\u{1f600}")
+        );
+        let object = json!({"message_id": WAMID, "emoji": ""});
+        let m = sends(client("reaction", object.clone()), meta("reaction", object));
+        assert_eq!(m.summary(), "[reaction removed]");
+    }
+
+    #[test]
+    fn emoji_sequences_count_as_one_emoji() {
+        // Keycap, flag, skin tone, family (joined by ZWJ), copyright sign, emoji Unicode calls
+        // letters (blood type A, information, circled M).
+        for emoji in [
+            "\u{1f170}\u{fe0f}",
+            "\u{2139}\u{fe0f}",
+            "\u{24c2}\u{fe0f}",
+            "1\u{fe0f}\u{20e3}",
+            "#\u{20e3}",
+            "\u{1f1e7}\u{1f1f7}",
+            "\u{1f44d}\u{1f3fd}",
+            "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}\u{200d}\u{1f466}",
+            "\u{a9}\u{fe0f}",
+        ] {
+            parse(&client(
+                "reaction",
+                json!({"message_id": WAMID, "emoji": emoji}),
+            ));
+        }
+    }
+
+    #[test]
+    fn reply_to_becomes_context() {
+        let mut body = client("text", json!({"body": "Yes"}));
+        body["reply_to"] = json!(WAMID);
+        let mut expected = meta("text", json!({"body": "Yes"}));
+        expected["context"] = json!({"message_id": WAMID});
+        let m = sends(body, expected);
+        assert_eq!(
+            m.reply_to.map(|id| id.as_str().to_owned()).as_deref(),
+            Some(WAMID)
+        );
+    }
+
+    #[test]
+    fn bsuid_recipient_is_sent_as_recipient_instead_of_to() {
+        let body = json!({"to": "US.13491208655302741918", "type": "text", "text": {"body": "Your order has shipped"}});
+        let m = sends(
+            body,
+            json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "recipient": "US.13491208655302741918",
+                "type": "text",
+                "text": {"body": "Your order has shipped"}
+            }),
+        );
+        assert!(matches!(m.to, ContactId::User(_)));
+    }
+
+    #[test]
+    fn phone_in_any_form_is_sent_as_digits() {
+        let body = json!({"to": "+1 (555) 123-4567", "type": "text", "text": {"body": "Hi"}});
+        sends(body, meta("text", json!({"body": "Hi"})));
+    }
+
+    #[test]
+    fn envelope_options_are_kept() {
+        let mut body = client("text", json!({"body": "Hi"}));
+        body["biz_opaque_callback_data"] = json!("campaign-7");
+        body["from"] = json!("106540352242922");
+        body["outside_window"] = json!(true);
+        let mut expected = meta("text", json!({"body": "Hi"}));
+        expected["biz_opaque_callback_data"] = json!("campaign-7");
+        let m = sends(body, expected);
+        assert_eq!(m.from.as_deref(), Some("106540352242922"));
+        assert!(m.outside_window);
+        assert_eq!(m.biz_opaque_callback_data.as_deref(), Some("campaign-7"));
+        assert!(!parse(&client("text", json!({"body": "Hi"}))).outside_window);
+    }
+
+    #[test]
+    fn null_optional_fields_count_as_absent() {
+        let body = json!({"to": TO, "type": "text", "text": {"body": "Hi", "preview_url": null}, "reply_to": null, "from": null});
+        sends(body, meta("text", json!({"body": "Hi"})));
+    }
+
+    #[test]
+    fn debug_does_not_show_the_content() {
+        let m = parse(&client("text", json!({"body": "secret plans"})));
+        let debug = format!("{m:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(!debug.contains(TO), "{debug}");
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Envelope rules
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        refused(json!(["text"]), "", "must be an object (found array)");
+    }
+
+    #[test]
+    fn to_is_required_and_must_be_a_phone_or_bsuid() {
+        refused(
+            json!({"type": "text", "text": {"body": "Hi"}}),
+            "to",
+            "is required",
+        );
+        refused(
+            json!({"to": 15551234567u64, "type": "text", "text": {"body": "Hi"}}),
+            "to",
+            "must be a string (found number)",
+        );
+        refused(
+            json!({"to": "12345", "type": "text", "text": {"body": "Hi"}}),
+            "to",
+            "7-15 digits (found 5)",
+        );
+        refused(
+            json!({"to": "US.12:3", "type": "text", "text": {"body": "Hi"}}),
+            "to",
+            "business-scoped user id",
+        );
+    }
+
+    #[test]
+    fn from_must_be_a_phone_number_id() {
+        let mut body = client("text", json!({"body": "Hi"}));
+        body["from"] = json!("+1 555");
+        refused(body.clone(), "from", "1-32 digits");
+        body["from"] = json!("1".repeat(33));
+        refused(body, "from", "1-32 digits");
+    }
+
+    #[test]
+    fn reply_to_must_be_a_message_id() {
+        let mut body = client("text", json!({"body": "Hi"}));
+        body["reply_to"] = json!("wamid. x");
+        refused(body, "reply_to", "printable ASCII without spaces");
+    }
+
+    #[test]
+    fn reply_to_is_not_allowed_with_a_reaction() {
+        let mut body = client(
+            "reaction",
+            json!({"message_id": WAMID, "emoji": "\u{1f44d}"}),
+        );
+        body["reply_to"] = json!(WAMID);
+        refused(body, "reply_to", "not allowed with a reaction");
+    }
+
+    #[test]
+    fn callback_data_has_at_most_512_characters() {
+        let mut body = client("text", json!({"body": "Hi"}));
+        body["biz_opaque_callback_data"] = json!("é".repeat(513));
+        refused(
+            body,
+            "biz_opaque_callback_data",
+            "must have at most 512 characters (found 513)",
+        );
+    }
+
+    #[test]
+    fn outside_window_must_be_a_boolean() {
+        let mut body = client("text", json!({"body": "Hi"}));
+        body["outside_window"] = json!("yes");
+        refused(body, "outside_window", "must be a boolean (found string)");
+    }
+
+    #[test]
+    fn type_is_required_and_known_and_its_object_present() {
+        refused(json!({"to": TO}), "type", "is required");
+        refused(
+            json!({"to": TO, "type": "fax", "fax": {}}),
+            "type",
+            "must be one of text, image",
+        );
+        refused(
+            json!({"to": TO, "type": "text"}),
+            "text",
+            "is required when type is \"text\"",
+        );
+        refused(
+            json!({"to": TO, "type": "text", "text": "Hi"}),
+            "text",
+            "must be an object (found string)",
+        );
+    }
+
+    #[test]
+    fn unknown_and_other_type_keys_are_refused() {
+        let mut body = client("text", json!({"body": "Hi"}));
+        body["priority"] = json!("high");
+        refused(
+            body,
+            "priority",
+            "unknown field; expected one of to, from, reply_to",
+        );
+        let mut body = client("text", json!({"body": "Hi"}));
+        body["image"] = json!({"id": "1"});
+        refused(body, "image", "not allowed with type \"text\"");
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // text
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn text_body_has_1_to_4096_characters_and_is_not_blank() {
+        refused(
+            client("text", json!({"body": " \n"})),
+            "text.body",
+            "must not be empty or only whitespace",
+        );
+        refused(client("text", json!({})), "text.body", "is required");
+        refused(
+            client("text", json!({"body": "é".repeat(4097)})),
+            "text.body",
+            "must have at most 4096 characters (found 4097)",
+        );
+        parse(&client("text", json!({"body": "é".repeat(4096)})));
+    }
+
+    #[test]
+    fn text_fields_are_checked() {
+        refused(
+            client("text", json!({"body": "Hi", "preview_url": "yes"})),
+            "text.preview_url",
+            "must be a boolean",
+        );
+        refused(
+            client("text", json!({"body": "Hi", "bold": true})),
+            "text.bold",
+            "unknown field; expected one of body, preview_url",
+        );
+        refused(
+            client("text", json!({"body": 5})),
+            "text.body",
+            "must be a string (found number)",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // media
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn media_takes_exactly_one_of_id_or_link() {
+        refused(
+            client(
+                "image",
+                json!({"id": "1", "link": "https://example.com/a.png"}),
+            ),
+            "image",
+            "exactly one of id or link is required (found both)",
+        );
+        refused(
+            client("video", json!({"caption": "x"})),
+            "video",
+            "exactly one of id or link is required (found neither)",
+        );
+        refused(
+            client("image", json!({"id": "12 34"})),
+            "image.id",
+            "must not contain whitespace",
+        );
+        refused(
+            client("image", json!({"id": ""})),
+            "image.id",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn media_link_is_an_absolute_http_url() {
+        refused(
+            client("image", json!({"link": "ftp://example.com/a.png"})),
+            "image.link",
+            "http:// or https://",
+        );
+        refused(
+            client("image", json!({"link": "example.com/a.png"})),
+            "image.link",
+            "http:// or https://",
+        );
+        refused(
+            client("image", json!({"link": "https:///a.png"})),
+            "image.link",
+            "with a host",
+        );
+        refused(
+            client("image", json!({"link": "https://example.com/a b.png"})),
+            "image.link",
+            "without whitespace",
+        );
+        parse(&client(
+            "image",
+            json!({"link": "HTTPS://user@example.com:8443/a.png?x=1"}),
+        ));
+    }
+
+    #[test]
+    fn caption_only_on_image_video_and_document() {
+        refused(
+            client("audio", json!({"id": "1", "caption": "x"})),
+            "audio.caption",
+            "caption is not allowed on audio",
+        );
+        refused(
+            client("sticker", json!({"id": "1", "caption": "x"})),
+            "sticker.caption",
+            "caption is not allowed on sticker",
+        );
+        refused(
+            client("voice", json!({"id": "1", "caption": "x"})),
+            "voice.caption",
+            "caption is not allowed on voice",
+        );
+        refused(
+            client("image", json!({"id": "1", "caption": "a".repeat(1025)})),
+            "image.caption",
+            "must have at most 1024 characters (found 1025)",
+        );
+        parse(&client(
+            "document",
+            json!({"id": "1", "caption": "a".repeat(1024)}),
+        ));
+    }
+
+    #[test]
+    fn filename_only_on_document_and_voice_only_on_audio() {
+        refused(
+            client("image", json!({"id": "1", "filename": "a.png"})),
+            "image.filename",
+            "filename is allowed only on document",
+        );
+        refused(
+            client("document", json!({"id": "1", "filename": "a".repeat(241)})),
+            "document.filename",
+            "must have at most 240 characters (found 241)",
+        );
+        refused(
+            client("video", json!({"id": "1", "voice": true})),
+            "video.voice",
+            "voice is allowed only on audio",
+        );
+        refused(
+            client("audio", json!({"id": "1", "voice": "yes"})),
+            "audio.voice",
+            "must be a boolean",
+        );
+        refused(
+            client("voice", json!({"id": "1", "voice": true})),
+            "voice.voice",
+            "unknown field; expected one of id, link",
+        );
+        refused(
+            client("image", json!({"id": "1", "sha256": "x"})),
+            "image.sha256",
+            "unknown field",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // location
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn coordinates_are_json_numbers_in_range() {
+        refused(
+            client("location", json!({"latitude": 90.5, "longitude": 0})),
+            "location.latitude",
+            "between -90 and 90 (found 90.5)",
+        );
+        refused(
+            client("location", json!({"latitude": 0, "longitude": -181})),
+            "location.longitude",
+            "between -180 and 180 (found -181)",
+        );
+        refused(
+            client("location", json!({"latitude": "1.5", "longitude": 0})),
+            "location.latitude",
+            "numeric strings are not accepted",
+        );
+        refused(
+            client("location", json!({"latitude": 1})),
+            "location.longitude",
+            "is required",
+        );
+        refused(
+            client(
+                "location",
+                json!({"latitude": 1, "longitude": 2, "name": 3}),
+            ),
+            "location.name",
+            "must be a string",
+        );
+        refused(
+            client(
+                "location",
+                json!({"latitude": 1, "longitude": 2, "url": "x"}),
+            ),
+            "location.url",
+            "unknown field",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // contacts
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn contacts_is_an_array_of_1_to_257_cards() {
+        refused(
+            client("contacts", card("A")),
+            "contacts",
+            "must be an array of contact cards (found object)",
+        );
+        refused(
+            client("contacts", json!([])),
+            "contacts",
+            "must have at least 1 card (found 0)",
+        );
+        let many: Vec<Value> = (0..258).map(|_| card("A")).collect();
+        refused(
+            client("contacts", json!(many)),
+            "contacts",
+            "must have at most 257 cards (found 258)",
+        );
+        refused(
+            client("contacts", json!(["A"])),
+            "contacts[0]",
+            "must be an object (found string)",
+        );
+    }
+
+    #[test]
+    fn a_card_needs_a_formatted_name_and_one_more_name_part() {
+        refused(
+            client("contacts", json!([{"phones": []}])),
+            "contacts[0].name",
+            "is required",
+        );
+        refused(
+            client(
+                "contacts",
+                json!([card("A"), {"name": {"formatted_name": " ", "first_name": "B"}}]),
+            ),
+            "contacts[1].name.formatted_name",
+            "must not be empty",
+        );
+        refused(
+            client("contacts", json!([{"name": {"formatted_name": "Ana"}}])),
+            "contacts[0].name",
+            "at least one of first_name, last_name, middle_name, suffix, prefix",
+        );
+    }
+
+    #[test]
+    fn card_fields_have_meta_types() {
+        let with = |key: &str, value: Value| {
+            let mut c = card("Ana");
+            c[key] = value;
+            client("contacts", json!([c]))
+        };
+        refused(
+            with("birthday", json!("1999-02-29")),
+            "contacts[0].birthday",
+            "YYYY-MM-DD",
+        );
+        refused(
+            with("birthday", json!("28/02/1999")),
+            "contacts[0].birthday",
+            "YYYY-MM-DD",
+        );
+        refused(
+            with("phones", json!({"phone": "1"})),
+            "contacts[0].phones",
+            "must be an array",
+        );
+        refused(
+            with("phones", json!([{"phone": "1", "wa_id": 1}])),
+            "contacts[0].phones[0].wa_id",
+            "must be a string",
+        );
+        refused(
+            with("emails", json!(["a@example.com"])),
+            "contacts[0].emails[0]",
+            "must be an object",
+        );
+        refused(
+            with("org", json!("Acme")),
+            "contacts[0].org",
+            "must be an object",
+        );
+        refused(
+            with("nickname", json!("Ani")),
+            "contacts[0].nickname",
+            "unknown field; expected one of name, phones",
+        );
+        parse(&with("birthday", json!("2000-02-29")));
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // interactive: shared parts
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn interactive_type_is_one_of_meta_types() {
+        refused(
+            interactive(json!({"type": "carousel", "action": {}})),
+            "interactive.type",
+            "must be one of button, list, cta_url",
+        );
+        refused(
+            interactive(json!({"body": {"text": "x"}})),
+            "interactive.type",
+            "is required",
+        );
+    }
+
+    #[test]
+    fn body_is_required_and_has_at_most_1024_characters() {
+        refused(
+            interactive(json!({"type": "button", "action": {"buttons": [reply("a", "A")]}})),
+            "interactive.body",
+            "is required for a button message",
+        );
+        refused(
+            interactive(
+                json!({"type": "button", "body": {"text": "a".repeat(1025)}, "action": {"buttons": [reply("a", "A")]}}),
+            ),
+            "interactive.body.text",
+            "must have at most 1024 characters (found 1025)",
+        );
+        refused(
+            interactive(
+                json!({"type": "button", "body": {"text": "x", "emoji": true}, "action": {"buttons": [reply("a", "A")]}}),
+            ),
+            "interactive.body.emoji",
+            "unknown field",
+        );
+    }
+
+    #[test]
+    fn footer_and_header_text_have_at_most_60_characters() {
+        refused(
+            interactive(
+                json!({"type": "button", "body": {"text": "x"}, "footer": {"text": "a".repeat(61)}, "action": {"buttons": [reply("a", "A")]}}),
+            ),
+            "interactive.footer.text",
+            "must have at most 60 characters (found 61)",
+        );
+        refused(
+            interactive(
+                json!({"type": "button", "header": {"type": "text", "text": "a".repeat(61)}, "body": {"text": "x"}, "action": {"buttons": [reply("a", "A")]}}),
+            ),
+            "interactive.header.text",
+            "must have at most 60 characters (found 61)",
+        );
+    }
+
+    #[test]
+    fn header_is_text_or_media_without_caption() {
+        let with_header = |header: Value| {
+            interactive(
+                json!({"type": "button", "header": header, "body": {"text": "x"}, "action": {"buttons": [reply("a", "A")]}}),
+            )
+        };
+        refused(
+            with_header(json!({"type": "gif", "gif": {}})),
+            "interactive.header.type",
+            "must be one of text, image, video, document",
+        );
+        refused(
+            with_header(json!({"type": "image", "image": {"id": "1", "caption": "x"}})),
+            "interactive.header.image.caption",
+            "caption is not allowed in a header",
+        );
+        refused(
+            with_header(json!({"type": "video", "video": {}})),
+            "interactive.header.video",
+            "exactly one of id or link",
+        );
+        refused(
+            with_header(json!({"type": "image", "text": "x", "image": {"id": "1"}})),
+            "interactive.header.text",
+            "unknown field",
+        );
+        let document = json!({"type": "document", "document": {"id": "1", "filename": "menu.pdf"}});
+        parse(&with_header(document));
+    }
+
+    #[test]
+    fn action_must_be_an_object() {
+        refused(
+            interactive(json!({"type": "button", "body": {"text": "x"}, "action": "buttons"})),
+            "interactive.action",
+            "must be an object (found string)",
+        );
+        refused(
+            interactive(json!({"type": "button", "body": {"text": "x"}})),
+            "interactive.action",
+            "is required",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // interactive: reply buttons
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn one_to_three_buttons() {
+        let four = json!([
+            reply("a", "A"),
+            reply("b", "B"),
+            reply("c", "C"),
+            reply("d", "D")
+        ]);
+        refused(
+            buttons(four),
+            "interactive.action.buttons",
+            "must have at most 3 buttons (found 4)",
+        );
+        refused(
+            buttons(json!([])),
+            "interactive.action.buttons",
+            "must have at least 1 button (found 0)",
+        );
+        refused(
+            buttons(json!({"a": 1})),
+            "interactive.action.buttons",
+            "must be an array (found object)",
+        );
+    }
+
+    #[test]
+    fn button_title_has_1_to_20_characters_and_id_1_to_256() {
+        refused(
+            buttons(json!([reply("a", &"t".repeat(21))])),
+            "interactive.action.buttons[0].reply.title",
+            "must have at most 20 characters (found 21)",
+        );
+        refused(
+            buttons(json!([reply("a", "")])),
+            "interactive.action.buttons[0].reply.title",
+            "must not be empty",
+        );
+        refused(
+            buttons(json!([reply("a", "A"), reply(&"i".repeat(257), "B")])),
+            "interactive.action.buttons[1].reply.id",
+            "must have at most 256 characters (found 257)",
+        );
+        refused(
+            buttons(json!([reply(" a", "A")])),
+            "interactive.action.buttons[0].reply.id",
+            "leading or trailing spaces",
+        );
+        refused(
+            buttons(json!([reply("", "A")])),
+            "interactive.action.buttons[0].reply.id",
+            "must not be empty",
+        );
+    }
+
+    #[test]
+    fn button_ids_and_titles_are_unique() {
+        refused(
+            buttons(json!([reply("a", "A"), reply("a", "B")])),
+            "interactive.action.buttons[1].reply.id",
+            "must be unique within the message (same as interactive.action.buttons[0].reply.id)",
+        );
+        refused(
+            buttons(json!([
+                reply("a", "Yes"),
+                reply("b", "No"),
+                reply("c", "Yes")
+            ])),
+            "interactive.action.buttons[2].reply.title",
+            "must be unique",
+        );
+    }
+
+    #[test]
+    fn button_type_is_reply() {
+        let button = json!({"type": "url", "reply": {"id": "a", "title": "A"}});
+        refused(
+            buttons(json!([button])),
+            "interactive.action.buttons[0].type",
+            "must be \"reply\" (found \"url\")",
+        );
+        let button = json!({"type": "reply", "reply": {"id": "a", "title": "A", "url": "x"}});
+        refused(
+            buttons(json!([button])),
+            "interactive.action.buttons[0].reply.url",
+            "unknown field",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // interactive: list
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn list_header_is_text_only() {
+        let object = json!({
+            "type": "list",
+            "header": {"type": "image", "image": {"id": "1"}},
+            "body": {"text": "Menu"},
+            "action": {"button": "Open", "sections": [{"rows": [row("a")]}]}
+        });
+        refused(
+            interactive(object),
+            "interactive.header.type",
+            "must be \"text\" for a list message (found \"image\")",
+        );
+    }
+
+    #[test]
+    fn list_button_has_at_most_20_characters() {
+        let object = json!({"type": "list", "body": {"text": "Menu"}, "action": {"button": "b".repeat(21), "sections": [{"rows": [row("a")]}]}});
+        refused(
+            interactive(object),
+            "interactive.action.button",
+            "must have at most 20 characters (found 21)",
+        );
+    }
+
+    #[test]
+    fn list_has_1_to_10_sections_each_titled_when_several() {
+        let sections: Vec<Value> = (0..11)
+            .map(|i| json!({"title": format!("S{i}"), "rows": [row(&format!("r{i}"))]}))
+            .collect();
+        let problems = problems(list(json!(sections)));
+        assert!(
+            problems.contains(&Invalid {
+                field: "interactive.action.sections".into(),
+                rule: "must have at most 10 sections (found 11)".into(),
+            }),
+            "{problems:#?}"
+        );
+        refused(
+            list(json!([])),
+            "interactive.action.sections",
+            "must have at least 1 section (found 0)",
+        );
+        refused(
+            list(json!([{"title": "A", "rows": [row("a")]}, {"rows": [row("b")]}])),
+            "interactive.action.sections[1].title",
+            "is required when there is more than one section",
+        );
+        refused(
+            list(json!([{"title": "t".repeat(25), "rows": [row("a")]}])),
+            "interactive.action.sections[0].title",
+            "must have at most 24 characters (found 25)",
+        );
+        // One untitled section is fine.
+        parse(&list(json!([{"rows": [row("a")]}])));
+    }
+
+    #[test]
+    fn list_has_1_to_10_rows_in_total() {
+        refused(
+            list(json!([{"rows": rows("a", 11)}])),
+            "interactive.action.sections",
+            "must have at most 10 rows in total (found 11)",
+        );
+        refused(
+            list(
+                json!([{"title": "A", "rows": rows("a", 6)}, {"title": "B", "rows": rows("b", 5)}]),
+            ),
+            "interactive.action.sections",
+            "must have at most 10 rows in total (found 11)",
+        );
+        refused(
+            list(json!([{"title": "A", "rows": []}])),
+            "interactive.action.sections[0].rows",
+            "must have at least 1 row (found 0)",
+        );
+        parse(&list(
+            json!([{"title": "A", "rows": rows("a", 5)}, {"title": "B", "rows": rows("b", 5)}]),
+        ));
+    }
+
+    #[test]
+    fn row_limits_and_unique_ids() {
+        let one = |row: Value| list(json!([{"rows": [row]}]));
+        refused(
+            one(json!({"id": "i".repeat(201), "title": "T"})),
+            "interactive.action.sections[0].rows[0].id",
+            "must have at most 200 characters (found 201)",
+        );
+        refused(
+            one(json!({"id": "a", "title": "t".repeat(25)})),
+            "interactive.action.sections[0].rows[0].title",
+            "must have at most 24 characters (found 25)",
+        );
+        refused(
+            one(json!({"id": "a", "title": "T", "description": "d".repeat(73)})),
+            "interactive.action.sections[0].rows[0].description",
+            "must have at most 72 characters (found 73)",
+        );
+        refused(
+            one(json!({"title": "T"})),
+            "interactive.action.sections[0].rows[0].id",
+            "is required",
+        );
+        refused(
+            list(json!([{"title": "A", "rows": [row("x")]}, {"title": "B", "rows": [row("x")]}])),
+            "interactive.action.sections[1].rows[0].id",
+            "must be unique",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // interactive: cta_url, location request, product, product list, catalog
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn cta_url_rules() {
+        let cta = |name: &str, text: &str, url: &str| {
+            interactive(
+                json!({"type": "cta_url", "body": {"text": "x"}, "action": {"name": name, "parameters": {"display_text": text, "url": url}}}),
+            )
+        };
+        refused(
+            cta("cta_url", &"d".repeat(21), "https://example.com"),
+            "interactive.action.parameters.display_text",
+            "must have at most 20 characters (found 21)",
+        );
+        refused(
+            cta("cta_url", "Go", "mailto:a@example.com"),
+            "interactive.action.parameters.url",
+            "http:// or https://",
+        );
+        refused(
+            cta("url", "Go", "https://example.com"),
+            "interactive.action.name",
+            "must be \"cta_url\" (found \"url\")",
+        );
+    }
+
+    #[test]
+    fn location_request_rules() {
+        refused(
+            client(
+                "location_request",
+                json!({"body": {"text": "a".repeat(1025)}}),
+            ),
+            "location_request.body.text",
+            "must have at most 1024 characters (found 1025)",
+        );
+        refused(
+            client("location_request", json!({})),
+            "location_request.body",
+            "is required for a location_request_message message",
+        );
+        refused(
+            client(
+                "location_request",
+                json!({"body": {"text": "x"}, "header": {"type": "text", "text": "h"}}),
+            ),
+            "location_request.header",
+            "header is not allowed on a location_request_message message",
+        );
+        refused(
+            client(
+                "location_request",
+                json!({"body": {"text": "x"}, "footer": {"text": "f"}}),
+            ),
+            "location_request.footer",
+            "footer is not allowed",
+        );
+        refused(
+            interactive(
+                json!({"type": "location_request_message", "body": {"text": "x"}, "action": {"name": "send"}}),
+            ),
+            "interactive.action.name",
+            "must be \"send_location\"",
+        );
+        refused(
+            client(
+                "location_request",
+                json!({"type": "location_request_message", "body": {"text": "x"}}),
+            ),
+            "location_request.type",
+            "unknown field",
+        );
+    }
+
+    #[test]
+    fn product_rules() {
+        refused(
+            client("product", json!({"action": {"catalog_id": "1"}})),
+            "product.action.product_retailer_id",
+            "is required",
+        );
+        refused(
+            client("product", json!({"action": {"product_retailer_id": "SKU"}})),
+            "product.action.catalog_id",
+            "is required",
+        );
+        refused(
+            client(
+                "product",
+                json!({"header": {"type": "text", "text": "h"}, "action": {"catalog_id": "1", "product_retailer_id": "SKU"}}),
+            ),
+            "product.header",
+            "header is not allowed on a product message",
+        );
+    }
+
+    #[test]
+    fn product_list_rules() {
+        refused(
+            client(
+                "product_list",
+                json!({"body": {"text": "x"}, "action": {"catalog_id": "1", "sections": [{"title": "A", "product_items": items(1)}]}}),
+            ),
+            "product_list.header",
+            "is required for a product_list message",
+        );
+        refused(
+            client(
+                "product_list",
+                json!({"header": {"type": "text", "text": "h"}, "action": {"catalog_id": "1", "sections": [{"title": "A", "product_items": items(1)}]}}),
+            ),
+            "product_list.body",
+            "is required",
+        );
+        refused(
+            product_list(json!([{"product_items": items(1)}])),
+            "product_list.action.sections[0].title",
+            "is required",
+        );
+        refused(
+            product_list(
+                json!([{"title": "A", "product_items": items(16)}, {"title": "B", "product_items": items(15)}]),
+            ),
+            "product_list.action.sections",
+            "must have at most 30 product items in total (found 31)",
+        );
+        refused(
+            product_list(json!([{"title": "A", "product_items": items(31)}])),
+            "product_list.action.sections",
+            "must have at most 30 product items in total (found 31)",
+        );
+        refused(
+            product_list(json!([{"title": "A", "product_items": []}])),
+            "product_list.action.sections[0].product_items",
+            "at least 1 product item",
+        );
+        let sections: Vec<Value> = (0..11)
+            .map(|i| json!({"title": format!("S{i}"), "product_items": items(1)}))
+            .collect();
+        refused(
+            product_list(json!(sections)),
+            "product_list.action.sections",
+            "must have at most 10 sections (found 11)",
+        );
+        refused(
+            product_list(
+                json!([{"title": "A", "product_items": [{"product_retailer_id": "x", "id": "x"}]}]),
+            ),
+            "product_list.action.sections[0].product_items[0].id",
+            "unknown field",
+        );
+    }
+
+    #[test]
+    fn catalog_rules() {
+        refused(
+            client(
+                "catalog",
+                json!({"body": {"text": "x"}, "header": {"type": "text", "text": "h"}}),
+            ),
+            "catalog.header",
+            "header is not allowed on a catalog_message message",
+        );
+        refused(
+            client("catalog", json!({"footer": {"text": "x"}})),
+            "catalog.body",
+            "is required",
+        );
+        refused(
+            client(
+                "catalog",
+                json!({"body": {"text": "x"}, "action": {"name": "catalog_message", "parameters": {"thumbnail": "SKU"}}}),
+            ),
+            "catalog.action.parameters.thumbnail",
+            "unknown field",
+        );
+        refused(
+            interactive(
+                json!({"type": "catalog_message", "body": {"text": "x"}, "action": {"name": "catalog"}}),
+            ),
+            "interactive.action.name",
+            "must be \"catalog_message\"",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // interactive: flow
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn flow_version_is_3_and_cta_has_at_most_20_characters() {
+        refused(
+            flow(flow_parameters(json!({"flow_message_version": "2"}))),
+            "interactive.action.parameters.flow_message_version",
+            "must be \"3\" (found \"2\")",
+        );
+        refused(
+            flow(flow_parameters(json!({"flow_cta": "c".repeat(21)}))),
+            "interactive.action.parameters.flow_cta",
+            "must have at most 20 characters (found 21)",
+        );
+    }
+
+    #[test]
+    fn flow_is_named_by_exactly_one_of_id_or_name() {
+        refused(
+            flow(flow_parameters(json!({"flow_name": "signup"}))),
+            "interactive.action.parameters",
+            "exactly one of flow_id or flow_name is required (found both)",
+        );
+        refused(
+            flow(json!({"flow_message_version": "3", "flow_cta": "Go"})),
+            "interactive.action.parameters",
+            "exactly one of flow_id or flow_name is required (found neither)",
+        );
+    }
+
+    #[test]
+    fn flow_action_mode_and_payload() {
+        refused(
+            flow(flow_parameters(json!({"flow_action": "open"}))),
+            "interactive.action.parameters.flow_action",
+            "must be one of navigate, data_exchange (found \"open\")",
+        );
+        refused(
+            flow(flow_parameters(json!({"mode": "live"}))),
+            "interactive.action.parameters.mode",
+            "must be one of published, draft",
+        );
+        refused(
+            flow(flow_parameters(
+                json!({"flow_action": "data_exchange", "flow_action_payload": {"screen": "A"}}),
+            )),
+            "interactive.action.parameters.flow_action_payload",
+            "not allowed when flow_action is \"data_exchange\"",
+        );
+        refused(
+            flow(flow_parameters(
+                json!({"flow_action_payload": {"data": {"a": 1}}}),
+            )),
+            "interactive.action.parameters.flow_action_payload.screen",
+            "is required",
+        );
+        refused(
+            flow(flow_parameters(
+                json!({"flow_action_payload": {"screen": "A", "data": {}}}),
+            )),
+            "interactive.action.parameters.flow_action_payload.data",
+            "must not be an empty object",
+        );
+        refused(
+            flow(flow_parameters(json!({"flow_json": "{}"}))),
+            "interactive.action.parameters.flow_json",
+            "unknown field",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // template
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn template_name_is_lowercase_letters_digits_and_underscores() {
+        let named = |name: &str| {
+            client(
+                "template",
+                json!({"name": name, "language": {"code": "en_US"}}),
+            )
+        };
+        refused(
+            named("Order-Update"),
+            "template.name",
+            "lowercase letters, digits or underscores",
+        );
+        refused(named(""), "template.name", "1-512");
+        refused(
+            named(&"a".repeat(513)),
+            "template.name",
+            "must have at most 512 characters (found 513)",
+        );
+    }
+
+    #[test]
+    fn template_language_code_is_required() {
+        refused(
+            client("template", json!({"name": "hello_world"})),
+            "template.language",
+            "is required",
+        );
+        refused(
+            client("template", json!({"name": "hello_world", "language": {}})),
+            "template.language.code",
+            "is required",
+        );
+        refused(
+            client(
+                "template",
+                json!({"name": "hello_world", "language": {"code": "en_US", "policy": "fallback"}}),
+            ),
+            "template.language.policy",
+            "must be one of deterministic (found \"fallback\")",
+        );
+        refused(
+            client(
+                "template",
+                json!({"name": "hello_world", "language": "en_US"}),
+            ),
+            "template.language",
+            "must be an object",
+        );
+    }
+
+    #[test]
+    fn template_component_types() {
+        refused(
+            template(json!([{"type": "footer", "parameters": []}])),
+            "template.components[0].type",
+            "footer is never sent",
+        );
+        refused(
+            template(json!([{"type": "carousel", "cards": []}])),
+            "template.components[0].type",
+            "must be one of header, body, button",
+        );
+        refused(
+            template(
+                json!([{"type": "body", "parameters": [{"type": "text", "text": "a"}]}, {"type": "body", "parameters": [{"type": "text", "text": "b"}]}]),
+            ),
+            "template.components[1]",
+            "must not repeat the body component",
+        );
+        refused(
+            template(json!({"type": "body"})),
+            "template.components",
+            "must be an array",
+        );
+        refused(
+            template(json!([{"type": "body"}])),
+            "template.components[0].parameters",
+            "is required",
+        );
+    }
+
+    #[test]
+    fn template_header_takes_one_parameter_of_a_header_type() {
+        let header = |params: Value| template(json!([{"type": "header", "parameters": params}]));
+        refused(
+            header(json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}])),
+            "template.components[0].parameters",
+            "must have at most 1 parameter (found 2)",
+        );
+        refused(
+            header(json!([{"type": "text", "text": "a".repeat(61)}])),
+            "template.components[0].parameters[0].text",
+            "must have at most 60 characters (found 61)",
+        );
+        refused(
+            header(json!([{"type": "currency", "currency": {}}])),
+            "template.components[0].parameters[0].type",
+            "must be one of text, image, video, document, location in a header",
+        );
+        refused(
+            header(
+                json!([{"type": "image", "image": {"link": "https://example.com/a.png", "caption": "x"}}]),
+            ),
+            "template.components[0].parameters[0].image.caption",
+            "caption is not allowed in a header",
+        );
+        refused(
+            header(json!([{"type": "location", "location": {"latitude": 100, "longitude": 0}}])),
+            "template.components[0].parameters[0].location.latitude",
+            "between -90 and 90",
+        );
+    }
+
+    #[test]
+    fn template_body_parameters() {
+        let body = |params: Value| {
+            template(
+                json!([{"type": "body", "parameters": params}, {"type": "header", "parameters": [{"type": "text", "text": "h"}]}]),
+            )
+        };
+        refused(
+            body(json!([{"type": "text", "text": ""}])),
+            "template.components[0].parameters[0].text",
+            "must not be empty",
+        );
+        refused(
+            body(json!([{"type": "text", "text": "a".repeat(1025)}])),
+            "template.components[0].parameters[0].text",
+            "must have at most 1024 characters (found 1025)",
+        );
+        refused(
+            body(json!([{"type": "image", "image": {"id": "1"}}])),
+            "template.components[0].parameters[0].type",
+            "must be one of text, currency, date_time in a body",
+        );
+        refused(
+            body(json!([{"type": "text", "text": "a", "parameter_name": "First Name"}])),
+            "template.components[0].parameters[0].parameter_name",
+            "lowercase letters, digits and underscores",
+        );
+        refused(
+            body(
+                json!([{"type": "text", "text": "a", "parameter_name": "first"}, {"type": "text", "text": "b"}]),
+            ),
+            "template.components[0].parameters",
+            "parameter_name on all text parameters or on none (found 1 of 2)",
+        );
+        refused(
+            body(json!([])),
+            "template.components[0].parameters",
+            "must have at least 1 parameter (found 0)",
+        );
+        // A body alone may carry up to 32768 characters in a parameter.
+        let alone = template(
+            json!([{"type": "body", "parameters": [{"type": "text", "text": "a".repeat(32768)}]}]),
+        );
+        parse(&alone);
+        let too_long = template(
+            json!([{"type": "body", "parameters": [{"type": "text", "text": "a".repeat(32769)}]}]),
+        );
+        refused(
+            too_long,
+            "template.components[0].parameters[0].text",
+            "must have at most 32768 characters (found 32769)",
+        );
+    }
+
+    #[test]
+    fn template_currency_and_date_time() {
+        let currency = |c: Value| {
+            template(json!([{"type": "body", "parameters": [{"type": "currency", "currency": c}]}]))
+        };
+        refused(
+            currency(json!({"fallback_value": "$1", "code": "usd", "amount_1000": 1000})),
+            "template.components[0].parameters[0].currency.code",
+            "3-letter ISO 4217 code",
+        );
+        refused(
+            currency(json!({"fallback_value": "$1", "code": "USD", "amount_1000": 1.5})),
+            "template.components[0].parameters[0].currency.amount_1000",
+            "must be an integer",
+        );
+        refused(
+            currency(json!({"code": "USD", "amount_1000": 1000})),
+            "template.components[0].parameters[0].currency.fallback_value",
+            "is required",
+        );
+        refused(
+            template(
+                json!([{"type": "body", "parameters": [{"type": "date_time", "date_time": {}}]}]),
+            ),
+            "template.components[0].parameters[0].date_time.fallback_value",
+            "is required",
+        );
+    }
+
+    #[test]
+    fn template_button_index_and_sub_type() {
+        let button = |sub_type: &str, index: Value| {
+            template(
+                json!([{"type": "button", "sub_type": sub_type, "index": index, "parameters": [{"type": "payload", "payload": "P"}]}]),
+            )
+        };
+        refused(
+            button("quick_reply", json!(10)),
+            "template.components[0].index",
+            "0-9",
+        );
+        refused(
+            button("quick_reply", json!("first")),
+            "template.components[0].index",
+            "0-9",
+        );
+        refused(
+            button("quick_reply", json!(-1)),
+            "template.components[0].index",
+            "0-9",
+        );
+        refused(
+            button("call", json!(0)),
+            "template.components[0].sub_type",
+            "must be one of quick_reply, url, copy_code",
+        );
+        refused(
+            template(
+                json!([{"type": "button", "index": 0, "parameters": [{"type": "payload", "payload": "P"}]}]),
+            ),
+            "template.components[0].sub_type",
+            "is required",
+        );
+        refused(
+            template(json!([
+                {"type": "button", "sub_type": "quick_reply", "index": 0, "parameters": [{"type": "payload", "payload": "A"}]},
+                {"type": "button", "sub_type": "quick_reply", "index": "0", "parameters": [{"type": "payload", "payload": "B"}]}
+            ])),
+            "template.components[1]",
+            "must not repeat the button 0 component",
+        );
+    }
+
+    #[test]
+    fn template_button_parameters() {
+        let button = |sub_type: &str, params: Value| {
+            template(
+                json!([{"type": "button", "sub_type": sub_type, "index": "0", "parameters": params}]),
+            )
+        };
+        refused(
+            button("quick_reply", json!([{"type": "text", "payload": "x"}])),
+            "template.components[0].parameters[0].type",
+            "must be \"payload\" (found \"text\")",
+        );
+        refused(
+            button("quick_reply", json!([{"type": "payload", "payload": ""}])),
+            "template.components[0].parameters[0].payload",
+            "must not be empty",
+        );
+        refused(
+            button("url", json!([{"type": "text", "text": " "}])),
+            "template.components[0].parameters[0].text",
+            "must not be empty",
+        );
+        refused(
+            template(json!([{"type": "button", "sub_type": "url", "index": "0"}])),
+            "template.components[0].parameters",
+            "is required",
+        );
+        refused(
+            button(
+                "url",
+                json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]),
+            ),
+            "template.components[0].parameters",
+            "must have at most 1 parameter (found 2)",
+        );
+        refused(
+            button(
+                "copy_code",
+                json!([{"type": "coupon_code", "coupon_code": "C".repeat(16)}]),
+            ),
+            "template.components[0].parameters[0].coupon_code",
+            "must have at most 15 characters (found 16)",
+        );
+        refused(
+            button("flow", json!([{"action": {}}])),
+            "template.components[0].parameters[0].type",
+            "is required",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // reaction
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn reaction_needs_a_message_id_and_one_emoji() {
+        refused(
+            client("reaction", json!({"emoji": "\u{1f44d}"})),
+            "reaction.message_id",
+            "is required",
+        );
+        refused(
+            client(
+                "reaction",
+                json!({"message_id": "wamid. x", "emoji": "\u{1f44d}"}),
+            ),
+            "reaction.message_id",
+            "printable ASCII",
+        );
+        refused(
+            client("reaction", json!({"message_id": WAMID})),
+            "reaction.emoji",
+            "is required",
+        );
+        refused(
+            client("reaction", json!({"message_id": WAMID, "emoji": "ok"})),
+            "reaction.emoji",
+            "must be one emoji",
+        );
+        refused(
+            client(
+                "reaction",
+                json!({"message_id": WAMID, "emoji": "\u{1f44d} "}),
+            ),
+            "reaction.emoji",
+            "must be one emoji",
+        );
+        refused(
+            client("reaction", json!({"message_id": WAMID, "emoji": "日"})),
+            "reaction.emoji",
+            "must be one emoji",
+        );
+        refused(
+            client(
+                "reaction",
+                json!({"message_id": WAMID, "emoji": "\u{1f44d}".repeat(11)}),
+            ),
+            "reaction.emoji",
+            "at most 10 characters (found 11)",
+        );
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Several problems at once
+    // ---------------------------------------------------------------------------------------------
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let body = json!({
+            "to": "12",
+            "from": "abc",
+            "reply_to": "",
+            "type": "interactive",
+            "extra": 1,
+            "biz_opaque_callback_data": "x".repeat(600),
+            "interactive": {
+                "type": "button",
+                "header": {"type": "text", "text": "h".repeat(61)},
+                "body": {"text": ""},
+                "footer": {"text": "f".repeat(61)},
+                "action": {"buttons": [reply("a", &"t".repeat(21)), reply("a", "B"), reply("c", "C"), reply("d", "D")]}
+            }
+        });
+        let fields: Vec<String> = problems(body).into_iter().map(|p| p.field).collect();
+        for expected in [
+            "to",
+            "from",
+            "reply_to",
+            "extra",
+            "biz_opaque_callback_data",
+            "interactive.header.text",
+            "interactive.body.text",
+            "interactive.footer.text",
+            "interactive.action.buttons",
+            "interactive.action.buttons[0].reply.title",
+            "interactive.action.buttons[1].reply.id",
+        ] {
+            assert!(
+                fields.iter().any(|f| f == expected),
+                "{expected} missing from {fields:#?}"
+            );
+        }
+        assert_eq!(fields.len(), 11, "{fields:#?}");
+    }
+
+    #[test]
+    fn problems_in_several_cards_and_components_are_all_reported() {
+        let body = client(
+            "contacts",
+            json!([{"name": {"formatted_name": ""}}, {"birthday": "x"}]),
+        );
+        let fields: Vec<String> = problems(body).into_iter().map(|p| p.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "contacts[0].name.formatted_name",
+                "contacts[0].name",
+                "contacts[1].name",
+                "contacts[1].birthday"
+            ],
+        );
+    }
 }
