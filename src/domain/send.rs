@@ -102,23 +102,39 @@ pub struct Invalid {
 /// [`SendKind::Voice`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SendKind {
+    /// A text message.
     Text,
+    /// An image, with an optional caption.
     Image,
+    /// A video, with an optional caption.
     Video,
+    /// An audio file.
     Audio,
+    /// A voice note: Meta audio with `"voice": true`.
     Voice,
+    /// A document, with an optional caption and filename.
     Document,
+    /// A sticker.
     Sticker,
+    /// A map pin.
     Location,
+    /// An interactive `location_request_message`: asks the user to share their location.
     LocationRequest,
+    /// Contact cards.
     Contacts,
     /// Reply buttons, a list or a `cta_url` button.
     Interactive,
+    /// An approved template: the only kind Meta accepts outside the 24-hour window.
     Template,
+    /// A reaction to an earlier message, or its removal.
     Reaction,
+    /// An interactive single-product message.
     Product,
+    /// An interactive multi-product message.
     ProductList,
+    /// An interactive `catalog_message`.
     Catalog,
+    /// An interactive WhatsApp Flow.
     Flow,
 }
 
@@ -870,10 +886,12 @@ fn type_object(top: &Obj, client_type: &str, r: &mut Report) -> Option<Built> {
         "voice" => voice_message(&o, r),
         "location" => location_message(&o, r),
         "interactive" => interactive_message(&o, r),
-        "location_request" => interactive_object(Ia::LocationRequest, &o, Form::Shortcut, r),
-        "product" => interactive_object(Ia::Product, &o, Form::Shortcut, r),
-        "product_list" => interactive_object(Ia::ProductList, &o, Form::Shortcut, r),
-        "catalog" => interactive_object(Ia::Catalog, &o, Form::Shortcut, r),
+        "location_request" => {
+            interactive_object(InteractiveType::LocationRequest, &o, Form::Shortcut, r)
+        }
+        "product" => interactive_object(InteractiveType::Product, &o, Form::Shortcut, r),
+        "product_list" => interactive_object(InteractiveType::ProductList, &o, Form::Shortcut, r),
+        "catalog" => interactive_object(InteractiveType::Catalog, &o, Form::Shortcut, r),
         "template" => template_message(&o, r),
         "reaction" => reaction_message(&o, r),
         _ => None,
@@ -1091,7 +1109,8 @@ fn contact_name(o: &Obj, r: &mut Report) -> Option<(Value, String)> {
 }
 
 /// An object whose fields are all strings (Meta's name, phone, email, url, address and org
-/// objects); `null` fields are left out.
+/// objects); `null` fields are left out. Any key is kept: Meta documents several optional ones
+/// per object (`wa_id`, `country_code`, `department`…) and these objects only describe a card.
 fn string_fields(o: &Obj, r: &mut Report) -> Value {
     let mut out = Map::new();
     for (key, value) in o.map {
@@ -1137,7 +1156,7 @@ fn reaction_message(o: &Obj, r: &mut Report) -> Option<Built> {
 
 /// An interactive message type.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Ia {
+enum InteractiveType {
     Button,
     List,
     CtaUrl,
@@ -1176,7 +1195,7 @@ const INTERACTIVE_TYPES: [&str; 8] = [
     "flow",
 ];
 
-impl Ia {
+impl InteractiveType {
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "button" => Self::Button,
@@ -1246,7 +1265,7 @@ impl Ia {
 
 fn interactive_message(o: &Obj, r: &mut Report) -> Option<Built> {
     let t = o.str_req("type", r)?;
-    let Some(ia) = Ia::parse(t) else {
+    let Some(it) = InteractiveType::parse(t) else {
         let expected = INTERACTIVE_TYPES.join(", ");
         r.add(
             o.at("type"),
@@ -1254,10 +1273,10 @@ fn interactive_message(o: &Obj, r: &mut Report) -> Option<Built> {
         );
         return None;
     };
-    interactive_object(ia, o, Form::Interactive, r)
+    interactive_object(it, o, Form::Interactive, r)
 }
 
-fn interactive_object(ia: Ia, o: &Obj, form: Form, r: &mut Report) -> Option<Built> {
+fn interactive_object(it: InteractiveType, o: &Obj, form: Form, r: &mut Report) -> Option<Built> {
     let keys = ["type", "header", "body", "footer", "action"];
     o.only(
         if form == Form::Shortcut {
@@ -1267,31 +1286,31 @@ fn interactive_object(ia: Ia, o: &Obj, form: Form, r: &mut Report) -> Option<Bui
         },
         r,
     );
-    let header = interactive_header(ia, o, r);
-    let body = interactive_text(ia, o, "body", r);
-    let footer = interactive_text(ia, o, "footer", r);
-    let action = match ia.default_action() {
+    let header = interactive_header(it, o, r);
+    let body = interactive_text(it, o, "body", r);
+    let footer = interactive_text(it, o, "footer", r);
+    let action = match it.default_action() {
         Some(default) if form == Form::Shortcut && !o.has("action") => Some(default),
         _ => o
             .obj_req("action", r)
-            .and_then(|a| interactive_action(ia, &a, r)),
+            .and_then(|a| interactive_action(it, &a, r)),
     };
     let summary = match body {
         Some(text) => text.to_owned(),
-        None => format!("[{}]", ia.kind().as_str()),
+        None => format!("[{}]", it.kind().as_str()),
     };
     let text_object = |text: &str| Out::new().put("text", text).value();
     let out = Out::new()
-        .put("type", ia.meta_name())
+        .put("type", it.meta_name())
         .put_opt("header", header)
         .put_opt("body", body.map(text_object))
         .put_opt("footer", footer.map(text_object))
         .put("action", action?);
-    Some(Built::new(ia.kind(), "interactive", out.value(), summary))
+    Some(Built::new(it.kind(), "interactive", out.value(), summary))
 }
 
-fn interactive_header(ia: Ia, o: &Obj, r: &mut Report) -> Option<Value> {
-    let (rule, name) = (ia.header(), ia.meta_name());
+fn interactive_header(it: InteractiveType, o: &Obj, r: &mut Report) -> Option<Value> {
+    let (rule, name) = (it.header(), it.meta_name());
     if rule == HeaderRule::TextRequired && !o.has("header") {
         r.add(o.at("header"), format!("is required for a {name} message"));
         return None;
@@ -1334,13 +1353,18 @@ fn interactive_header(ia: Ia, o: &Obj, r: &mut Report) -> Option<Value> {
 }
 
 /// `body` or `footer`: `{"text"}`, the body required for all types but `product`.
-fn interactive_text<'a>(ia: Ia, o: &Obj<'a>, key: &str, r: &mut Report) -> Option<&'a str> {
-    let name = ia.meta_name();
+fn interactive_text<'a>(
+    it: InteractiveType,
+    o: &Obj<'a>,
+    key: &str,
+    r: &mut Report,
+) -> Option<&'a str> {
+    let name = it.meta_name();
     let (required, max) = match key {
-        "body" => (ia.body_required(), MAX_CAPTION_CHARS),
+        "body" => (it.body_required(), MAX_CAPTION_CHARS),
         _ => (false, MAX_FOOTER_CHARS),
     };
-    if key == "footer" && !ia.footer_allowed() {
+    if key == "footer" && !it.footer_allowed() {
         o.forbid(key, format!("footer is not allowed on a {name} message"), r);
         return None;
     }
@@ -1353,20 +1377,20 @@ fn interactive_text<'a>(ia: Ia, o: &Obj<'a>, key: &str, r: &mut Report) -> Optio
     text.text_req("text", max, r)
 }
 
-fn interactive_action(ia: Ia, a: &Obj, r: &mut Report) -> Option<Value> {
-    match ia {
-        Ia::Button => button_action(a, r),
-        Ia::List => list_action(a, r),
-        Ia::CtaUrl => cta_url_action(a, r),
-        Ia::LocationRequest => {
+fn interactive_action(it: InteractiveType, a: &Obj, r: &mut Report) -> Option<Value> {
+    match it {
+        InteractiveType::Button => button_action(a, r),
+        InteractiveType::List => list_action(a, r),
+        InteractiveType::CtaUrl => cta_url_action(a, r),
+        InteractiveType::LocationRequest => {
             a.only(&["name"], r);
             let name = a.fixed("name", "send_location", r)?;
             Some(Out::new().put("name", name).value())
         }
-        Ia::Product => product_action(a, r),
-        Ia::ProductList => product_list_action(a, r),
-        Ia::Catalog => catalog_action(a, r),
-        Ia::Flow => flow_action(a, r),
+        InteractiveType::Product => product_action(a, r),
+        InteractiveType::ProductList => product_list_action(a, r),
+        InteractiveType::Catalog => catalog_action(a, r),
+        InteractiveType::Flow => flow_action(a, r),
     }
 }
 
