@@ -641,3 +641,41 @@ async fn an_idempotency_key_holds_across_two_instances_on_one_redis() {
     assert_eq!(status, 200);
     assert_eq!(headers["idempotent-replayed"], "true");
 }
+
+/// A database of the previous release (schema 4, no idempotency table) is upgraded in place:
+/// its messages stay readable and keyed sends work.
+#[tokio::test]
+async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    app.post_webhook_ok(&webhook_with(vec![text_message(
+        "wamid.before",
+        USER,
+        "hello",
+    )]))
+    .await;
+    app.stop(Duration::from_secs(15)).await;
+    let file = app.data_path().join("whatsapp-gateway.sqlite3");
+    {
+        let db = rusqlite::Connection::open(&file).unwrap();
+        db.execute_batch("DROP TABLE idempotency; PRAGMA user_version = 4;")
+            .unwrap();
+    }
+    app.restart().await;
+    let version: i64 = rusqlite::Connection::open(&file)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 5);
+    assert_eq!(app.ids_of(USER).await, ["wamid.before"]);
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let mut body = text();
+    body["outside_window"] = true.into();
+    assert_eq!(post_keyed(&app, "after-upgrade", &body).await.0, 200);
+    let (status, _, headers) = post_keyed(&app, "after-upgrade", &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["idempotent-replayed"], "true");
+}

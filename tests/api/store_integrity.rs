@@ -425,7 +425,11 @@ async fn a_database_of_the_previous_release_is_migrated_and_kept() {
     let version: i64 = db
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+    let keys: i64 = db
+        .query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys, 0, "the upgrade created the idempotency table");
     let records: i64 = db
         .query_row(
             "SELECT count(*) FROM messages WHERE id = 'wamid.V2'",
@@ -520,7 +524,11 @@ async fn a_database_of_release_two_is_migrated_to_records_and_keeps_dedupe() {
     let version: i64 = db
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
+    let keys: i64 = db
+        .query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(keys, 0, "the upgrade created the idempotency table");
     // The AUTOINCREMENT sequence carried over: new rows come after the old ones.
     let seqs: Vec<i64> = db
         .prepare("SELECT seq FROM inbound_messages ORDER BY seq")
