@@ -40,6 +40,8 @@ pub struct GraphClient {
     numbers: Vec<BusinessNumber>,
     /// GRAPH_API_BASE without user info, query or fragment, for error texts.
     base_for_errors: String,
+    /// SEND_RATE_PER_SECOND per number, shared by every clone.
+    pacer: std::sync::Arc<crate::graph::pacer::Pacer>,
 }
 
 /// Meta's text message body.
@@ -72,6 +74,7 @@ impl GraphClient {
             base_url: settings.base_url.clone(),
             numbers: settings.numbers.clone(),
             base_for_errors: displayable_base(&settings.base_url),
+            pacer: std::sync::Arc::new(crate::graph::pacer::Pacer::new(settings.send_rate)),
         })
     }
 
@@ -125,6 +128,7 @@ impl GraphClient {
         let url = format!("{}/{}/messages", self.base_url, number.id);
         let mut attempt = 1;
         loop {
+            self.pacer.wait(&number.id).await;
             let result = self.post_message(&url, token, body).await;
             let wait = match &result {
                 Err(e @ GraphError::Unreachable { .. }) if !e.outcome_unknown() => {

@@ -679,3 +679,49 @@ async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
     assert_eq!(status, 200);
     assert_eq!(headers["idempotent-replayed"], "true");
 }
+
+/// Records when each request reached the Graph mock.
+struct Clock(std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>);
+
+impl wiremock::Respond for Clock {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        self.0.lock().unwrap().push(std::time::Instant::now());
+        ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER)))
+    }
+}
+
+#[tokio::test]
+async fn a_burst_of_200_sends_is_held_to_the_configured_rate() {
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("SEND_RATE_PER_SECOND".into(), "80".into());
+    })
+    .await;
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    Mock::given(method("POST"))
+        .respond_with(Clock(arrivals.clone()))
+        .expect(200)
+        .mount(&app.graph)
+        .await;
+    let started = std::time::Instant::now();
+    let sends = (0..200).map(|i| {
+        let body = json!({"to": USER, "type": "text", "text": {"body": format!("burst {i}")}});
+        let app = &app;
+        async move { post(app, &body).await.0 }
+    });
+    let statuses = futures_util::future::join_all(sends).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // 80 at once, 80 a second later, 40 a second after that: about 2 s, never a 1-second
+    // window with more than 80 (arrivals are a little later than their slots: 0.9 s windows).
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(1950), "{elapsed:?}");
+    let mut times = arrivals.lock().unwrap().clone();
+    times.sort();
+    assert_eq!(times.len(), 200);
+    for (i, t) in times.iter().enumerate() {
+        let within = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_millis(900))
+            .count();
+        assert!(within <= 80, "{within} sends within 0.9 s from send {i}");
+    }
+}
