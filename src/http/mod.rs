@@ -143,6 +143,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::render_metrics))
         .route("/v1/messages", post(send::post_message))
         .route("/v1/messages/{id}", get(v1::get_message))
+        .route("/v1/messages/{id}/read", post(send::read_message))
+        .route("/v1/conversations/{contact}/typing", post(send::typing))
         .route("/v1/conversations", get(v1::list_conversations))
         .route(
             "/v1/conversations/{contact}/messages",

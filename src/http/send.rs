@@ -163,3 +163,122 @@ fn replayed(status: u16, body: String) -> Response {
     );
     response
 }
+
+/// Query of the read-receipt and typing endpoints.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct NumberParams {
+    /// The business number (default: the message's own, else PHONE_NUMBER_ID).
+    pub phone_number_id: Option<String>,
+}
+
+/// Sends Meta's read receipt for a message a user sent (two blue ticks on their phone; earlier
+/// messages of the chat are marked read with it). The conversation's unread count is not
+/// changed: `POST /v1/conversations/{contact}/read` does both.
+#[utoipa::path(post, path = "/v1/messages/{id}/read", tag = "messages",
+    params(("id" = String, Path, description = "The wamid of a message a user sent"), NumberParams),
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Meta accepted the read receipt: {id, phone_number_id, status: \"read\"}"),
+        (status = 400, description = "Meta refused it (e.g. 131009: unknown id or older than 30 days); detail has Meta's fields and a hint"),
+        (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
+        (status = 422, description = "The id is not a message id, names a message the business sent, or phone_number_id is not a configured number", body = crate::http::docs::ValidationDetail),
+        (status = 502, description = "Meta failed or could not be reached"),
+        (status = 503, description = "Sending is not configured, or the store is unavailable", body = crate::http::docs::Detail),
+    ))]
+pub async fn read_message(
+    State(state): State<Arc<AppState>>,
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    params: Result<axum::extract::Query<NumberParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Path(id) = id.map_err(|e| ApiError::bad_path("id", &e))?;
+    let axum::extract::Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
+    let id = crate::domain::MessageId::parse(&id)
+        .map_err(|e| ApiError::Validation(vec![FieldError::parameter("path", "id", e)]))?;
+    let asked = params.phone_number_id.as_deref();
+    let record = state.store.message(id.as_str(), asked).await?;
+    let record: Option<serde_json::Value> = record.and_then(|r| serde_json::from_str(&r).ok());
+    if let Some(record) = &record
+        && record["direction"] == "outbound"
+    {
+        return Err(ApiError::Validation(vec![FieldError::parameter(
+            "path",
+            "id",
+            "is a message the business sent; read receipts are for messages users sent",
+        )]));
+    }
+    let stored_number = record
+        .as_ref()
+        .and_then(|r| r["phone_number_id"].as_str().map(str::to_owned));
+    let number = state
+        .sender
+        .number(asked.or(stored_number.as_deref()))
+        .map_err(from_query)?;
+    state
+        .sender
+        .read_receipt(number, &id, false)
+        .await
+        .map_err(SendError::Graph)?;
+    Ok(
+        Json(
+            serde_json::json!({"id": id.as_str(), "phone_number_id": number.id, "status": "read"}),
+        )
+        .into_response(),
+    )
+}
+
+/// Shows the typing indicator to a contact: Meta's read receipt for their latest message with
+/// the indicator on it (Meta shows it until the reply is sent, at most 25 s; send it only when
+/// a reply is coming).
+#[utoipa::path(post, path = "/v1/conversations/{contact}/typing", tag = "conversations",
+    params(("contact" = String, Path, description = "A phone number in any accepted form, or a BSUID"), NumberParams),
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Meta shows the indicator: {message_id, phone_number_id, typing: true}"),
+        (status = 400, description = "Meta refused it; detail has Meta's fields and a hint"),
+        (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
+        (status = 404, description = "No message from this contact is stored (there is nothing to answer)", body = crate::http::docs::Detail),
+        (status = 422, description = "A parameter breaks a rule", body = crate::http::docs::ValidationDetail),
+        (status = 502, description = "Meta failed or could not be reached"),
+        (status = 503, description = "Sending is not configured, or the store is unavailable", body = crate::http::docs::Detail),
+    ))]
+pub async fn typing(
+    State(state): State<Arc<AppState>>,
+    contact: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    params: Result<axum::extract::Query<NumberParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let axum::extract::Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
+    let axum::extract::Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
+    let contact = crate::domain::ContactId::parse(&contact)
+        .map_err(|e| ApiError::Validation(vec![FieldError::parameter("path", "contact", e)]))?;
+    let number = state
+        .sender
+        .number(params.phone_number_id.as_deref())
+        .map_err(from_query)?;
+    let latest = state
+        .sender
+        .latest_inbound(&number.id, &contact)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no message from {} to business number {} is stored: there is nothing to answer",
+                contact.masked(),
+                number.id
+            ))
+        })?;
+    state
+        .sender
+        .read_receipt(number, &latest, true)
+        .await
+        .map_err(SendError::Graph)?;
+    Ok(Json(serde_json::json!({"message_id": latest.as_str(), "phone_number_id": number.id, "typing": true})).into_response())
+}
+
+/// A business-number error of a request that names its number in the query.
+fn from_query(e: SendError) -> ApiError {
+    match e {
+        SendError::UnknownNumber { .. } => {
+            ApiError::Validation(vec![FieldError::query("phone_number_id", e)])
+        }
+        other => other.into(),
+    }
+}

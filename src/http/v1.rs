@@ -207,12 +207,13 @@ pub struct ReadParams {
 }
 
 /// Marks a conversation read: its unread count becomes 0 (a `conversation_updated` event says
-/// so). While API_KEY is unset, the request must carry `Content-Type: application/json`, so a
+/// so), and Meta's read receipt goes out for the contact's latest message (the answer says
+/// whether it did). While API_KEY is unset, the request must carry `Content-Type: application/json`, so a
 /// web page cannot trigger it with a plain form.
 #[utoipa::path(post, path = "/v1/conversations/{contact}/read", tag = "conversations",
     params(("contact" = String, Path, description = "A phone number in any accepted form, or a BSUID"), ReadParams),
     responses(
-        (status = 200, description = "The conversation after the change"),
+        (status = 200, description = "The conversation after the change, with `read_receipt`: whether Meta's read receipt for the contact's latest message was sent (`{sent: true, message_id}` or `{sent: false, reason}`)"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "No such conversation", body = crate::http::docs::Detail),
         (status = 415, description = "API_KEY is unset and the request is not declared as JSON", body = crate::http::docs::Detail),
@@ -231,12 +232,54 @@ pub async fn mark_read(
     if state.api_key.is_none() {
         crate::http::extract::require_json_content_type(&headers)?;
     }
-    Ok(json(
-        state
-            .conversations
-            .mark_read(&contact, params.phone_number_id.as_deref())
-            .await?,
-    ))
+    let conversation = state
+        .conversations
+        .mark_read(&contact, params.phone_number_id.as_deref())
+        .await?;
+    let receipt = read_receipt(&state, &contact, params.phone_number_id.as_deref()).await;
+    // `{...conversation, "read_receipt": {...}}`
+    let mut body = conversation;
+    if body.ends_with('}') {
+        body.pop();
+        body.push_str(",\"read_receipt\":");
+        body.push_str(&receipt.to_string());
+        body.push('}');
+    }
+    Ok(json(body))
+}
+
+/// Meta's read receipt for the conversation's latest inbound message, after the local mark:
+/// `{"sent": true, "message_id"}` or `{"sent": false, "reason"}` (the local mark stands either
+/// way; the reason says why the user's phone was not told).
+async fn read_receipt(
+    state: &AppState,
+    contact: &str,
+    phone_number_id: Option<&str>,
+) -> serde_json::Value {
+    let not_sent = |reason: String| serde_json::json!({"sent": false, "reason": reason});
+    let Ok(contact) = crate::domain::ContactId::parse(contact) else {
+        return not_sent("the contact does not parse".into());
+    };
+    let number = match state.sender.number(phone_number_id) {
+        Ok(number) => number,
+        Err(e) => return not_sent(e.to_string()),
+    };
+    let latest = match state.sender.latest_inbound(&number.id, &contact).await {
+        Ok(Some(id)) => id,
+        Ok(None) => return not_sent("no message from the contact is stored".into()),
+        Err(e) => return not_sent(format!("the store failed: {e}")),
+    };
+    match state.sender.read_receipt(number, &latest, false).await {
+        Ok(()) => serde_json::json!({"sent": true, "message_id": latest.as_str()}),
+        Err(e) => {
+            tracing::warn!(
+                outcome = e.outcome(),
+                meta.code = e.meta_code(),
+                "read_receipt.error"
+            );
+            not_sent(crate::http::error::bounded(&e.to_string()).into_owned())
+        }
+    }
 }
 
 /// Deletes a conversation: its counters, and the records and statuses of its messages for this

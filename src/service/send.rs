@@ -195,6 +195,56 @@ impl Sender {
     }
 }
 
+/// How many of a conversation's latest messages are searched for the latest inbound one (the
+/// message a read receipt or a typing indicator is about).
+const LATEST_SCAN: usize = 50;
+
+impl Sender {
+    /// Meta's read receipt for message `id`, sent from business number `number`; with `typing`,
+    /// the typing indicator too (Meta shows it until the reply, at most 25 s). Marking a message
+    /// read also marks the earlier ones of that chat read on the user's phone.
+    pub async fn read_receipt(
+        &self,
+        number: &BusinessNumber,
+        id: &MessageId,
+        typing: bool,
+    ) -> Result<(), GraphError> {
+        let mut body =
+            json!({"messaging_product": "whatsapp", "status": "read", "message_id": id.as_str()});
+        if typing {
+            body["typing_indicator"] = json!({"type": "text"});
+        }
+        self.graph.send(number, &body).await.map(drop)
+    }
+
+    /// The id of the latest message `contact` wrote to `number` (among the conversation's
+    /// latest [`LATEST_SCAN`] messages), if any.
+    pub async fn latest_inbound(
+        &self,
+        number: &str,
+        contact: &ContactId,
+    ) -> Result<Option<MessageId>, StoreError> {
+        let page = self
+            .store
+            .conversation_messages(&crate::store::view::MessagesQuery {
+                phone_number_id: number.to_owned(),
+                contact: contact.as_str().to_owned(),
+                cursor: crate::store::view::MessageCursor::Latest,
+                limit: LATEST_SCAN,
+                kind: None,
+            })
+            .await?;
+        // Oldest first within the page: the last inbound one is the latest.
+        Ok(page
+            .items
+            .iter()
+            .rev()
+            .filter_map(|item| serde_json::from_str::<Value>(item).ok())
+            .find(|m| m["direction"] == "inbound")
+            .and_then(|m| MessageId::parse(m["id"].as_str()?).ok()))
+    }
+}
+
 /// A client's `Idempotency-Key` with the fingerprint of its request body: a repeated request
 /// (a client retrying after a timeout) gets the first answer and sends nothing again, for
 /// [`crate::store::IDEMPOTENCY_TTL_SECS`], across every instance on one Redis; the same key with
