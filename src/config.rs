@@ -491,6 +491,9 @@ impl Settings {
         if self.webhook.verify_token.is_none() {
             warnings.push("VERIFY_TOKEN is not set: Meta's webhook verification (GET /webhook) will be refused.".to_owned());
         }
+        if self.http.request_timeout < self.graph.timeout * 2 {
+            warnings.push(format!("REQUEST_TIMEOUT_SECS ({}) is less than twice GRAPH_TIMEOUT_SECS ({}): a send that Meta answers slowly (and is tried again) can outlast the request, so the client gets a 503 while the send completes (its record and Idempotency-Key answer are still kept). Raise REQUEST_TIMEOUT_SECS.", self.http.request_timeout.as_secs(), self.graph.timeout.as_secs()));
+        }
         if self.graph.access_token.is_none() || self.graph.phone_number_id.is_none() {
             warnings.push("ACCESS_TOKEN and PHONE_NUMBER_ID are needed to send: POST /send answers 503 until both are set.".to_owned());
         }

@@ -6,7 +6,9 @@
 //! logged). **It never sends twice**: a send is tried again only when it certainly did not reach
 //! Meta (no connection could be made) or when Meta refused it to slow us down (130429, 131057,
 //! 4/80007), after Meta's `Retry-After` or the wait Meta documents for the code, at most
-//! [`MAX_SEND_ATTEMPTS`] times and only while the wait is at most [`MAX_RETRY_WAIT`]. A send that
+//! [`MAX_SEND_ATTEMPTS`] times, only while the wait is at most [`MAX_RETRY_WAIT`] and every
+//! attempt starts within GRAPH_TIMEOUT_SECS of the first (so a send ends within twice that). Each
+//! attempt is a `graph.call` span (method, path without the token, status, Meta's code). A send that
 //! may have reached Meta (a timeout after writing it, a 5xx, a broken answer) is returned as is:
 //! see [`GraphError::outcome_unknown`].
 //!
@@ -19,6 +21,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use crate::config::{BusinessNumber, GraphSettings};
 use crate::domain::OutboundText;
@@ -42,6 +45,9 @@ pub struct GraphClient {
     base_for_errors: String,
     /// SEND_RATE_PER_SECOND per number, shared by every clone.
     pacer: std::sync::Arc<crate::graph::pacer::Pacer>,
+    /// GRAPH_TIMEOUT_SECS: one call's limit, and the time within which every attempt of one
+    /// send must start (so a send takes at most twice this).
+    timeout: Duration,
 }
 
 /// Meta's text message body.
@@ -75,6 +81,7 @@ impl GraphClient {
             numbers: settings.numbers.clone(),
             base_for_errors: displayable_base(&settings.base_url),
             pacer: std::sync::Arc::new(crate::graph::pacer::Pacer::new(settings.send_rate)),
+            timeout: settings.timeout,
         })
     }
 
@@ -125,23 +132,52 @@ impl GraphClient {
             .access_token
             .as_ref()
             .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
-        let url = format!("{}/{}/messages", self.base_url, number.id);
+        let path = format!("/{}/messages", number.id);
+        let url = format!("{}{path}", self.base_url);
+        let started = tokio::time::Instant::now();
         let mut attempt = 1;
         loop {
             self.pacer.wait(&number.id).await;
-            let result = self.post_message(&url, token, body).await;
+            let span = tracing::info_span!(
+                "graph.call",
+                http.method = "POST",
+                graph.path = %path,
+                attempt,
+                http.status = tracing::field::Empty,
+                meta.code = tracing::field::Empty,
+            );
+            let result = self
+                .post_message(&url, token, body)
+                .instrument(span.clone())
+                .await;
+            match &result {
+                Ok(_) => span.record("http.status", 200),
+                Err(GraphError::Rejected { status, .. }) => span.record("http.status", *status),
+                Err(_) => &span,
+            };
+            if let Some(code) = result.as_ref().err().and_then(GraphError::meta_code) {
+                span.record("meta.code", code);
+            }
             let wait = match &result {
                 Err(e @ GraphError::Unreachable { .. }) if !e.outcome_unknown() => {
                     Some(backoff(attempt))
                 }
                 Err(e) => match e.class() {
-                    Class::Throttled { wait } => Some(wait),
+                    // At least 100 ms, plus up to 20% jitter so waiting clients spread out.
+                    Class::Throttled { wait } => {
+                        let wait = wait.max(Duration::from_millis(100));
+                        Some(wait + jitter(wait / 5))
+                    }
                     _ => None,
                 },
                 Ok(_) => None,
             };
             match wait {
-                Some(wait) if attempt < MAX_SEND_ATTEMPTS && wait <= MAX_RETRY_WAIT => {
+                Some(wait)
+                    if attempt < MAX_SEND_ATTEMPTS
+                        && wait <= MAX_RETRY_WAIT
+                        && started.elapsed() + wait < self.timeout =>
+                {
                     tracing::info!(
                         attempt,
                         wait_ms = wait.as_millis() as u64,
@@ -250,11 +286,18 @@ impl GraphClient {
 /// The wait before attempt `attempt + 1` after a failed connection: 200 ms, 400 ms, ... with
 /// up to 50% jitter (so instances that lost Meta at once do not come back at once).
 fn backoff(attempt: u32) -> Duration {
-    let base = 200u64 << attempt.saturating_sub(1).min(5);
+    let base = Duration::from_millis(200 << attempt.saturating_sub(1).min(5));
+    base + jitter(base / 2)
+}
+
+/// A pseudo-random duration up to `most` (from the clock's nanoseconds: enough to spread
+/// clients out, no generator needed).
+fn jitter(most: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos()));
-    Duration::from_millis(base + nanos % (base / 2 + 1))
+    let most = most.as_nanos() as u64;
+    Duration::from_nanos(if most == 0 { 0 } else { nanos % (most + 1) })
 }
 
 /// GRAPH_API_BASE as it may appear in an error: scheme, host, port and path only.

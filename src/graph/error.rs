@@ -98,9 +98,9 @@ impl GraphError {
             Self::NotConfigured(_) | Self::Redirected { .. } => false,
             Self::Unreachable { maybe_sent, .. } => *maybe_sent,
             Self::Timeout | Self::TooLarge { .. } | Self::InvalidResponse { .. } => true,
-            Self::Rejected { status, .. } => {
-                *status >= 500 && !matches!(self.class(), Class::Throttled { .. })
-            }
+            // By Meta's code, not the HTTP status: "something went wrong" codes may come with a
+            // 4xx, and a 5xx may carry a code that says the request itself was refused.
+            Self::Rejected { .. } => self.class() == Class::Upstream,
         }
     }
 

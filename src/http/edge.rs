@@ -412,7 +412,8 @@ where
         metrics.requests_shed.inc();
         return Ok(refuse(metrics, Refusal::Capacity(class), is_webhook_post));
     };
-    let _send = (request.uri().path() == "/send").then(|| {
+    let path = request.uri().path();
+    let _send = (path == "/send" || path == "/v1/messages").then(|| {
         edge.sends.fetch_add(1, Ordering::AcqRel);
         SendGuard(edge.clone())
     });

@@ -111,6 +111,9 @@ pub enum ApiError {
     /// 404: nothing stored under the id or contact asked for; the text says what.
     #[error("{0}")]
     NotFound(String),
+    /// 500: a bug (a task of the request panicked); the text says what is known.
+    #[error("{0}")]
+    Internal(&'static str),
     /// 409: the request conflicts with one in flight; the text says which and what to do.
     #[error("{0}")]
     Conflict(&'static str),
@@ -126,7 +129,17 @@ pub enum ApiError {
     /// A `/v1` send that was not made or not accepted: the status follows Meta's error code
     /// ([`GraphError::class`]) and the body keeps Meta's fields with a hint.
     #[error(transparent)]
-    Send(#[from] SendError),
+    Send(SendError),
+}
+
+impl From<SendError> for ApiError {
+    /// A store failure before the send is the store's 503 (its cause logged, not sent).
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Store(e) => Self::Store(e),
+            other => Self::Send(other),
+        }
+    }
 }
 
 impl ApiError {
@@ -177,6 +190,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Graph(e) if e.is_client_rejection() => StatusCode::BAD_REQUEST,
             Self::Graph(
                 GraphError::Rejected { .. }

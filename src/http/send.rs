@@ -23,8 +23,9 @@ use crate::store::Claim;
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 /// Set on an answer that repeats the first answer for its Idempotency-Key.
 static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
-/// Largest answer kept for an Idempotency-Key (answers are a few hundred bytes).
-const MAX_KEPT_ANSWER: usize = 64 * 1024;
+/// Largest answer kept for an Idempotency-Key: answers are a few hundred bytes, but Meta's
+/// error object (up to `graph::error::MAX_RESPONSE_BYTES`) is part of an error's answer.
+const MAX_KEPT_ANSWER: usize = 2 * 1024 * 1024;
 
 impl From<Invalid> for FieldError {
     fn from(e: Invalid) -> Self {
@@ -90,6 +91,23 @@ pub async fn post_message(
         }
     }
     tracing::info!(to = %message.to.masked(), kind = message.meta_type(), "send.request");
+    // The send, its record and the key's answer run in a task of their own: a client that
+    // hangs up, or the request timeout, must not stop them halfway (a message sent but neither
+    // recorded nor its key settled would answer 409 to every retry for a day).
+    let task = tokio::spawn(send_and_settle(state, message, key));
+    task.await.map_err(|_| {
+        ApiError::Internal(
+            "the send failed inside the gateway (see its log); its outcome is unknown",
+        )
+    })
+}
+
+/// Steps 3-4 of [`post_message`]: the send, then the key's settlement.
+async fn send_and_settle(
+    state: Arc<AppState>,
+    message: OutgoingMessage,
+    key: Option<IdempotencyKey>,
+) -> Response {
     let (response, keep) = match state.sender.send(&message).await {
         Ok(sent) => {
             state.metrics.graph_call("ok", None);
@@ -107,24 +125,27 @@ pub async fn post_message(
         }
     };
     let Some(key) = key else {
-        return Ok(response);
+        return response;
     };
     // Kept: an accepted send, and one that may have reached Meta (a repeat must not send it
     // again). Released: everything that certainly sent nothing, so the client may retry.
     if !keep {
         state.sender.settle(&key, None).await;
-        return Ok(response);
+        return response;
     }
     let (parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_KEPT_ANSWER)
-        .await
-        .unwrap_or_default();
+    let bytes = match axum::body::to_bytes(body, MAX_KEPT_ANSWER).await {
+        Ok(bytes) => bytes,
+        Err(_) => axum::body::Bytes::from_static(
+            br#"{"detail":{"message":"the answer could not be kept","outcome":"unknown"}}"#,
+        ),
+    };
     let text = String::from_utf8_lossy(&bytes).into_owned();
     state
         .sender
         .settle(&key, Some((parts.status.as_u16(), text)))
         .await;
-    Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// The `Idempotency-Key` header, if any, with the body's fingerprint.

@@ -126,6 +126,10 @@ impl Sender {
         let answer = self.graph.send(number, &body).await?;
         let answer: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
         let accepted = Accepted::of(&answer, &message.to);
+        if crate::domain::MessageId::parse(&accepted.id).is_err() {
+            // Meta answered 2xx without a message id: it may or may not have taken the message.
+            return Err(GraphError::InvalidResponse { status: 200 }.into());
+        }
         let contact = accepted.contact_id.unwrap_or_else(|| message.to.clone());
         let recorded = self
             .record(

@@ -802,7 +802,8 @@ fn idempotency(
         }
         IdempotencyOp::Finish { status, body } => {
             tx.prepare_cached(
-                "UPDATE idempotency SET status = ?3, body = ?4 WHERE key = ?1 AND fingerprint = ?2",
+                "UPDATE idempotency SET status = ?3, body = ?4, created_at = unixepoch()
+                 WHERE key = ?1 AND fingerprint = ?2",
             )?
             .execute(params![key, fingerprint, status, body])?;
             Ok(Claim::Fresh)

@@ -535,7 +535,46 @@ async fn read_receipt_refusals_are_clear_and_a_local_read_stands_without_meta(ba
     );
 }
 
+/// Meta's `sent`/`delivered` webhooks can overtake its answer to the send: they are kept and
+/// attach to the record once it is written.
+async fn statuses_that_arrive_before_the_send_is_recorded_attach_to_it(backend: Backend) {
+    let app = spawn_app(backend).await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(accepted(USER, Some(USER)))
+                .set_delay(Duration::from_millis(600)),
+        )
+        .mount(&app.graph)
+        .await;
+    let body = text();
+    let send = post(&app, &body);
+    let early = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let webhook = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
+            "statuses": [
+                {"id": WAMID, "status": "sent", "timestamp": "1757936800", "recipient_id": USER},
+                {"id": WAMID, "status": "delivered", "timestamp": "1757936801", "recipient_id": USER}]}}]}]});
+        app.post_webhook_ok(&webhook.to_string()).await;
+    };
+    let ((status, answer, _), ()) = tokio::join!(send, early);
+    assert_eq!(status, 200, "{answer}");
+    let record = app.get_json(&format!("/v1/messages/{WAMID}")).await;
+    assert_eq!(record["status"], "delivered", "{record}");
+    assert_eq!(record["direction"], "outbound");
+    let statuses: Vec<&str> = record["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["sent", "delivered"]);
+}
+
 crate::contract_tests!(
+    statuses_that_arrive_before_the_send_is_recorded_attach_to_it,
     read_receipts_and_typing_reach_meta_for_the_latest_inbound_message,
     read_receipt_refusals_are_clear_and_a_local_read_stands_without_meta,
     a_repeated_idempotency_key_gets_the_first_answer_and_sends_nothing,
@@ -829,5 +868,91 @@ async fn a_burst_of_200_sends_is_held_to_the_configured_rate() {
         before(2) <= 160,
         "{} sends in the first two seconds",
         before(2)
+    );
+}
+
+/// The first attempt finds no Graph API listening (connection refused: certainly not sent); the
+/// second, after the backoff, reaches it: one message, sent once.
+#[tokio::test]
+async fn a_refused_connection_is_tried_again_and_sends_once() {
+    let port = free_port();
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("GRAPH_API_BASE".into(), format!("http://127.0.0.1:{port}"));
+    })
+    .await;
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let graph = wiremock::MockServer::builder()
+            .listener(listener)
+            .start()
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+            .expect(1)
+            .mount(&graph)
+            .await;
+        graph
+    });
+    let started = std::time::Instant::now();
+    let (status, answer, _) = post(&app, &text()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "{:?}",
+        started.elapsed()
+    );
+    let graph = late.await.unwrap();
+    assert_eq!(graph.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_code_meta_uses_for_its_own_failures_is_an_unknown_outcome_even_with_a_4xx() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .respond_with(meta_error(131000, 400))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, answer, _) = post_keyed(&app, "k-131000", &text()).await;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["detail"]["outcome"], "unknown");
+    // Kept for the key: the repeat sends nothing.
+    let (_, again, headers) = post_keyed(&app, "k-131000", &text()).await;
+    assert_eq!(again, answer);
+    assert_eq!(headers["idempotent-replayed"], "true");
+}
+
+#[tokio::test]
+async fn a_2xx_without_a_message_id_is_an_unknown_outcome() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"messaging_product": "whatsapp"})),
+        )
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, answer, _) = post(&app, &text()).await;
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(answer["detail"]["outcome"], "unknown");
+}
+
+#[tokio::test]
+async fn a_throughput_wait_longer_than_ten_seconds_is_a_429_with_retry_after() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .respond_with(meta_error(131057, 400))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, answer, headers) = post(&app, &text()).await;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(headers["retry-after"], "60");
+    assert!(
+        answer["detail"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("maintenance")
     );
 }

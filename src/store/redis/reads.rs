@@ -219,7 +219,7 @@ static IDEMPOTENCY: LazyLock<Script> = LazyLock::new(|| Script::new(IDEMPOTENCY_
 
 /// KEYS[1] = the key's hash (`<p>:idem:<key>`: `fp`, then `status` and `body` once answered).
 /// ARGV[1] = the body fingerprint, [2] = `claim` | `finish` | `release`, [3] = TTL seconds,
-/// [4] = status, [5] = body (finish). Answers `{state, status?, body?}` with state `fresh`,
+/// [4] = status, [5] = body (finish; the answer is then kept the TTL from now). Answers `{state, status?, body?}` with state `fresh`,
 /// `pending`, `mismatch` or `done`.
 const IDEMPOTENCY_SCRIPT: &str = r"
 local fp, op = ARGV[1], ARGV[2]
@@ -237,6 +237,7 @@ end
 if h[1] ~= fp then return {'fresh'} end
 if op == 'finish' then
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'body', ARGV[5])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
 elseif not h[2] then
   redis.call('DEL', KEYS[1])
 end
@@ -519,17 +520,17 @@ impl RedisStore {
     ) -> Result<crate::store::Claim, StoreError> {
         use crate::store::{Claim, IdempotencyOp};
         let mut call = IDEMPOTENCY.key(format!("{}:idem:{key}", self.prefix()));
-        call.arg(fingerprint);
+        let ttl = crate::store::IDEMPOTENCY_TTL_SECS;
         match op {
-            IdempotencyOp::Claim => call.arg("claim"),
-            IdempotencyOp::Release => call.arg("release"),
+            IdempotencyOp::Claim => call.arg(fingerprint).arg("claim").arg(ttl),
+            IdempotencyOp::Release => call.arg(fingerprint).arg("release").arg(ttl),
             IdempotencyOp::Finish { status, body } => call
+                .arg(fingerprint)
                 .arg("finish")
-                .arg(crate::store::IDEMPOTENCY_TTL_SECS)
+                .arg(ttl)
                 .arg(status)
                 .arg(body),
         };
-        call.arg(crate::store::IDEMPOTENCY_TTL_SECS);
         let answer: Vec<String> = call
             .invoke_async(&mut self.inner.connection.clone())
             .await?;
