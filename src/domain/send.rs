@@ -19,8 +19,6 @@ use crate::domain::{ContactId, MessageId};
 
 /// Longest media caption and interactive body text, in characters.
 const MAX_CAPTION_CHARS: usize = 1024;
-/// Longest document filename accepted (Meta names no limit; common file systems stop at 255).
-const MAX_FILENAME_CHARS: usize = 240;
 const MAX_CALLBACK_DATA_CHARS: usize = 512;
 /// Most contact cards in one message: Meta's documented limit.
 const MAX_CONTACT_CARDS: usize = 257;
@@ -782,7 +780,7 @@ fn header_media(o: &Obj, media: &str, r: &mut Report) -> Option<Value> {
     o.only(&["id", "link", "caption", "filename"], r);
     o.forbid("caption", "caption is not allowed in a header", r);
     let filename = if media == "document" {
-        o.text_opt("filename", MAX_FILENAME_CHARS, r)
+        o.text_opt("filename", ANY_LENGTH, r)
     } else {
         o.forbid(
             "filename",
@@ -962,7 +960,7 @@ fn media_message(media: Media, o: &Obj, r: &mut Report) -> Option<Built> {
         None
     };
     let filename = if media == Media::Document {
-        o.text_opt("filename", MAX_FILENAME_CHARS, r)
+        o.text_opt("filename", ANY_LENGTH, r)
     } else {
         o.forbid(
             "filename",
@@ -2896,11 +2894,11 @@ mod tests {
             "image.filename",
             "filename is allowed only on document",
         );
-        refused(
-            client("document", json!({"id": "1", "filename": "a".repeat(241)})),
-            "document.filename",
-            "must have at most 240 characters (found 241)",
-        );
+        // Meta documents no length limit for a filename: a long one is sent as it is.
+        parse(&client(
+            "document",
+            json!({"id": "1", "filename": format!("{}.pdf", "a".repeat(300))}),
+        ));
         refused(
             client("video", json!({"id": "1", "voice": true})),
             "video.voice",
