@@ -103,9 +103,11 @@ impl Application {
             .await
             .context("starting the event reader")?;
         let sender = crate::service::send::Sender::new(graph.clone(), store.clone());
+        let account = crate::service::account::Account::new(graph.clone());
         let state = Arc::new(AppState {
             conversations,
             sender,
+            account,
             store,
             graph,
             verify_token: settings.webhook.verify_token.clone(),

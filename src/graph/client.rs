@@ -18,7 +18,7 @@
 
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tracing::Instrument;
@@ -146,10 +146,12 @@ impl GraphClient {
                 http.status = tracing::field::Empty,
                 meta.code = tracing::field::Empty,
             );
-            let result = self
-                .post_message(&url, token, body)
-                .instrument(span.clone())
-                .await;
+            let request = self
+                .http
+                .post(&url)
+                .bearer_auth(token.expose_secret())
+                .json(body);
+            let result = self.execute(request).instrument(span.clone()).await;
             match &result {
                 Ok(_) => span.record("http.status", 200),
                 Err(GraphError::Rejected { status, .. }) => span.record("http.status", *status),
@@ -192,20 +194,55 @@ impl GraphClient {
         }
     }
 
-    async fn post_message(
+    /// Reads `path_and_query` (e.g. `/{waba}/message_templates?...`) with `number`'s token.
+    /// A read is safe to repeat: it is tried again (up to [`MAX_SEND_ATTEMPTS`] times, with
+    /// backoff) after a connection failure, a timeout, Meta's failure (5xx or its failure codes)
+    /// or a throttle of at most [`MAX_RETRY_WAIT`].
+    pub async fn get(
         &self,
-        url: &str,
-        token: &SecretString,
-        body: &impl Serialize,
-    ) -> Result<Box<RawValue>, GraphError> {
-        let mut response = self
-            .http
-            .post(url)
-            .bearer_auth(token.expose_secret())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e))?;
+        number: &BusinessNumber,
+        path_and_query: &str,
+    ) -> Result<serde_json::Value, GraphError> {
+        let token = number
+            .access_token
+            .as_ref()
+            .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
+        let url = format!("{}{path_and_query}", self.base_url);
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        let mut attempt = 1;
+        loop {
+            let span =
+                tracing::info_span!("graph.call", http.method = "GET", graph.path = %path, attempt);
+            let request = self.http.get(&url).bearer_auth(token.expose_secret());
+            let result = self.execute(request).instrument(span).await;
+            let wait = match &result {
+                Ok(_) => None,
+                Err(GraphError::Unreachable { .. } | GraphError::Timeout) => Some(backoff(attempt)),
+                Err(e) => match e.class() {
+                    Class::Upstream => Some(backoff(attempt)),
+                    Class::Throttled { wait } => Some(wait.max(Duration::from_millis(100))),
+                    _ => None,
+                },
+            };
+            match wait {
+                Some(wait) if attempt < MAX_SEND_ATTEMPTS && wait <= MAX_RETRY_WAIT => {
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                _ => {
+                    return result.and_then(|raw| {
+                        serde_json::from_str(raw.get())
+                            .map_err(|_| GraphError::InvalidResponse { status: 200 })
+                    });
+                }
+            }
+        }
+    }
+
+    /// Runs one prepared request: no redirect followed, the answer read up to
+    /// [`MAX_RESPONSE_BYTES`], Meta's error kept.
+    async fn execute(&self, request: reqwest::RequestBuilder) -> Result<Box<RawValue>, GraphError> {
+        let mut response = request.send().await.map_err(|e| self.transport_error(&e))?;
         let status = response.status();
         if status.is_redirection() {
             let location_host = response

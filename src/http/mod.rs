@@ -8,6 +8,7 @@
 //! checks are never shed) -> request timeout (503) -> the router. Connections themselves
 //! (header-read timeout, connection cap, HTTP/2 off by default) are [`crate::startup`]'s.
 
+pub mod account;
 pub mod auth;
 pub mod docs;
 pub mod edge;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub conversations: crate::service::conversations::Conversations,
     /// The send service.
     pub sender: crate::service::send::Sender,
+    /// Numbers and templates as Meta describes them.
+    pub account: crate::service::account::Account,
     /// The live event stream's reader and subscribers ([`crate::events`]).
     pub events: Arc<crate::events::EventHub>,
 }
@@ -142,6 +145,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/get", post(messages::get_messages))
         .route("/metrics", get(metrics::render_metrics))
         .route("/v1/messages", post(send::post_message))
+        .route("/v1/numbers", get(account::list_numbers))
+        .route("/v1/templates", get(account::list_templates))
         .route("/v1/messages/{id}", get(v1::get_message))
         .route("/v1/messages/{id}/read", post(send::read_message))
         .route("/v1/conversations/{contact}/typing", post(send::typing))

@@ -1,5 +1,6 @@
 //! The flows between the HTTP surfaces and the store, shared by the REST API, the event stream
 //! and (later) the inbox, so each of them is a thin adapter:
+//! - [`account`]: the business numbers and approved templates as Meta describes them;
 //! - [`conversations`]: reading messages and conversations, marking them read; parses what
 //!   clients send (contacts, cursors, limits) into store queries, naming the field and rule of
 //!   whatever does not parse;
@@ -8,6 +9,7 @@
 //! - [`upgrade`]: after start-up, gives messages stored by earlier releases (FastAPI form only)
 //!   their records and conversations, once.
 
+pub mod account;
 pub mod conversations;
 pub mod send;
 pub mod upgrade;

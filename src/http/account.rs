@@ -1,0 +1,65 @@
+//! `GET /v1/numbers` and `GET /v1/templates`: thin adapters over [`crate::service::account`].
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+
+use crate::graph::GraphError;
+use crate::http::AppState;
+use crate::http::error::{ApiError, FieldError};
+use crate::http::send::NumberParams;
+use crate::service::account::AccountError;
+use crate::service::send::SendError;
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::Number(e @ SendError::UnknownNumber { .. }) => {
+                ApiError::Validation(vec![FieldError::query("phone_number_id", e)])
+            }
+            AccountError::Number(e) => e.into(),
+            AccountError::NoWaba(_) => {
+                ApiError::Graph(GraphError::NotConfigured("BUSINESS_ACCOUNT_ID"))
+            }
+            AccountError::Graph(e) => ApiError::Graph(e),
+        }
+    }
+}
+
+/// The configured business numbers, with what Meta says of each (cached for a minute).
+#[utoipa::path(get, path = "/v1/numbers", tag = "messages",
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "{numbers: [{phone_number_id, display_phone_number, waba_id, default, meta: {display_phone_number, verified_name, quality_rating, messaging_limit_tier, throughput, status} | null, meta_error?}]}; a number Meta cannot describe now has meta null and meta_error"),
+        (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
+    ))]
+pub async fn list_numbers(State(state): State<Arc<AppState>>) -> Response {
+    Json(state.account.numbers().await).into_response()
+}
+
+/// The approved templates of a number's WhatsApp Business Account, with the parameters each
+/// takes.
+#[utoipa::path(get, path = "/v1/templates", tag = "messages", params(NumberParams),
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "{phone_number_id, waba_id, templates: [{name, language, category, status, components, parameters: [{component, type | sub_type, placeholders?, index?}]}]}"),
+        (status = 400, description = "Meta refused the read; detail is Meta's error object"),
+        (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
+        (status = 422, description = "phone_number_id is not a configured number", body = crate::http::docs::ValidationDetail),
+        (status = 502, description = "Meta failed or could not be reached (after retries)", body = crate::http::docs::Detail),
+        (status = 503, description = "No number, token or BUSINESS_ACCOUNT_ID configured", body = crate::http::docs::Detail),
+    ))]
+pub async fn list_templates(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<NumberParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
+    let number = state
+        .sender
+        .number(params.phone_number_id.as_deref())
+        .map_err(AccountError::from)?;
+    Ok(Json(state.account.templates(number).await?).into_response())
+}
