@@ -26,13 +26,20 @@ fn accepted(input: &str, wa_id: Option<&str>) -> Value {
 }
 
 async fn post(app: &TestApp, body: &Value) -> (u16, Value, reqwest::header::HeaderMap) {
-    let response = app
-        .http
-        .post(app.url("/v1/messages"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    send_with(app, None, body).await
+}
+
+/// `POST /v1/messages` with `body`, under an Idempotency-Key when given: status, JSON, headers.
+async fn send_with(
+    app: &TestApp,
+    key: Option<&str>,
+    body: &Value,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = app.http.post(app.url("/v1/messages")).json(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     (
@@ -365,21 +372,7 @@ async fn post_keyed(
     key: &str,
     body: &Value,
 ) -> (u16, Value, reqwest::header::HeaderMap) {
-    let response = app
-        .http
-        .post(app.url("/v1/messages"))
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (
-        status,
-        response.json().await.unwrap_or(Value::Null),
-        headers,
-    )
+    send_with(app, Some(key), body).await
 }
 
 async fn a_repeated_idempotency_key_gets_the_first_answer_and_sends_nothing(backend: Backend) {
