@@ -14,6 +14,8 @@
 //! - `P:quarantine`, `P:health:probe` (the readiness probe's write, expires after 60 s);
 //! - `P:notice:<digest>`: a non-message notification already kept as an event (expires after
 //!   [`super::DEDUPE_TTL_SECS`], past Meta's retries);
+//! - `P:idem:<key>`: a client's Idempotency-Key (`fp`, then `status` and `body`; see
+//!   [`crate::store::Store::idempotency`]);
 //! - `P:seen:<wamid>`: markers of the previous release, still read so its messages stay deduped;
 //! - `P:upgrade:import`: set once the FastAPI lists of earlier releases have records and
 //!   conversations ([`crate::service::upgrade`]).
