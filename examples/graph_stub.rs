@@ -1,6 +1,8 @@
 //! A stand-in for Meta's Graph API, for `scripts/bench`: answers `POST /{phone_number_id}/messages`
-//! (under any version prefix such as `/v22.0`) with a fixed 200 success body, so `/send` can be
-//! benchmarked without the internet and without Meta's latency. `GET /healthz` answers 200.
+//! (under any version prefix such as `/v22.0`) with a 200 success body carrying a new message id
+//! each time (`wamid.stub.<n>`: the gateway records every send by its id), so `/send` and
+//! `/v1/messages` can be benchmarked without the internet and without Meta's latency.
+//! `GET /healthz` answers 200.
 //!
 //! Usage: `graph_stub [PORT]` (or the `PORT` environment variable). It listens on 127.0.0.1 only
 //! and runs on a current-thread runtime so it takes at most one core from the server under test.
@@ -10,10 +12,17 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-const SUCCESS: &str = r#"{"messaging_product":"whatsapp","contacts":[{"input":"x","wa_id":"x"}],"messages":[{"id":"wamid.stub"}]}"#;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Message ids given so far.
+static SENT: AtomicU64 = AtomicU64::new(0);
 
 async fn messages() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], SUCCESS)
+    let n = SENT.fetch_add(1, Ordering::Relaxed);
+    let body = format!(
+        r#"{{"messaging_product":"whatsapp","contacts":[{{"input":"x"}}],"messages":[{{"id":"wamid.stub.{n}"}}]}}"#
+    );
+    ([(CONTENT_TYPE, "application/json")], body)
 }
 
 fn main() -> std::io::Result<()> {

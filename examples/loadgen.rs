@@ -23,6 +23,8 @@
 //!   a `messages` array of `--expect-items` items (default: `--get-limit`); any other 2xx answer
 //!   counts as `malformed`.
 //! - `send`: POST /send `{"number": <sender>, "text": "hi"}`.
+//! - `v1-send`: POST /v1/messages `{"to": <sender>, "type": "text", "text": {"body": "hi"}}`
+//!   (with `X-API-Key: --api-key` when given).
 //! - `ready`: polls GET /readyz every 5 ms until it answers 200 and prints
 //!   `{"ready_ms": ...}`, measured from `--since-ns` (Unix epoch nanoseconds, taken by the caller
 //!   just before it spawned the server); with `--pid` it gives up as soon as that process exits.
@@ -101,7 +103,8 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use whatsapp_gateway::webhook::AppSecret;
 
-const USAGE: &str = "loadgen --url http://127.0.0.1:PORT --scenario webhook|get|messages|send|ready
+const USAGE: &str =
+    "loadgen --url http://127.0.0.1:PORT --scenario webhook|get|messages|send|v1-send|ready
         [--requests N] [--concurrency C] [--senders S] [--secret SECRET] [--run-id STR]
         [--max-seconds T] [--duplicates-pct P] [--verify] [--pid PID]
         [--get-number DIGITS] [--get-limit L] [--contact DIGITS] [--expect-items N]
@@ -125,6 +128,7 @@ enum Scenario {
     Get,
     Messages,
     Send,
+    V1Send,
     Ready,
 }
 
@@ -135,6 +139,7 @@ impl Scenario {
             Self::Get => "get",
             Self::Messages => "messages",
             Self::Send => "send",
+            Self::V1Send => "v1-send",
             Self::Ready => "ready",
         }
     }
@@ -205,8 +210,9 @@ fn parse_args() -> Result<Args, String> {
                     "get" => Scenario::Get,
                     "messages" => Scenario::Messages,
                     "send" => Scenario::Send,
+                    "v1-send" => Scenario::V1Send,
                     "ready" => Scenario::Ready,
-                    _ => return Err(bad("one of webhook, get, messages, send, ready")),
+                    _ => return Err(bad("one of webhook, get, messages, send, v1-send, ready")),
                 })
             }
             "--requests" => requests = value.parse().map_err(|_| bad("a count"))?,
@@ -765,6 +771,15 @@ fn prepare(args: &Args, secret: Option<&AppSecret>) -> Vec<Prepared> {
                 signature: None,
             })
             .collect(),
+        Scenario::V1Send => (0..args.senders)
+            .map(|s| Prepared {
+                body: Bytes::from(
+                    json!({"to": sender_number(s), "type": "text", "text": {"body": "hi"}})
+                        .to_string(),
+                ),
+                signature: None,
+            })
+            .collect(),
         Scenario::Ready => Vec::new(),
     }
 }
@@ -1292,6 +1307,7 @@ async fn run(args: Args) -> ExitCode {
             ),
         ),
         Scenario::Send => (Method::POST, format!("{}/send", args.base_path)),
+        Scenario::V1Send => (Method::POST, format!("{}/v1/messages", args.base_path)),
         Scenario::Ready => unreachable!("handled above"),
     };
     // The SSE clients connect before the clock starts.

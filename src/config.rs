@@ -166,8 +166,9 @@ pub struct GraphSettings {
     /// Every business number we send from: PHONE_NUMBER_ID first (the default), then the ones
     /// PHONE_NUMBERS adds, each once.
     pub numbers: Vec<BusinessNumber>,
-    /// SEND_RATE_PER_SECOND (default 80, Meta's default throughput per number): sends per
-    /// second per business number; a burst above it queues briefly ([`crate::graph::pacer`]).
+    /// SEND_RATE_PER_SECOND (default 80, Meta's default throughput per number; up to 100,000 for
+    /// a stub or a number Meta upgraded): sends per second per business number; a burst above it
+    /// queues briefly ([`crate::graph::pacer`]).
     pub send_rate: usize,
 }
 
@@ -375,7 +376,7 @@ impl Settings {
             business_account_id: env.get("BUSINESS_ACCOUNT_ID"),
             timeout: Duration::from_secs(env.bounded("GRAPH_TIMEOUT_SECS", 15, 1, 300)),
             numbers: Vec::new(),
-            send_rate: env.bounded("SEND_RATE_PER_SECOND", 80, 1, 1000),
+            send_rate: env.bounded("SEND_RATE_PER_SECOND", 80, 1, 100_000),
         };
         let graph = GraphSettings {
             numbers: business_numbers(&env, &graph),
