@@ -48,6 +48,10 @@ pub struct GraphClient {
     /// GRAPH_TIMEOUT_SECS: one call's limit, and the time within which every attempt of one
     /// send must start (so a send takes at most twice this).
     timeout: Duration,
+    /// For media downloads: no total timeout (a large file takes what it takes) but a read
+    /// timeout, and Meta's media URL may redirect (at most 5 times; reqwest drops the token on a
+    /// redirect to another host).
+    download: reqwest::Client,
 }
 
 /// Meta's text message body.
@@ -75,8 +79,15 @@ impl GraphClient {
             .user_agent(concat!("whatsapp-gateway/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
+        let download = reqwest::Client::builder()
+            .read_timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("whatsapp-gateway/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .build()?;
         Ok(Self {
             http,
+            download,
             base_url: settings.base_url.clone(),
             numbers: settings.numbers.clone(),
             base_for_errors: displayable_base(&settings.base_url),
@@ -237,6 +248,57 @@ impl GraphClient {
                 }
             }
         }
+    }
+
+    /// Opens the download of a media file: Meta's short-lived `url` (from [`Self::get`] of the
+    /// media id), fetched with `number`'s token. The answer's body is not read here: the caller
+    /// streams it on. A non-2xx answer is a [`GraphError::Rejected`] (its body read, capped).
+    pub async fn open_download(
+        &self,
+        number: &BusinessNumber,
+        url: &str,
+    ) -> Result<reqwest::Response, GraphError> {
+        let token = number
+            .access_token
+            .as_ref()
+            .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
+        let span = tracing::info_span!("graph.download", http.method = "GET");
+        let mut response = self
+            .download
+            .get(url)
+            .bearer_auth(token.expose_secret())
+            .send()
+            .instrument(span)
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let bytes = self.read_capped(&mut response).await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::json!({ "error": { "message": format!("download answered {status}") } }));
+        Err(GraphError::Rejected {
+            status: status.as_u16(),
+            body,
+            retry_after: None,
+        })
+    }
+
+    /// Deletes a media file Meta holds (`DELETE /{media-id}?phone_number_id=`).
+    pub async fn delete_media(&self, number: &BusinessNumber, id: &str) -> Result<(), GraphError> {
+        let token = number
+            .access_token
+            .as_ref()
+            .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
+        let url = format!("{}/{id}?phone_number_id={}", self.base_url, number.id);
+        let span = tracing::info_span!(
+            "graph.call",
+            http.method = "DELETE",
+            graph.path = "/{media-id}"
+        );
+        let request = self.http.delete(&url).bearer_auth(token.expose_secret());
+        self.execute(request).instrument(span).await.map(drop)
     }
 
     /// Runs one prepared request: no redirect followed, the answer read up to

@@ -17,7 +17,9 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::events::{sse, ws};
-use crate::http::{account, error::FieldError, health, messages, metrics, send, v1, webhook};
+use crate::http::{
+    account, error::FieldError, health, media, messages, metrics, send, v1, webhook,
+};
 
 /// `{"detail": "<what went wrong>"}`.
 #[derive(Serialize, ToSchema)]
@@ -78,7 +80,7 @@ pub struct StoredMessage {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "whatsapp-gateway", description = "WhatsApp Cloud API gateway: a drop-in replacement for the FastAPI + Redis server. Client endpoints need `Authorization: Bearer <API_KEY>` (or `X-API-Key`) when API_KEY is set."),
-    paths(messages::send_message, messages::get_messages, send::post_message, send::read_message, send::typing, account::list_numbers, account::list_templates, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz, metrics::render_metrics, v1::get_message, v1::list_conversations, v1::conversation_messages, v1::mark_read, v1::delete_conversation, sse::stream_events, ws::stream_events_ws),
+    paths(messages::send_message, messages::get_messages, send::post_message, send::read_message, send::typing, account::list_numbers, account::list_templates, media::download, media::delete, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz, metrics::render_metrics, v1::get_message, v1::list_conversations, v1::conversation_messages, v1::mark_read, v1::delete_conversation, sse::stream_events, ws::stream_events_ws),
     components(schemas(Detail, ValidationDetail, GraphErrorDetail, SendResponse, StoredMessage, FieldError)),
     modifiers(&SecuritySchemes, &CommonResponses),
     tags((name = "messages", description = "Send and read messages (client apps)"),

@@ -15,6 +15,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod media;
 pub mod messages;
 pub mod metrics;
 pub mod send;
@@ -146,6 +147,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::render_metrics))
         .route("/v1/messages", post(send::post_message))
         .route("/v1/numbers", get(account::list_numbers))
+        .route("/v1/media/{id}", get(media::download).delete(media::delete))
         .route("/v1/templates", get(account::list_templates))
         .route("/v1/messages/{id}", get(v1::get_message))
         .route("/v1/messages/{id}/read", post(send::read_message))

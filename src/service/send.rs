@@ -90,6 +90,11 @@ impl Sender {
         Self { graph, store }
     }
 
+    /// The Graph client (for reads and media, which need no send flow).
+    pub fn graph(&self) -> &GraphClient {
+        &self.graph
+    }
+
     /// The business number `from` names, else the default.
     pub fn number(&self, from: Option<&str>) -> Result<&BusinessNumber, SendError> {
         match self.graph.number(from) {

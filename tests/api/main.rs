@@ -15,6 +15,7 @@ mod get;
 mod get_stream;
 mod health;
 mod limits;
+mod media;
 mod metrics;
 mod process;
 mod readiness;
