@@ -15,8 +15,7 @@ use axum::response::{IntoResponse, Response};
 use crate::graph::GraphError;
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
-use crate::http::send::NumberParams;
-use crate::service::send::SendError;
+use crate::http::send::{NumberParams, from_query};
 
 /// A media id: Meta's are digits; letters, `_`, `-` and `.` are let through, nothing that could
 /// change the Graph URL it is put into.
@@ -51,15 +50,6 @@ fn not_found_or(e: GraphError, id: &str) -> ApiError {
     }
 }
 
-fn number_error(e: SendError) -> ApiError {
-    match e {
-        SendError::UnknownNumber { .. } => {
-            ApiError::Validation(vec![FieldError::query("phone_number_id", e)])
-        }
-        other => other.into(),
-    }
-}
-
 /// Streams a media file's bytes.
 #[utoipa::path(get, path = "/v1/media/{id}", tag = "messages",
     params(("id" = String, Path, description = "Meta's media id (from a webhook's image/audio/... or an upload)"), NumberParams),
@@ -83,7 +73,7 @@ pub async fn download(
     let number = state
         .sender
         .number(params.phone_number_id.as_deref())
-        .map_err(number_error)?;
+        .map_err(from_query)?;
     let graph = state.sender.graph();
     let meta = graph
         .get(number, &format!("/{id}?phone_number_id={}", number.id))
@@ -167,7 +157,7 @@ pub async fn delete(
     let number = state
         .sender
         .number(params.phone_number_id.as_deref())
-        .map_err(number_error)?;
+        .map_err(from_query)?;
     state
         .sender
         .graph()

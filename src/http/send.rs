@@ -295,7 +295,7 @@ pub async fn typing(
 }
 
 /// A business-number error of a request that names its number in the query.
-fn from_query(e: SendError) -> ApiError {
+pub(crate) fn from_query(e: SendError) -> ApiError {
     match e {
         SendError::UnknownNumber { .. } => {
             ApiError::Validation(vec![FieldError::query("phone_number_id", e)])
