@@ -8,6 +8,9 @@
 //! ALLOWED_HOSTS (loopback names by default): a web page the operator visits could otherwise read
 //! `/get` through DNS rebinding (its own host name resolving to 127.0.0.1). `/webhook` is never
 //! Host-checked: Meta arrives through tunnels with their own names, and the signature protects it.
+//! Also while API_KEY is unset, every state-changing client request (any method but GET, HEAD,
+//! OPTIONS and TRACE) must declare a JSON Content-Type: a plain HTML form on another site cannot send
+//! one, so a page the operator visits cannot send, mark read or delete through the gateway.
 
 use std::sync::Arc;
 
@@ -42,6 +45,9 @@ pub async fn require_api_key(
                 return Err(ApiError::HostNotAllowed(
                     crate::http::error::bounded(host).into_owned(),
                 ));
+            }
+            if !request.method().is_safe() {
+                crate::http::extract::require_json_content_type(request.headers())?;
             }
         }
     }

@@ -8,8 +8,9 @@
 //! Statuses that come from the middleware or the body reader rather than from a handler are added
 //! to every operation by [`CommonResponses`] (so a new route gets them too): 503 (over
 //! CONCURRENCY_LIMIT or past REQUEST_TIMEOUT_SECS) everywhere; 408 and 413 where a body is read;
-//! 415 (Content-Type not `application/json`) on the JSON client endpoints; 403 (Host not allowed
-//! while API_KEY is unset) on the client endpoints.
+//! 415 (Content-Type not `application/json`) on every state-changing client operation; 403 (Host
+//! not allowed while API_KEY is unset) on every client endpoint (all but `/webhook`, `/healthz`
+//! and `/readyz`).
 
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -117,9 +118,9 @@ const NOT_JSON: &str =
     "Content-Type is not application/json (send -H 'Content-Type: application/json')";
 const HOST_NOT_ALLOWED: &str = "Host header not allowed: while API_KEY is unset, client endpoints answer only requests addressed to ALLOWED_HOSTS (loopback names by default); add the host (e.g. a tunnel's name) or set API_KEY";
 
-/// Client endpoints (Host-checked while API_KEY is unset); the first two take JSON bodies.
-const CLIENT_PATHS: [&str; 5] = ["/send", "/get", "/metrics", "/v1/events", "/v1/ws"];
-const JSON_PATHS: [&str; 2] = ["/send", "/get"];
+/// The endpoints outside the API key (and the Host check); every other path is a client
+/// endpoint, Host-checked while API_KEY is unset.
+const OPEN_PATHS: [&str; 3] = ["/webhook", "/healthz", "/readyz"];
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -131,7 +132,11 @@ impl Modify for CommonResponses {
                 &mut item.delete,
                 &mut item.patch,
             ];
-            for operation in operations.into_iter().flatten() {
+            let client = !OPEN_PATHS.contains(&path.as_str());
+            // Whether each of those methods changes state (all but GET).
+            let changes = [false, true, true, true, true];
+            for (operation, changes) in operations.into_iter().zip(changes) {
+                let Some(operation) = operation else { continue };
                 let has_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
                 add_response(responses, "503", OVER_CAPACITY);
@@ -139,10 +144,12 @@ impl Modify for CommonResponses {
                     add_response(responses, "408", BODY_TOO_SLOW);
                     add_response(responses, "413", BODY_TOO_LARGE);
                 }
-                if JSON_PATHS.contains(&path.as_str()) {
+                // A state-changing client request must declare JSON (with a body always,
+                // without one while API_KEY is unset: see `auth`).
+                if client && changes {
                     add_response(responses, "415", NOT_JSON);
                 }
-                if CLIENT_PATHS.contains(&path.as_str()) {
+                if client {
                     add_response(responses, "403", HOST_NOT_ALLOWED);
                 }
             }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -225,13 +225,9 @@ pub async fn mark_read(
     State(state): State<Arc<AppState>>,
     contact: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
     let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
-    if state.api_key.is_none() {
-        crate::http::extract::require_json_content_type(&headers)?;
-    }
     let conversation = state
         .conversations
         .mark_read(&contact, params.phone_number_id.as_deref())
@@ -301,13 +297,9 @@ pub async fn delete_conversation(
     State(state): State<Arc<AppState>>,
     contact: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
     let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
-    if state.api_key.is_none() {
-        crate::http::extract::require_json_content_type(&headers)?;
-    }
     let deleted = state
         .conversations
         .delete(&contact, params.phone_number_id.as_deref())

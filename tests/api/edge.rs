@@ -586,3 +586,35 @@ async fn http2_cleartext_is_off_by_default() {
         .map(|e| u32::from_be_bytes([e[2], e[3], e[4], e[5]]));
     assert_eq!(max_streams, Some(7), "HTTP2_MAX_STREAMS is advertised");
 }
+
+/// While API_KEY is unset, every state-changing client route refuses a request that does not
+/// declare JSON (an HTML form on another site cannot), bodiless ones included, before it does
+/// anything: no read receipt, typing indicator or media deletion reaches Meta.
+#[tokio::test]
+async fn every_state_changing_client_route_refuses_a_form_without_json_while_api_key_is_unset() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(wiremock::matchers::any())
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .expect(0)
+        .mount(&app.graph)
+        .await;
+    for (verb, path) in [
+        ("POST", "/v1/messages"),
+        ("POST", "/v1/messages/wamid.A/read"),
+        ("POST", "/v1/conversations/15551234567/typing"),
+        ("POST", "/v1/conversations/15551234567/read"),
+        ("DELETE", "/v1/conversations/15551234567"),
+        ("DELETE", "/v1/media/1479537139650973"),
+    ] {
+        let method = reqwest::Method::from_bytes(verb.as_bytes()).unwrap();
+        let response = app
+            .http
+            .request(method, app.url(path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("a=b")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 415, "{verb} {path}");
+    }
+}

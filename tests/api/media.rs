@@ -129,6 +129,8 @@ async fn media_is_deleted_with_the_numbers_token() {
     let response = app
         .http
         .delete(app.url(&format!("/v1/media/{MEDIA}")))
+        // API_KEY is unset here: a state-changing request must declare JSON (see edge.rs).
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();
