@@ -686,6 +686,23 @@ mod tests {
     }
 
     #[test]
+    fn a_request_timeout_shorter_than_two_graph_timeouts_is_warned_about() {
+        let warned = |vars: &[(&str, &str)]| {
+            settings(vars)
+                .unwrap()
+                .warnings()
+                .iter()
+                .any(|w| w.starts_with("REQUEST_TIMEOUT_SECS"))
+        };
+        assert!(!warned(&[]));
+        assert!(warned(&[("REQUEST_TIMEOUT_SECS", "20")]));
+        assert!(!warned(&[
+            ("REQUEST_TIMEOUT_SECS", "20"),
+            ("GRAPH_TIMEOUT_SECS", "10")
+        ]));
+    }
+
+    #[test]
     fn original_config_env_selects_redis_with_its_list_name() {
         let s = settings(&[
             ("ACCESS_TOKEN", "EAAG"),

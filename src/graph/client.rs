@@ -24,7 +24,6 @@ use serde_json::value::RawValue;
 use tracing::Instrument;
 
 use crate::config::{BusinessNumber, GraphSettings};
-use crate::domain::OutboundText;
 use crate::graph::GraphError;
 use crate::graph::error::{Class, MAX_RESPONSE_BYTES, transport_cause};
 
@@ -52,21 +51,6 @@ pub struct GraphClient {
     /// timeout, and Meta's media URL may redirect (at most 5 times; reqwest drops the token on a
     /// redirect to another host).
     download: reqwest::Client,
-}
-
-/// Meta's text message body.
-#[derive(Serialize)]
-struct TextMessageBody<'a> {
-    messaging_product: &'static str,
-    to: &'a str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    text: TextBody<'a>,
-}
-
-#[derive(Serialize)]
-struct TextBody<'a> {
-    body: &'a str,
 }
 
 impl GraphClient {
@@ -99,37 +83,6 @@ impl GraphClient {
     /// The configured business numbers, the default first.
     pub fn numbers(&self) -> &[BusinessNumber] {
         &self.numbers
-    }
-
-    /// The business number `id`, or the default (PHONE_NUMBER_ID) for `None`. `Ok(None)`: no
-    /// number is configured at all; `Err(())`: `id` is not one of them.
-    #[allow(clippy::result_unit_err)]
-    pub fn number(&self, id: Option<&str>) -> Result<Option<&BusinessNumber>, ()> {
-        match id {
-            None => Ok(self.numbers.first()),
-            Some(id) => self.numbers.iter().find(|n| n.id == id).map(Some).ok_or(()),
-        }
-    }
-
-    /// Sends a text message from the default number (`POST /send`). Returns Meta's response
-    /// JSON verbatim.
-    pub async fn send_text(&self, message: &OutboundText) -> Result<Box<RawValue>, GraphError> {
-        let number = self
-            .numbers
-            .first()
-            .ok_or(GraphError::NotConfigured("PHONE_NUMBER_ID"))?;
-        self.send(
-            number,
-            &TextMessageBody {
-                messaging_product: "whatsapp",
-                to: message.to.as_str(),
-                kind: "text",
-                text: TextBody {
-                    body: message.text.as_str(),
-                },
-            },
-        )
-        .await
     }
 
     /// Sends a message body from `number`, trying again only where that cannot send it twice

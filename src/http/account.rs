@@ -9,18 +9,13 @@ use axum::response::{IntoResponse, Response};
 
 use crate::graph::GraphError;
 use crate::http::AppState;
-use crate::http::error::{ApiError, FieldError};
-use crate::http::send::NumberParams;
+use crate::http::error::ApiError;
+use crate::http::send::{NumberParams, queried_number};
 use crate::service::account::AccountError;
-use crate::service::send::SendError;
 
 impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         match e {
-            AccountError::Number(e @ SendError::UnknownNumber { .. }) => {
-                ApiError::Validation(vec![FieldError::query("phone_number_id", e)])
-            }
-            AccountError::Number(e) => e.into(),
             AccountError::NoWaba(_) => {
                 ApiError::Graph(GraphError::NotConfigured("BUSINESS_ACCOUNT_ID"))
             }
@@ -57,9 +52,6 @@ pub async fn list_templates(
     params: Result<Query<NumberParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
-    let number = state
-        .sender
-        .number(params.phone_number_id.as_deref())
-        .map_err(AccountError::from)?;
+    let number = queried_number(&state.sender, params.phone_number_id.as_deref())?;
     Ok(Json(state.account.templates(number).await?).into_response())
 }

@@ -12,28 +12,37 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::config::BusinessNumber;
 use crate::graph::GraphError;
+use crate::graph::error::transport_cause;
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
-use crate::http::send::{NumberParams, from_query};
+use crate::http::send::{NumberParams, queried_number};
 
-/// A media id: Meta's are digits; letters, `_`, `-` and `.` are let through, nothing that could
-/// change the Graph URL it is put into.
-fn media_id(id: &str) -> Result<&str, ApiError> {
+/// The media id of the path and the business number of the query, both checked before any
+/// Graph call. A media id: Meta's are digits; letters, `_`, `-` and `.` are let through,
+/// nothing that could change the Graph URL it is put into.
+fn target(
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+    params: Result<Query<NumberParams>, QueryRejection>,
+) -> Result<(String, &BusinessNumber), ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_path("id", &e))?;
+    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let ok = !id.is_empty()
         && id.len() <= 128
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(id)
-    } else {
-        Err(ApiError::Validation(vec![FieldError::parameter(
+    if !ok {
+        return Err(ApiError::Validation(vec![FieldError::parameter(
             "path",
             "id",
             "must be a media id: 1-128 letters, digits, '_', '-' or '.'",
-        )]))
+        )]));
     }
+    let number = queried_number(&state.sender, params.phone_number_id.as_deref())?;
+    Ok((id, number))
 }
 
 /// Meta's refusal of an id it does not know (100: "object does not exist"; 404) or of an
@@ -67,13 +76,8 @@ pub async fn download(
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<NumberParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::bad_path("id", &e))?;
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
-    let id = media_id(&id)?;
-    let number = state
-        .sender
-        .number(params.phone_number_id.as_deref())
-        .map_err(from_query)?;
+    let (id, number) = target(&state, id, params)?;
+    let id = id.as_str();
     let graph = state.sender.graph();
     let meta = graph
         .get(number, &format!("/{id}?phone_number_id={}", number.id))
@@ -98,16 +102,18 @@ pub async fn download(
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     let length = upstream.content_length();
     tracing::info!(media_id = id, bytes = length, "media.download");
+    // The cause only: reqwest's own text names the URL, whose query is Meta's signature.
+    let https = url.starts_with("https://");
     let first = upstream.chunk().await.map_err(|e| {
         ApiError::Graph(GraphError::Unreachable {
-            cause: e.to_string(),
+            cause: transport_cause(&e, https),
             base: "the media URL".into(),
             maybe_sent: false,
         })
     })?;
     let stream = futures_util::stream::unfold(
         (Some(upstream), first),
-        |(upstream, pending)| async move {
+        move |(upstream, pending)| async move {
             if let Some(chunk) = pending {
                 return Some((Ok(chunk), (upstream, None)));
             }
@@ -116,7 +122,8 @@ pub async fn download(
                 Ok(Some(chunk)) => Some((Ok(chunk), (Some(upstream), None))),
                 Ok(None) => None,
                 Err(e) => {
-                    tracing::warn!(error.message = %e, "media.download_cut the download from Meta broke off");
+                    let cause = transport_cause(&e, https);
+                    tracing::warn!(error.message = %cause, "media.download_cut the download from Meta broke off");
                     Some((Err(std::io::Error::other(e)), (None, None)))
                 }
             }
@@ -151,13 +158,8 @@ pub async fn delete(
     id: Result<Path<String>, PathRejection>,
     params: Result<Query<NumberParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::bad_path("id", &e))?;
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
-    let id = media_id(&id)?;
-    let number = state
-        .sender
-        .number(params.phone_number_id.as_deref())
-        .map_err(from_query)?;
+    let (id, number) = target(&state, id, params)?;
+    let id = id.as_str();
     state
         .sender
         .graph()

@@ -12,11 +12,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::config::BusinessNumber;
 use crate::domain::send::{Invalid, OutgoingMessage};
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::JsonBody;
-use crate::service::send::{IdempotencyKey, SendError};
+use crate::service::send::{IdempotencyKey, SendError, Sender};
 use crate::store::Claim;
 
 /// The client's key for a request it may repeat.
@@ -230,10 +231,7 @@ pub async fn read_message(
     let stored_number = record
         .as_ref()
         .and_then(|r| r["phone_number_id"].as_str().map(str::to_owned));
-    let number = state
-        .sender
-        .number(asked.or(stored_number.as_deref()))
-        .map_err(from_query)?;
+    let number = queried_number(&state.sender, asked.or(stored_number.as_deref()))?;
     state
         .sender
         .read_receipt(number, &id, false)
@@ -271,10 +269,7 @@ pub async fn typing(
     let axum::extract::Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let contact = crate::domain::ContactId::parse(&contact)
         .map_err(|e| ApiError::Validation(vec![FieldError::parameter("path", "contact", e)]))?;
-    let number = state
-        .sender
-        .number(params.phone_number_id.as_deref())
-        .map_err(from_query)?;
+    let number = queried_number(&state.sender, params.phone_number_id.as_deref())?;
     let latest = state
         .sender
         .latest_inbound(&number.id, &contact)
@@ -294,12 +289,16 @@ pub async fn typing(
     Ok(Json(serde_json::json!({"message_id": latest.as_str(), "phone_number_id": number.id, "typing": true})).into_response())
 }
 
-/// A business-number error of a request that names its number in the query.
-pub(crate) fn from_query(e: SendError) -> ApiError {
-    match e {
+/// The business number a request names in its `phone_number_id` query, else the default; an
+/// unknown one is a 422 naming the parameter.
+pub(crate) fn queried_number<'s>(
+    sender: &'s Sender,
+    phone_number_id: Option<&str>,
+) -> Result<&'s BusinessNumber, ApiError> {
+    sender.number(phone_number_id).map_err(|e| match e {
         SendError::UnknownNumber { .. } => {
             ApiError::Validation(vec![FieldError::query("phone_number_id", e)])
         }
         other => other.into(),
-    }
+    })
 }

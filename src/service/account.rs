@@ -27,9 +27,6 @@ const MAX_TEMPLATE_PAGES: usize = 20;
 /// Why templates could not be listed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
-    /// `from` names no configured number, or none is configured.
-    #[error("{0}")]
-    Number(#[from] crate::service::send::SendError),
     /// The number has no WABA configured.
     #[error(
         "the WhatsApp Business Account of number {0} is not configured: set BUSINESS_ACCOUNT_ID (or BUSINESS_ACCOUNT_ID_{0})"
@@ -108,7 +105,7 @@ impl Account {
             );
             if let Some(cursor) = &after {
                 path.push_str("&after=");
-                path.push_str(&percent_encode(cursor));
+                path.extend(form_urlencoded::byte_serialize(cursor.as_bytes()));
             }
             let page = self.graph.get(number, &path).await?;
             for template in page["data"].as_array().into_iter().flatten() {
@@ -205,18 +202,6 @@ fn placeholders(text: &str) -> Vec<String> {
     names
 }
 
-/// Percent-encodes a cursor for a query string (Meta's cursors are base64-like).
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,10 +243,5 @@ mod tests {
         );
         assert_eq!(described["name"], "order_update");
         assert_eq!(described["components"], template["components"]);
-    }
-
-    #[test]
-    fn cursors_are_percent_encoded() {
-        assert_eq!(percent_encode("QVFI+a/b=="), "QVFI%2Ba%2Fb%3D%3D");
     }
 }

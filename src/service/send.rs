@@ -28,6 +28,7 @@ use crate::domain::send::OutgoingMessage;
 use crate::domain::{ContactId, InboundMessage, MessageId, Origin};
 use crate::graph::{GraphClient, GraphError};
 use crate::store::record::WINDOW_SECS;
+use crate::store::view::now_secs;
 use crate::store::{Claim, IdempotencyOp, Store, StoreError};
 
 /// Why a send was not made.
@@ -95,23 +96,21 @@ impl Sender {
         &self.graph
     }
 
-    /// The business number `from` names, else the default.
+    /// The business number `from` names, else the default (PHONE_NUMBER_ID, the first).
     pub fn number(&self, from: Option<&str>) -> Result<&BusinessNumber, SendError> {
-        match self.graph.number(from) {
-            Ok(Some(number)) => Ok(number),
-            Ok(None) => Err(SendError::NotConfigured),
-            Err(()) => Err(SendError::UnknownNumber {
-                configured: self.configured(),
+        let numbers = self.graph.numbers();
+        match from {
+            None => numbers.first().ok_or(SendError::NotConfigured),
+            Some(id) => numbers.iter().find(|n| n.id == id).ok_or_else(|| {
+                let ids: Vec<&str> = numbers.iter().map(|n| n.id.as_str()).collect();
+                SendError::UnknownNumber {
+                    configured: if ids.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        ids.join(", ")
+                    },
+                }
             }),
-        }
-    }
-
-    fn configured(&self) -> String {
-        let ids: Vec<&str> = self.graph.numbers().iter().map(|n| n.id.as_str()).collect();
-        if ids.is_empty() {
-            "none".to_owned()
-        } else {
-            ids.join(", ")
         }
     }
 
@@ -131,7 +130,7 @@ impl Sender {
         let answer = self.graph.send(number, &body).await?;
         let answer: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
         let accepted = Accepted::of(&answer, &message.to);
-        if crate::domain::MessageId::parse(&accepted.id).is_err() {
+        if MessageId::parse(&accepted.id).is_err() {
             // Meta answered 2xx without a message id: it may or may not have taken the message.
             return Err(GraphError::InvalidResponse { status: 200 }.into());
         }
@@ -165,16 +164,21 @@ impl Sender {
         &self,
         message: &crate::domain::OutboundText,
     ) -> Result<Box<serde_json::value::RawValue>, GraphError> {
-        let answer = self.graph.send_text(message).await?;
-        if let Some(number) = self.graph.numbers().first() {
-            let to = ContactId::Phone(message.to.clone());
-            let parsed: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
-            let accepted = Accepted::of(&parsed, &to);
-            let contact = accepted.contact_id.unwrap_or(to);
-            let body = json!({"type": "text", "text": {"body": message.text.as_str()}});
-            self.record(&body, None, number, &accepted.id, &contact)
-                .await;
-        }
+        let number = self
+            .graph
+            .numbers()
+            .first()
+            .ok_or(GraphError::NotConfigured("PHONE_NUMBER_ID"))?;
+        // The original's body, exactly: no `recipient_type`.
+        let body = json!({"messaging_product": "whatsapp", "to": message.to.as_str(),
+                          "type": "text", "text": {"body": message.text.as_str()}});
+        let answer = self.graph.send(number, &body).await?;
+        let to = ContactId::Phone(message.to.clone());
+        let parsed: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
+        let accepted = Accepted::of(&parsed, &to);
+        let contact = accepted.contact_id.unwrap_or(to);
+        self.record(&body, None, number, &accepted.id, &contact)
+            .await;
         Ok(answer)
     }
 
@@ -409,10 +413,4 @@ fn record_of(
     let mut record = batch.messages.pop()?;
     record.origin = Origin::Api;
     Some(record)
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -429,14 +429,7 @@ async fn conversations_are_filtered_and_searched(backend: Backend) {
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 async fn concurrent_deliveries_for_one_contact_keep_exact_counters(backend: Backend) {
