@@ -83,6 +83,8 @@ use crate::domain::{ContactId, InboundMessage};
 /// change's timestamp, a+15 = the change's JSON, a+16 = its event type (`message_incoming`,
 /// `message_outgoing`, or `` for none).
 /// All keys are declared in KEYS, so the script is also valid where Redis checks key access.
+/// An import from an earlier release's list (KEYS[k+1] is then its own hash) is a duplicate of
+/// a record of its id under any business number.
 /// Returns one entry per message: 1 newly stored, 0 already stored by the same sender (a
 /// duplicate), or the contact the id is already stored for (a conflict).
 ///
@@ -156,6 +158,9 @@ for i = 1, n do
     seen = r
   end
   if not seen and olds[i] then seen = (olds[i] == '1') and contact or olds[i] end
+  -- An import (its marker key is its own record hash) is a duplicate of any record of the id,
+  -- under whichever business number: this release also lists what it stores.
+  if not seen and KEYS[k + 1] == key and call('EXISTS', key) == 1 then seen = contact end
   if seen then
     out[i] = (seen == contact) and 0 or seen
   else
