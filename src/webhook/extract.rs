@@ -42,8 +42,8 @@ use crate::domain::{
 };
 use crate::webhook::content::take_details;
 use crate::webhook::payload::{
-    ChangeValuePayload, ContactPayload, HistoryChunkPayload, MessagePayload, MetadataPayload,
-    RawList, WebhookPayload,
+    ChangeValuePayload, ContactPayload, EntryPayload, HistoryChunkPayload, MessagePayload,
+    MetadataPayload, RawList, WebhookPayload,
 };
 
 /// Everything a notification carried.
@@ -88,6 +88,9 @@ pub struct Notice {
     pub value: Box<RawValue>,
     /// The marketing preferences a `user_preferences` change sets, per contact.
     pub preferences: Vec<Preference>,
+    /// Which delivery it came in: `time:<entry.time>` when Meta dated the entry, else
+    /// `body:<SHA-256 of the whole request body>` (a retry repeats the body byte for byte).
+    pub delivery: String,
 }
 
 /// One `user_preferences[]` item about marketing messages: shown on the contact.
@@ -104,8 +107,10 @@ pub struct Preference {
 }
 
 impl Notice {
-    /// Identifies a notification across Meta's retries (which repeat it byte for byte, possibly in
-    /// another envelope): SHA-256 over the kind, the WABA and the value, hex.
+    /// Identifies a notification across Meta's retries: SHA-256 over the kind, the WABA, the
+    /// value and [`Notice::delivery`], hex. A retry repeats all four; the same update sent again
+    /// later (a template paused a second time, a second rate-limit error) differs in its entry's
+    /// time, or else in its request body, and is kept again.
     pub fn digest(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut hash = Sha256::new();
@@ -115,6 +120,8 @@ impl Notice {
             self.waba_id.as_deref().unwrap_or("").as_bytes(),
             b"\0",
             self.value.get().as_bytes(),
+            b"\0",
+            self.delivery.as_bytes(),
         ] {
             hash.update(part);
         }
@@ -184,6 +191,28 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
     })?;
     let mut batch = WebhookBatch::default();
     for (e, entry) in payload.entry.iter().enumerate() {
+        let first_notice = batch.notices.len();
+        batch.extract_entry(e, entry);
+        if let Some(time) = &entry.time {
+            for notice in &mut batch.notices[first_notice..] {
+                notice.delivery = format!("time:{time}");
+            }
+        }
+    }
+    if batch.notices.iter().any(|n| n.delivery.is_empty()) {
+        use sha2::{Digest, Sha256};
+        let body = format!("body:{}", hex::encode(Sha256::digest(body)));
+        for notice in batch.notices.iter_mut().filter(|n| n.delivery.is_empty()) {
+            notice.delivery.clone_from(&body);
+        }
+    }
+    Ok(batch)
+}
+
+impl WebhookBatch {
+    /// Every change of one entry (`e` is its index, for quarantine paths).
+    fn extract_entry(&mut self, e: usize, entry: &EntryPayload<'_>) {
+        let batch = self;
         for (c, change) in entry.changes.iter().enumerate() {
             let Some(raw_value) = change.value else {
                 batch.ignored_changes += 1;
@@ -254,6 +283,7 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                     phone_number_id: known_tenant.clone(),
                     value: raw_array(errors),
                     preferences: Vec::new(),
+                    delivery: String::new(),
                 });
             }
             for (i, raw) in value.statuses.items().iter().enumerate() {
@@ -271,6 +301,7 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                             phone_number_id: known_tenant.clone(),
                             value: (*raw).to_owned(),
                             preferences: Vec::new(),
+                            delivery: String::new(),
                         });
                     }
                     Err(e) => {
@@ -345,11 +376,11 @@ pub fn extract_batch(body: &[u8]) -> Result<WebhookBatch, ExtractError> {
                     phone_number_id: known_tenant.clone(),
                     value: serde_json::value::to_raw_value(&summary).expect("JSON serializes"),
                     preferences: Vec::new(),
+                    delivery: String::new(),
                 });
             }
         }
     }
-    Ok(batch)
 }
 
 /// The business number a change arrived on.
@@ -462,6 +493,7 @@ impl WebhookBatch {
             phone_number_id,
             value: value.to_owned(),
             preferences,
+            delivery: String::new(),
         });
     }
 
@@ -1063,6 +1095,27 @@ mod tests {
         assert_eq!(
             batch.quarantined[0].path,
             "entry[0].changes[0].value.metadata.phone_number_id"
+        );
+    }
+
+    #[test]
+    fn the_same_update_delivered_again_later_is_a_new_notice_and_a_retry_is_not() {
+        let update = |time: &str, extra: &str| {
+            format!(
+                r#"{{"entry":[{{"id":"55",{time}"changes":[{{"field":"message_template_status_update","value":{{"event":"PAUSED","message_template_id":7}}}}]}}{extra}]}}"#
+            )
+        };
+        let digest = |body: &str| extract_batch(body.as_bytes()).unwrap().notices[0].digest();
+        // Dated entries: the time tells a new delivery from a retry.
+        let first = update(r#""time":1700000000,"#, "");
+        assert_eq!(digest(&first), digest(&first));
+        assert_ne!(digest(&first), digest(&update(r#""time":1700003600,"#, "")));
+        // Undated: a byte-for-byte retry is the same; another delivery (another body) is not.
+        let undated = update("", "");
+        assert_eq!(digest(&undated), digest(&undated));
+        assert_ne!(
+            digest(&undated),
+            digest(&update("", r#",{"id":"55","changes":[]}"#))
         );
     }
 

@@ -27,6 +27,10 @@ pub struct EntryPayload<'a> {
     /// `metadata` (template and account updates). Read leniently: a number is kept as digits.
     #[serde(default, deserialize_with = "lenient::string")]
     pub id: Option<String>,
+    /// When Meta produced the entry (unix seconds; sent with template, account and other
+    /// non-message updates): what tells a repeated update from Meta's retry of the same one.
+    #[serde(default, deserialize_with = "lenient::string")]
+    pub time: Option<String>,
     #[serde(default, borrow)]
     pub changes: Vec<ChangePayload<'a>>,
 }
