@@ -409,13 +409,38 @@ fn raw_array(items: &[&RawValue]) -> Box<RawValue> {
     RawValue::from_string(out).expect("elements of a JSON array make a JSON array")
 }
 
-/// An event type made of Meta's field name when it is a plain name, else `notification`.
+/// Names a notice may not take as its event type: the gateway's own events (a field named so
+/// would pose as one) and `type`/`data`, the field names of the event log's earlier entry form
+/// (an event named so would be read back as half of such a pair and lost).
+const RESERVED_KINDS: [&str; 17] = [
+    "type",
+    "data",
+    "message_incoming",
+    "message_outgoing",
+    "message_status",
+    "button_clicked",
+    "selection_made",
+    "reaction",
+    "message_edited",
+    "message_deleted",
+    "conversation_updated",
+    "conversation_deleted",
+    "webhook_error",
+    "meta_error",
+    "call_status",
+    "reset",
+    "error",
+];
+
+/// An event type made of Meta's field name when it is a plain name of its own, else
+/// `notification`.
 fn notice_kind(field: &str) -> String {
     let plain = !field.is_empty()
         && field.len() <= 64
         && field
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !RESERVED_KINDS.contains(&field);
     if plain { field } else { "notification" }.to_owned()
 }
 
@@ -1126,6 +1151,8 @@ mod tests {
             {"value":{"messages":"x","metadata":7},"field":"flows"},
             {"field":"calls","value":[1,{"a":null}]},
             {"field":"Weird Field!","value":"s"},
+            {"field":"message_status","value":{}},
+            {"field":"type","value":{}},
             {"field":"messages","value":null}]}]}"#;
         let batch = extract_batch(other).unwrap();
         assert_eq!(batch.ignored_changes, 1);
@@ -1141,6 +1168,8 @@ mod tests {
                 ("flows", "flows", r#"{"messages":"x","metadata":7}"#),
                 ("calls", "calls", r#"[1,{"a":null}]"#),
                 ("notification", "Weird Field!", r#""s""#),
+                ("notification", "message_status", "{}"),
+                ("notification", "type", "{}"),
             ]
         );
         assert!(
