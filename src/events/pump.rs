@@ -76,6 +76,18 @@ impl EndReason {
     }
 }
 
+/// How long a new stream waits for the reader to follow the log before it is refused.
+pub(crate) const FOLLOW_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a new stream cannot start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotFollowing {
+    /// The server is shutting down.
+    Shutdown,
+    /// The reader could not reach the event log within [`FOLLOW_TIMEOUT`].
+    Unavailable,
+}
+
 /// A client's stream before it starts: subscribed to the broadcast and holding a stream slot.
 pub(crate) struct Subscription {
     hub: Arc<EventHub>,
@@ -106,9 +118,15 @@ impl Subscription {
     /// Completes once the instance's reader follows the log (waking it when it is idle), so
     /// every event stored after this returns reaches the subscriber live: a transport waits for
     /// it before it tells the client it is connected (response headers, the WebSocket
-    /// handshake). `false` when the server is shutting down.
-    pub(crate) async fn following(&self) -> bool {
-        self.hub.demand.armed(&self.hub.shutdown).await
+    /// handshake). Fails on shutdown, and after [`FOLLOW_TIMEOUT`] (the reader cannot reach
+    /// the log: a store that does not answer), so a request never hangs on it.
+    pub(crate) async fn following(&self) -> Result<(), NotFollowing> {
+        match tokio::time::timeout(FOLLOW_TIMEOUT, self.hub.demand.armed(&self.hub.shutdown)).await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(NotFollowing::Shutdown),
+            Err(_) => Err(NotFollowing::Unavailable),
+        }
     }
 
     /// Starts the pump; the transport reads the returned queue. Cancelling `abort` must close the
@@ -163,10 +181,7 @@ async fn pump(mut sub: Subscription, tx: mpsc::Sender<Out>, abort: CancellationT
 async fn forward(sub: &mut Subscription, tx: &mpsc::Sender<Out>) -> Stop {
     let hub = sub.hub.clone();
     let shutdown = hub.shutdown.clone();
-    // Subscribed already; the reader must follow the log before the backlog is read.
-    if !hub.demand.armed(&shutdown).await {
-        return Stop::End(EndReason::Shutdown);
-    }
+    // The transport waited for `following` already: the reader follows the log.
     // The last id replayed (or the cursor): live events at or below it were sent or are older.
     let mut last = None;
     if let Some(cursor) = sub.after {

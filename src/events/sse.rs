@@ -144,6 +144,16 @@ pub(crate) fn no_slot() -> ApiError {
     )
 }
 
+/// A stream that could not start following the log (see [`super::pump::NotFollowing`]): 503.
+pub(crate) fn not_following(reason: super::pump::NotFollowing) -> ApiError {
+    match reason {
+        super::pump::NotFollowing::Shutdown => no_slot(),
+        super::pump::NotFollowing::Unavailable => ApiError::Overloaded(
+            "the event log cannot be read now (the store does not answer); retry later",
+        ),
+    }
+}
+
 /// Streams the events as Server-Sent Events.
 #[utoipa::path(get, path = "/v1/events", tag = "events",
     params(StreamQuery,
@@ -170,9 +180,7 @@ pub async fn stream_events(
     let subscription = Subscription::open(hub, after, filter).ok_or_else(no_slot)?;
     // Before the client learns it is connected: a reader woken from idle starts at the log's
     // newest event, so an event stored between a response and that start would be missed.
-    if !subscription.following().await {
-        return Err(no_slot());
-    }
+    subscription.following().await.map_err(not_following)?;
     let abort = abort.map_or_else(CancellationToken::new, |Extension(a)| a.0);
     let queue = subscription.start(abort);
     let frames = futures_util::stream::unfold(Some(queue), |queue| async move {

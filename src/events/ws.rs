@@ -76,9 +76,10 @@ pub async fn stream_events_ws(
     let subscription = Subscription::open(hub, after, filter).ok_or_else(no_slot)?;
     // Before the client learns it is connected: a reader woken from idle starts at the log's
     // newest event, so an event stored between a response and that start would be missed.
-    if !subscription.following().await {
-        return Err(no_slot());
-    }
+    subscription
+        .following()
+        .await
+        .map_err(super::sse::not_following)?;
     let tracker = hub.tracker.clone();
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)

@@ -1423,3 +1423,30 @@ async fn marketing_preferences_show_on_the_contact_latest_first(backend: Backend
     let list = app.get_json(&format!("/v1/conversations?q={BOB}")).await;
     assert_eq!(shown(&list), Value::Null, "{list}");
 }
+
+/// A stream opened while the store does not answer is refused with a 503 within a few seconds
+/// instead of waiting (holding its slot) for a reader that cannot reach the log.
+#[tokio::test]
+async fn a_stream_opened_while_redis_is_down_is_a_prompt_503() {
+    let mut app = spawn_app(Backend::Redis).await;
+    app.redis().kill();
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(
+        Duration::from_secs(15),
+        app.http.get(app.url("/v1/events")).send(),
+    )
+    .await
+    .expect("answered in time")
+    .unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("event log"),
+        "{body}"
+    );
+}
