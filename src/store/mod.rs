@@ -92,6 +92,26 @@ pub struct SaveReport {
     pub conflicts: usize,
 }
 
+/// A quarantined item's event data; `raw` is embedded byte for byte.
+#[derive(serde::Serialize)]
+struct QuarantineData<'a> {
+    path: &'a str,
+    rule: &'a str,
+    phone_number_id: Option<&'a str>,
+    raw: &'a RawValue,
+    received_at: i64,
+}
+
+/// A notice's event data; `value` is embedded as it came (key order and all).
+#[derive(serde::Serialize)]
+struct NoticeData<'a> {
+    field: &'a str,
+    waba_id: Option<&'a str>,
+    phone_number_id: Option<&'a str>,
+    value: &'a RawValue,
+    received_at: i64,
+}
+
 /// What happened to one message of a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -431,14 +451,14 @@ impl Store {
         let items = items
             .iter()
             .map(|q| {
-                serde_json::json!({
-                    "path": q.path,
-                    "rule": q.rule,
-                    "phone_number_id": q.phone_number_id.as_ref().map(|p| p.as_str()),
-                    "raw": q.raw,
-                    "received_at": received_at,
+                serde_json::to_string(&QuarantineData {
+                    path: &q.path,
+                    rule: &q.rule,
+                    phone_number_id: q.phone_number_id.as_ref().map(|p| p.as_str()),
+                    raw: &q.raw,
+                    received_at,
                 })
-                .to_string()
+                .expect("strings and raw JSON serialize")
             })
             .collect();
         let result = on_backend!(self, s => s.save_quarantined(items).await);
@@ -462,17 +482,18 @@ impl Store {
             let items = chunk
                 .iter()
                 .map(|n| {
-                    let data = serde_json::json!({
-                        "field": n.field,
-                        "waba_id": n.waba_id,
-                        "phone_number_id": n.phone_number_id.as_ref().map(|p| p.as_str()),
-                        "value": n.value,
-                        "received_at": received_at,
-                    });
+                    let data = serde_json::to_string(&NoticeData {
+                        field: &n.field,
+                        waba_id: n.waba_id.as_deref(),
+                        phone_number_id: n.phone_number_id.as_ref().map(|p| p.as_str()),
+                        value: &n.value,
+                        received_at,
+                    })
+                    .expect("strings and raw JSON serialize");
                     NoticeWrite {
                         digest: n.digest(),
                         kind: n.kind.clone(),
-                        data: data.to_string(),
+                        data,
                         preferences: n
                             .preferences
                             .iter()

@@ -813,6 +813,7 @@ contract_tests!(
     echoes_are_outbound_messages_that_open_no_window,
     history_back_fill_is_stored_without_unread_window_or_message_events,
     other_notifications_are_kept_as_events_once_each,
+    a_notice_value_is_kept_byte_for_byte,
     the_app_dashboard_test_samples_get_200,
     marketing_preferences_show_on_the_contact_latest_first,
 );
@@ -1449,4 +1450,19 @@ async fn a_stream_opened_while_redis_is_down_is_a_prompt_503() {
         body["detail"].as_str().unwrap().contains("event log"),
         "{body}"
     );
+}
+
+/// A notice's `value` reaches the event as Meta sent it: key order, number forms and all.
+async fn a_notice_value_is_kept_byte_for_byte(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let mut sse = Sse::open(&app, "", None).await;
+    let value = r#"{"zulu":1.50,"alpha":{"b":true,"a":null},"phone_number":"15551713917"}"#;
+    let body = format!(
+        r#"{{"object":"whatsapp_business_account","entry":[{{"id":"102290129340398","changes":[{{"field":"account_update","value":{value}}}]}}]}}"#
+    );
+    app.post_webhook_ok(&body).await;
+    let frame = &sse.events(1).await[0];
+    assert_eq!(frame.kind(), "account_update");
+    let data = frame.data.as_deref().unwrap();
+    assert!(data.contains(&format!(r#""value":{value}"#)), "{data}");
 }
