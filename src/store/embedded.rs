@@ -1303,8 +1303,14 @@ fn mark_read(
         )?
         .execute(params![phone_number_id, contact])?;
         fields.unread_count = 0;
+        // The event has the shape of every other `conversation_updated` (on both backends): the
+        // contact without its marketing preference, which only the read answer shows.
+        let event = ConversationFields {
+            marketing: None,
+            ..fields.clone()
+        };
         tx.prepare_cached("INSERT INTO events (type, data) VALUES ('conversation_updated', ?1)")?
-            .execute(params![fields.json(None)])?;
+            .execute(params![event.json(None)])?;
     }
     Ok(Some(fields.json(Some(super::view::now_secs()))))
 }

@@ -814,6 +814,7 @@ contract_tests!(
     history_back_fill_is_stored_without_unread_window_or_message_events,
     other_notifications_are_kept_as_events_once_each,
     a_notice_value_is_kept_byte_for_byte,
+    conversation_updated_has_one_shape_for_a_message_and_a_read,
     the_app_dashboard_test_samples_get_200,
     marketing_preferences_show_on_the_contact_latest_first,
 );
@@ -1465,4 +1466,20 @@ async fn a_notice_value_is_kept_byte_for_byte(backend: Backend) {
     assert_eq!(frame.kind(), "account_update");
     let data = frame.data.as_deref().unwrap();
     assert!(data.contains(&format!(r#""value":{value}"#)), "{data}");
+}
+
+/// `conversation_updated` has one shape whatever wrote it, on both backends: the event of a
+/// read shows the contact as the event of a new message does.
+async fn conversation_updated_has_one_shape_for_a_message_and_a_read(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.post_webhook_ok(&preference_webhook(ALICE, "stop", 1_731_705_721))
+        .await;
+    let mut sse = Sse::open(&app, "?types=conversation_updated", None).await;
+    app.post_webhook_ok(&webhook_with(vec![text_message("wamid.S1", ALICE, "hi")]))
+        .await;
+    let read = mark_read(&app, ALICE).await;
+    assert_eq!(read["unread_count"], 0, "{read}");
+    let frames = sse.events(2).await;
+    let contact = |i: usize| frames[i].json()["data"]["contact"].clone();
+    assert_eq!(contact(0), contact(1));
 }
