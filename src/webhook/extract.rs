@@ -281,7 +281,8 @@ impl WebhookBatch {
                     field: field.to_owned(),
                     waba_id: entry.id.clone(),
                     phone_number_id: known_tenant.clone(),
-                    value: raw_array(errors),
+                    // Raw values serialize byte for byte.
+                    value: serde_json::value::to_raw_value(errors).expect("raw JSON serializes"),
                     preferences: Vec::new(),
                     delivery: String::new(),
                 });
@@ -394,19 +395,6 @@ impl Business<'_> {
     fn sent(&self, from: Option<&str>) -> bool {
         !self.display_phone_number.is_empty() && from == Some(self.display_phone_number)
     }
-}
-
-/// `items` as one JSON array, byte for byte.
-fn raw_array(items: &[&RawValue]) -> Box<RawValue> {
-    let mut out = String::from("[");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(item.get());
-    }
-    out.push(']');
-    RawValue::from_string(out).expect("elements of a JSON array make a JSON array")
 }
 
 /// Names a notice may not take as its event type: the gateway's own events (a field named so
