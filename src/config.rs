@@ -79,6 +79,15 @@ pub struct HttpSettings {
     /// MIN_UPLOAD_BYTES_PER_SEC (default 1024; 0 disables): after a 2 s grace, a body arriving
     /// slower than this on average is cut off with 408.
     pub min_upload_rate: u64,
+    /// MEDIA_UPLOAD_MAX_BYTES (default 100 MiB, Meta's largest: documents): the largest file
+    /// `POST /v1/media` takes; Meta's smaller limits per kind apply below it. That route streams
+    /// its body to Meta instead of buffering it, so MAX_BODY_BYTES and UPLOAD_MEMORY_BYTES do not
+    /// apply to it (its request may be up to 64 KiB larger than the file, for the form).
+    pub media_upload_max_bytes: u64,
+    /// MEDIA_UPLOAD_TIMEOUT_SECS (default 600): the whole of a `POST /v1/media`, upload to Meta
+    /// included, must end within this (instead of REQUEST_TIMEOUT_SECS and BODY_TIMEOUT_SECS);
+    /// MIN_UPLOAD_BYTES_PER_SEC still applies to it.
+    pub media_upload_timeout: Duration,
     /// HTTP2 (default false): accept HTTP/2 over cleartext (prior knowledge) besides HTTP/1.1.
     pub http2: bool,
     /// HTTP2_MAX_STREAMS (default 32): concurrent streams per HTTP/2 connection.
@@ -342,6 +351,18 @@ impl Settings {
                 usize::MAX >> 4,
             ),
             min_upload_rate: env.bounded("MIN_UPLOAD_BYTES_PER_SEC", 1024, 0, u64::MAX >> 4),
+            media_upload_max_bytes: env.bounded(
+                "MEDIA_UPLOAD_MAX_BYTES",
+                100 * 1024 * 1024,
+                1024,
+                1 << 40,
+            ),
+            media_upload_timeout: Duration::from_secs(env.bounded(
+                "MEDIA_UPLOAD_TIMEOUT_SECS",
+                600,
+                1,
+                86_400,
+            )),
             http2: env.parsed_with("HTTP2", false, "true or false", parse_bool),
             http2_max_streams: env.bounded("HTTP2_MAX_STREAMS", 32, 1, 1000),
             allowed_hosts: env.parsed_with(

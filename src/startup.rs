@@ -120,7 +120,7 @@ impl Application {
             allowed_hosts: settings.http.allowed_hosts.clone(),
             events,
         });
-        let app = http::app(state.clone(), &settings.http);
+        let app = http::app(state.clone());
         let address = SocketAddr::new(settings.http.host, settings.http.port);
         let listener = TcpListener::bind(address)
             .await

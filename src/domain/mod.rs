@@ -6,6 +6,7 @@
 pub mod content;
 pub mod identity;
 pub mod inbound;
+pub mod media;
 pub mod message_id;
 pub mod meta_error;
 pub mod outbound;

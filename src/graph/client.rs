@@ -51,6 +51,11 @@ pub struct GraphClient {
     /// timeout, and Meta's media URL may redirect (at most 5 times; reqwest drops the token on a
     /// redirect to another host).
     download: reqwest::Client,
+    /// For media uploads: no total or read timeout (reqwest's read timeout would run from the
+    /// request's start, and a 100 MB document takes what it takes; the edge holds the client's
+    /// side to a minimum rate), never redirected (a streamed body cannot be sent twice). Meta
+    /// must answer within GRAPH_TIMEOUT_SECS once the whole file is sent ([`Self::upload_media`]).
+    upload: reqwest::Client,
 }
 
 impl GraphClient {
@@ -69,9 +74,15 @@ impl GraphClient {
             .user_agent(concat!("whatsapp-gateway/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::limited(5))
             .build()?;
+        let upload = reqwest::Client::builder()
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("whatsapp-gateway/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         Ok(Self {
             http,
             download,
+            upload,
             base_url: settings.base_url.clone(),
             numbers: settings.numbers.clone(),
             base_for_errors: displayable_base(&settings.base_url),
@@ -236,6 +247,71 @@ impl GraphClient {
             body,
             retry_after: None,
         })
+    }
+
+    /// Uploads a media file (`POST /{phone_number_id}/media`, multipart: `messaging_product`,
+    /// `type`, then `file` with its name and type), streaming `file` as it comes: nothing is
+    /// buffered whole. Tried once (a stream cannot be replayed; a failed upload leaves at most an
+    /// unused media id, which Meta drops after 30 days). Once `file` has ended, Meta must answer
+    /// within GRAPH_TIMEOUT_SECS, else [`GraphError::Timeout`]. Returns Meta's media id.
+    pub async fn upload_media<S>(
+        &self,
+        number: &BusinessNumber,
+        media: crate::domain::media::MediaType,
+        filename: &str,
+        file: S,
+    ) -> Result<String, GraphError>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    {
+        let token = number
+            .access_token
+            .as_ref()
+            .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
+        // The end of the file starts the wait for Meta's answer.
+        let (sent, all_sent) = tokio::sync::oneshot::channel::<()>();
+        let mut sent = Some(sent);
+        let file = futures_util::StreamExt::chain(
+            file,
+            futures_util::stream::poll_fn(move |_| {
+                if let Some(sent) = sent.take() {
+                    let _ = sent.send(());
+                }
+                std::task::Poll::Ready(None)
+            }),
+        );
+        let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(file))
+            .file_name(filename.to_owned())
+            .mime_str(media.mime())
+            .expect("every MediaType is a valid MIME type (tested in domain::media)");
+        let form = reqwest::multipart::Form::new()
+            .text("messaging_product", "whatsapp")
+            .text("type", media.mime())
+            .part("file", part);
+        let path = format!("/{}/media", number.id);
+        let span = tracing::info_span!("graph.call", http.method = "POST", graph.path = %path);
+        let request = self
+            .upload
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(token.expose_secret())
+            .multipart(form);
+        let answer = tokio::select! {
+            answer = self.execute(request).instrument(span) => answer?,
+            () = async {
+                if all_sent.await.is_err() {
+                    // The stream was dropped before its end: the request's own error comes.
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(self.timeout).await;
+            } => return Err(GraphError::Timeout),
+        };
+        #[derive(serde::Deserialize)]
+        struct Uploaded {
+            id: String,
+        }
+        serde_json::from_str::<Uploaded>(answer.get())
+            .map(|u| u.id)
+            .map_err(|_| GraphError::InvalidResponse { status: 200 })
     }
 
     /// Deletes a media file Meta holds (`DELETE /{media-id}?phone_number_id=`).

@@ -10,7 +10,9 @@
 //! Host-checked: Meta arrives through tunnels with their own names, and the signature protects it.
 //! Also while API_KEY is unset, every state-changing client request (any method but GET, HEAD,
 //! OPTIONS and TRACE) must declare a JSON Content-Type: a plain HTML form on another site cannot send
-//! one, so a page the operator visits cannot send, mark read or delete through the gateway.
+//! one, so a page the operator visits cannot send, mark read or delete through the gateway. The
+//! one form route, `POST /v1/media` (multipart, which any page can send), instead refuses a
+//! request a browser marks as coming from another origin (`Origin`, `Sec-Fetch-Site`).
 
 use std::sync::Arc;
 
@@ -47,11 +49,41 @@ pub async fn require_api_key(
                 ));
             }
             if !request.method().is_safe() {
-                crate::http::extract::require_json_content_type(request.headers())?;
+                if request.uri().path() == crate::http::edge::MEDIA_UPLOAD_PATH {
+                    require_same_origin(request.headers(), host)?;
+                } else {
+                    crate::http::extract::require_json_content_type(request.headers())?;
+                }
             }
         }
     }
     Ok(next.run(request).await)
+}
+
+/// For a form upload (a multipart body, which any web page may send) while API_KEY is unset: a
+/// browser says where the page that sends it comes from (`Origin`, `Sec-Fetch-Site`); it must
+/// be this host's own page. Clients that are not browsers (curl, apps) send neither header.
+fn require_same_origin(headers: &HeaderMap, host: &str) -> Result<(), ApiError> {
+    let site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let origin = headers
+        .get(axum::http::header::ORIGIN)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let origin_host = origin.map(|o| {
+        o.split_once("://")
+            .map_or("", |(_, rest)| rest)
+            .trim_end_matches('/')
+    });
+    let cross_site = matches!(site, "cross-site" | "same-site")
+        || origin_host.is_some_and(|o| !o.eq_ignore_ascii_case(host));
+    if cross_site {
+        let shown = crate::http::error::bounded(origin.unwrap_or(site)).into_owned();
+        tracing::warn!(reason = "cross_origin", "auth.rejected");
+        return Err(ApiError::CrossOrigin(shown));
+    }
+    Ok(())
 }
 
 /// The Host header, or the URI's authority (HTTP/2), or "" when neither is there.
@@ -110,6 +142,25 @@ mod tests {
             &headers(&[("x-api-key", "k-123")]),
             &key
         ));
+    }
+
+    #[test]
+    fn a_form_upload_is_refused_from_another_origin_only() {
+        let host = "127.0.0.1:8000";
+        assert!(require_same_origin(&headers(&[]), host).is_ok());
+        assert!(
+            require_same_origin(&headers(&[("origin", "http://127.0.0.1:8000")]), host).is_ok()
+        );
+        assert!(require_same_origin(&headers(&[("sec-fetch-site", "same-origin")]), host).is_ok());
+        assert!(require_same_origin(&headers(&[("sec-fetch-site", "none")]), host).is_ok());
+        assert!(
+            require_same_origin(&headers(&[("origin", "https://evil.example")]), host).is_err()
+        );
+        assert!(require_same_origin(&headers(&[("origin", "null")]), host).is_err());
+        assert!(require_same_origin(&headers(&[("sec-fetch-site", "cross-site")]), host).is_err());
+        assert!(
+            require_same_origin(&headers(&[("origin", "http://127.0.0.1:9000")]), host).is_err()
+        );
     }
 
     #[test]

@@ -20,6 +20,12 @@
 //!    queue). A stalled upload therefore never holds a slot: it holds only upload budget, which
 //!    it loses by the minimum rate.
 //! 4. Count sends in flight, so shutdown can let them finish ([`Edge::sends_in_flight`]).
+//! 5. Run the request within REQUEST_TIMEOUT_SECS (else an empty 503).
+//!
+//! One route is streamed instead: `POST /v1/media` ([`MEDIA_UPLOAD_PATH`]) hands its body to the
+//! handler as it arrives (the handler streams it to Meta), under an upload slot held until the
+//! answer, MEDIA_UPLOAD_MAX_BYTES (413), the minimum rate (408) and MEDIA_UPLOAD_TIMEOUT_SECS for
+//! the whole request; it holds no memory budget and no processing slot.
 //!
 //! A body already complete when the edge first looks (the usual webhook: it came in the same
 //! packets as its headers, at most one 16 KiB read buffer) is not "being received": it takes no
@@ -112,6 +118,9 @@ pub struct Edge {
     max_body_bytes: usize,
     body_timeout: Duration,
     min_upload_rate: u64,
+    request_timeout: Duration,
+    media_upload_max_bytes: u64,
+    media_upload_timeout: Duration,
     sends: AtomicUsize,
     sends_done: Notify,
 }
@@ -140,9 +149,17 @@ impl Edge {
             max_body_bytes: settings.max_body_bytes,
             body_timeout: settings.body_timeout,
             min_upload_rate: settings.min_upload_rate,
+            request_timeout: settings.request_timeout,
+            media_upload_max_bytes: settings.media_upload_max_bytes,
+            media_upload_timeout: settings.media_upload_timeout,
             sends: AtomicUsize::new(0),
             sends_done: Notify::new(),
         }
+    }
+
+    /// MEDIA_UPLOAD_MAX_BYTES.
+    pub fn media_upload_max_bytes(&self) -> u64 {
+        self.media_upload_max_bytes
     }
 
     /// `POST /send` requests being processed now.
@@ -358,9 +375,13 @@ where
         let class = RouteClass::of(request.uri().path());
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
+        let request_timeout = self.state.edge.request_timeout;
         if class == RouteClass::Health {
             let mut inner = inner;
-            return Box::pin(inner.call(request));
+            return Box::pin(within(request_timeout, inner.call(request)));
+        }
+        if request.method() == Method::POST && request.uri().path() == MEDIA_UPLOAD_PATH {
+            return Box::pin(admit_stream(inner, self.state.clone(), request));
         }
         let hasher = (class == RouteClass::Webhook && request.method() == Method::POST)
             .then(|| self.state.app_secret.as_ref().map(AppSecret::hasher))
@@ -417,7 +438,183 @@ where
         edge.sends.fetch_add(1, Ordering::AcqRel);
         SendGuard(edge.clone())
     });
-    inner.call(request).await
+    within(edge.request_timeout, inner.call(request)).await
+}
+
+/// The request's answer, or an empty 503 when it takes longer than `limit`
+/// (REQUEST_TIMEOUT_SECS; MEDIA_UPLOAD_TIMEOUT_SECS for uploads).
+async fn within<F>(limit: Duration, answer: F) -> Result<Response, Infallible>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    match tokio::time::timeout(limit, answer).await {
+        Ok(answer) => answer,
+        Err(_) => Ok(axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response()),
+    }
+}
+
+/// The one route whose body is streamed through instead of received first.
+pub const MEDIA_UPLOAD_PATH: &str = "/v1/media";
+
+/// Most bytes of form around the file in an upload (field headers, boundaries, `from`, `type`).
+pub const UPLOAD_FORM_OVERHEAD: u64 = 64 * 1024;
+
+/// `POST /v1/media`: the body is handed to the handler as it arrives (it streams the file to
+/// Meta), under an upload slot (MAX_UPLOADS, MAX_UPLOADS_PER_CLIENT) held until the answer,
+/// MEDIA_UPLOAD_MAX_BYTES (+ the form's overhead; refused from `Content-Length` before reading),
+/// the minimum rate and MEDIA_UPLOAD_TIMEOUT_SECS for the whole request. It holds no memory
+/// budget (nothing is buffered beyond a chunk) and no processing slot: like a body being received
+/// elsewhere, a slow upload holds only its upload slot, which it loses by the minimum rate.
+async fn admit_stream<S>(
+    mut inner: S,
+    state: Arc<AppState>,
+    request: Request,
+) -> Result<Response, Infallible>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    let edge = &state.edge;
+    let limit = edge.media_upload_max_bytes + UPLOAD_FORM_OVERHEAD;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(
+            ApiError::TooLarge(upload_too_large(edge.media_upload_max_bytes)).into_response(),
+        );
+    }
+    let client = request
+        .extensions()
+        .get::<Connection>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip());
+    let _upload = match edge.start_upload(client) {
+        Ok(slot) => slot,
+        Err(refusal) => return Ok(refuse(&state.metrics, refusal, false)),
+    };
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let body = Body::new(PacedBody {
+        inner: body,
+        received: 0,
+        limit,
+        started,
+        min_rate: edge.min_upload_rate,
+        hard: started + edge.media_upload_timeout,
+        timer: Box::pin(tokio::time::sleep_until(frame_deadline(
+            started,
+            started + edge.media_upload_timeout,
+            0,
+            edge.min_upload_rate,
+        ))),
+    });
+    within(
+        edge.media_upload_timeout,
+        inner.call(Request::from_parts(parts, body)),
+    )
+    .await
+}
+
+/// The 413 text of an upload over MEDIA_UPLOAD_MAX_BYTES.
+pub fn upload_too_large(max: u64) -> String {
+    format!(
+        "the upload is larger than MEDIA_UPLOAD_MAX_BYTES ({}); WhatsApp takes documents up to 100 MiB, audio and video up to 16 MiB, images up to 5 MiB",
+        crate::domain::media::human_bytes(max)
+    )
+}
+
+/// Why a streamed upload's body was cut off by the edge (found by the handler in the error's
+/// source chain).
+#[derive(Debug)]
+pub enum BodyCut {
+    /// Over MEDIA_UPLOAD_MAX_BYTES (`max`) and the form's overhead.
+    TooLarge {
+        /// MEDIA_UPLOAD_MAX_BYTES.
+        max: u64,
+    },
+    /// Below MIN_UPLOAD_BYTES_PER_SEC, or past MEDIA_UPLOAD_TIMEOUT_SECS.
+    TooSlow,
+}
+
+impl std::fmt::Display for BodyCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::TooLarge { .. } => "the upload is over its size limit",
+            Self::TooSlow => "the upload arrives too slowly",
+        })
+    }
+}
+
+impl std::error::Error for BodyCut {}
+
+impl BodyCut {
+    /// The cut in `error`'s source chain, if the edge cut the body.
+    pub fn find<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e BodyCut> {
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(cut) = e.downcast_ref::<BodyCut>() {
+                return Some(cut);
+            }
+            next = e.source();
+        }
+        None
+    }
+}
+
+/// A request body passed on as it arrives, cut off ([`BodyCut`]) past its byte limit, below the
+/// minimum average rate (after [`UPLOAD_GRACE`]) or past its deadline.
+struct PacedBody {
+    inner: Body,
+    received: u64,
+    limit: u64,
+    started: Instant,
+    min_rate: u64,
+    hard: Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for PacedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if this.received > this.limit {
+                        let max = this.limit - UPLOAD_FORM_OVERHEAD;
+                        return Poll::Ready(Some(Err(axum::Error::new(BodyCut::TooLarge { max }))));
+                    }
+                    let deadline = frame_deadline(
+                        this.started,
+                        this.hard,
+                        usize::try_from(this.received).unwrap_or(usize::MAX),
+                        this.min_rate,
+                    );
+                    this.timer.as_mut().reset(deadline);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(BodyCut::TooSlow)))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn refuse(metrics: &Metrics, refusal: Refusal, is_webhook: bool) -> Response {

@@ -89,9 +89,24 @@ pub enum ApiError {
     /// 413: body over MAX_BODY_BYTES.
     #[error("request body is larger than the configured limit (MAX_BODY_BYTES)")]
     PayloadTooLarge,
+    /// 413 with its own text: an upload over its limit, naming the limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415 with its own text: a body or file of a type the route does not take, naming the
+    /// types it does.
+    #[error("{0}")]
+    UnsupportedType(String),
+    /// 403: a state-changing request from a web page of another origin while API_KEY is unset.
+    #[error(
+        "cross-origin request refused: API_KEY is not set, so state-changing requests from a web page are accepted only from the gateway's own pages (Origin {0:?} is not this host); set API_KEY to call the API from another origin"
+    )]
+    CrossOrigin(String),
     /// 408: the body did not arrive within BODY_TIMEOUT_SECS.
     #[error("request body was not received in time")]
     BodyTimeout,
+    /// 400: a multipart form that does not parse, with the reason.
+    #[error("the multipart form could not be read: {0}")]
+    MalformedForm(String),
     /// 400: the body could not be read for another reason.
     #[error("could not read the request body")]
     UnreadableBody,
@@ -166,7 +181,7 @@ impl ApiError {
     /// The metric/log label of an error met while reading a request body.
     pub fn body_failure_reason(&self) -> &'static str {
         match self {
-            Self::PayloadTooLarge => "payload_too_large",
+            Self::PayloadTooLarge | Self::TooLarge(_) => "payload_too_large",
             Self::BodyTimeout => "body_timeout",
             _ => "unreadable_body",
         }
@@ -176,13 +191,16 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::MalformedJson(_) | Self::InvalidWebhook(_) | Self::UnreadableBody => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedJson(_)
+            | Self::InvalidWebhook(_)
+            | Self::UnreadableBody
+            | Self::MalformedForm(_) => StatusCode::BAD_REQUEST,
             Self::BadSignature(_) | Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Handshake(HandshakeError::MissingParameter(_)) => StatusCode::BAD_REQUEST,
             Self::Handshake(_) => StatusCode::FORBIDDEN,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge | Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::CrossOrigin(_) => StatusCode::FORBIDDEN,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Store(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -302,6 +320,8 @@ impl IntoResponse for ApiError {
                 json!({ "detail": body })
             }
             Self::Send(e) => json!({ "detail": send_detail(e) }),
+            // Our own texts, whose client values are bounded where they are made.
+            Self::TooLarge(text) | Self::UnsupportedType(text) => json!({ "detail": text }),
             Self::Store(cause) => {
                 tracing::error!(error.message = %bounded(&cause.to_string()), "store.error");
                 match cause.public_detail() {

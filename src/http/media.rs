@@ -1,10 +1,17 @@
-//! `GET /v1/media/{id}` and `DELETE /v1/media/{id}`: media Meta holds, by id (ids from inbound
-//! webhooks or from uploads). A download resolves Meta's short-lived URL (`GET /{id}`, retried
+//! `POST /v1/media`, `GET /v1/media/{id}` and `DELETE /v1/media/{id}`: media Meta holds, by id
+//! (ids from inbound webhooks or from uploads).
+//!
+//! An upload is a multipart form whose `file` is streamed to Meta as it arrives (the edge hands
+//! this route its body unbuffered: [`crate::http::edge::MEDIA_UPLOAD_PATH`]). Before anything is
+//! sent, the form fields ahead of `file` (`from`, `type`) are read and the file's type is checked
+//! against Meta's table ([`crate::domain::media`]); while it streams, its size is held to Meta's
+//! limit for its kind (a file over it is cut off, so Meta never keeps it, and answered 413) and its
+//! SHA-256 is computed for the answer. A download resolves Meta's short-lived URL (`GET /{id}`, retried
 //! like every read) right before fetching it with the number's token, and streams the bytes to
 //! the client chunk by chunk with Meta's Content-Type and Content-Length: the file is never held
 //! in memory whole, and nothing is stored on our disk.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -13,11 +20,14 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::BusinessNumber;
+use crate::domain::media::{MediaKind, MediaType, human_bytes, sticker_limit};
 use crate::graph::GraphError;
 use crate::graph::error::transport_cause;
 use crate::http::AppState;
-use crate::http::error::{ApiError, FieldError};
+use crate::http::error::{ApiError, FieldError, bounded};
 use crate::http::send::{NumberParams, queried_number};
+use axum::http::StatusCode;
+use sha2::Digest;
 
 /// The media id of the path and the business number of the query, both checked before any
 /// Graph call. A media id: Meta's are digits; letters, `_`, `-` and `.` are let through,
@@ -167,4 +177,297 @@ pub async fn delete(
         .await
         .map_err(|e| not_found_or(e, id))?;
     Ok(axum::Json(serde_json::json!({"id": id, "deleted": true})).into_response())
+}
+
+/// `?phone_number_id=` (or `?from=`) of an upload; a `from` form field ahead of `file` does the same.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadParams {
+    /// The business number to upload with (default PHONE_NUMBER_ID); the media can be sent
+    /// from that number only.
+    pub from: Option<String>,
+    /// Same as `from`.
+    pub phone_number_id: Option<String>,
+}
+
+/// An uploaded file as Meta keeps it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Uploaded {
+    /// Meta's media id: send it as `image.id`, `document.id`, ... (valid 30 days).
+    pub id: String,
+    /// What it can be sent as: image, video, audio, document or sticker.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The MIME type it was declared to Meta with (normalized).
+    pub mime_type: &'static str,
+    /// Bytes.
+    pub file_size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+    /// The file name Meta got.
+    pub filename: String,
+    /// The business number it was uploaded with.
+    pub from: String,
+}
+
+/// Form fields other than `file`: at most this many, each at most [`MAX_FIELD_BYTES`].
+const MAX_FIELDS: usize = 8;
+const MAX_FIELD_BYTES: usize = 1024;
+
+/// Uploads a file to Meta (multipart form field `file`), streamed: it is never held whole.
+#[utoipa::path(post, path = "/v1/media", tag = "messages",
+    params(UploadParams),
+    request_body(content_type = "multipart/form-data", description = "Form fields: `file` (the file, with its name and Content-Type) and, ahead of it, optional `from` (a configured phone_number_id) and `type` (a MIME type overriding the file's)"),
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 201, description = "Meta's media id for the file, its type, size, SHA-256 and name", body = Uploaded),
+        (status = 400, description = "The form could not be read", body = crate::http::docs::Detail),
+        (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
+        (status = 403, description = "API_KEY unset and the form came from another origin's page", body = crate::http::docs::Detail),
+        (status = 408, description = "The upload arrived below MIN_UPLOAD_BYTES_PER_SEC", body = crate::http::docs::Detail),
+        (status = 413, description = "The file is over Meta's limit for its kind (named), or over MEDIA_UPLOAD_MAX_BYTES", body = crate::http::docs::Detail),
+        (status = 415, description = "Not a multipart form, or a file type WhatsApp does not take (the accepted ones are listed)", body = crate::http::docs::Detail),
+        (status = 422, description = "No `file` field, an empty file, an unknown field, or `from` is not a configured number", body = crate::http::docs::ValidationDetail),
+        (status = 502, description = "Meta refused the file or failed", body = crate::http::docs::Detail),
+        (status = 503, description = "Sending (the token) is not configured, or too many uploads at once", body = crate::http::docs::Detail),
+    ))]
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    params: Result<Query<UploadParams>, QueryRejection>,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let boundary = multer::parse_boundary(content_type).map_err(|_| {
+        let shown: String = content_type.chars().take(60).collect();
+        ApiError::UnsupportedType(format!(
+            "Content-Type must be multipart/form-data with a boundary (found {shown:?}); send the file as the form field 'file', e.g. curl -F file=@photo.jpg"
+        ))
+    })?;
+    let mut form = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
+    let mut from = params.from.or(params.phone_number_id);
+    let mut declared_type = None;
+    let mut fields = 0;
+    let file = loop {
+        let field = form.next_field().await.map_err(form_error)?;
+        let Some(mut field) = field else {
+            return Err(ApiError::Validation(vec![FieldError::parameter(
+                "body",
+                "file",
+                "is required: send the file as the multipart form field 'file' (after 'from' and 'type', if given)",
+            )]));
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            break field;
+        }
+        fields += 1;
+        let known = matches!(
+            name.as_str(),
+            "from" | "phone_number_id" | "type" | "messaging_product"
+        );
+        if !known || fields > MAX_FIELDS {
+            let rule = if known {
+                format!(
+                    "is one field too many: a form has at most {MAX_FIELDS} fields besides 'file'"
+                )
+            } else {
+                "is not a field of this form: send 'file' and, ahead of it, optional 'from' and 'type'".to_owned()
+            };
+            return Err(ApiError::Validation(vec![FieldError::parameter(
+                "body",
+                &bounded(&name),
+                rule,
+            )]));
+        }
+        let mut value = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+            if value.len() + chunk.len() > MAX_FIELD_BYTES {
+                return Err(ApiError::Validation(vec![FieldError::parameter(
+                    "body",
+                    &name,
+                    format!("must be at most {MAX_FIELD_BYTES} bytes"),
+                )]));
+            }
+            value.extend_from_slice(&chunk);
+        }
+        let value = String::from_utf8_lossy(&value).trim().to_owned();
+        match name.as_str() {
+            "from" | "phone_number_id" => from = Some(value),
+            "type" => declared_type = Some(value),
+            _ => {} // messaging_product: the gateway sends "whatsapp" itself
+        }
+    };
+    let number = queried_number(&state.sender, from.as_deref())?;
+    let media = MediaType::parse(
+        declared_type
+            .as_deref()
+            .or(file.content_type().map(|m| m.as_ref())),
+        file.file_name(),
+    )
+    .map_err(|e| ApiError::UnsupportedType(e.to_string()))?;
+    let filename = file_name(file.file_name(), media);
+    upload_file(&state, number, media, filename, file).await
+}
+
+/// The name a file is given to Meta: the client's without any directory part, else
+/// `file.<extension>`.
+fn file_name(given: Option<&str>, media: MediaType) -> String {
+    let base = given
+        .map(|n| n.rsplit(['/', '\\']).next().unwrap_or_default().trim())
+        .filter(|n| !n.is_empty());
+    match base {
+        Some(name) => name.to_owned(),
+        None => {
+            let extension = media
+                .mime()
+                .split(['/', ';'])
+                .nth(1)
+                .unwrap_or("bin")
+                .trim_start_matches("vnd.")
+                .to_owned();
+            format!("file.{extension}")
+        }
+    }
+}
+
+/// Streams `file` to Meta from `number`, held to the limit of its kind, and answers what Meta
+/// keeps.
+async fn upload_file(
+    state: &AppState,
+    number: &BusinessNumber,
+    media: MediaType,
+    filename: String,
+    mut file: multer::Field<'static>,
+) -> Result<Response, ApiError> {
+    // The first bytes: an empty file is refused before any call, and a sticker's header says
+    // whether it is animated (its limit).
+    let mut head = bytes::BytesMut::new();
+    while head.len() < 32 {
+        match file.chunk().await.map_err(form_error)? {
+            Some(chunk) => head.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    if head.is_empty() {
+        return Err(ApiError::Validation(vec![FieldError::parameter(
+            "body", "file", "is empty",
+        )]));
+    }
+    let kind_limit = match media.kind() {
+        MediaKind::Sticker => sticker_limit(&head),
+        kind => kind.max_bytes(),
+    };
+    let configured = state.edge.media_upload_max_bytes();
+    let limit = kind_limit.min(configured);
+    let too_large = || {
+        if kind_limit <= configured {
+            ApiError::TooLarge(format!(
+                "the file is larger than {}, WhatsApp's limit for {} ({}){}",
+                human_bytes(kind_limit),
+                media.kind(),
+                media.mime(),
+                if media.kind() == MediaKind::Sticker {
+                    " (stickers: 100 KiB static, 500 KiB animated)"
+                } else {
+                    ""
+                }
+            ))
+        } else {
+            ApiError::TooLarge(crate::http::edge::upload_too_large(configured))
+        }
+    };
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let stream = futures_util::stream::unfold(
+        (Some(file), Some(head.freeze()), tally.clone()),
+        move |(file, pending, tally)| async move {
+            let mut file = file?;
+            let next = match pending {
+                Some(chunk) => Ok(Some(chunk)),
+                None => file.chunk().await,
+            };
+            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            match next {
+                Ok(Some(chunk)) => {
+                    t.size += chunk.len() as u64;
+                    if t.size > limit {
+                        t.cut = Some(Cut::TooLarge);
+                        drop(t);
+                        return Some((
+                            Err(std::io::Error::other("over the limit")),
+                            (None, None, tally),
+                        ));
+                    }
+                    t.sha256.update(&chunk);
+                    drop(t);
+                    Some((Ok(chunk), (Some(file), None, tally)))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    t.cut = Some(Cut::Form(e));
+                    drop(t);
+                    Some((
+                        Err(std::io::Error::other("the upload broke off")),
+                        (None, None, tally),
+                    ))
+                }
+            }
+        },
+    );
+    let uploaded = state
+        .sender
+        .graph()
+        .upload_media(number, media, &filename, stream)
+        .await;
+    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+    match t.cut.take() {
+        Some(Cut::TooLarge) => return Err(too_large()),
+        Some(Cut::Form(e)) => return Err(form_error(e)),
+        None => {}
+    }
+    let id = uploaded.map_err(ApiError::Graph)?;
+    let size = t.size;
+    let sha256 = hex::encode(std::mem::take(&mut t.sha256).finalize());
+    drop(t);
+    tracing::info!(media_id = %id, kind = media.kind().as_str(), bytes = size, "media.uploaded");
+    let answer = Uploaded {
+        id,
+        kind: media.kind().as_str(),
+        mime_type: media.mime(),
+        file_size: size,
+        sha256,
+        filename,
+        from: number.id.to_string(),
+    };
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// What passed through an upload so far.
+#[derive(Default)]
+struct Tally {
+    size: u64,
+    sha256: sha2::Sha256,
+    cut: Option<Cut>,
+}
+
+/// Why an upload stopped before its end.
+enum Cut {
+    TooLarge,
+    Form(multer::Error),
+}
+
+/// A form that could not be read: cut off by the edge (over the size limit: 413; too slow:
+/// 408) or broken (400, with multer's reason).
+fn form_error(e: multer::Error) -> ApiError {
+    match crate::http::edge::BodyCut::find(&e) {
+        Some(crate::http::edge::BodyCut::TooLarge { max }) => {
+            ApiError::TooLarge(crate::http::edge::upload_too_large(*max))
+        }
+        Some(crate::http::edge::BodyCut::TooSlow) => ApiError::BodyTimeout,
+        None => ApiError::MalformedForm(bounded(&e.to_string()).into_owned()),
+    }
 }

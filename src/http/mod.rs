@@ -5,7 +5,8 @@
 //! and safe, else generated; echoed on the response) -> one tracing span per request (method, path
 //! without query, request id; logs status and latency) -> [`edge`] admission (bodies received
 //! under their own budgets, then a processing slot per route class: webhook, client API; health
-//! checks are never shed) -> request timeout (503) -> the router. Connections themselves
+//! checks are never shed; `POST /v1/media` streamed through under an upload slot) and the request
+//! timeout (503; MEDIA_UPLOAD_TIMEOUT_SECS for uploads) -> the router. Connections themselves
 //! (header-read timeout, connection cap, HTTP/2 off by default) are [`crate::startup`]'s.
 
 pub mod account;
@@ -38,13 +39,11 @@ use tower::util::BoxCloneSyncService;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::config::HttpSettings;
 use crate::events;
 use crate::graph::GraphClient;
 use crate::metrics::Metrics;
@@ -87,7 +86,7 @@ pub type AppService = BoxCloneSyncService<Request, Response, Infallible>;
 /// (and clone, per request) every route separately: measured with callgrind, this saves several
 /// boxed-service clones per request. The span therefore records the request path (never the
 /// query) rather than axum's matched route; every route here is a fixed path, so they agree.
-pub fn app(state: Arc<AppState>, http: &HttpSettings) -> AppService {
+pub fn app(state: Arc<AppState>) -> AppService {
     let stack = ServiceBuilder::new()
         // The trace layer wraps response bodies; axum::serve wants its own Body type back.
         .map_response(|response: axum::http::Response<_>| response.map(axum::body::Body::new))
@@ -101,14 +100,12 @@ pub fn app(state: Arc<AppState>, http: &HttpSettings) -> AppService {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
+        // The edge also applies REQUEST_TIMEOUT_SECS around the router (per route: an upload has
+        // MEDIA_UPLOAD_TIMEOUT_SECS instead).
         .layer_fn({
             let state = state.clone();
             move |inner| edge::EdgeService::new(inner, state.clone())
-        })
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            http.request_timeout,
-        ));
+        });
     BoxCloneSyncService::new(stack.service(router(state)))
 }
 
@@ -147,6 +144,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics::render_metrics))
         .route("/v1/messages", post(send::post_message))
         .route("/v1/numbers", get(account::list_numbers))
+        .route(edge::MEDIA_UPLOAD_PATH, post(media::upload))
         .route("/v1/media/{id}", get(media::download).delete(media::delete))
         .route("/v1/templates", get(account::list_templates))
         .route("/v1/messages/{id}", get(v1::get_message))

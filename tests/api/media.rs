@@ -138,3 +138,390 @@ async fn media_is_deleted_with_the_numbers_token() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body, json!({"id": MEDIA, "deleted": true}));
 }
+
+// ---- POST /v1/media ----
+
+/// The parts of a multipart form Meta received: (name, filename, content type, bytes).
+async fn form_parts(
+    request: &wiremock::Request,
+) -> Vec<(String, Option<String>, Option<String>, Vec<u8>)> {
+    let content_type = request.headers["content-type"].to_str().unwrap().to_owned();
+    let boundary = multer::parse_boundary(&content_type).expect("Meta gets a multipart form");
+    let body = bytes::Bytes::from(request.body.clone());
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut parts = Vec::new();
+    while let Some(field) = form.next_field().await.unwrap() {
+        let name = field.name().unwrap_or_default().to_owned();
+        let filename = field.file_name().map(str::to_owned);
+        let mime = field.content_type().map(|m| m.to_string());
+        let bytes = field.bytes().await.unwrap().to_vec();
+        parts.push((name, filename, mime, bytes));
+    }
+    parts
+}
+
+/// Meta's answer to an upload.
+async fn mount_upload(app: &TestApp, number: &str, id: &str, times: u64) {
+    Mock::given(method("POST"))
+        .and(path(format!("/{number}/media")))
+        .and(header(
+            "authorization",
+            format!("Bearer {ACCESS_TOKEN}").as_str(),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": id })))
+        .expect(times)
+        .mount(&app.graph)
+        .await;
+}
+
+fn file_part(bytes: Vec<u8>, name: &str, mime: &str) -> reqwest::multipart::Part {
+    reqwest::multipart::Part::bytes(bytes)
+        .file_name(name.to_owned())
+        .mime_str(mime)
+        .unwrap()
+}
+
+async fn upload(app: &TestApp, form: reqwest::multipart::Form) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url("/v1/media"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_upload_reaches_meta_as_metas_form_and_is_answered_with_its_id_size_and_hash() {
+    use sha2::Digest;
+    let app = spawn_app(Backend::Embedded).await;
+    mount_upload(&app, PHONE_NUMBER_ID, "MEDIA-1", 1).await;
+    let file: Vec<u8> = (0..3 * 1024 * 1024u32).map(|i| (i % 253) as u8).collect();
+    let form = reqwest::multipart::Form::new()
+        .text("from", PHONE_NUMBER_ID)
+        // A path in the name is not passed on.
+        .part(
+            "file",
+            file_part(file.clone(), "C:\\photos\\beach.JPG", "image/jpg"),
+        );
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body,
+        json!({"id": "MEDIA-1", "type": "image", "mime_type": "image/jpeg", "file_size": file.len(),
+               "sha256": hex::encode(sha2::Sha256::digest(&file)), "filename": "beach.JPG",
+               "from": PHONE_NUMBER_ID})
+    );
+    let requests = app.graph.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 1);
+    let parts = form_parts(&requests[0]).await;
+    let names: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(names, ["messaging_product", "type", "file"]);
+    assert_eq!(parts[0].3, b"whatsapp");
+    assert_eq!(parts[1].3, b"image/jpeg");
+    assert_eq!(parts[2].1.as_deref(), Some("beach.JPG"));
+    assert_eq!(parts[2].2.as_deref(), Some("image/jpeg"));
+    assert!(parts[2].3 == file, "Meta got other bytes");
+}
+
+#[tokio::test]
+async fn the_type_comes_from_the_type_field_or_the_name_and_opus_is_declared_as_meta_wants_it() {
+    let app = spawn_app(Backend::Embedded).await;
+    mount_upload(&app, PHONE_NUMBER_ID, "MEDIA-2", 2).await;
+    // A browser's recorder output, declared the way Meta refuses (131053): normalized.
+    let form = reqwest::multipart::Form::new()
+        .text("type", "audio/opus")
+        .part(
+            "file",
+            file_part(vec![1; 2000], "note", "application/octet-stream"),
+        );
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["type"], "audio");
+    assert_eq!(body["mime_type"], "audio/ogg; codecs=opus");
+    // No type at all: the extension tells.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(vec![2; 100]).file_name("report.pdf"),
+    );
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["type"], "document");
+    assert_eq!(body["mime_type"], "application/pdf");
+    let requests = app.graph.received_requests().await.unwrap();
+    let parts = form_parts(&requests[0]).await;
+    assert_eq!(parts[1].3, b"audio/ogg; codecs=opus");
+    assert_eq!(parts[2].2.as_deref(), Some("audio/ogg; codecs=opus"));
+    assert_eq!(parts[2].1.as_deref(), Some("note"));
+}
+
+#[tokio::test]
+async fn a_file_over_its_kinds_limit_is_413_naming_it_and_meta_keeps_nothing() {
+    let app = spawn_app(Backend::Embedded).await;
+    // Meta may see the start of the form, never a complete one.
+    mount_upload(&app, PHONE_NUMBER_ID, "NEVER", 0).await;
+    let image = vec![7u8; 5 * 1024 * 1024 + 1];
+    let form =
+        reqwest::multipart::Form::new().part("file", file_part(image, "big.png", "image/png"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 413, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("5 MiB") && detail.contains("image (image/png)"),
+        "{detail}"
+    );
+    // A static sticker over 100 KiB (an animated one may have 500).
+    let mut sticker = b"RIFF\x00\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00\x00".to_vec();
+    sticker.resize(100 * 1024 + 1, 0);
+    let form = reqwest::multipart::Form::new()
+        .part("file", file_part(sticker.clone(), "s.webp", "image/webp"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("100 KiB static"),
+        "{body}"
+    );
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/media")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": "ANIMATED" })))
+        .with_priority(1)
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    sticker[20] = 0x02; // VP8X: animated
+    let form =
+        reqwest::multipart::Form::new().part("file", file_part(sticker, "s.webp", "image/webp"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["id"], "ANIMATED");
+    assert_eq!(body["type"], "sticker");
+}
+
+#[tokio::test]
+async fn bad_forms_are_refused_before_any_call_naming_the_problem() {
+    let app = spawn_app(Backend::Embedded).await;
+    mount_upload(&app, PHONE_NUMBER_ID, "NEVER", 0).await;
+    // A type WhatsApp does not take: 415 listing those it does.
+    let form =
+        reqwest::multipart::Form::new().part("file", file_part(vec![1; 10], "a.gif", "image/gif"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 415, "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("\"image/gif\" is not a media type")
+            && detail.contains("image/png (image)"),
+        "{detail}"
+    );
+    // No file field.
+    let form = reqwest::multipart::Form::new().text("from", PHONE_NUMBER_ID);
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "file"]));
+    // An empty file.
+    let form =
+        reqwest::multipart::Form::new().part("file", file_part(Vec::new(), "a.jpg", "image/jpeg"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"][0]["msg"], "file is empty");
+    // An unknown field.
+    let form = reqwest::multipart::Form::new()
+        .text("caption", "hi")
+        .part("file", file_part(vec![1; 10], "a.jpg", "image/jpeg"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "caption"]));
+    // A number that is not configured.
+    let form = reqwest::multipart::Form::new()
+        .text("from", "999")
+        .part("file", file_part(vec![1; 10], "a.jpg", "image/jpeg"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 422, "{body}");
+    // Not a form.
+    let response = app
+        .http
+        .post(app.url("/v1/media"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("multipart/form-data"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn meta_refusing_the_file_is_passed_on_with_its_code() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/media")))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "message": "(#131053) Media upload error", "type": "OAuthException", "code": 131053,
+            "error_data": {"details": "Unsupported file type"}, "fbtrace_id": "F"}})))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let form =
+        reqwest::multipart::Form::new().part("file", file_part(vec![1; 10], "a.jpg", "image/jpeg"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["detail"]["error"]["code"], 131053);
+}
+
+#[tokio::test]
+async fn an_upload_over_the_configured_maximum_is_413_from_its_declared_length() {
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("MEDIA_UPLOAD_MAX_BYTES".into(), "4096".into());
+    })
+    .await;
+    mount_upload(&app, PHONE_NUMBER_ID, "SMALL", 1).await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        file_part(vec![1; 200 * 1024], "a.pdf", "application/pdf"),
+    );
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MEDIA_UPLOAD_MAX_BYTES (4 KiB)"),
+        "{body}"
+    );
+    // Within the overhead the form is read, and the file held to the configured maximum.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        file_part(vec![1; 8 * 1024], "a.pdf", "application/pdf"),
+    );
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MEDIA_UPLOAD_MAX_BYTES (4 KiB)"),
+        "{body}"
+    );
+    let form = reqwest::multipart::Form::new()
+        .part("file", file_part(vec![1; 4096], "a.pdf", "application/pdf"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn without_an_api_key_a_form_from_another_sites_page_is_refused() {
+    let app = spawn_app(Backend::Embedded).await;
+    mount_upload(&app, PHONE_NUMBER_ID, "OWN", 1).await;
+    let form = || {
+        reqwest::multipart::Form::new().part("file", file_part(vec![1; 10], "a.jpg", "image/jpeg"))
+    };
+    let response = app
+        .http
+        .post(app.url("/v1/media"))
+        .header("origin", "https://evil.example")
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let own_origin = app.address.clone();
+    let response = app
+        .http
+        .post(app.url("/v1/media"))
+        .header("origin", own_origin)
+        .multipart(form())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_cut_off_with_408_and_frees_its_slot() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("MAX_UPLOADS_PER_CLIENT".into(), "1".into());
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let start = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.pdf\"\r\nContent-Type: application/pdf\r\n\r\n";
+    let head = format!(
+        "POST /v1/media HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 1000000\r\n\r\n{start}{}",
+        "x".repeat(100)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // The slot is held while the body comes: a second upload from this address is refused.
+    let form = reqwest::multipart::Form::new()
+        .part("file", file_part(vec![1; 10], "a.pdf", "application/pdf"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("MAX_UPLOADS_PER_CLIENT"),
+        "{body}"
+    );
+    // Then nothing more comes: after the 2 s grace the minimum rate (1024 B/s) cuts it off.
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Meta never got a complete upload, and the slot is free again.
+    let complete = app.graph.received_requests().await.unwrap_or_default();
+    assert!(
+        complete.is_empty(),
+        "{} requests reached the mock",
+        complete.len()
+    );
+    mount_upload(&app, PHONE_NUMBER_ID, "AFTER", 1).await;
+    let form = reqwest::multipart::Form::new()
+        .part("file", file_part(vec![1; 10], "a.pdf", "application/pdf"));
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test]
+async fn meta_must_answer_within_the_graph_timeout_once_the_file_is_sent() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/media")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({ "id": "LATE" }))
+                .set_delay(std::time::Duration::from_secs(8)),
+        )
+        .mount(&app.graph)
+        .await;
+    let started = std::time::Instant::now();
+    let form =
+        reqwest::multipart::Form::new().part("file", file_part(vec![1; 10], "a.jpg", "image/jpeg"));
+    let (status, body) = upload(&app, form).await;
+    let took = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    // GRAPH_TIMEOUT_SECS is 2 in tests.
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(6),
+        "{took:?}"
+    );
+}
