@@ -8,6 +8,11 @@
 //! arrival order, so waiting sends keep their order. The window is per process: instances on
 //! one Redis each keep their own (set the rate to Meta's divided by the instances if they share
 //! a number's traffic evenly).
+//!
+//! [`PairBackoff`]: Meta's pair rate (131056, about one message every 6 s from one number to one
+//! user) is answered with a wait that grows as Meta advises, 4^X seconds for the X-th refusal in
+//! a row (at least 6 s, at most [`PAIR_BACKOFF_MAX`]), so a client that honours Retry-After backs
+//! off instead of retrying in a loop. An accepted send to the pair resets it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -57,9 +62,80 @@ impl Pacer {
     }
 }
 
+/// Longest pair-rate wait.
+pub const PAIR_BACKOFF_MAX: Duration = Duration::from_secs(1024);
+/// Refusals older than this no longer count.
+const PAIR_MEMORY: Duration = Duration::from_secs(3600);
+/// Pairs remembered before old ones are dropped.
+const PAIR_CAPACITY: usize = 10_000;
+
+/// Pair-rate refusals in a row per (business number, recipient); see the module doc.
+#[derive(Debug, Default)]
+pub struct PairBackoff {
+    strikes: Mutex<HashMap<(String, String), (u32, Instant)>>,
+}
+
+impl PairBackoff {
+    /// Counts a pair-rate refusal of a send from `from` to `to`; returns how long to wait
+    /// before the next send to them.
+    pub fn refused(&self, from: &str, to: &str) -> Duration {
+        let now = Instant::now();
+        let mut strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+        if strikes.len() >= PAIR_CAPACITY {
+            strikes.retain(|_, (_, at)| now.duration_since(*at) < PAIR_MEMORY);
+            if strikes.len() >= PAIR_CAPACITY {
+                strikes.clear();
+            }
+        }
+        let entry = strikes
+            .entry((from.to_owned(), to.to_owned()))
+            .or_insert((0, now));
+        if now.duration_since(entry.1) >= PAIR_MEMORY {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
+        pair_wait(entry.0)
+    }
+
+    /// An accepted send from `from` to `to`: the pair starts over.
+    pub fn accepted(&self, from: &str, to: &str) {
+        let mut strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+        if !strikes.is_empty() {
+            strikes.remove(&(from.to_owned(), to.to_owned()));
+        }
+    }
+}
+
+/// The wait after the `strike`-th refusal in a row: 4^strike seconds, within 6 s and
+/// [`PAIR_BACKOFF_MAX`].
+fn pair_wait(strike: u32) -> Duration {
+    let secs = 4u64
+        .saturating_pow(strike)
+        .clamp(6, PAIR_BACKOFF_MAX.as_secs());
+    Duration::from_secs(secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pair_wait_grows_as_four_to_the_strike_and_resets_on_success() {
+        let backoff = PairBackoff::default();
+        let secs = |d: Duration| d.as_secs();
+        assert_eq!(secs(backoff.refused("A", "u1")), 6);
+        assert_eq!(secs(backoff.refused("A", "u1")), 16);
+        assert_eq!(secs(backoff.refused("A", "u1")), 64);
+        // Another pair has its own count.
+        assert_eq!(secs(backoff.refused("A", "u2")), 6);
+        assert_eq!(secs(backoff.refused("B", "u1")), 6);
+        assert_eq!(secs(backoff.refused("A", "u1")), 256);
+        assert_eq!(secs(backoff.refused("A", "u1")), 1024);
+        assert_eq!(secs(backoff.refused("A", "u1")), 1024);
+        backoff.accepted("A", "u1");
+        assert_eq!(secs(backoff.refused("A", "u1")), 6);
+    }
 
     #[test]
     fn below_the_rate_nothing_waits_and_above_it_each_second_holds_at_most_rate() {

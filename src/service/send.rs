@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 use crate::config::BusinessNumber;
 use crate::domain::send::OutgoingMessage;
 use crate::domain::{ContactId, InboundMessage, MessageId, Origin};
+use crate::graph::error::Class;
+use crate::graph::pacer::PairBackoff;
 use crate::graph::{GraphClient, GraphError};
 use crate::store::record::WINDOW_SECS;
 use crate::store::view::now_secs;
@@ -84,11 +86,41 @@ pub struct Sent {
 pub struct Sender {
     graph: GraphClient,
     store: Store,
+    /// Pair-rate refusals in a row, for the Retry-After of the next one.
+    pairs: std::sync::Arc<PairBackoff>,
 }
 
 impl Sender {
     pub fn new(graph: GraphClient, store: Store) -> Self {
-        Self { graph, store }
+        Self {
+            graph,
+            store,
+            pairs: std::sync::Arc::default(),
+        }
+    }
+
+    /// The Graph call of a send from `number` to `to`, with Meta's pair-rate refusals answered
+    /// with a growing wait ([`PairBackoff`]): the error's Retry-After becomes at least that.
+    async fn call(
+        &self,
+        number: &BusinessNumber,
+        to: &str,
+        body: &impl Serialize,
+    ) -> Result<Box<serde_json::value::RawValue>, GraphError> {
+        match self.graph.send(number, body).await {
+            Ok(answer) => {
+                self.pairs.accepted(&number.id, to);
+                Ok(answer)
+            }
+            Err(mut e) => {
+                if let Class::PairRate { wait } = e.class()
+                    && let GraphError::Rejected { retry_after, .. } = &mut e
+                {
+                    *retry_after = Some(wait.max(self.pairs.refused(&number.id, to)));
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The Graph client (for reads and media, which need no send flow).
@@ -127,7 +159,7 @@ impl Sender {
             }
         }
         let body = message.meta_body();
-        let answer = self.graph.send(number, &body).await?;
+        let answer = self.call(number, message.to.as_str(), &body).await?;
         let answer: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
         let accepted = Accepted::of(&answer, &message.to);
         if MessageId::parse(&accepted.id).is_err() {
@@ -172,7 +204,7 @@ impl Sender {
         // The original's body, exactly: no `recipient_type`.
         let body = json!({"messaging_product": "whatsapp", "to": message.to.as_str(),
                           "type": "text", "text": {"body": message.text.as_str()}});
-        let answer = self.graph.send(number, &body).await?;
+        let answer = self.call(number, message.to.as_str(), &body).await?;
         let to = ContactId::Phone(message.to.clone());
         let parsed: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
         let accepted = Accepted::of(&parsed, &to);

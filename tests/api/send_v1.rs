@@ -949,3 +949,43 @@ async fn a_throughput_wait_longer_than_ten_seconds_is_a_429_with_retry_after() {
             .contains("maintenance")
     );
 }
+
+#[tokio::test]
+async fn pair_rate_refusals_get_a_retry_after_growing_as_four_to_the_x_and_are_not_retried() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("POST"))
+        .respond_with(meta_error(131056, 400))
+        .up_to_n_times(4)
+        .expect(4)
+        .mount(&app.graph)
+        .await;
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        let (status, answer, headers) = post(&app, &text()).await;
+        assert_eq!(status, 429, "{answer}");
+        waits.push(headers["retry-after"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(waits, ["6", "16", "64"]);
+    // Another user is another pair.
+    let other = json!({"to": "+4915100000001", "type": "text", "text": {"body": "hi"}});
+    let (status, _, headers) = post(&app, &other).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "6");
+    // An accepted send to the first user starts it over.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, answer, _) = post(&app, &text()).await;
+    assert_eq!(status, 200, "{answer}");
+    Mock::given(method("POST"))
+        .respond_with(meta_error(131056, 400))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, _, headers) = post(&app, &text()).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "6");
+}
