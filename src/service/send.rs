@@ -10,13 +10,13 @@
 //!    has the last word. One store read.
 //! 3. the Graph call ([`GraphClient::send`]: never repeated where that could send twice);
 //! 4. the record: the message as Meta accepted it, in the conversation of (from, contact) with
-//!    its `message_outgoing` event in the same atomic write ([`Origin::Api`]). The contact is the
+//!    its `message_outgoing` event in the same atomic write ([`crate::domain::Origin::Api`]). The contact is the
 //!    id Meta answered with (`contacts[0].wa_id`, which can differ from the number dialled, or
 //!    `user_id`), so the status webhooks that follow land in the same conversation.
 //!
-//! The record is built the way an echo of the message would be (the same extractor, from a
-//! `smb_message_echoes` notification made of Meta's body), so a message sent here and one sent
-//! from the WhatsApp Business app read the same. If storing the record fails, the send is still
+//! The record is built the way an echo of the message would be (Meta's body written as an echo's
+//! message object, read by the same extractor), so a message sent here and one sent from the
+//! WhatsApp Business app read the same. If storing the record fails, the send is still
 //! answered as accepted (with `recorded: false`): Meta has the message, and an error would invite
 //! the client to send it again.
 
@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::config::BusinessNumber;
 use crate::domain::send::OutgoingMessage;
-use crate::domain::{ContactId, InboundMessage, MessageId, Origin};
+use crate::domain::{ContactId, InboundMessage, MessageId};
 use crate::graph::error::Class;
 use crate::graph::pacer::PairBackoff;
 use crate::graph::{GraphClient, GraphError};
@@ -392,8 +392,21 @@ impl Accepted {
     }
 }
 
-/// The record of a sent message: Meta's body as the message object of an echo notification,
-/// extracted like one, with [`Origin::Api`].
+/// Keys of Meta's send body that are not part of the message object an echo carries.
+const NOT_ECHOED: [&str; 6] = [
+    "messaging_product",
+    "recipient_type",
+    "to",
+    "recipient",
+    "context",
+    "biz_opaque_callback_data",
+];
+
+/// The record of a sent message: Meta's body written as the message object of an echo (the
+/// business's display number `from`, the contact `to`/`to_user_id`, Meta's `id`, now as
+/// `timestamp`, the reply's `context`, then the body's own fields), extracted like an echo's
+/// message ([`crate::webhook::sent_message`]), with [`crate::domain::Origin::Api`]. The object is written
+/// straight from the body (no copy of it, no notification around it): this runs for every send.
 fn record_of(
     body: &Value,
     reply_to: Option<&MessageId>,
@@ -401,48 +414,38 @@ fn record_of(
     id: &str,
     contact: &ContactId,
 ) -> Option<InboundMessage> {
-    let mut object = body.as_object()?.clone();
-    for key in [
-        "messaging_product",
-        "recipient_type",
-        "to",
-        "recipient",
-        "context",
-        "biz_opaque_callback_data",
-    ] {
-        object.remove(key);
-    }
+    use serde::ser::{SerializeMap, Serializer as _};
+    let object = body.as_object()?;
     let display = number.display_phone_number.as_deref().unwrap_or(&number.id);
-    object.insert("from".into(), display.into());
-    object.insert(
-        match contact {
-            ContactId::Phone(_) => "to",
-            ContactId::User(_) => "to_user_id",
-        }
-        .into(),
-        contact.as_str().into(),
-    );
-    object.insert("id".into(), id.into());
-    object.insert("timestamp".into(), now_secs().to_string().into());
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::new(&mut out);
+    let mut map = ser.serialize_map(None).ok()?;
+    map.serialize_entry("from", display).ok()?;
+    let to_key = match contact {
+        ContactId::Phone(_) => "to",
+        ContactId::User(_) => "to_user_id",
+    };
+    map.serialize_entry(to_key, contact.as_str()).ok()?;
+    map.serialize_entry("id", id).ok()?;
+    map.serialize_entry("timestamp", &now_secs().to_string())
+        .ok()?;
     if let Some(reply_to) = reply_to {
-        object.insert("context".into(), json!({ "id": reply_to.as_str() }));
+        map.serialize_entry("context", &json!({ "id": reply_to.as_str() }))
+            .ok()?;
     }
-    let notification = json!({
-        "object": "whatsapp_business_account",
-        "entry": [{
-            "id": number.waba_id.as_deref().unwrap_or("0"),
-            "changes": [{
-                "field": "smb_message_echoes",
-                "value": {
-                    "messaging_product": "whatsapp",
-                    "metadata": {"display_phone_number": display, "phone_number_id": number.id},
-                    "message_echoes": [object],
-                },
-            }],
-        }],
-    });
-    let mut batch = crate::webhook::extract_batch(notification.to_string().as_bytes()).ok()?;
-    let mut record = batch.messages.pop()?;
-    record.origin = Origin::Api;
-    Some(record)
+    for (key, value) in object {
+        if !NOT_ECHOED.contains(&key.as_str()) {
+            map.serialize_entry(key, value).ok()?;
+        }
+    }
+    map.end().ok()?;
+    let raw = serde_json::value::RawValue::from_string(String::from_utf8(out).ok()?).ok()?;
+    let phone_number_id = crate::domain::PhoneNumberId::parse(&number.id).ok()?;
+    match crate::webhook::sent_message(&raw, display, &phone_number_id) {
+        Ok(record) => Some(record),
+        Err(rule) => {
+            tracing::error!(message_id = id, error.message = %rule, "send.record_failed the sent message does not read as a message");
+            None
+        }
+    }
 }

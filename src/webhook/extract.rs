@@ -564,6 +564,27 @@ impl WebhookBatch {
     }
 }
 
+/// The record of a message the business sent through the API: `raw` is its message object as an
+/// echo would carry it (`from` the business's display number, `to` or `to_user_id`, `id`,
+/// `timestamp`, `type` and the type's object), extracted the way an echo's message is (so a
+/// message sent here and one sent from the WhatsApp Business app read the same), with
+/// [`Origin::Api`]. One parse of the object, no notification around it. On failure, the field
+/// and the rule it breaks.
+pub fn sent_message(
+    raw: &RawValue,
+    display_phone_number: &str,
+    phone_number_id: &PhoneNumberId,
+) -> Result<InboundMessage, String> {
+    let business = Business {
+        display_phone_number,
+        phone_number_id,
+    };
+    extract_message(raw, &business, Origin::Api, &[], None).map_err(|(field, rule)| match field {
+        Some(field) => format!("{field} {rule}"),
+        None => rule,
+    })
+}
+
 /// A non-empty string field, `""` read as absent (older payloads sent withheld fields as `""`).
 fn present<'s>(field: &'s Option<std::borrow::Cow<'_, str>>) -> Option<&'s str> {
     field.as_deref().filter(|s| !s.is_empty())

@@ -10,6 +10,8 @@ mod lenient;
 pub mod payload;
 pub mod signature;
 
-pub use extract::{ExtractError, InboundStatus, Notice, Quarantined, WebhookBatch, extract_batch};
+pub use extract::{
+    ExtractError, InboundStatus, Notice, Quarantined, WebhookBatch, extract_batch, sent_message,
+};
 pub use handshake::{HandshakeError, HandshakeQuery};
 pub use signature::{AppSecret, BodyDigest, BodyHasher, SignatureError};
