@@ -484,10 +484,7 @@ where
             ApiError::TooLarge(upload_too_large(edge.media_upload_max_bytes)).into_response(),
         );
     }
-    let client = request
-        .extensions()
-        .get::<Connection>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip());
+    let client = client_address(request.extensions());
     let _upload = match edge.start_upload(client) {
         Ok(slot) => slot,
         Err(refusal) => return Ok(refuse(&state.metrics, refusal, false)),
@@ -675,10 +672,7 @@ async fn receive_body(
         return Ok((Request::from_parts(parts, Body::from(data)), Some(memory)));
     }
 
-    let client = parts
-        .extensions
-        .get::<Connection>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip());
+    let client = client_address(&parts.extensions);
     let _upload = edge.start_upload(client).map_err(BodyFailure::Refused)?;
     // The body is copied into one buffer that grows by doubling, and the budget is charged for
     // the buffer's capacity before it grows: what the budget counts is what is allocated. (Keeping
@@ -744,6 +738,14 @@ async fn receive_body(
     }
     let bytes = buffer.freeze();
     Ok((Request::from_parts(parts, Body::from(bytes)), Some(memory)))
+}
+
+/// The client's address from the request's [`Connection`] (unspecified when there is none: a
+/// request made in-process, as in unit tests).
+fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<Connection>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip())
 }
 
 /// Puts the body's digest into the request's [`Connection`] extension.
