@@ -177,7 +177,7 @@ async fn mount_upload(app: &TestApp, number: &str, id: &str, times: u64) {
 
 /// A form of one `file`.
 fn one_file(bytes: Vec<u8>, name: &str, mime: &str) -> reqwest::multipart::Form {
-    one_file(bytes, name, mime)
+    reqwest::multipart::Form::new().part("file", file_part(bytes, name, mime))
 }
 
 fn file_part(bytes: Vec<u8>, name: &str, mime: &str) -> reqwest::multipart::Part {
