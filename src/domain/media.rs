@@ -112,6 +112,8 @@ const TYPES: &[(&str, MediaKind, &[&str])] = &[
 pub struct MediaType {
     mime: &'static str,
     kind: MediaKind,
+    /// The type's usual file extension (the first of its row in [`TYPES`]).
+    extension: &'static str,
 }
 
 /// Why a file's type is not one Meta takes.
@@ -163,7 +165,7 @@ impl MediaType {
                 extension
                     .as_deref()
                     .and_then(|ext| TYPES.iter().find(|(_, _, exts)| exts.contains(&ext)))
-                    .map(|&(mime, kind, _)| Self { mime, kind })
+                    .map(Self::of)
                     .ok_or_else(|| UnsupportedType {
                         declared: declared.unwrap_or_default().to_owned(),
                     })
@@ -179,12 +181,26 @@ impl MediaType {
                 TYPES
                     .iter()
                     .find(|(mime, _, _)| *mime == essence)
-                    .map(|&(mime, kind, _)| Self { mime, kind })
+                    .map(Self::of)
                     .ok_or_else(|| UnsupportedType {
                         declared: declared.unwrap_or_default().to_owned(),
                     })
             }
         }
+    }
+
+    /// The type of a row of [`TYPES`].
+    fn of(&(mime, kind, extensions): &(&'static str, MediaKind, &'static [&'static str])) -> Self {
+        Self {
+            mime,
+            kind,
+            extension: extensions[0],
+        }
+    }
+
+    /// The type's usual file extension, e.g. `docx`, `mp3`, `ogg`.
+    pub fn extension(self) -> &'static str {
+        self.extension
     }
 
     /// The MIME type as Meta wants it declared.
@@ -285,6 +301,19 @@ mod tests {
         assert!(text.contains("application/pdf (document)"), "{text}");
         let e = MediaType::parse(None, Some("x")).unwrap_err();
         assert!(e.to_string().starts_with("the file's type is not declared"));
+    }
+
+    #[test]
+    fn each_type_has_its_usual_extension() {
+        let ext = |d: &str| MediaType::parse(Some(d), None).unwrap().extension();
+        assert_eq!(ext("audio/mpeg"), "mp3");
+        assert_eq!(ext("audio/opus"), "ogg");
+        assert_eq!(ext("text/plain"), "txt");
+        assert_eq!(
+            ext("application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+            "docx"
+        );
+        assert_eq!(ext("image/jpeg"), "jpg");
     }
 
     #[test]

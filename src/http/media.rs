@@ -26,6 +26,7 @@ use crate::graph::error::transport_cause;
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError, bounded};
 use crate::http::send::{NumberParams, queried_number};
+use crate::service::send::SendError;
 use axum::http::StatusCode;
 use sha2::Digest;
 
@@ -39,8 +40,9 @@ fn target(
 ) -> Result<(String, &BusinessNumber), ApiError> {
     let Path(id) = id.map_err(|e| ApiError::bad_path("id", &e))?;
     let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
-    let ok = !id.is_empty()
-        && id.len() <= 128
+    // At least one letter or digit: "." and ".." would be path segments of the Graph URL.
+    let ok = id.len() <= 128
+        && id.bytes().any(|b| b.is_ascii_alphanumeric())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
@@ -48,7 +50,7 @@ fn target(
         return Err(ApiError::Validation(vec![FieldError::parameter(
             "path",
             "id",
-            "must be a media id: 1-128 letters, digits, '_', '-' or '.'",
+            "must be a media id: 1-128 letters, digits, '_', '-' or '.', at least one a letter or digit",
         )]));
     }
     let number = queried_number(&state.sender, params.phone_number_id.as_deref())?;
@@ -248,8 +250,17 @@ pub async fn upload(
             "Content-Type must be multipart/form-data with a boundary (found {shown:?}); send the file as the form field 'file', e.g. curl -F file=@photo.jpg"
         ))
     })?;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let mut form = multer::Multipart::new(request.into_body().into_data_stream(), boundary);
-    let mut from = params.from.or(params.phone_number_id);
+    // The number, with where it was given (place and name), for the 422 of an unknown one.
+    let mut from = match (params.from, params.phone_number_id) {
+        (Some(v), _) => Some((v, "query", "from")),
+        (None, Some(v)) => Some((v, "query", "phone_number_id")),
+        (None, None) => None,
+    };
     let mut declared_type = None;
     let mut fields = 0;
     let file = loop {
@@ -297,12 +308,21 @@ pub async fn upload(
         }
         let value = String::from_utf8_lossy(&value).trim().to_owned();
         match name.as_str() {
-            "from" | "phone_number_id" => from = Some(value),
+            "from" => from = Some((value, "body", "from")),
+            "phone_number_id" => from = Some((value, "body", "phone_number_id")),
             "type" => declared_type = Some(value),
             _ => {} // messaging_product: the gateway sends "whatsapp" itself
         }
     };
-    let number = queried_number(&state.sender, from.as_deref())?;
+    let number = match &from {
+        None => queried_number(&state.sender, None)?,
+        Some((id, place, name)) => state.sender.number(Some(id)).map_err(|e| match e {
+            SendError::UnknownNumber { .. } => {
+                ApiError::Validation(vec![FieldError::parameter(place, name, e)])
+            }
+            other => other.into(),
+        })?,
+    };
     let media = MediaType::parse(
         declared_type
             .as_deref()
@@ -311,7 +331,27 @@ pub async fn upload(
     )
     .map_err(|e| ApiError::UnsupportedType(e.to_string()))?;
     let filename = file_name(file.file_name(), media);
-    upload_file(&state, number, media, filename, file).await
+    let uploaded = upload_file(&state, number, media, filename, declared, file).await?;
+    // A field after the file came too late to count: the upload may have used the wrong number
+    // or type, so it is deleted again and refused.
+    if let Some(late) = form.next_field().await.ok().flatten() {
+        let name = bounded(late.name().unwrap_or_default()).into_owned();
+        if let Err(e) = state
+            .sender
+            .graph()
+            .delete_media(number, &uploaded.id)
+            .await
+        {
+            tracing::warn!(media_id = %uploaded.id, error.message = %e, "media.delete_failed an upload refused for a late field stays at Meta until it expires");
+        }
+        return Err(ApiError::Validation(vec![FieldError::parameter(
+            "body",
+            &name,
+            "must come before 'file' (fields after it are not read; the upload was deleted)",
+        )]));
+    }
+    tracing::info!(media_id = %uploaded.id, kind = uploaded.kind, bytes = uploaded.file_size, "media.uploaded");
+    Ok((StatusCode::CREATED, axum::Json(uploaded)).into_response())
 }
 
 /// The name a file is given to Meta: the client's without any directory part, else
@@ -322,28 +362,20 @@ fn file_name(given: Option<&str>, media: MediaType) -> String {
         .filter(|n| !n.is_empty());
     match base {
         Some(name) => name.to_owned(),
-        None => {
-            let extension = media
-                .mime()
-                .split(['/', ';'])
-                .nth(1)
-                .unwrap_or("bin")
-                .trim_start_matches("vnd.")
-                .to_owned();
-            format!("file.{extension}")
-        }
+        None => format!("file.{}", media.extension()),
     }
 }
 
-/// Streams `file` to Meta from `number`, held to the limit of its kind, and answers what Meta
-/// keeps.
+/// Streams `file` to Meta from `number`, held to the limit of its kind (a request whose
+/// `declared` length is surely over it is refused before any call), and returns what Meta keeps.
 async fn upload_file(
     state: &AppState,
     number: &BusinessNumber,
     media: MediaType,
     filename: String,
+    declared: Option<u64>,
     mut file: multer::Field<'static>,
-) -> Result<Response, ApiError> {
+) -> Result<Uploaded, ApiError> {
     // The first bytes: an empty file is refused before any call, and a sticker's header says
     // whether it is animated (its limit).
     let mut head = bytes::BytesMut::new();
@@ -381,6 +413,9 @@ async fn upload_file(
             ApiError::TooLarge(crate::http::edge::upload_too_large(configured))
         }
     };
+    if declared.is_some_and(|n| n > limit + crate::http::edge::UPLOAD_FORM_OVERHEAD) {
+        return Err(too_large());
+    }
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stream = futures_util::stream::unfold(
         (Some(file), Some(head.freeze()), tally.clone()),
@@ -433,8 +468,7 @@ async fn upload_file(
     let size = t.size;
     let sha256 = hex::encode(std::mem::take(&mut t.sha256).finalize());
     drop(t);
-    tracing::info!(media_id = %id, kind = media.kind().as_str(), bytes = size, "media.uploaded");
-    let answer = Uploaded {
+    Ok(Uploaded {
         id,
         kind: media.kind().as_str(),
         mime_type: media.mime(),
@@ -442,8 +476,7 @@ async fn upload_file(
         sha256,
         filename,
         from: number.id.to_string(),
-    };
-    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+    })
 }
 
 /// What passed through an upload so far.

@@ -108,6 +108,22 @@ async fn unknown_and_expired_media_are_404_and_a_bad_id_is_422_without_a_call() 
 
     let before = app.graph.received_requests().await.unwrap().len();
     assert_eq!(app.get_status("/v1/media/a%20b").await, 422);
+    // ".." would climb out of the media id's place in the Graph URL. (Sent raw: reqwest would
+    // normalize the path before sending it.)
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = app.address.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream
+            .write_all(
+                b"GET /v1/media/%2E%2E HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 422"), "{answer}");
+    }
     assert_eq!(app.get_status("/v1/media/1?phone_number_id=42").await, 422);
     assert_eq!(app.graph.received_requests().await.unwrap().len(), before);
 }
@@ -339,6 +355,17 @@ async fn bad_forms_are_refused_before_any_call_naming_the_problem() {
         .part("file", file_part(vec![1; 10], "a.jpg", "image/jpeg"));
     let (status, body) = upload(&app, form).await;
     assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "from"]));
+    let response = app
+        .http
+        .post(app.url("/v1/media?from=999"))
+        .multipart(one_file(vec![1; 10], "a.jpg", "image/jpeg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["detail"][0]["loc"], json!(["query", "from"]));
     // Not a form.
     let response = app
         .http
@@ -357,6 +384,68 @@ async fn bad_forms_are_refused_before_any_call_naming_the_problem() {
             .contains("multipart/form-data"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn a_field_after_the_file_is_refused_and_the_upload_deleted() {
+    let app = spawn_app(Backend::Embedded).await;
+    mount_upload(&app, PHONE_NUMBER_ID, "LATE-1", 1).await;
+    Mock::given(method("DELETE"))
+        .and(path("/LATE-1"))
+        .and(query_param("phone_number_id", PHONE_NUMBER_ID))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let form = one_file(vec![1; 10], "a.jpg", "image/jpeg").text("from", "106540352242923");
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["detail"][0]["loc"], json!(["body", "from"]));
+    assert!(
+        body["detail"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("must come before 'file'"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_declared_larger_than_its_kinds_limit_is_refused_before_any_call() {
+    // The Graph API is a bare listener here: any call, even one cut off early, opens a connection.
+    let graph = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    graph.set_nonblocking(true).unwrap();
+    let base = format!("http://{}", graph.local_addr().unwrap());
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("GRAPH_API_BASE".into(), base);
+    })
+    .await;
+    let (status, body) = upload(
+        &app,
+        one_file(vec![7; 6 * 1024 * 1024], "big.jpg", "image/jpeg"),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("5 MiB"), "{body}");
+    let connected = graph.accept();
+    assert!(
+        matches!(&connected, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the gateway connected to the Graph API: {connected:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_file_without_a_name_gets_its_types_usual_extension() {
+    let app = spawn_app(Backend::Embedded).await;
+    mount_upload(&app, PHONE_NUMBER_ID, "NAMELESS", 1).await;
+    let docx = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+    let part = reqwest::multipart::Part::bytes(vec![1; 10])
+        .mime_str(docx)
+        .unwrap();
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let (status, body) = upload(&app, form).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["filename"], "file.docx");
 }
 
 #[tokio::test]
