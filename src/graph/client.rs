@@ -103,10 +103,7 @@ impl GraphClient {
         number: &BusinessNumber,
         body: &impl Serialize,
     ) -> Result<Box<RawValue>, GraphError> {
-        let token = number
-            .access_token
-            .as_ref()
-            .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
+        let token = token(number)?;
         let path = format!("/{}/messages", number.id);
         let url = format!("{}{path}", self.base_url);
         let started = tokio::time::Instant::now();
@@ -172,35 +169,43 @@ impl GraphClient {
     /// Reads `path_and_query` (e.g. `/{waba}/message_templates?...`) with `number`'s token.
     /// A read is safe to repeat: it is tried again (up to [`MAX_SEND_ATTEMPTS`] times, with
     /// backoff) after a connection failure, a timeout, Meta's failure (5xx or its failure codes)
-    /// or a throttle of at most [`MAX_RETRY_WAIT`].
+    /// or a throttle of at most [`MAX_RETRY_WAIT`], while the attempt starts within
+    /// GRAPH_TIMEOUT_SECS of the first (so a read ends within twice that, inside the request's
+    /// own timeout).
     pub async fn get(
         &self,
         number: &BusinessNumber,
         path_and_query: &str,
     ) -> Result<serde_json::Value, GraphError> {
-        let token = number
-            .access_token
-            .as_ref()
-            .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
+        let token = token(number)?;
         let url = format!("{}{path_and_query}", self.base_url);
         let path = path_and_query.split('?').next().unwrap_or_default();
+        let started = tokio::time::Instant::now();
         let mut attempt = 1;
         loop {
             let span =
                 tracing::info_span!("graph.call", http.method = "GET", graph.path = %path, attempt);
             let request = self.http.get(&url).bearer_auth(token.expose_secret());
             let result = self.execute(request).instrument(span).await;
+            // Only what another attempt can change: not a redirect, an oversized or unreadable
+            // answer, or a refusal of the request itself.
             let wait = match &result {
                 Ok(_) => None,
                 Err(GraphError::Unreachable { .. } | GraphError::Timeout) => Some(backoff(attempt)),
-                Err(e) => match e.class() {
+                Err(e @ GraphError::Rejected { .. }) => match e.class() {
                     Class::Upstream => Some(backoff(attempt)),
                     Class::Throttled { wait } => Some(wait.max(Duration::from_millis(100))),
                     _ => None,
                 },
+                Err(_) => None,
             };
             match wait {
-                Some(wait) if attempt < MAX_SEND_ATTEMPTS && wait <= MAX_RETRY_WAIT => {
+                // Like a send's: every attempt starts within GRAPH_TIMEOUT_SECS of the first.
+                Some(wait)
+                    if attempt < MAX_SEND_ATTEMPTS
+                        && wait <= MAX_RETRY_WAIT
+                        && started.elapsed() + wait < self.timeout =>
+                {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -222,10 +227,7 @@ impl GraphClient {
         number: &BusinessNumber,
         url: &str,
     ) -> Result<reqwest::Response, GraphError> {
-        let token = number
-            .access_token
-            .as_ref()
-            .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
+        let token = token(number)?;
         let span = tracing::info_span!("graph.download", http.method = "GET");
         let mut response = self
             .download
@@ -264,10 +266,7 @@ impl GraphClient {
     where
         S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
     {
-        let token = number
-            .access_token
-            .as_ref()
-            .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
+        let token = token(number)?;
         // The end of the file starts the wait for Meta's answer.
         let (sent, all_sent) = tokio::sync::oneshot::channel::<()>();
         let mut sent = Some(sent);
@@ -316,10 +315,7 @@ impl GraphClient {
 
     /// Deletes a media file Meta holds (`DELETE /{media-id}?phone_number_id=`).
     pub async fn delete_media(&self, number: &BusinessNumber, id: &str) -> Result<(), GraphError> {
-        let token = number
-            .access_token
-            .as_ref()
-            .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))?;
+        let token = token(number)?;
         let url = format!("{}/{id}?phone_number_id={}", self.base_url, number.id);
         let span = tracing::info_span!(
             "graph.call",
@@ -409,6 +405,14 @@ impl GraphClient {
             maybe_sent: connected,
         }
     }
+}
+
+/// `number`'s access token, or the error that says sending is not configured.
+fn token(number: &BusinessNumber) -> Result<&secrecy::SecretString, GraphError> {
+    number
+        .access_token
+        .as_ref()
+        .ok_or(GraphError::NotConfigured("ACCESS_TOKEN"))
 }
 
 /// The wait before attempt `attempt + 1` after a failed connection: 200 ms, 400 ms, ... with

@@ -157,6 +157,11 @@ impl Edge {
         }
     }
 
+    /// REQUEST_TIMEOUT_SECS.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
     /// MEDIA_UPLOAD_MAX_BYTES.
     pub fn media_upload_max_bytes(&self) -> u64 {
         self.media_upload_max_bytes

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::BusinessNumber;
 use crate::domain::send::{Invalid, OutgoingMessage};
+use crate::graph::GraphError;
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::JsonBody;
@@ -95,12 +96,25 @@ pub async fn post_message(
     // The send, its record and the key's answer run in a task of their own: a client that
     // hangs up, or the request timeout, must not stop them halfway (a message sent but neither
     // recorded nor its key settled would answer 409 to every retry for a day).
+    // The client gets its answer before the edge's request timeout would cut it off with a
+    // bare 503 (which reads as "nothing was sent" and invites a blind retry): past 90% of
+    // REQUEST_TIMEOUT_SECS it is a 504 saying the outcome is unknown, while the task goes on to
+    // its end (and settles the key, so a keyed retry gets the real answer).
+    let answer_by = state.edge.request_timeout().mul_f64(0.9);
     let task = tokio::spawn(send_and_settle(state, message, key));
-    task.await.map_err(|_| {
-        ApiError::Internal(
-            "the send failed inside the gateway (see its log); its outcome is unknown",
-        )
-    })
+    match tokio::time::timeout(answer_by, task).await {
+        Ok(done) => done.map_err(|_| {
+            ApiError::Internal(
+                "the send failed inside the gateway (see its log); its outcome is unknown",
+            )
+        }),
+        Err(_) => {
+            tracing::warn!(
+                "send.slow the send outlasts the request; answered 504 (outcome unknown) while it goes on"
+            );
+            Err(SendError::Graph(GraphError::Timeout).into())
+        }
+    }
 }
 
 /// Steps 3-4 of [`post_message`]: the send, then the key's settlement.

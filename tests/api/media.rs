@@ -129,6 +129,20 @@ async fn unknown_and_expired_media_are_404_and_a_bad_id_is_422_without_a_call() 
 }
 
 #[tokio::test]
+async fn a_redirect_on_a_media_read_is_not_tried_again() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("GET"))
+        .and(path(format!("/{MEDIA}")))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("location", "https://elsewhere.example/x"),
+        )
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    assert_eq!(app.get_status(&format!("/v1/media/{MEDIA}")).await, 502);
+}
+
+#[tokio::test]
 async fn media_is_deleted_with_the_numbers_token() {
     let app = spawn_app(Backend::Embedded).await;
     Mock::given(method("DELETE"))

@@ -283,6 +283,9 @@ async fn a_closed_window_refuses_free_form_but_not_templates_or_an_override(back
     assert_eq!(post(&app, &forced).await.0, 200);
     let template = json!({"to": USER, "type": "template", "template": {"name": "hello_world", "language": {"code": "en_US"}}});
     assert_eq!(post(&app, &template).await.0, 200);
+    // Our own sends do not open the window: free-form is still refused.
+    let (status, answer, _) = post(&app, &text).await;
+    assert_eq!(status, 422, "{answer}");
 }
 
 async fn an_open_window_and_an_unknown_contact_are_sent(backend: Backend) {
@@ -407,6 +410,65 @@ async fn a_repeated_idempotency_key_gets_the_first_answer_and_sends_nothing(back
     assert_eq!(conversation["message_count"], 1, "{conversation}");
     let (status, answer, _) = post_keyed(&app, "", &body).await;
     assert_eq!(status, 422, "{answer}");
+}
+
+async fn a_repeat_while_the_first_is_in_flight_is_a_409_and_sends_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(accepted(USER, Some(USER)))
+                .set_delay(Duration::from_millis(800)),
+        )
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let body = text();
+    let first = {
+        let request = app
+            .http
+            .post(app.url("/v1/messages"))
+            .header("idempotency-key", "in-flight-1")
+            .json(&body);
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, answer, _) = post_keyed(&app, "in-flight-1", &body).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["detail"].as_str().unwrap().contains("in progress"),
+        "{answer}"
+    );
+    assert_eq!(first.await.unwrap(), 200);
+}
+
+async fn a_send_that_outlasts_the_request_is_a_504_and_its_key_then_answers(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("REQUEST_TIMEOUT_SECS".into(), "1".into());
+    })
+    .await;
+    // Meta takes 1.5 s (within GRAPH_TIMEOUT_SECS=2), longer than the request may last.
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(accepted(USER, Some(USER)))
+                .set_delay(Duration::from_millis(1500)),
+        )
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let body = text();
+    let (status, answer, _) = post_keyed(&app, "slow-1", &body).await;
+    assert_eq!(status, 504, "{answer}");
+    assert_eq!(answer["detail"]["outcome"], "unknown");
+    // The send went on to its end: recorded, and the key answers with it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, again, headers) = post_keyed(&app, "slow-1", &body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(again["id"], WAMID);
+    let record = app.get_json(&format!("/v1/messages/{WAMID}")).await;
+    assert_eq!(record["direction"], "outbound", "{record}");
 }
 
 async fn a_send_that_certainly_failed_releases_its_key(backend: Backend) {
@@ -572,6 +634,8 @@ crate::contract_tests!(
     read_receipt_refusals_are_clear_and_a_local_read_stands_without_meta,
     a_repeated_idempotency_key_gets_the_first_answer_and_sends_nothing,
     a_send_that_certainly_failed_releases_its_key,
+    a_repeat_while_the_first_is_in_flight_is_a_409_and_sends_nothing,
+    a_send_that_outlasts_the_request_is_a_504_and_its_key_then_answers,
     every_kind_reaches_meta_with_its_exact_body,
     a_bsuid_recipient_is_sent_as_recipient_and_recorded_under_it,
     broken_rules_are_422_naming_the_field_and_nothing_is_sent,
@@ -598,8 +662,9 @@ fn text() -> Value {
 #[tokio::test]
 async fn throughput_errors_wait_for_retry_after_then_succeed() {
     let app = spawn_app(Backend::Embedded).await;
+    // Code 4's own wait is 60 s: only Meta's Retry-After makes this a retry within the request.
     Mock::given(method("POST"))
-        .respond_with(meta_error(130429, 400).insert_header("retry-after", "1"))
+        .respond_with(meta_error(4, 400).insert_header("retry-after", "1"))
         .up_to_n_times(1)
         .expect(1)
         .mount(&app.graph)
