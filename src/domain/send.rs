@@ -180,12 +180,12 @@ pub struct OutgoingMessage {
     content: Content,
 }
 
-/// The normalized Meta type object, its Meta `type`, and the conversation-list preview.
+/// The normalized Meta type object and its Meta `type`. (The stored record's preview comes
+/// from the record itself, read like an echo: see `service::send`.)
 #[derive(Clone)]
 struct Content {
     meta_type: &'static str,
     object: Value,
-    summary: String,
 }
 
 impl fmt::Debug for Content {
@@ -202,12 +202,8 @@ struct Built {
 }
 
 impl Built {
-    fn new(kind: SendKind, meta_type: &'static str, object: Value, summary: String) -> Self {
-        let content = Content {
-            meta_type,
-            object,
-            summary,
-        };
+    fn new(kind: SendKind, meta_type: &'static str, object: Value) -> Self {
+        let content = Content { meta_type, object };
         Self { kind, content }
     }
 }
@@ -290,13 +286,6 @@ impl OutgoingMessage {
     /// for everything but templates.
     pub fn needs_window(&self) -> bool {
         self.kind != SendKind::Template
-    }
-
-    /// A preview for a conversation list: the text, the caption or `[image]`, `[document]
-    /// <filename>`, `[location] <name>`, `[contacts] <first name>`, the interactive body text,
-    /// `[template] <name>`, the reaction emoji or `[reaction removed]`. Texts are not shortened.
-    pub fn summary(&self) -> String {
-        self.content.summary.clone()
     }
 }
 
@@ -907,12 +896,7 @@ fn text_message(o: &Obj, r: &mut Report) -> Option<Built> {
     let out = Out::new()
         .put("body", body)
         .put_opt("preview_url", preview_url);
-    Some(Built::new(
-        SendKind::Text,
-        "text",
-        out.value(),
-        body.to_owned(),
-    ))
+    Some(Built::new(SendKind::Text, "text", out.value()))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -986,16 +970,7 @@ fn media_message(media: Media, o: &Obj, r: &mut Report) -> Option<Built> {
         .put_opt("filename", filename)
         .put_opt("voice", voice.then_some(true));
     let kind = if voice { SendKind::Voice } else { media.kind() };
-    let summary = media_summary(kind, caption, filename);
-    Some(Built::new(kind, name, out.value(), summary))
-}
-
-fn media_summary(kind: SendKind, caption: Option<&str>, filename: Option<&str>) -> String {
-    match (caption.filter(|c| !c.trim().is_empty()), filename) {
-        (Some(caption), _) => caption.to_owned(),
-        (None, Some(filename)) => format!("[{}] {filename}", kind.as_str()),
-        (None, None) => format!("[{}]", kind.as_str()),
-    }
+    Some(Built::new(kind, name, out.value()))
 }
 
 /// `{"type":"voice","voice":{"id"|"link"}}`: a voice note, sent as audio with `"voice": true`.
@@ -1004,21 +979,12 @@ fn voice_message(o: &Obj, r: &mut Report) -> Option<Built> {
     o.forbid("caption", "caption is not allowed on voice", r);
     let (key, source) = media_source(o, r)?;
     let out = Out::new().put(key, source).put("voice", true);
-    Some(Built::new(
-        SendKind::Voice,
-        "audio",
-        out.value(),
-        "[voice]".into(),
-    ))
+    Some(Built::new(SendKind::Voice, "audio", out.value()))
 }
 
 fn location_message(o: &Obj, r: &mut Report) -> Option<Built> {
-    let (object, name) = location_object(o, r)?;
-    let summary = match name.filter(|n| !n.trim().is_empty()) {
-        Some(name) => format!("[location] {name}"),
-        None => "[location]".to_owned(),
-    };
-    Some(Built::new(SendKind::Location, "location", object, summary))
+    let (object, _name) = location_object(o, r)?;
+    Some(Built::new(SendKind::Location, "location", object))
 }
 
 /// Meta's `contacts` is an array of cards, not an object.
@@ -1029,22 +995,21 @@ fn contacts_message(value: &Value, r: &mut Report) -> Option<Built> {
     };
     check_count(r, "contacts", cards.len(), (1, MAX_CONTACT_CARDS), "card");
     let mut out = Vec::new();
-    let mut first_name = None;
     for (i, card) in cards.iter().enumerate() {
         let Some(card) = Obj::read(card, index("contacts", i), r) else {
             continue;
         };
-        if let Some((card, formatted_name)) = contact_card(&card, r) {
-            first_name.get_or_insert(formatted_name);
+        if let Some((card, _formatted_name)) = contact_card(&card, r) {
             out.push(card);
         }
     }
-    let summary = format!("[contacts] {}", first_name?);
+    if out.is_empty() {
+        return None;
+    }
     Some(Built::new(
         SendKind::Contacts,
         "contacts",
         Value::Array(out),
-        summary,
     ))
 }
 
@@ -1132,20 +1097,10 @@ fn reaction_message(o: &Obj, r: &mut Report) -> Option<Built> {
         r.add(o.at("emoji"), problem);
     }
     let (message_id, emoji) = (message_id?, emoji?);
-    let summary = if emoji.is_empty() {
-        "[reaction removed]"
-    } else {
-        emoji
-    };
     let out = Out::new()
         .put("message_id", message_id.as_str())
         .put("emoji", emoji);
-    Some(Built::new(
-        SendKind::Reaction,
-        "reaction",
-        out.value(),
-        summary.to_owned(),
-    ))
+    Some(Built::new(SendKind::Reaction, "reaction", out.value()))
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -1293,10 +1248,6 @@ fn interactive_object(it: InteractiveType, o: &Obj, form: Form, r: &mut Report) 
             .obj_req("action", r)
             .and_then(|a| interactive_action(it, &a, r)),
     };
-    let summary = match body {
-        Some(text) => text.to_owned(),
-        None => format!("[{}]", it.kind().as_str()),
-    };
     let text_object = |text: &str| Out::new().put("text", text).value();
     let out = Out::new()
         .put("type", it.meta_name())
@@ -1304,7 +1255,7 @@ fn interactive_object(it: InteractiveType, o: &Obj, form: Form, r: &mut Report) 
         .put_opt("body", body.map(text_object))
         .put_opt("footer", footer.map(text_object))
         .put("action", action?);
-    Some(Built::new(it.kind(), "interactive", out.value(), summary))
+    Some(Built::new(it.kind(), "interactive", out.value()))
 }
 
 fn interactive_header(it: InteractiveType, o: &Obj, r: &mut Report) -> Option<Value> {
@@ -1723,13 +1674,7 @@ fn template_message(o: &Obj, r: &mut Report) -> Option<Built> {
         .put("name", name)
         .put("language", language?)
         .put_opt("components", components);
-    let summary = format!("[template] {name}");
-    Some(Built::new(
-        SendKind::Template,
-        "template",
-        out.value(),
-        summary,
-    ))
+    Some(Built::new(SendKind::Template, "template", out.value()))
 }
 
 fn check_template_name(r: &mut Report, path: &str, name: &str) {
@@ -2199,7 +2144,6 @@ mod tests {
         assert_eq!(m.kind, SendKind::Text);
         assert_eq!(m.meta_type(), "text");
         assert!(m.needs_window());
-        assert_eq!(m.summary(), "See https://example.com");
     }
 
     #[test]
@@ -2214,10 +2158,7 @@ mod tests {
                 json!({"id": "1234567890", "caption": "Our new store"}),
             ),
         );
-        assert_eq!(
-            (m.kind, m.summary().as_str()),
-            (SendKind::Image, "Our new store")
-        );
+        assert_eq!(m.kind, SendKind::Image);
     }
 
     #[test]
@@ -2225,10 +2166,7 @@ mod tests {
         let object =
             json!({"link": "https://example.com/files/report.pdf", "filename": "report.pdf"});
         let m = sends(client("document", object.clone()), meta("document", object));
-        assert_eq!(
-            (m.kind, m.summary().as_str()),
-            (SendKind::Document, "[document] report.pdf")
-        );
+        assert_eq!(m.kind, SendKind::Document);
     }
 
     #[test]
@@ -2237,19 +2175,13 @@ mod tests {
             client("audio", json!({"id": "111"})),
             meta("audio", json!({"id": "111"})),
         );
-        assert_eq!(
-            (m.kind, m.meta_type(), m.summary().as_str()),
-            (SendKind::Audio, "audio", "[audio]")
-        );
+        assert_eq!((m.kind, m.meta_type()), (SendKind::Audio, "audio"));
         let video = json!({"link": "http://example.com/clip.mp4", "caption": "Tour"});
         let m = sends(client("video", video.clone()), meta("video", video));
-        assert_eq!((m.kind, m.summary().as_str()), (SendKind::Video, "Tour"));
+        assert_eq!(m.kind, SendKind::Video);
         let sticker = json!({"link": "https://example.com/s.webp"});
         let m = sends(client("sticker", sticker.clone()), meta("sticker", sticker));
-        assert_eq!(
-            (m.kind, m.summary().as_str()),
-            (SendKind::Sticker, "[sticker]")
-        );
+        assert_eq!(m.kind, SendKind::Sticker);
     }
 
     #[test]
@@ -2258,10 +2190,7 @@ mod tests {
             client("voice", json!({"id": "222"})),
             meta("audio", json!({"id": "222", "voice": true})),
         );
-        assert_eq!(
-            (m.kind, m.meta_type(), m.summary().as_str()),
-            (SendKind::Voice, "audio", "[voice]")
-        );
+        assert_eq!((m.kind, m.meta_type()), (SendKind::Voice, "audio"));
         // Meta's own form means the same.
         let m = sends(
             client("audio", json!({"id": "222", "voice": true})),
@@ -2274,13 +2203,9 @@ mod tests {
     fn location_with_name_and_address() {
         let object = json!({"latitude": 37.483307, "longitude": -122.148981, "name": "HQ", "address": "1 Hacker Way"});
         let m = sends(client("location", object.clone()), meta("location", object));
-        assert_eq!(
-            (m.kind, m.summary().as_str()),
-            (SendKind::Location, "[location] HQ")
-        );
+        assert_eq!(m.kind, SendKind::Location);
         let bare = json!({"latitude": -90, "longitude": 180});
-        let m = sends(client("location", bare.clone()), meta("location", bare));
-        assert_eq!(m.summary(), "[location]");
+        sends(client("location", bare.clone()), meta("location", bare));
     }
 
     #[test]
@@ -2297,7 +2222,6 @@ mod tests {
             expected.clone(),
         );
         assert_eq!(m.kind, SendKind::LocationRequest);
-        assert_eq!(m.summary(), "Where should we deliver?");
         let m = sends(
             interactive(
                 json!({"type": "location_request_message", "body": {"text": "Where should we deliver?"}, "action": {"name": "send_location"}}),
@@ -2322,10 +2246,7 @@ mod tests {
             {"name": {"formatted_name": "Pablo M.", "first_name": "Pablo"}}
         ]);
         let m = sends(client("contacts", cards.clone()), meta("contacts", cards));
-        assert_eq!(
-            (m.kind, m.summary().as_str()),
-            (SendKind::Contacts, "[contacts] Barbara Johnson")
-        );
+        assert_eq!(m.kind, SendKind::Contacts);
     }
 
     #[test]
@@ -2339,7 +2260,6 @@ mod tests {
         });
         let m = sends(interactive(object.clone()), meta("interactive", object));
         assert_eq!(m.kind, SendKind::Interactive);
-        assert_eq!(m.summary(), "Change or cancel your appointment?");
     }
 
     #[test]
@@ -2358,10 +2278,7 @@ mod tests {
             }
         });
         let m = sends(interactive(object.clone()), meta("interactive", object));
-        assert_eq!(
-            (m.kind, m.summary().as_str()),
-            (SendKind::Interactive, "Choose a speed")
-        );
+        assert_eq!(m.kind, SendKind::Interactive);
     }
 
     #[test]
@@ -2398,11 +2315,10 @@ mod tests {
         );
         assert_eq!(m.kind, SendKind::Product);
         // Body is optional for a single product.
-        let m = sends(
+        sends(
             client("product", json!({"action": action})),
             meta("interactive", json!({"type": "product", "action": action})),
         );
-        assert_eq!(m.summary(), "[product]");
     }
 
     #[test]
@@ -2522,7 +2438,6 @@ mod tests {
         let m = sends(body, expected);
         assert_eq!((m.kind, m.meta_type()), (SendKind::Template, "template"));
         assert!(!m.needs_window());
-        assert_eq!(m.summary(), "[template] order_update");
     }
 
     #[test]
@@ -2555,13 +2470,9 @@ mod tests {
     fn reaction_and_its_removal() {
         let object = json!({"message_id": WAMID, "emoji": "\u{1f600}"});
         let m = sends(client("reaction", object.clone()), meta("reaction", object));
-        assert_eq!(
-            (m.kind, m.summary().as_str()),
-            (SendKind::Reaction, "\u{1f600}")
-        );
+        assert_eq!(m.kind, SendKind::Reaction);
         let object = json!({"message_id": WAMID, "emoji": ""});
-        let m = sends(client("reaction", object.clone()), meta("reaction", object));
-        assert_eq!(m.summary(), "[reaction removed]");
+        sends(client("reaction", object.clone()), meta("reaction", object));
     }
 
     #[test]
