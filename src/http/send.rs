@@ -231,10 +231,17 @@ pub async fn read_message(
     let id = crate::domain::MessageId::parse(&id)
         .map_err(|e| ApiError::Validation(vec![FieldError::parameter("path", "id", e)]))?;
     let asked = params.phone_number_id.as_deref();
+    /// The two fields of the stored record this needs.
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        direction: Option<String>,
+        phone_number_id: Option<String>,
+    }
     let record = state.store.message(id.as_str(), asked).await?;
-    let record: Option<serde_json::Value> = record.and_then(|r| serde_json::from_str(&r).ok());
-    if let Some(record) = &record
-        && record["direction"] == "outbound"
+    let record: Option<Stored> = record.and_then(|r| serde_json::from_str(&r).ok());
+    if record
+        .as_ref()
+        .is_some_and(|r| r.direction.as_deref() == Some("outbound"))
     {
         return Err(ApiError::Validation(vec![FieldError::parameter(
             "path",
@@ -242,9 +249,7 @@ pub async fn read_message(
             "is a message the business sent; read receipts are for messages users sent",
         )]));
     }
-    let stored_number = record
-        .as_ref()
-        .and_then(|r| r["phone_number_id"].as_str().map(str::to_owned));
+    let stored_number = record.and_then(|r| r.phone_number_id);
     let number = queried_number(&state.sender, asked.or(stored_number.as_deref()))?;
     state
         .sender

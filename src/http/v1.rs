@@ -234,14 +234,10 @@ pub async fn mark_read(
         .await?;
     let receipt = read_receipt(&state, &contact, params.phone_number_id.as_deref()).await;
     // `{...conversation, "read_receipt": {...}}`
-    let mut body = conversation;
-    if body.ends_with('}') {
-        body.pop();
-        body.push_str(",\"read_receipt\":");
-        body.push_str(&receipt.to_string());
-        body.push('}');
-    }
-    Ok(json(body))
+    let mut body: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&conversation)
+        .map_err(|_| ApiError::Internal("the stored conversation does not read as JSON"))?;
+    body.insert("read_receipt".into(), receipt);
+    Ok(axum::Json(body).into_response())
 }
 
 /// Meta's read receipt for the conversation's latest inbound message, after the local mark:

@@ -646,10 +646,7 @@ impl RedisStore {
             invocation.key(format!("{p}:notice:{}", notice.digest));
         }
         for pref in notices.iter().flat_map(|n| &n.preferences) {
-            invocation.key(format!(
-                "{p}:conv:{}:{}",
-                pref.phone_number_id, pref.contact
-            ));
+            invocation.key(conv_key(p, &pref.phone_number_id, &pref.contact));
         }
         invocation
             .arg(self.inner.event_retention + 1)
@@ -710,7 +707,7 @@ impl RedisStore {
             } else {
                 format!("{p}:cchanges:{}:{}", w.phone_number_id, w.contact)
             },
-            format!("{p}:conv:{}:{}", w.phone_number_id, w.contact),
+            conv_key(p, &w.phone_number_id, &w.contact),
             format!("{p}:msg:{target}"),
         ]
     }
@@ -895,6 +892,11 @@ impl RedisStore {
 
 /// Why writes must be refused given `INFO memory` text: any `maxmemory_policy` but `noeviction`,
 /// unless eviction is explicitly allowed.
+/// The key of a conversation's hash: `<prefix>:conv:<phone_number_id>:<contact>`.
+pub(crate) fn conv_key(prefix: &str, phone_number_id: &str, contact: &str) -> String {
+    format!("{prefix}:conv:{phone_number_id}:{contact}")
+}
+
 pub fn eviction_refusal(info: &str, allow_eviction: bool) -> Option<String> {
     let policy = info
         .lines()

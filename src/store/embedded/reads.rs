@@ -58,7 +58,8 @@ pub(super) const CONVERSATION_COLUMNS: &str = "phone_number_id, contact_json, la
      last_message_id, last_message_at, last_inbound_at, message_count, unread_count";
 
 impl EmbeddedStore {
-    /// A message by id with its status history (see [`crate::store::Store::message`]).
+    /// When the contact last wrote to `phone_number_id` (see
+    /// [`crate::store::Store::last_inbound_at`]).
     pub(crate) async fn last_inbound_at(
         &self,
         phone_number_id: &str,
@@ -78,6 +79,7 @@ impl EmbeddedStore {
         .await
     }
 
+    /// A message by id with its status history (see [`crate::store::Store::message`]).
     pub(crate) async fn message(
         &self,
         id: &str,

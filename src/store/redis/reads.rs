@@ -268,24 +268,23 @@ impl RedisStore {
         &self.inner.key_prefix
     }
 
-    /// A message by id with its status history: the record under `phone_number_id` (or under
-    /// the lowest business number that has one).
+    /// When the contact last wrote to `phone_number_id`: the conversation hash's
+    /// `last_inbound_at` (one `HGET`).
     pub(crate) async fn last_inbound_at(
         &self,
         phone_number_id: &str,
         contact: &str,
     ) -> Result<Option<i64>, StoreError> {
         let at: Option<i64> = redis::cmd("HGET")
-            .arg(format!(
-                "{}:conv:{phone_number_id}:{contact}",
-                self.prefix()
-            ))
+            .arg(super::conv_key(self.prefix(), phone_number_id, contact))
             .arg("last_inbound_at")
             .query_async(&mut self.inner.connection.clone())
             .await?;
         Ok(at.filter(|at| *at >= 0))
     }
 
+    /// A message by id with its status history: the record under `phone_number_id` (or under
+    /// the lowest business number that has one).
     pub(crate) async fn message(
         &self,
         id: &str,
@@ -553,10 +552,7 @@ impl RedisStore {
         contact: &str,
     ) -> Result<Option<String>, StoreError> {
         let values: Vec<Option<String>> = MARK_READ
-            .key(format!(
-                "{}:conv:{phone_number_id}:{contact}",
-                self.prefix()
-            ))
+            .key(super::conv_key(self.prefix(), phone_number_id, contact))
             .key(format!("{}:events", self.prefix()))
             .arg(self.inner.event_retention)
             .invoke_async(&mut self.inner.connection.clone())
@@ -572,7 +568,7 @@ impl RedisStore {
     ) -> Result<Option<u64>, StoreError> {
         let p = self.prefix();
         let deleted: i64 = DELETE
-            .key(format!("{p}:conv:{phone_number_id}:{contact}"))
+            .key(super::conv_key(p, phone_number_id, contact))
             .key(format!("{p}:cmsgs:{phone_number_id}:{contact}"))
             .key(format!("{p}:convs"))
             .key(format!("{p}:events"))
