@@ -1481,5 +1481,6 @@ async fn conversation_updated_has_one_shape_for_a_message_and_a_read(backend: Ba
     assert_eq!(read["unread_count"], 0, "{read}");
     let frames = sse.events(2).await;
     let contact = |i: usize| frames[i].json()["data"]["contact"].clone();
+    assert_eq!(contact(0)["id"], ALICE, "{}", contact(0));
     assert_eq!(contact(0), contact(1));
 }
