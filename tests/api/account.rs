@@ -83,9 +83,7 @@ async fn templates_are_read_across_pages_with_their_parameters_and_reads_are_ret
     Mock::given(method("GET"))
         .and(path(format!("/{WABA}/message_templates")))
         .and(query_param("after", "QVFI+cursor=="))
-        .respond_with(
-            ResponseTemplate::new(500).set_body_json(json!({"error": {"message": "x", "code": 2}})),
-        )
+        .respond_with(meta_error(2, 500))
         .up_to_n_times(2)
         .expect(2)
         .mount(&app.graph)

@@ -393,15 +393,30 @@ pub fn sign(body: &[u8]) -> String {
 
 /// `POST /v1/conversations/{contact}/read`: the status and the JSON answer.
 pub async fn post_read(app: &TestApp, contact: &str) -> (u16, Value) {
+    post_empty(app, &format!("/v1/conversations/{contact}/read")).await
+}
+
+/// A bodiless `POST path` (declared JSON, as a state-changing request must be while API_KEY is
+/// unset): status and JSON (null when the answer is not JSON).
+pub async fn post_empty(app: &TestApp, path: &str) -> (u16, Value) {
     let response = app
         .http
-        .post(app.url(&format!("/v1/conversations/{contact}/read")))
+        .post(app.url(path))
         .header("content-type", "application/json")
         .send()
         .await
         .unwrap();
     let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Meta's error answer with `code`, as the Graph API sends it (`type`, `error_subcode`,
+/// `error_data.details`, `fbtrace_id`), with HTTP `status`.
+pub fn meta_error(code: i64, status: u16) -> wiremock::ResponseTemplate {
+    wiremock::ResponseTemplate::new(status).set_body_json(json!({"error": {
+        "message": format!("(#{code}) something"), "type": "OAuthException", "code": code,
+        "error_subcode": 2494010, "error_data": {"messaging_product": "whatsapp", "details": "the details"},
+        "fbtrace_id": "AbC123"}}))
 }
 
 /// One inbound text message object as Meta sends it.

@@ -23,9 +23,7 @@ async fn a_media_file_is_streamed_through_with_its_type_and_length_after_retried
     // Meta fails twice to describe it: a read is tried again.
     Mock::given(method("GET"))
         .and(path(format!("/{MEDIA}")))
-        .respond_with(
-            ResponseTemplate::new(500).set_body_json(json!({"error": {"message": "x", "code": 2}})),
-        )
+        .respond_with(meta_error(2, 500))
         .up_to_n_times(2)
         .expect(2)
         .mount(&app.graph)

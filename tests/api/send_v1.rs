@@ -491,18 +491,6 @@ async fn a_send_that_certainly_failed_releases_its_key(backend: Backend) {
     assert!(headers.get("idempotent-replayed").is_none());
 }
 
-async fn post_empty(app: &TestApp, path: &str) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url(path))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn read_body(id: &str, typing: bool) -> Value {
     let mut body = json!({"messaging_product": "whatsapp", "status": "read", "message_id": id});
     if typing {
@@ -647,13 +635,6 @@ crate::contract_tests!(
 );
 
 // Retries and errors do not depend on the store: the embedded one.
-
-fn meta_error(code: i64, status: u16) -> ResponseTemplate {
-    ResponseTemplate::new(status).set_body_json(json!({"error": {
-        "message": format!("(#{code}) something"), "type": "OAuthException", "code": code,
-        "error_subcode": 2494010, "error_data": {"messaging_product": "whatsapp", "details": "the details"},
-        "fbtrace_id": "AbC123"}}))
-}
 
 fn text() -> Value {
     json!({"to": USER, "type": "text", "text": {"body": "hi"}})
