@@ -374,7 +374,8 @@ impl<'a> Obj<'a> {
 
     /// Reports every key not in `allowed`.
     fn only(&self, allowed: &[&str], r: &mut Report) {
-        for key in self.map.keys() {
+        // A `null` field counts as absent, known or not.
+        for (key, _) in self.map.iter().filter(|(_, v)| !v.is_null()) {
             if !allowed.contains(&key.as_str()) {
                 let expected = allowed.join(", ");
                 r.add(
@@ -827,7 +828,8 @@ fn client_type<'a>(top: &Obj<'a>, r: &mut Report) -> Option<&'a str> {
 fn check_top_level_keys(top: &Obj, r: &mut Report) {
     let raw_type = top.get("type").and_then(Value::as_str);
     let client_type = raw_type.filter(|t| CLIENT_TYPES.contains(t));
-    for key in top.map.keys().map(String::as_str) {
+    let present = top.map.iter().filter(|(_, v)| !v.is_null());
+    for key in present.map(|(k, _)| k.as_str()) {
         if TOP_LEVEL_KEYS.contains(&key) || Some(key) == raw_type {
             continue;
         }
@@ -2550,6 +2552,9 @@ mod tests {
     #[test]
     fn null_optional_fields_count_as_absent() {
         let body = json!({"to": TO, "type": "text", "text": {"body": "Hi", "preview_url": null}, "reply_to": null, "from": null});
+        sends(body, meta("text", json!({"body": "Hi"})));
+        // Fields a form leaves empty as null, of another type or none: absent too.
+        let body = json!({"to": TO, "type": "text", "text": {"body": "Hi", "caption": null}, "image": null, "extra": null});
         sends(body, meta("text", json!({"body": "Hi"})));
     }
 
