@@ -25,6 +25,15 @@ fn accepted(input: &str, wa_id: Option<&str>) -> Value {
     json!({"messaging_product": "whatsapp", "contacts": [contact], "messages": [{"id": WAMID}]})
 }
 
+/// Meta accepting exactly `times` sends (to [`USER`]), on any number.
+async fn mount_accepted(app: &TestApp, times: u64) {
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
+        .expect(times)
+        .mount(&app.graph)
+        .await;
+}
+
 async fn post(app: &TestApp, body: &Value) -> (u16, Value, reqwest::header::HeaderMap) {
     send_with(app, None, body).await
 }
@@ -162,11 +171,7 @@ async fn a_bsuid_recipient_is_sent_as_recipient_and_recorded_under_it(backend: B
 
 async fn broken_rules_are_422_naming_the_field_and_nothing_is_sent(backend: Backend) {
     let app = spawn_app(backend).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
-        .expect(0)
-        .mount(&app.graph)
-        .await;
+    mount_accepted(&app, 0).await;
     let buttons: Vec<Value> = (0..4)
         .map(|i| json!({"type": "reply", "reply": {"id": format!("b{i}"), "title": format!("B{i}")}}))
         .collect();
@@ -273,11 +278,7 @@ async fn a_closed_window_refuses_free_form_but_not_templates_or_an_override(back
     assert!(msg.contains("24-hour") && msg.contains("template"), "{msg}");
     assert_eq!(app.graph.received_requests().await.unwrap().len(), 0);
 
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
-        .expect(2)
-        .mount(&app.graph)
-        .await;
+    mount_accepted(&app, 2).await;
     let mut forced = text.clone();
     forced["outside_window"] = true.into();
     assert_eq!(post(&app, &forced).await.0, 200);
@@ -291,11 +292,7 @@ async fn a_closed_window_refuses_free_form_but_not_templates_or_an_override(back
 async fn an_open_window_and_an_unknown_contact_are_sent(backend: Backend) {
     let app = spawn_app(backend).await;
     inbound_from_user(&app, "wamid.recent", 3600).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
-        .expect(2)
-        .mount(&app.graph)
-        .await;
+    mount_accepted(&app, 2).await;
     let text = json!({"to": USER, "type": "text", "text": {"body": "Yes"}});
     assert_eq!(post(&app, &text).await.0, 200);
     let stranger = json!({"to": "15559990000", "type": "text", "text": {"body": "Hi"}});
@@ -380,11 +377,7 @@ async fn post_keyed(
 
 async fn a_repeated_idempotency_key_gets_the_first_answer_and_sends_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
-        .expect(1)
-        .mount(&app.graph)
-        .await;
+    mount_accepted(&app, 1).await;
     let body = text();
     let (status, first, headers) = post_keyed(&app, "order-4521-shipped", &body).await;
     assert_eq!(status, 200, "{first}");
@@ -479,11 +472,7 @@ async fn a_send_that_certainly_failed_releases_its_key(backend: Backend) {
         .expect(1)
         .mount(&app.graph)
         .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
-        .expect(1)
-        .mount(&app.graph)
-        .await;
+    mount_accepted(&app, 1).await;
     let (status, _, _) = post_keyed(&app, "k-1", &text()).await;
     assert_eq!(status, 400);
     let (status, answer, headers) = post_keyed(&app, "k-1", &text()).await;
@@ -650,11 +639,7 @@ async fn throughput_errors_wait_for_retry_after_then_succeed() {
         .expect(1)
         .mount(&app.graph)
         .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
-        .expect(1)
-        .mount(&app.graph)
-        .await;
+    mount_accepted(&app, 1).await;
     let started = std::time::Instant::now();
     let (status, answer, _) = post(&app, &text()).await;
     assert_eq!(status, 200, "{answer}");
@@ -846,11 +831,7 @@ async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
         .unwrap();
     assert_eq!(version, 5);
     assert_eq!(app.ids_of(USER).await, ["wamid.before"]);
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(USER, Some(USER))))
-        .expect(1)
-        .mount(&app.graph)
-        .await;
+    mount_accepted(&app, 1).await;
     let mut body = text();
     body["outside_window"] = true.into();
     assert_eq!(post_keyed(&app, "after-upgrade", &body).await.0, 200);
