@@ -228,25 +228,34 @@ pub async fn mark_read(
 ) -> Result<Response, ApiError> {
     let Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
     let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
-    let conversation = state
+    let marked = state
         .conversations
         .mark_read(&contact, params.phone_number_id.as_deref())
         .await?;
-    let receipt = read_receipt(&state, &contact, params.phone_number_id.as_deref()).await;
+    let receipt = read_receipt(
+        &state,
+        &contact,
+        params.phone_number_id.as_deref(),
+        marked.last_inbound,
+    )
+    .await;
     // `{...conversation, "read_receipt": {...}}`
-    let mut body: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&conversation)
-        .map_err(|_| ApiError::Internal("the stored conversation does not read as JSON"))?;
+    let mut body: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&marked.json)
+            .map_err(|_| ApiError::Internal("the stored conversation does not read as JSON"))?;
     body.insert("read_receipt".into(), receipt);
     Ok(axum::Json(body).into_response())
 }
 
-/// Meta's read receipt for the conversation's latest inbound message, after the local mark:
-/// `{"sent": true, "message_id"}` or `{"sent": false, "reason"}` (the local mark stands either
-/// way; the reason says why the user's phone was not told).
+/// Meta's read receipt for the conversation's latest inbound message (`last`, read with the
+/// local mark), after the local mark: `{"sent": true, "message_id"}` or `{"sent": false,
+/// "reason"}` (the local mark stands either way; the reason says why the user's phone was not
+/// told).
 async fn read_receipt(
     state: &AppState,
     contact: &str,
     phone_number_id: Option<&str>,
+    last: Option<crate::store::view::LastInbound>,
 ) -> serde_json::Value {
     let not_sent = |reason: String| serde_json::json!({"sent": false, "reason": reason});
     let Ok(contact) = crate::domain::ContactId::parse(contact) else {
@@ -256,7 +265,7 @@ async fn read_receipt(
         Ok(number) => number,
         Err(e) => return not_sent(e.to_string()),
     };
-    let latest = match state.sender.latest_inbound(&number.id, &contact).await {
+    let latest = match state.sender.inbound_id(&number.id, &contact, last).await {
         Ok(Some(id)) => id,
         Ok(None) => return not_sent("no message from the contact is stored".into()),
         Err(e) => return not_sent(format!("the store failed: {e}")),

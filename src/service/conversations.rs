@@ -184,12 +184,12 @@ impl Conversations {
             .await?)
     }
 
-    /// Sets a conversation's unread count to 0; its JSON.
+    /// Sets a conversation's unread count to 0; its JSON and the contact's latest message.
     pub async fn mark_read(
         &self,
         contact: &str,
         phone_number_id: Option<&str>,
-    ) -> Result<String, ConversationError> {
+    ) -> Result<crate::store::view::MarkedRead, ConversationError> {
         let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
         let tenant = self.business_number(phone_number_id)?;
         self.store

@@ -30,7 +30,7 @@ use crate::graph::error::Class;
 use crate::graph::pacer::PairBackoff;
 use crate::graph::{GraphClient, GraphError};
 use crate::store::record::WINDOW_SECS;
-use crate::store::view::now_secs;
+use crate::store::view::{LastInbound, now_secs};
 use crate::store::{Claim, IdempotencyOp, Store, StoreError};
 
 /// Why a send was not made.
@@ -150,9 +150,9 @@ impl Sender {
     pub async fn send(&self, message: &OutgoingMessage) -> Result<Sent, SendError> {
         let number = self.number(message.from.as_deref())?;
         if message.needs_window() && !message.outside_window {
-            let last = self.store.last_inbound_at(&number.id, &message.to).await?;
+            let last = self.store.last_inbound(&number.id, &message.to).await?;
             if let Some(last) = last {
-                let closed_at = last + WINDOW_SECS;
+                let closed_at = last.at + WINDOW_SECS;
                 if now_secs() >= closed_at {
                     return Err(SendError::WindowClosed { closed_at });
                 }
@@ -241,7 +241,8 @@ impl Sender {
 }
 
 /// How many of a conversation's latest messages are searched for the latest inbound one (the
-/// message a read receipt or a typing indicator is about).
+/// message a read receipt or a typing indicator is about) when the conversation was last
+/// written by a release that did not keep its id.
 const LATEST_SCAN: usize = 50;
 
 impl Sender {
@@ -262,13 +263,32 @@ impl Sender {
         self.graph.send(number, &body).await.map(drop)
     }
 
-    /// The id of the latest message `contact` wrote to `number` (among the conversation's
-    /// latest [`LATEST_SCAN`] messages), if any.
+    /// The id of the latest message `contact` wrote to `number`: one read of the conversation's
+    /// fields.
     pub async fn latest_inbound(
         &self,
         number: &str,
         contact: &ContactId,
     ) -> Result<Option<MessageId>, StoreError> {
+        let last = self.store.last_inbound(number, contact).await?;
+        self.inbound_id(number, contact, last).await
+    }
+
+    /// The id of the message `last` describes. A conversation last written by a release that
+    /// did not keep that id has only its time: then the conversation's latest [`LATEST_SCAN`]
+    /// messages are looked through (once the contact writes again, the id is kept).
+    pub async fn inbound_id(
+        &self,
+        number: &str,
+        contact: &ContactId,
+        last: Option<LastInbound>,
+    ) -> Result<Option<MessageId>, StoreError> {
+        let Some(last) = last else {
+            return Ok(None);
+        };
+        if let Some(id) = last.id {
+            return Ok(MessageId::parse(&id).ok());
+        }
         let page = self
             .store
             .conversation_messages(&crate::store::view::MessagesQuery {

@@ -32,7 +32,9 @@
 //! FastAPI table's global `UNIQUE (id)` (dedupe is per business number in `messages`; rows of
 //! earlier releases still deduplicate through a partial index); 4 adds `notices` (digests of the
 //! non-message notifications kept as events, so a retry is not kept twice); 5 adds
-//! `idempotency` (clients' Idempotency-Keys and their answers). Opening an older
+//! `idempotency` (clients' Idempotency-Keys and their answers); 6 adds the conversation's
+//! `last_inbound_id` (the contact's latest message, which read receipts and typing indicators
+//! name; `NULL` on rows of earlier releases until the contact writes again). Opening an older
 //! file migrates it in place, one transaction per version.
 //!
 //! What one group writes per new message: its record, its FastAPI row, its conversation (unless
@@ -68,7 +70,7 @@ pub const MAX_TX_ROWS: usize = 1024;
 /// Read-only connections for `/get`.
 pub const READERS: usize = 4;
 /// The schema version this release writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 /// A probe that the writer does not answer within this time counts as a failed write.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue length in front of the writer; when full, callers wait (back-pressure), bounded by the
@@ -219,11 +221,17 @@ CREATE TABLE idempotency (
 CREATE INDEX idempotency_created_at ON idempotency (created_at);
 ";
 
+/// Version 6: the id of the contact's latest message (a JSON string literal, as
+/// `last_message_id`), beside its time `last_inbound_at`.
+const MIGRATION_V6: &str = "
+ALTER TABLE conversation ADD COLUMN last_inbound_id TEXT;
+";
+
 /// What the writer answers one job with, once its transaction committed.
 enum Answer {
     Outcomes(Vec<Outcome>),
     Changed(Vec<bool>),
-    Conversation(Option<String>),
+    Marked(Option<super::view::MarkedRead>),
     Deleted(Option<u64>),
     Claim(super::Claim),
     Done,
@@ -250,7 +258,7 @@ enum Job {
     MarkRead {
         phone_number_id: String,
         contact: String,
-        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
+        reply: oneshot::Sender<Result<Option<super::view::MarkedRead>, StoreError>>,
     },
     /// Deletes a conversation; answers how many messages it held (`None`: no such
     /// conversation).
@@ -517,7 +525,7 @@ impl EmbeddedStore {
         &self,
         phone_number_id: &str,
         contact: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<super::view::MarkedRead>, StoreError> {
         self.ask(|reply| Job::MarkRead {
             phone_number_id: phone_number_id.to_owned(),
             contact: contact.to_owned(),
@@ -821,12 +829,13 @@ fn idempotency(
 /// Brings the schema to [`SCHEMA_VERSION`], in one transaction per step.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let steps: [&str; 5] = [
+    let steps: [&str; 6] = [
         SCHEMA_V1,
         MIGRATION_V2,
         MIGRATION_V3,
         MIGRATION_V4,
         MIGRATION_V5,
+        MIGRATION_V6,
     ];
     match version {
         0..SCHEMA_VERSION => {
@@ -908,7 +917,7 @@ impl Writer {
                             (Job::Statuses { reply, .. }, Answer::Changed(c)) => {
                                 drop(reply.send(Ok(c)))
                             }
-                            (Job::MarkRead { reply, .. }, Answer::Conversation(c)) => {
+                            (Job::MarkRead { reply, .. }, Answer::Marked(c)) => {
                                 drop(reply.send(Ok(c)))
                             }
                             (Job::DeleteConversation { reply, .. }, Answer::Deleted(d)) => {
@@ -1009,11 +1018,15 @@ fn write_group(
         // Every SET expression reads the row as it was before this statement.
         let mut upsert_conversation = tx.prepare_cached(
             "INSERT INTO conversation (phone_number_id, contact, contact_json, last_message,
-                 last_message_id, last_message_at, last_inbound_at, message_count, unread_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)
+                 last_message_id, last_message_at, last_inbound_at, message_count, unread_count,
+                 last_inbound_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)
              ON CONFLICT (phone_number_id, contact) DO UPDATE SET
                  message_count = message_count + 1,
                  unread_count = unread_count + excluded.unread_count,
+                 last_inbound_id = iif(excluded.last_inbound_id IS NOT NULL
+                     AND excluded.last_inbound_at >= last_inbound_at,
+                     excluded.last_inbound_id, last_inbound_id),
                  last_inbound_at = max(last_inbound_at, excluded.last_inbound_at),
                  contact_json = iif(excluded.last_message_at >= last_message_at,
                      excluded.contact_json, contact_json),
@@ -1055,11 +1068,7 @@ fn write_group(
                     contact,
                     ..
                 } => {
-                    outcomes.push(Answer::Conversation(mark_read(
-                        &tx,
-                        phone_number_id,
-                        contact,
-                    )?));
+                    outcomes.push(Answer::Marked(mark_read(&tx, phone_number_id, contact)?));
                     continue;
                 }
                 Job::DeleteConversation {
@@ -1207,6 +1216,7 @@ fn write_group(
                         row.timestamp,
                         if row.from_user { row.timestamp } else { -1 },
                         i64::from(row.from_user),
+                        row.from_user.then_some(&row.id_json),
                     ],
                     reads::conversation_row,
                 )?;
@@ -1281,20 +1291,21 @@ fn mark_read(
     tx: &rusqlite::Transaction<'_>,
     phone_number_id: &str,
     contact: &str,
-) -> rusqlite::Result<Option<String>> {
-    let fields = tx
+) -> rusqlite::Result<Option<super::view::MarkedRead>> {
+    let found = tx
         .prepare_cached(&format!(
-            "SELECT {}, {} FROM conversation WHERE phone_number_id = ?1 AND contact = ?2",
+            "SELECT {}, {}, last_inbound_id FROM conversation
+             WHERE phone_number_id = ?1 AND contact = ?2",
             reads::CONVERSATION_COLUMNS,
             reads::MARKETING_COLUMN
         ))?
         .query_row(params![phone_number_id, contact], |r| {
             let mut fields = reads::conversation_row(r)?;
             fields.marketing = r.get(8)?;
-            Ok(fields)
+            Ok((fields, r.get::<_, Option<String>>(9)?))
         })
         .optional()?;
-    let Some(mut fields) = fields else {
+    let Some((mut fields, last_inbound_id)) = found else {
         return Ok(None);
     };
     if fields.unread_count != 0 {
@@ -1312,7 +1323,13 @@ fn mark_read(
         tx.prepare_cached("INSERT INTO events (type, data) VALUES ('conversation_updated', ?1)")?
             .execute(params![event.json(None)])?;
     }
-    Ok(Some(fields.json(Some(super::view::now_secs()))))
+    Ok(Some(super::view::MarkedRead {
+        json: fields.json(Some(super::view::now_secs())),
+        last_inbound: super::view::LastInbound::of(
+            Some(fields.last_inbound_at),
+            last_inbound_id.as_deref(),
+        ),
+    }))
 }
 
 /// Applies one status update with the rules of the Redis [`super::redis::STATUS_SCRIPT`]: one row

@@ -372,15 +372,15 @@ impl Store {
         on_backend!(self, s => s.message(id, phone_number_id).await)
     }
 
-    /// When `contact` last wrote to business number `phone_number_id` (unix seconds; the start
-    /// of Meta's 24-hour customer-service window); `None` when no inbound message of theirs is
-    /// stored.
-    pub async fn last_inbound_at(
+    /// The latest message `contact` wrote to business number `phone_number_id`: when (the start
+    /// of Meta's 24-hour customer-service window) and its id, from the conversation's fields
+    /// (one read); `None` when no inbound message of theirs is stored.
+    pub async fn last_inbound(
         &self,
         phone_number_id: &str,
         contact: &ContactId,
-    ) -> Result<Option<i64>, StoreError> {
-        on_backend!(self, s => s.last_inbound_at(phone_number_id, contact.as_str()).await)
+    ) -> Result<Option<view::LastInbound>, StoreError> {
+        on_backend!(self, s => s.last_inbound(phone_number_id, contact.as_str()).await)
     }
 
     /// Claims, finishes or releases a client's `Idempotency-Key` with the fingerprint of its
@@ -406,12 +406,13 @@ impl Store {
     }
 
     /// Sets a conversation's unread count to 0 (one `conversation_updated` event when it was
-    /// not 0, in the same atomic write). The conversation's JSON; `None` when there is none.
+    /// not 0, in the same atomic write). The conversation's JSON and the contact's latest
+    /// message, in the same round trip; `None` when there is no such conversation.
     pub async fn mark_read(
         &self,
         phone_number_id: &str,
         contact: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<view::MarkedRead>, StoreError> {
         on_backend!(self, s => s.mark_read(phone_number_id, contact).await)
     }
 

@@ -6,8 +6,8 @@
 //!   both;
 //! - `P:msg:<wamid>`: the message record hash, per business number: `<pnid>` = the record,
 //!   `<pnid>:from` = the sender (the dedupe marker, written last), statuses and changes beside;
-//! - `P:conv:<pnid>:<contact>` (counters, the contact's `marketing` preference),
-//!   `P:cmsgs:<pnid>:<contact>` (the history, a zset of
+//! - `P:conv:<pnid>:<contact>` (counters, the time and id of the contact's latest message, the
+//!   contact's `marketing` preference), `P:cmsgs:<pnid>:<contact>` (the history, a zset of
 //!   `<ts10>:<wamid>`), `P:cchanges:<pnid>:<contact>` (edits, deletions, reactions), `P:convs`
 //!   (every conversation by last activity);
 //! - `P:events`: the event log (one stream entry per write; see [`crate::events::log::redis`]);
@@ -109,7 +109,7 @@ pub const SAVE_SCRIPT: &str = r#"
 local call, try = redis.call, redis.pcall
 local KS, AS = 6, 16
 local n = (#KEYS - 2) / KS
-local FIELDS = {'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact'}
+local FIELDS = {'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact', 'last_inbound_id'}
 local fresh, nfresh, pushed, zadded, changes, order, evid = {}, 0, {}, {}, {}, {}, nil
 local function fail(what, err)
   if evid then try('XDEL', KEYS[2], evid) end
@@ -120,11 +120,12 @@ local function fail(what, err)
     end
     if c.written then
       if c.old[3] then
-        local back = {'HSET', c.key}
+        local back, gone = {'HSET', c.key}, {'HDEL', c.key}
         for j, name in ipairs(FIELDS) do
-          if c.old[j] then back[#back + 1] = name; back[#back + 1] = c.old[j] end
+          if c.old[j] then back[#back + 1] = name; back[#back + 1] = c.old[j] else gone[#gone + 1] = name end
         end
         try(unpack(back))
+        if #gone > 2 then try(unpack(gone)) end
       else
         try('DEL', c.key)
       end
@@ -194,7 +195,7 @@ for f = 1, nfresh do
       c = { key = ck, pnid = ARGV[a + 1], member = ARGV[a + 1] .. ':' .. ARGV[a + 2], old = r,
             at = tonumber(r[1]) or -1, inat = tonumber(r[2]) or -1,
             count = tonumber(r[3]) or 0, unread = tonumber(r[4]) or 0,
-            preview = r[5], last_id = r[6], contact = r[7] }
+            preview = r[5], last_id = r[6], contact = r[7], inid = r[8] }
       convs[ck] = c
       order[#order + 1] = c
     end
@@ -202,7 +203,7 @@ for f = 1, nfresh do
     c.count = c.count + 1
     if ARGV[a + 8] == '1' then
       c.unread = c.unread + 1
-      if ts > c.inat then c.inat = ts end
+      if ts >= c.inat then c.inat, c.inid = ts, ARGV[a + 10] end
     end
     if ts >= c.at then
       c.at, c.preview, c.last_id, c.contact = ts, ARGV[a + 6], ARGV[a + 10], ARGV[a + 7]
@@ -242,16 +243,12 @@ for _, c in ipairs(order) do
   local at, count, unread = string.format('%d', c.at), string.format('%d', c.count), string.format('%d', c.unread)
   local window = 'null'
   if c.inat >= 0 then window = string.format('%d', c.inat + 86400) end
-  local r
-  if c.old[3] then
-    r = try('HSET', c.key, 'last_message_at', at, 'last_inbound_at', string.format('%d', c.inat),
-      'message_count', count, 'unread_count', unread, 'last_message', c.preview, 'last_message_id', c.last_id,
-      'contact', c.contact)
-  else
-    r = try('HSET', c.key, 'phone_number_id', c.pnid, 'last_message_at', at, 'last_inbound_at', string.format('%d', c.inat),
-      'message_count', count, 'unread_count', unread, 'last_message', c.preview, 'last_message_id', c.last_id,
-      'contact', c.contact)
-  end
+  local set = {'HSET', c.key, 'last_message_at', at, 'last_inbound_at', string.format('%d', c.inat),
+    'message_count', count, 'unread_count', unread, 'last_message', c.preview, 'last_message_id', c.last_id,
+    'contact', c.contact}
+  if not c.old[3] then set[#set + 1] = 'phone_number_id'; set[#set + 1] = c.pnid end
+  if c.inid then set[#set + 1] = 'last_inbound_id'; set[#set + 1] = c.inid end
+  local r = try(unpack(set))
   if type(r) == 'table' and r.err then return fail('updating ' .. c.key, r.err) end
   c.written = true
   local prev = tonumber(c.old[1])

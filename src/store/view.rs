@@ -171,6 +171,35 @@ impl ConversationFields {
     }
 }
 
+/// The contact's latest message to a business number (from the conversation's fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastInbound {
+    /// Its Meta timestamp (unix seconds): the start of the 24-hour customer-service window.
+    pub at: i64,
+    /// Its id; `None` for a conversation last written by a release that did not keep it (the
+    /// caller then looks through the history).
+    pub id: Option<String>,
+}
+
+impl LastInbound {
+    /// From the stored fields: `last_inbound_at` (negative: the contact never wrote) and
+    /// `last_inbound_id` (a JSON string literal, as `last_message_id` is kept).
+    pub fn of(at: Option<i64>, id_json: Option<&str>) -> Option<Self> {
+        let at = at.filter(|at| *at >= 0)?;
+        let id = id_json.and_then(|json| serde_json::from_str::<String>(json).ok());
+        Some(Self { at, id })
+    }
+}
+
+/// A conversation after a read mark.
+#[derive(Debug, Clone)]
+pub struct MarkedRead {
+    /// Its JSON (the read view).
+    pub json: String,
+    /// The contact's latest message, the one Meta's read receipt names.
+    pub last_inbound: Option<LastInbound>,
+}
+
 /// The `conversation_deleted` event's data.
 pub fn deleted_event_json(phone_number_id: &str, contact_json: &str, messages: u64) -> String {
     format!(

@@ -90,6 +90,46 @@ async fn wrong_type_conversations_key_is_503_with_nothing_stored_and_the_retry_i
     assert_eq!(app.ids_of(A).await, ["wamid.C1"]);
 }
 
+/// A failed chunk restores an existing conversation hash exactly, fields it did not have
+/// included: here one written by the previous release, without `last_inbound_id`, which the
+/// failed chunk had set before the conversations zset refused its write.
+#[tokio::test]
+async fn a_failed_chunk_restores_a_previous_releases_conversation_exactly() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let conv = format!("test:conv:{PHONE_NUMBER_ID}:{A}");
+    let first = webhook_with(vec![text_message("wamid.R1", A, "first")]);
+    assert_eq!(ack(&app, &first).await.1["stored"], 1);
+    let removed: i64 = redis
+        .query(redis::cmd("HDEL").arg(&conv).arg("last_inbound_id"))
+        .await;
+    assert_eq!(removed, 1, "this release keeps the id");
+    let before: std::collections::BTreeMap<String, String> =
+        redis.query(redis::cmd("HGETALL").arg(&conv)).await;
+    let _: () = redis.query(redis::cmd("DEL").arg("test:convs")).await;
+    let _: () = redis
+        .query(redis::cmd("SET").arg("test:convs").arg("oops"))
+        .await;
+    let mut newer = text_message("wamid.R2", A, "second");
+    newer["timestamp"] = "1757936800".into();
+    let second = webhook_with(vec![newer]);
+    assert_eq!(ack(&app, &second).await.0, 503);
+    let after: std::collections::BTreeMap<String, String> =
+        redis.query(redis::cmd("HGETALL").arg(&conv)).await;
+    assert_eq!(
+        after, before,
+        "the conversation is restored field for field"
+    );
+    assert_eq!(app.ids_of(A).await, ["wamid.R1"]);
+
+    let _: () = redis.query(redis::cmd("DEL").arg("test:convs")).await;
+    assert_eq!(ack(&app, &second).await.1["stored"], 1);
+    let latest: Option<String> = redis
+        .query(redis::cmd("HGET").arg(&conv).arg("last_inbound_id"))
+        .await;
+    assert_eq!(latest.as_deref(), Some("\"wamid.R2\""));
+}
+
 /// A failure *after* the script's first writes: ZADD disabled, as a command failing on this
 /// server (e.g. `ZADD GT` on Redis < 6.2). The first message's list entry is written, then its
 /// index entry fails: the append is popped again, and nothing of the chunk stays (no list entry,
@@ -425,11 +465,20 @@ async fn a_database_of_the_previous_release_is_migrated_and_kept() {
     let version: i64 = db
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, whatsapp_gateway::store::embedded::SCHEMA_VERSION);
     let keys: i64 = db
         .query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
         .unwrap();
     assert_eq!(keys, 0, "the upgrade created the idempotency table");
+    // Schema 6 keeps the contact's latest message with the conversation.
+    let latest: Option<String> = db
+        .query_row(
+            "SELECT last_inbound_id FROM conversation WHERE contact = ?1",
+            [A],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(latest.as_deref(), Some("\"wamid.V2\""));
     let records: i64 = db
         .query_row(
             "SELECT count(*) FROM messages WHERE id = 'wamid.V2'",
@@ -524,7 +573,7 @@ async fn a_database_of_release_two_is_migrated_to_records_and_keeps_dedupe() {
     let version: i64 = db
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, whatsapp_gateway::store::embedded::SCHEMA_VERSION);
     let keys: i64 = db
         .query_row("SELECT count(*) FROM idempotency", [], |r| r.get(0))
         .unwrap();

@@ -9,8 +9,8 @@ use rusqlite::{OptionalExtension, params};
 use super::EmbeddedStore;
 use crate::store::StoreError;
 use crate::store::view::{
-    CHANGE_KINDS, ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page,
-    SINCE_WINDOW, Since, message_json, now_secs,
+    CHANGE_KINDS, ConversationFields, ConversationsQuery, LastInbound, MessageCursor,
+    MessagesQuery, Page, SINCE_WINDOW, Since, message_json, now_secs,
 };
 
 /// A cursor `<10-digit timestamp>:<id>` as the pair it stands for.
@@ -58,23 +58,23 @@ pub(super) const CONVERSATION_COLUMNS: &str = "phone_number_id, contact_json, la
      last_message_id, last_message_at, last_inbound_at, message_count, unread_count";
 
 impl EmbeddedStore {
-    /// When the contact last wrote to `phone_number_id` (see
-    /// [`crate::store::Store::last_inbound_at`]).
-    pub(crate) async fn last_inbound_at(
+    /// The contact's latest message to `phone_number_id` (see
+    /// [`crate::store::Store::last_inbound`]).
+    pub(crate) async fn last_inbound(
         &self,
         phone_number_id: &str,
         contact: &str,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<LastInbound>, StoreError> {
         let (tenant, contact) = (phone_number_id.to_owned(), contact.to_owned());
         self.read(move |conn| {
-            let at: Option<i64> = conn
+            let found: Option<(i64, Option<String>)> = conn
                 .prepare_cached(
-                    "SELECT last_inbound_at FROM conversation
+                    "SELECT last_inbound_at, last_inbound_id FROM conversation
                      WHERE phone_number_id = ?1 AND contact = ?2",
                 )?
-                .query_row(params![tenant, contact], |r| r.get(0))
+                .query_row(params![tenant, contact], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            Ok(at.filter(|at| *at >= 0))
+            Ok(found.and_then(|(at, id)| LastInbound::of(Some(at), id.as_deref())))
         })
         .await
     }

@@ -16,8 +16,8 @@ use redis::Script;
 use super::RedisStore;
 use crate::store::StoreError;
 use crate::store::view::{
-    CHANGE_KINDS, ConversationFields, ConversationsQuery, MessageCursor, MessagesQuery, Page,
-    SINCE_WINDOW, Since, change_json, message_json, now_secs,
+    CHANGE_KINDS, ConversationFields, ConversationsQuery, LastInbound, MarkedRead, MessageCursor,
+    MessagesQuery, Page, SINCE_WINDOW, Since, change_json, message_json, now_secs,
 };
 
 /// KEYS[1] = the conversations zset. ARGV: [1] the conversation hash prefix (`<p>:conv:`), [2]
@@ -112,13 +112,14 @@ end
 /// KEYS[1] = the conversation hash, KEYS[2] = the event stream. ARGV[1] = MAXLEN. Sets the
 /// unread count to 0 and, if it was not 0, adds a `conversation_updated` event with the
 /// conversation's fields. Returns its 9 fields (the last with the contact's `marketing`
-/// preference; empty when there is no such conversation) and whether it changed.
+/// preference; empty when there is no such conversation), its `last_inbound_id` and whether it
+/// changed.
 const READ_SCRIPT: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'phone_number_id', 'contact', 'last_message',
   'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count',
-  'marketing')
+  'marketing', 'last_inbound_id')
 if not h[2] then return {} end
-if (tonumber(h[8]) or 0) == 0 then h[10] = '0'; return h end
+if (tonumber(h[8]) or 0) == 0 then h[11] = '0'; return h end
 redis.call('HSET', KEYS[1], 'unread_count', 0)
 h[8] = '0'
 local window = 'null'
@@ -128,7 +129,7 @@ local data = '{"phone_number_id":"' .. h[1] .. '","contact":' .. h[2]
   .. ',"last_message_at":' .. h[5] .. ',"message_count":' .. h[7]
   .. ',"unread_count":0,"window_expires_at":' .. window .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'conversation_updated', data)
-h[10] = '1'
+h[11] = '1'
 return h
 "#;
 
@@ -268,19 +269,20 @@ impl RedisStore {
         &self.inner.key_prefix
     }
 
-    /// When the contact last wrote to `phone_number_id`: the conversation hash's
-    /// `last_inbound_at` (one `HGET`).
-    pub(crate) async fn last_inbound_at(
+    /// The contact's latest message to `phone_number_id`: the conversation hash's
+    /// `last_inbound_at` and `last_inbound_id` (one `HMGET`).
+    pub(crate) async fn last_inbound(
         &self,
         phone_number_id: &str,
         contact: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        let at: Option<i64> = redis::cmd("HGET")
+    ) -> Result<Option<LastInbound>, StoreError> {
+        let (at, id): (Option<i64>, Option<String>) = redis::cmd("HMGET")
             .arg(super::conv_key(self.prefix(), phone_number_id, contact))
             .arg("last_inbound_at")
+            .arg("last_inbound_id")
             .query_async(&mut self.inner.connection.clone())
             .await?;
-        Ok(at.filter(|at| *at >= 0))
+        Ok(LastInbound::of(at, id.as_deref()))
     }
 
     /// A message by id with its status history: the record under `phone_number_id` (or under
@@ -550,14 +552,20 @@ impl RedisStore {
         &self,
         phone_number_id: &str,
         contact: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<MarkedRead>, StoreError> {
         let values: Vec<Option<String>> = MARK_READ
             .key(super::conv_key(self.prefix(), phone_number_id, contact))
             .key(format!("{}:events", self.prefix()))
             .arg(self.inner.event_retention)
             .invoke_async(&mut self.inner.connection.clone())
             .await?;
-        Ok(fields(&values).map(|f| f.json(Some(now_secs()))))
+        Ok(fields(&values).map(|f| MarkedRead {
+            json: f.json(Some(now_secs())),
+            last_inbound: LastInbound::of(
+                Some(f.last_inbound_at),
+                values.get(9).cloned().flatten().as_deref(),
+            ),
+        }))
     }
 
     /// Deletes a conversation; the number of its messages, `None` when there is none.
