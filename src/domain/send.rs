@@ -75,8 +75,9 @@ const CLIENT_TYPES: [&str; 16] = [
 ];
 
 /// Top-level keys besides the object named by `type`.
-const TOP_LEVEL_KEYS: [&str; 6] = [
+const TOP_LEVEL_KEYS: [&str; 7] = [
     "to",
+    "recipient",
     "from",
     "reply_to",
     "type",
@@ -217,8 +218,22 @@ impl OutgoingMessage {
         };
         let client_type = client_type(&top, &mut r);
         check_top_level_keys(&top, &mut r);
-        let to = top.str_req("to", &mut r);
-        let to = to.and_then(|s| r.parsed("to", ContactId::parse(s)));
+        // `recipient` is Meta's own name for a BSUID addressee; either names the contact.
+        let to_key = match (top.has("to"), top.has("recipient")) {
+            (true, true) => {
+                r.add(
+                    "recipient",
+                    "cannot be given with `to`: give one of them (`to` takes a phone number or a BSUID)",
+                );
+                None
+            }
+            (false, true) => Some("recipient"),
+            _ => Some("to"),
+        };
+        let to = to_key.and_then(|key| {
+            let value = top.str_req(key, &mut r)?;
+            r.parsed(key, ContactId::parse(value))
+        });
         let from = top
             .str_opt("from", &mut r)
             .filter(|s| check_from(&mut r, s));
@@ -2529,6 +2544,45 @@ mod tests {
     }
 
     #[test]
+    fn metas_recipient_key_names_the_contact_as_to_does() {
+        let body =
+            json!({"recipient": "US.13491208655302741918", "type": "text", "text": {"body": "Hi"}});
+        let m = sends(
+            body,
+            json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "recipient": "US.13491208655302741918",
+                "type": "text",
+                "text": {"body": "Hi"}
+            }),
+        );
+        assert!(matches!(m.to, ContactId::User(_)));
+        refused(
+            json!({"to": TO, "recipient": "US.13491208655302741918", "type": "text", "text": {"body": "Hi"}}),
+            "recipient",
+            "cannot be given with `to`",
+        );
+        refused(
+            json!({"recipient": "US.12:3", "type": "text", "text": {"body": "Hi"}}),
+            "recipient",
+            "",
+        );
+        refused(
+            json!({"type": "text", "text": {"body": "Hi"}}),
+            "to",
+            "is required",
+        );
+        // A null `recipient` counts as absent.
+        assert!(
+            OutgoingMessage::parse(
+                &json!({"to": TO, "recipient": null, "type": "text", "text": {"body": "Hi"}})
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
     fn phone_in_any_form_is_sent_as_digits() {
         let body = json!({"to": "+1 (555) 123-4567", "type": "text", "text": {"body": "Hi"}});
         sends(body, meta("text", json!({"body": "Hi"})));
@@ -2670,7 +2724,7 @@ mod tests {
         refused(
             body,
             "priority",
-            "unknown field; expected one of to, from, reply_to",
+            "unknown field; expected one of to, recipient, from, reply_to",
         );
         let mut body = client("text", json!({"body": "Hi"}));
         body["image"] = json!({"id": "1"});
