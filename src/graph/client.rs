@@ -109,7 +109,18 @@ impl GraphClient {
         let started = tokio::time::Instant::now();
         let mut attempt = 1;
         loop {
-            self.pacer.wait(&number.id).await;
+            // A send waits for its slot at most until GRAPH_TIMEOUT_SECS after it began (so it
+            // still ends within the request's time); past that it is refused, unsent, with the
+            // wait as its Retry-After.
+            let longest = self.timeout.saturating_sub(started.elapsed());
+            if let Err(wait) = self.pacer.wait(&number.id, longest).await {
+                tracing::warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    attempt,
+                    "graph.paced the number's send rate is taken too far ahead; the send is refused"
+                );
+                return Err(GraphError::Paced { wait });
+            }
             let span = tracing::info_span!(
                 "graph.call",
                 http.method = "POST",

@@ -61,6 +61,13 @@ pub enum GraphError {
     /// Meta answered 2xx with something that is not JSON.
     #[error("Graph API sent an unreadable response (status {status})")]
     InvalidResponse { status: u16 },
+    /// The number's send rate (SEND_RATE_PER_SECOND) is taken for longer than a send may wait
+    /// (GRAPH_TIMEOUT_SECS): the send was not made, and may be made after `wait`.
+    #[error(
+        "too many sends are queued for this business number (SEND_RATE_PER_SECOND): its next free slot is {} ms away; the message was not sent, retry after Retry-After",
+        .wait.as_millis()
+    )]
+    Paced { wait: Duration },
 }
 
 impl GraphError {
@@ -82,6 +89,7 @@ impl GraphError {
             Self::Redirected { .. } => "redirected",
             Self::TooLarge { .. } => "too_large",
             Self::InvalidResponse { .. } => "invalid_response",
+            Self::Paced { .. } => "paced",
         }
     }
 
@@ -95,7 +103,7 @@ impl GraphError {
     /// Meta 5xx, or an answer we could not read. Such a send is never retried blindly.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            Self::NotConfigured(_) | Self::Redirected { .. } => false,
+            Self::NotConfigured(_) | Self::Redirected { .. } | Self::Paced { .. } => false,
             Self::Unreachable { maybe_sent, .. } => *maybe_sent,
             Self::Timeout | Self::TooLarge { .. } | Self::InvalidResponse { .. } => true,
             // By Meta's code, not the HTTP status: "something went wrong" codes may come with a
@@ -112,6 +120,9 @@ impl GraphError {
             ..
         } = self
         else {
+            if let Self::Paced { wait } = self {
+                return Class::Throttled { wait: *wait };
+            }
             return Class::Upstream;
         };
         let code = self.meta_code();

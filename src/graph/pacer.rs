@@ -40,25 +40,33 @@ impl Pacer {
         }
     }
 
-    /// Waits until `number` may send again, taking that slot.
-    pub async fn wait(&self, number: &str) {
-        let slot = self.take(number, Instant::now());
+    /// Waits until `number` may send again, taking that slot; when that is more than `longest`
+    /// away, takes nothing and returns how long it is (the caller refuses the send rather than
+    /// hold it past its deadline).
+    pub async fn wait(&self, number: &str, longest: Duration) -> Result<(), Duration> {
+        let now = Instant::now();
+        let slot = self.take(number, now, longest)?;
         tokio::time::sleep_until(slot).await;
+        Ok(())
     }
 
-    /// Takes the next slot of `number` at `now` (the sliding window's rule).
-    fn take(&self, number: &str, now: Instant) -> Instant {
+    /// Takes the next slot of `number` at `now` (the sliding window's rule), unless it is more
+    /// than `longest` after `now`: then the wait for it.
+    fn take(&self, number: &str, now: Instant, longest: Duration) -> Result<Instant, Duration> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let taken = slots.entry(number.to_owned()).or_default();
         let slot = match taken.len() {
             n if n < self.rate => now,
             n => now.max(taken[n - self.rate] + WINDOW),
         };
+        if slot - now > longest {
+            return Err(slot - now);
+        }
         taken.push_back(slot);
         while taken.len() > self.rate {
             taken.pop_front();
         }
-        slot
+        Ok(slot)
     }
 }
 
@@ -141,11 +149,35 @@ mod tests {
     fn below_the_rate_nothing_waits_and_above_it_each_second_holds_at_most_rate() {
         let pacer = Pacer::new(3);
         let t0 = Instant::now();
-        let slots: Vec<Duration> = (0..8).map(|_| pacer.take("1", t0) - t0).collect();
+        let slots: Vec<Duration> = (0..8)
+            .map(|_| pacer.take("1", t0, ANY).unwrap() - t0)
+            .collect();
         let s = Duration::from_secs;
         assert_eq!(slots, [s(0), s(0), s(0), s(1), s(1), s(1), s(2), s(2)]);
         // Another number has its own window.
-        assert_eq!(pacer.take("2", t0), t0);
+        assert_eq!(pacer.take("2", t0, ANY), Ok(t0));
+    }
+
+    const ANY: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_slot_further_away_than_the_longest_wait_is_refused_and_not_taken() {
+        let pacer = Pacer::new(2);
+        let t0 = Instant::now();
+        let longest = Duration::from_millis(1500);
+        for expected in [0, 0, 1, 1] {
+            let slot = pacer.take("1", t0, longest).unwrap();
+            assert_eq!(slot - t0, Duration::from_secs(expected));
+        }
+        // The next slot is 2 s away: refused with that wait, and nothing is taken.
+        assert_eq!(pacer.take("1", t0, longest), Err(Duration::from_secs(2)));
+        assert_eq!(pacer.take("1", t0, longest), Err(Duration::from_secs(2)));
+        // Half a second later it is 1.5 s away: taken.
+        let later = t0 + Duration::from_millis(500);
+        assert_eq!(
+            pacer.take("1", later, longest),
+            Ok(t0 + Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -154,7 +186,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..10 {
             let now = t0 + Duration::from_millis(600 * i);
-            assert_eq!(pacer.take("1", now), now, "send {i}");
+            assert_eq!(pacer.take("1", now, ANY), Ok(now), "send {i}");
         }
     }
 }

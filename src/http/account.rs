@@ -17,9 +17,9 @@ impl From<AccountError> for ApiError {
     fn from(e: AccountError) -> Self {
         match e {
             AccountError::NoWaba(_) => {
-                ApiError::Graph(GraphError::NotConfigured("BUSINESS_ACCOUNT_ID"))
+                ApiError::Meta(GraphError::NotConfigured("BUSINESS_ACCOUNT_ID"))
             }
-            AccountError::Graph(e) => ApiError::Graph(e),
+            AccountError::Graph(e) => ApiError::Meta(e),
         }
     }
 }
@@ -41,11 +41,13 @@ pub async fn list_numbers(State(state): State<Arc<AppState>>) -> Response {
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 200, description = "{phone_number_id, waba_id, templates: [{name, language, category, status, components, parameters: [{component, type | sub_type, placeholders?, index?}]}]}"),
-        (status = 400, description = "Meta refused the read; detail is Meta's error object"),
+        (status = 400, description = "Meta refused the read as invalid (detail: message, code, error_subcode, details, fbtrace_id, hint)"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 422, description = "phone_number_id is not a configured number", body = crate::http::docs::ValidationDetail),
-        (status = 502, description = "Meta failed or could not be reached (after retries)", body = crate::http::docs::Detail),
+        (status = 429, description = "Meta asked to slow down; Retry-After says when to try again"),
+        (status = 502, description = "Meta failed or could not be reached (after retries), or the token is expired or lacks a permission (detail has Meta's code and a hint)"),
         (status = 503, description = "No number, token or BUSINESS_ACCOUNT_ID configured", body = crate::http::docs::Detail),
+        (status = 504, description = "Meta did not answer in time"),
     ))]
 pub async fn list_templates(
     State(state): State<Arc<AppState>>,

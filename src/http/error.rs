@@ -138,9 +138,16 @@ pub enum ApiError {
     /// 503: the store failed; Meta retries webhooks answered with 5xx.
     #[error("storage is unavailable; retry later")]
     Store(#[from] StoreError),
-    /// Graph API failures: 400 (Meta rejected), 502, 503 (not configured), 504.
+    /// Graph API failures of the drop-in `/send`, as the original answered them: 400 (Meta
+    /// rejected; Meta's body verbatim), 502, 503 (not configured), 504.
     #[error(transparent)]
     Graph(#[from] GraphError),
+    /// A `/v1` Graph call other than a send (templates, media) that failed: the status follows
+    /// Meta's error code as a send's does ([`GraphError::class`]: a throttle is a 429 with
+    /// Retry-After, an expired token a 502, not the client's 400), and the body keeps Meta's
+    /// fields with a hint.
+    #[error(transparent)]
+    Meta(GraphError),
     /// A `/v1` send that was not made or not accepted: the status follows Meta's error code
     /// ([`GraphError::class`]) and the body keeps Meta's fields with a hint.
     #[error(transparent)]
@@ -219,7 +226,23 @@ impl ApiError {
             ) => StatusCode::BAD_GATEWAY,
             Self::Graph(GraphError::NotConfigured(_)) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Graph(GraphError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Graph(GraphError::Paced { .. }) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Meta(e) => graph_status(e),
             Self::Send(e) => send_status(e),
+        }
+    }
+
+    /// When a throttled client may try again (the Retry-After header): Meta's throttles and
+    /// pair rate on `/v1` calls, and the gateway's own send rate on every send.
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        let graph = match self {
+            Self::Meta(e) | Self::Send(SendError::Graph(e)) => e,
+            Self::Graph(e @ GraphError::Paced { .. }) => e,
+            _ => return None,
+        };
+        match graph.class() {
+            Class::Throttled { wait } | Class::PairRate { wait } => Some(wait),
+            _ => None,
         }
     }
 }
@@ -231,15 +254,22 @@ fn send_status(e: &SendError) -> StatusCode {
             StatusCode::UNPROCESSABLE_ENTITY
         }
         SendError::NotConfigured | SendError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-        SendError::Graph(GraphError::NotConfigured(_)) => StatusCode::SERVICE_UNAVAILABLE,
-        SendError::Graph(GraphError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
-        SendError::Graph(g @ GraphError::Rejected { .. }) => match g.class() {
+        SendError::Graph(e) => graph_status(e),
+    }
+}
+
+/// The status of a failed `/v1` Graph call, by what the client can do about it.
+fn graph_status(e: &GraphError) -> StatusCode {
+    match e {
+        GraphError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+        GraphError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        GraphError::Rejected { .. } | GraphError::Paced { .. } => match e.class() {
             Class::Invalid => StatusCode::BAD_REQUEST,
             Class::Template => StatusCode::UNPROCESSABLE_ENTITY,
             Class::Throttled { .. } | Class::PairRate { .. } => StatusCode::TOO_MANY_REQUESTS,
             Class::Credentials | Class::Permission | Class::Upstream => StatusCode::BAD_GATEWAY,
         },
-        SendError::Graph(_) => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::BAD_GATEWAY,
     }
 }
 
@@ -263,7 +293,18 @@ fn send_detail(e: &SendError) -> serde_json::Value {
     } else {
         "not_sent"
     };
-    let mut detail = json!({ "outcome": outcome });
+    let mut detail = graph_detail(graph);
+    detail["outcome"] = outcome.into();
+    if outcome == "unknown" && detail.get("hint").is_none() {
+        detail["hint"] = "The message may have reached Meta: do not send it again blindly. Its status (a message_status event, or the conversation) will show whether it arrived; a retry with the same Idempotency-Key never sends twice.".into();
+    }
+    detail
+}
+
+/// The body of a failed `/v1` Graph call: `{"message", "hint"?, and Meta's "code",
+/// "error_subcode", "type", "details", "fbtrace_id" when Meta answered}`.
+fn graph_detail(graph: &GraphError) -> serde_json::Value {
+    let mut detail = json!({});
     match graph.meta_error() {
         Some(meta) => {
             detail["message"] = meta
@@ -281,14 +322,7 @@ fn send_detail(e: &SendError) -> serde_json::Value {
         }
         None => detail["message"] = graph.to_string().into(),
     }
-    let advice = match graph.meta_code().and_then(hint) {
-        Some(h) => Some(h),
-        None if outcome == "unknown" => Some(
-            "The message may have reached Meta: do not send it again blindly. Its status (a message_status event, or the conversation) will show whether it arrived; a retry with the same Idempotency-Key never sends twice.",
-        ),
-        None => None,
-    };
-    if let Some(advice) = advice {
+    if let Some(advice) = graph.meta_code().and_then(hint) {
         detail["hint"] = advice.into();
     }
     detail
@@ -320,6 +354,10 @@ impl IntoResponse for ApiError {
                 json!({ "detail": body })
             }
             Self::Send(e) => json!({ "detail": send_detail(e) }),
+            // Not configured is our own text, as every other 503's.
+            Self::Meta(e) if !matches!(e, GraphError::NotConfigured(_)) => {
+                json!({ "detail": graph_detail(e) })
+            }
             // Our own texts, whose client values are bounded where they are made.
             Self::TooLarge(text) | Self::UnsupportedType(text) => json!({ "detail": text }),
             Self::Store(cause) => {
@@ -332,10 +370,9 @@ impl IntoResponse for ApiError {
             _ => json!({ "detail": bounded(&self.to_string()) }),
         };
         let mut response = (status, Json(body)).into_response();
-        if let Self::Send(SendError::Graph(e)) = &self
-            && let Class::Throttled { wait } | Class::PairRate { wait } = e.class()
-        {
-            let secs = wait.as_secs().max(1).to_string();
+        if let Some(wait) = self.retry_after() {
+            // Whole seconds, rounded up: a client must not come back before the slot.
+            let secs = wait.as_millis().div_ceil(1000).max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&secs) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }

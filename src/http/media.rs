@@ -67,7 +67,7 @@ fn not_found_or(e: GraphError, id: &str) -> ApiError {
             "media {id:?} is unknown to Meta or has expired (ids from webhooks last about 7 days, uploads 30 days)"
         ))
     } else {
-        ApiError::Graph(e)
+        ApiError::Meta(e)
     }
 }
 
@@ -80,8 +80,10 @@ fn not_found_or(e: GraphError, id: &str) -> ApiError {
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "Meta does not know the id, or it expired", body = crate::http::docs::Detail),
         (status = 422, description = "Not a media id, or phone_number_id is not a configured number", body = crate::http::docs::ValidationDetail),
-        (status = 502, description = "Meta failed or could not be reached (after retries)", body = crate::http::docs::Detail),
+        (status = 429, description = "Meta asked to slow down; Retry-After says when to try again"),
+        (status = 502, description = "Meta failed or could not be reached (after retries), or the token is expired or lacks a permission (detail: message, code, fbtrace_id, hint)"),
         (status = 503, description = "Sending (the token) is not configured", body = crate::http::docs::Detail),
+        (status = 504, description = "Meta did not answer in time"),
     ))]
 pub async fn download(
     State(state): State<Arc<AppState>>,
@@ -96,7 +98,7 @@ pub async fn download(
         .await
         .map_err(|e| not_found_or(e, id))?;
     let Some(url) = meta["url"].as_str() else {
-        return Err(ApiError::Graph(GraphError::InvalidResponse { status: 200 }));
+        return Err(ApiError::Meta(GraphError::InvalidResponse { status: 200 }));
     };
     let mut upstream = graph
         .open_download(number, url)
@@ -117,7 +119,7 @@ pub async fn download(
     // The cause only: reqwest's own text names the URL, whose query is Meta's signature.
     let https = url.starts_with("https://");
     let first = upstream.chunk().await.map_err(|e| {
-        ApiError::Graph(GraphError::Unreachable {
+        ApiError::Meta(GraphError::Unreachable {
             cause: transport_cause(&e, https),
             base: "the media URL".into(),
             maybe_sent: false,
@@ -163,7 +165,10 @@ pub async fn download(
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "Meta does not know the id", body = crate::http::docs::Detail),
         (status = 422, description = "Not a media id, or phone_number_id is not a configured number", body = crate::http::docs::ValidationDetail),
-        (status = 502, description = "Meta failed or could not be reached", body = crate::http::docs::Detail),
+        (status = 429, description = "Meta asked to slow down; Retry-After says when to try again"),
+        (status = 502, description = "Meta failed or could not be reached, or the token is expired or lacks a permission (detail: message, code, fbtrace_id, hint)"),
+        (status = 503, description = "Sending (the token) is not configured", body = crate::http::docs::Detail),
+        (status = 504, description = "Meta did not answer in time"),
     ))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
@@ -223,15 +228,17 @@ const MAX_FIELD_BYTES: usize = 1024;
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
         (status = 201, description = "Meta's media id for the file, its type, size, SHA-256 and name", body = Uploaded),
-        (status = 400, description = "The form could not be read", body = crate::http::docs::Detail),
+        (status = 400, description = "The form could not be read (detail is a text), or Meta refused the file as invalid (detail: message, code, fbtrace_id, hint)"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 403, description = "API_KEY unset and the form came from another origin's page", body = crate::http::docs::Detail),
         (status = 408, description = "The upload arrived below MIN_UPLOAD_BYTES_PER_SEC", body = crate::http::docs::Detail),
         (status = 413, description = "The file is over Meta's limit for its kind (named), or over MEDIA_UPLOAD_MAX_BYTES", body = crate::http::docs::Detail),
         (status = 415, description = "Not a multipart form, or a file type WhatsApp does not take (the accepted ones are listed)", body = crate::http::docs::Detail),
         (status = 422, description = "No `file` field, an empty file, an unknown field, or `from` is not a configured number", body = crate::http::docs::ValidationDetail),
-        (status = 502, description = "Meta refused the file or failed", body = crate::http::docs::Detail),
+        (status = 429, description = "Meta asked to slow down; Retry-After says when to try again"),
+        (status = 502, description = "Meta failed or could not be reached, or the token is expired or lacks a permission (detail: message, code, fbtrace_id, hint)"),
         (status = 503, description = "Sending (the token) is not configured, or too many uploads at once", body = crate::http::docs::Detail),
+        (status = 504, description = "Meta did not answer in time once the file was sent"),
     ))]
 pub async fn upload(
     State(state): State<Arc<AppState>>,
@@ -464,7 +471,7 @@ async fn upload_file(
         Some(Cut::Form(e)) => return Err(form_error(e)),
         None => {}
     }
-    let id = uploaded.map_err(ApiError::Graph)?;
+    let id = uploaded.map_err(ApiError::Meta)?;
     let size = t.size;
     let sha256 = hex::encode(std::mem::take(&mut t.sha256).finalize());
     drop(t);

@@ -112,6 +112,7 @@ impl IntoResponse for GetResponse {
         (status = 400, description = "Meta rejected the message: `detail` is Meta's error object (message, code, error_subcode, error_data.details, fbtrace_id). Also malformed JSON (then `detail` is a text)", body = crate::http::docs::GraphErrorDetail),
         (status = 401, description = "API key missing or wrong (when API_KEY is set)", body = crate::http::docs::Detail),
         (status = 422, description = "A field is missing or breaks a rule", body = crate::http::docs::ValidationDetail),
+        (status = 429, description = "The number's send rate (SEND_RATE_PER_SECOND) is taken for longer than GRAPH_TIMEOUT_SECS ahead: nothing was sent; Retry-After says when a slot is free", body = crate::http::docs::Detail),
         (status = 502, description = "The message was not accepted by Meta; `detail` says why: Graph API unreachable (DNS failure, connection refused or reset, TLS/certificate error; with GRAPH_API_BASE), Meta answered a server error (5xx; Meta's code and message in the text), answered a redirect (3xx, never followed), sent a response over 1 MiB, or an unreadable one", body = crate::http::docs::Detail),
         (status = 503, description = "ACCESS_TOKEN or PHONE_NUMBER_ID not configured", body = crate::http::docs::Detail),
         (status = 504, description = "Graph API did not answer within GRAPH_TIMEOUT_SECS", body = crate::http::docs::Detail),

@@ -53,7 +53,7 @@ impl From<Invalid> for FieldError {
 
 /// Sends any kind of WhatsApp message.
 #[utoipa::path(post, path = "/v1/messages", tag = "messages",
-    request_body(content = serde_json::Value, description = "Meta's message object with Meta's field names: `to` (a phone number in any form, or a BSUID), `type`, the object named by `type`; optional `from` (a configured phone_number_id), `reply_to` (a message id), `outside_window`, `biz_opaque_callback_data`. Types: text, image, video, audio, voice, document, sticker, location, location_request, contacts, interactive (button, list, cta_url, product, product_list, catalog_message, location_request_message, flow), template, reaction, product, product_list, catalog.",
+    request_body(content = serde_json::Value, description = "Meta's message object with Meta's field names: `to` (a phone number in any form, or a BSUID; or Meta's `recipient` instead), `type`, the object named by `type`; optional `from` (a configured phone_number_id), `reply_to` (a message id), `outside_window`, `biz_opaque_callback_data`. Types: text, image, video, audio, voice, document, sticker, location, location_request, contacts, interactive (button, list, cta_url, product, product_list, catalog_message, location_request_message, flow), template, reaction, product, product_list, catalog.",
         example = json!({"to": "15551234567", "type": "text", "text": {"body": "Your order has shipped"}})),
     security((), ("bearer" = []), ("api_key" = [])),
     responses(
@@ -61,7 +61,7 @@ impl From<Invalid> for FieldError {
         (status = 400, description = "Meta refused the message (detail: message, code, error_subcode, details, fbtrace_id, hint, outcome)"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 422, description = "A field breaks a rule (nothing was sent), `from` is not a configured number, the 24-hour window is closed, or Meta refused a template", body = crate::http::docs::ValidationDetail),
-        (status = 429, description = "Meta asked to slow down (throughput or pair rate); Retry-After says when to try again"),
+        (status = 429, description = "Meta asked to slow down (throughput or pair rate), or the number's send rate (SEND_RATE_PER_SECOND) is taken for longer than GRAPH_TIMEOUT_SECS ahead (nothing was sent); Retry-After says when to try again"),
         (status = 502, description = "Meta failed, the token is expired or lacks a permission, or Meta could not be reached; detail.outcome says whether the message may have been sent"),
         (status = 503, description = "Sending is not configured, or the store is unavailable (nothing was sent)", body = crate::http::docs::Detail),
         (status = 504, description = "Meta did not answer in time: the outcome is unknown (detail.outcome = unknown)"),

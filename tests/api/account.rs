@@ -148,3 +148,31 @@ async fn templates_without_a_waba_or_for_an_unknown_number_are_clear_errors() {
     assert_eq!(response.status(), 422);
     assert_eq!(app.graph.received_requests().await.unwrap().len(), 0);
 }
+
+/// A failed template read is answered by what the client can do, as a failed send is: an
+/// expired token is the gateway's problem (502 with Meta's code and the fix), not a 400 that
+/// would blame the client's request.
+#[tokio::test]
+async fn a_template_read_refused_for_an_expired_token_is_a_502_with_the_fix() {
+    let app = two_numbers().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/{WABA}/message_templates")))
+        .respond_with(meta_error(190, 401))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let response = app.http.get(app.url("/v1/templates")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["detail"]["code"], 190, "{body}");
+    assert_eq!(body["detail"]["fbtrace_id"], "AbC123");
+    assert_eq!(body["detail"]["message"], "(#190) something");
+    assert!(
+        body["detail"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("ACCESS_TOKEN"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains(ACCESS_TOKEN));
+}

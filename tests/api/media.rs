@@ -126,6 +126,48 @@ async fn unknown_and_expired_media_are_404_and_a_bad_id_is_422_without_a_call() 
     assert_eq!(app.graph.received_requests().await.unwrap().len(), before);
 }
 
+/// Meta's API-call rate limit (code 4) on a media read is a 429 with Retry-After, as on a
+/// send; an invalid parameter other than an unknown id is the client's 400.
+#[tokio::test]
+async fn a_throttled_media_read_is_a_429_with_retry_after() {
+    let app = spawn_app(Backend::Embedded).await;
+    Mock::given(method("GET"))
+        .and(path(format!("/{MEDIA}")))
+        .respond_with(meta_error(4, 400).insert_header("retry-after", "120"))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let response = app
+        .http
+        .get(app.url(&format!("/v1/media/{MEDIA}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "120");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["detail"]["code"], 4, "{body}");
+
+    Mock::given(method("DELETE"))
+        .and(path(format!("/{MEDIA}")))
+        .respond_with(meta_error(131008, 400))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let response = app
+        .http
+        .delete(app.url(&format!("/v1/media/{MEDIA}")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["detail"]["code"], 131008, "{body}");
+    assert_eq!(body["detail"]["details"], "the details");
+    assert!(body["detail"]["hint"].is_string(), "{body}");
+}
+
 #[tokio::test]
 async fn a_redirect_on_a_media_read_is_not_tried_again() {
     let app = spawn_app(Backend::Embedded).await;
@@ -474,7 +516,16 @@ async fn meta_refusing_the_file_is_passed_on_with_its_code() {
     let form = one_file(vec![1; 10], "a.jpg", "image/jpeg");
     let (status, body) = upload(&app, form).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["detail"]["error"]["code"], 131053);
+    assert_eq!(body["detail"]["code"], 131053);
+    assert_eq!(body["detail"]["details"], "Unsupported file type");
+    assert_eq!(body["detail"]["fbtrace_id"], "F");
+    assert!(
+        body["detail"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("type and size"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -534,6 +534,123 @@ async fn read_receipts_and_typing_reach_meta_for_the_latest_inbound_message(back
     assert_eq!(status, 404, "{answer}");
 }
 
+/// Meta answering every send with a new message id (`wamid.out.<n>`), so each is recorded.
+struct NewIds(std::sync::atomic::AtomicUsize);
+
+impl wiremock::Respond for NewIds {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut answer = accepted(USER, Some(USER));
+        answer["messages"][0]["id"] = format!("wamid.out.{n}").into();
+        ResponseTemplate::new(200).set_body_json(answer)
+    }
+}
+
+/// Mounts the read receipt (with or without typing) for `id`, expected once.
+async fn expect_read(app: &TestApp, id: &str, typing: bool) {
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/messages")))
+        .and(body_json(read_body(id, typing)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+}
+
+/// The latest inbound message is kept with the conversation: 60 replies after it (more than
+/// any page of history) do not hide it from typing and read receipts, and an older message
+/// that arrives late does not replace it.
+async fn typing_and_read_receipts_find_the_latest_inbound_message_behind_many_replies(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    inbound_from_user(&app, "wamid.latest", 60).await;
+    inbound_from_user(&app, "wamid.older", 600).await;
+    Mock::given(method("POST"))
+        .and(body_json(json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": USER, "type": "text", "text": {"body": "hi"}})))
+        .respond_with(NewIds(Default::default()))
+        .expect(60)
+        .mount(&app.graph)
+        .await;
+    for _ in 0..60 {
+        let (status, answer, _) = post(&app, &text()).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let page = app
+        .get_json(&format!("/v1/conversations/{USER}/messages?limit=50"))
+        .await;
+    assert!(
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["direction"] == "outbound"),
+        "the latest page holds only replies: {page}"
+    );
+    expect_read(&app, "wamid.latest", true).await;
+    expect_read(&app, "wamid.latest", false).await;
+    let (status, answer) = post_empty(&app, &format!("/v1/conversations/{USER}/typing")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["message_id"], "wamid.latest");
+    let (status, answer) = post_empty(&app, &format!("/v1/conversations/{USER}/read")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["read_receipt"],
+        json!({"sent": true, "message_id": "wamid.latest"})
+    );
+}
+
+/// A conversation written by the previous release has no `last_inbound_id`: typing and read
+/// receipts still find its latest inbound message (in its history), and the next inbound
+/// message is kept with the conversation again.
+async fn a_conversation_of_the_previous_release_still_gets_read_receipts(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    inbound_from_user(&app, "wamid.before", 60).await;
+    match backend {
+        Backend::Redis => {
+            let mut redis = app.redis_connection().await;
+            let key = format!("test:conv:{PHONE_NUMBER_ID}:{USER}");
+            let removed: i64 = redis::cmd("HDEL")
+                .arg(&key)
+                .arg("last_inbound_id")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            assert_eq!(removed, 1, "the conversation keeps the id");
+        }
+        Backend::Embedded => {
+            app.stop(Duration::from_secs(15)).await;
+            let file = app.data_path().join("whatsapp-gateway.sqlite3");
+            {
+                let db = rusqlite::Connection::open(&file).unwrap();
+                db.execute_batch(
+                    "ALTER TABLE conversation DROP COLUMN last_inbound_id; PRAGMA user_version = 5;",
+                )
+                .unwrap();
+            }
+            app.restart().await;
+            let version: i64 = rusqlite::Connection::open(&file)
+                .unwrap()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, whatsapp_gateway::store::embedded::SCHEMA_VERSION);
+        }
+    }
+    expect_read(&app, "wamid.before", true).await;
+    let (status, answer) = post_empty(&app, &format!("/v1/conversations/{USER}/typing")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["message_id"], "wamid.before");
+    inbound_from_user(&app, "wamid.after", 30).await;
+    expect_read(&app, "wamid.after", false).await;
+    let (status, answer) = post_empty(&app, &format!("/v1/conversations/{USER}/read")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["unread_count"], 0);
+    assert_eq!(
+        answer["read_receipt"],
+        json!({"sent": true, "message_id": "wamid.after"})
+    );
+}
+
 async fn read_receipt_refusals_are_clear_and_a_local_read_stands_without_meta(backend: Backend) {
     let app = spawn_app(backend).await;
     Mock::given(method("POST"))
@@ -608,6 +725,8 @@ async fn statuses_that_arrive_before_the_send_is_recorded_attach_to_it(backend: 
 crate::contract_tests!(
     statuses_that_arrive_before_the_send_is_recorded_attach_to_it,
     read_receipts_and_typing_reach_meta_for_the_latest_inbound_message,
+    typing_and_read_receipts_find_the_latest_inbound_message_behind_many_replies,
+    a_conversation_of_the_previous_release_still_gets_read_receipts,
     read_receipt_refusals_are_clear_and_a_local_read_stands_without_meta,
     a_repeated_idempotency_key_gets_the_first_answer_and_sends_nothing,
     a_send_that_certainly_failed_releases_its_key,
@@ -821,15 +940,20 @@ async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
     let file = app.data_path().join("whatsapp-gateway.sqlite3");
     {
         let db = rusqlite::Connection::open(&file).unwrap();
-        db.execute_batch("DROP TABLE idempotency; PRAGMA user_version = 4;")
-            .unwrap();
+        // Schema 4 as the release before last left it: no idempotency table, and no
+        // conversation column of schema 6.
+        db.execute_batch(
+            "DROP TABLE idempotency; ALTER TABLE conversation DROP COLUMN last_inbound_id;
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
     }
     app.restart().await;
     let version: i64 = rusqlite::Connection::open(&file)
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, whatsapp_gateway::store::embedded::SCHEMA_VERSION);
     assert_eq!(app.ids_of(USER).await, ["wamid.before"]);
     mount_accepted(&app, 1).await;
     let mut body = text();
@@ -838,6 +962,47 @@ async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
     let (status, _, headers) = post_keyed(&app, "after-upgrade", &body).await;
     assert_eq!(status, 200);
     assert_eq!(headers["idempotent-replayed"], "true");
+}
+
+/// A send whose slot is further away than GRAPH_TIMEOUT_SECS is not held past its deadline: it
+/// is refused unsent with 429 and a Retry-After, and never reaches Meta.
+#[tokio::test]
+async fn a_send_whose_slot_is_too_far_ahead_is_a_429_and_never_reaches_meta() {
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("SEND_RATE_PER_SECOND".into(), "1".into());
+        vars.insert("GRAPH_TIMEOUT_SECS".into(), "2".into());
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(NewIds(Default::default()))
+        .mount(&app.graph)
+        .await;
+    // One slot a second: the sends of seconds 0-2 may wait for theirs, those of seconds 3-5
+    // may not (the one at exactly 2 s goes either way, by microseconds).
+    let sends = (0..6).map(|i| {
+        let body = json!({"to": USER, "type": "text", "text": {"body": format!("burst {i}")}, "outside_window": true});
+        let app = &app;
+        async move { post(app, &body).await }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let accepted = answers.iter().filter(|(s, ..)| *s == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|(s, ..)| *s == 429).collect();
+    assert_eq!(accepted + refused.len(), 6, "{answers:?}");
+    assert!((2..=3).contains(&accepted), "{answers:?}");
+    for (_, answer, headers) in &refused {
+        let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((2..=6).contains(&wait), "Retry-After {wait}");
+        assert_eq!(answer["detail"]["outcome"], "not_sent", "{answer}");
+        assert!(
+            answer["detail"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("SEND_RATE_PER_SECOND"),
+            "{answer}"
+        );
+    }
+    let reached = app.graph.received_requests().await.unwrap().len();
+    assert_eq!(reached, accepted, "only the accepted sends reached Meta");
 }
 
 /// Records when each request reached the Graph mock.
