@@ -238,45 +238,79 @@ async fn forward(sub: &mut Subscription, tx: &mpsc::Sender<Out>) -> Stop {
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     heartbeat.reset();
     loop {
-        let item = tokio::select! {
+        let received = tokio::select! {
             biased;
             () = shutdown.cancelled() => return Stop::End(EndReason::Shutdown),
             () = tx.closed() => return Stop::Gone,
-            received = sub.live.recv() => match received {
-                Ok(Live::Event(event)) => {
-                    if last.is_some_and(|last| event.id <= last) || !sub.filter.matches(&event) {
-                        continue;
-                    }
-                    Out::Event(event)
-                }
-                Ok(Live::Gap { last: cursor }) => {
-                    // Whatever the reader broadcasts next is what the log holds now.
-                    last = None;
-                    Out::Reset { reason: "events_missed", cursor }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => return Stop::End(EndReason::Lagged),
-                // The reader is gone: only at shutdown.
-                Err(broadcast::error::RecvError::Closed) => return Stop::End(EndReason::Shutdown),
-            },
+            received = sub.live.recv() => received,
             _ = heartbeat.tick() => {
                 // Only on an idle stream: queued events keep it alive already.
                 if tx.capacity() < tx.max_capacity() {
                     continue;
                 }
-                Out::Heartbeat
+                if let Err(stop) = enqueue(tx, Out::Heartbeat) {
+                    return stop;
+                }
+                continue;
             }
         };
-        // Two free slots: one for this item, one kept for the end.
-        match tx.try_reserve_many(2) {
-            Ok(mut permits) => {
-                if let Some(permit) = permits.next() {
-                    permit.send(item);
+        // Then everything else already broadcast, without waking again: events come in
+        // bursts (one store write holds many), and one wake per burst instead of per event is
+        // what lets hundreds of streams keep up.
+        let mut next = Some(received);
+        while let Some(received) = next {
+            let item = match received {
+                Ok(Live::Event(event)) => {
+                    if last.is_some_and(|last| event.id <= last) || !sub.filter.matches(&event) {
+                        None
+                    } else {
+                        Some(Out::Event(event))
+                    }
                 }
-                heartbeat.reset();
+                Ok(Live::Gap { last: cursor }) => {
+                    // Whatever the reader broadcasts next is what the log holds now.
+                    last = None;
+                    Some(Out::Reset {
+                        reason: "events_missed",
+                        cursor,
+                    })
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => return Stop::End(EndReason::Lagged),
+                // The reader is gone: only at shutdown.
+                Err(broadcast::error::RecvError::Closed) => return Stop::End(EndReason::Shutdown),
+            };
+            if let Some(item) = item
+                && let Err(stop) = enqueue(tx, item)
+            {
+                return stop;
             }
-            Err(mpsc::error::TrySendError::Full(())) => return Stop::End(EndReason::Lagged),
-            Err(mpsc::error::TrySendError::Closed(())) => return Stop::Gone,
+            next = match sub.live.try_recv() {
+                Ok(live) => Some(Ok(live)),
+                Err(broadcast::error::TryRecvError::Empty) => None,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Some(Err(broadcast::error::RecvError::Lagged(n)))
+                }
+                Err(broadcast::error::TryRecvError::Closed) => {
+                    Some(Err(broadcast::error::RecvError::Closed))
+                }
+            };
         }
+        heartbeat.reset();
+    }
+}
+
+/// Queues a live item if two slots are free (one for it, one kept for the end); else the
+/// client is `lagged`.
+fn enqueue(tx: &mpsc::Sender<Out>, item: Out) -> Result<(), Stop> {
+    match tx.try_reserve_many(2) {
+        Ok(mut permits) => {
+            if let Some(permit) = permits.next() {
+                permit.send(item);
+            }
+            Ok(())
+        }
+        Err(mpsc::error::TrySendError::Full(())) => Err(Stop::End(EndReason::Lagged)),
+        Err(mpsc::error::TrySendError::Closed(())) => Err(Stop::Gone),
     }
 }
 
