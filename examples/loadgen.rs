@@ -61,8 +61,12 @@
 //! for this scenario the server and Redis CPU windows end after that wait, so they include the
 //! fan-out of the last events. Clients that received `event: error` (e.g. `lagged`: they fell
 //! more than EVENT_CLIENT_BUFFER events behind) or whose stream ended are counted
-//! (`sse_error_events`, `sse_ended`), never retried; their later events count as missing, and the
-//! latency percentiles cover the delivered events only (read them together with `sse_missing`).
+//! (`sse_error_events`, `sse_ended`). Without `--sse-resume` they are never retried: their later
+//! events count as missing, and the latency percentiles cover the delivered events only (read
+//! them together with `sse_missing`). With `--sse-resume` a client the server ended reconnects
+//! at once with `Last-Event-ID` = the id of the last frame it got, as the README tells clients
+//! to (`sse_resumes` counts it), and what it missed arrives from the event log, its latency
+//! counted from the acknowledgement like any other.
 //!
 //! The SSE clients run in this process, on a second OS thread with its own current-thread tokio
 //! runtime, using plain hyper connections: one process shares one monotonic clock, so the
@@ -108,7 +112,7 @@ const USAGE: &str =
         [--requests N] [--concurrency C] [--senders S] [--secret SECRET] [--run-id STR]
         [--max-seconds T] [--duplicates-pct P] [--verify] [--pid PID]
         [--get-number DIGITS] [--get-limit L] [--contact DIGITS] [--expect-items N]
-        [--api-key KEY] [--sse-clients N] [--redis-port PORT] [--since-ns EPOCH_NS]";
+        [--api-key KEY] [--sse-clients N [--sse-resume]] [--redis-port PORT] [--since-ns EPOCH_NS]";
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
@@ -166,6 +170,7 @@ struct Args {
     expect_items: Option<usize>,
     api_key: Option<HeaderValue>,
     sse_clients: usize,
+    sse_resume: bool,
     redis_port: Option<u16>,
     since_ns: Option<u128>,
 }
@@ -188,6 +193,7 @@ fn parse_args() -> Result<Args, String> {
     let mut expect_items = None;
     let mut api_key = None;
     let mut sse_clients = 0usize;
+    let mut sse_resume = false;
     let mut redis_port = None;
     let mut since_ns = None;
 
@@ -195,6 +201,10 @@ fn parse_args() -> Result<Args, String> {
     while let Some(flag) = it.next() {
         if flag == "--verify" {
             verify = true;
+            continue;
+        }
+        if flag == "--sse-resume" {
+            sse_resume = true;
             continue;
         }
         if flag == "--help" || flag == "-h" {
@@ -302,6 +312,7 @@ fn parse_args() -> Result<Args, String> {
         expect_items,
         api_key,
         sse_clients,
+        sse_resume,
         redis_port,
         since_ns,
     })
@@ -827,6 +838,8 @@ struct SseShared {
     failed: AtomicUsize,
     /// First arrivals of this run's messages, all clients together.
     arrivals: AtomicU64,
+    /// Whether a client the server cut off resumes from its last event id (`--sse-resume`).
+    resume: bool,
 }
 
 /// What one SSE client saw.
@@ -849,6 +862,8 @@ struct SseClient {
     unparsed: u64,
     /// Events of every type.
     events: u64,
+    /// Times the stream was resumed from its last event id after the server ended it.
+    resumes: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -866,6 +881,8 @@ struct SseParser {
     kind: FrameKind,
     /// The current frame's first `data:` line was seen.
     data_seen: bool,
+    /// The id of the last frame that had one (what a resume sends as `Last-Event-ID`).
+    last_id: Option<Vec<u8>>,
 }
 
 impl SseParser {
@@ -923,8 +940,12 @@ impl SseParser {
             };
             return;
         }
+        if let Some(id) = field(b"id:") {
+            self.last_id = Some(id.to_vec());
+            return;
+        }
         let Some(data) = field(b"data:") else {
-            return; // id: and anything else
+            return; // anything else
         };
         let first = !self.data_seen;
         self.data_seen = true;
@@ -981,86 +1002,125 @@ async fn sse_client(shared: Arc<SseShared>, mut stop: watch::Receiver<bool>) -> 
         foreign: 0,
         unparsed: 0,
         events: 0,
+        resumes: 0,
     };
-    let open = async {
-        let stream = TcpStream::connect(shared.addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        let mut request = Request::builder()
-            .method(Method::GET)
-            .uri(shared.path.as_str())
-            .header(HOST, shared.host_header.clone())
-            .header(ACCEPT, "text/event-stream")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        if let Some(key) = &shared.api_key {
-            request.headers_mut().insert(X_API_KEY, key.clone());
-        }
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.status() != hyper::StatusCode::OK {
-            return Err(format!(
-                "GET {} answered {}",
-                shared.path,
-                response.status()
-            ));
-        }
-        Ok(response.into_body())
-    };
-    let mut body = match tokio::time::timeout(SSE_CONNECT_TIMEOUT, open).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) => {
-            out.failure = Some(e);
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            return out;
-        }
-        Err(_) => {
-            out.failure = Some(format!(
-                "no response headers within {SSE_CONNECT_TIMEOUT:?}"
-            ));
-            shared.failed.fetch_add(1, Ordering::Relaxed);
-            return out;
-        }
-    };
-    shared.connected.fetch_add(1, Ordering::Relaxed);
     let mut parser = SseParser {
         partial: Vec::with_capacity(4096),
         kind: FrameKind::None,
         data_seen: false,
+        last_id: None,
     };
     loop {
-        tokio::select! {
-            biased;
-            _ = stop.wait_for(|&s| s) => break,
-            frame = body.frame() => match frame {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        let now = AckTimes::now_us(shared.t0);
-                        parser.feed(&data, now, &shared, &mut out);
-                    }
-                }
-                Some(Err(e)) => {
-                    out.ended = Some(e.to_string());
-                    break;
-                }
-                None => {
-                    out.ended = Some("the server ended the stream".into());
-                    break;
-                }
-            },
+        let resume = parser.last_id.clone();
+        let mut body = match tokio::time::timeout(
+            SSE_CONNECT_TIMEOUT,
+            open_stream(&shared, resume.as_deref()),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) if resume.is_none() => {
+                out.failure = Some(e);
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Err(_) if resume.is_none() => {
+                out.failure = Some(format!(
+                    "no response headers within {SSE_CONNECT_TIMEOUT:?}"
+                ));
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            Ok(Err(e)) => {
+                out.ended = Some(format!("the resume failed: {e}"));
+                break;
+            }
+            Err(_) => {
+                out.ended = Some("the resume got no response headers in time".into());
+                break;
+            }
+        };
+        if resume.is_none() {
+            shared.connected.fetch_add(1, Ordering::Relaxed);
         }
+        parser.partial.clear();
+        parser.kind = FrameKind::None;
+        parser.data_seen = false;
+        let stopped = loop {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|&s| s) => break true,
+                frame = body.frame() => match frame {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            let now = AckTimes::now_us(shared.t0);
+                            parser.feed(&data, now, &shared, &mut out);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        out.ended.get_or_insert(e.to_string());
+                        break false;
+                    }
+                    None => {
+                        out.ended.get_or_insert("the server ended the stream".into());
+                        break false;
+                    }
+                },
+            }
+        };
+        // A client cut off (e.g. `lagged`) resumes from its last event id, as the README tells
+        // clients to: what it missed comes from the event log.
+        if stopped || !shared.resume || parser.last_id.is_none() {
+            break;
+        }
+        out.resumes += 1;
     }
     out
+}
+
+/// Opens `GET /v1/events` (resuming after `last_id` when given): the response body once the
+/// headers say 200.
+async fn open_stream(
+    shared: &SseShared,
+    last_id: Option<&[u8]>,
+) -> Result<hyper::body::Incoming, String> {
+    let stream = TcpStream::connect(shared.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut request = Request::builder()
+        .method(Method::GET)
+        .uri(shared.path.as_str())
+        .header(HOST, shared.host_header.clone())
+        .header(ACCEPT, "text/event-stream")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    if let Some(key) = &shared.api_key {
+        request.headers_mut().insert(X_API_KEY, key.clone());
+    }
+    if let Some(id) = last_id {
+        let value = hyper::header::HeaderValue::from_bytes(id).map_err(|e| e.to_string())?;
+        request.headers_mut().insert("last-event-id", value);
+    }
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != hyper::StatusCode::OK {
+        return Err(format!(
+            "GET {} answered {}",
+            shared.path,
+            response.status()
+        ));
+    }
+    Ok(response.into_body())
 }
 
 /// Starts `n` SSE clients on a thread of their own (a current-thread runtime); the thread returns
@@ -1173,6 +1233,7 @@ fn sse_report(
             + clients_requested.saturating_sub(clients.len()),
         "sse_first_failure": first(|c| c.failure.as_ref()),
         "sse_ended": clients.iter().filter(|c| c.ended.is_some()).count(),
+        "sse_resumes": sum(|c| c.resumes),
         "sse_first_end": first(|c| c.ended.as_ref()),
     })
 }
@@ -1207,6 +1268,7 @@ async fn start_fanout(args: &Args) -> Result<Fanout, String> {
         connected: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         arrivals: AtomicU64::new(0),
+        resume: args.sse_resume,
     });
     let (stop, stop_rx) = watch::channel(false);
     let thread = spawn_sse_clients(args.sse_clients, shared.clone(), stop_rx)
