@@ -154,13 +154,7 @@ async fn a_throttled_media_read_is_a_429_with_retry_after() {
         .expect(1)
         .mount(&app.graph)
         .await;
-    let response = app
-        .http
-        .delete(app.url(&format!("/v1/media/{MEDIA}")))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let response = delete_media(&app).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["detail"]["code"], 131008, "{body}");
@@ -182,6 +176,17 @@ async fn a_redirect_on_a_media_read_is_not_tried_again() {
     assert_eq!(app.get_status(&format!("/v1/media/{MEDIA}")).await, 502);
 }
 
+/// `DELETE /v1/media/{MEDIA}`. API_KEY is unset here: a state-changing request must declare
+/// JSON (see edge.rs).
+async fn delete_media(app: &TestApp) -> reqwest::Response {
+    app.http
+        .delete(app.url(&format!("/v1/media/{MEDIA}")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn media_is_deleted_with_the_numbers_token() {
     let app = spawn_app(Backend::Embedded).await;
@@ -196,14 +201,7 @@ async fn media_is_deleted_with_the_numbers_token() {
         .expect(1)
         .mount(&app.graph)
         .await;
-    let response = app
-        .http
-        .delete(app.url(&format!("/v1/media/{MEDIA}")))
-        // API_KEY is unset here: a state-changing request must declare JSON (see edge.rs).
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let response = delete_media(&app).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body, json!({"id": MEDIA, "deleted": true}));

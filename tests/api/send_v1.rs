@@ -619,21 +619,11 @@ async fn a_conversation_of_the_previous_release_still_gets_read_receipts(backend
             assert_eq!(removed, 1, "the conversation keeps the id");
         }
         Backend::Embedded => {
-            app.stop(Duration::from_secs(15)).await;
-            let file = app.data_path().join("whatsapp-gateway.sqlite3");
-            {
-                let db = rusqlite::Connection::open(&file).unwrap();
-                db.execute_batch(
-                    "ALTER TABLE conversation DROP COLUMN last_inbound_id; PRAGMA user_version = 5;",
-                )
-                .unwrap();
-            }
-            app.restart().await;
-            let version: i64 = rusqlite::Connection::open(&file)
-                .unwrap()
-                .pragma_query_value(None, "user_version", |r| r.get(0))
-                .unwrap();
-            assert_eq!(version, whatsapp_gateway::store::embedded::SCHEMA_VERSION);
+            downgrade_and_restart(
+                &mut app,
+                "ALTER TABLE conversation DROP COLUMN last_inbound_id; PRAGMA user_version = 5;",
+            )
+            .await;
         }
     }
     expect_read(&app, "wamid.before", true).await;
@@ -936,24 +926,14 @@ async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
         "hello",
     )]))
     .await;
-    app.stop(Duration::from_secs(15)).await;
-    let file = app.data_path().join("whatsapp-gateway.sqlite3");
-    {
-        let db = rusqlite::Connection::open(&file).unwrap();
-        // Schema 4 as the release before last left it: no idempotency table, and no
-        // conversation column of schema 6.
-        db.execute_batch(
-            "DROP TABLE idempotency; ALTER TABLE conversation DROP COLUMN last_inbound_id;
-             PRAGMA user_version = 4;",
-        )
-        .unwrap();
-    }
-    app.restart().await;
-    let version: i64 = rusqlite::Connection::open(&file)
-        .unwrap()
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, whatsapp_gateway::store::embedded::SCHEMA_VERSION);
+    // Schema 4 as the release before last left it: no idempotency table, and no conversation
+    // column of schema 6.
+    downgrade_and_restart(
+        &mut app,
+        "DROP TABLE idempotency; ALTER TABLE conversation DROP COLUMN last_inbound_id;
+         PRAGMA user_version = 4;",
+    )
+    .await;
     assert_eq!(app.ids_of(USER).await, ["wamid.before"]);
     mount_accepted(&app, 1).await;
     let mut body = text();
@@ -1003,6 +983,23 @@ async fn a_send_whose_slot_is_too_far_ahead_is_a_429_and_never_reaches_meta() {
     }
     let reached = app.graph.received_requests().await.unwrap().len();
     assert_eq!(reached, accepted, "only the accepted sends reached Meta");
+}
+
+/// Stops the (embedded) app, turns its database back into an earlier release's with `sql`,
+/// restarts it and checks the start-up migrated it to this release's schema.
+async fn downgrade_and_restart(app: &mut TestApp, sql: &str) {
+    app.stop(Duration::from_secs(15)).await;
+    let file = app.data_path().join("whatsapp-gateway.sqlite3");
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+    app.restart().await;
+    let version: i64 = rusqlite::Connection::open(&file)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, whatsapp_gateway::store::embedded::SCHEMA_VERSION);
 }
 
 /// Records when each request reached the Graph mock.
