@@ -2527,37 +2527,29 @@ mod tests {
         );
     }
 
+    /// A BSUID goes to Meta as `recipient`, whether the client named it `to` or, as Meta does,
+    /// `recipient`.
     #[test]
     fn bsuid_recipient_is_sent_as_recipient_instead_of_to() {
-        let body = json!({"to": "US.13491208655302741918", "type": "text", "text": {"body": "Your order has shipped"}});
-        let m = sends(
-            body,
-            json!({
-                "messaging_product": "whatsapp",
-                "recipient_type": "individual",
-                "recipient": "US.13491208655302741918",
-                "type": "text",
-                "text": {"body": "Your order has shipped"}
-            }),
-        );
-        assert!(matches!(m.to, ContactId::User(_)));
+        for key in ["to", "recipient"] {
+            let mut body = json!({"type": "text", "text": {"body": "Your order has shipped"}});
+            body[key] = "US.13491208655302741918".into();
+            let m = sends(
+                body,
+                json!({
+                    "messaging_product": "whatsapp",
+                    "recipient_type": "individual",
+                    "recipient": "US.13491208655302741918",
+                    "type": "text",
+                    "text": {"body": "Your order has shipped"}
+                }),
+            );
+            assert!(matches!(m.to, ContactId::User(_)), "{key}");
+        }
     }
 
     #[test]
-    fn metas_recipient_key_names_the_contact_as_to_does() {
-        let body =
-            json!({"recipient": "US.13491208655302741918", "type": "text", "text": {"body": "Hi"}});
-        let m = sends(
-            body,
-            json!({
-                "messaging_product": "whatsapp",
-                "recipient_type": "individual",
-                "recipient": "US.13491208655302741918",
-                "type": "text",
-                "text": {"body": "Hi"}
-            }),
-        );
-        assert!(matches!(m.to, ContactId::User(_)));
+    fn to_and_recipient_are_one_or_the_other() {
         refused(
             json!({"to": TO, "recipient": "US.13491208655302741918", "type": "text", "text": {"body": "Hi"}}),
             "recipient",
@@ -2566,7 +2558,7 @@ mod tests {
         refused(
             json!({"recipient": "US.12:3", "type": "text", "text": {"body": "Hi"}}),
             "recipient",
-            "",
+            "business-scoped user id",
         );
         refused(
             json!({"type": "text", "text": {"body": "Hi"}}),

@@ -4,8 +4,10 @@
 //!
 //! It is a sliding window: at most `rate` sends start in any one second. Below the rate it adds
 //! no wait at all (a burst of up to `rate` sends goes at once); above it, each send waits for
-//! its slot (the time the `rate`-th send before it started, plus one second). Slots are taken in
-//! arrival order, so waiting sends keep their order. The window is per process: instances on
+//! its slot (the time the `rate`-th send before it started, plus one second), but no longer than
+//! the caller allows (a send: until GRAPH_TIMEOUT_SECS after it began); a slot further away is
+//! not taken and the send is refused with the wait ([`crate::graph::GraphError::Paced`], a 429).
+//! Slots are taken in arrival order, so waiting sends keep their order. The window is per process: instances on
 //! one Redis each keep their own (set the rate to Meta's divided by the instances if they share
 //! a number's traffic evenly).
 //!

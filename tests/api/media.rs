@@ -49,12 +49,7 @@ async fn a_media_file_is_streamed_through_with_its_type_and_length_after_retried
         .expect(1)
         .mount(&app.graph)
         .await;
-    let response = app
-        .http
-        .get(app.url(&format!("/v1/media/{MEDIA}")))
-        .send()
-        .await
-        .unwrap();
+    let response = get_media(&app).await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "image/jpeg");
     assert_eq!(
@@ -91,12 +86,7 @@ async fn unknown_and_expired_media_are_404_and_a_bad_id_is_422_without_a_call() 
         .expect(1)
         .mount(&app.graph)
         .await;
-    let response = app
-        .http
-        .get(app.url(&format!("/v1/media/{MEDIA}")))
-        .send()
-        .await
-        .unwrap();
+    let response = get_media(&app).await;
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert!(
@@ -137,12 +127,7 @@ async fn a_throttled_media_read_is_a_429_with_retry_after() {
         .expect(1)
         .mount(&app.graph)
         .await;
-    let response = app
-        .http
-        .get(app.url(&format!("/v1/media/{MEDIA}")))
-        .send()
-        .await
-        .unwrap();
+    let response = get_media(&app).await;
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["retry-after"], "120");
     let body: Value = response.json().await.unwrap();
@@ -174,6 +159,15 @@ async fn a_redirect_on_a_media_read_is_not_tried_again() {
         .mount(&app.graph)
         .await;
     assert_eq!(app.get_status(&format!("/v1/media/{MEDIA}")).await, 502);
+}
+
+/// `GET /v1/media/{MEDIA}`.
+async fn get_media(app: &TestApp) -> reqwest::Response {
+    app.http
+        .get(app.url(&format!("/v1/media/{MEDIA}")))
+        .send()
+        .await
+        .unwrap()
 }
 
 /// `DELETE /v1/media/{MEDIA}`. API_KEY is unset here: a state-changing request must declare

@@ -948,17 +948,7 @@ async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
 /// is refused unsent with 429 and a Retry-After, and never reaches Meta.
 #[tokio::test]
 async fn a_send_whose_slot_is_too_far_ahead_is_a_429_and_never_reaches_meta() {
-    let app = spawn_app_with(Backend::Embedded, |vars| {
-        vars.insert("SEND_RATE_PER_SECOND".into(), "1".into());
-        vars.insert("GRAPH_TIMEOUT_SECS".into(), "2".into());
-    })
-    .await;
-    Mock::given(method("POST"))
-        .respond_with(NewIds(Default::default()))
-        .mount(&app.graph)
-        .await;
-    // One slot a second: the sends of seconds 0-2 may wait for theirs, those of seconds 3-5
-    // may not (the one at exactly 2 s goes either way, by microseconds).
+    let app = paced_app().await;
     let sends = (0..6).map(|i| {
         let body = json!({"to": USER, "type": "text", "text": {"body": format!("burst {i}")}, "outside_window": true});
         let app = &app;
@@ -979,6 +969,62 @@ async fn a_send_whose_slot_is_too_far_ahead_is_a_429_and_never_reaches_meta() {
                 .unwrap()
                 .contains("SEND_RATE_PER_SECOND"),
             "{answer}"
+        );
+    }
+    let reached = app.graph.received_requests().await.unwrap().len();
+    assert_eq!(reached, accepted, "only the accepted sends reached Meta");
+}
+
+/// An app sending one message a second with GRAPH_TIMEOUT_SECS=2, and Meta accepting every send.
+/// Six sends at once: those of seconds 0-2 may wait for their slots, those of seconds 3-5 may
+/// not (the one at exactly 2 s goes either way, by microseconds).
+async fn paced_app() -> TestApp {
+    let app = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("SEND_RATE_PER_SECOND".into(), "1".into());
+        vars.insert("GRAPH_TIMEOUT_SECS".into(), "2".into());
+    })
+    .await;
+    Mock::given(method("POST"))
+        .respond_with(NewIds(Default::default()))
+        .mount(&app.graph)
+        .await;
+    app
+}
+
+/// The drop-in `/send` goes through the same pacer: a send whose slot is too far ahead is a
+/// 429 with Retry-After (a text detail, as the original's errors) and never reaches Meta.
+#[tokio::test]
+async fn a_drop_in_send_whose_slot_is_too_far_ahead_is_a_429_too() {
+    let app = paced_app().await;
+    let sends = (0..6).map(|i| {
+        let app = &app;
+        async move {
+            let response = app
+                .post_send(json!({"number": USER, "text": format!("burst {i}")}))
+                .await;
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = response.json().await.unwrap();
+            (status, body, retry_after)
+        }
+    });
+    let answers = futures_util::future::join_all(sends).await;
+    let accepted = answers.iter().filter(|(s, ..)| *s == 200).count();
+    let refused: Vec<_> = answers.iter().filter(|(s, ..)| *s == 429).collect();
+    assert_eq!(accepted + refused.len(), 6, "{answers:?}");
+    assert!((2..=3).contains(&accepted), "{answers:?}");
+    for (_, body, retry_after) in &refused {
+        let wait: u64 = retry_after.as_deref().unwrap().parse().unwrap();
+        assert!((2..=6).contains(&wait), "Retry-After {wait}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("SEND_RATE_PER_SECOND"),
+            "{body}"
         );
     }
     let reached = app.graph.received_requests().await.unwrap().len();
