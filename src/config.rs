@@ -181,14 +181,47 @@ pub struct GraphSettings {
     pub send_rate: usize,
 }
 
+impl GraphSettings {
+    /// What keeps the configured numbers from sending or from reading templates: none at all,
+    /// a number without a token, a number without a WABA.
+    fn number_warnings(&self) -> Vec<String> {
+        let Some(default) = self.numbers.first() else {
+            return vec!["No business number is configured (PHONE_NUMBER_ID, or PHONE_NUMBERS): POST /send and POST /v1/messages answer 503 until one is set with its ACCESS_TOKEN.".to_owned()];
+        };
+        let mut warnings = Vec::new();
+        if self.phone_number_id.is_none() {
+            warnings.push(format!("PHONE_NUMBER_ID is not set: {} (the first of PHONE_NUMBERS) is the default number, which POST /send and sends without `from` use.", default.id));
+        }
+        let tokenless: Vec<&str> = self
+            .numbers
+            .iter()
+            .filter(|n| n.access_token.is_none())
+            .map(|n| n.id.as_str())
+            .collect();
+        if !tokenless.is_empty() {
+            warnings.push(format!("No access token for {} (neither ACCESS_TOKEN_<id> nor ACCESS_TOKEN is set): sends from it answer 503.", tokenless.join(", ")));
+        }
+        let wabaless: Vec<&str> = self
+            .numbers
+            .iter()
+            .filter(|n| n.waba_id.is_none())
+            .map(|n| n.id.as_str())
+            .collect();
+        if !wabaless.is_empty() {
+            warnings.push(format!("No WhatsApp Business Account for {} (neither BUSINESS_ACCOUNT_ID_<id> nor BUSINESS_ACCOUNT_ID is set): GET /v1/templates answers 503 for it.", wabaless.join(", ")));
+        }
+        warnings
+    }
+}
+
 /// A business number we send from.
 ///
 /// PHONE_NUMBER_ID is the default: its token is ACCESS_TOKEN, its display number
 /// DISPLAY_PHONE_NUMBER and its WABA BUSINESS_ACCOUNT_ID. PHONE_NUMBERS (a comma-separated list of
-/// phone_number_ids) adds more; each may have its own `ACCESS_TOKEN_<id>`,
-/// `DISPLAY_PHONE_NUMBER_<id>` and `BUSINESS_ACCOUNT_ID_<id>`, and falls back to the shared
-/// ACCESS_TOKEN and BUSINESS_ACCOUNT_ID (one system-user token usually covers every number of a
-/// portfolio).
+/// phone_number_ids) adds more. Every number, the default included, may have its own
+/// `ACCESS_TOKEN_<id>`, `DISPLAY_PHONE_NUMBER_<id>` and `BUSINESS_ACCOUNT_ID_<id>`, and falls back
+/// to the shared ACCESS_TOKEN and BUSINESS_ACCOUNT_ID (one system-user token usually covers every
+/// number of a portfolio).
 #[derive(Debug, Clone)]
 pub struct BusinessNumber {
     /// Meta's phone_number_id (digits).
@@ -394,7 +427,7 @@ impl Settings {
                 "digits only (the id from Meta's dashboard, not the phone number)",
                 |v| v.bytes().all(|b| b.is_ascii_digit()).then(|| v.to_owned()),
             ),
-            business_account_id: env.get("BUSINESS_ACCOUNT_ID"),
+            business_account_id: waba_id(&env, "BUSINESS_ACCOUNT_ID"),
             timeout: Duration::from_secs(env.bounded("GRAPH_TIMEOUT_SECS", 15, 1, 300)),
             numbers: Vec::new(),
             send_rate: env.bounded("SEND_RATE_PER_SECOND", 80, 1, 100_000),
@@ -516,9 +549,7 @@ impl Settings {
         if self.http.request_timeout < self.graph.timeout * 2 {
             warnings.push(format!("REQUEST_TIMEOUT_SECS ({}) is less than twice GRAPH_TIMEOUT_SECS ({}): a send that Meta answers slowly (and is tried again) can outlast the request, so the client gets a 503 while the send completes (its record and Idempotency-Key answer are still kept). Raise REQUEST_TIMEOUT_SECS.", self.http.request_timeout.as_secs(), self.graph.timeout.as_secs()));
         }
-        if self.graph.access_token.is_none() || self.graph.phone_number_id.is_none() {
-            warnings.push("ACCESS_TOKEN and PHONE_NUMBER_ID are needed to send: POST /send answers 503 until both are set.".to_owned());
-        }
+        warnings.extend(self.graph.number_warnings());
         if let StoreSettings::Redis(redis) = &self.store
             && redis.allow_eviction
         {
@@ -526,6 +557,17 @@ impl Settings {
         }
         warnings
     }
+}
+
+/// A WhatsApp Business Account id from `key`: digits, as Meta's dashboard shows it. Anything else
+/// (a pasted URL, the business name) would make every template and number call fail later with
+/// a confusing Graph error, so it is refused at start-up.
+fn waba_id(env: &Env<'_>, key: &str) -> Option<String> {
+    env.parsed_opt(
+        key,
+        "digits only (the WhatsApp Business Account id from Meta's dashboard)",
+        |v| (!v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_digit())).then(|| v.to_owned()),
+    )
 }
 
 /// PHONE_NUMBER_ID, then PHONE_NUMBERS (see [`BusinessNumber`]).
@@ -543,11 +585,17 @@ fn business_numbers(env: &Env<'_>, graph: &GraphSettings) -> Vec<BusinessNumber>
     };
     let mut numbers = Vec::new();
     if let Some(id) = &graph.phone_number_id {
+        // The default number's own `_<id>` variables win over the shared ones too.
         numbers.push(BusinessNumber {
             id: id.clone(),
-            display_phone_number: display("DISPLAY_PHONE_NUMBER"),
-            waba_id: graph.business_account_id.clone(),
-            access_token: graph.access_token.clone(),
+            display_phone_number: display(&format!("DISPLAY_PHONE_NUMBER_{id}"))
+                .or_else(|| display("DISPLAY_PHONE_NUMBER")),
+            waba_id: waba_id(env, &format!("BUSINESS_ACCOUNT_ID_{id}"))
+                .or_else(|| graph.business_account_id.clone()),
+            access_token: env
+                .get(&format!("ACCESS_TOKEN_{id}"))
+                .map(SecretString::from)
+                .or_else(|| graph.access_token.clone()),
         });
     }
     let listed = env
@@ -566,8 +614,7 @@ fn business_numbers(env: &Env<'_>, graph: &GraphSettings) -> Vec<BusinessNumber>
         }
         numbers.push(BusinessNumber {
             display_phone_number: display(&format!("DISPLAY_PHONE_NUMBER_{id}")),
-            waba_id: env
-                .get(&format!("BUSINESS_ACCOUNT_ID_{id}"))
+            waba_id: waba_id(env, &format!("BUSINESS_ACCOUNT_ID_{id}"))
                 .or_else(|| graph.business_account_id.clone()),
             access_token: env
                 .get(&format!("ACCESS_TOKEN_{id}"))
@@ -704,6 +751,68 @@ mod tests {
         let e = settings(&[("PHONE_NUMBERS", "222,+1555")]).unwrap_err();
         assert!(e.problems[0].starts_with("PHONE_NUMBERS: must be a comma-separated list"));
         assert!(settings(&[]).unwrap().graph.numbers.is_empty());
+    }
+
+    #[test]
+    fn business_account_ids_must_be_digits() {
+        let e = settings(&[
+            ("BUSINESS_ACCOUNT_ID", "https://business.facebook.com/settings"),
+            ("PHONE_NUMBERS", "222"),
+            ("BUSINESS_ACCOUNT_ID_222", "Acme Ltd"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            [
+                "BUSINESS_ACCOUNT_ID: must be digits only (the WhatsApp Business Account id from Meta's dashboard)",
+                "BUSINESS_ACCOUNT_ID_222: must be digits only (the WhatsApp Business Account id from Meta's dashboard)",
+            ]
+        );
+        let s = settings(&[("BUSINESS_ACCOUNT_ID", " 900 "), ("PHONE_NUMBER_ID", "111")]).unwrap();
+        assert_eq!(s.graph.numbers[0].waba_id.as_deref(), Some("900"));
+    }
+
+    #[test]
+    fn number_warnings_follow_the_configured_numbers() {
+        let warnings = |vars: &[(&str, &str)]| -> Vec<String> {
+            let s = settings(vars).unwrap();
+            s.graph.number_warnings()
+        };
+        let none = warnings(&[("ACCESS_TOKEN", "t")]);
+        assert_eq!(none.len(), 1);
+        assert!(none[0].starts_with("No business number is configured"), "{none:?}");
+        // Every number with its token and WABA: nothing to say, with or without PHONE_NUMBER_ID's
+        // shared token.
+        assert!(
+            warnings(&[
+                ("ACCESS_TOKEN", "t"),
+                ("PHONE_NUMBER_ID", "111"),
+                ("BUSINESS_ACCOUNT_ID", "900"),
+            ])
+            .is_empty()
+        );
+        assert!(
+            warnings(&[
+                ("PHONE_NUMBER_ID", "111"),
+                ("PHONE_NUMBERS", "222"),
+                ("ACCESS_TOKEN_111", "a"),
+                ("ACCESS_TOKEN_222", "b"),
+                ("BUSINESS_ACCOUNT_ID", "900"),
+            ])
+            .is_empty()
+        );
+        // Only PHONE_NUMBERS, one without a token, one without a WABA.
+        let w = warnings(&[
+            ("PHONE_NUMBERS", "222,333"),
+            ("ACCESS_TOKEN_222", "tok-secret-222"),
+            ("BUSINESS_ACCOUNT_ID_333", "901"),
+        ]);
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].starts_with("PHONE_NUMBER_ID is not set: 222 (the first of PHONE_NUMBERS)"));
+        assert!(w[1].starts_with("No access token for 333 "), "{}", w[1]);
+        assert!(w[2].starts_with("No WhatsApp Business Account for 222 "), "{}", w[2]);
+        // A token never appears in a warning.
+        assert!(!w.iter().any(|w| w.contains("tok-secret")));
     }
 
     #[test]
