@@ -566,7 +566,10 @@ fn waba_id(env: &Env<'_>, key: &str) -> Option<String> {
     env.parsed_opt(
         key,
         "digits only (the WhatsApp Business Account id from Meta's dashboard)",
-        |v| (!v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_digit())).then(|| v.to_owned()),
+        |v| {
+            (!v.is_empty() && v.len() <= 32 && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.to_owned())
+        },
     )
 }
 
@@ -756,7 +759,10 @@ mod tests {
     #[test]
     fn business_account_ids_must_be_digits() {
         let e = settings(&[
-            ("BUSINESS_ACCOUNT_ID", "https://business.facebook.com/settings"),
+            (
+                "BUSINESS_ACCOUNT_ID",
+                "https://business.facebook.com/settings",
+            ),
             ("PHONE_NUMBERS", "222"),
             ("BUSINESS_ACCOUNT_ID_222", "Acme Ltd"),
         ])
@@ -780,7 +786,10 @@ mod tests {
         };
         let none = warnings(&[("ACCESS_TOKEN", "t")]);
         assert_eq!(none.len(), 1);
-        assert!(none[0].starts_with("No business number is configured"), "{none:?}");
+        assert!(
+            none[0].starts_with("No business number is configured"),
+            "{none:?}"
+        );
         // Every number with its token and WABA: nothing to say, with or without PHONE_NUMBER_ID's
         // shared token.
         assert!(
@@ -810,7 +819,11 @@ mod tests {
         assert_eq!(w.len(), 3, "{w:?}");
         assert!(w[0].starts_with("PHONE_NUMBER_ID is not set: 222 (the first of PHONE_NUMBERS)"));
         assert!(w[1].starts_with("No access token for 333 "), "{}", w[1]);
-        assert!(w[2].starts_with("No WhatsApp Business Account for 222 "), "{}", w[2]);
+        assert!(
+            w[2].starts_with("No WhatsApp Business Account for 222 "),
+            "{}",
+            w[2]
+        );
         // A token never appears in a warning.
         assert!(!w.iter().any(|w| w.contains("tok-secret")));
     }

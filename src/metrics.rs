@@ -23,9 +23,11 @@ pub struct OperationLabels {
     pub operation: &'static str,
 }
 
-/// A Graph API call's outcome and Meta's error code (`none` when Meta sent none).
+/// A Graph API call's operation (`send`, `read`, `download`, `upload`, `delete`), outcome and
+/// Meta's error code (`none` when Meta sent none).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GraphLabels {
+    pub operation: &'static str,
     pub outcome: &'static str,
     pub code: String,
 }
@@ -138,7 +140,7 @@ impl Metrics {
         );
         registry.register(
             "graph_requests",
-            "Graph API calls by outcome and Meta error code",
+            "Graph API calls (after their retries) by operation, outcome and Meta error code",
             metrics.graph_requests.clone(),
         );
         registry.register(
@@ -213,14 +215,6 @@ impl Metrics {
         if !ok {
             self.store_errors.get_or_create(&labels).inc();
         }
-    }
-
-    /// Counts a Graph API call.
-    pub fn graph_call(&self, outcome: &'static str, code: Option<i64>) {
-        let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
-        self.graph_requests
-            .get_or_create(&GraphLabels { outcome, code })
-            .inc();
     }
 
     /// The OpenMetrics text exposition.

@@ -111,7 +111,10 @@ impl Application {
             );
         }
         let store = open_store(&settings.store).await?;
-        let graph = GraphClient::new(&settings.graph).context("building the Graph API client")?;
+        let metrics = crate::metrics::Metrics::new();
+        let graph = GraphClient::new(&settings.graph)
+            .context("building the Graph API client")?
+            .counting(metrics.graph_requests.clone());
         let default_number = settings
             .graph
             .phone_number_id
@@ -120,7 +123,6 @@ impl Application {
         crate::service::upgrade::spawn_import(store.clone(), default_number.clone());
         let conversations =
             crate::service::conversations::Conversations::new(store.clone(), default_number);
-        let metrics = crate::metrics::Metrics::new();
         let events = EventHub::start(&settings, &store, &metrics)
             .await
             .context("starting the event reader")?;

@@ -12,6 +12,10 @@
 //! may have reached Meta (a timeout after writing it, a 5xx, a broken answer) is returned as is:
 //! see [`GraphError::outcome_unknown`].
 //!
+//! Every operation (a send or a read with its retries, a download, an upload, a delete) is counted
+//! once by operation, outcome and Meta's code in `graph_requests_total`, when the client was given
+//! the counter ([`GraphClient::counting`]).
+//!
 //! Redirects are never followed (any 3xx is a [`GraphError::Redirected`]), a response is read
 //! incrementally up to [`MAX_RESPONSE_BYTES`], and a transport failure names its cause (DNS,
 //! refused, reset, TLS, ...) with GRAPH_API_BASE, never the token.
@@ -23,9 +27,13 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tracing::Instrument;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use crate::config::{BusinessNumber, GraphSettings};
 use crate::graph::GraphError;
 use crate::graph::error::{Class, MAX_RESPONSE_BYTES, transport_cause};
+use crate::metrics::GraphLabels;
 
 /// Most attempts of one send (the first included); see the module doc for when it is repeated.
 pub const MAX_SEND_ATTEMPTS: u32 = 3;
@@ -56,6 +64,8 @@ pub struct GraphClient {
     /// side to a minimum rate), never redirected (a streamed body cannot be sent twice). Meta
     /// must answer within GRAPH_TIMEOUT_SECS once the whole file is sent ([`Self::upload_media`]).
     upload: reqwest::Client,
+    /// `graph_requests_total`, when counted (see [`Self::counting`]).
+    calls: Option<Family<GraphLabels, Counter>>,
 }
 
 impl GraphClient {
@@ -88,7 +98,38 @@ impl GraphClient {
             base_for_errors: displayable_base(&settings.base_url),
             pacer: std::sync::Arc::new(crate::graph::pacer::Pacer::new(settings.send_rate)),
             timeout: settings.timeout,
+            calls: None,
         })
+    }
+
+    /// Counts every operation of this client (and its clones) in `calls`.
+    #[must_use]
+    pub fn counting(self, calls: Family<GraphLabels, Counter>) -> Self {
+        Self {
+            calls: Some(calls),
+            ..self
+        }
+    }
+
+    /// Counts one finished operation.
+    fn count<T>(&self, operation: &'static str, result: &Result<T, GraphError>) {
+        if let Some(calls) = &self.calls {
+            let (outcome, code) = match result {
+                Ok(_) => ("ok", "none".to_owned()),
+                Err(e) => (
+                    e.outcome(),
+                    e.meta_code()
+                        .map_or_else(|| "none".to_owned(), |c| c.to_string()),
+                ),
+            };
+            calls
+                .get_or_create(&GraphLabels {
+                    operation,
+                    outcome,
+                    code,
+                })
+                .inc();
+        }
     }
 
     /// The configured business numbers, the default first.
@@ -99,6 +140,17 @@ impl GraphClient {
     /// Sends a message body from `number`, trying again only where that cannot send it twice
     /// (see the module doc). Returns Meta's response JSON verbatim.
     pub async fn send(
+        &self,
+        number: &BusinessNumber,
+        body: &impl Serialize,
+    ) -> Result<Box<RawValue>, GraphError> {
+        let result = self.send_attempts(number, body).await;
+        self.count("send", &result);
+        result
+    }
+
+    /// [`Self::send`] without its count.
+    async fn send_attempts(
         &self,
         number: &BusinessNumber,
         body: &impl Serialize,
@@ -188,6 +240,17 @@ impl GraphClient {
         number: &BusinessNumber,
         path_and_query: &str,
     ) -> Result<serde_json::Value, GraphError> {
+        let result = self.get_attempts(number, path_and_query).await;
+        self.count("read", &result);
+        result
+    }
+
+    /// [`Self::get`] without its count.
+    async fn get_attempts(
+        &self,
+        number: &BusinessNumber,
+        path_and_query: &str,
+    ) -> Result<serde_json::Value, GraphError> {
         let token = token(number)?;
         let url = format!("{}{path_and_query}", self.base_url);
         let path = path_and_query.split('?').next().unwrap_or_default();
@@ -238,6 +301,17 @@ impl GraphClient {
         number: &BusinessNumber,
         url: &str,
     ) -> Result<reqwest::Response, GraphError> {
+        let result = self.download_once(number, url).await;
+        self.count("download", &result);
+        result
+    }
+
+    /// [`Self::open_download`] without its count.
+    async fn download_once(
+        &self,
+        number: &BusinessNumber,
+        url: &str,
+    ) -> Result<reqwest::Response, GraphError> {
         let token = token(number)?;
         let span = tracing::info_span!("graph.download", http.method = "GET");
         let mut response = self
@@ -268,6 +342,22 @@ impl GraphClient {
     /// unused media id, which Meta drops after 30 days). Once `file` has ended, Meta must answer
     /// within GRAPH_TIMEOUT_SECS, else [`GraphError::Timeout`]. Returns Meta's media id.
     pub async fn upload_media<S>(
+        &self,
+        number: &BusinessNumber,
+        media: crate::domain::media::MediaType,
+        filename: &str,
+        file: S,
+    ) -> Result<String, GraphError>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
+    {
+        let result = self.upload_once(number, media, filename, file).await;
+        self.count("upload", &result);
+        result
+    }
+
+    /// [`Self::upload_media`] without its count.
+    async fn upload_once<S>(
         &self,
         number: &BusinessNumber,
         media: crate::domain::media::MediaType,
@@ -326,6 +416,13 @@ impl GraphClient {
 
     /// Deletes a media file Meta holds (`DELETE /{media-id}?phone_number_id=`).
     pub async fn delete_media(&self, number: &BusinessNumber, id: &str) -> Result<(), GraphError> {
+        let result = self.delete_once(number, id).await;
+        self.count("delete", &result);
+        result
+    }
+
+    /// [`Self::delete_media`] without its count.
+    async fn delete_once(&self, number: &BusinessNumber, id: &str) -> Result<(), GraphError> {
         let token = token(number)?;
         let url = format!("{}/{id}?phone_number_id={}", self.base_url, number.id);
         let span = tracing::info_span!(

@@ -134,7 +134,6 @@ pub async fn send_message(
     tracing::info!(to = %message.to.masked(), chars = message.text.as_str().chars().count(), "send.request");
     match state.sender.send_compat(&message).await {
         Ok(response) => {
-            state.metrics.graph_call("ok", None);
             tracing::info!(to = %message.to.masked(), "send.success");
             let mut http = response.get().to_owned().into_response();
             http.headers_mut().insert(
@@ -144,7 +143,6 @@ pub async fn send_message(
             Ok(http)
         }
         Err(e) => {
-            state.metrics.graph_call(e.outcome(), e.meta_code());
             // Bounded: Meta's (or a proxy's) text is echoed in the message; never the text sent.
             tracing::warn!(to = %message.to.masked(), outcome = e.outcome(), meta.code = e.meta_code(), error.message = %bounded(&e.to_string()), "send.error");
             Err(e.into())

@@ -125,14 +125,12 @@ async fn send_and_settle(
 ) -> Response {
     let (response, keep) = match state.sender.send(&message).await {
         Ok(sent) => {
-            state.metrics.graph_call("ok", None);
             tracing::info!(to = %message.to.masked(), message_id = sent.id.as_str(), recorded = sent.recorded, "send.success");
             (Json(sent).into_response(), true)
         }
         Err(e) => {
             let mut unknown = false;
             if let SendError::Graph(g) = &e {
-                state.metrics.graph_call(g.outcome(), g.meta_code());
                 tracing::warn!(to = %message.to.masked(), outcome = g.outcome(), meta.code = g.meta_code(), "send.error");
                 unknown = g.outcome_unknown();
             }

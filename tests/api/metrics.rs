@@ -42,6 +42,20 @@ async fn webhook_store_and_graph_outcomes_are_counted() {
     app.post_send(json!({"number": "919216598210", "text": "hi"}))
         .await;
     app.post_get(json!({"number": "919216598210"})).await;
+    // A read (a media URL) is counted too, under its own operation.
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({"error": {"message": "Error validating access token", "code": 190}}),
+        ))
+        .mount(&app.graph)
+        .await;
+    let media = app
+        .http
+        .get(app.url("/v1/media/1234567"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(media.status(), 502);
 
     let text = scrape(&app).await;
     assert_eq!(
@@ -70,7 +84,14 @@ async fn webhook_store_and_graph_outcomes_are_counted() {
     assert_eq!(
         value(
             &text,
-            r#"whatsapp_gateway_graph_requests_total{outcome="rejected",code="131030"}"#
+            r#"whatsapp_gateway_graph_requests_total{operation="send",outcome="rejected",code="131030"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"whatsapp_gateway_graph_requests_total{operation="read",outcome="rejected",code="190"}"#
         ),
         1.0
     );
