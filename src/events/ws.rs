@@ -16,9 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures_util::SinkExt;
@@ -29,6 +28,7 @@ use super::pump::{EndReason, Out, Subscription};
 use super::sse::{StreamQuery, error_data, no_slot, reset_data};
 use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::http::extract::ApiQuery;
 
 /// The WebSocket path.
 pub const PATH: &str = "/v1/ws";
@@ -52,10 +52,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub async fn stream_events_ws(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    query: Result<Query<StreamQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_query(&e))?;
     if state.api_key.is_none()
         && let Some(origin) = headers.get(header::ORIGIN)
     {

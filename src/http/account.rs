@@ -3,13 +3,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use crate::graph::GraphError;
 use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::http::extract::ApiQuery;
 use crate::http::send::{NumberParams, queried_number};
 use crate::service::account::AccountError;
 
@@ -51,9 +51,8 @@ pub async fn list_numbers(State(state): State<Arc<AppState>>) -> Response {
     ))]
 pub async fn list_templates(
     State(state): State<Arc<AppState>>,
-    params: Result<Query<NumberParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<NumberParams>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let number = queried_number(&state.sender, params.phone_number_id.as_deref())?;
     Ok(Json(state.account.templates(number).await?).into_response())
 }

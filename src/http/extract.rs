@@ -7,17 +7,70 @@
 //! the JSON type makes such a cross-site request impossible, while every real API client (curl -H,
 //! requests' `json=`, PowerShell's `-ContentType`) already sends it.
 //!
+//! [`ApiPath`] and [`ApiQuery`] are axum's `Path` and `Query` with the same 422 shape as bodies:
+//! a path parameter that does not decode is named (`["path", "<name>"]`), a query string that does
+//! not decode is `["query"]` with axum's reason.
+//!
 //! Bodies are received by [`crate::http::edge`] under its budgets before a handler runs; reading
 //! them here is a copy-free hand-over.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, Query, Request};
+use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
+
+/// axum's `Path<T>`, refused as a 422 that names the route's parameter.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => {
+                // Our routes have one parameter each: name it from the route's template
+                // (`/v1/messages/{id}`); the values themselves may be what failed to decode.
+                let name = parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .and_then(|route| {
+                        let (_, rest) = route.as_str().split_once('{')?;
+                        Some(rest.split_once('}')?.0.to_owned())
+                    })
+                    .unwrap_or_else(|| "path".to_owned());
+                Err(ApiError::bad_path(&name, &rejection))
+            }
+        }
+    }
+}
+
+/// axum's `Query<T>`, refused as a 422 at `["query"]` with axum's reason.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| ApiError::bad_query(&rejection))
+    }
+}
 
 /// A JSON body deserialized into `T`; 400 for malformed JSON, 422 naming the field otherwise.
 pub struct JsonBody<T>(pub T);

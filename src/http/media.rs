@@ -14,8 +14,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
@@ -25,6 +24,7 @@ use crate::graph::GraphError;
 use crate::graph::error::transport_cause;
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError, bounded};
+use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::send::{NumberParams, queried_number};
 use crate::service::send::SendError;
 use axum::http::StatusCode;
@@ -35,11 +35,9 @@ use sha2::Digest;
 /// nothing that could change the Graph URL it is put into.
 fn target(
     state: &AppState,
-    id: Result<Path<String>, PathRejection>,
-    params: Result<Query<NumberParams>, QueryRejection>,
+    id: String,
+    params: NumberParams,
 ) -> Result<(String, &BusinessNumber), ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::bad_path("id", &e))?;
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     // At least one letter or digit: "." and ".." would be path segments of the Graph URL.
     let ok = id.len() <= 128
         && id.bytes().any(|b| b.is_ascii_alphanumeric())
@@ -87,8 +85,8 @@ fn not_found_or(e: GraphError, id: &str) -> ApiError {
     ))]
 pub async fn download(
     State(state): State<Arc<AppState>>,
-    id: Result<Path<String>, PathRejection>,
-    params: Result<Query<NumberParams>, QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<NumberParams>,
 ) -> Result<Response, ApiError> {
     let (id, number) = target(&state, id, params)?;
     let id = id.as_str();
@@ -172,8 +170,8 @@ pub async fn download(
     ))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    id: Result<Path<String>, PathRejection>,
-    params: Result<Query<NumberParams>, QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<NumberParams>,
 ) -> Result<Response, ApiError> {
     let (id, number) = target(&state, id, params)?;
     let id = id.as_str();
@@ -242,10 +240,9 @@ const MAX_FIELD_BYTES: usize = 1024;
     ))]
 pub async fn upload(
     State(state): State<Arc<AppState>>,
-    params: Result<Query<UploadParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<UploadParams>,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)

@@ -17,7 +17,7 @@ use crate::domain::send::{Invalid, OutgoingMessage};
 use crate::graph::GraphError;
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
-use crate::http::extract::JsonBody;
+use crate::http::extract::{ApiPath, ApiQuery, JsonBody};
 use crate::service::send::{IdempotencyKey, SendError, Sender};
 use crate::store::Claim;
 
@@ -221,11 +221,9 @@ pub struct NumberParams {
     ))]
 pub async fn read_message(
     State(state): State<Arc<AppState>>,
-    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
-    params: Result<axum::extract::Query<NumberParams>, axum::extract::rejection::QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<NumberParams>,
 ) -> Result<Response, ApiError> {
-    let axum::extract::Path(id) = id.map_err(|e| ApiError::bad_path("id", &e))?;
-    let axum::extract::Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let id = crate::domain::MessageId::parse(&id)
         .map_err(|e| ApiError::Validation(vec![FieldError::parameter("path", "id", e)]))?;
     let asked = params.phone_number_id.as_deref();
@@ -279,11 +277,9 @@ pub async fn read_message(
     ))]
 pub async fn typing(
     State(state): State<Arc<AppState>>,
-    contact: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
-    params: Result<axum::extract::Query<NumberParams>, axum::extract::rejection::QueryRejection>,
+    ApiPath(contact): ApiPath<String>,
+    ApiQuery(params): ApiQuery<NumberParams>,
 ) -> Result<Response, ApiError> {
-    let axum::extract::Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
-    let axum::extract::Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let contact = crate::domain::ContactId::parse(&contact)
         .map_err(|e| ApiError::Validation(vec![FieldError::parameter("path", "contact", e)]))?;
     let number = queried_number(&state.sender, params.phone_number_id.as_deref())?;

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
+use crate::http::extract::{ApiPath, ApiQuery};
 use crate::service::conversations::{ConversationError, PageParams};
 use crate::store::view::Page;
 
@@ -84,11 +84,9 @@ pub struct MessageParams {
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn get_message(
     State(state): State<Arc<AppState>>,
-    id: Result<Path<String>, PathRejection>,
-    params: Result<Query<MessageParams>, QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(params): ApiQuery<MessageParams>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|e| ApiError::bad_path("id", &e))?;
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     Ok(json(
         state
             .conversations
@@ -123,9 +121,8 @@ pub struct ConversationsParams {
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn list_conversations(
     State(state): State<Arc<AppState>>,
-    params: Result<Query<ConversationsParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<ConversationsParams>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let unread = match params.unread.as_deref() {
         None | Some("false") | Some("0") => false,
         Some("true") | Some("1") => true,
@@ -180,11 +177,9 @@ pub struct MessagesParams {
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn conversation_messages(
     State(state): State<Arc<AppState>>,
-    contact: Result<Path<String>, PathRejection>,
-    params: Result<Query<MessagesParams>, QueryRejection>,
+    ApiPath(contact): ApiPath<String>,
+    ApiQuery(params): ApiQuery<MessagesParams>,
 ) -> Result<Response, ApiError> {
-    let Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let page = state
         .conversations
         .messages(
@@ -223,11 +218,9 @@ pub struct ReadParams {
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn mark_read(
     State(state): State<Arc<AppState>>,
-    contact: Result<Path<String>, PathRejection>,
-    params: Result<Query<ReadParams>, QueryRejection>,
+    ApiPath(contact): ApiPath<String>,
+    ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Response, ApiError> {
-    let Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let marked = state
         .conversations
         .mark_read(&contact, params.phone_number_id.as_deref())
@@ -300,11 +293,9 @@ async fn read_receipt(
     security(("api_key" = []), ("bearer" = [])))]
 pub async fn delete_conversation(
     State(state): State<Arc<AppState>>,
-    contact: Result<Path<String>, PathRejection>,
-    params: Result<Query<ReadParams>, QueryRejection>,
+    ApiPath(contact): ApiPath<String>,
+    ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Response, ApiError> {
-    let Path(contact) = contact.map_err(|e| ApiError::bad_path("contact", &e))?;
-    let Query(params) = params.map_err(|e| ApiError::bad_query(&e))?;
     let deleted = state
         .conversations
         .delete(&contact, params.phone_number_id.as_deref())

@@ -507,6 +507,27 @@ async fn undecodable_queries_and_paths_are_422_in_json(backend: Backend) {
             "/v1/conversations/%FF",
             json!(["path", "contact"]),
         ),
+        // The send, media, account and event routes share the same extractors.
+        ("POST", "/v1/messages/%FF/read", json!(["path", "id"])),
+        (
+            "POST",
+            "/v1/conversations/%FF/typing",
+            json!(["path", "contact"]),
+        ),
+        ("GET", "/v1/media/%FF", json!(["path", "id"])),
+        ("DELETE", "/v1/media/%FF", json!(["path", "id"])),
+        (
+            "GET",
+            "/v1/media/1?phone_number_id=1&phone_number_id=2",
+            json!(["query"]),
+        ),
+        ("POST", "/v1/media?from=1&from=2", json!(["query"])),
+        (
+            "GET",
+            "/v1/templates?phone_number_id=1&phone_number_id=2",
+            json!(["query"]),
+        ),
+        ("GET", "/v1/ws?after=1&after=2", json!(["query"])),
     ] {
         let response = app
             .http
