@@ -47,8 +47,9 @@ const MAX_BODY_ONLY_PARAM_CHARS: usize = 32768;
 /// Highest template button index (up to 10 buttons, indexed 0-9).
 const MAX_BUTTON_INDEX: u64 = 9;
 const MAX_COUPON_CHARS: usize = 15;
-/// Longest reaction emoji in characters: room for flags and joined sequences (a family is 7).
-const MAX_EMOJI_CHARS: usize = 10;
+/// Longest reaction emoji in characters: room for flags, tag sequences (England's flag is 7) and
+/// joined sequences with skin tones (a family of four with tones is 11).
+const MAX_EMOJI_CHARS: usize = 16;
 /// Longest `from` (a business phone_number_id).
 const MAX_FROM_DIGITS: usize = 32;
 /// No limit of our own: Meta documents none for this text.
@@ -727,10 +728,13 @@ fn is_date(s: &str) -> bool {
     (1..=days).contains(&day)
 }
 
-/// Why `s` is not `""` or one emoji. ASCII and letters are text, except keycap bases (`1️⃣`,
-/// `#️⃣`: a digit, `#` or `*` followed by U+FE0F or U+20E3) and the few emoji Unicode counts as
-/// letters (`ℹ️`, `Ⓜ️`, `🅰️`, `🅱️`, `🅾️`, `🅿️`).
+/// Why `s` is not `""` or one emoji: one user-perceived character (one extended grapheme cluster,
+/// so a flag, a keycap, a skin tone or a ZWJ family counts as one; two emoji do not), of at most
+/// [`MAX_EMOJI_CHARS`] code points, that is not text. ASCII and letters are text, except keycap
+/// bases (`1️⃣`, `#️⃣`: a digit, `#` or `*` followed by U+FE0F or U+20E3) and the few emoji Unicode
+/// counts as letters (`ℹ️`, `Ⓜ️`, `🅰️`, `🅱️`, `🅾️`, `🅿️`).
 fn emoji_problem(s: &str) -> Option<String> {
+    use unicode_segmentation::UnicodeSegmentation;
     let chars: Vec<char> = s.chars().collect();
     let n = chars.len();
     if n > MAX_EMOJI_CHARS {
@@ -752,6 +756,12 @@ fn emoji_problem(s: &str) -> Option<String> {
     (0..n)
         .any(is_text)
         .then(|| format!("must be one emoji, or \"\" to remove the reaction (found text: {s:?})"))
+        .or_else(|| {
+            let graphemes = s.graphemes(true).count();
+            (graphemes > 1).then(|| {
+                format!("must be one emoji, or \"\" to remove the reaction (found {graphemes})")
+            })
+        })
 }
 
 /// Meta's media reference: exactly one of `id` (an uploaded media id) or `link` (an http(s) URL).
@@ -2506,6 +2516,9 @@ mod tests {
             "\u{1f44d}\u{1f3fd}",
             "\u{1f468}\u{200d}\u{1f469}\u{200d}\u{1f467}\u{200d}\u{1f466}",
             "\u{a9}\u{fe0f}",
+            // England (a tag sequence) and a family of four with skin tones (11 code points).
+            "\u{1f3f4}\u{e0067}\u{e0062}\u{e0065}\u{e006e}\u{e0067}\u{e007f}",
+            "\u{1f468}\u{1f3fb}\u{200d}\u{1f469}\u{1f3fb}\u{200d}\u{1f467}\u{1f3fb}\u{200d}\u{1f466}\u{1f3fb}",
         ] {
             parse(&client(
                 "reaction",
@@ -3933,11 +3946,19 @@ mod tests {
         refused(
             client(
                 "reaction",
-                json!({"message_id": WAMID, "emoji": "\u{1f44d}".repeat(11)}),
+                json!({"message_id": WAMID, "emoji": "\u{1f44d}".repeat(17)}),
             ),
             "reaction.emoji",
-            "at most 10 characters (found 11)",
+            "at most 16 characters (found 17)",
         );
+        // Two emoji, each fine alone, and two flags (whose regional indicators pair up).
+        for two in ["\u{1f44d}\u{1f44d}", "\u{1f1e7}\u{1f1f7}\u{1f1e9}\u{1f1ea}"] {
+            refused(
+                client("reaction", json!({"message_id": WAMID, "emoji": two})),
+                "reaction.emoji",
+                "must be one emoji, or \"\" to remove the reaction (found 2)",
+            );
+        }
     }
 
     // ---------------------------------------------------------------------------------------------
