@@ -388,6 +388,22 @@ impl<'a> Obj<'a> {
         self.get(key).is_some()
     }
 
+    /// Which of the alternatives `a` and `b` is given; reports (at the object) when both or
+    /// neither are.
+    fn either(&self, a: &'static str, b: &'static str, r: &mut Report) -> Option<&'static str> {
+        let found = match (self.has(a), self.has(b)) {
+            (true, false) => return Some(a),
+            (false, true) => return Some(b),
+            (true, true) => "both",
+            (false, false) => "neither",
+        };
+        r.add(
+            &self.path,
+            format!("exactly one of {a} or {b} is required (found {found})"),
+        );
+        None
+    }
+
     /// Reports every key not in `allowed`.
     fn only(&self, allowed: &[&str], r: &mut Report) {
         // A `null` field counts as absent, known or not.
@@ -766,28 +782,12 @@ fn emoji_problem(s: &str) -> Option<String> {
 
 /// Meta's media reference: exactly one of `id` (an uploaded media id) or `link` (an http(s) URL).
 fn media_source(o: &Obj, r: &mut Report) -> Option<(&'static str, String)> {
-    match (o.has("id"), o.has("link")) {
-        (true, false) => o.token_req("id", r).map(|id| ("id", id.to_owned())),
-        (false, true) => {
-            let link = o.str_req("link", r)?;
-            check_url(r, &o.at("link"), link);
-            Some(("link", link.to_owned()))
-        }
-        (true, true) => {
-            r.add(
-                &o.path,
-                "exactly one of id or link is required (found both)",
-            );
-            None
-        }
-        (false, false) => {
-            r.add(
-                &o.path,
-                "exactly one of id or link is required (found neither)",
-            );
-            None
-        }
+    if o.either("id", "link", r)? == "id" {
+        return o.token_req("id", r).map(|id| ("id", id.to_owned()));
     }
+    let link = o.str_req("link", r)?;
+    check_url(r, &o.at("link"), link);
+    Some(("link", link.to_owned()))
 }
 
 /// A media object in a header (interactive or template): id or link; a filename on a document.
@@ -1618,26 +1618,11 @@ fn flow_action(a: &Obj, r: &mut Report) -> Option<Value> {
 
 /// Exactly one of `flow_id` or `flow_name`.
 fn flow_reference<'a>(p: &Obj<'a>, r: &mut Report) -> Option<(&'static str, &'a str)> {
-    match (p.has("flow_id"), p.has("flow_name")) {
-        (true, false) => p.token_req("flow_id", r).map(|id| ("flow_id", id)),
-        (false, true) => p
-            .text_req("flow_name", ANY_LENGTH, r)
-            .map(|n| ("flow_name", n)),
-        (true, true) => {
-            r.add(
-                &p.path,
-                "exactly one of flow_id or flow_name is required (found both)",
-            );
-            None
-        }
-        (false, false) => {
-            r.add(
-                &p.path,
-                "exactly one of flow_id or flow_name is required (found neither)",
-            );
-            None
-        }
+    if p.either("flow_id", "flow_name", r)? == "flow_id" {
+        return p.token_req("flow_id", r).map(|id| ("flow_id", id));
     }
+    p.text_req("flow_name", ANY_LENGTH, r)
+        .map(|n| ("flow_name", n))
 }
 
 /// `flow_action_payload`: `{"screen", "data"?}` with `data` a non-empty object; not allowed with
