@@ -1015,7 +1015,9 @@ fn write_group(
             "INSERT INTO inbound_messages (id, number, timestamp, json, phone_number_id)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        // Every SET expression reads the row as it was before this statement.
+        // Every SET expression reads the row as it was before this statement. The contact (its
+        // profile name, username) is the one the user's latest message gave: our own messages
+        // carry no profile.
         let mut upsert_conversation = tx.prepare_cached(
             "INSERT INTO conversation (phone_number_id, contact, contact_json, last_message,
                  last_message_id, last_message_at, last_inbound_at, message_count, unread_count,
@@ -1028,7 +1030,8 @@ fn write_group(
                      AND excluded.last_inbound_at >= last_inbound_at,
                      excluded.last_inbound_id, last_inbound_id),
                  last_inbound_at = max(last_inbound_at, excluded.last_inbound_at),
-                 contact_json = iif(excluded.last_message_at >= last_message_at,
+                 contact_json = iif(excluded.unread_count = 1
+                     AND excluded.last_inbound_at >= last_inbound_at,
                      excluded.contact_json, contact_json),
                  last_message = iif(excluded.last_message_at >= last_message_at,
                      excluded.last_message, last_message),

@@ -201,15 +201,16 @@ for f = 1, nfresh do
     end
     local ts = tonumber(ARGV[a + 5])
     c.count = c.count + 1
+    -- The contact (profile name, username) as the user's latest message gave it: our own
+    -- messages carry no profile.
     if ARGV[a + 8] == '1' then
       c.unread = c.unread + 1
-      if ts >= c.inat then c.inat, c.inid = ts, ARGV[a + 10] end
+      if ts >= c.inat then c.inat, c.inid, c.contact = ts, ARGV[a + 10], ARGV[a + 7] end
     end
     if ts >= c.at then
-      c.at, c.preview, c.last_id, c.contact = ts, ARGV[a + 6], ARGV[a + 10], ARGV[a + 7]
-    elseif not c.contact then
-      c.contact = ARGV[a + 7]
+      c.at, c.preview, c.last_id = ts, ARGV[a + 6], ARGV[a + 10]
     end
+    if not c.contact then c.contact = ARGV[a + 7] end
   end
 end
 local ev, nev = {}, 0

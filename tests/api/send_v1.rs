@@ -264,7 +264,11 @@ async fn inbound_from_user(app: &TestApp, id: &str, age: i64) {
         - age;
     let mut message = text_message(id, USER, "hello");
     message["timestamp"] = ts.to_string().into();
-    app.post_webhook_ok(&webhook_with(vec![message])).await;
+    let mut webhook: Value = serde_json::from_str(&webhook_with(vec![message])).unwrap();
+    // The user's profile, as Meta sends it with their messages.
+    webhook["entry"][0]["changes"][0]["value"]["contacts"] =
+        json!([{"profile": {"name": "Kerry"}, "wa_id": USER}]);
+    app.post_webhook_ok(&webhook.to_string()).await;
 }
 
 async fn a_closed_window_refuses_free_form_but_not_templates_or_an_override(backend: Backend) {
@@ -335,6 +339,8 @@ async fn the_send_is_recorded_with_its_event_and_later_statuses_attach(backend: 
     assert_eq!(conversation["message_count"], 2, "{conversation}");
     assert_eq!(conversation["unread_count"], 1, "{conversation}");
     assert_eq!(conversation["last_message_id"], WAMID);
+    // Our send carries no profile: the name the user's message gave stays.
+    assert_eq!(conversation["contact"]["name"], "Kerry", "{conversation}");
     // Sent messages are not in the FastAPI list: that holds what users wrote.
     assert_eq!(app.ids_of(USER).await, ["wamid.question"]);
 
