@@ -37,6 +37,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// The live event stream (`GET /v1/events`, `GET /v1/ws`).
     pub events: EventSettings,
+    /// INBOX_SESSION_HOURS (default 12, 1-720): how long an inbox sign-in lasts.
+    pub inbox_session: Duration,
 }
 
 /// The listener and its limits.
@@ -506,6 +508,8 @@ impl Settings {
             heartbeat: Duration::from_secs(env.bounded("EVENT_HEARTBEAT_SECS", 15, 1, 3600)),
             client_buffer: env.bounded("EVENT_CLIENT_BUFFER", 256, 1, 65_536),
         };
+        let inbox_session =
+            Duration::from_secs(3600 * env.bounded("INBOX_SESSION_HOURS", 12, 1, 720));
 
         let problems = env.problems.into_inner();
         if !problems.is_empty() {
@@ -519,6 +523,7 @@ impl Settings {
             store,
             log_format,
             events,
+            inbox_session,
         })
     }
 

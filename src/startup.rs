@@ -143,6 +143,10 @@ impl Application {
             edge: Arc::new(crate::http::edge::Edge::new(&settings.http)),
             allowed_hosts: settings.http.allowed_hosts.clone(),
             events,
+            sessions: crate::http::session::Sessions::new(
+                settings.api_key.as_ref(),
+                settings.inbox_session,
+            ),
         });
         let app = http::app(state.clone());
         let address = SocketAddr::new(settings.http.host, settings.http.port);

@@ -3,6 +3,9 @@
 //! When API_KEY is set, a request must carry `Authorization: Bearer <API_KEY>` or
 //! `X-API-Key: <API_KEY>`. `/webhook` (Meta has its own signature) and health checks stay open.
 //! Keys are compared in constant time over their SHA-256 digests, which also hides their length.
+//! The inbox's browser session is the other way in: its cookie ([`crate::http::session`]) counts
+//! as the key, and a state-changing request signed in that way must also carry the session's
+//! `X-CSRF-Token`.
 //!
 //! While API_KEY is unset, the client endpoints answer only requests whose `Host` is in
 //! ALLOWED_HOSTS (loopback names by default): a web page the operator visits could otherwise read
@@ -36,8 +39,23 @@ pub async fn require_api_key(
     match &state.api_key {
         Some(expected) => {
             if !presented_key_matches(request.headers(), expected) {
-                tracing::warn!(reason = "api_key", "auth.rejected");
-                return Err(ApiError::Unauthorized);
+                let session = crate::http::session::cookie_value(request.headers())
+                    .and_then(|cookie| state.sessions.verify(cookie));
+                let Some(session) = session else {
+                    tracing::warn!(reason = "api_key", "auth.rejected");
+                    return Err(ApiError::Unauthorized);
+                };
+                if !request.method().is_safe() {
+                    let token = request
+                        .headers()
+                        .get(crate::http::session::CSRF_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    if !state.sessions.csrf_matches(&session, token) {
+                        tracing::warn!(reason = "csrf", "auth.rejected");
+                        return Err(ApiError::CsrfMissing);
+                    }
+                }
             }
         }
         None => {

@@ -83,6 +83,18 @@ pub enum ApiError {
         "missing or invalid API key: send 'Authorization: Bearer <API_KEY>' or 'X-API-Key: <API_KEY>'"
     )]
     Unauthorized,
+    /// 403: a state-changing request signed in by the inbox's session cookie without its
+    /// `X-CSRF-Token`.
+    #[error(
+        "missing or wrong X-CSRF-Token: a state-changing request signed in by the inbox's session cookie must carry the session's token (GET /inbox/session gives it)"
+    )]
+    CsrfMissing,
+    /// 401: an inbox sign-in with the wrong key.
+    #[error("wrong API key")]
+    WrongKey,
+    /// 429: too many wrong sign-ins lately.
+    #[error("too many wrong sign-ins; try again later")]
+    TooManySignIns(std::time::Duration),
     /// 400 or 403: Meta's verification handshake refused.
     #[error("{0}")]
     Handshake(#[from] HandshakeError),
@@ -202,7 +214,9 @@ impl ApiError {
             | Self::InvalidWebhook(_)
             | Self::UnreadableBody
             | Self::MalformedForm(_) => StatusCode::BAD_REQUEST,
-            Self::BadSignature(_) | Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadSignature(_) | Self::Unauthorized | Self::WrongKey => StatusCode::UNAUTHORIZED,
+            Self::CsrfMissing => StatusCode::FORBIDDEN,
+            Self::TooManySignIns(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Handshake(HandshakeError::MissingParameter(_)) => StatusCode::BAD_REQUEST,
             Self::Handshake(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge | Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -236,6 +250,7 @@ impl ApiError {
     /// pair rate on `/v1` calls, and the gateway's own send rate on every send.
     fn retry_after(&self) -> Option<std::time::Duration> {
         let graph = match self {
+            Self::TooManySignIns(wait) => return Some(*wait),
             Self::Meta(e) | Self::Send(SendError::Graph(e)) => e,
             Self::Graph(e @ GraphError::Paced { .. }) => e,
             _ => return None,

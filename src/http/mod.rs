@@ -16,10 +16,12 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod inbox;
 pub mod media;
 pub mod messages;
 pub mod metrics;
 pub mod send;
+pub mod session;
 pub mod v1;
 pub mod webhook;
 
@@ -75,6 +77,8 @@ pub struct AppState {
     pub account: crate::service::account::Account,
     /// The live event stream's reader and subscribers ([`crate::events`]).
     pub events: Arc<crate::events::EventHub>,
+    /// The inbox's sign-in sessions ([`session`]).
+    pub sessions: session::Sessions,
 }
 
 /// The whole HTTP application: the middleware stack around the router, as one cloneable service.
@@ -166,6 +170,21 @@ fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             auth::require_api_key,
         ));
+    let inbox_routes = Router::new()
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/inbox") }),
+        )
+        .route("/inbox", get(inbox::page))
+        .route("/inbox/app.js", get(inbox::script))
+        .route("/inbox/app.css", get(inbox::styles))
+        .route(
+            "/inbox/session",
+            get(inbox::session)
+                .post(inbox::sign_in)
+                .delete(inbox::sign_out),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), inbox::guard));
     let open_routes = Router::new()
         .route(
             "/webhook",
@@ -175,6 +194,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(health::readyz));
     Router::new()
         .merge(client_routes)
+        .merge(inbox_routes)
         .merge(open_routes)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", docs::ApiDoc::openapi()))
         .fallback(not_found)

@@ -14,6 +14,7 @@ mod events;
 mod get;
 mod get_stream;
 mod health;
+mod inbox;
 mod limits;
 mod media;
 mod metrics;

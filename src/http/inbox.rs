@@ -1,0 +1,227 @@
+//! The web inbox (`/inbox`): its page and assets, embedded in the binary (no CDN, no build step:
+//! plain HTML, CSS and JavaScript under `assets/inbox/`), and its sign-in (`/inbox/session`).
+//!
+//! The page talks to the same `/v1` API as any client (conversations, messages, sends, media,
+//! templates) and listens to `/v1/events`; it holds no logic the API does not have. Sign-in
+//! exchanges API_KEY for a session cookie ([`crate::http::session`]); while API_KEY is unset the
+//! inbox is open (the page shows a warning), and, like every client route, it then answers only
+//! Host names in ALLOWED_HOSTS.
+//!
+//! Every page response carries a strict Content-Security-Policy (scripts, styles and connections
+//! from this origin only; no inline script), `X-Frame-Options: DENY` and `no-referrer`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::http::AppState;
+use crate::http::error::{ApiError, FieldError};
+use crate::http::extract::JsonBody;
+use crate::http::session::{COOKIE, SignInError};
+
+/// The page.
+const INDEX_HTML: &str = include_str!("../../assets/inbox/index.html");
+/// Its script.
+const APP_JS: &str = include_str!("../../assets/inbox/app.js");
+/// Its styles.
+const APP_CSS: &str = include_str!("../../assets/inbox/app.css");
+
+/// Content-Security-Policy of every inbox response. `blob:` lets media fetched through the
+/// proxy (with the session) be shown; nothing else comes from anywhere but this origin.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Middleware for the inbox's routes: while API_KEY is unset, only Host names in ALLOWED_HOSTS
+/// (as for every client route), so a DNS-rebinding page cannot use the open inbox.
+pub async fn guard(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if state.api_key.is_none() {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !state.allowed_hosts.allows(host) {
+            tracing::warn!(reason = "host_not_allowed", "auth.rejected");
+            return Err(ApiError::HostNotAllowed(
+                crate::http::error::bounded(host).into_owned(),
+            ));
+        }
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Small and embedded: always revalidated, so an upgrade shows at once.
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /inbox`: the page.
+pub async fn page() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+/// `GET /inbox/app.js`.
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+/// `GET /inbox/app.css`.
+pub async fn styles() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+/// `GET /inbox/session`: whether this browser is signed in, and its CSRF token. 200 with
+/// `{"auth": "session", "csrf", "expires_at"}`, or `{"auth": "open", "warning"}` while API_KEY
+/// is unset; 401 when a sign-in is needed.
+pub async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if state.api_key.is_none() {
+        return Json(json!({
+            "auth": "open",
+            "csrf": null,
+            "warning": "API_KEY is not set: anyone who can reach this port can read and send messages. Set API_KEY to require a sign-in.",
+        }))
+        .into_response();
+    }
+    match crate::http::session::cookie_value(&headers).and_then(|c| state.sessions.verify(c)) {
+        Some(session) => Json(json!({
+            "auth": "session",
+            "csrf": state.sessions.csrf(&session),
+            "expires_at": session.expires_at,
+        }))
+        .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"detail": "sign in with the API key"})),
+        )
+            .into_response(),
+    }
+}
+
+/// Body of `POST /inbox/session`.
+#[derive(Deserialize)]
+pub struct SignIn {
+    key: String,
+}
+
+/// `POST /inbox/session` (`{"key": "<API_KEY>"}`, JSON only, so no other site's form can post
+/// it): sets the session cookie and answers like [`session`]. 401 for a wrong key, 429 with
+/// Retry-After after too many, 409 while API_KEY is unset (nothing to sign in to).
+pub async fn sign_in(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SignIn>,
+) -> Result<Response, ApiError> {
+    let Some(expected) = &state.api_key else {
+        return Ok((
+            StatusCode::CONFLICT,
+            Json(json!({"detail": "API_KEY is not set: the inbox is open, there is nothing to sign in to"})),
+        )
+            .into_response());
+    };
+    if body.key.is_empty() {
+        return Err(ApiError::Validation(vec![FieldError::value(
+            "key",
+            "must be the API key (not empty)",
+        )]));
+    }
+    let (cookie, session) = match state.sessions.sign_in(&body.key, expected) {
+        Ok(issued) => issued,
+        Err(SignInError::WrongKey) => {
+            tracing::warn!(reason = "wrong_key", "inbox.sign_in_refused");
+            return Err(ApiError::WrongKey);
+        }
+        Err(SignInError::TooMany { retry_after }) => {
+            tracing::warn!(reason = "too_many", "inbox.sign_in_refused");
+            return Err(ApiError::TooManySignIns(retry_after));
+        }
+    };
+    tracing::info!("inbox.signed_in");
+    let mut response = Json(json!({
+        "auth": "session",
+        "csrf": state.sessions.csrf(&session),
+        "expires_at": session.expires_at,
+    }))
+    .into_response();
+    let cookie = set_cookie(&cookie, state.sessions.ttl(), secure(&headers));
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
+}
+
+/// `DELETE /inbox/session`: signs this browser out (the session is revoked, the cookie
+/// cleared). Needs the session's CSRF token, like every state-changing call.
+pub async fn sign_out(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let session =
+        crate::http::session::cookie_value(&headers).and_then(|c| state.sessions.verify(c));
+    if let Some(session) = session {
+        let token = headers
+            .get(crate::http::session::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !state.sessions.csrf_matches(&session, token) {
+            return ApiError::CsrfMissing.into_response();
+        }
+        state.sessions.revoke(&session);
+        tracing::info!("inbox.signed_out");
+    }
+    let mut response = Json(json!({"signed_out": true})).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie("", Duration::ZERO, secure(&headers)),
+    );
+    response
+}
+
+/// Whether the browser reached us over HTTPS (a tunnel or proxy in front says so), so the
+/// cookie can be marked `Secure`. On plain `http://localhost` a `Secure` cookie would be lost.
+fn secure(headers: &HeaderMap) -> bool {
+    let forwarded = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("https://"));
+    forwarded || origin
+}
+
+fn set_cookie(value: &str, ttl: Duration, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
+        ttl.as_secs()
+    );
+    HeaderValue::from_str(&cookie).expect("a session value is hex, digits and dots")
+}

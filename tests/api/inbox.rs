@@ -1,0 +1,809 @@
+//! The web inbox: its sign-in over HTTP (cookie, CSRF, limits, headers), then the whole page in
+//! a real headless Chromium driven through chromedriver (WebDriver, `fantoccini`): sign in, the
+//! conversation list, a message arriving live, opening it (unread clears, Meta gets the read
+//! receipt), a reply (the Graph mock sees Meta's exact body), ticks following status webhooks, a
+//! failure with Meta's reason, the template picker on a closed window, and a reload after missed
+//! events. Screenshots of each screen go to `target/inbox-screenshots/`.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use wiremock::matchers::{body_partial_json, method, path, path_regex};
+use wiremock::{Mock, ResponseTemplate};
+
+use crate::contract_tests;
+use crate::helpers::*;
+
+const KEY: &str = "inbox-test-key";
+const KERRY: &str = "919216598210";
+const ANA: &str = "5511988887777";
+const OLD: &str = "447700900123";
+const WABA: &str = "102290129340398";
+
+contract_tests!(the_inbox_works_end_to_end_in_a_real_browser);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A notification with one text message from `from` (profile `name`) at `ts`.
+fn inbound(id: &str, from: &str, name: &str, ts: i64, body: &str) -> String {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": WABA, "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
+        "contacts": [{"profile": {"name": name}, "wa_id": from}],
+        "messages": [{"from": from, "id": id, "timestamp": ts.to_string(), "type": "text", "text": {"body": body}}]
+    }}]}]})
+    .to_string()
+}
+
+/// A notification with one status of our message `id` to `to`.
+fn status(id: &str, to: &str, status: &str, ts: i64, errors: Option<Value>) -> String {
+    let mut item =
+        json!({"id": id, "status": status, "timestamp": ts.to_string(), "recipient_id": to});
+    if let Some(errors) = errors {
+        item["errors"] = errors;
+    }
+    json!({"object": "whatsapp_business_account", "entry": [{"id": WABA, "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
+        "statuses": [item]
+    }}]}]})
+    .to_string()
+}
+
+// ---------- sign-in over HTTP ----------
+
+async fn keyed_app() -> TestApp {
+    spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("API_KEY".into(), KEY.into());
+    })
+    .await
+}
+
+async fn sign_in(app: &TestApp, key: &str) -> reqwest::Response {
+    app.http
+        .post(app.url("/inbox/session"))
+        .header("content-type", "application/json")
+        .body(json!({ "key": key }).to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The cookie pair (`wg_session=...`) and CSRF token of a successful sign-in.
+async fn session_of(app: &TestApp) -> (String, String) {
+    let response = sign_in(app, KEY).await;
+    assert_eq!(response.status(), 200);
+    let set_cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = response.json().await.unwrap();
+    let pair = set_cookie.split(';').next().unwrap().to_owned();
+    (pair, body["csrf"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn signing_in_sets_a_strict_http_only_cookie_that_works_as_the_key() {
+    let app = keyed_app().await;
+    // Not signed in: the page loads (it shows the sign-in form), the session and the API do not.
+    let page = app.http.get(app.url("/inbox")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("id=\"signin-form\""));
+    let session = app
+        .http
+        .get(app.url("/inbox/session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 401);
+
+    let response = sign_in(&app, KEY).await;
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!cookie.contains(KEY), "the key is not the cookie");
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http://127.0.0.1 would lose a Secure cookie"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["auth"], "session");
+    assert_eq!(body["csrf"].as_str().unwrap().len(), 64);
+    assert!(!body.to_string().contains(KEY));
+    let pair = cookie.split(';').next().unwrap();
+
+    // The cookie reads the API and the session.
+    let list = app
+        .http
+        .get(app.url("/v1/conversations"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    let again: Value = app
+        .http
+        .get(app.url("/inbox/session"))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["csrf"], body["csrf"]);
+
+    // Behind an HTTPS tunnel the cookie is Secure.
+    let tunnelled = app
+        .http
+        .post(app.url("/inbox/session"))
+        .header("content-type", "application/json")
+        .header("x-forwarded-proto", "https")
+        .body(json!({ "key": KEY }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        tunnelled.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("; Secure")
+    );
+}
+
+#[tokio::test]
+async fn a_state_changing_request_by_cookie_needs_the_session_s_csrf_token() {
+    let app = keyed_app().await;
+    app.post_webhook_ok(&inbound("wamid.C1", KERRY, "Kerry", now(), "hi"))
+        .await;
+    let (cookie, csrf) = session_of(&app).await;
+    let read = |token: Option<&str>| {
+        let mut request = app
+            .http
+            .post(app.url(&format!("/v1/conversations/{KERRY}/read")))
+            .header("content-type", "application/json")
+            .header("cookie", &cookie);
+        if let Some(token) = token {
+            request = request.header("x-csrf-token", token);
+        }
+        request.send()
+    };
+    let missing = read(None).await.unwrap();
+    assert_eq!(missing.status(), 403);
+    let detail: Value = missing.json().await.unwrap();
+    assert!(detail["detail"].as_str().unwrap().contains("X-CSRF-Token"));
+    assert_eq!(
+        read(Some("0".repeat(64).as_str())).await.unwrap().status(),
+        403
+    );
+    // Nothing changed by the refused calls.
+    let (_, list) = get_json(&app, "/v1/conversations").await;
+    assert_eq!(list["conversations"][0]["unread_count"], 1);
+    assert_eq!(read(Some(&csrf)).await.unwrap().status(), 200);
+    let (_, list) = get_json(&app, "/v1/conversations").await;
+    assert_eq!(list["conversations"][0]["unread_count"], 0);
+    // A key still works without any token (API clients are not browsers).
+    let keyed = app
+        .http
+        .post(app.url(&format!("/v1/conversations/{KERRY}/read")))
+        .header("content-type", "application/json")
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 200);
+}
+
+/// GET with the key, for checks.
+async fn get_json(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = app
+        .http
+        .get(app.url(path))
+        .header("x-api-key", KEY)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn wrong_keys_are_refused_then_limited_and_sign_out_revokes_the_session() {
+    let app = keyed_app().await;
+    let (cookie, csrf) = session_of(&app).await;
+    for _ in 0..10 {
+        let wrong = sign_in(&app, "guess").await;
+        assert_eq!(wrong.status(), 401);
+        assert!(wrong.headers().get("set-cookie").is_none());
+    }
+    let limited = sign_in(&app, KEY).await;
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // An empty key names the field; a form post (what another site could send) is refused.
+    let form = app
+        .http
+        .post(app.url("/inbox/session"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("key={KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 415);
+
+    // Sign-out needs the token, then the cookie no longer works.
+    let sign_out = |token: &str| {
+        app.http
+            .delete(app.url("/inbox/session"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", token)
+            .send()
+    };
+    assert_eq!(sign_out("nope").await.unwrap().status(), 403);
+    let out = sign_out(&csrf).await.unwrap();
+    assert_eq!(out.status(), 200);
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let after = app
+        .http
+        .get(app.url("/v1/conversations"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+}
+
+#[tokio::test]
+async fn the_page_is_embedded_with_a_strict_policy_and_no_secret_in_it() {
+    let app = keyed_app().await;
+    let mut total = 0;
+    for (path, kind) in [
+        ("/inbox", "text/html"),
+        ("/inbox/app.js", "text/javascript"),
+        ("/inbox/app.css", "text/css"),
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert!(!csp.contains("unsafe-inline"));
+        assert_eq!(headers["x-frame-options"], "DENY");
+        let body = response.text().await.unwrap();
+        assert!(!body.contains(KEY) && !body.contains(ACCESS_TOKEN));
+        // No asset from anywhere else.
+        assert!(!body.contains("https://"), "{path} loads nothing external");
+        total += body.len();
+    }
+    assert!(total < 150 * 1024, "{total} bytes of assets");
+    // `/` leads to the inbox.
+    let root = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(root.status(), 303);
+    assert_eq!(root.headers()["location"], "/inbox");
+}
+
+#[tokio::test]
+async fn without_an_api_key_the_inbox_is_open_with_a_warning_and_host_checked() {
+    let app = spawn_app(Backend::Embedded).await;
+    let session: Value = app
+        .http
+        .get(app.url("/inbox/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["auth"], "open");
+    assert!(
+        session["warning"]
+            .as_str()
+            .unwrap()
+            .contains("API_KEY is not set")
+    );
+    let conflict = sign_in(&app, "anything").await;
+    assert_eq!(conflict.status(), 409);
+    // A DNS-rebinding page reaches us under its own host name: refused.
+    let rebound = app
+        .http
+        .get(app.url("/inbox/session"))
+        .header("host", "attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+}
+
+// ---------- the page in a real browser ----------
+
+/// chromedriver on a free loopback port, with its Chromium; both killed on drop.
+struct Driver {
+    child: Child,
+    port: u16,
+    profile: tempfile::TempDir,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let port = free_port();
+        let binary = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let child = Command::new(&binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{binary} could not start ({e}): scripts/test installs chromium and chromium-driver")
+            });
+        Self {
+            child,
+            port,
+            profile: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn connect(&self) -> Client {
+        let chrome = std::env::var("CHROME").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chrome,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,860",
+                    format!("--user-data-dir={}", self.profile.path().display()),
+                ]
+            }
+        });
+        let capabilities = capabilities.as_object().unwrap().clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(connector)
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{}", self.port))
+                .await
+            {
+                Ok(client) => return client,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no WebDriver session with Chromium: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        // chromedriver and the browser it started share its process group.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it gives `Some` (10 s at most).
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // One WebDriver call that hangs must not hang the test.
+        if let Ok(Some(value)) = tokio::time::timeout(Duration::from_secs(5), check()).await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The text of the first element matching `css`, if any.
+async fn text_of(client: &Client, css: &str) -> Option<String> {
+    let element = client.find(Locator::Css(css)).await.ok()?;
+    element.text().await.ok()
+}
+
+async fn shoot(client: &Client, backend: Backend, name: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/inbox-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let png = client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(
+        dir.join(format!("{backend:?}-{name}.png").to_lowercase()),
+        png,
+    )
+    .unwrap();
+}
+
+/// The Graph requests with JSON bodies posted to `/{PHONE_NUMBER_ID}/messages`.
+async fn sent_bodies(app: &TestApp) -> Vec<Value> {
+    let messages = format!("/{PHONE_NUMBER_ID}/messages");
+    app.graph
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path() == messages)
+        .filter_map(|r| serde_json::from_slice(&r.body).ok())
+        .collect()
+}
+
+async fn the_inbox_works_end_to_end_in_a_real_browser(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("API_KEY".into(), KEY.into());
+        vars.insert("BUSINESS_ACCOUNT_ID".into(), WABA.into());
+    })
+    .await;
+    let messages = format!("/{PHONE_NUMBER_ID}/messages");
+    Mock::given(method("POST"))
+        .and(path(messages.clone()))
+        .and(body_partial_json(json!({"status": "read"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .with_priority(1)
+        .mount(&app.graph)
+        .await;
+    let sends = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sends.clone();
+    Mock::given(method("POST"))
+        .and(path(messages.clone()))
+        .respond_with(move |request: &wiremock::Request| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            let to = body["to"].as_str().unwrap_or_default().to_owned();
+            ResponseTemplate::new(200).set_body_json(json!({
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": format!("wamid.INBOX{n}")}]
+            }))
+        })
+        .with_priority(2)
+        .mount(&app.graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(format!("^/{WABA}/message_templates$")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [{
+            "name": "order_update", "language": "en_US", "status": "APPROVED", "category": "UTILITY",
+            "components": [{"type": "BODY", "text": "Order {{1}} ships today"}]
+        }]})))
+        .mount(&app.graph)
+        .await;
+
+    let t = now();
+    app.post_webhook_ok(&inbound(
+        "wamid.K1",
+        KERRY,
+        "Kerry",
+        t - 120,
+        "Is my order ready?",
+    ))
+    .await;
+    app.post_webhook_ok(&inbound(
+        "wamid.O1",
+        OLD,
+        "Olivia",
+        t - 3 * 86_400,
+        "Thanks!",
+    ))
+    .await;
+
+    let driver = Driver::start();
+    let client = driver.connect().await;
+    // The browser is stopped whatever happens; a failure is raised after that.
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(browse(
+        &app, &client, backend, &sends,
+    )))
+    .await;
+    // Ending the session asks Chromium to quit, which it may take its time over; the process
+    // group is killed right after anyway.
+    let _ = tokio::time::timeout(Duration::from_secs(3), client.close()).await;
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The browser part of [`the_inbox_works_end_to_end_in_a_real_browser`].
+async fn browse(
+    app: &TestApp,
+    client: &Client,
+    backend: Backend,
+    sends: &std::sync::atomic::AtomicUsize,
+) {
+    let t = now() - 1;
+    client.goto(&app.url("/inbox")).await.unwrap();
+
+    // Sign in: a wrong key is refused on the page, the right one opens the list.
+    let key = eventually("the sign-in form", || async {
+        let form = client
+            .find(Locator::Css("#signin:not([hidden]) #key"))
+            .await
+            .ok()?;
+        Some(form)
+    })
+    .await;
+    shoot(client, backend, "1-sign-in").await;
+    key.send_keys("not-the-key").await.unwrap();
+    client
+        .find(Locator::Css("#signin-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = eventually("the refusal", || async {
+        text_of(client, "#signin-error")
+            .await
+            .filter(|t| !t.is_empty())
+    })
+    .await;
+    assert_eq!(refused, "Wrong API key.");
+    key.clear().await.unwrap();
+    key.send_keys(KEY).await.unwrap();
+    client
+        .find(Locator::Css("#signin-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let first = eventually("the conversation list", || async {
+        text_of(client, "#conversations li:first-child .conv-name").await
+    })
+    .await;
+    assert_eq!(first, "Kerry", "newest activity first");
+    let badge = text_of(client, "#conversations li:first-child .badge").await;
+    assert_eq!(badge.as_deref(), Some("1"));
+    // The key is nowhere in the page or the browser's storage.
+    let stored: Value = client
+        .execute(
+            "return [document.documentElement.outerHTML, JSON.stringify(localStorage), JSON.stringify(sessionStorage), document.cookie];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        !stored.to_string().contains(KEY),
+        "the key leaked: {stored}"
+    );
+
+    // A message from a new contact appears live, at the top, without a reload.
+    app.post_webhook_ok(&inbound(
+        "wamid.A1",
+        ANA,
+        "Ana",
+        t - 60,
+        "Olá! Do you ship to Brazil?",
+    ))
+    .await;
+    eventually("Ana's live message", || async {
+        (text_of(client, "#conversations li:first-child .conv-name").await? == "Ana").then_some(())
+    })
+    .await;
+    shoot(client, backend, "2-list").await;
+
+    // Open Kerry: the thread shows, the unread count clears, Meta gets the read receipt.
+    let kerry = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{KERRY}'] button");
+    client
+        .find(Locator::Css(&kerry))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually("Kerry's message in the thread", || async {
+        text_of(client, "#m-wamid\\.K1")
+            .await
+            .filter(|t| t.contains("Is my order ready?"))
+    })
+    .await;
+    eventually("the unread badge to clear", || async {
+        let li = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{KERRY}']");
+        client.find(Locator::Css(&li)).await.ok()?;
+        client
+            .find(Locator::Css(&format!("{li} .badge")))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let (_, list) = get_json(app, "/v1/conversations").await;
+    let kerry_entry = list["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["contact"]["id"] == KERRY)
+        .unwrap()
+        .clone();
+    assert_eq!(kerry_entry["unread_count"], 0, "stored as read too");
+    eventually("the read receipt to Meta", || async {
+        sent_bodies(app)
+            .await
+            .iter()
+            .any(|b| b["status"] == "read" && b["message_id"] == "wamid.K1")
+            .then_some(())
+    })
+    .await;
+
+    // Reply: Meta gets exactly its documented body; the bubble shows, then its ticks move.
+    let text = client.find(Locator::Css("#text")).await.unwrap();
+    text.send_keys("Yes, it ships today").await.unwrap();
+    text.send_keys("\u{E007}").await.unwrap(); // Enter
+    let sent = eventually("the send to Meta", || async {
+        sent_bodies(app)
+            .await
+            .into_iter()
+            .find(|b| b["type"] == "text")
+    })
+    .await;
+    assert_eq!(
+        sent,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": KERRY,
+               "type": "text", "text": {"body": "Yes, it ships today"}})
+    );
+    let out = "#m-wamid\\.INBOX1";
+    eventually("the sent bubble", || async {
+        text_of(client, out)
+            .await
+            .filter(|t| t.contains("Yes, it ships today"))
+    })
+    .await;
+    let tick = |status: &'static str| {
+        let client = &client;
+        async move {
+            eventually(&format!("the {status} tick"), || async {
+                let t = client
+                    .find(Locator::Css(&format!("{out} .tick")))
+                    .await
+                    .ok()?;
+                (t.attr("data-status").await.ok()?? == status).then_some(())
+            })
+            .await
+        }
+    };
+    tick("accepted").await;
+    app.post_webhook_ok(&status("wamid.INBOX1", KERRY, "delivered", t, None))
+        .await;
+    tick("delivered").await;
+    app.post_webhook_ok(&status("wamid.INBOX1", KERRY, "read", t + 1, None))
+        .await;
+    tick("read").await;
+    shoot(client, backend, "3-thread").await;
+
+    // A second reply fails at Meta: the bubble says why, with Meta's code and details.
+    text.send_keys("Here is the tracking link\u{E007}")
+        .await
+        .unwrap();
+    eventually("the second bubble", || async {
+        text_of(client, "#m-wamid\\.INBOX2").await
+    })
+    .await;
+    let errors = json!([{"code": 131047, "title": "Re-engagement message",
+        "message": "Re-engagement message", "error_data": {"details": "Message failed to send because more than 24 hours have passed since the customer last replied to this number."}}]);
+    app.post_webhook_ok(&status(
+        "wamid.INBOX2",
+        KERRY,
+        "failed",
+        t + 2,
+        Some(errors),
+    ))
+    .await;
+    let failure = eventually("the failure's reason", || async {
+        text_of(client, "#m-wamid\\.INBOX2 .failure")
+            .await
+            .filter(|t| t.contains("131047"))
+    })
+    .await;
+    assert!(failure.contains("Re-engagement message"), "{failure}");
+    shoot(client, backend, "4-failure").await;
+
+    // Olivia wrote three days ago: the composer is a template picker, and the template goes out
+    // with its parameter.
+    let olivia = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{OLD}'] button");
+    client
+        .find(Locator::Css(&olivia))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let param = eventually("the template picker", || async {
+        client
+            .find(Locator::Css(
+                "#templates:not([hidden]) #template-params input",
+            ))
+            .await
+            .ok()
+    })
+    .await;
+    assert!(
+        client.find(Locator::Css("#composer[hidden]")).await.is_ok(),
+        "no free text into a closed window"
+    );
+    param.send_keys("4521").await.unwrap();
+    shoot(client, backend, "5-template").await;
+    client
+        .find(Locator::Css("#send-template"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let template = eventually("the template send", || async {
+        sent_bodies(app)
+            .await
+            .into_iter()
+            .find(|b| b["type"] == "template")
+    })
+    .await;
+    assert_eq!(
+        template,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": OLD,
+               "type": "template", "template": {"name": "order_update", "language": {"code": "en_US"},
+               "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]}})
+    );
+
+    // Away (the tab closed), a message arrives; back, it is there.
+    client.goto("about:blank").await.unwrap();
+    app.post_webhook_ok(&inbound(
+        "wamid.K2",
+        KERRY,
+        "Kerry",
+        now() + 5,
+        "Great, thanks!",
+    ))
+    .await;
+    client.goto(&app.url("/inbox")).await.unwrap();
+    eventually("the missed message after a reload", || async {
+        let li = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{KERRY}']");
+        let preview = text_of(client, &format!("{li} .conv-preview")).await?;
+        let badge = text_of(client, &format!("{li} .badge")).await?;
+        (preview == "Great, thanks!" && badge == "1").then_some(())
+    })
+    .await;
+    assert_eq!(
+        sends.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "two replies and a template, each once"
+    );
+}
