@@ -851,7 +851,7 @@ fn deliveries(
             );
             for n in 0..*repeat {
                 let mut copy = delivery.clone();
-                copy.label = format!("{} (delivery {} of {repeat})", delivery.label, n + 1);
+                copy.label = format!("{}, delivery {} of {repeat}", delivery.label, n + 1);
                 out.push(copy);
             }
         }

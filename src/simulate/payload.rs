@@ -847,7 +847,7 @@ pub fn ids_in(notification: &Value) -> Vec<(String, String)> {
         for s in value["statuses"].as_array().into_iter().flatten() {
             if let Some(id) = s["id"].as_str() {
                 let status = s["status"].as_str().unwrap_or("?");
-                ids.push((format!("status {status} of"), id.to_owned()));
+                ids.push((format!("status {status} for"), id.to_owned()));
             }
         }
     }
@@ -878,7 +878,9 @@ mod tests {
         assert!(kinds.len() >= 20);
         for what in &kinds {
             let message = f.message(&customer, what);
-            let body = wire::to_wire(&f.messages_notification(&[customer.clone()], vec![message]));
+            let body = wire::to_wire(
+                &f.messages_notification(std::slice::from_ref(&customer), vec![message]),
+            );
             let batch = extract_batch(&body).expect("extracts");
             assert!(
                 batch.quarantined.is_empty(),
