@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
-use crate::simulate::deliver::{Delivery, Receiver, replay};
+use crate::simulate::deliver::{Answer, Delivery, Receiver, replay};
 use crate::simulate::payload::{
     Business, Customer, DEFAULT_CUSTOMER_NAME, DEFAULT_CUSTOMER_PHONE,
     DEFAULT_DISPLAY_PHONE_NUMBER, DEFAULT_PHONE_NUMBER_ID, DEFAULT_WABA_ID, Factory, Inbound,
@@ -206,6 +206,8 @@ pub enum Kind {
     Edit,
     /// A deletion of --message-id (or of a text sent first)
     Revoke,
+    /// A user opening the chat for the first time (request_welcome)
+    RequestWelcome,
     /// A message the business sent from the WhatsApp Business app (smb_message_echoes)
     Echo,
     /// A status of a message the business sent (--message-id)
@@ -239,6 +241,10 @@ pub enum Kind {
         /// How many times to post it
         #[arg(long, default_value_t = 2)]
         repeat: usize,
+        /// Post the copies at the same time instead of one after another (Meta delivers
+        /// concurrently)
+        #[arg(long)]
+        concurrent: bool,
     },
     /// read, then delivered, then sent for one message, each its own POST
     OutOfOrder,
@@ -414,10 +420,15 @@ pub async fn execute(cli: Cli, defaults: &Defaults) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!("POST {} ({source})", receiver.url());
+    let concurrent = matches!(
+        cli.kind,
+        Kind::Duplicate {
+            concurrent: true,
+            ..
+        }
+    );
     let mut accepted = 0;
-    for (n, delivery) in deliveries.iter().enumerate() {
-        print_delivery(n + 1, delivery);
-        let answer = receiver.post(&delivery.body).await;
+    let mut report = |answer: &Answer| {
         let status = answer
             .status
             .map(|s| s.to_string())
@@ -429,6 +440,21 @@ pub async fn execute(cli: Cli, defaults: &Defaults) -> ExitCode {
         );
         if answer.accepted() {
             accepted += 1;
+        }
+    };
+    if concurrent {
+        // Every copy goes out before any answer is read; the reports keep their order.
+        let answers =
+            futures_util::future::join_all(deliveries.iter().map(|d| receiver.post(&d.body))).await;
+        for (n, (delivery, answer)) in deliveries.iter().zip(&answers).enumerate() {
+            print_delivery(n + 1, delivery);
+            report(answer);
+        }
+    } else {
+        for (n, delivery) in deliveries.iter().enumerate() {
+            print_delivery(n + 1, delivery);
+            let answer = receiver.post(&delivery.body).await;
+            report(&answer);
         }
     }
     if deliveries.len() > 1 {
@@ -774,6 +800,9 @@ fn deliveries(
                 &mut out,
             );
         }
+        Kind::RequestWelcome => {
+            inbound(f, Inbound::RequestWelcome, &mut out);
+        }
         Kind::Echo => {
             let echo = f.echo(customer, &text("On my way!"));
             let label = format!("echo to {}", customer.key());
@@ -836,7 +865,7 @@ fn deliveries(
                 &f.messages_notification(&customers, messages),
             ));
         }
-        Kind::Duplicate { repeat } => {
+        Kind::Duplicate { repeat, .. } => {
             if *repeat == 0 {
                 return Err("--repeat must be at least 1".into());
             }
@@ -991,7 +1020,7 @@ mod tests {
             (&["out-of-order", "--message-id", "wamid.X"], 3),
             (&["batch", "--count", "7"], 1),
             (&["status", "failed", "--message-id", "wamid.X"], 1),
-            (&["all"], 23),
+            (&["all"], 24),
         ];
         for (args, posts) in cases {
             let cli = parse(args);

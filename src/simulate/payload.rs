@@ -281,6 +281,8 @@ pub enum Inbound {
     },
     /// `revoke`: the user deleted `original_message_id`.
     Revoke { original_message_id: String },
+    /// `request_welcome`: a user opened the chat for the first time (no content).
+    RequestWelcome,
 }
 
 impl Inbound {
@@ -305,6 +307,7 @@ impl Inbound {
             Self::Unsupported { .. } => "unsupported",
             Self::Edit { .. } => "edit",
             Self::Revoke { .. } => "revoke",
+            Self::RequestWelcome => "request_welcome",
         }
     }
 
@@ -330,6 +333,7 @@ impl Inbound {
                 body: "Hi! Does it come in blue?".into(),
                 reply_to: None,
             },
+            Inbound::RequestWelcome,
             Inbound::Text {
                 body: "Yes, that one".into(),
                 reply_to: Some(business_message.into()),
@@ -660,6 +664,7 @@ impl Factory {
                     json!({ "original_message_id": original_message_id }),
                 );
             }
+            Inbound::RequestWelcome => {}
         }
         Value::Object(m)
     }

@@ -139,6 +139,7 @@ async fn every_generated_message_type_is_stored_with_its_type(backend: Backend) 
         "unsupported",
         "edit",
         "revoke",
+        "request_welcome",
     ];
     assert_eq!(seen, every_type.into_iter().collect());
 
@@ -240,6 +241,27 @@ async fn a_duplicate_delivery_is_stored_once(backend: Backend) {
     );
     let (_, list) = get(&app, "/v1/conversations").await;
     assert_eq!(list["conversations"][0]["message_count"], 1, "{list}");
+
+    // Five copies at once, as Meta's concurrent retries: still one message.
+    let out = simulate(
+        &app,
+        &[
+            "duplicate",
+            "--repeat",
+            "5",
+            "--concurrent",
+            "--from",
+            "15550002222",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", show(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let ids = wamids(&stdout);
+    assert_eq!(ids.len(), 5, "{stdout}");
+    assert_eq!(stdout.matches("\"stored\":1").count(), 1, "{stdout}");
+    assert_eq!(stdout.matches("\"duplicates\":1").count(), 4, "{stdout}");
+    assert_eq!(app.ids_of("15550002222").await, vec![ids[0].clone()]);
 }
 
 async fn out_of_order_statuses_end_at_read(backend: Backend) {
@@ -469,7 +491,7 @@ async fn every_kind_of_the_binary_is_accepted_by_the_gateway() {
     let out = simulate(&app, &["all"]).await;
     assert!(out.status.success(), "{}", show(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("23 of 23 POSTs answered 2xx"), "{stdout}");
+    assert!(stdout.contains("24 of 24 POSTs answered 2xx"), "{stdout}");
     assert!(!stdout.contains("\"quarantined\":1"), "{stdout}");
     for args in [
         &["voice"][..],
