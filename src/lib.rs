@@ -12,6 +12,7 @@ pub mod graph;
 pub mod http;
 pub mod metrics;
 pub mod service;
+pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

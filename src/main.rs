@@ -14,6 +14,10 @@ Usage: whatsapp-gateway            serve (configuration from config.env, .env an
        whatsapp-gateway healthcheck
                                    exit 0 if the server on 127.0.0.1:$PORT is ready (for Docker;
                                    in a container, a loopback HOST fails it)
+       whatsapp-gateway simulate <kind> [flags]
+                                   post Meta-shaped, signed webhooks to any receiver (default
+                                   this gateway) or test its GET handshake (`simulate verify`);
+                                   `simulate --help` lists the kinds
        whatsapp-gateway --help     this text
        whatsapp-gateway --version  the version
 
@@ -24,6 +28,9 @@ async fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("healthcheck") => return healthcheck().await,
+        Some("simulate") => {
+            return whatsapp_gateway::simulate::cli::run(std::env::args().skip(2)).await;
+        }
         Some("--help" | "-h") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -22,6 +22,7 @@ mod process;
 mod readiness;
 mod send;
 mod send_v1;
+mod simulate;
 mod store_faults;
 mod store_integrity;
 mod webhook;
