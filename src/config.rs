@@ -247,6 +247,9 @@ pub struct WebhookSettings {
     /// with its non-ASCII characters re-escaped as `\uXXXX`, for proxies that decode Meta's
     /// escapes. Off by default: it costs a second pass over the body for every wrong signature.
     pub unicode_fallback: bool,
+    /// WEBHOOK_SILENCE_MINUTES (default 60, 1-10080): after deliveries had arrived, this long
+    /// without one is reported as a likely set-up failure ([`crate::service::delivery`]).
+    pub silence_warning: Duration,
 }
 
 /// Which store backend, chosen by whether REDIS_URL is set.
@@ -446,6 +449,9 @@ impl Settings {
                 false,
                 "true or false",
                 parse_bool,
+            ),
+            silence_warning: Duration::from_secs(
+                60 * env.bounded("WEBHOOK_SILENCE_MINUTES", 60, 1, 10_080),
             ),
         };
         let event_retention =

@@ -46,6 +46,8 @@ impl MetricConstructor<Histogram> for LatencyBuckets {
 pub struct Metrics {
     registry: Registry,
     pub webhooks_received: Counter,
+    /// Unix seconds of the last authenticated webhook delivery (0: none since start).
+    pub webhook_last_received: Gauge,
     pub webhooks_rejected: Family<ReasonLabels, Counter>,
     pub messages_stored: Counter,
     pub messages_duplicate: Counter,
@@ -85,6 +87,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("whatsapp_gateway");
         let metrics = Self {
             webhooks_received: Counter::default(),
+            webhook_last_received: Gauge::default(),
             webhooks_rejected: Family::default(),
             messages_stored: Counter::default(),
             messages_duplicate: Counter::default(),
@@ -107,6 +110,11 @@ impl Metrics {
             "webhooks_received",
             "Webhook POSTs received",
             metrics.webhooks_received.clone(),
+        );
+        registry.register(
+            "webhook_last_received_timestamp_seconds",
+            "Unix time of the last webhook delivery that passed the signature check (0: none since start); alert on time() minus this",
+            metrics.webhook_last_received.clone(),
         );
         registry.register(
             "webhooks_rejected",

@@ -147,6 +147,9 @@ impl Application {
                 settings.api_key.as_ref(),
                 settings.inbox_session,
             ),
+            delivery: crate::service::delivery::DeliveryHealth::new(
+                settings.webhook.silence_warning,
+            ),
         });
         let app = http::app(state.clone());
         let address = SocketAddr::new(settings.http.host, settings.http.port);

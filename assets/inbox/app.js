@@ -101,6 +101,7 @@ async function enter(session) {
   state.auth = session.auth;
   state.csrf = session.csrf;
   if (session.warning) showBanner(session.warning);
+  showDeliveryWarning(session.webhooks);
   $('signout').hidden = session.auth !== 'session';
   $('signin').hidden = true;
   $('app').hidden = false;
@@ -129,6 +130,13 @@ $('signout').addEventListener('click', async () => {
   state.csrf = null;
   showSignIn();
 });
+
+// "No webhook from Meta for N minutes": shown at load, gone once a delivery arrives.
+function showDeliveryWarning(webhooks) {
+  const warning = webhooks && webhooks.warning;
+  $('delivery').textContent = warning ? `Meta delivery: ${warning}` : '';
+  $('delivery').hidden = !warning;
+}
 
 function showBanner(text) {
   $('banner').textContent = text;
@@ -716,6 +724,7 @@ function startEvents() {
     handler(envelope.data);
   });
   const onMessage = (m) => {
+    if (m.direction === 'inbound') showDeliveryWarning(null);
     if (state.current && m.phone_number_id === state.current.phone_number_id && m.contact && m.contact.id === state.current.contact.id) {
       state.messages.set(m.id, { ...(state.messages.get(m.id) || {}), ...m });
       renderMessages(false);

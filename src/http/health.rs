@@ -27,6 +27,10 @@ pub struct HealthStatus {
     /// 503 from /readyz only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When Meta last delivered a webhook here, and a warning when that stopped; on /readyz
+    /// only (a silence does not make the gateway unready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<crate::service::delivery::DeliveryReport>,
 }
 
 /// Liveness: always 200 while the process serves.
@@ -37,6 +41,7 @@ pub async fn healthz() -> Json<HealthStatus> {
         status: "ok",
         store: None,
         reason: None,
+        webhooks: None,
     })
 }
 
@@ -48,6 +53,7 @@ pub async fn healthz() -> Json<HealthStatus> {
     (status = 503, description = "The store's last write failed or writes are refused; `reason` says why", body = HealthStatus)))]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<HealthStatus>) {
     let store = Some(state.store.backend());
+    let webhooks = Some(state.delivery.report(crate::store::view::now_secs()));
     match state.store.readiness().status() {
         Ok(()) => (
             StatusCode::OK,
@@ -55,6 +61,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Hea
                 status: "ready",
                 store,
                 reason: None,
+                webhooks,
             }),
         ),
         Err(reason) => {
@@ -65,6 +72,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Hea
                     status: "unavailable",
                     store,
                     reason: Some(reason),
+                    webhooks,
                 }),
             )
         }

@@ -110,6 +110,7 @@ pub async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
         return Json(json!({
             "auth": "open",
             "csrf": null,
+            "webhooks": state.delivery.report(crate::store::view::now_secs()),
             "warning": "API_KEY is not set: anyone who can reach this port can read and send messages. Set API_KEY to require a sign-in.",
         }))
         .into_response();
@@ -119,6 +120,7 @@ pub async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
             "auth": "session",
             "csrf": state.sessions.csrf(&session),
             "expires_at": session.expires_at,
+            "webhooks": state.delivery.report(crate::store::view::now_secs()),
         }))
         .into_response(),
         None => (

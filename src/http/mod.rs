@@ -79,6 +79,8 @@ pub struct AppState {
     pub events: Arc<crate::events::EventHub>,
     /// The inbox's sign-in sessions ([`session`]).
     pub sessions: session::Sessions,
+    /// When Meta last reached the webhook ([`crate::service::delivery`]).
+    pub delivery: crate::service::delivery::DeliveryHealth,
 }
 
 /// The whole HTTP application: the middleware stack around the router, as one cloneable service.

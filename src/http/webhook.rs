@@ -127,6 +127,9 @@ pub async fn receive_webhook(
         metrics.reject("invalid_payload");
         tracing::warn!(reason = "invalid_payload", error.message = %crate::http::error::bounded(&e.to_string()), "webhook.rejected");
     })?;
+    let now = crate::store::view::now_secs();
+    state.delivery.record(now);
+    metrics.webhook_last_received.set(now);
     metrics
         .statuses_received
         .inc_by((batch.statuses.len() + batch.call_statuses) as u64);

@@ -1,6 +1,7 @@
 //! The flows between the HTTP surfaces and the store, shared by the REST API, the event stream
 //! and (later) the inbox, so each of them is a thin adapter:
 //! - [`account`]: the business numbers and approved templates as Meta describes them;
+//! - [`delivery`]: when Meta last reached the webhook, and whether it has gone quiet;
 //! - [`conversations`]: reading messages and conversations, marking them read; parses what
 //!   clients send (contacts, cursors, limits) into store queries, naming the field and rule of
 //!   whatever does not parse;
@@ -11,5 +12,6 @@
 
 pub mod account;
 pub mod conversations;
+pub mod delivery;
 pub mod send;
 pub mod upgrade;

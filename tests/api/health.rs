@@ -24,7 +24,46 @@ async fn health_and_readiness_are_200_when_the_store_answers(backend: Backend) {
     };
     assert_eq!(
         ready.json::<Value>().await.unwrap(),
-        json!({"status": "ready", "store": store})
+        json!({"status": "ready", "store": store,
+               "webhooks": {"last_received_at": null, "silent_for_secs": null}})
+    );
+}
+
+/// When Meta last reached the webhook: in /readyz's detail and /metrics. A refused (unsigned)
+/// delivery does not count.
+#[tokio::test]
+async fn the_last_webhook_delivery_is_tracked_for_readyz_and_metrics() {
+    let app = spawn_app(Backend::Embedded).await;
+    let body = webhook_with(vec![text_message("wamid.H1", "919216598210", "hi")]);
+    let unsigned = app.post_webhook_raw(body.clone().into_bytes(), None).await;
+    assert_eq!(unsigned.status(), 401);
+    let readyz = |app: &TestApp| {
+        let request = app.http.get(app.url("/readyz"));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_eq!(
+        readyz(&app).await["webhooks"]["last_received_at"],
+        Value::Null
+    );
+    assert_eq!(
+        app.metric("whatsapp_gateway_webhook_last_received_timestamp_seconds")
+            .await,
+        0.0
+    );
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    app.post_webhook_ok(&body).await;
+    let webhooks = readyz(&app).await["webhooks"].clone();
+    let at = webhooks["last_received_at"].as_i64().unwrap();
+    assert!((before..before + 5).contains(&at), "{webhooks}");
+    assert!(webhooks["silent_for_secs"].as_i64().unwrap() < 5);
+    assert!(webhooks.get("warning").is_none(), "{webhooks}");
+    assert_eq!(
+        app.metric("whatsapp_gateway_webhook_last_received_timestamp_seconds")
+            .await,
+        at as f64
     );
 }
 

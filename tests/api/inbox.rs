@@ -331,6 +331,11 @@ async fn without_an_api_key_the_inbox_is_open_with_a_warning_and_host_checked() 
             .unwrap()
             .contains("API_KEY is not set")
     );
+    // Meta's delivery health comes with it (nothing received yet: no warning).
+    assert_eq!(
+        session["webhooks"],
+        json!({"last_received_at": null, "silent_for_secs": null})
+    );
     let conflict = sign_in(&app, "anything").await;
     assert_eq!(conflict.status(), 409);
     // A DNS-rebinding page reaches us under its own host name: refused.
