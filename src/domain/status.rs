@@ -632,7 +632,10 @@ impl StatusUpdate {
             None => Vec::new(),
             Some(raw) => serde_json::from_str::<Option<Vec<MetaError>>>(raw.get())
                 .map_err(|_| StatusParseError::new("errors", "must be an array of error objects"))?
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .map(MetaError::with_hint)
+                .collect(),
         };
 
         Ok(ParsedStatus::Message(StatusUpdate {
@@ -1565,8 +1568,11 @@ mod tests {
                 message: Some("Re-engagement message".into()),
                 details: Some("Message failed to send because more than 24 hours have passed since the customer last replied to this number.".into()),
                 href: Some("/documentation/business-messaging/whatsapp/support/error-codes".into()),
+                // Added by us: what to do about 131047.
+                hint: crate::domain::meta_error::hint(131047).map(str::to_owned),
             }]
         );
+        assert!(u.errors[0].hint.as_deref().unwrap().contains("template"));
         assert!(
             first_contact(FAILED).is_null(),
             "failed statuses carry no contacts"

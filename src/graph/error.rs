@@ -171,47 +171,8 @@ pub enum Class {
     Upstream,
 }
 
-/// Short advice for the codes people meet most; `None` for the others.
-pub fn hint(code: i64) -> Option<&'static str> {
-    Some(match code {
-        131047 => {
-            "More than 24 hours have passed since the user last wrote: only a template can reach them now. Send a template (type \"template\")."
-        }
-        131026 => {
-            "Meta could not deliver to this user: the number may not be on WhatsApp, the user may use an old app version or not have accepted the terms, or they blocked this business. Do not retry."
-        }
-        131030 => {
-            "The recipient is not in the test number's allowed list: add it in the App Dashboard (WhatsApp > API Setup > To), in the exact form WhatsApp shows (some countries, e.g. MX and AR, differ from the dialled form)."
-        }
-        131050 => {
-            "The user stopped marketing messages from this business. Honour the opt-out; do not retry."
-        }
-        131053 => {
-            "Meta could not use the media: check its type and size (images JPEG/PNG, audio as audio/ogg; codecs=opus, stickers WebP) and upload it again."
-        }
-        131062 => {
-            "This message cannot be sent to a business-scoped user id (BSUID): send it to the user's phone number if you know it."
-        }
-        190 => {
-            "The access token is expired or invalid: create a new one (a system-user token does not expire) and set ACCESS_TOKEN (or ACCESS_TOKEN_<phone_number_id>), then restart."
-        }
-        100 | 131008 | 131009 => "A parameter is missing or invalid: error_data.details names it.",
-        130429 => "Meta's throughput limit for this number was reached: send more slowly.",
-        131056 => {
-            "Too many messages to this user in a short time: wait before sending to them again (about one message per 6 seconds)."
-        }
-        131057 => {
-            "The number is in maintenance (its throughput is being upgraded): retry in a minute."
-        }
-        133010 => {
-            "The phone number is not registered on the Cloud API: register it (POST /{phone_number_id}/register) first."
-        }
-        132000..=132016 => {
-            "The template parameters do not match the approved template (count, format, or a paused/disabled template): check GET /v1/templates."
-        }
-        _ => return None,
-    })
-}
+/// Short advice for the codes people meet most (kept with Meta's error object, in the domain).
+pub use crate::domain::meta_error::hint;
 
 fn summary(body: &Value) -> String {
     let error = &body["error"];

@@ -367,6 +367,7 @@ fn take_errors(m: &mut MessagePayload<'_>) -> Vec<MetaError> {
             message: e.message,
             details: e.error_data.and_then(|d| d.details).or(e.details),
             href: e.href,
+            hint: None,
         })
         .filter(|e| *e != MetaError::default())
         .collect()
@@ -930,6 +931,7 @@ mod tests {
             message: Some("Message type unknown".into()),
             details: Some("Message type is currently not supported.".into()),
             href: None,
+            hint: None,
         };
         let m = extracted(fixture!("unsupported"));
         assert_eq!(

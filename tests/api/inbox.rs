@@ -740,6 +740,10 @@ async fn browse(
     })
     .await;
     assert!(failure.contains("Re-engagement message"), "{failure}");
+    assert!(
+        failure.contains("only a template can reach them"),
+        "the hint: {failure}"
+    );
     shoot(client, backend, "4-failure").await;
 
     // Olivia wrote three days ago: the composer is a template picker, and the template goes out
