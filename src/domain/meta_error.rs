@@ -63,28 +63,6 @@ fn details<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wire_error_data_is_flattened_and_round_trips() {
-        let wire = r#"{"code":131047,"title":"Re-engagement message","message":"More than 24 hours","error_data":{"details":"Message failed to send"},"href":"/documentation/x"}"#;
-        let e: MetaError = serde_json::from_str(wire).unwrap();
-        assert_eq!(e.code, Some(131047));
-        assert_eq!(e.details.as_deref(), Some("Message failed to send"));
-        let stored = serde_json::to_string(&e).unwrap();
-        assert!(stored.contains(r#""details":"Message failed to send""#));
-        assert_eq!(serde_json::from_str::<MetaError>(&stored).unwrap(), e);
-    }
-
-    #[test]
-    fn odd_shapes_do_not_fail() {
-        let e: MetaError = serde_json::from_str(r#"{"error_data":7,"extra":true}"#).unwrap();
-        assert_eq!(e, MetaError::default());
-    }
-}
-
 /// Short advice for the codes people meet most; `None` for the others.
 pub fn hint(code: i64) -> Option<&'static str> {
     Some(match code {
@@ -125,4 +103,26 @@ pub fn hint(code: i64) -> Option<&'static str> {
         }
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_error_data_is_flattened_and_round_trips() {
+        let wire = r#"{"code":131047,"title":"Re-engagement message","message":"More than 24 hours","error_data":{"details":"Message failed to send"},"href":"/documentation/x"}"#;
+        let e: MetaError = serde_json::from_str(wire).unwrap();
+        assert_eq!(e.code, Some(131047));
+        assert_eq!(e.details.as_deref(), Some("Message failed to send"));
+        let stored = serde_json::to_string(&e).unwrap();
+        assert!(stored.contains(r#""details":"Message failed to send""#));
+        assert_eq!(serde_json::from_str::<MetaError>(&stored).unwrap(), e);
+    }
+
+    #[test]
+    fn odd_shapes_do_not_fail() {
+        let e: MetaError = serde_json::from_str(r#"{"error_data":7,"extra":true}"#).unwrap();
+        assert_eq!(e, MetaError::default());
+    }
 }
