@@ -194,21 +194,18 @@ impl GraphSettings {
         if self.phone_number_id.is_none() {
             warnings.push(format!("PHONE_NUMBER_ID is not set: {} (the first of PHONE_NUMBERS) is the default number, which POST /send and sends without `from` use.", default.id));
         }
-        let tokenless: Vec<&str> = self
-            .numbers
-            .iter()
-            .filter(|n| n.access_token.is_none())
-            .map(|n| n.id.as_str())
-            .collect();
+        let lacking = |lacks: fn(&BusinessNumber) -> bool| -> Vec<&str> {
+            self.numbers
+                .iter()
+                .filter(|n| lacks(n))
+                .map(|n| n.id.as_str())
+                .collect()
+        };
+        let tokenless = lacking(|n| n.access_token.is_none());
         if !tokenless.is_empty() {
             warnings.push(format!("No access token for {} (neither ACCESS_TOKEN_<id> nor ACCESS_TOKEN is set): sends from it answer 503.", tokenless.join(", ")));
         }
-        let wabaless: Vec<&str> = self
-            .numbers
-            .iter()
-            .filter(|n| n.waba_id.is_none())
-            .map(|n| n.id.as_str())
-            .collect();
+        let wabaless = lacking(|n| n.waba_id.is_none());
         if !wabaless.is_empty() {
             warnings.push(format!("No WhatsApp Business Account for {} (neither BUSINESS_ACCOUNT_ID_<id> nor BUSINESS_ACCOUNT_ID is set): GET /v1/templates answers 503 for it.", wabaless.join(", ")));
         }

@@ -443,6 +443,13 @@ where
     }
 }
 
+/// Clicks the first element matching `css` (which must be there).
+async fn click(client: &Client, css: &str) {
+    let element = client.find(Locator::Css(css)).await;
+    let element = element.unwrap_or_else(|e| panic!("no {css} to click: {e}"));
+    element.click().await.unwrap();
+}
+
 /// The text of the first element matching `css`, if any.
 async fn text_of(client: &Client, css: &str) -> Option<String> {
     let element = client.find(Locator::Css(css)).await.ok()?;
@@ -569,13 +576,7 @@ async fn browse(
     .await;
     shoot(client, backend, "1-sign-in").await;
     key.send_keys("not-the-key").await.unwrap();
-    client
-        .find(Locator::Css("#signin-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "#signin-form button[type=submit]").await;
     let refused = eventually("the refusal", || async {
         text_of(client, "#signin-error")
             .await
@@ -585,13 +586,7 @@ async fn browse(
     assert_eq!(refused, "Wrong API key.");
     key.clear().await.unwrap();
     key.send_keys(KEY).await.unwrap();
-    client
-        .find(Locator::Css("#signin-form button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "#signin-form button[type=submit]").await;
     let first = eventually("the conversation list", || async {
         text_of(client, "#conversations li:first-child .conv-name").await
     })
@@ -629,13 +624,7 @@ async fn browse(
 
     // Open Kerry: the thread shows, the unread count clears, Meta gets the read receipt.
     let kerry = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{KERRY}'] button");
-    client
-        .find(Locator::Css(&kerry))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, &kerry).await;
     eventually("Kerry's message in the thread", || async {
         text_of(client, "#m-wamid\\.K1")
             .await
@@ -749,13 +738,7 @@ async fn browse(
     // Olivia wrote three days ago: the composer is a template picker, and the template goes out
     // with its parameter.
     let olivia = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{OLD}'] button");
-    client
-        .find(Locator::Css(&olivia))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, &olivia).await;
     let param = eventually("the template picker", || async {
         client
             .find(Locator::Css(
@@ -771,13 +754,7 @@ async fn browse(
     );
     param.send_keys("4521").await.unwrap();
     shoot(client, backend, "5-template").await;
-    client
-        .find(Locator::Css("#send-template"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(client, "#send-template").await;
     let template = eventually("the template send", || async {
         sent_bodies(app)
             .await
