@@ -11,6 +11,7 @@ pub mod events;
 pub mod graph;
 pub mod http;
 pub mod metrics;
+pub mod sandbox;
 pub mod service;
 pub mod simulate;
 pub mod startup;

@@ -11,6 +11,8 @@ const USAGE: &str =
     "whatsapp-gateway: WhatsApp Cloud API gateway (drop-in for the FastAPI + Redis server)
 
 Usage: whatsapp-gateway            serve (configuration from config.env, .env and the environment)
+       whatsapp-gateway sandbox    the gateway with a built-in Meta and simulated customers: try the
+                                   inbox with no Meta account (`sandbox --help`)
        whatsapp-gateway healthcheck
                                    exit 0 if the server on 127.0.0.1:$PORT is ready (for Docker;
                                    in a container, a loopback HOST fails it)
@@ -28,6 +30,7 @@ async fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("healthcheck") => return healthcheck().await,
+        Some("sandbox") => return whatsapp_gateway::sandbox::run(std::env::args().skip(2)).await,
         Some("simulate") => {
             return whatsapp_gateway::simulate::cli::run(std::env::args().skip(2)).await;
         }

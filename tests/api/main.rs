@@ -20,6 +20,7 @@ mod media;
 mod metrics;
 mod process;
 mod readiness;
+mod sandbox;
 mod send;
 mod send_v1;
 mod simulate;

@@ -1,0 +1,416 @@
+//! The sandbox's Meta: a local double of the Graph API calls the gateway makes, which answers as
+//! Meta does (wamids, Meta's error objects) and then plays Meta's side of the conversation: the
+//! `sent`, `delivered` and `read` status webhooks of every message, signed with the app secret,
+//! and the simulated customer's answer ([`super::customers`]).
+//!
+//! Served under `/v22.0` (the gateway's GRAPH_API_BASE points here): `POST /{phone_number_id}/messages`
+//! (sends, read receipts, typing), `POST /{phone_number_id}/media` (uploads, kept in memory up to
+//! [`MAX_MEDIA_BYTES`] in all), `GET /{media_id}` and `DELETE /{media_id}`, `GET /{phone_number_id}`
+//! (the number), `GET /{waba_id}/message_templates`; files at `/media-files/{id}`. Any other
+//! call is answered with Meta's "unsupported request" error, so a gateway bug shows as Meta would
+//! show it. A media id the double has not seen (the customers' photos) is served as a small
+//! picture.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::simulate::payload::{Business, Customer, Factory, Status};
+use crate::simulate::{Receiver, wire};
+
+/// The access token the sandbox's gateway sends (not a secret: nothing real is behind it).
+pub const ACCESS_TOKEN: &str = "sandbox-access-token";
+/// Most bytes of uploads kept at once; older ones are dropped past it.
+pub const MAX_MEDIA_BYTES: usize = 32 * 1024 * 1024;
+/// The picture served for media ids the double did not receive.
+const PHOTO: &[u8] = include_bytes!("../../assets/sandbox/photo.png");
+
+/// How long Meta's side takes for each step after a send.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Until the `sent` status.
+    pub sent: Duration,
+    /// Until `delivered`.
+    pub delivered: Duration,
+    /// Until `read`.
+    pub read: Duration,
+    /// Until the customer answers.
+    pub reply: Duration,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Self {
+            sent: Duration::from_millis(400),
+            delivered: Duration::from_millis(1200),
+            read: Duration::from_millis(2500),
+            reply: Duration::from_millis(3500),
+        }
+    }
+}
+
+/// The double's state.
+pub struct Double {
+    pub business: Business,
+    factory: Mutex<Factory>,
+    /// The gateway's webhook, known once it listens.
+    pub webhook: OnceLock<Receiver>,
+    /// Where the double itself listens (for media URLs).
+    pub base: OnceLock<String>,
+    media: Mutex<Vec<(String, String, Bytes)>>,
+    pace: Pace,
+}
+
+impl std::fmt::Debug for Double {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Double")
+            .field("business", &self.business)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Double {
+    /// A double for `business`, pacing Meta's side with `pace`.
+    pub fn new(business: Business, pace: Pace) -> Arc<Self> {
+        Arc::new(Self {
+            factory: Mutex::new(Factory::new(business.clone())),
+            business,
+            webhook: OnceLock::new(),
+            base: OnceLock::new(),
+            media: Mutex::new(Vec::new()),
+            pace,
+        })
+    }
+
+    /// A fresh wamid, a customer's message or a notification, from the shared factory.
+    pub fn with_factory<T>(&self, f: impl FnOnce(&mut Factory) -> T) -> T {
+        f(&mut self.factory.lock().expect("not poisoned"))
+    }
+
+    /// Posts `notification` to the gateway, signed, as Meta would; failures are logged.
+    pub async fn deliver(&self, notification: &Value) {
+        let Some(webhook) = self.webhook.get() else {
+            return;
+        };
+        let answer = webhook.post(&wire::to_wire(notification)).await;
+        if !answer.accepted() {
+            tracing::warn!(answer = ?answer, "sandbox.webhook_refused");
+        }
+    }
+}
+
+/// The routes of the double.
+pub fn router(double: Arc<Double>) -> Router {
+    Router::new()
+        .route("/v22.0/{node}/messages", post(messages))
+        .route("/v22.0/{node}/media", post(upload))
+        .route("/v22.0/{node}", get(node).delete(delete_media))
+        .route("/v22.0/{node}/message_templates", get(templates))
+        .route("/media-files/{id}", get(file))
+        .fallback(unsupported)
+        .layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES))
+        .with_state(double)
+}
+
+/// Meta's error object with HTTP status `status`.
+fn meta_error(status: StatusCode, code: i64, message: &str, details: Option<&str>) -> Response {
+    let mut error = json!({
+        "message": message, "type": "OAuthException", "code": code,
+        "fbtrace_id": "AsandboxTRACE",
+    });
+    if let Some(details) = details {
+        error["error_data"] = json!({"messaging_product": "whatsapp", "details": details});
+    }
+    (status, axum::Json(json!({ "error": error }))).into_response()
+}
+
+async fn unsupported() -> Response {
+    meta_error(
+        StatusCode::BAD_REQUEST,
+        100,
+        "Unsupported request - method type: not supported by the sandbox",
+        None,
+    )
+}
+
+/// Meta's answer to a missing or wrong token; `None` for the right one.
+fn refused_token(headers: &HeaderMap) -> Option<Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    (bearer != Some(ACCESS_TOKEN)).then(|| {
+        meta_error(
+            StatusCode::UNAUTHORIZED,
+            190,
+            "Invalid OAuth access token - Cannot parse access token",
+            None,
+        )
+    })
+}
+
+/// `POST /{phone_number_id}/messages`: a send, a read receipt or a typing indicator.
+async fn messages(
+    State(double): State<Arc<Double>>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refusal) = refused_token(&headers) {
+        return refusal;
+    }
+    if node != double.business.phone_number_id {
+        return meta_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            &format!("Unsupported post request. Object with ID '{node}' does not exist"),
+            None,
+        );
+    }
+    let Ok(message) = serde_json::from_slice::<Value>(&body) else {
+        return meta_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            "(#100) Invalid parameter",
+            Some("the body is not JSON"),
+        );
+    };
+    if message["status"] == "read" {
+        return axum::Json(json!({"success": true})).into_response();
+    }
+    let invalid = |details: &str| {
+        meta_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            "(#100) Invalid parameter",
+            Some(details),
+        )
+    };
+    if message["messaging_product"] != "whatsapp" {
+        return invalid("messaging_product must be \"whatsapp\"");
+    }
+    let to = match (message["to"].as_str(), message["recipient"].as_str()) {
+        (Some(to), None) | (None, Some(to)) if !to.is_empty() => to.to_owned(),
+        _ => return invalid("exactly one of to or recipient is required"),
+    };
+    let Some(kind) = message["type"].as_str() else {
+        return invalid("type is required");
+    };
+    if !message[kind].is_object() {
+        return invalid(&format!("the {kind} object is required"));
+    }
+    let customer = if to.bytes().all(|b| b.is_ascii_digit()) {
+        Customer::with_phone(to.clone())
+    } else {
+        Customer::bsuid_only(to.clone())
+    };
+    let id = double.with_factory(|f| f.wamid(&customer, true));
+    let contact = if customer.phone.is_some() {
+        json!({"input": to, "wa_id": to})
+    } else {
+        json!({"input": to, "user_id": to})
+    };
+    let mut sent = json!({"id": id});
+    if kind == "template" {
+        sent["message_status"] = json!("accepted");
+    }
+    tokio::spawn(play_meta(double, customer, id, message));
+    axum::Json(json!({"messaging_product": "whatsapp", "contacts": [contact], "messages": [sent]}))
+        .into_response()
+}
+
+/// Meta's side after a send: the three statuses, then the customer's answer.
+async fn play_meta(double: Arc<Double>, customer: Customer, id: String, message: Value) {
+    let pace = double.pace;
+    let mut waited = Duration::ZERO;
+    for (status, at) in [
+        (Status::Sent, pace.sent),
+        (Status::Delivered, pace.delivered),
+        (Status::Read, pace.read),
+    ] {
+        tokio::time::sleep(at.saturating_sub(waited)).await;
+        waited = at;
+        let notification = double.with_factory(|f| {
+            let now = f.now();
+            let status = f.status(&id, &customer, &status, now);
+            f.statuses_notification(std::slice::from_ref(&customer), vec![status])
+        });
+        double.deliver(&notification).await;
+    }
+    if let Some(answer) = super::customers::answer_to(&message, &id) {
+        tokio::time::sleep(pace.reply.saturating_sub(waited)).await;
+        let customer = super::customers::known(&customer);
+        let notification = double.with_factory(|f| {
+            let m = f.message(&customer, &answer);
+            f.messages_notification(std::slice::from_ref(&customer), vec![m])
+        });
+        double.deliver(&notification).await;
+    }
+}
+
+/// `POST /{phone_number_id}/media`: keeps the `file` part and answers a media id.
+async fn upload(State(double): State<Arc<Double>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refusal) = refused_token(&headers) {
+        return refusal;
+    }
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| multer::parse_boundary(v).ok());
+    let Some(boundary) = boundary else {
+        return meta_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            "(#100) Invalid parameter",
+            Some("a multipart form is required"),
+        );
+    };
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let mime = field.content_type().map_or_else(
+            || "application/octet-stream".to_owned(),
+            ToString::to_string,
+        );
+        let Ok(bytes) = field.bytes().await else {
+            break;
+        };
+        let id = double.with_factory(|f| f.rng().digits(16));
+        let mut media = double.media.lock().expect("not poisoned");
+        media.push((id.clone(), mime, bytes));
+        while media.iter().map(|(_, _, b)| b.len()).sum::<usize>() > MAX_MEDIA_BYTES {
+            media.remove(0);
+        }
+        return axum::Json(json!({ "id": id })).into_response();
+    }
+    meta_error(
+        StatusCode::BAD_REQUEST,
+        100,
+        "(#100) Invalid parameter",
+        Some("the file field is required"),
+    )
+}
+
+/// `GET /{node}`: the business number, or a media file's description.
+async fn node(
+    State(double): State<Arc<Double>>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = refused_token(&headers) {
+        return refusal;
+    }
+    if node == double.business.phone_number_id {
+        return axum::Json(json!({
+            "id": node,
+            "display_phone_number": double.business.display_phone_number,
+            "verified_name": "Sandbox Shop",
+            "quality_rating": "GREEN",
+            "messaging_limit_tier": "TIER_1K",
+            "code_verification_status": "VERIFIED",
+            "platform_type": "CLOUD_API",
+            "throughput": {"level": "STANDARD"},
+        }))
+        .into_response();
+    }
+    if node.is_empty() || !node.bytes().all(|b| b.is_ascii_digit()) {
+        return meta_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            &format!("Unsupported get request. Object with ID '{node}' does not exist"),
+            None,
+        );
+    }
+    let (mime, size) = {
+        let media = double.media.lock().expect("not poisoned");
+        media
+            .iter()
+            .find(|(id, _, _)| *id == node)
+            .map_or(("image/png".to_owned(), PHOTO.len()), |(_, mime, b)| {
+                (mime.clone(), b.len())
+            })
+    };
+    let base = double.base.get().cloned().unwrap_or_default();
+    axum::Json(json!({
+        "messaging_product": "whatsapp",
+        "url": format!("{base}/media-files/{node}"),
+        "mime_type": mime,
+        "file_size": size,
+        "id": node,
+    }))
+    .into_response()
+}
+
+/// `DELETE /{media_id}`.
+async fn delete_media(
+    State(double): State<Arc<Double>>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = refused_token(&headers) {
+        return refusal;
+    }
+    double
+        .media
+        .lock()
+        .expect("not poisoned")
+        .retain(|(id, _, _)| *id != node);
+    axum::Json(json!({"success": true})).into_response()
+}
+
+/// `GET /media-files/{id}`: the bytes (a picture for ids the double did not receive).
+async fn file(
+    State(double): State<Arc<Double>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = refused_token(&headers) {
+        return refusal;
+    }
+    let found = double
+        .media
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .find(|(i, _, _)| *i == id)
+        .map(|(_, mime, bytes)| (mime.clone(), bytes.clone()));
+    let (mime, bytes) = found.unwrap_or_else(|| ("image/png".into(), Bytes::from_static(PHOTO)));
+    ([(header::CONTENT_TYPE, mime)], bytes).into_response()
+}
+
+/// `GET /{waba_id}/message_templates`: two approved templates, one with a parameter.
+async fn templates(
+    State(double): State<Arc<Double>>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refusal) = refused_token(&headers) {
+        return refusal;
+    }
+    if node != double.business.waba_id {
+        return meta_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            &format!("Unsupported get request. Object with ID '{node}' does not exist"),
+            None,
+        );
+    }
+    axum::Json(json!({"data": [
+        {"name": "order_update", "language": "en_US", "status": "APPROVED", "category": "UTILITY",
+         "components": [{"type": "BODY", "text": "Your order {{1}} ships today. Reply STOP to opt out."}]},
+        {"name": "hello_world", "language": "en_US", "status": "APPROVED", "category": "UTILITY",
+         "components": [{"type": "HEADER", "format": "TEXT", "text": "Hello World"},
+                        {"type": "BODY", "text": "Welcome and congratulations!! This message demonstrates your ability to send a WhatsApp message notification from the Cloud API, hosted by Meta."}]}
+    ], "paging": {"cursors": {"before": "", "after": ""}}}))
+    .into_response()
+}
