@@ -340,6 +340,9 @@ function sortedMessages() {
   return [...state.messages.values()].sort((a, b) => (a.timestamp - b.timestamp) || (a.id < b.id ? -1 : 1));
 }
 
+// The quick reactions offered on a customer's message.
+const REACTIONS = ['👍', '❤️', '😂', '🙏'];
+
 // Messages that change another one (edits, revokes, reactions) are shown on it, not on their own.
 const CHANGES = new Set(['edit', 'revoke', 'reaction']);
 
@@ -392,6 +395,16 @@ function bubble(m) {
   reply.textContent = 'Reply';
   reply.addEventListener('click', () => startReply(m));
   actions.append(reply);
+  if (m.direction === 'inbound') {
+    for (const emoji of REACTIONS) {
+      const react = document.createElement('button');
+      react.type = 'button';
+      react.textContent = emoji;
+      react.setAttribute('aria-label', `React with ${emoji}`);
+      react.addEventListener('click', () => sendReaction(m, emoji));
+      actions.append(react);
+    }
+  }
   meta.prepend(actions);
   div.append(meta);
   if (m.status === 'failed') {
@@ -557,6 +570,13 @@ async function sendAndShow(body, key, errorBox, errorText) {
     errorBox.hidden = false;
     return false;
   }
+}
+
+// The store keeps a message's latest reaction; tapping the one shown removes it.
+async function sendReaction(m, emoji) {
+  const shown = m.reaction && m.reaction.emoji === emoji;
+  const body = { type: 'reaction', reaction: { message_id: m.id, emoji: shown ? '' : emoji } };
+  await sendAndShow(body, newKey(), $('send-error'), $('send-error-text'));
 }
 
 $('composer').addEventListener('submit', async (ev) => {

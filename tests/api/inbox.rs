@@ -735,6 +735,38 @@ async fn browse(
     );
     shoot(client, backend, "4-failure").await;
 
+    // A reaction on Kerry's message (its buttons show on hover or focus; clicked by script).
+    let reacted: Value = client
+        .execute(
+            "const b = document.querySelector('#m-wamid\\\\.K1 .actions button[aria-label=\"React with 👍\"]'); if (b) b.click(); return !!b;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reacted,
+        json!(true),
+        "a reaction button on the customer's message"
+    );
+    let reaction = eventually("the reaction to Meta", || async {
+        sent_bodies(app)
+            .await
+            .into_iter()
+            .find(|b| b["type"] == "reaction")
+    })
+    .await;
+    assert_eq!(
+        reaction,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": KERRY,
+               "type": "reaction", "reaction": {"message_id": "wamid.K1", "emoji": "👍"}})
+    );
+    eventually("the reaction on its bubble", || async {
+        text_of(client, "#m-wamid\\.K1 .reaction")
+            .await
+            .filter(|t| t == "👍")
+    })
+    .await;
+
     // Olivia wrote three days ago: the composer is a template picker, and the template goes out
     // with its parameter.
     let olivia = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{OLD}'] button");
@@ -789,7 +821,7 @@ async fn browse(
     .await;
     assert_eq!(
         sends.load(std::sync::atomic::Ordering::SeqCst),
-        3,
-        "two replies and a template, each once"
+        4,
+        "two replies, a reaction and a template, each once"
     );
 }
