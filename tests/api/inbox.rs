@@ -819,6 +819,26 @@ async fn browse(
         (preview == "Great, thanks!" && badge == "1").then_some(())
     })
     .await;
+    // At phone width one pane shows at a time: the list, then the thread with a way back.
+    client.set_window_size(390, 844).await.unwrap();
+    let displayed = |css: &'static str| async move {
+        let element = client.find(Locator::Css(css)).await.ok()?;
+        element.is_displayed().await.ok()
+    };
+    assert_eq!(displayed(".list-pane").await, Some(true));
+    assert_eq!(displayed(".thread-pane").await, Some(false));
+    click(client, &kerry).await;
+    eventually("the thread alone at phone width", || async {
+        (displayed(".thread-pane").await? && !displayed(".list-pane").await?).then_some(())
+    })
+    .await;
+    shoot(client, backend, "6-phone").await;
+    click(client, "#back").await;
+    eventually("the list again", || async {
+        displayed(".list-pane").await?.then_some(())
+    })
+    .await;
+
     assert_eq!(
         sends.load(std::sync::atomic::Ordering::SeqCst),
         4,
