@@ -174,6 +174,7 @@ pub async fn sign_in(
         "auth": "session",
         "csrf": state.sessions.csrf(&session),
         "expires_at": session.expires_at,
+        "webhooks": state.delivery.report(crate::store::view::now_secs()),
     }))
     .into_response();
     let cookie = set_cookie(&cookie, state.sessions.ttl(), secure(&headers));

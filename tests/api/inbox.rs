@@ -123,6 +123,10 @@ async fn signing_in_sets_a_strict_http_only_cookie_that_works_as_the_key() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["auth"], "session");
     assert_eq!(body["csrf"].as_str().unwrap().len(), 64);
+    assert!(
+        body["webhooks"].is_object(),
+        "delivery health comes with it: {body}"
+    );
     assert!(!body.to_string().contains(KEY));
     let pair = cookie.split(';').next().unwrap();
 
