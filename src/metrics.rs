@@ -23,8 +23,8 @@ pub struct OperationLabels {
     pub operation: &'static str,
 }
 
-/// A Graph API call's operation (`send`, `read`, `download`, `upload`, `delete`), outcome and
-/// Meta's error code (`none` when Meta sent none).
+/// A Graph API call's operation (`send`, `read`, `download`, `upload`, `delete`, `admin`),
+/// outcome and Meta's error code (`none` when Meta sent none).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GraphLabels {
     pub operation: &'static str,

@@ -293,6 +293,35 @@ impl GraphClient {
         }
     }
 
+    /// Posts an administrative call (e.g. `/{waba_id}/subscribed_apps`, which subscribes the
+    /// token's app to a WABA's webhooks) with `number`'s token and no body, once: no retry, no
+    /// pacing (it sends no message). Meta's JSON answer.
+    pub async fn post_empty(
+        &self,
+        number: &BusinessNumber,
+        path: &str,
+    ) -> Result<serde_json::Value, GraphError> {
+        let result = self.post_empty_once(number, path).await;
+        self.count("admin", &result);
+        result
+    }
+
+    /// [`Self::post_empty`] without its count.
+    async fn post_empty_once(
+        &self,
+        number: &BusinessNumber,
+        path: &str,
+    ) -> Result<serde_json::Value, GraphError> {
+        let token = token(number)?;
+        let span = tracing::info_span!("graph.call", http.method = "POST", graph.path = %path);
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .bearer_auth(token.expose_secret());
+        let raw = self.execute(request).instrument(span).await?;
+        serde_json::from_str(raw.get()).map_err(|_| GraphError::InvalidResponse { status: 200 })
+    }
+
     /// Opens the download of a media file: Meta's short-lived `url` (from [`Self::get`] of the
     /// media id), fetched with `number`'s token. The answer's body is not read here: the caller
     /// streams it on. A non-2xx answer is a [`GraphError::Rejected`] (its body read, capped).

@@ -70,11 +70,7 @@ impl Account {
                     "waba_id": n.waba_id,
                     "default": i == 0,
                 });
-                match self
-                    .graph
-                    .get(n, &format!("/{}?fields={NUMBER_FIELDS}", n.id))
-                    .await
-                {
+                match self.describe_number(n, NUMBER_FIELDS).await {
                     Ok(meta) => entry["meta"] = meta,
                     Err(e) => {
                         entry["meta"] = Value::Null;
@@ -88,6 +84,18 @@ impl Account {
         *self.cache.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), answer.clone()));
         answer
+    }
+
+    /// Meta's `fields` (comma-separated) of `number`: `GET /{phone_number_id}?fields=`, uncached,
+    /// with Meta's error as it came (the doctor tells an unknown id from a refused token by it).
+    pub async fn describe_number(
+        &self,
+        number: &BusinessNumber,
+        fields: &str,
+    ) -> Result<Value, GraphError> {
+        self.graph
+            .get(number, &format!("/{}?fields={fields}", number.id))
+            .await
     }
 
     /// `{"phone_number_id", "waba_id", "templates": [{name, language, category, status,
