@@ -6,6 +6,7 @@
 //! all into one axum server; `main.rs` only loads configuration and runs it.
 
 pub mod config;
+pub mod doctor;
 pub mod domain;
 pub mod events;
 pub mod graph;

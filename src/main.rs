@@ -20,6 +20,10 @@ Usage: whatsapp-gateway            serve (configuration from config.env, .env an
                                    post Meta-shaped, signed webhooks to any receiver (default
                                    this gateway) or test its GET handshake (`simulate verify`);
                                    `simulate --help` lists the kinds
+       whatsapp-gateway doctor [--fix] [--public-url URL] [--json]
+                                   check the set-up (configuration, store, token, numbers,
+                                   the app's subscription to each WABA) and print the fix for
+                                   each problem; exit 0 when nothing failed
        whatsapp-gateway --help     this text
        whatsapp-gateway --version  the version
 
@@ -33,6 +37,9 @@ async fn main() -> ExitCode {
         Some("sandbox") => return whatsapp_gateway::sandbox::run(std::env::args().skip(2)).await,
         Some("simulate") => {
             return whatsapp_gateway::simulate::cli::run(std::env::args().skip(2)).await;
+        }
+        Some("doctor") => {
+            return whatsapp_gateway::doctor::cli::run(std::env::args().skip(2)).await;
         }
         Some("--help" | "-h") => {
             println!("{USAGE}");
