@@ -8,6 +8,7 @@ mod auth;
 mod container;
 mod conversations;
 mod docs;
+mod doctor;
 mod echo_bounds;
 mod edge;
 mod events;
