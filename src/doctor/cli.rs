@@ -3,6 +3,7 @@
 //! winning), runs [`diagnose`] and prints the checklist (or JSON). The exit status is 0 when no
 //! check failed (warnings allowed), 1 when one did, 2 for a usage error.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -80,11 +81,16 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             .map_or(0, |d| d.as_secs() as i64),
     };
     let report = diagnose(|k| std::env::var(k).ok(), &source, &options).await;
-    if cli.json {
-        println!("{:#}", report.json());
+    let text = if cli.json {
+        report.json() + "\n"
     } else {
-        print!("{}", report.human());
-    }
+        report.human()
+    };
+    // Not print!: a closed pipe (`doctor | head`) must not panic; the exit status still tells.
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
     if report.ok() {
         ExitCode::SUCCESS
     } else {

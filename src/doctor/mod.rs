@@ -20,7 +20,6 @@ pub mod checks;
 pub mod cli;
 
 use serde::Serialize;
-use serde_json::{Value, json};
 
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -216,9 +215,19 @@ impl Report {
         out
     }
 
-    /// `{"ok": bool, "checks": [{key, subject?, name, outcome, detail, fix?}]}`.
-    pub fn json(&self) -> Value {
-        json!({ "ok": self.ok(), "checks": self.checks })
+    /// `{"ok": bool, "checks": [{key, subject?, name, outcome, detail, fix?}]}`, pretty-printed,
+    /// fields in that order.
+    pub fn json(&self) -> String {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            ok: bool,
+            checks: &'a [Check],
+        }
+        serde_json::to_string_pretty(&Json {
+            ok: self.ok(),
+            checks: &self.checks,
+        })
+        .expect("strings and enums serialize")
     }
 }
 
@@ -248,7 +257,12 @@ mod tests {
         assert!(r.ok());
         r.push(Check::fail("y", "y", "broken", "do this"));
         assert!(!r.ok());
-        let json = r.json();
+        let text = r.json();
+        assert!(
+            text.starts_with("{\n  \"ok\": false,\n  \"checks\": ["),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["ok"], false);
         assert_eq!(json["checks"][1]["outcome"], "warn");
         assert_eq!(json["checks"][1]["subject"], "1");
