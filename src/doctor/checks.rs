@@ -1088,16 +1088,22 @@ impl<'a> Meta<'a> {
             .map(|(id, name)| format!("{name} ({id})"))
             .collect::<Vec<_>>()
             .join(", ");
-        let problem = if apps.is_empty() {
-            format!(
-                "no app is subscribed to WABA {}, so Meta sends its webhooks nowhere: no message or status reaches this gateway, even when the Callback URL verified. This is the most common reason nothing arrives",
-                waba.id
+        let (problem, was) = if apps.is_empty() {
+            (
+                format!(
+                    "no app is subscribed to WABA {}, so Meta sends its webhooks nowhere: no message or status reaches this gateway, even when the Callback URL verified. This is the most common reason nothing arrives",
+                    waba.id
+                ),
+                "no app was subscribed, so Meta sent its webhooks nowhere".to_owned(),
             )
         } else if let Some(app_id) = &waba.app_id
             && !apps.iter().any(|(id, _)| id == app_id)
         {
-            format!(
-                "only other apps are subscribed ({listed}), not {ours} ({app_id}), so Meta sends this WABA's webhooks to their Callback URLs, never to this gateway"
+            (
+                format!(
+                    "only other apps are subscribed ({listed}), not {ours} ({app_id}), so Meta sends this WABA's webhooks to their Callback URLs, never to this gateway"
+                ),
+                format!("only {listed} was subscribed"),
             )
         } else {
             return Check::pass(
@@ -1126,7 +1132,7 @@ impl<'a> Meta<'a> {
             Ok(answer) if answer["success"] == Value::Bool(true) => Check::pass(
                 key,
                 name,
-                format!("was not subscribed ({problem}); --fix subscribed {ours}: Meta sends this WABA's webhooks to its Callback URL from now on"),
+                format!("{was}; --fix subscribed {ours}: Meta sends this WABA's webhooks to its Callback URL from now on"),
             )
             .about(&waba.id),
             Ok(answer) => Check::fail(
