@@ -1050,3 +1050,26 @@ async fn a_closed_stdout_does_not_crash_the_doctor() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_config_env_line_that_does_not_parse_fails_without_quoting_it() {
+    let setup = healthy().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.env"),
+        "APP_SECRET=abc12345\nACCESS_TOKEN EAAG-secret-without-its-equals-sign\n",
+    )
+    .unwrap();
+    let out = run_doctor(&setup.vars, &[], Some(dir.path())).await;
+    let text = show(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("✗ configuration: config.env line 2 is not a KEY=value line (its text is not shown: it may hold a secret)"),
+        "{text}"
+    );
+    assert!(!text.contains("EAAG-secret"), "{text}");
+    assert!(
+        text.contains("- store: skipped: the configuration does not parse"),
+        "{text}"
+    );
+}
