@@ -637,6 +637,31 @@ fn business_numbers(env: &Env<'_>, graph: &GraphSettings) -> Vec<BusinessNumber>
     numbers
 }
 
+/// Why `file` could not be read, without quoting the file: dotenvy's own text quotes the line
+/// it could not parse, which may be a secret without its `=` (`ACCESS_TOKEN EAAG...`).
+pub fn unreadable_env_file(file: &str, e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(text, _) => {
+            let first = text.lines().next().unwrap_or_default();
+            let number = std::fs::read_to_string(file).ok().and_then(|content| {
+                content
+                    .lines()
+                    .position(|line| line == first)
+                    .map(|i| i + 1)
+            });
+            match number {
+                Some(n) => format!(
+                    "{file} line {n} is not a KEY=value line (its text is not shown: it may hold a secret)"
+                ),
+                None => format!(
+                    "{file} has a line that is not KEY=value (its text is not shown: it may hold a secret)"
+                ),
+            }
+        }
+        other => format!("{file} could not be read: {other}"),
+    }
+}
+
 /// Variable reader that records problems instead of stopping at the first.
 struct Env<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,

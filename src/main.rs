@@ -60,7 +60,10 @@ async fn main() -> ExitCode {
             Ok(_) => {}
             Err(e) if e.not_found() => {}
             Err(e) => {
-                eprintln!("error: could not read {file}: {e}");
+                eprintln!(
+                    "error: {}",
+                    whatsapp_gateway::config::unreadable_env_file(file, &e)
+                );
                 return ExitCode::from(2);
             }
         }

@@ -70,7 +70,9 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         match dotenvy::from_filename(file) {
             Ok(_) => source.files.push(file.to_owned()),
             Err(e) if e.not_found() => {}
-            Err(e) => source.errors.push(unreadable(file, &e)),
+            Err(e) => source
+                .errors
+                .push(crate::config::unreadable_env_file(file, &e)),
         }
     }
     let options = Options {
@@ -95,31 +97,6 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
-}
-
-/// Why `file` could not be read, without quoting the file: dotenvy's own text quotes the line
-/// it could not parse, which may be a secret without its `=` (`ACCESS_TOKEN EAAG...`).
-fn unreadable(file: &str, e: &dotenvy::Error) -> String {
-    match e {
-        dotenvy::Error::LineParse(text, _) => {
-            let first = text.lines().next().unwrap_or_default();
-            let number = std::fs::read_to_string(file).ok().and_then(|content| {
-                content
-                    .lines()
-                    .position(|line| line == first)
-                    .map(|i| i + 1)
-            });
-            match number {
-                Some(n) => format!(
-                    "{file} line {n} is not a KEY=value line (its text is not shown: it may hold a secret)"
-                ),
-                None => format!(
-                    "{file} has a line that is not KEY=value (its text is not shown: it may hold a secret)"
-                ),
-            }
-        }
-        other => format!("{file} could not be read: {other}"),
     }
 }
 

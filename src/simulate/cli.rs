@@ -335,7 +335,7 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             Ok(_) => {}
             Err(e) if e.not_found() => {}
             Err(e) => {
-                eprintln!("error: could not read {file}: {e}");
+                eprintln!("error: {}", crate::config::unreadable_env_file(file, &e));
                 return ExitCode::from(2);
             }
         }

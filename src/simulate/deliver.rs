@@ -223,7 +223,13 @@ pub fn describe_error(e: &reqwest::Error) -> String {
     } else if e.is_connect() {
         "no answer: could not connect".to_owned()
     } else {
-        format!("no answer: {e}")
+        // reqwest's text names the URL, whose query may hold a secret (the verify token).
+        let shown = e.to_string();
+        let shown = match e.url() {
+            Some(url) => shown.replace(url.as_str(), "(the URL)"),
+            None => shown,
+        };
+        format!("no answer: {shown}")
     };
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {

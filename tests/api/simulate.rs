@@ -483,6 +483,30 @@ async fn simulate_verify_passes_with_the_right_token_and_fails_clearly_with_a_wr
         "{}",
         show(&out)
     );
+
+    // A peer that hangs up: reqwest's error text names the URL, which carries the verify token;
+    // it must not be printed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hangs_up = format!("http://{}/webhook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let out = run_binary(
+        dir.path(),
+        &[
+            "verify",
+            "--url",
+            &hangs_up,
+            "--verify-token",
+            "vt-secret-4821",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(!show(&out).contains("vt-secret-4821"), "{}", show(&out));
 }
 
 #[tokio::test]
