@@ -131,6 +131,16 @@ fn meta_error(status: StatusCode, code: i64, message: &str, details: Option<&str
     (status, axum::Json(json!({ "error": error }))).into_response()
 }
 
+/// Meta's answer for an id it does not know.
+fn no_such_object(method: &str, node: &str) -> Response {
+    meta_error(
+        StatusCode::BAD_REQUEST,
+        100,
+        &format!("Unsupported {method} request. Object with ID '{node}' does not exist"),
+        None,
+    )
+}
+
 async fn unsupported() -> Response {
     meta_error(
         StatusCode::BAD_REQUEST,
@@ -167,12 +177,7 @@ async fn messages(
         return refusal;
     }
     if node != double.business.phone_number_id {
-        return meta_error(
-            StatusCode::BAD_REQUEST,
-            100,
-            &format!("Unsupported post request. Object with ID '{node}' does not exist"),
-            None,
-        );
+        return no_such_object("post", &node);
     }
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
         return meta_error(
@@ -324,12 +329,7 @@ async fn node(
         .into_response();
     }
     if node.is_empty() || !node.bytes().all(|b| b.is_ascii_digit()) {
-        return meta_error(
-            StatusCode::BAD_REQUEST,
-            100,
-            &format!("Unsupported get request. Object with ID '{node}' does not exist"),
-            None,
-        );
+        return no_such_object("get", &node);
     }
     let (mime, size) = {
         let media = double.media.lock().expect("not poisoned");
@@ -398,12 +398,7 @@ async fn templates(
         return refusal;
     }
     if node != double.business.waba_id {
-        return meta_error(
-            StatusCode::BAD_REQUEST,
-            100,
-            &format!("Unsupported get request. Object with ID '{node}' does not exist"),
-            None,
-        );
+        return no_such_object("get", &node);
     }
     axum::Json(json!({"data": [
         {"name": "order_update", "language": "en_US", "status": "APPROVED", "category": "UTILITY",

@@ -6,6 +6,15 @@
 //! challenge came back), 1 otherwise, 2 for a usage error. The app secret and the verify token
 //! are never printed.
 
+/// `println!` that does not panic when stdout is closed (`simulate all | head -1`): what is
+/// left of the report is dropped and the command goes on to its exit status.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -413,13 +422,13 @@ pub async fn execute(cli: Cli, defaults: &Defaults) -> ExitCode {
         for (n, delivery) in deliveries.iter().enumerate() {
             print_delivery(n + 1, delivery);
             if let Some(signature) = receiver.signature(&delivery.body) {
-                println!("    X-Hub-Signature-256: {signature}");
+                out!("    X-Hub-Signature-256: {signature}");
             }
-            println!("    {}", String::from_utf8_lossy(&delivery.body));
+            out!("    {}", String::from_utf8_lossy(&delivery.body));
         }
         return ExitCode::SUCCESS;
     }
-    println!("POST {} ({source})", receiver.url());
+    out!("POST {} ({source})", receiver.url());
     let concurrent = matches!(
         cli.kind,
         Kind::Duplicate {
@@ -433,7 +442,7 @@ pub async fn execute(cli: Cli, defaults: &Defaults) -> ExitCode {
             .status
             .map(|s| s.to_string())
             .unwrap_or_else(|| "FAILED".to_owned());
-        println!(
+        out!(
             "    {status} in {} ms: {}",
             answer.elapsed.as_millis(),
             answer.body
@@ -458,7 +467,7 @@ pub async fn execute(cli: Cli, defaults: &Defaults) -> ExitCode {
         }
     }
     if deliveries.len() > 1 {
-        println!("{accepted} of {} POSTs answered 2xx", deliveries.len());
+        out!("{accepted} of {} POSTs answered 2xx", deliveries.len());
     }
     if accepted == deliveries.len() {
         ExitCode::SUCCESS
@@ -477,9 +486,9 @@ pub async fn execute(cli: Cli, defaults: &Defaults) -> ExitCode {
 }
 
 fn print_delivery(n: usize, delivery: &Delivery) {
-    println!("[{n}] {} ({} bytes)", delivery.label, delivery.body.len());
+    out!("[{n}] {} ({} bytes)", delivery.label, delivery.body.len());
     for (role, id) in &delivery.ids {
-        println!("    {role} {id}");
+        out!("    {role} {id}");
     }
 }
 
@@ -499,7 +508,7 @@ async fn run_verify(
         }
     };
     let challenge = crate::simulate::wire::Rng::from_entropy().digits(10);
-    println!("GET {url}?hub.mode=subscribe&hub.verify_token=(hidden)&hub.challenge={challenge}");
+    out!("GET {url}?hub.mode=subscribe&hub.verify_token=(hidden)&hub.challenge={challenge}");
     let handshake = match verify::check(url, &token, &challenge, timeout).await {
         Ok(handshake) => handshake,
         Err(e) => {
@@ -513,14 +522,14 @@ async fn run_verify(
         .unwrap_or_else(|| "FAILED".to_owned());
     match handshake.problem() {
         None => {
-            println!(
+            out!(
                 "    {status} in {} ms: challenge echoed; Meta would accept this URL",
                 handshake.elapsed.as_millis()
             );
             ExitCode::SUCCESS
         }
         Some(problem) => {
-            println!(
+            out!(
                 "    {status} in {} ms: {}",
                 handshake.elapsed.as_millis(),
                 handshake.body

@@ -509,6 +509,25 @@ async fn simulate_verify_passes_with_the_right_token_and_fails_clearly_with_a_wr
     assert!(!show(&out).contains("vt-secret-4821"), "{}", show(&out));
 }
 
+/// `simulate all --dry-run | head -1`: the reader goes away early; the simulator must not panic.
+#[tokio::test]
+async fn a_closed_stdout_does_not_make_the_simulator_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"))
+        .args(["simulate", "all", "--dry-run"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(dir.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
 #[tokio::test]
 async fn every_kind_of_the_binary_is_accepted_by_the_gateway() {
     let app = spawn_app(Backend::Embedded).await;
