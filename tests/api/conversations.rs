@@ -56,13 +56,6 @@ fn status(id: &str, status: &str, ts: i64) -> Value {
     json!({ "id": id, "status": status, "timestamp": ts.to_string(), "recipient_id": A })
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 async fn a_message_is_read_back_by_id_with_its_record(backend: Backend) {
     let app = spawn_app(backend).await;
     app.post_webhook_ok(&webhook_with(vec![text_message(
@@ -269,7 +262,7 @@ async fn conversations_count_messages_and_unread_until_read(backend: Backend) {
 
 async fn the_window_is_open_for_24_hours_after_the_last_inbound_message(backend: Backend) {
     let app = spawn_app(backend).await;
-    let recent = now() - 60;
+    let recent = now_secs() - 60;
     app.post_webhook_ok(&webhook_with(vec![
         message_at("wamid.W1", A, recent, "just now"),
         message_at("wamid.W2", "919216598211", 1_000_000_000, "long ago"),

@@ -29,13 +29,6 @@ const SECOND: &str = "200000000000002";
 const SECOND_TOKEN: &str = "second-number-token-99";
 const DAY: i64 = 86_400;
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// `debug_token`'s answer for a valid token.
 fn token_data(expires_at: i64, scopes: &[&str], messaging_targets: &[&str]) -> Value {
     json!({"data": {
@@ -394,7 +387,7 @@ async fn an_expired_or_invalid_token_fails_with_the_fix_and_skips_what_needs_it(
         json!({"data": {"app_id": APP_ID, "is_valid": false, "scopes": [],
         "error": {"code": 190, "message": "The session has been invalidated because the user changed their password."}}}),
     );
-    let past = ok(token_data(now() - DAY, &BOTH, &[WABA]));
+    let past = ok(token_data(now_secs() - DAY, &BOTH, &[WABA]));
     for (answer, says) in [
         (
             expired(),
@@ -445,7 +438,7 @@ async fn an_expired_or_invalid_token_fails_with_the_fix_and_skips_what_needs_it(
 async fn a_token_expiring_within_7_days_is_a_warning_and_later_a_pass() {
     let setup = setup(Backend::Embedded).await;
     Meta {
-        debug_token: ok(token_data(now() + 3 * DAY + 600, &BOTH, &[WABA])),
+        debug_token: ok(token_data(now_secs() + 3 * DAY + 600, &BOTH, &[WABA])),
         ..Meta::healthy()
     }
     .mount(&setup.meta)
@@ -460,7 +453,7 @@ async fn a_token_expiring_within_7_days_is_a_warning_and_later_a_pass() {
     // The other checks still run on a token that works today.
     assert_eq!(outcome(&report, "subscription"), "pass");
 
-    let setup = setup_with_token(ok(token_data(now() + 30 * DAY + 600, &BOTH, &[WABA]))).await;
+    let setup = setup_with_token(ok(token_data(now_secs() + 30 * DAY + 600, &BOTH, &[WABA]))).await;
     let (code, report) = setup.json(&[]).await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(outcome(&report, "access_token"), "pass");

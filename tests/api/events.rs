@@ -1112,10 +1112,7 @@ async fn mark_read(app: &TestApp, contact: &str) -> Value {
 async fn echoes_are_outbound_messages_that_open_no_window(backend: Backend) {
     let app = spawn_app(backend).await;
     let mut sse = Sse::open(&app, "?types=message_incoming,message_outgoing", None).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = now_secs();
     let user = json!({ "from": ALICE, "id": "wamid.U1", "timestamp": (now - 120).to_string(),
                        "type": "text", "text": { "body": "Are you open?" } });
     app.post_webhook_ok(&webhook_with(vec![user])).await;

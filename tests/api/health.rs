@@ -50,10 +50,7 @@ async fn the_last_webhook_delivery_is_tracked_for_readyz_and_metrics() {
             .await,
         0.0
     );
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let before = now_secs();
     app.post_webhook_ok(&body).await;
     let webhooks = readyz(&app).await["webhooks"].clone();
     let at = webhooks["last_received_at"].as_i64().unwrap();

@@ -25,13 +25,6 @@ const WABA: &str = "102290129340398";
 
 contract_tests!(the_inbox_works_end_to_end_in_a_real_browser);
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// A notification with one text message from `from` (profile `name`) at `ts`.
 fn inbound(id: &str, from: &str, name: &str, ts: i64, body: &str) -> String {
     json!({"object": "whatsapp_business_account", "entry": [{"id": WABA, "changes": [{"field": "messages", "value": {
@@ -172,7 +165,7 @@ async fn signing_in_sets_a_strict_http_only_cookie_that_works_as_the_key() {
 #[tokio::test]
 async fn a_state_changing_request_by_cookie_needs_the_session_s_csrf_token() {
     let app = keyed_app().await;
-    app.post_webhook_ok(&inbound("wamid.C1", KERRY, "Kerry", now(), "hi"))
+    app.post_webhook_ok(&inbound("wamid.C1", KERRY, "Kerry", now_secs(), "hi"))
         .await;
     let (cookie, csrf) = session_of(&app).await;
     let read = |token: Option<&str>| {
@@ -406,8 +399,8 @@ impl Driver {
                 .await
             {
                 Ok(client) => return client,
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    let _ = e;
+                // chromedriver may not listen yet.
+                Err(_) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 Err(e) => panic!("no WebDriver session with Chromium: {e}"),
@@ -424,26 +417,6 @@ impl Drop for Driver {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` until it gives `Some` (10 s at most).
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        // One WebDriver call that hangs must not hang the test.
-        if let Ok(Some(value)) = tokio::time::timeout(Duration::from_secs(5), check()).await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -525,7 +498,7 @@ async fn the_inbox_works_end_to_end_in_a_real_browser(backend: Backend) {
         .mount(&app.graph)
         .await;
 
-    let t = now();
+    let t = now_secs();
     app.post_webhook_ok(&inbound(
         "wamid.K1",
         KERRY,
@@ -566,7 +539,7 @@ async fn browse(
     backend: Backend,
     sends: &std::sync::atomic::AtomicUsize,
 ) {
-    let t = now() - 1;
+    let t = now_secs() - 1;
     client.goto(&app.url("/inbox")).await.unwrap();
 
     // Sign in: a wrong key is refused on the page, the right one opens the list.
@@ -811,7 +784,7 @@ async fn browse(
         "wamid.K2",
         KERRY,
         "Kerry",
-        now() + 5,
+        now_secs() + 5,
         "Great, thanks!",
     ))
     .await;

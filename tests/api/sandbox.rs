@@ -97,29 +97,10 @@ impl Running {
     }
 }
 
-/// Polls `check` until it gives `Some` (10 s at most).
-async fn within<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_customers_write_in_through_the_real_webhook() {
     let sandbox = Running::start(true).await;
-    let conversations = within("the three customers' conversations", || async {
+    let conversations = eventually("the three customers' conversations", || async {
         let list = sandbox.get("/v1/conversations").await;
         let all = list["conversations"]
             .as_array()
@@ -166,7 +147,7 @@ async fn a_send_gets_meta_s_statuses_and_the_customer_s_answer() {
         .await;
     let id = sent["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("wamid."), "{sent}");
-    let record = within("the read status", || async {
+    let record = eventually("the read status", || async {
         let m = sandbox.get(&format!("/v1/messages/{id}")).await;
         (m["status"] == "read").then_some(m)
     })
@@ -178,7 +159,7 @@ async fn a_send_gets_meta_s_statuses_and_the_customer_s_answer() {
         .map(|s| s["status"].as_str().unwrap())
         .collect();
     assert_eq!(history, ["sent", "delivered", "read"]);
-    let answer = within("Ana's answer", || async {
+    let answer = eventually("Ana's answer", || async {
         let thread = sandbox.thread("5511988887777").await;
         thread.into_iter().find(|m| m["direction"] == "inbound")
     })
@@ -196,7 +177,7 @@ async fn a_send_gets_meta_s_statuses_and_the_customer_s_answer() {
                 {"type": "reply", "reply": {"id": "later", "title": "Later"}}]}}}),
         )
         .await;
-    let tapped = within("Kerry's button reply", || async {
+    let tapped = eventually("Kerry's button reply", || async {
         let thread = sandbox.thread("919216598210").await;
         thread
             .into_iter()
@@ -284,7 +265,7 @@ async fn the_sandbox_command_serves_the_inbox_and_stops_on_sigterm() {
         .unwrap();
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
-    within("the sandbox to be ready", || async {
+    eventually("the sandbox to be ready", || async {
         let r = http.get(format!("{base}/readyz")).send().await.ok()?;
         (r.status() == 200).then_some(())
     })

@@ -257,11 +257,7 @@ async fn a_second_number_sends_with_its_own_token_and_path(backend: Backend) {
 
 /// A user's message `age` seconds old, stored through the webhook.
 async fn inbound_from_user(app: &TestApp, id: &str, age: i64) {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        - age;
+    let ts = now_secs() - age;
     let mut message = text_message(id, USER, "hello");
     message["timestamp"] = ts.to_string().into();
     let mut webhook: Value = serde_json::from_str(&webhook_with(vec![message])).unwrap();
