@@ -39,33 +39,27 @@ pub async fn require_api_key(
     match &state.api_key {
         Some(expected) => {
             if !presented_key_matches(request.headers(), expected) {
-                let session = crate::http::session::cookie_value(request.headers())
-                    .and_then(|cookie| state.sessions.verify(cookie));
-                let Some(session) = session else {
+                let Some(session) = state.sessions.from_headers(request.headers()) else {
                     tracing::warn!(reason = "api_key", "auth.rejected");
                     return Err(ApiError::Unauthorized);
                 };
+                // A cookie goes with every request the browser makes to this site, whichever
+                // page makes it; SameSite ignores ports, so a page on another local port would
+                // count as "same site". Only the gateway's own pages may use the session (a
+                // WebSocket upgrade, which is a GET without CORS, included).
+                require_same_origin(request.headers(), request_host(&request)).map_err(
+                    |e| match e {
+                        ApiError::CrossOrigin(origin) => ApiError::CrossSiteSession(origin),
+                        other => other,
+                    },
+                )?;
                 if !request.method().is_safe() {
-                    let token = request
-                        .headers()
-                        .get(crate::http::session::CSRF_HEADER)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default();
-                    if !state.sessions.csrf_matches(&session, token) {
-                        tracing::warn!(reason = "csrf", "auth.rejected");
-                        return Err(ApiError::CsrfMissing);
-                    }
+                    state.sessions.check_csrf(request.headers(), &session)?;
                 }
             }
         }
         None => {
-            let host = request_host(&request);
-            if !state.allowed_hosts.allows(host) {
-                tracing::warn!(reason = "host_not_allowed", "auth.rejected");
-                return Err(ApiError::HostNotAllowed(
-                    crate::http::error::bounded(host).into_owned(),
-                ));
-            }
+            let host = require_allowed_host(&state, &request)?;
             if !request.method().is_safe() {
                 if request.uri().path() == crate::http::edge::MEDIA_UPLOAD_PATH {
                     require_same_origin(request.headers(), host)?;
@@ -78,9 +72,10 @@ pub async fn require_api_key(
     Ok(next.run(request).await)
 }
 
-/// For a form upload (a multipart body, which any web page may send) while API_KEY is unset: a
-/// browser says where the page that sends it comes from (`Origin`, `Sec-Fetch-Site`); it must
-/// be this host's own page. Clients that are not browsers (curl, apps) send neither header.
+/// For a form upload (a multipart body, which any web page may send) while API_KEY is unset, and
+/// for every request signed in by the inbox's cookie: a browser says where the page that sends
+/// it comes from (`Origin`, `Sec-Fetch-Site`); it must be this host's own page. Clients that are
+/// not browsers (curl, apps) send neither header.
 fn require_same_origin(headers: &HeaderMap, host: &str) -> Result<(), ApiError> {
     let site = headers
         .get("sec-fetch-site")
@@ -102,6 +97,22 @@ fn require_same_origin(headers: &HeaderMap, host: &str) -> Result<(), ApiError> 
         return Err(ApiError::CrossOrigin(shown));
     }
     Ok(())
+}
+
+/// While API_KEY is unset: the request's host name must be in ALLOWED_HOSTS (so a DNS-rebinding
+/// page cannot reach the open endpoints). Returns the host.
+pub(crate) fn require_allowed_host<'r>(
+    state: &AppState,
+    request: &'r Request,
+) -> Result<&'r str, ApiError> {
+    let host = request_host(request);
+    if !state.allowed_hosts.allows(host) {
+        tracing::warn!(reason = "host_not_allowed", "auth.rejected");
+        return Err(ApiError::HostNotAllowed(
+            crate::http::error::bounded(host).into_owned(),
+        ));
+    }
+    Ok(host)
 }
 
 /// The Host header, or the URI's authority (HTTP/2), or "" when neither is there.
@@ -130,11 +141,17 @@ fn presented_key_matches(headers: &HeaderMap, expected: &SecretString) -> bool {
         .get(&X_API_KEY)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let expected = Sha256::digest(expected.expose_secret().as_bytes());
     [bearer, header_key]
         .into_iter()
         .flatten()
-        .any(|presented| bool::from(Sha256::digest(presented.as_bytes()).ct_eq(&expected)))
+        .any(|presented| key_matches(presented, expected))
+}
+
+/// Whether `presented` (surrounding spaces ignored) is the key, compared in constant time over
+/// SHA-256 digests (which also hides the key's length).
+pub(crate) fn key_matches(presented: &str, expected: &SecretString) -> bool {
+    let expected = Sha256::digest(expected.expose_secret().as_bytes());
+    bool::from(Sha256::digest(presented.trim().as_bytes()).ct_eq(&expected))
 }
 
 #[cfg(test)]

@@ -113,6 +113,11 @@ pub enum ApiError {
         "cross-origin request refused: API_KEY is not set, so state-changing requests from a web page are accepted only from the gateway's own pages (Origin {0:?} is not this host); set API_KEY to call the API from another origin"
     )]
     CrossOrigin(String),
+    /// 403: a request signed in by the inbox's session cookie from a page of another origin.
+    #[error(
+        "cross-site request refused: the inbox's session cookie is accepted only from the gateway's own pages (Origin {0:?}); other clients send the API key"
+    )]
+    CrossSiteSession(String),
     /// 408: the body did not arrive within BODY_TIMEOUT_SECS.
     #[error("request body was not received in time")]
     BodyTimeout,
@@ -221,7 +226,7 @@ impl ApiError {
             Self::Handshake(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge | Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::CrossOrigin(_) => StatusCode::FORBIDDEN,
+            Self::CrossOrigin(_) | Self::CrossSiteSession(_) => StatusCode::FORBIDDEN,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Store(_) | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,

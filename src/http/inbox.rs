@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::http::AppState;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::JsonBody;
-use crate::http::session::{COOKIE, SignInError};
+use crate::http::session::{COOKIE, Session, SignInError};
 
 /// The page.
 const INDEX_HTML: &str = include_str!("../../assets/inbox/index.html");
@@ -45,17 +45,7 @@ pub async fn guard(
     next: Next,
 ) -> Result<Response, ApiError> {
     if state.api_key.is_none() {
-        let host = request
-            .headers()
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !state.allowed_hosts.allows(host) {
-            tracing::warn!(reason = "host_not_allowed", "auth.rejected");
-            return Err(ApiError::HostNotAllowed(
-                crate::http::error::bounded(host).into_owned(),
-            ));
-        }
+        crate::http::auth::require_allowed_host(&state, &request)?;
     }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -107,28 +97,36 @@ pub async fn styles() -> Response {
 /// is unset; 401 when a sign-in is needed.
 pub async fn session(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if state.api_key.is_none() {
-        return Json(json!({
-            "auth": "open",
-            "csrf": null,
-            "webhooks": state.delivery.report(crate::store::view::now_secs()),
-            "warning": "API_KEY is not set: anyone who can reach this port can read and send messages. Set API_KEY to require a sign-in.",
-        }))
-        .into_response();
+        return session_body(&state, None).into_response();
     }
-    match crate::http::session::cookie_value(&headers).and_then(|c| state.sessions.verify(c)) {
-        Some(session) => Json(json!({
-            "auth": "session",
-            "csrf": state.sessions.csrf(&session),
-            "expires_at": session.expires_at,
-            "webhooks": state.delivery.report(crate::store::view::now_secs()),
-        }))
-        .into_response(),
+    match state.sessions.from_headers(&headers) {
+        Some(session) => session_body(&state, Some(&session)).into_response(),
         None => (
             StatusCode::UNAUTHORIZED,
             Json(json!({"detail": "sign in with the API key"})),
         )
             .into_response(),
     }
+}
+
+/// What `/inbox/session` answers: the session and its CSRF token (`None`: the open inbox, with
+/// its warning), and Meta's delivery health.
+fn session_body(state: &AppState, session: Option<&Session>) -> Json<serde_json::Value> {
+    let webhooks = state.delivery.report(crate::store::view::now_secs());
+    Json(match session {
+        Some(session) => json!({
+            "auth": "session",
+            "csrf": state.sessions.csrf(session),
+            "expires_at": session.expires_at,
+            "webhooks": webhooks,
+        }),
+        None => json!({
+            "auth": "open",
+            "csrf": null,
+            "webhooks": webhooks,
+            "warning": "API_KEY is not set: anyone who can reach this port can read and send messages. Set API_KEY to require a sign-in.",
+        }),
+    })
 }
 
 /// Body of `POST /inbox/session`.
@@ -170,13 +168,7 @@ pub async fn sign_in(
         }
     };
     tracing::info!("inbox.signed_in");
-    let mut response = Json(json!({
-        "auth": "session",
-        "csrf": state.sessions.csrf(&session),
-        "expires_at": session.expires_at,
-        "webhooks": state.delivery.report(crate::store::view::now_secs()),
-    }))
-    .into_response();
+    let mut response = session_body(&state, Some(&session)).into_response();
     let cookie = set_cookie(&cookie, state.sessions.ttl(), secure(&headers));
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(response)
@@ -185,15 +177,9 @@ pub async fn sign_in(
 /// `DELETE /inbox/session`: signs this browser out (the session is revoked, the cookie
 /// cleared). Needs the session's CSRF token, like every state-changing call.
 pub async fn sign_out(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let session =
-        crate::http::session::cookie_value(&headers).and_then(|c| state.sessions.verify(c));
-    if let Some(session) = session {
-        let token = headers
-            .get(crate::http::session::CSRF_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !state.sessions.csrf_matches(&session, token) {
-            return ApiError::CsrfMissing.into_response();
+    if let Some(session) = state.sessions.from_headers(&headers) {
+        if let Err(refused) = state.sessions.check_csrf(&headers, &session) {
+            return refused.into_response();
         }
         state.sessions.revoke(&session);
         tracing::info!("inbox.signed_out");

@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -120,9 +120,7 @@ impl Sessions {
                 });
             }
         }
-        let matches = Sha256::digest(presented.as_bytes())
-            .ct_eq(&Sha256::digest(expected.expose_secret().as_bytes()));
-        if !bool::from(matches) {
+        if !crate::http::auth::key_matches(presented, expected) {
             self.failures.lock().expect("not poisoned").push(now);
             return Err(SignInError::WrongKey);
         }
@@ -186,6 +184,29 @@ impl Sessions {
         bool::from(self.csrf(session).as_bytes().ct_eq(token.as_bytes()))
     }
 
+    /// The session a request's `wg_session` cookie proves, if any.
+    pub fn from_headers(&self, headers: &axum::http::HeaderMap) -> Option<Session> {
+        cookie_value(headers).and_then(|cookie| self.verify(cookie))
+    }
+
+    /// A state-changing request of `session` must carry its `X-CSRF-Token`.
+    pub fn check_csrf(
+        &self,
+        headers: &axum::http::HeaderMap,
+        session: &Session,
+    ) -> Result<(), crate::http::error::ApiError> {
+        let token = headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if self.csrf_matches(session, token) {
+            Ok(())
+        } else {
+            tracing::warn!(reason = "csrf", "auth.rejected");
+            Err(crate::http::error::ApiError::CsrfMissing)
+        }
+    }
+
     /// Signs `session` out in this process.
     pub fn revoke(&self, session: &Session) {
         let now = unix_now();
@@ -209,9 +230,7 @@ pub fn cookie_value(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    u64::try_from(crate::store::view::now_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

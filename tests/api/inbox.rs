@@ -205,6 +205,63 @@ async fn a_state_changing_request_by_cookie_needs_the_session_s_csrf_token() {
     assert_eq!(keyed.status(), 200);
 }
 
+/// SameSite ignores ports: a page on another local port would send the cookie. Only the
+/// gateway's own pages may use it, for reads, the event stream and the WebSocket alike.
+#[tokio::test]
+async fn the_session_cookie_is_refused_from_other_origins_the_websocket_included() {
+    use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest};
+    let app = keyed_app().await;
+    let (cookie, _) = session_of(&app).await;
+    let read = |headers: &[(&str, &str)]| {
+        let mut request = app
+            .http
+            .get(app.url("/v1/conversations"))
+            .header("cookie", &cookie);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let other_port = read(&[("origin", "http://127.0.0.1:3000")]).await.unwrap();
+    assert_eq!(other_port.status(), 403);
+    let detail: Value = other_port.json().await.unwrap();
+    assert!(
+        detail["detail"]
+            .as_str()
+            .unwrap()
+            .contains("session cookie"),
+        "{detail}"
+    );
+    let same_site = read(&[("sec-fetch-site", "same-site")]).await.unwrap();
+    assert_eq!(same_site.status(), 403);
+    let own = app.address.trim_start_matches("http://").to_owned();
+    let own_page = read(&[
+        ("origin", &format!("http://{own}")),
+        ("sec-fetch-site", "same-origin"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(own_page.status(), 200);
+
+    let ws = |origin: &str| {
+        let mut request = format!("{}/v1/ws", app.address.replacen("http", "ws", 1))
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    match ws("http://127.0.0.1:3000").await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+    assert!(ws(&format!("http://{own}")).await.is_ok());
+}
+
 /// GET with the key, for checks.
 async fn get_json(app: &TestApp, path: &str) -> (u16, Value) {
     let response = app
