@@ -3,7 +3,9 @@
 //! 1. the configuration parses (and what the server would warn about);
 //! 2. APP_SECRET and API_KEY are set (each closes a security hole) and VERIFY_TOKEN;
 //! 3. the configured store opens, answers one cheap read and takes the readiness write the server
-//!    itself makes every second (which also refuses a Redis that evicts keys);
+//!    itself makes every second (which also refuses a Redis that evicts keys); an SQLite database
+//!    is looked at read-only first: a missing one is not created and an earlier release's is not
+//!    migrated (both warnings), a newer release's fails;
 //! 4. for every configured business number: its token (`GET /debug_token`: valid, not expiring
 //!    within [`EXPIRY_WARNING`], or a cheap call when Meta will not describe it), the token's
 //!    permissions, the number itself (`GET /{phone_number_id}`), its quality rating and messaging
@@ -317,6 +319,62 @@ async fn store_check(settings: &StoreSettings) -> Check {
                 "DATA_DIR must be a directory this user can create and write ({} now); set DATA_DIR or fix its permissions, and check the disk is not full.",
                 embedded.data_dir.display()
             );
+            // Looked at read-only first: opening for writing would create a missing database
+            // or migrate an earlier release's, which the doctor must not do.
+            if embedded.data_dir.exists() && !embedded.data_dir.is_dir() {
+                return Check::fail(
+                    "store",
+                    name,
+                    format!("cannot open {place}: DATA_DIR is not a directory"),
+                    fix,
+                );
+            }
+            if !path.exists() {
+                return Check::warn(
+                    "store",
+                    name,
+                    format!("no database at {} yet", path.display()),
+                    format!(
+                        "The gateway creates it at its first start. If it already ran, DATA_DIR ({}) is not where it keeps its data: run the doctor from the gateway's directory or set DATA_DIR.",
+                        embedded.data_dir.display()
+                    ),
+                );
+            }
+            let version = rusqlite::Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .and_then(|db| db.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0)));
+            let current = crate::store::embedded::SCHEMA_VERSION;
+            match version {
+                Err(e) => {
+                    return Check::fail("store", name, format!("cannot read {place}: {e}"), fix);
+                }
+                Ok(v) if v > current => {
+                    return Check::fail(
+                        "store",
+                        name,
+                        format!(
+                            "{place} was written by a newer release (schema {v}; this release reads up to {current})"
+                        ),
+                        "Run the release that wrote it, or restore a backup made for this one.",
+                    );
+                }
+                Ok(v) if v < current => {
+                    return Check::warn(
+                        "store",
+                        name,
+                        format!(
+                            "{place} has schema {v}: left as it is (the doctor writes nothing to it)"
+                        ),
+                        format!(
+                            "The gateway migrates it to schema {current} at its next start; back up {} first if you may go back to the release that wrote it.",
+                            path.display()
+                        ),
+                    );
+                }
+                Ok(_) => {}
+            }
             match crate::store::embedded::EmbeddedStore::open(embedded) {
                 Ok(store) => {
                     answer_check(

@@ -144,6 +144,15 @@ async fn setup(backend: Backend) -> Setup {
     if let Some(redis) = &redis {
         vars.insert("REDIS_URL".into(), redis.url());
         vars.insert("REDIS_KEY_PREFIX".into(), "doctor".into());
+    } else {
+        // The gateway has run here before: its database exists (the doctor creates none).
+        whatsapp_gateway::store::embedded::EmbeddedStore::open(
+            &whatsapp_gateway::config::EmbeddedSettings {
+                data_dir: data.path().to_owned(),
+                event_retention: 100,
+            },
+        )
+        .unwrap();
     }
     Setup {
         meta,
@@ -316,6 +325,43 @@ async fn an_all_green_set_up_passes_every_check_and_exits_0(backend: Backend) {
         "{text}"
     );
     assert!(!text.contains('✗'), "{text}");
+}
+
+/// The doctor reads the SQLite database's schema version first and writes nothing to a database
+/// it would have to create or migrate (an earlier release's must stay usable by that release).
+#[tokio::test]
+async fn the_doctor_neither_creates_nor_migrates_an_embedded_database() {
+    let mut setup = setup(Backend::Embedded).await;
+    Meta::healthy().mount(&setup.meta).await;
+    let empty = tempfile::tempdir().unwrap();
+    setup
+        .vars
+        .insert("DATA_DIR".into(), empty.path().display().to_string());
+    let (code, report) = setup.json(&[]).await;
+    assert_eq!(code, 0, "a missing database is a warning: {report:#}");
+    assert_eq!(outcome(&report, "store"), "warn", "{report:#}");
+    assert!(text_of(&report, "store", "detail").starts_with("no database at"));
+    assert_eq!(
+        std::fs::read_dir(empty.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+
+    let file = empty
+        .path()
+        .join(whatsapp_gateway::store::embedded::DB_FILE);
+    for (version, expected) in [(3, "warn"), (99, "fail")] {
+        let db = rusqlite::Connection::open(&file).unwrap();
+        db.pragma_update(None, "user_version", version).unwrap();
+        drop(db);
+        let (_, report) = setup.json(&[]).await;
+        assert_eq!(outcome(&report, "store"), expected, "{report:#}");
+        let db = rusqlite::Connection::open(&file).unwrap();
+        let after: i64 = db
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(after, version, "schema {version} left as it was");
+    }
 }
 
 async fn an_unreachable_store_fails_with_the_fix(backend: Backend) {
