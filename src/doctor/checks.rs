@@ -483,11 +483,12 @@ struct TokenFacts {
 }
 
 /// The Meta side of the checks.
-struct Meta<'a> {
+struct Meta {
     graph: Option<GraphClient>,
     account: Option<Account>,
-    /// GRAPH_API_BASE, for the commands in fixes.
-    base_url: &'a str,
+    /// GRAPH_API_BASE without user info, query or fragment (they may hold secrets), for texts
+    /// and the commands in fixes.
+    base_url: String,
     fix: bool,
     now: i64,
     /// Which variable holds each number's token and WABA, and names its id.
@@ -513,9 +514,9 @@ struct Waba {
     token_var: String,
 }
 
-impl<'a> Meta<'a> {
+impl Meta {
     fn new(
-        settings: &'a Settings,
+        settings: &Settings,
         lookup: &impl Fn(&str) -> Option<String>,
         options: &Options,
     ) -> Self {
@@ -546,7 +547,7 @@ impl<'a> Meta<'a> {
         Self {
             account: graph.clone().map(Account::new),
             graph,
-            base_url: &settings.graph.base_url,
+            base_url: crate::graph::client::displayable_base(&settings.graph.base_url),
             fix: options.fix,
             now: options.now,
             vars,

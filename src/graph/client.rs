@@ -570,7 +570,7 @@ fn jitter(most: Duration) -> Duration {
 }
 
 /// GRAPH_API_BASE as it may appear in an error: scheme, host, port and path only.
-fn displayable_base(base: &str) -> String {
+pub(crate) fn displayable_base(base: &str) -> String {
     match reqwest::Url::parse(base) {
         Ok(mut url) => {
             let _ = url.set_username("");

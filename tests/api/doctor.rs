@@ -1059,6 +1059,15 @@ async fn an_unreachable_graph_api_fails_once_and_skips_the_rest() {
             "subscription",
         ],
     );
+    // A GRAPH_API_BASE with credentials in it: they are never shown.
+    setup.vars.insert(
+        "GRAPH_API_BASE".into(),
+        format!("http://proxy:base-pw-5531@127.0.0.1:{}/v22.0", free_port()),
+    );
+    let (code, text) = setup.text(&[]).await;
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("GRAPH_API_BASE"), "{text}");
+    assert!(!text.contains("base-pw-5531"), "{text}");
 }
 
 #[tokio::test]
