@@ -561,22 +561,30 @@ async function sendAndShow(body, key, errorBox, errorText) {
   errorBox.hidden = true;
   try {
     await send(body, key);
-    state.pendingSend = null;
-    await refreshThread();
-    return true;
   } catch (e) {
     state.pendingSend = { body, key };
     errorText.textContent = `Not sent: ${e.message}`;
     errorBox.hidden = false;
     return false;
   }
+  state.pendingSend = null;
+  // Sent: a failed refresh must not read as a failed send.
+  refreshThread().catch(() => {});
+  return true;
+}
+
+// The key of a send: the failed one's again when the same message is sent again (Enter instead
+// of Retry), so a send whose outcome was unknown is never made twice.
+function keyFor(body) {
+  const pending = state.pendingSend;
+  return pending && JSON.stringify(pending.body) === JSON.stringify(body) ? pending.key : newKey();
 }
 
 // The store keeps a message's latest reaction; tapping the one shown removes it.
 async function sendReaction(m, emoji) {
   const shown = m.reaction && m.reaction.emoji === emoji;
   const body = { type: 'reaction', reaction: { message_id: m.id, emoji: shown ? '' : emoji } };
-  await sendAndShow(body, newKey(), $('send-error'), $('send-error-text'));
+  await sendAndShow(body, keyFor(body), $('send-error'), $('send-error-text'));
 }
 
 $('composer').addEventListener('submit', async (ev) => {
@@ -586,7 +594,7 @@ $('composer').addEventListener('submit', async (ev) => {
   const body = { type: 'text', text: { body: text } };
   if (state.replyTo) body.reply_to = state.replyTo;
   $('send').disabled = true;
-  const ok = await sendAndShow(body, newKey(), $('send-error'), $('send-error-text'));
+  const ok = await sendAndShow(body, keyFor(body), $('send-error'), $('send-error-text'));
   $('send').disabled = false;
   if (ok) {
     $('text').value = '';
@@ -679,7 +687,7 @@ function renderTemplateParams() {
     names.forEach((name, ni) => {
       const label = document.createElement('label');
       const what = p.component === 'button'
-        ? `Button ${Number(p.index) + 1} (${p.sub_type === 'url' ? 'URL suffix' : 'payload'})`
+        ? `Button ${Number(p.index) + 1} (${BUTTON_FIELD[p.sub_type] || 'payload'})`
         : p.type === 'text' ? `${p.component} {{${name}}}` : `${p.component} ${p.type} (link)`;
       label.append(document.createTextNode(what));
       const input = document.createElement('input');
@@ -692,13 +700,19 @@ function renderTemplateParams() {
   });
 }
 
+// What a template button's parameter is, by sub-type (quick replies take a payload).
+const BUTTON_FIELD = { url: 'URL suffix', copy_code: 'coupon code' };
+
 function templateBody(t) {
   const components = [];
   const value = (pi, ni) => box().querySelector(`input[data-param="${pi}"][data-slot="${ni}"]`).value;
   const box = () => $('template-params');
   (t.parameters || []).forEach((p, pi) => {
     if (p.component === 'button') {
-      const parameter = p.sub_type === 'url' ? { type: 'text', text: value(pi, 0) } : { type: 'payload', payload: value(pi, 0) };
+      const v = value(pi, 0);
+      const parameter = p.sub_type === 'url' ? { type: 'text', text: v }
+        : p.sub_type === 'copy_code' ? { type: 'coupon_code', coupon_code: v }
+          : { type: 'payload', payload: v };
       components.push({ type: 'button', sub_type: p.sub_type, index: String(p.index), parameters: [parameter] });
     } else if (p.type === 'text') {
       const parameters = p.placeholders.map((name, ni) => {
@@ -721,7 +735,8 @@ $('templates').addEventListener('submit', async (ev) => {
   const t = state.templates && state.templates[Number($('template').value)];
   if (!t) return;
   const errorBox = $('template-error');
-  await sendAndShow(templateBody(t), newKey(), errorBox, errorBox);
+  const body = templateBody(t);
+  await sendAndShow(body, keyFor(body), errorBox, errorBox);
 });
 
 // ---------- live events ----------
@@ -756,6 +771,8 @@ function startEvents() {
   on('conversation_updated', (c) => {
     if (!c || !c.contact) return;
     if (state.number && c.phone_number_id !== state.number) return;
+    // While searching, only the conversations the search found are kept up to date.
+    if (state.query && !state.conversations.some((x) => convKey(x) === convKey(c))) return;
     upsertConversation(c, true);
     renderConversations();
     if (state.current && convKey(state.current) === convKey(c)) renderWindow(c);

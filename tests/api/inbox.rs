@@ -550,7 +550,8 @@ async fn the_inbox_works_end_to_end_in_a_real_browser(backend: Backend) {
         .and(path_regex(format!("^/{WABA}/message_templates$")))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [{
             "name": "order_update", "language": "en_US", "status": "APPROVED", "category": "UTILITY",
-            "components": [{"type": "BODY", "text": "Order {{1}} ships today"}]
+            "components": [{"type": "BODY", "text": "Order {{1}} ships today"},
+                           {"type": "BUTTONS", "buttons": [{"type": "COPY_CODE", "example": "SAVE15"}]}]
         }]})))
         .mount(&app.graph)
         .await;
@@ -769,6 +770,48 @@ async fn browse(
     );
     shoot(client, backend, "4-failure").await;
 
+    // Meta answers too late (after GRAPH_TIMEOUT_SECS): the outcome is unknown and the page says
+    // "Not sent". Pressing Enter again sends the same message with the same Idempotency-Key, so
+    // Meta sees it once.
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/messages")))
+        .and(body_partial_json(json!({"text": {"body": "Slow one"}})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(3))
+                .set_body_json(json!({"messaging_product": "whatsapp",
+                    "contacts": [{"input": KERRY, "wa_id": KERRY}], "messages": [{"id": "wamid.SLOW"}]})),
+        )
+        .with_priority(1)
+        .mount(&app.graph)
+        .await;
+    let slow = |b: &Value| b["text"]["body"] == "Slow one";
+    for attempt in 1..=2 {
+        if attempt == 1 {
+            text.send_keys("Slow one").await.unwrap();
+        }
+        text.send_keys("\u{E007}").await.unwrap();
+        eventually("the send's unknown outcome", || async {
+            let shown = client
+                .find(Locator::Css("#send-error:not([hidden])"))
+                .await
+                .ok()?;
+            shown.text().await.ok().filter(|t| t.contains("Not sent"))
+        })
+        .await;
+        // The next attempt starts once this one has been answered.
+        client
+            .execute(
+                "document.getElementById('send-error').hidden = true;",
+                vec![],
+            )
+            .await
+            .unwrap();
+    }
+    let slow_sends = sent_bodies(app).await.iter().filter(|b| slow(b)).count();
+    assert_eq!(slow_sends, 1, "the same key twice: one send");
+    text.clear().await.unwrap();
+
     // A reaction on Kerry's message (its buttons show on hover or focus; clicked by script).
     let reacted: Value = client
         .execute(
@@ -819,6 +862,14 @@ async fn browse(
         "no free text into a closed window"
     );
     param.send_keys("4521").await.unwrap();
+    // The copy-code button's coupon, the second field.
+    client
+        .find(Locator::Css("#template-params label:nth-child(2) input"))
+        .await
+        .unwrap()
+        .send_keys("SAVE15")
+        .await
+        .unwrap();
     shoot(client, backend, "5-template").await;
     click(client, "#send-template").await;
     let template = eventually("the template send", || async {
@@ -832,7 +883,9 @@ async fn browse(
         template,
         json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": OLD,
                "type": "template", "template": {"name": "order_update", "language": {"code": "en_US"},
-               "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]}})
+               "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]},
+                              {"type": "button", "sub_type": "copy_code", "index": "0",
+                               "parameters": [{"type": "coupon_code", "coupon_code": "SAVE15"}]}]}})
     );
 
     // Away (the tab closed), a message arrives; back, it is there.
