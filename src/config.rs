@@ -662,6 +662,21 @@ pub fn unreadable_env_file(file: &str, e: &dotenvy::Error) -> String {
     }
 }
 
+/// Loads `config.env`, then `.env`, from the working directory: each fills in only what the
+/// environment (and the file before it) does not set. Returns the files read and, for each file
+/// that exists but does not parse, why ([`unreadable_env_file`]: never its text).
+pub fn load_env_files() -> (Vec<&'static str>, Vec<String>) {
+    let (mut read, mut problems) = (Vec::new(), Vec::new());
+    for file in ["config.env", ".env"] {
+        match dotenvy::from_filename(file) {
+            Ok(_) => read.push(file),
+            Err(e) if e.not_found() => {}
+            Err(e) => problems.push(unreadable_env_file(file, &e)),
+        }
+    }
+    (read, problems)
+}
+
 /// Variable reader that records problems instead of stopping at the first.
 struct Env<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,

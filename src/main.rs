@@ -55,18 +55,9 @@ async fn main() -> ExitCode {
         }
     }
     // Files fill in only what the real environment does not set.
-    for file in ["config.env", ".env"] {
-        match dotenvy::from_filename(file) {
-            Ok(_) => {}
-            Err(e) if e.not_found() => {}
-            Err(e) => {
-                eprintln!(
-                    "error: {}",
-                    whatsapp_gateway::config::unreadable_env_file(file, &e)
-                );
-                return ExitCode::from(2);
-            }
-        }
+    if let Some(problem) = whatsapp_gateway::config::load_env_files().1.first() {
+        eprintln!("error: {problem}");
+        return ExitCode::from(2);
     }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
@@ -87,33 +78,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = app.run_until_stopped(shutdown_signal()).await {
+    if let Err(e) = app
+        .run_until_stopped(whatsapp_gateway::startup::shutdown_signal())
+        .await
+    {
         tracing::error!(error.message = %e, "server.failed");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
-}
-
-/// Completes on SIGTERM (Docker, systemd) or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }
 
 /// `healthcheck`: GET /readyz on the local port, for container health checks (the runtime image

@@ -65,16 +65,11 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
         }
     };
     // Files fill in only what the real environment does not set (as for the server).
-    let mut source = Source::default();
-    for file in ["config.env", ".env"] {
-        match dotenvy::from_filename(file) {
-            Ok(_) => source.files.push(file.to_owned()),
-            Err(e) if e.not_found() => {}
-            Err(e) => source
-                .errors
-                .push(crate::config::unreadable_env_file(file, &e)),
-        }
-    }
+    let (read, errors) = crate::config::load_env_files();
+    let source = Source {
+        files: read.into_iter().map(str::to_owned).collect(),
+        errors,
+    };
     let options = Options {
         fix: cli.fix,
         public_url: cli.public_url,

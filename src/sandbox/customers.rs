@@ -145,6 +145,24 @@ mod tests {
                 title: "Yes".into()
             })
         );
+        let list = json!({"type": "interactive", "interactive": {"type": "list",
+            "body": {"text": "Pick a slot"}, "action": {"button": "Slots", "sections": [
+                {"title": "Today", "rows": [{"id": "am", "title": "Morning", "description": "9-12"},
+                                            {"id": "pm", "title": "Afternoon"}]}]}}});
+        assert_eq!(
+            answer_to(&list, "wamid.X"),
+            Some(Inbound::ListReply {
+                id: "am".into(),
+                title: "Morning".into(),
+                description: Some("9-12".into())
+            })
+        );
+        let location =
+            json!({"type": "location_request", "location_request": {"body": {"text": "Where?"}}});
+        assert!(matches!(
+            answer_to(&location, "wamid.X"),
+            Some(Inbound::Location { .. })
+        ));
         let reaction =
             json!({"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "👍"}});
         assert_eq!(answer_to(&reaction, "wamid.Y"), None);

@@ -56,6 +56,47 @@ impl Default for Pace {
     }
 }
 
+/// Uploaded files, oldest first, at most [`MAX_MEDIA_BYTES`] of them (ids and types counted).
+#[derive(Default)]
+struct Shelf {
+    files: std::collections::VecDeque<(String, String, Bytes)>,
+    bytes: usize,
+}
+
+impl Shelf {
+    fn size((id, mime, bytes): &(String, String, Bytes)) -> usize {
+        id.len() + mime.len() + bytes.len()
+    }
+
+    /// Keeps a file, dropping the oldest ones past the limit.
+    fn put(&mut self, file: (String, String, Bytes)) {
+        self.bytes += Self::size(&file);
+        self.files.push_back(file);
+        while self.bytes > MAX_MEDIA_BYTES {
+            let Some(old) = self.files.pop_front() else {
+                break;
+            };
+            self.bytes -= Self::size(&old);
+        }
+    }
+
+    /// The type and bytes of file `id`.
+    fn get(&self, id: &str) -> Option<(&str, &Bytes)> {
+        self.files
+            .iter()
+            .find(|(i, _, _)| i == id)
+            .map(|(_, mime, bytes)| (mime.as_str(), bytes))
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(at) = self.files.iter().position(|(i, _, _)| i == id)
+            && let Some(file) = self.files.remove(at)
+        {
+            self.bytes -= Self::size(&file);
+        }
+    }
+}
+
 /// The double's state.
 pub struct Double {
     pub business: Business,
@@ -64,7 +105,7 @@ pub struct Double {
     pub webhook: OnceLock<Receiver>,
     /// Where the double itself listens (for media URLs).
     pub base: OnceLock<String>,
-    media: Mutex<Vec<(String, String, Bytes)>>,
+    media: Mutex<Shelf>,
     pace: Pace,
 }
 
@@ -84,7 +125,7 @@ impl Double {
             business,
             webhook: OnceLock::new(),
             base: OnceLock::new(),
-            media: Mutex::new(Vec::new()),
+            media: Mutex::new(Shelf::default()),
             pace,
         })
     }
@@ -115,6 +156,7 @@ pub fn router(double: Arc<Double>) -> Router {
         .route("/v22.0/{node}/message_templates", get(templates))
         .route("/media-files/{id}", get(file))
         .fallback(unsupported)
+        .method_not_allowed_fallback(unsupported)
         .layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES))
         .with_state(double)
 }
@@ -211,11 +253,12 @@ async fn messages(
     if !message[kind].is_object() {
         return invalid(&format!("the {kind} object is required"));
     }
-    let customer = if to.bytes().all(|b| b.is_ascii_digit()) {
+    // One of the cast when it is one (their names on statuses and answers), else a stranger.
+    let customer = super::customers::known(&if to.bytes().all(|b| b.is_ascii_digit()) {
         Customer::with_phone(to.clone())
     } else {
         Customer::bsuid_only(to.clone())
-    };
+    });
     let id = double.with_factory(|f| f.wamid(&customer, true));
     let contact = if customer.phone.is_some() {
         json!({"input": to, "wa_id": to})
@@ -251,9 +294,12 @@ async fn play_meta(double: Arc<Double>, customer: Customer, id: String, message:
     }
     if let Some(answer) = super::customers::answer_to(&message, &id) {
         tokio::time::sleep(pace.reply.saturating_sub(waited)).await;
-        let customer = super::customers::known(&customer);
+        let business = double.business.display_phone_number.clone();
         let notification = double.with_factory(|f| {
-            let m = f.message(&customer, &answer);
+            let mut m = f.message(&customer, &answer);
+            // An answer quotes the message it answers, as Meta's do (a tapped button's context
+            // is the interactive message).
+            m["context"] = json!({"from": business, "id": id});
             f.messages_notification(std::slice::from_ref(&customer), vec![m])
         });
         double.deliver(&notification).await;
@@ -291,11 +337,11 @@ async fn upload(State(double): State<Arc<Double>>, headers: HeaderMap, body: Byt
             break;
         };
         let id = double.with_factory(|f| f.rng().digits(16));
-        let mut media = double.media.lock().expect("not poisoned");
-        media.push((id.clone(), mime, bytes));
-        while media.iter().map(|(_, _, b)| b.len()).sum::<usize>() > MAX_MEDIA_BYTES {
-            media.remove(0);
-        }
+        double
+            .media
+            .lock()
+            .expect("not poisoned")
+            .put((id.clone(), mime, bytes));
         return axum::Json(json!({ "id": id })).into_response();
     }
     meta_error(
@@ -334,10 +380,9 @@ async fn node(
     let (mime, size) = {
         let media = double.media.lock().expect("not poisoned");
         media
-            .iter()
-            .find(|(id, _, _)| *id == node)
-            .map_or(("image/png".to_owned(), PHOTO.len()), |(_, mime, b)| {
-                (mime.clone(), b.len())
+            .get(&node)
+            .map_or(("image/png".to_owned(), PHOTO.len()), |(mime, b)| {
+                (mime.to_owned(), b.len())
             })
     };
     let base = double.base.get().cloned().unwrap_or_default();
@@ -360,11 +405,7 @@ async fn delete_media(
     if let Some(refusal) = refused_token(&headers) {
         return refusal;
     }
-    double
-        .media
-        .lock()
-        .expect("not poisoned")
-        .retain(|(id, _, _)| *id != node);
+    double.media.lock().expect("not poisoned").remove(&node);
     axum::Json(json!({"success": true})).into_response()
 }
 
@@ -381,9 +422,8 @@ async fn file(
         .media
         .lock()
         .expect("not poisoned")
-        .iter()
-        .find(|(i, _, _)| *i == id)
-        .map(|(_, mime, bytes)| (mime.clone(), bytes.clone()));
+        .get(&id)
+        .map(|(mime, bytes)| (mime.to_owned(), bytes.clone()));
     let (mime, bytes) = found.unwrap_or_else(|| ("image/png".into(), Bytes::from_static(PHOTO)));
     ([(header::CONTENT_TYPE, mime)], bytes).into_response()
 }

@@ -87,6 +87,13 @@ impl Sandbox {
             ("VERIFY_TOKEN", "sandbox-verify-token".to_owned()),
             ("GRAPH_API_BASE", format!("{base}/v22.0")),
             ("DATA_DIR", options.data_dir.display().to_string()),
+            // Within what the double keeps (the form's overhead on top), so an upload too large
+            // for it is the gateway's own 413, as it would be for Meta's limit.
+            (
+                "MEDIA_UPLOAD_MAX_BYTES",
+                (meta::MAX_MEDIA_BYTES as u64 - crate::http::edge::UPLOAD_FORM_OVERHEAD)
+                    .to_string(),
+            ),
         ]);
         if let Some(key) = &options.api_key {
             vars.insert("API_KEY", key.clone());
@@ -137,58 +144,50 @@ impl Sandbox {
     }
 }
 
-const USAGE: &str = "whatsapp-gateway sandbox: the gateway with a built-in Meta, for trying it out
+/// `whatsapp-gateway sandbox`: the gateway with a built-in Meta, for trying it out.
+///
+/// Nothing leaves this machine: Meta is played by a local double, which answers sends as Meta
+/// does, posts the sent, delivered and read statuses back (signed) and lets the customers answer.
+/// Your config.env is not read: no real token or number is used.
+#[derive(Debug, clap::Parser)]
+#[command(name = "whatsapp-gateway sandbox")]
+struct Cli {
+    /// The gateway's port [default: $PORT, else 8000].
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    port: u16,
+    /// Its embedded store (kept apart from ./data).
+    #[arg(long, value_name = "DIR", default_value = "./sandbox-data")]
+    data_dir: PathBuf,
+    /// Require this key to sign in to the inbox [default: an open inbox on 127.0.0.1].
+    #[arg(long, value_name = "KEY")]
+    api_key: Option<String>,
+    /// The customers do not write in at start (they still answer).
+    #[arg(long)]
+    quiet_customers: bool,
+}
 
-Usage: whatsapp-gateway sandbox [--port N] [--data-dir DIR] [--api-key KEY] [--quiet-customers]
-
-  --port N            the gateway's port (default $PORT, else 8000)
-  --data-dir DIR      its embedded store (default ./sandbox-data; kept apart from ./data)
-  --api-key KEY       require this key to sign in to the inbox (default: an open inbox on
-                      127.0.0.1)
-  --quiet-customers   the customers do not write in at start (they still answer)
-
-Nothing leaves this machine: Meta is played by a local double, which answers sends as Meta does,
-posts the sent, delivered and read statuses back (signed) and lets the customers answer. Your
-config.env is not read: no real token or number is used.";
-
-/// `whatsapp-gateway sandbox [flags]`.
+/// `whatsapp-gateway sandbox [flags]`: 2 for a bad flag (or a bad $PORT), naming it.
 pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
-    let mut options = Options {
-        port: std::env::var("PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(8000),
-        data_dir: PathBuf::from("./sandbox-data"),
-        api_key: None,
-        opening: true,
+    let argv = std::iter::once("whatsapp-gateway sandbox".to_owned()).chain(args);
+    let cli = match <Cli as clap::Parser>::try_parse_from(argv) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let options = Options {
+        port: cli.port,
+        data_dir: cli.data_dir,
+        api_key: cli.api_key,
+        opening: !cli.quiet_customers,
         pace: meta::Pace::default(),
     };
-    let mut args = args.peekable();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        let outcome = match arg.as_str() {
-            "--port" => value("--port").and_then(|v| {
-                v.parse()
-                    .map(|p| options.port = p)
-                    .map_err(|_| format!("--port: not a port number: {v:?}"))
-            }),
-            "--data-dir" => value("--data-dir").map(|v| options.data_dir = v.into()),
-            "--api-key" => value("--api-key").map(|v| options.api_key = Some(v)),
-            "--quiet-customers" => {
-                options.opening = false;
-                Ok(())
-            }
-            "--help" | "-h" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            other => Err(format!("unknown argument {other:?}")),
-        };
-        if let Err(problem) = outcome {
-            eprintln!("error: {problem}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
+    let customers = if options.opening {
+        "customers Ana, Kerry and Luis will write in"
+    } else {
+        "the customers answer what you send them"
+    };
     crate::telemetry::init(crate::config::LogFormat::Pretty);
     let sandbox = match Sandbox::start(options).await {
         Ok(sandbox) => sandbox,
@@ -199,34 +198,18 @@ pub async fn run(args: impl Iterator<Item = String>) -> ExitCode {
     };
     println!(
         "Sandbox running: open http://127.0.0.1:{}/inbox\n\
-         (Meta is played locally on {}; customers Ana, Kerry and Luis will write in. Ctrl-C stops.)",
+         (Meta is played locally on {}; {customers}. Ctrl-C stops.)",
         sandbox.port(),
         sandbox.meta_address
     );
-    match sandbox.run_until_stopped(stop_signal()).await {
+    match sandbox
+        .run_until_stopped(crate::startup::shutdown_signal())
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

@@ -339,15 +339,9 @@ pub async fn run(args: impl IntoIterator<Item = String>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    for file in ["config.env", ".env"] {
-        match dotenvy::from_filename(file) {
-            Ok(_) => {}
-            Err(e) if e.not_found() => {}
-            Err(e) => {
-                eprintln!("error: {}", crate::config::unreadable_env_file(file, &e));
-                return ExitCode::from(2);
-            }
-        }
+    if let Some(problem) = crate::config::load_env_files().1.first() {
+        eprintln!("error: {problem}");
+        return ExitCode::from(2);
     }
     let defaults = Defaults::from_lookup(|k| std::env::var(k).ok());
     execute(cli, &defaults).await

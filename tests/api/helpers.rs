@@ -480,8 +480,19 @@ impl Gateway {
 
     /// Starts the binary on a given port (to restart it where clients expect it).
     pub fn spawn_on(port: u16, vars: &HashMap<String, String>, cwd: &Path) -> Self {
+        Self::spawn_command(port, &[], vars, cwd)
+    }
+
+    /// Starts `whatsapp-gateway <args>` (e.g. `sandbox`) with PORT set to `port`.
+    pub fn spawn_command(
+        port: u16,
+        args: &[&str],
+        vars: &HashMap<String, String>,
+        cwd: &Path,
+    ) -> Self {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"))
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(vars)

@@ -2,6 +2,7 @@
 //! `/webhook` (signed), sends go through the real `/v1/messages` and Graph client, and Meta's
 //! double answers as Meta does, posts the statuses back and lets the customer answer.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -169,7 +170,7 @@ async fn a_send_gets_meta_s_statuses_and_the_customer_s_answer() {
     assert_eq!(answer["contact"]["name"], "Ana Souza");
 
     // Reply buttons: the customer taps the first.
-    sandbox
+    let buttons = sandbox
         .send(
             json!({"to": "919216598210", "type": "interactive", "interactive": {"type": "button",
             "body": {"text": "Deliver tomorrow?"}, "action": {"buttons": [
@@ -187,6 +188,10 @@ async fn a_send_gets_meta_s_statuses_and_the_customer_s_answer() {
     assert_eq!(
         tapped["content"]["interactive"]["id"], "yes-tomorrow",
         "{tapped}"
+    );
+    assert_eq!(
+        tapped["context"]["id"], buttons["id"],
+        "the tap quotes the interactive message"
     );
 }
 
@@ -249,53 +254,82 @@ async fn uploads_round_trip_and_meta_s_double_refuses_like_meta() {
     assert_eq!(no_token.status(), 401);
     let error: Value = no_token.json().await.unwrap();
     assert_eq!(error["error"]["code"], 190);
+    // A method Meta does not take there: Meta's error object, not a bare 405.
+    let put = sandbox
+        .http
+        .put(&messages)
+        .bearer_auth(meta::ACCESS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 400);
+    let error: Value = put.json().await.unwrap();
+    assert_eq!(error["error"]["code"], 100);
 }
 
 #[tokio::test]
 async fn the_sandbox_command_serves_the_inbox_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"))
-        .args(["sandbox", "--port", &port.to_string(), "--quiet-customers"])
-        .args(["--data-dir", &dir.path().join("data").display().to_string()])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let data = dir.path().join("data").display().to_string();
+    let mut sandbox = Gateway::spawn_command(
+        free_port(),
+        &["sandbox", "--quiet-customers", "--data-dir", &data],
+        &HashMap::new(),
+        dir.path(),
+    );
+    sandbox.wait_ready().await;
     let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    eventually("the sandbox to be ready", || async {
-        let r = http.get(format!("{base}/readyz")).send().await.ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
-    let inbox = http.get(format!("{base}/inbox")).send().await.unwrap();
+    let inbox = http.get(sandbox.url("/inbox")).send().await.unwrap();
     assert_eq!(inbox.status(), 200);
     // Sends work with no token configured anywhere but the sandbox's own.
     let sent = http
-        .post(format!("{base}/v1/messages"))
+        .post(sandbox.url("/v1/messages"))
         .json(&json!({"to": "919216598210", "type": "text", "text": {"body": "Hello"}}))
         .send()
         .await
         .unwrap();
     assert_eq!(sent.status(), 200);
-    let _ = std::process::Command::new("kill")
-        .args(["-s", "TERM", &child.id().to_string()])
-        .status();
-    let status = tokio::task::spawn_blocking(move || {
-        let status = child.wait().unwrap();
-        let mut out = String::new();
-        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-        (status, out)
-    });
-    let (status, out) = tokio::time::timeout(Duration::from_secs(15), status)
-        .await
-        .expect("the sandbox stops on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    sandbox.signal("TERM");
+    let status = sandbox.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}: {}", sandbox.output());
+    let out = sandbox.output();
     assert!(
-        out.contains(&format!("open http://127.0.0.1:{port}/inbox")),
+        out.contains(&format!("open http://127.0.0.1:{}/inbox", sandbox.port)),
         "{out}"
+    );
+    assert!(
+        out.contains("the customers answer what you send them"),
+        "{out}"
+    );
+}
+
+/// A flag that does not parse (or a $PORT that is not a port) is a usage error naming it.
+#[tokio::test]
+async fn bad_flags_exit_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, port, named) in [
+        (&["sandbox", "--port", "abc"][..], None, "--port"),
+        (&["sandbox", "--data-dir"][..], None, "--data-dir"),
+        (&["sandbox"][..], Some("eighty"), "--port"),
+        (&["sandbox", "--verbose"][..], None, "--verbose"),
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_whatsapp-gateway"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .current_dir(dir.path());
+        if let Some(port) = port {
+            command.env("PORT", port);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing started, nothing created"
     );
 }
