@@ -877,6 +877,32 @@ mod tests {
     }
 
     #[test]
+    fn inbox_session_and_webhook_silence_take_their_values_within_bounds() {
+        let s = settings(&[
+            ("INBOX_SESSION_HOURS", "48"),
+            ("WEBHOOK_SILENCE_MINUTES", "15"),
+        ])
+        .unwrap();
+        assert_eq!(s.inbox_session, Duration::from_secs(48 * 3600));
+        assert_eq!(s.webhook.silence_warning, Duration::from_secs(15 * 60));
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.inbox_session, Duration::from_secs(12 * 3600));
+        assert_eq!(defaults.webhook.silence_warning, Duration::from_secs(3600));
+        let e = settings(&[
+            ("INBOX_SESSION_HOURS", "0"),
+            ("WEBHOOK_SILENCE_MINUTES", "10081"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            [
+                "WEBHOOK_SILENCE_MINUTES: must be an integer from 1 to 10080",
+                "INBOX_SESSION_HOURS: must be an integer from 1 to 720",
+            ]
+        );
+    }
+
+    #[test]
     fn a_request_timeout_shorter_than_two_graph_timeouts_is_warned_about() {
         let warned = |vars: &[(&str, &str)]| {
             settings(vars)

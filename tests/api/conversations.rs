@@ -25,6 +25,7 @@ contract_tests!(
     every_fixture_message_is_stored_with_its_typed_content,
     edits_deletions_and_reactions_change_the_original_not_the_history,
     a_deleted_conversation_is_gone_and_does_not_come_back_from_a_retry,
+    the_conversation_shows_the_profile_of_the_user_s_latest_message,
 );
 
 const A: &str = "919216598210";
@@ -153,6 +154,42 @@ async fn failed_is_final_and_keeps_meta_s_errors(backend: Backend) {
     assert_eq!(
         failure["errors"][0]["details"],
         "More than 24 hours have passed"
+    );
+    // Ours, added when recorded: what to do about the code.
+    assert!(
+        failure["errors"][0]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("only a template can reach them")),
+        "{failure}"
+    );
+}
+
+/// The user renamed their profile: the conversation shows the name of their latest message,
+/// also when an older message (with the old name) arrives late, and our own sends (which carry no
+/// profile) do not blank it.
+async fn the_conversation_shows_the_profile_of_the_user_s_latest_message(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let named = |id: &str, ts: i64, name: &str| {
+        let mut body: Value =
+            serde_json::from_str(&webhook_with(vec![message_at(id, A, ts, "hi")])).unwrap();
+        body["entry"][0]["changes"][0]["value"]["contacts"][0]["profile"]["name"] = name.into();
+        body.to_string()
+    };
+    app.post_webhook_ok(&named("wamid.P2", 200, "Kerry F."))
+        .await;
+    app.post_webhook_ok(&named("wamid.P1", 100, "Old name"))
+        .await;
+    let (_, page) = get(&app, "/v1/conversations").await;
+    assert_eq!(
+        page["conversations"][0]["contact"]["name"], "Kerry F.",
+        "{page}"
+    );
+    app.post_webhook_ok(&named("wamid.P3", 300, "Kerry Fisher"))
+        .await;
+    let (_, page) = get(&app, "/v1/conversations").await;
+    assert_eq!(
+        page["conversations"][0]["contact"]["name"], "Kerry Fisher",
+        "{page}"
     );
 }
 

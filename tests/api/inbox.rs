@@ -301,6 +301,25 @@ async fn wrong_keys_are_refused_then_limited_and_sign_out_revokes_the_session() 
         .await
         .unwrap();
     assert_eq!(form.status(), 415);
+    // A missing, mistyped or empty key is a 422 naming `key`, and no cookie.
+    for body in [json!({}), json!({"key": 1}), json!({"key": ""})] {
+        let refused = app
+            .http
+            .post(app.url("/inbox/session"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 422, "{body}");
+        assert!(refused.headers().get("set-cookie").is_none());
+        let detail: Value = refused.json().await.unwrap();
+        assert_eq!(
+            detail["detail"][0]["loc"],
+            json!(["body", "key"]),
+            "{body}: {detail}"
+        );
+    }
 
     // Sign-out needs the token, then the cookie no longer works.
     let sign_out = |token: &str| {

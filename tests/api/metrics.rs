@@ -56,6 +56,36 @@ async fn webhook_store_and_graph_outcomes_are_counted() {
         .await
         .unwrap();
     assert_eq!(media.status(), 502);
+    // An upload (Meta refuses it: the POST mock above) and a delete, each under its operation.
+    Mock::given(method("DELETE"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({"error": {"message": "Error validating access token", "code": 190}}),
+        ))
+        .mount(&app.graph)
+        .await;
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(b"\x89PNG\r\n\x1a\n".to_vec())
+            .file_name("a.png")
+            .mime_str("image/png")
+            .unwrap(),
+    );
+    let upload = app
+        .http
+        .post(app.url("/v1/media"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(upload.status().is_client_error(), "{}", upload.status());
+    let delete = app
+        .http
+        .delete(app.url("/v1/media/1234567"))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), 502);
 
     let text = scrape(&app).await;
     assert_eq!(
@@ -95,6 +125,12 @@ async fn webhook_store_and_graph_outcomes_are_counted() {
         ),
         1.0
     );
+    for series in [
+        r#"whatsapp_gateway_graph_requests_total{operation="upload",outcome="rejected",code="131030"}"#,
+        r#"whatsapp_gateway_graph_requests_total{operation="delete",outcome="rejected",code="190"}"#,
+    ] {
+        assert_eq!(value(&text, series), 1.0, "{series}");
+    }
     assert_eq!(
         value(
             &text,
