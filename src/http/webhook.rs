@@ -129,7 +129,10 @@ pub async fn receive_webhook(
     })?;
     let now = crate::store::view::now_secs();
     state.delivery.record(now);
-    metrics.webhook_last_received.set(now);
+    // The tracker's value (a maximum), so concurrent deliveries never move the gauge back.
+    metrics
+        .webhook_last_received
+        .set(state.delivery.last_received());
     metrics
         .statuses_received
         .inc_by((batch.statuses.len() + batch.call_statuses) as u64);
