@@ -39,6 +39,52 @@ pub struct Settings {
     pub events: EventSettings,
     /// INBOX_SESSION_HOURS (default 12, 1-720): how long an inbox sign-in lasts.
     pub inbox_session: Duration,
+    /// Outgoing webhooks (`WEBHOOK_*`, see [`crate::outgoing`]).
+    pub outgoing: OutgoingSettings,
+}
+
+/// Outgoing webhooks to client apps.
+#[derive(Debug, Clone)]
+pub struct OutgoingSettings {
+    /// WEBHOOK_ALLOW_PRIVATE (default false): deliveries may go to loopback, private and
+    /// link-local addresses.
+    pub allow_private: bool,
+    /// WEBHOOK_RETRY_SCHEDULE (default `5s,5m,30m,2h,5h,10h,10h`): the waits before each retry;
+    /// after the last one's attempt fails the delivery is dead.
+    pub retry_schedule: Vec<Duration>,
+    /// WEBHOOK_DISABLE_AFTER (default `5days`): a subscription whose deliveries all failed this
+    /// long is disabled.
+    pub disable_after: Duration,
+    /// WEBHOOK_TIMEOUT_SECS (default 15, 1-60): one attempt's time limit.
+    pub timeout: Duration,
+    /// WEBHOOK_CONCURRENCY (default 64): attempts in flight per instance.
+    pub concurrency: usize,
+    /// WEBHOOK_URL, WEBHOOK_SECRET, WEBHOOK_EVENTS: the subscription config.env defines (id
+    /// `config`).
+    pub configured: Option<ConfiguredHook>,
+}
+
+/// The subscription config.env defines.
+#[derive(Debug, Clone)]
+pub struct ConfiguredHook {
+    pub url: String,
+    pub secret: SecretString,
+    /// `None`: every event type.
+    pub events: Option<Vec<String>>,
+}
+
+/// The default WEBHOOK_RETRY_SCHEDULE (svix's).
+pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
+
+/// Parses a retry schedule: 1 to 20 comma-separated durations (`5s`, `500ms`, `2h`, `1day`),
+/// each at most 7 days.
+pub fn parse_retry_schedule(v: &str) -> Option<Vec<Duration>> {
+    let waits: Vec<Duration> = v
+        .split(',')
+        .map(|d| humantime::parse_duration(d.trim()).ok())
+        .collect::<Option<_>>()?;
+    ((1..=20).contains(&waits.len()) && waits.iter().all(|w| *w <= Duration::from_secs(7 * 86_400)))
+        .then_some(waits)
 }
 
 /// The listener and its limits.
@@ -513,6 +559,7 @@ impl Settings {
         };
         let inbox_session =
             Duration::from_secs(3600 * env.bounded("INBOX_SESSION_HOURS", 12, 1, 720));
+        let outgoing = outgoing_settings(&env);
 
         let problems = env.problems.into_inner();
         if !problems.is_empty() {
@@ -527,6 +574,7 @@ impl Settings {
             log_format,
             events,
             inbox_session,
+            outgoing,
         })
     }
 
@@ -678,6 +726,78 @@ pub fn load_env_files() -> (Vec<&'static str>, Vec<String>) {
 }
 
 /// Variable reader that records problems instead of stopping at the first.
+/// The `WEBHOOK_*` variables of outgoing webhooks.
+fn outgoing_settings(env: &Env<'_>) -> OutgoingSettings {
+    let allow_private =
+        env.parsed_with("WEBHOOK_ALLOW_PRIVATE", false, "true or false", parse_bool);
+    let configured = match (env.get("WEBHOOK_URL"), env.get("WEBHOOK_SECRET")) {
+        (Some(url), secret) => {
+            if let Err(rule) = crate::outgoing::target::parse_url(&url, allow_private) {
+                env.problem("WEBHOOK_URL", &rule);
+            }
+            match &secret {
+                None => env.problem(
+                    "WEBHOOK_SECRET",
+                    "is needed with WEBHOOK_URL: whsec_ followed by the base64 of 24 to 64 random bytes (e.g. echo whsec_$(openssl rand -base64 32))",
+                ),
+                Some(s) => {
+                    if let Err(rule) = crate::outgoing::signature::SigningSecret::parse(s) {
+                        env.problem("WEBHOOK_SECRET", rule);
+                    }
+                }
+            }
+            let events = env.parsed_opt(
+                "WEBHOOK_EVENTS",
+                "a comma-separated list of event types (letters, digits, _ and .), at most 64",
+                |v| {
+                    crate::outgoing::subscription::parse_event_types(v.split(',').map(str::trim))
+                        .ok()
+                },
+            );
+            secret.map(|secret| ConfiguredHook {
+                url,
+                secret: SecretString::from(secret),
+                events,
+            })
+        }
+        (None, Some(_)) => {
+            env.problem(
+                "WEBHOOK_SECRET",
+                "is set but WEBHOOK_URL is not: set both or neither",
+            );
+            None
+        }
+        (None, None) => {
+            if env.get("WEBHOOK_EVENTS").is_some() {
+                env.problem("WEBHOOK_EVENTS", "is set but WEBHOOK_URL is not");
+            }
+            None
+        }
+    };
+    OutgoingSettings {
+        allow_private,
+        retry_schedule: env.parsed_with(
+            "WEBHOOK_RETRY_SCHEDULE",
+            parse_retry_schedule(DEFAULT_RETRY_SCHEDULE).unwrap_or_default(),
+            "1 to 20 comma-separated durations such as 5s,5m,30m,2h (each at most 7 days)",
+            parse_retry_schedule,
+        ),
+        disable_after: env.parsed_with(
+            "WEBHOOK_DISABLE_AFTER",
+            Duration::from_secs(5 * 86_400),
+            "a duration from 1s to 365days, such as 5days or 12h",
+            |v| {
+                humantime::parse_duration(v).ok().filter(|d| {
+                    (Duration::from_secs(1)..=Duration::from_secs(365 * 86_400)).contains(d)
+                })
+            },
+        ),
+        timeout: Duration::from_secs(env.bounded("WEBHOOK_TIMEOUT_SECS", 15, 1, 60)),
+        concurrency: env.bounded("WEBHOOK_CONCURRENCY", 64, 1, 10_000),
+        configured,
+    }
+}
+
 struct Env<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     problems: std::cell::RefCell<Vec<String>>,

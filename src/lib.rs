@@ -12,6 +12,7 @@ pub mod events;
 pub mod graph;
 pub mod http;
 pub mod metrics;
+pub mod outgoing;
 pub mod sandbox;
 pub mod service;
 pub mod simulate;

@@ -67,6 +67,8 @@ pub struct Metrics {
     // Live event stream (issue 7).
     pub event_streams_open: Gauge,
     pub event_streams_ended: Family<ReasonLabels, Counter>,
+    /// Outgoing webhook attempts by outcome (`delivered`, `retry`, `dead`, `gone`).
+    pub outgoing_attempts: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -104,6 +106,7 @@ impl Metrics {
             webhook_items_quarantined: Counter::default(),
             event_streams_open: Gauge::default(),
             event_streams_ended: Family::default(),
+            outgoing_attempts: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -195,6 +198,11 @@ impl Metrics {
             "event_streams_ended",
             "Event streams ended, by reason (client_gone, lagged, shutdown, store_unavailable)",
             metrics.event_streams_ended.clone(),
+        );
+        registry.register(
+            "outgoing_webhook_attempts",
+            "Attempts to deliver an event to a subscribed app, by outcome (reason: delivered, retry, dead, gone)",
+            metrics.outgoing_attempts.clone(),
         );
         Self {
             registry,

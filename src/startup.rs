@@ -126,6 +126,14 @@ impl Application {
         let events = EventHub::start(&settings, &store, &metrics)
             .await
             .context("starting the event reader")?;
+        let outgoing = crate::outgoing::Outgoing::start(
+            &settings.outgoing,
+            store.clone(),
+            events.clone(),
+            &metrics,
+        )
+        .await
+        .context("starting the outgoing webhooks")?;
         let sender = crate::service::send::Sender::new(graph.clone(), store.clone());
         let account = crate::service::account::Account::new(graph.clone());
         let state = Arc::new(AppState {
@@ -150,6 +158,8 @@ impl Application {
             delivery: crate::service::delivery::DeliveryHealth::new(
                 settings.webhook.silence_warning,
             ),
+            webhooks: crate::service::webhooks::Webhooks::new(outgoing.clone()),
+            outgoing,
         });
         let app = http::app(state.clone());
         let address = SocketAddr::new(settings.http.host, settings.http.port);
@@ -281,6 +291,7 @@ impl Application {
         drop(self.listener);
         // Event streams end first: open streams would otherwise hold the whole grace period.
         self.state.events.shutdown();
+        self.state.outgoing.shutdown();
         tracing::info!("server.shutdown draining in-flight requests");
         draining.cancel();
         connections.close();
@@ -288,6 +299,8 @@ impl Application {
             connections.wait().await;
             // WebSocket tasks (their connections left hyper at the upgrade) send their close.
             self.state.events.stopped().await;
+            // Outgoing attempts in flight finish (or their lease runs out after a cut-off).
+            self.state.outgoing.stopped().await;
         });
         if tokio::time::timeout(self.shutdown_grace, &mut drained)
             .await

@@ -156,6 +156,10 @@ pub struct Event {
     /// `data.contact.id` and `data.phone_number_id`, for the filters.
     contact: Option<String>,
     phone_number_id: Option<String>,
+    /// Where `data` starts in the envelope.
+    data_at: usize,
+    /// When the event was written (ms), when the log knows it.
+    time_ms: Option<i64>,
 }
 
 /// The fields of `data` the filters look at; anything else (or another shape) is ignored.
@@ -188,7 +192,13 @@ impl Event {
         };
         let routing = routing.unwrap_or_default();
         let kind_json = serde_json::Value::String(kind.clone()).to_string();
-        let envelope = format!(r#"{{"id":"{id}","type":{kind_json},"data":{data}}}"#);
+        let head = format!(r#"{{"id":"{id}","type":{kind_json},"data":"#);
+        let data_at = head.len();
+        let envelope = format!("{head}{data}}}");
+        let time_ms = match id {
+            EventId::Stream(ms, ..) => i64::try_from(ms).ok(),
+            EventId::Row(_) => None,
+        };
         Self {
             id,
             kind,
@@ -196,7 +206,35 @@ impl Event {
             sse: OnceLock::new(),
             contact: routing.contact.and_then(|c| c.id),
             phone_number_id: routing.phone_number_id,
+            data_at,
+            time_ms,
         }
+    }
+
+    /// The same event, written at `ms` (for logs whose ids carry no time).
+    pub fn written_at(mut self, ms: i64) -> Self {
+        self.time_ms = Some(ms);
+        self
+    }
+
+    /// The event's `data` JSON, as stored.
+    pub fn data(&self) -> &str {
+        &self.envelope.as_str()[self.data_at..self.envelope.as_str().len() - 1]
+    }
+
+    /// `data.contact.id`, if the event is about a contact.
+    pub fn contact(&self) -> Option<&str> {
+        self.contact.as_deref()
+    }
+
+    /// `data.phone_number_id`, if the event names a business number.
+    pub fn phone_number_id(&self) -> Option<&str> {
+        self.phone_number_id.as_deref()
+    }
+
+    /// When the event was written (ms since the epoch), when the log knows it.
+    pub fn time_ms(&self) -> Option<i64> {
+        self.time_ms
     }
 
     /// The envelope JSON: `{"id","type","data"}`.
@@ -408,6 +446,14 @@ impl EventHub {
         &self.log
     }
 
+    /// A receiver that sees every new event (a wake-up for outgoing webhooks, which read the
+    /// log by their own cursors); while it exists the reader follows the log. `None` on
+    /// shutdown.
+    pub(crate) async fn wakeups(&self) -> Option<broadcast::Receiver<Live>> {
+        let receiver = self.live.subscribe();
+        self.demand.armed(&self.shutdown).await.then_some(receiver)
+    }
+
     /// Streams open now.
     pub fn open_streams(&self) -> usize {
         self.settings.max_streams - self.streams.available_permits()
@@ -473,6 +519,9 @@ mod tests {
             event.envelope(),
             format!(r#"{{"id":"7","type":"message_incoming","data":{data}}}"#)
         );
+        assert_eq!(event.data(), data);
+        assert_eq!(event.contact(), Some("919216598210"));
+        assert_eq!(event.phone_number_id(), Some("1"));
         // Not JSON (never written by the store): sent as a string, the envelope stays valid.
         let odd = Event::new(EventId::Row(8), "x\"y".into(), "not json".into());
         let parsed: serde_json::Value = serde_json::from_str(odd.envelope()).unwrap();

@@ -24,6 +24,7 @@ pub mod send;
 pub mod session;
 pub mod v1;
 pub mod webhook;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +82,10 @@ pub struct AppState {
     pub sessions: session::Sessions,
     /// When Meta last reached the webhook ([`crate::service::delivery`]).
     pub delivery: crate::service::delivery::DeliveryHealth,
+    /// Outgoing webhook subscriptions ([`crate::service::webhooks`]).
+    pub webhooks: crate::service::webhooks::Webhooks,
+    /// The outgoing webhooks' dispatcher and worker ([`crate::outgoing`]).
+    pub outgoing: crate::outgoing::Outgoing,
 }
 
 /// The whole HTTP application: the middleware stack around the router, as one cloneable service.
@@ -166,6 +171,16 @@ fn router(state: Arc<AppState>) -> Router {
             "/v1/conversations/{contact}",
             axum::routing::delete(v1::delete_conversation),
         )
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get_one)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/rotate", post(webhooks::rotate))
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
         .route(events::sse::PATH, get(events::sse::stream_events))
         .route(events::ws::PATH, get(events::ws::stream_events_ws))
         .route_layer(middleware::from_fn_with_state(

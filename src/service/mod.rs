@@ -7,6 +7,7 @@
 //!   whatever does not parse;
 //! - [`send`]: sending a message (business number, 24-hour window, the Graph call) and recording
 //!   what Meta accepted with its `message_outgoing` event;
+//! - [`webhooks`]: managing outgoing webhook subscriptions (create, change, rotate, replay);
 //! - [`upgrade`]: after start-up, gives messages stored by earlier releases (FastAPI form only)
 //!   their records and conversations, once.
 
@@ -15,3 +16,4 @@ pub mod conversations;
 pub mod delivery;
 pub mod send;
 pub mod upgrade;
+pub mod webhooks;

@@ -34,14 +34,16 @@
 //! non-message notifications kept as events, so a retry is not kept twice); 5 adds
 //! `idempotency` (clients' Idempotency-Keys and their answers); 6 adds the conversation's
 //! `last_inbound_id` (the contact's latest message, which read receipts and typing indicators
-//! name; `NULL` on rows of earlier releases until the contact writes again). Opening an older
-//! file migrates it in place, one transaction per version.
+//! name; `NULL` on rows of earlier releases until the contact writes again); 7 adds the outgoing
+//! webhooks' `webhook_subscriptions`, `webhook_deliveries` and `webhook_attempts` ([`hooks`]).
+//! Opening an older file migrates it in place, one transaction per version.
 //!
 //! What one group writes per new message: its record, its FastAPI row, its conversation (unless
 //! it is an edit, a deletion or a reaction, which change their target in `message_changes`
 //! instead) and its events; statuses, read marks, deletions and quarantined items are jobs of
 //! the same queue, each with its events in the same transaction.
 
+mod hooks;
 mod reads;
 
 use std::path::{Path, PathBuf};
@@ -70,7 +72,7 @@ pub const MAX_TX_ROWS: usize = 1024;
 /// Read-only connections for `/get`.
 pub const READERS: usize = 4;
 /// The schema version this release writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 /// A probe that the writer does not answer within this time counts as a failed write.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue length in front of the writer; when full, callers wait (back-pressure), bounded by the
@@ -234,6 +236,7 @@ enum Answer {
     Marked(Option<super::view::MarkedRead>),
     Deleted(Option<u64>),
     Claim(super::Claim),
+    Hooks(hooks::HookAnswer),
     Done,
 }
 
@@ -283,6 +286,11 @@ enum Job {
         op: super::IdempotencyOp,
         reply: oneshot::Sender<Result<super::Claim, StoreError>>,
     },
+    /// A change to outgoing webhooks ([`hooks`]).
+    Hooks {
+        op: hooks::HookOp,
+        reply: oneshot::Sender<Result<hooks::HookAnswer, StoreError>>,
+    },
 }
 
 impl Batched for Job {
@@ -301,6 +309,7 @@ impl Job {
                 ..
             } => rows.len() + quarantine.len() + notices.len(),
             Self::Statuses { writes, .. } => writes.len(),
+            Self::Hooks { op, .. } => op.rows(),
             Self::MarkRead { .. }
             | Self::DeleteConversation { .. }
             | Self::Probe { .. }
@@ -318,6 +327,7 @@ impl Job {
             Self::DeleteConversation { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } | Self::Layout { reply, .. } => drop(reply.send(Err(error()))),
             Self::Idempotency { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Hooks { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 
@@ -330,6 +340,7 @@ impl Job {
             Self::DeleteConversation { reply, .. } => drop(reply.send(Err(error()))),
             Self::Probe { reply } | Self::Layout { reply, .. } => drop(reply.send(Err(error()))),
             Self::Idempotency { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Hooks { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 }
@@ -829,13 +840,14 @@ fn idempotency(
 /// Brings the schema to [`SCHEMA_VERSION`], in one transaction per step.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let steps: [&str; 6] = [
+    let steps: [&str; 7] = [
         SCHEMA_V1,
         MIGRATION_V2,
         MIGRATION_V3,
         MIGRATION_V4,
         MIGRATION_V5,
         MIGRATION_V6,
+        hooks::MIGRATION_V7,
     ];
     match version {
         0..SCHEMA_VERSION => {
@@ -929,6 +941,7 @@ impl Writer {
                             (Job::Idempotency { reply, .. }, Answer::Claim(c)) => {
                                 drop(reply.send(Ok(c)))
                             }
+                            (Job::Hooks { reply, .. }, Answer::Hooks(h)) => drop(reply.send(Ok(h))),
                             (job, _) => job.fail("internal error: mismatched answer"),
                         }
                     }
@@ -1107,6 +1120,10 @@ fn write_group(
                     ..
                 } => {
                     outcomes.push(Answer::Claim(idempotency(&tx, key, fingerprint, op)?));
+                    continue;
+                }
+                Job::Hooks { op, .. } => {
+                    outcomes.push(Answer::Hooks(hooks::apply(&tx, op)?));
                     continue;
                 }
             };

@@ -39,6 +39,7 @@
 
 pub mod batch;
 pub mod embedded;
+pub mod hooks;
 pub mod readiness;
 pub mod record;
 pub mod redis;

@@ -45,6 +45,7 @@
 //!
 //! [`PROBE_INTERVAL`]: super::PROBE_INTERVAL
 
+mod hooks;
 mod reads;
 
 use std::sync::Arc;

@@ -90,6 +90,14 @@ impl EventLog {
         }
     }
 
+    /// The newest event's id; the log's beginning (`0`, `0-0-0`) when it is empty.
+    pub async fn newest(&self) -> Result<EventId, StoreError> {
+        Ok(match self {
+            Self::Redis(log) => log.newest_id().await?.unwrap_or(EventId::Stream(0, 0, 0)),
+            Self::Sqlite(log) => log.newest_id().await?.unwrap_or(EventId::Row(0)),
+        })
+    }
+
     /// Whether every event after `cursor` is still retained.
     pub async fn window(&self, cursor: EventId) -> Result<Window, StoreError> {
         match self {

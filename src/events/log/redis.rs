@@ -105,6 +105,11 @@ impl RedisLog {
         Ok(events)
     }
 
+    /// The newest event's id (`None`: the log is empty).
+    pub async fn newest_id(&self) -> Result<Option<EventId>, StoreError> {
+        Self::newest(&mut self.inner.reads.clone(), &self.inner.key).await
+    }
+
     /// Whether every entry after `cursor` is retained (see the module docs of [`super`]).
     pub async fn window(&self, cursor: EventId) -> Result<Window, StoreError> {
         window_on(&mut self.inner.reads.clone(), &self.inner.key, cursor).await

@@ -90,18 +90,30 @@ impl SqliteLog {
         let after = row(after);
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT id, type, data FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, type, data, created_at FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![after, limit as i64], |r| {
                 Ok(Event::new(
                     EventId::Row(r.get::<_, i64>(0)?.max(0) as u64),
                     r.get(1)?,
                     r.get(2)?,
-                ))
+                )
+                .written_at(r.get::<_, i64>(3)?.saturating_mul(1000)))
             })?;
             rows.collect()
         })
         .await
+    }
+
+    /// The newest event's id (`None`: the log is empty).
+    pub async fn newest_id(&self) -> Result<Option<EventId>, StoreError> {
+        self.read(|conn| {
+            conn.query_row("SELECT max(id) FROM events", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+        })
+        .await
+        .map(|id| id.map(|id| EventId::Row(id.max(0) as u64)))
     }
 
     /// The oldest retained id (`None` when the table is empty) and the highest id ever written

@@ -265,7 +265,7 @@ fn fields(values: &[Option<String>]) -> Option<ConversationFields> {
 }
 
 impl RedisStore {
-    fn prefix(&self) -> &str {
+    pub(super) fn prefix(&self) -> &str {
         &self.inner.key_prefix
     }
 

@@ -1,0 +1,243 @@
+//! Outgoing webhooks: every event of the store's log handed to the apps that subscribed, signed
+//! the Standard Webhooks way, retried on a durable schedule, in order per contact, and never to an
+//! internal address unless allowed.
+//!
+//! - [`subscription`]: what a subscription is (URL, event types, number, secrets) and the API's
+//!   request shapes; [`signature`]: the `webhook-signature` scheme and `whsec_` secrets;
+//!   [`target`]: URL rules and the SSRF guard (checked after DNS, at delivery time).
+//! - **Dispatcher** ([`dispatch`], one task per instance): follows the event log by each
+//!   subscription's own durable cursor and turns the events it wants into stored deliveries (one
+//!   compare-and-set per page, so with several instances on one Redis each event is enqueued
+//!   once). It wakes on every new event (it holds a receiver of the event hub's broadcast while
+//!   subscriptions exist) and at least every [`PASS_INTERVAL`].
+//! - **Worker** ([`worker`], one task per instance): claims due deliveries under a lease, POSTs
+//!   them (at most WEBHOOK_CONCURRENCY at once), and completes them: 2xx done; 410 disables the
+//!   subscription; anything else (3xx included: redirects are not followed; timeouts; refused
+//!   targets) is retried after the next wait of WEBHOOK_RETRY_SCHEDULE (or Retry-After when
+//!   longer), then dead-lettered. A subscription failing for WEBHOOK_DISABLE_AFTER is disabled.
+//!   Both disables write a `webhook_disabled` event with the change.
+//! - Storage (both backends, the same semantics): [`crate::store::hooks`]. Delivery is
+//!   **at least once**: an instance that dies mid-attempt leaves a lease that runs out, and the
+//!   delivery is attempted again; `webhook-id` (the event id) lets receivers drop the repeat.
+//!
+//! The body is `{"id", "type", "timestamp", "data"}`: our event vocabulary (the same `type` and
+//! `data` as `/v1/events`), with the event's time as ISO 8601.
+
+mod dispatch;
+pub mod signature;
+pub mod subscription;
+pub mod target;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::OutgoingSettings;
+use crate::events::EventHub;
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::store::hooks::HookRow;
+use crate::store::{Store, StoreError};
+use subscription::{CONFIG_ID, HookConfig, ManagedBy, Subscription};
+
+/// The dispatcher looks at the log (and reloads subscriptions) at least this often.
+pub const PASS_INTERVAL: Duration = Duration::from_secs(1);
+/// The worker looks for due deliveries at least this often.
+pub const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
+
+pub use dispatch::body as delivery_body;
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The outgoing-webhook runtime of this instance. Cheap to clone.
+#[derive(Clone)]
+pub struct Outgoing {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Store,
+    hub: Arc<EventHub>,
+    settings: OutgoingSettings,
+    client: reqwest::Client,
+    /// The subscriptions as last loaded, by id.
+    subscriptions: RwLock<Arc<HashMap<String, Arc<Subscription>>>>,
+    /// Subscriptions changed: the dispatcher reloads them now.
+    changed: Notify,
+    /// Deliveries were enqueued or enabled: the worker claims now.
+    due: Notify,
+    attempts: Family<ReasonLabels, Counter>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Outgoing {
+    /// Installs config.env's subscription (or removes a stale one) and starts the dispatcher
+    /// and the worker.
+    pub async fn start(
+        settings: &OutgoingSettings,
+        store: Store,
+        hub: Arc<EventHub>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
+        let client = target::client(settings.allow_private, settings.timeout)
+            .context("building the outgoing webhooks' HTTP client")?;
+        let outgoing = Self {
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                settings: settings.clone(),
+                client,
+                subscriptions: RwLock::default(),
+                changed: Notify::new(),
+                due: Notify::new(),
+                attempts: metrics.outgoing_attempts.clone(),
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        };
+        if let Err(e) = outgoing.install_configured().await {
+            // The store may be down at start-up: the gateway starts anyway (readiness says so);
+            // the subscription is installed at the next start.
+            tracing::error!(error.message = %e, "webhooks.config_subscription_not_installed");
+        }
+        let inner = &outgoing.inner;
+        inner.tracker.spawn(dispatch::run(inner.clone()));
+        inner.tracker.spawn(worker::run(inner.clone()));
+        Ok(outgoing)
+    }
+
+    /// The settings (WEBHOOK_*).
+    pub fn settings(&self) -> &OutgoingSettings {
+        &self.inner.settings
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The event hub (its log: cursors, replays).
+    pub fn hub(&self) -> &Arc<EventHub> {
+        &self.inner.hub
+    }
+
+    /// Subscriptions changed (created, updated, enabled, replayed): reload and deliver now.
+    pub fn changed(&self) {
+        self.inner.changed.notify_one();
+        self.inner.due.notify_one();
+    }
+
+    /// Stops claiming and dispatching; attempts in flight finish ([`Outgoing::stopped`]).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+    }
+
+    /// Completes when the dispatcher, the worker and every attempt have ended.
+    pub async fn stopped(&self) {
+        self.inner.tracker.wait().await;
+    }
+
+    /// WEBHOOK_URL's subscription (id `config`): created at the log's end, or its configuration
+    /// replaced (state, cursor and deliveries kept); removed when WEBHOOK_URL is gone.
+    async fn install_configured(&self) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let Some(configured) = &self.inner.settings.configured else {
+            if store.hook_get(CONFIG_ID).await?.is_some() {
+                store.hook_delete(CONFIG_ID).await?;
+                tracing::info!(
+                    "webhooks.config_subscription_removed (WEBHOOK_URL is no longer set)"
+                );
+            }
+            return Ok(());
+        };
+        use secrecy::ExposeSecret;
+        let now = now_ms() / 1000;
+        let existing = store.hook_get(CONFIG_ID).await?;
+        let created_at = existing
+            .as_ref()
+            .and_then(|row| serde_json::from_str::<HookConfig>(&row.config).ok())
+            .map_or(now, |c| c.created_at);
+        let config = HookConfig {
+            url: configured.url.clone(),
+            events: configured.events.clone(),
+            phone_number_id: None,
+            description: Some("WEBHOOK_URL in config.env".into()),
+            secret: configured.secret.expose_secret().to_owned(),
+            previous_secret: None,
+            previous_until: None,
+            created_at,
+            updated_at: now,
+            managed_by: ManagedBy::Config,
+        };
+        let row = HookRow {
+            id: CONFIG_ID.into(),
+            config: serde_json::to_string(&config).expect("a config serializes"),
+            enabled: true,
+            disabled_reason: None,
+            failing_since: None,
+            cursor: Some(self.inner.hub.log().newest().await?.to_string()),
+        };
+        store.hook_put(&row, false).await?;
+        let url = url::Url::parse(&configured.url)
+            .map(|u| target::displayable(&u))
+            .unwrap_or_default();
+        tracing::info!(url, "webhooks.config_subscription_installed");
+        Ok(())
+    }
+}
+
+impl Inner {
+    /// Reloads the subscriptions from the store into the cache.
+    async fn reload(&self) -> Result<Arc<HashMap<String, Arc<Subscription>>>, StoreError> {
+        let rows = self.store.hook_list().await?;
+        let mut map = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            match Subscription::from_row(row) {
+                Ok(sub) => {
+                    map.insert(sub.id.clone(), Arc::new(sub));
+                }
+                Err(e) => tracing::error!(error.message = %e, "webhooks.unreadable_subscription"),
+            }
+        }
+        let map = Arc::new(map);
+        *self
+            .subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = map.clone();
+        Ok(map)
+    }
+
+    /// A subscription from the cache, reloading once when it is not there.
+    async fn subscription(&self, id: &str) -> Option<Arc<Subscription>> {
+        let cached = self
+            .subscriptions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        match cached {
+            Some(sub) => Some(sub),
+            None => self.reload().await.ok()?.get(id).cloned(),
+        }
+    }
+}
