@@ -19,6 +19,7 @@ mod inbox;
 mod limits;
 mod media;
 mod metrics;
+mod outgoing;
 mod process;
 mod readiness;
 mod sandbox;

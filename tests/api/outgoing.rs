@@ -1,0 +1,829 @@
+//! Outgoing webhooks (`/v1/webhooks`): a real HTTP receiver in the test verifies every delivery's
+//! Standard Webhooks signature with its own HMAC code (not the gateway's) and records what came,
+//! answering what each test scripts (failures, 410, Retry-After). Retry schedules are compressed
+//! (`WEBHOOK_RETRY_SCHEDULE`) so a whole schedule runs in a second.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::contract_tests;
+use crate::helpers::*;
+
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const KERRY: &str = "919216598210";
+const ANA: &str = "5511988887777";
+
+contract_tests!(
+    a_subscription_gets_every_event_signed_and_in_order,
+    failures_are_retried_on_the_schedule_then_dead_lettered_and_replayed,
+    a_later_event_of_a_contact_waits_while_an_earlier_one_is_retried,
+    gone_disables_the_subscription_with_an_event_and_enabling_resumes,
+    a_rotated_secret_signs_beside_the_new_one,
+    retries_survive_a_restart,
+    the_config_subscription_comes_from_config_env,
+    subscriptions_are_validated_and_filtered,
+);
+
+/// The Standard Webhooks signature, computed here independently of the gateway.
+fn standard_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    retry_after: Option<&'static str>,
+}
+
+/// What the receiver got.
+#[derive(Debug, Clone)]
+struct Got {
+    id: String,
+    timestamp: i64,
+    /// The `v1,` signatures of the header, in order.
+    signatures: Vec<String>,
+    body: Value,
+    /// Which known secrets verified one of the signatures.
+    verified_by: Vec<String>,
+    answered: u16,
+}
+
+#[derive(Default)]
+struct Recorded {
+    secrets: Mutex<Vec<String>>,
+    /// Deliveries of the message with this `data.id` fail with 500 this many more times.
+    failing: Mutex<Vec<(String, usize)>>,
+    script: Mutex<VecDeque<Reply>>,
+    otherwise: Mutex<Option<Reply>>,
+    got: Mutex<Vec<Got>>,
+}
+
+struct Receiver {
+    url: String,
+    state: Arc<Recorded>,
+}
+
+async fn receive(State(state): State<Arc<Recorded>>, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (id, timestamp) = (header("webhook-id"), header("webhook-timestamp"));
+    let signatures: Vec<String> = header("webhook-signature")
+        .split(' ')
+        .filter_map(|s| s.strip_prefix("v1,").map(str::to_owned))
+        .collect();
+    let verified_by = state
+        .secrets
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|secret| {
+            let expected = standard_signature(secret, &id, &timestamp, &body);
+            signatures.contains(&expected)
+        })
+        .cloned()
+        .collect();
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let failing = {
+        let mut failing = state.failing.lock().unwrap();
+        match failing
+            .iter_mut()
+            .find(|(id, n)| *n > 0 && parsed["data"]["id"] == id.as_str())
+        {
+            Some((_, n)) => {
+                *n -= 1;
+                true
+            }
+            None => false,
+        }
+    };
+    let scripted = if failing {
+        Some(Reply {
+            status: 500,
+            retry_after: None,
+        })
+    } else {
+        state.script.lock().unwrap().pop_front()
+    };
+    let reply = scripted
+        .or_else(|| state.otherwise.lock().unwrap().clone())
+        .unwrap_or(Reply {
+            status: 200,
+            retry_after: None,
+        });
+    state.got.lock().unwrap().push(Got {
+        id,
+        timestamp: timestamp.parse().unwrap_or(0),
+        signatures,
+        body: parsed,
+        verified_by,
+        answered: reply.status,
+    });
+    let mut response = (
+        StatusCode::from_u16(reply.status).unwrap(),
+        format!("answer {}", reply.status),
+    )
+        .into_response();
+    if let Some(after) = reply.retry_after {
+        response
+            .headers_mut()
+            .insert("retry-after", after.parse().unwrap());
+    }
+    response
+}
+
+impl Receiver {
+    async fn start(secret: &str) -> Self {
+        let state = Arc::new(Recorded::default());
+        state.secrets.lock().unwrap().push(secret.to_owned());
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/hook",
+            listener.local_addr().unwrap().port()
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, state }
+    }
+
+    fn script(&self, replies: &[u16]) {
+        self.state
+            .script
+            .lock()
+            .unwrap()
+            .extend(replies.iter().map(|s| Reply {
+                status: *s,
+                retry_after: None,
+            }));
+    }
+
+    fn otherwise(&self, status: u16) {
+        *self.state.otherwise.lock().unwrap() = Some(Reply {
+            status,
+            retry_after: None,
+        });
+    }
+
+    fn got(&self) -> Vec<Got> {
+        self.state.got.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` deliveries were answered 2xx; returns every delivery so far.
+    async fn wait_delivered(&self, n: usize) -> Vec<Got> {
+        eventually(&format!("{n} deliveries answered 2xx"), || async {
+            let got = self.got();
+            (got.iter().filter(|g| g.answered < 300).count() >= n).then_some(got)
+        })
+        .await
+    }
+}
+
+/// An app whose outgoing webhooks may reach the test's loopback receiver, with a schedule of
+/// `schedule`.
+async fn hook_app(backend: Backend, schedule: &str) -> TestApp {
+    let schedule = schedule.to_owned();
+    spawn_app_with(backend, move |vars| {
+        vars.insert("WEBHOOK_ALLOW_PRIVATE".into(), "true".into());
+        vars.insert("WEBHOOK_RETRY_SCHEDULE".into(), schedule);
+        vars.insert("WEBHOOK_TIMEOUT_SECS".into(), "2".into());
+    })
+    .await
+}
+
+async fn create(app: &TestApp, body: Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url("/v1/webhooks"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+async fn send_json(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    // State-changing client requests declare JSON even without a body.
+    let mut request = app
+        .http
+        .request(method, app.url(path))
+        .header("content-type", "application/json");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+fn message_from(id: &str, from: &str, body: &str) -> String {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
+        "contacts": [{"profile": {"name": "Someone"}, "wa_id": from}],
+        "messages": [{"from": from, "id": id, "timestamp": now_secs().to_string(), "type": "text", "text": {"body": body}}]
+    }}]}]})
+    .to_string()
+}
+
+async fn a_subscription_gets_every_event_signed_and_in_order(backend: Backend) {
+    let app = hook_app(backend, "100ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    // Events before the subscription are not delivered.
+    app.post_webhook_ok(&message_from("wamid.before", KERRY, "too early"))
+        .await;
+    let (status, sub) = create(
+        &app,
+        json!({"url": receiver.url, "secret": SECRET, "description": "crm"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sub}");
+    assert_eq!(sub["secret"], SECRET);
+    assert_eq!(sub["enabled"], true);
+    assert!(sub["id"].as_str().unwrap().starts_with("wh_"), "{sub}");
+    let id = sub["id"].as_str().unwrap().to_owned();
+    // Listing never shows the secret.
+    let (_, list) = send_json(&app, reqwest::Method::GET, "/v1/webhooks", None).await;
+    assert_eq!(list["data"][0]["id"], id.as_str());
+    assert!(!list.to_string().contains(SECRET), "{list}");
+
+    let batch = webhook_with(vec![
+        text_message("wamid.1", KERRY, "one"),
+        text_message("wamid.2", KERRY, "two"),
+        text_message("wamid.3", KERRY, "three"),
+    ]);
+    app.post_webhook_ok(&batch).await;
+    // 3 message_incoming + conversation_updated events.
+    let got = receiver.wait_delivered(4).await;
+    for g in &got {
+        assert_eq!(g.verified_by, [SECRET], "{g:?}");
+        assert_eq!(g.signatures.len(), 1);
+        assert_eq!(g.body["id"], g.id.as_str(), "webhook-id is the event id");
+        assert!(!g.id.contains('.'));
+        assert!((g.timestamp - now_secs()).abs() <= 5, "{}", g.timestamp);
+        assert!(
+            g.body["timestamp"].as_str().unwrap().ends_with('Z'),
+            "{}",
+            g.body
+        );
+    }
+    let incoming: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.body["type"] == "message_incoming")
+        .collect();
+    let ids: Vec<&str> = incoming
+        .iter()
+        .map(|g| g.body["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["wamid.1", "wamid.2", "wamid.3"],
+        "in order, and nothing from before"
+    );
+    assert_eq!(incoming[0].body["data"]["contact"]["id"], KERRY);
+    assert!(got.iter().all(|g| g.body["data"]["id"] != "wamid.before"));
+    // The attempt log.
+    let (_, log) = send_json(
+        &app,
+        reqwest::Method::GET,
+        &format!("/v1/webhooks/{id}/deliveries"),
+        None,
+    )
+    .await;
+    let attempts = log["data"].as_array().unwrap();
+    assert!(attempts.len() >= 4, "{log}");
+    assert_eq!(attempts[0]["outcome"], "delivered");
+    assert_eq!(attempts[0]["status"], 200);
+    assert_eq!(attempts[0]["response"], "answer 200");
+    assert_eq!(log["pending"], 0);
+}
+
+async fn failures_are_retried_on_the_schedule_then_dead_lettered_and_replayed(backend: Backend) {
+    let app = hook_app(backend, "100ms,100ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    receiver.otherwise(500);
+    let (_, sub) = create(
+        &app,
+        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
+    )
+    .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    app.post_webhook_ok(&message_from("wamid.f1", KERRY, "hello"))
+        .await;
+    // One attempt and two retries, then dead.
+    let log = eventually("three attempts, the last dead", || async {
+        let (_, log) = send_json(
+            &app,
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{id}/deliveries"),
+            None,
+        )
+        .await;
+        (log["dead"] == 1 && log["data"].as_array().unwrap().len() == 3).then_some(log)
+    })
+    .await;
+    let attempts = log["data"].as_array().unwrap();
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["dead", "retry", "retry"], "{log}");
+    let numbers: Vec<i64> = attempts
+        .iter()
+        .map(|a| a["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(numbers, [3, 2, 1]);
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a["status"] == 500 && a["response"] == "answer 500")
+    );
+    assert!(attempts[1]["next_attempt_at"].is_i64());
+    assert_eq!(log["pending"], 0);
+    let got = receiver.got();
+    assert_eq!(got.len(), 3);
+    assert!(
+        got.iter().all(|g| g.id == got[0].id),
+        "webhook-id is the same on every retry"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got().len(), 3, "nothing after the last attempt");
+    // Replay of the dead letters, once the receiver works again.
+    receiver.otherwise(200);
+    let (status, replayed) = send_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{id}/replay"),
+        Some(json!({"dead_letters": true})),
+    )
+    .await;
+    assert_eq!(
+        (status, replayed["enqueued"].as_i64()),
+        (200, Some(1)),
+        "{replayed}"
+    );
+    let got = receiver.wait_delivered(1).await;
+    assert_eq!(got.last().unwrap().id, got[0].id);
+    let (_, view) = send_json(
+        &app,
+        reqwest::Method::GET,
+        &format!("/v1/webhooks/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            view["dead_deliveries"].as_i64(),
+            view["pending_deliveries"].as_i64()
+        ),
+        (Some(0), Some(0)),
+        "{view}"
+    );
+    // Replay from an event id: the retained events after it, again.
+    let first = got[0].id.clone();
+    let (status, replayed) = send_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{id}/replay"),
+        Some(json!({"since": 0})),
+    )
+    .await;
+    assert_eq!(
+        (status, replayed["enqueued"].as_i64()),
+        (200, Some(1)),
+        "{replayed}"
+    );
+    receiver.wait_delivered(2).await;
+    let (status, bad) = send_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{id}/replay"),
+        Some(json!({"after": "x y"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{bad}");
+    assert_eq!(bad["detail"][0]["loc"], json!(["body", "after"]));
+    let (status, _) = send_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{id}/replay"),
+        Some(json!({"after": first, "since": 1})),
+    )
+    .await;
+    assert_eq!(status, 422);
+}
+
+async fn a_later_event_of_a_contact_waits_while_an_earlier_one_is_retried(backend: Backend) {
+    let app = hook_app(backend, "300ms,300ms,300ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    // Kerry's first message fails twice.
+    receiver
+        .state
+        .failing
+        .lock()
+        .unwrap()
+        .push(("wamid.k1".into(), 2));
+    let (_, _sub) = create(
+        &app,
+        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
+    )
+    .await;
+    app.post_webhook_ok(&message_from("wamid.k1", KERRY, "first"))
+        .await;
+    app.post_webhook_ok(&message_from("wamid.k2", KERRY, "second"))
+        .await;
+    app.post_webhook_ok(&message_from("wamid.a1", ANA, "other contact"))
+        .await;
+    let got = receiver.wait_delivered(3).await;
+    let order: Vec<(&str, u16)> = got
+        .iter()
+        .map(|g| (g.body["data"]["id"].as_str().unwrap(), g.answered))
+        .collect();
+    // Kerry's second message only after the first was delivered; Ana's is not held up by Kerry's.
+    let k1_ok = order.iter().position(|o| *o == ("wamid.k1", 200)).unwrap();
+    let k2 = order.iter().position(|o| o.0 == "wamid.k2").unwrap();
+    let a1 = order.iter().position(|o| o.0 == "wamid.a1").unwrap();
+    assert!(k2 > k1_ok, "{order:?}");
+    assert!(
+        a1 < k1_ok,
+        "another contact's event waits for nobody: {order:?}"
+    );
+    assert_eq!(
+        order.iter().filter(|o| o.0 == "wamid.k1").count(),
+        3,
+        "{order:?}"
+    );
+}
+
+async fn gone_disables_the_subscription_with_an_event_and_enabling_resumes(backend: Backend) {
+    let app = hook_app(backend, "100ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    receiver.script(&[410]);
+    let (_, sub) = create(
+        &app,
+        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
+    )
+    .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    app.post_webhook_ok(&message_from("wamid.g1", KERRY, "hi"))
+        .await;
+    let view = eventually("the subscription disabled", || async {
+        let (_, view) = send_json(
+            &app,
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{id}"),
+            None,
+        )
+        .await;
+        (view["enabled"] == false).then_some(view)
+    })
+    .await;
+    assert!(
+        view["disabled_reason"].as_str().unwrap().contains("410"),
+        "{view}"
+    );
+    assert_eq!(view["pending_deliveries"], 1, "the delivery waits: {view}");
+    // The change is an event of the log (SSE backlog).
+    let events = app
+        .http
+        .get(app.url(&format!(
+            "/v1/events?after={}&types=webhook_disabled",
+            match backend {
+                Backend::Redis => "0-0",
+                Backend::Embedded => "0",
+            }
+        )))
+        .send()
+        .await
+        .unwrap();
+    let mut events = events.bytes_stream();
+    use futures_util::StreamExt;
+    let text = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut text = String::new();
+        while let Some(chunk) = events.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.contains("webhook_disabled") && text.contains("\n\n") {
+                break;
+            }
+        }
+        text
+    })
+    .await
+    .expect("a webhook_disabled event");
+    assert!(text.contains(&id) && text.contains("410"), "{text}");
+    assert!(!text.contains(SECRET));
+    // Nothing goes out while disabled.
+    app.post_webhook_ok(&message_from("wamid.g2", KERRY, "while disabled"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(receiver.got().len(), 1);
+    let (status, view) = send_json(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/webhooks/{id}"),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            view["enabled"].clone(),
+            view["disabled_reason"].clone()
+        ),
+        (200, json!(true), Value::Null),
+        "{view}"
+    );
+    let got = receiver.wait_delivered(1).await;
+    assert_eq!(
+        got.last().unwrap().body["data"]["id"],
+        "wamid.g1",
+        "the waiting delivery resumes"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        receiver
+            .got()
+            .iter()
+            .all(|g| g.body["data"]["id"] != "wamid.g2"),
+        "a disabled subscription does not collect events"
+    );
+}
+
+async fn a_rotated_secret_signs_beside_the_new_one(backend: Backend) {
+    let app = hook_app(backend, "100ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    let (_, sub) = create(
+        &app,
+        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
+    )
+    .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    let (status, rotated) = send_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/v1/webhooks/{id}/rotate"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{rotated}");
+    let fresh = rotated["secret"].as_str().unwrap().to_owned();
+    assert!(fresh.starts_with("whsec_") && fresh != SECRET);
+    let until = rotated["previous_secret_valid_until"].as_i64().unwrap();
+    assert!((until - now_secs() - 86_400).abs() <= 5, "{rotated}");
+    receiver.state.secrets.lock().unwrap().push(fresh.clone());
+    app.post_webhook_ok(&message_from("wamid.r1", KERRY, "hi"))
+        .await;
+    let got = receiver.wait_delivered(1).await;
+    assert_eq!(got[0].signatures.len(), 2, "{:?}", got[0]);
+    assert_eq!(
+        got[0].verified_by,
+        [SECRET.to_owned(), fresh],
+        "both secrets verify"
+    );
+}
+
+async fn retries_survive_a_restart(backend: Backend) {
+    let mut app = hook_app(backend, "1500ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    receiver.script(&[503]);
+    let (_, sub) = create(
+        &app,
+        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
+    )
+    .await;
+    let id = sub["id"].as_str().unwrap().to_owned();
+    app.post_webhook_ok(&message_from("wamid.s1", KERRY, "hi"))
+        .await;
+    eventually("the first attempt failed", || async {
+        (receiver.got().len() == 1).then_some(())
+    })
+    .await;
+    app.restart().await;
+    let got = receiver.wait_delivered(1).await;
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].id, got[0].id);
+    let (_, log) = send_json(
+        &app,
+        reqwest::Method::GET,
+        &format!("/v1/webhooks/{id}/deliveries"),
+        None,
+    )
+    .await;
+    let outcomes: Vec<&str> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["delivered", "retry"], "{log}");
+}
+
+async fn the_config_subscription_comes_from_config_env(backend: Backend) {
+    let receiver = Receiver::start(SECRET).await;
+    let url = receiver.url.clone();
+    let app = spawn_app_with(backend, move |vars| {
+        vars.insert("WEBHOOK_ALLOW_PRIVATE".into(), "true".into());
+        vars.insert("WEBHOOK_URL".into(), url);
+        vars.insert("WEBHOOK_SECRET".into(), SECRET.into());
+        vars.insert("WEBHOOK_EVENTS".into(), "message_incoming".into());
+    })
+    .await;
+    let (_, list) = send_json(&app, reqwest::Method::GET, "/v1/webhooks", None).await;
+    assert_eq!(list["data"][0]["id"], "config", "{list}");
+    assert_eq!(list["data"][0]["managed_by"], "config");
+    assert_eq!(list["data"][0]["events"], json!(["message_incoming"]));
+    app.post_webhook_ok(&message_from("wamid.c1", KERRY, "hi"))
+        .await;
+    let got = receiver.wait_delivered(1).await;
+    assert_eq!(got[0].verified_by, [SECRET]);
+    for (method, path) in [
+        (reqwest::Method::PATCH, "/v1/webhooks/config"),
+        (reqwest::Method::DELETE, "/v1/webhooks/config"),
+        (reqwest::Method::POST, "/v1/webhooks/config/rotate"),
+    ] {
+        let body = (method == reqwest::Method::PATCH).then(|| json!({"enabled": false}));
+        let (status, answer) = send_json(&app, method.clone(), path, body).await;
+        assert_eq!(status, 409, "{method} {path}: {answer}");
+        assert!(answer["detail"].as_str().unwrap().contains("WEBHOOK_URL"));
+    }
+}
+
+async fn subscriptions_are_validated_and_filtered(backend: Backend) {
+    // Without WEBHOOK_ALLOW_PRIVATE.
+    let app = spawn_app(backend).await;
+    for (body, field, says) in [
+        (json!({}), "url", "required"),
+        (json!({"url": "http://127.0.0.1:9/h"}), "url", "loopback"),
+        (json!({"url": "http://[::1]/h"}), "url", "loopback"),
+        (
+            json!({"url": "http://169.254.169.254/latest/meta-data"}),
+            "url",
+            "link-local",
+        ),
+        (json!({"url": "http://localhost:9/h"}), "url", "loopback"),
+        (json!({"url": "ftp://example.com/h"}), "url", "http"),
+        (
+            json!({"url": "https://example.com/h", "events": ["message incoming"]}),
+            "events",
+            "letters",
+        ),
+        (
+            json!({"url": "https://example.com/h", "events": []}),
+            "events",
+            "at least one",
+        ),
+        (
+            json!({"url": "https://example.com/h", "secret": "hunter2"}),
+            "secret",
+            "whsec_",
+        ),
+        (
+            json!({"url": "https://example.com/h", "phone_number_id": "a b"}),
+            "phone_number_id",
+            "letters",
+        ),
+    ] {
+        let (status, answer) = create(&app, body.clone()).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(
+            answer["detail"][0]["loc"],
+            json!(["body", field]),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["detail"][0]["msg"].as_str().unwrap().contains(says),
+            "{body}: {answer}"
+        );
+        assert!(
+            !answer.to_string().contains("hunter2"),
+            "the secret is never echoed"
+        );
+    }
+    let (status, answer) = create(
+        &app,
+        json!({"url": "https://example.com/h", "colour": "red"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    let (_, list) = send_json(&app, reqwest::Method::GET, "/v1/webhooks", None).await;
+    assert_eq!(list["data"], json!([]), "nothing partial was stored");
+    for path in [
+        "/v1/webhooks/wh_0123",
+        "/v1/webhooks/nonsense",
+        "/v1/webhooks/wh_0123/deliveries",
+    ] {
+        let (status, _) = send_json(&app, reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 404, "{path}");
+    }
+    // A name that resolves to loopback passes creation but is refused at delivery time, after
+    // DNS. (Names from /etc/hosts, so no network is needed.)
+    let mut name = None;
+    for candidate in ["runsc", "vm", "ip6-localhost", "ip6-loopback"] {
+        if let Ok(mut addrs) = tokio::net::lookup_host((candidate, 80)).await
+            && addrs.next().is_some_and(|a| a.ip().is_loopback())
+        {
+            name = Some(candidate);
+            break;
+        }
+    }
+    let name =
+        name.expect("a name of /etc/hosts that resolves to loopback (runsc, vm or ip6-localhost)");
+    let receiver = Receiver::start(SECRET).await;
+    let port = receiver
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/hook")
+        .to_owned();
+    let (status, sub) = create(&app, json!({"url": format!("http://{name}:{port}/hook"), "secret": SECRET, "events": ["message_incoming"]})).await;
+    assert_eq!(status, 201, "{sub}");
+    let id = sub["id"].as_str().unwrap().to_owned();
+    // A filter by number: another number's events are not delivered.
+    let (_, other) = create(
+        &app,
+        json!({"url": "https://example.com/h", "phone_number_id": "999", "enabled": false}),
+    )
+    .await;
+    assert_eq!(other["enabled"], false);
+    app.post_webhook_ok(&message_from("wamid.p1", KERRY, "hi"))
+        .await;
+    let log = eventually("an attempt refused", || async {
+        let (_, log) = send_json(
+            &app,
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{id}/deliveries"),
+            None,
+        )
+        .await;
+        (!log["data"].as_array().unwrap().is_empty()).then_some(log)
+    })
+    .await;
+    let error = log["data"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("target refused") && error.contains("127.0.0.1"),
+        "{log}"
+    );
+    assert_eq!(log["data"][0]["status"], Value::Null);
+    assert!(
+        receiver.got().is_empty(),
+        "nothing reached the loopback receiver"
+    );
+    let (status, answer) = send_json(
+        &app,
+        reqwest::Method::GET,
+        &format!("/v1/webhooks/{id}/deliveries?limit=0"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    // Delete: gone, with its deliveries.
+    let (status, _) = send_json(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/v1/webhooks/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = send_json(
+        &app,
+        reqwest::Method::GET,
+        &format!("/v1/webhooks/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
