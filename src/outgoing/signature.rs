@@ -110,6 +110,19 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_test_vector_verifies() {
+        // The vector README.md gives receivers ("Outgoing webhooks").
+        let secret = SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = br#"{"id":"1763940000000-0-0","type":"message_incoming","timestamp":"2025-11-23T23:20:00.000Z","data":{"id":"wamid.XXX"}}"#;
+        assert_eq!(
+            signature_header([&secret], "1763940000000-0-0", 1763940000, body),
+            "v1,ehPnIPKiRZcWGagozBLJr96YJBDMPLTtN6lJOnpo1mU="
+        );
+        let readme = include_str!("../../README.md");
+        assert!(readme.contains("v1,ehPnIPKiRZcWGagozBLJr96YJBDMPLTtN6lJOnpo1mU="));
+    }
+
+    #[test]
     fn rotation_sends_one_signature_per_secret() {
         let (a, b) = (SigningSecret::generate(), SigningSecret::generate());
         let header = signature_header([&a, &b], "1", 5, b"{}");
