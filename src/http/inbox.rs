@@ -22,9 +22,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::http::AppState;
+use crate::http::edge::ClientAddress;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::JsonBody;
-use crate::http::session::{COOKIE, Session, SignInError};
+use crate::http::session::{COOKIE, Session};
 
 /// The page.
 const INDEX_HTML: &str = include_str!("../../assets/inbox/index.html");
@@ -137,9 +138,11 @@ pub struct SignIn {
 
 /// `POST /inbox/session` (`{"key": "<API_KEY>"}`, JSON only, so no other site's form can post
 /// it): sets the session cookie and answers like [`session`]. 401 for a wrong key, 429 with
-/// Retry-After after too many, 409 while API_KEY is unset (nothing to sign in to).
+/// Retry-After while the client's address is blocked for too many wrong keys (the key is then
+/// not checked: [`crate::http::limiter`]), 409 while API_KEY is unset (nothing to sign in to).
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     JsonBody(body): JsonBody<SignIn>,
 ) -> Result<Response, ApiError> {
@@ -156,16 +159,14 @@ pub async fn sign_in(
             "must be the API key (not empty)",
         )]));
     }
-    let (cookie, session) = match state.sessions.sign_in(&body.key, expected) {
-        Ok(issued) => issued,
-        Err(SignInError::WrongKey) => {
-            tracing::warn!(reason = "wrong_key", "inbox.sign_in_refused");
-            return Err(ApiError::WrongKey);
-        }
-        Err(SignInError::TooMany { retry_after }) => {
-            tracing::warn!(reason = "too_many", "inbox.sign_in_refused");
-            return Err(ApiError::TooManySignIns(retry_after));
-        }
+    if let Some(retry_after) = state.wrong_keys.blocked(client) {
+        tracing::warn!(reason = "too_many_wrong_keys", "inbox.sign_in_refused");
+        return Err(ApiError::TooManyWrongKeys(retry_after));
+    }
+    let Some((cookie, session)) = state.sessions.sign_in(&body.key, expected) else {
+        state.wrong_keys.record(client);
+        tracing::warn!(reason = "wrong_key", "inbox.sign_in_refused");
+        return Err(ApiError::WrongKey);
     };
     tracing::info!("inbox.signed_in");
     let mut response = session_body(&state, Some(&session)).into_response();
