@@ -471,6 +471,55 @@ async fn the_page_is_embedded_with_a_strict_policy_and_no_secret_in_it() {
     assert_eq!(root.headers()["location"], "/inbox");
 }
 
+/// Each asset has a strong ETag, the hash of the bytes served, and `no-cache`; a browser that
+/// has those bytes gets a 304 with no body.
+#[tokio::test]
+async fn the_assets_carry_an_etag_of_their_bytes_and_revalidate_to_304() {
+    use sha2::Digest;
+    let app = keyed_app().await;
+    let mut etags = std::collections::HashSet::new();
+    for path in ["/inbox", "/inbox/app.js", "/inbox/app.css"] {
+        let get = |if_none_match: Option<&str>| {
+            let mut request = app.http.get(app.url(path));
+            if let Some(tag) = if_none_match {
+                request = request.header("if-none-match", tag);
+            }
+            request.send()
+        };
+        let first = get(None).await.unwrap();
+        assert_eq!(first.status(), 200, "{path}");
+        assert_eq!(first.headers()["cache-control"], "no-cache", "{path}");
+        let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+        let body = first.bytes().await.unwrap();
+        let digest = sha2::Sha256::digest(&body);
+        assert_eq!(
+            etag,
+            format!("\"{}\"", hex::encode(&digest[..16])),
+            "{path}: the ETag is the hash of the bytes served"
+        );
+        assert!(etags.insert(etag.clone()), "{path}: its own ETag");
+
+        for matching in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"something-else\", {etag}"),
+        ] {
+            let again = get(Some(&matching)).await.unwrap();
+            assert_eq!(again.status(), 304, "{path} with {matching}");
+            assert_eq!(again.headers()["etag"], etag.as_str());
+            assert_eq!(again.headers()["cache-control"], "no-cache");
+            assert!(again.headers().contains_key("content-security-policy"));
+            assert!(again.bytes().await.unwrap().is_empty(), "{path}: no body");
+        }
+        // Another version in the cache: the whole asset again.
+        let stale = get(Some("\"0123456789abcdef0123456789abcdef\""))
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 200, "{path}");
+        assert_eq!(stale.bytes().await.unwrap(), body, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn without_an_api_key_the_inbox_is_open_with_a_warning_and_host_checked() {
     let app = spawn_app(Backend::Embedded).await;
