@@ -155,6 +155,7 @@ impl Application {
                 settings.api_key.as_ref(),
                 settings.inbox_session,
             ),
+            wrong_keys: crate::http::limiter::WrongKeys::default(),
             delivery: crate::service::delivery::DeliveryHealth::new(
                 settings.webhook.silence_warning,
             ),

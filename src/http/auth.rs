@@ -5,7 +5,9 @@
 //! Keys are compared in constant time over their SHA-256 digests, which also hides their length.
 //! The inbox's browser session is the other way in: its cookie ([`crate::http::session`]) counts
 //! as the key, and a state-changing request signed in that way must also carry the session's
-//! `X-CSRF-Token`.
+//! `X-CSRF-Token`. A wrong key in a header counts against the client's address, as a wrong
+//! sign-in does: past the limit, keys from that address are answered 429 without being checked
+//! ([`crate::http::limiter`]); the session cookie still works from there.
 //!
 //! While API_KEY is unset, the client endpoints answer only requests whose `Host` is in
 //! ALLOWED_HOSTS (loopback names by default): a web page the operator visits could otherwise read
@@ -38,7 +40,27 @@ pub async fn require_api_key(
 ) -> Result<Response, ApiError> {
     match &state.api_key {
         Some(expected) => {
-            if !presented_key_matches(request.headers(), expected) {
+            let keys = presented_keys(request.headers());
+            let by_key = if keys.iter().all(Option::is_none) {
+                false
+            } else {
+                // A key in a header is a guess, counted per client address; from a blocked
+                // address it is not even checked ([`crate::http::limiter`]).
+                let client = crate::http::edge::client_address(request.extensions());
+                if let Some(retry_after) = state.wrong_keys.blocked(client) {
+                    tracing::warn!(reason = "too_many_wrong_keys", "auth.rejected");
+                    return Err(ApiError::TooManyWrongKeys(retry_after));
+                }
+                let matches = keys
+                    .iter()
+                    .flatten()
+                    .any(|presented| key_matches(presented, expected));
+                if !matches {
+                    state.wrong_keys.record(client);
+                }
+                matches
+            };
+            if !by_key {
                 let Some(session) = state.sessions.from_headers(request.headers()) else {
                     tracing::warn!(reason = "api_key", "auth.rejected");
                     return Err(ApiError::Unauthorized);
@@ -128,7 +150,9 @@ fn request_host(request: &Request) -> &str {
 /// The API key header, as a `HeaderName` (a string would be parsed on every lookup).
 const X_API_KEY: axum::http::HeaderName = axum::http::HeaderName::from_static("x-api-key");
 
-fn presented_key_matches(headers: &HeaderMap, expected: &SecretString) -> bool {
+/// The keys a request presents: `Authorization: Bearer <key>` and `X-API-Key: <key>` (each
+/// trimmed; `None` for a header it does not carry).
+fn presented_keys(headers: &HeaderMap) -> [Option<&str>; 2] {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -142,6 +166,11 @@ fn presented_key_matches(headers: &HeaderMap, expected: &SecretString) -> bool {
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
     [bearer, header_key]
+}
+
+#[cfg(test)]
+fn presented_key_matches(headers: &HeaderMap, expected: &SecretString) -> bool {
+    presented_keys(headers)
         .into_iter()
         .flatten()
         .any(|presented| key_matches(presented, expected))

@@ -746,11 +746,27 @@ async fn receive_body(
 }
 
 /// The client's address from the request's [`Connection`] (unspecified when there is none: a
-/// request made in-process, as in unit tests).
-fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
+/// request made in-process, as in unit tests). The TCP peer: a proxy's address, behind one (no
+/// `X-Forwarded-For` is trusted).
+pub fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
     extensions
         .get::<Connection>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip())
+}
+
+/// Extractor: the client's address ([`client_address`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(client_address(&parts.extensions)))
+    }
 }
 
 /// Puts the body's digest into the request's [`Connection`] extension.

@@ -92,9 +92,12 @@ pub enum ApiError {
     /// 401: an inbox sign-in with the wrong key.
     #[error("wrong API key")]
     WrongKey,
-    /// 429: too many wrong sign-ins lately.
-    #[error("too many wrong sign-ins; try again later")]
-    TooManySignIns(std::time::Duration),
+    /// 429: too many wrong API keys from the client's address lately
+    /// ([`crate::http::limiter`]); the key presented was not checked.
+    #[error(
+        "too many wrong API keys from your address; try again after Retry-After (the key was not checked)"
+    )]
+    TooManyWrongKeys(std::time::Duration),
     /// 400 or 403: Meta's verification handshake refused.
     #[error("{0}")]
     Handshake(#[from] HandshakeError),
@@ -221,7 +224,7 @@ impl ApiError {
             | Self::MalformedForm(_) => StatusCode::BAD_REQUEST,
             Self::BadSignature(_) | Self::Unauthorized | Self::WrongKey => StatusCode::UNAUTHORIZED,
             Self::CsrfMissing => StatusCode::FORBIDDEN,
-            Self::TooManySignIns(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyWrongKeys(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Handshake(HandshakeError::MissingParameter(_)) => StatusCode::BAD_REQUEST,
             Self::Handshake(_) => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge | Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -255,7 +258,7 @@ impl ApiError {
     /// pair rate on `/v1` calls, and the gateway's own send rate on every send.
     fn retry_after(&self) -> Option<std::time::Duration> {
         let graph = match self {
-            Self::TooManySignIns(wait) => return Some(*wait),
+            Self::TooManyWrongKeys(wait) => return Some(*wait),
             Self::Meta(e) | Self::Send(SendError::Graph(e)) => e,
             Self::Graph(e @ GraphError::Paced { .. }) => e,
             _ => return None,

@@ -7,10 +7,14 @@
 //! inbox is open (the page shows a warning), and, like every client route, it then answers only
 //! Host names in ALLOWED_HOSTS.
 //!
+//! The assets are served with a strong `ETag` (a hash of the embedded bytes, computed once) and
+//! `Cache-Control: no-cache`: the browser revalidates each time (an upgrade shows at once) and an
+//! unchanged asset is a 304 with no body.
+//!
 //! Every page response carries a strict Content-Security-Policy (scripts, styles and connections
 //! from this origin only; no inline script), `X-Frame-Options: DENY` and `no-referrer`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Json;
@@ -20,11 +24,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::http::AppState;
+use crate::http::edge::ClientAddress;
 use crate::http::error::{ApiError, FieldError};
 use crate::http::extract::JsonBody;
-use crate::http::session::{COOKIE, Session, SignInError};
+use crate::http::session::{COOKIE, Session};
 
 /// The page.
 const INDEX_HTML: &str = include_str!("../../assets/inbox/index.html");
@@ -65,31 +71,74 @@ pub async fn guard(
     Ok(response)
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            // Small and embedded: always revalidated, so an upgrade shows at once.
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
+/// One embedded asset and its validator.
+struct Asset {
+    content_type: &'static str,
+    body: &'static str,
+    /// A strong ETag: the first 16 bytes of the body's SHA-256, quoted hex.
+    etag: HeaderValue,
 }
 
+impl Asset {
+    fn new(content_type: &'static str, body: &'static str) -> Self {
+        let digest = Sha256::digest(body.as_bytes());
+        let etag = format!("\"{}\"", hex::encode(&digest[..16]));
+        Self {
+            content_type,
+            body,
+            etag: HeaderValue::from_str(&etag).expect("quoted hex is a header value"),
+        }
+    }
+
+    /// 200 with the body, or 304 with none when the browser's copy is this one
+    /// (`If-None-Match`). Either way `no-cache`: always revalidated, so an upgrade shows at
+    /// once, and an unchanged asset costs one round trip and no bytes.
+    fn serve(&self, headers: &HeaderMap) -> Response {
+        let fresh = headers
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|tag| tag.trim())
+            // Weak comparison, as If-None-Match uses.
+            .any(|tag| {
+                tag == "*" || tag.trim_start_matches("W/").as_bytes() == self.etag.as_bytes()
+            });
+        let cache = [
+            (header::ETAG, self.etag.clone()),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ];
+        if fresh {
+            return (StatusCode::NOT_MODIFIED, cache).into_response();
+        }
+        (
+            cache,
+            [(header::CONTENT_TYPE, self.content_type)],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
+/// The embedded assets, each hashed once (on first use).
+static PAGE: LazyLock<Asset> = LazyLock::new(|| Asset::new("text/html; charset=utf-8", INDEX_HTML));
+static SCRIPT: LazyLock<Asset> =
+    LazyLock::new(|| Asset::new("text/javascript; charset=utf-8", APP_JS));
+static STYLES: LazyLock<Asset> = LazyLock::new(|| Asset::new("text/css; charset=utf-8", APP_CSS));
+
 /// `GET /inbox`: the page.
-pub async fn page() -> Response {
-    asset("text/html; charset=utf-8", INDEX_HTML)
+pub async fn page(headers: HeaderMap) -> Response {
+    PAGE.serve(&headers)
 }
 
 /// `GET /inbox/app.js`.
-pub async fn script() -> Response {
-    asset("text/javascript; charset=utf-8", APP_JS)
+pub async fn script(headers: HeaderMap) -> Response {
+    SCRIPT.serve(&headers)
 }
 
 /// `GET /inbox/app.css`.
-pub async fn styles() -> Response {
-    asset("text/css; charset=utf-8", APP_CSS)
+pub async fn styles(headers: HeaderMap) -> Response {
+    STYLES.serve(&headers)
 }
 
 /// `GET /inbox/session`: whether this browser is signed in, and its CSRF token. 200 with
@@ -137,9 +186,11 @@ pub struct SignIn {
 
 /// `POST /inbox/session` (`{"key": "<API_KEY>"}`, JSON only, so no other site's form can post
 /// it): sets the session cookie and answers like [`session`]. 401 for a wrong key, 429 with
-/// Retry-After after too many, 409 while API_KEY is unset (nothing to sign in to).
+/// Retry-After while the client's address is blocked for too many wrong keys (the key is then
+/// not checked: [`crate::http::limiter`]), 409 while API_KEY is unset (nothing to sign in to).
 pub async fn sign_in(
     State(state): State<Arc<AppState>>,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     JsonBody(body): JsonBody<SignIn>,
 ) -> Result<Response, ApiError> {
@@ -156,16 +207,14 @@ pub async fn sign_in(
             "must be the API key (not empty)",
         )]));
     }
-    let (cookie, session) = match state.sessions.sign_in(&body.key, expected) {
-        Ok(issued) => issued,
-        Err(SignInError::WrongKey) => {
-            tracing::warn!(reason = "wrong_key", "inbox.sign_in_refused");
-            return Err(ApiError::WrongKey);
-        }
-        Err(SignInError::TooMany { retry_after }) => {
-            tracing::warn!(reason = "too_many", "inbox.sign_in_refused");
-            return Err(ApiError::TooManySignIns(retry_after));
-        }
+    if let Some(retry_after) = state.wrong_keys.blocked(client) {
+        tracing::warn!(reason = "too_many_wrong_keys", "inbox.sign_in_refused");
+        return Err(ApiError::TooManyWrongKeys(retry_after));
+    }
+    let Some((cookie, session)) = state.sessions.sign_in(&body.key, expected) else {
+        state.wrong_keys.record(client);
+        tracing::warn!(reason = "wrong_key", "inbox.sign_in_refused");
+        return Err(ApiError::WrongKey);
     };
     tracing::info!("inbox.signed_in");
     let mut response = session_body(&state, Some(&session)).into_response();

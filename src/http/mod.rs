@@ -17,6 +17,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod inbox;
+pub mod limiter;
 pub mod media;
 pub mod messages;
 pub mod metrics;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub events: Arc<crate::events::EventHub>,
     /// The inbox's sign-in sessions ([`session`]).
     pub sessions: session::Sessions,
+    /// Wrong API keys per client address, at sign-in and in API headers ([`limiter`]).
+    pub wrong_keys: limiter::WrongKeys,
     /// When Meta last reached the webhook ([`crate::service::delivery`]).
     pub delivery: crate::service::delivery::DeliveryHealth,
     /// Outgoing webhook subscriptions ([`crate::service::webhooks`]).

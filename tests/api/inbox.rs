@@ -348,6 +348,92 @@ async fn wrong_keys_are_refused_then_limited_and_sign_out_revokes_the_session() 
     assert_eq!(after.status(), 401);
 }
 
+/// Wrong keys count per client address, sign-ins and API headers together: past ten in a minute
+/// that address waits (429, its keys not checked, the right one included), while another
+/// address (127.0.0.2 here) and a session signed in before still work.
+#[tokio::test]
+async fn wrong_keys_are_limited_per_client_address_at_sign_in_and_in_api_headers() {
+    let app = keyed_app().await;
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let (cookie, _) = session_of(&app).await;
+    let list = |client: &reqwest::Client, header: Option<(&'static str, String)>| {
+        let mut request = client.get(app.url("/v1/conversations"));
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    // Ten wrong keys from 127.0.0.1: sign-ins and both API headers, all counted together.
+    for i in 0..10 {
+        let status = match i % 3 {
+            0 => sign_in(&app, "guess").await.status(),
+            1 => list(&app.http, Some(("x-api-key", "guess".into())))
+                .await
+                .unwrap()
+                .status(),
+            _ => list(&app.http, Some(("authorization", "Bearer guess".into())))
+                .await
+                .unwrap()
+                .status(),
+        };
+        assert_eq!(status, 401, "wrong key {i}");
+    }
+    // Now 127.0.0.1 waits, whatever key it presents and wherever.
+    let retry_after = |response: &reqwest::Response| -> u64 {
+        response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let blocked_sign_in = sign_in(&app, KEY).await;
+    assert_eq!(blocked_sign_in.status(), 429);
+    assert!((1..=60).contains(&retry_after(&blocked_sign_in)));
+    assert!(blocked_sign_in.headers().get("set-cookie").is_none());
+    for header in [
+        ("x-api-key", KEY.to_owned()),
+        ("authorization", format!("Bearer {KEY}")),
+        ("x-api-key", "guess".to_owned()),
+    ] {
+        let blocked = list(&app.http, Some(header.clone())).await.unwrap();
+        assert_eq!(blocked.status(), 429, "{header:?}");
+        assert!((1..=60).contains(&retry_after(&blocked)), "{header:?}");
+        let detail: Value = blocked.json().await.unwrap();
+        assert!(
+            detail["detail"].as_str().unwrap().contains("your address"),
+            "{detail}"
+        );
+    }
+    // A session signed in before is no guess: it still reads. No key at all is a 401.
+    let by_cookie = list(&app.http, Some(("cookie", cookie.clone())))
+        .await
+        .unwrap();
+    assert_eq!(by_cookie.status(), 200);
+    assert_eq!(list(&app.http, None).await.unwrap().status(), 401);
+
+    // 127.0.0.2 is counted apart: the right key works there, by header and at sign-in, and its
+    // own wrong key is a plain 401.
+    let keyed = list(&other, Some(("x-api-key", KEY.to_owned())))
+        .await
+        .unwrap();
+    assert_eq!(keyed.status(), 200);
+    let signed_in = other
+        .post(app.url("/inbox/session"))
+        .header("content-type", "application/json")
+        .body(json!({ "key": KEY }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let wrong = list(&other, Some(("authorization", "Bearer guess".into())))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+}
+
 #[tokio::test]
 async fn the_page_is_embedded_with_a_strict_policy_and_no_secret_in_it() {
     let app = keyed_app().await;
@@ -383,6 +469,55 @@ async fn the_page_is_embedded_with_a_strict_policy_and_no_secret_in_it() {
         .unwrap();
     assert_eq!(root.status(), 303);
     assert_eq!(root.headers()["location"], "/inbox");
+}
+
+/// Each asset has a strong ETag, the hash of the bytes served, and `no-cache`; a browser that
+/// has those bytes gets a 304 with no body.
+#[tokio::test]
+async fn the_assets_carry_an_etag_of_their_bytes_and_revalidate_to_304() {
+    use sha2::Digest;
+    let app = keyed_app().await;
+    let mut etags = std::collections::HashSet::new();
+    for path in ["/inbox", "/inbox/app.js", "/inbox/app.css"] {
+        let get = |if_none_match: Option<&str>| {
+            let mut request = app.http.get(app.url(path));
+            if let Some(tag) = if_none_match {
+                request = request.header("if-none-match", tag);
+            }
+            request.send()
+        };
+        let first = get(None).await.unwrap();
+        assert_eq!(first.status(), 200, "{path}");
+        assert_eq!(first.headers()["cache-control"], "no-cache", "{path}");
+        let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+        let body = first.bytes().await.unwrap();
+        let digest = sha2::Sha256::digest(&body);
+        assert_eq!(
+            etag,
+            format!("\"{}\"", hex::encode(&digest[..16])),
+            "{path}: the ETag is the hash of the bytes served"
+        );
+        assert!(etags.insert(etag.clone()), "{path}: its own ETag");
+
+        for matching in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"something-else\", {etag}"),
+        ] {
+            let again = get(Some(&matching)).await.unwrap();
+            assert_eq!(again.status(), 304, "{path} with {matching}");
+            assert_eq!(again.headers()["etag"], etag.as_str());
+            assert_eq!(again.headers()["cache-control"], "no-cache");
+            assert!(again.headers().contains_key("content-security-policy"));
+            assert!(again.bytes().await.unwrap().is_empty(), "{path}: no body");
+        }
+        // Another version in the cache: the whole asset again.
+        let stale = get(Some("\"0123456789abcdef0123456789abcdef\""))
+            .await
+            .unwrap();
+        assert_eq!(stale.status(), 200, "{path}");
+        assert_eq!(stale.bytes().await.unwrap(), body, "{path}");
+    }
 }
 
 #[tokio::test]

@@ -333,3 +333,76 @@ async fn bad_flags_exit_2_naming_the_flag() {
         "nothing started, nothing created"
     );
 }
+
+/// The sandbox never reads `config.env` (or `.env`): with both in its working directory, full of
+/// settings that would change what it does (a key to sign in with, a Redis that is not there, a
+/// real-looking token, number, Graph base and app secret), it runs exactly as without them: an
+/// open inbox, its own store, sends answered by its own Meta from its own number, and that Meta's
+/// signed statuses accepted.
+#[tokio::test]
+async fn the_sandbox_command_does_not_read_config_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = "API_KEY=from-config-env\n\
+                    REDIS_URL=redis://127.0.0.1:1/0\n\
+                    ACCESS_TOKEN=token-from-config-env\n\
+                    PHONE_NUMBER_ID=999000999\n\
+                    GRAPH_API_BASE=http://127.0.0.1:1/v22.0\n\
+                    APP_SECRET=secret-from-config-env\n\
+                    ALLOWED_HOSTS=nowhere.example\n";
+    for file in ["config.env", ".env"] {
+        std::fs::write(dir.path().join(file), settings).unwrap();
+    }
+    let data = dir.path().join("data").display().to_string();
+    let mut sandbox = Gateway::spawn_command(
+        free_port(),
+        &["sandbox", "--quiet-customers", "--data-dir", &data],
+        &HashMap::new(),
+        dir.path(),
+    );
+    // Ready: its store answers (no Redis on port 1 is tried).
+    sandbox.wait_ready().await;
+    let http = reqwest::Client::new();
+    let session: Value = http
+        .get(sandbox.url("/inbox/session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        session["auth"], "open",
+        "no API_KEY from config.env: {session}"
+    );
+    let sent = http
+        .post(sandbox.url("/v1/messages"))
+        .json(&json!({"to": "919216598210", "type": "text", "text": {"body": "Hello"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200, "its own Meta and token answer");
+    let sent: Value = sent.json().await.unwrap();
+    assert_eq!(
+        sent["from"],
+        whatsapp_gateway::simulate::payload::DEFAULT_PHONE_NUMBER_ID,
+        "{sent}"
+    );
+    let id = sent["id"].as_str().unwrap().to_owned();
+    // Its Meta's statuses are signed with its own APP_SECRET and accepted.
+    eventually("the sent status from the sandbox's Meta", || async {
+        let m: Value = http
+            .get(sandbox.url(&format!("/v1/messages/{id}")))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (m["status"] != "accepted" && m["status"].is_string()).then_some(())
+    })
+    .await;
+    assert!(std::path::Path::new(&data).is_dir(), "its own store");
+    sandbox.signal("TERM");
+    let status = sandbox.wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}: {}", sandbox.output());
+}
