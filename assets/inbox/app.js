@@ -198,6 +198,8 @@ async function loadMoreConversations(first) {
     for (const c of data.conversations) upsertConversation(c, false);
     state.listCursor = data.next_cursor;
     renderConversations();
+    // The first render of the list, for the browser's performance timeline (measured in tests).
+    if (!performance.getEntriesByName('inbox:conversations').length) performance.mark('inbox:conversations');
   } catch (e) {
     showBanner(`Conversations could not be loaded: ${e.message}`);
   } finally {
