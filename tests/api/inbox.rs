@@ -1150,6 +1150,8 @@ async fn the_page_keeps_its_promises_in_a_real_browser() {
         .mount(&app.graph)
         .await;
     app.post_webhook_ok(&long_thread(50)).await;
+    app.post_webhook_ok(&inbound("wamid.A1", ANA, "Ana", now_secs() - 3600, "Olá!"))
+        .await;
 
     let driver = Driver::start();
     let client = driver.connect().await;
@@ -1388,6 +1390,29 @@ async fn promises(app: &mut TestApp, client: &Client) {
         text_of(client, "#m-wamid\\.PAGE2")
             .await
             .filter(|t| t.contains("invoice.pdf"))
+    })
+    .await;
+
+    // d. The indicator is per conversation: typing to Ana right after Kerry sends hers.
+    click(
+        client,
+        &format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{ANA}'] button"),
+    )
+    .await;
+    eventually("Ana's thread", || async {
+        text_of(client, "#m-wamid\\.A1").await
+    })
+    .await;
+    text.send_keys("Hi Ana").await.unwrap();
+    let to_ana = eventually("Ana's typing indicator", || async {
+        typing_bodies(app).await.into_iter().nth(1)
+    })
+    .await;
+    assert_eq!(to_ana["message_id"], "wamid.A1", "{to_ana}");
+    text.clear().await.unwrap();
+    click(client, &kerry).await;
+    eventually("Kerry's thread again", || async {
+        text_of(client, "#m-wamid\\.PAGE2").await
     })
     .await;
 
