@@ -21,7 +21,7 @@ const state = {
   olderCursor: null,
   olderLoading: false,
   replyTo: null,       // message id
-  lastTyping: 0,
+  lastTyping: 0,       // when the typing indicator last went out (for the open conversation)
   pendingSend: null,   // {body, key} of a failed send, for Retry
   events: null,
   templates: null,
@@ -198,6 +198,8 @@ async function loadMoreConversations(first) {
     for (const c of data.conversations) upsertConversation(c, false);
     state.listCursor = data.next_cursor;
     renderConversations();
+    // The first render of the list, for the browser's performance timeline (measured in tests).
+    if (!performance.getEntriesByName('inbox:conversations').length) performance.mark('inbox:conversations');
   } catch (e) {
     showBanner(`Conversations could not be loaded: ${e.message}`);
   } finally {
@@ -263,6 +265,8 @@ async function openConversation(c) {
   state.olderCursor = null;
   state.replyTo = null;
   state.pendingSend = null;
+  // The indicator is the contact's: another conversation gets its own at once.
+  state.lastTyping = 0;
   $('replying').hidden = true;
   $('send-error').hidden = true;
   document.body.classList.add('show-thread');

@@ -9,8 +9,9 @@
 //! to every operation by [`CommonResponses`] (so a new route gets them too): 503 (over
 //! CONCURRENCY_LIMIT or past REQUEST_TIMEOUT_SECS) everywhere; 408 and 413 where a body is read;
 //! 415 (Content-Type not `application/json`) on every state-changing client operation; 403 (Host
-//! not allowed while API_KEY is unset) on every client endpoint (all but `/webhook`, `/healthz`
-//! and `/readyz`).
+//! not allowed while API_KEY is unset) and 429 (too many wrong API keys from the client's address,
+//! [`crate::http::limiter`]) on every client endpoint (all but `/webhook`, `/healthz` and
+//! `/readyz`).
 
 use serde::Serialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -119,6 +120,8 @@ const NOT_JSON: &str =
     "Content-Type is not application/json (send -H 'Content-Type: application/json')";
 const HOST_NOT_ALLOWED: &str = "Host header not allowed: while API_KEY is unset, client endpoints answer only requests addressed to ALLOWED_HOSTS (loopback names by default); add the host (e.g. a tunnel's name) or set API_KEY";
 
+const TOO_MANY_WRONG_KEYS: &str = "Too many wrong API keys from this client address (10 a minute, sign-ins included): any key it presents is refused unchecked until Retry-After";
+
 /// The endpoints outside the API key (and the Host check); every other path is a client
 /// endpoint, Host-checked while API_KEY is unset.
 const OPEN_PATHS: [&str; 3] = ["/webhook", "/healthz", "/readyz"];
@@ -152,6 +155,7 @@ impl Modify for CommonResponses {
                 }
                 if client {
                     add_response(responses, "403", HOST_NOT_ALLOWED);
+                    add_response(responses, "429", TOO_MANY_WRONG_KEYS);
                 }
             }
         }

@@ -94,6 +94,18 @@ async fn openapi_documents_every_endpoint_and_its_errors() {
             }
         }
     }
+    // Any client endpoint may refuse an address that sent too many wrong keys; open ones never.
+    for (path, verb) in [
+        ("/get", "post"),
+        ("/v1/conversations", "get"),
+        ("/v1/ws", "get"),
+    ] {
+        let wrong_keys = paths[path][verb]["responses"]["429"]["description"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{verb} {path} lacks 429"));
+        assert!(wrong_keys.contains("wrong API keys"), "{verb} {path}");
+    }
+    assert!(paths["/webhook"]["post"]["responses"].get("429").is_none());
     let send_502 = paths["/send"]["post"]["responses"]["502"]["description"]
         .as_str()
         .unwrap();

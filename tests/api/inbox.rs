@@ -3,7 +3,12 @@
 //! conversation list, a message arriving live, opening it (unread clears, Meta gets the read
 //! receipt), a reply (the Graph mock sees Meta's exact body), ticks following status webhooks, a
 //! failure with Meta's reason, the template picker on a closed window, and a reload after missed
-//! events. Screenshots of each screen go to `target/inbox-screenshots/`.
+//! events; then, in a second browser session, the page's other promises: its weight and first
+//! render (written to `target/inbox-screenshots/timings.json`, not asserted), older messages on
+//! scrolling up, the typing indicator once per 20 s, a reply's context and quote, an attachment
+//! uploaded then sent, and a stream that goes down and resumes from the last event id. Screenshots
+//! of each screen go to `target/inbox-screenshots/`. Over HTTP: wrong keys limited per client
+//! address, and the assets' ETag.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -1085,4 +1090,391 @@ async fn browse(
         4,
         "two replies, a reaction and a template, each once"
     );
+}
+
+// ---------- what the page promises, in one browser session ----------
+
+/// The messages of Kerry's long thread: `count` texts `message {i}`, a minute apart, the last
+/// a minute ago (so the 24-hour window is open).
+fn long_thread(count: usize) -> String {
+    let t = now_secs() - 60 * count as i64;
+    let messages: Vec<Value> = (0..count)
+        .map(|i| {
+            json!({"from": KERRY, "id": format!("wamid.K{i:02}"), "timestamp": (t + 60 * i as i64).to_string(),
+                   "type": "text", "text": {"body": format!("message {i}")}})
+        })
+        .collect();
+    webhook_with(messages)
+}
+
+/// The page's other promises, in one browser on an open inbox over Redis: its weight and first
+/// render (written to `target/inbox-screenshots/timings.json`), older messages on scrolling up,
+/// the typing indicator at most once per 20 s, a reply with its quote that jumps to the quoted
+/// message, an attachment uploaded then sent by id, and a stream that goes down (banner) and
+/// resumes from the last event id without a reload, showing what happened meanwhile.
+#[tokio::test]
+async fn the_page_keeps_its_promises_in_a_real_browser() {
+    let port = free_port();
+    let mut app = spawn_app_with(Backend::Redis, |vars| {
+        vars.insert("PORT".into(), port.to_string());
+    })
+    .await;
+    let messages = format!("/{PHONE_NUMBER_ID}/messages");
+    Mock::given(method("POST"))
+        .and(path(messages.clone()))
+        .and(body_partial_json(json!({"status": "read"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .with_priority(1)
+        .mount(&app.graph)
+        .await;
+    let sends = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sends.clone();
+    Mock::given(method("POST"))
+        .and(path(messages))
+        .respond_with(move |request: &wiremock::Request| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            let to = body["to"].as_str().unwrap_or_default().to_owned();
+            ResponseTemplate::new(200).set_body_json(json!({
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": format!("wamid.PAGE{n}")}]
+            }))
+        })
+        .with_priority(2)
+        .mount(&app.graph)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/media")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "4490709327384033"})))
+        .mount(&app.graph)
+        .await;
+    app.post_webhook_ok(&long_thread(50)).await;
+    app.post_webhook_ok(&inbound("wamid.A1", ANA, "Ana", now_secs() - 3600, "Olá!"))
+        .await;
+
+    let driver = Driver::start();
+    let client = driver.connect().await;
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(promises(
+        &mut app, &client,
+    )))
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), client.close()).await;
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    assert_eq!(
+        sends.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a reply and a document, each once"
+    );
+}
+
+/// How many elements match `css`.
+async fn count(client: &Client, css: &str) -> usize {
+    client
+        .find_all(Locator::Css(css))
+        .await
+        .map_or(0, |all| all.len())
+}
+
+/// Runs `script` in the page, returning its value.
+async fn run(client: &Client, script: &str) -> Value {
+    client.execute(script, vec![]).await.unwrap()
+}
+
+/// The Graph requests for Meta's typing indicator.
+async fn typing_bodies(app: &TestApp) -> Vec<Value> {
+    sent_bodies(app)
+        .await
+        .into_iter()
+        .filter(|b| b.get("typing_indicator").is_some())
+        .collect()
+}
+
+/// The browser part of [`the_page_keeps_its_promises_in_a_real_browser`].
+async fn promises(app: &mut TestApp, client: &Client) {
+    let backend = Backend::Redis;
+    client.goto(&app.url("/inbox")).await.unwrap();
+    let kerry = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{KERRY}'] button");
+    eventually("the conversation list", || async {
+        client.find(Locator::Css(&kerry)).await.ok()
+    })
+    .await;
+
+    // f. Weight and first render, as this browser saw them over HTTP.
+    let timings = eventually("the page's timings", || async {
+        let timings = run(
+            client,
+            r#"
+            const nav = performance.getEntriesByType('navigation')[0];
+            const paint = Object.fromEntries(performance.getEntriesByType('paint').map((p) => [p.name, p.startTime]));
+            const list = performance.getEntriesByName('inbox:conversations')[0];
+            const assets = [nav, ...performance.getEntriesByType('resource')
+                .filter((r) => /^\/inbox\/app\.(js|css)$/.test(new URL(r.name).pathname))]
+                .map((e) => ({ url: new URL(e.name).pathname, body_bytes: e.encodedBodySize, transfer_bytes: e.transferSize }));
+            if (!nav || nav.loadEventEnd === 0 || !paint['first-contentful-paint'] || !list) return null;
+            return {
+              first_paint_ms: paint['first-paint'] ?? null,
+              first_contentful_paint_ms: paint['first-contentful-paint'],
+              dom_content_loaded_ms: nav.domContentLoadedEventEnd,
+              load_event_end_ms: nav.loadEventEnd,
+              conversations_rendered_ms: list.startTime,
+              assets,
+            };"#,
+        )
+        .await;
+        (!timings.is_null()).then_some(timings)
+    })
+    .await;
+    let assets = timings["assets"].as_array().unwrap();
+    let served: Vec<&str> = assets.iter().map(|a| a["url"].as_str().unwrap()).collect();
+    assert_eq!(
+        served,
+        ["/inbox", "/inbox/app.css", "/inbox/app.js"],
+        "{timings}"
+    );
+    let bytes: u64 = assets
+        .iter()
+        .map(|a| a["body_bytes"].as_u64().unwrap())
+        .sum();
+    assert!(
+        assets.iter().all(|a| a["body_bytes"].as_u64() > Some(0)),
+        "{timings}"
+    );
+    assert!(bytes < 150 * 1024, "{bytes} bytes of inbox assets served");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/inbox-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut record = timings.clone();
+    record["total_asset_bytes"] = bytes.into();
+    record["measured"] = "headless Chromium via chromedriver, fresh profile, gateway (debug build, Redis) on loopback; ms since navigation start".into();
+    std::fs::write(
+        dir.join("timings.json"),
+        serde_json::to_string_pretty(&record).unwrap(),
+    )
+    .unwrap();
+
+    // e. Kerry's thread shows its newest page; scrolled to the top, the older messages load.
+    click(client, &kerry).await;
+    eventually("the newest page of the thread", || async {
+        (count(client, "#messages .bubble").await == 40).then_some(())
+    })
+    .await;
+    assert!(
+        client.find(Locator::Css("#m-wamid\\.K09")).await.is_err(),
+        "older than the first page"
+    );
+    run(client, "document.getElementById('messages').scrollTop = 0;").await;
+    eventually("the older messages", || async {
+        (count(client, "#messages .bubble").await == 50).then_some(())
+    })
+    .await;
+    let first = text_of(client, "#messages .bubble:first-of-type").await;
+    assert!(
+        first.is_some_and(|t| t.contains("message 0")),
+        "oldest first"
+    );
+
+    // c, d. Reply to an old message while typing: Meta's typing indicator goes out once.
+    let replied = run(
+        client,
+        "const b = [...document.querySelectorAll('#m-wamid\\\\.K05 .actions button')].find((b) => b.textContent === 'Reply'); if (b) b.click(); return !!b;",
+    )
+    .await;
+    assert_eq!(replied, json!(true), "a Reply button on the message");
+    let replying = text_of(client, "#replying:not([hidden]) #replying-text").await;
+    assert_eq!(replying.as_deref(), Some("Replying to: message 5"));
+    let text = client.find(Locator::Css("#text")).await.unwrap();
+    for chunk in ["About ", "that ", "one"] {
+        text.send_keys(chunk).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let typing = eventually("Meta's typing indicator", || async {
+        typing_bodies(app).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        typing,
+        json!({"messaging_product": "whatsapp", "status": "read", "message_id": "wamid.K49",
+               "typing_indicator": {"type": "text"}})
+    );
+    text.send_keys("\u{E007}").await.unwrap(); // Enter
+    let reply = eventually("the reply to Meta", || async {
+        sent_bodies(app)
+            .await
+            .into_iter()
+            .find(|b| b["type"] == "text")
+    })
+    .await;
+    assert_eq!(
+        reply,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": KERRY,
+               "type": "text", "text": {"body": "About that one"},
+               "context": {"message_id": "wamid.K05"}})
+    );
+    let quote = eventually("the reply's quote", || async {
+        text_of(client, "#m-wamid\\.PAGE1 .quote")
+            .await
+            .filter(|t| !t.is_empty())
+    })
+    .await;
+    assert_eq!(quote, "message 5");
+    shoot(client, backend, "7-reply").await;
+    let in_view = "const m = document.getElementById('messages').getBoundingClientRect(); \
+                   const r = document.getElementById('m-wamid.K05').getBoundingClientRect(); \
+                   return r.bottom > m.top && r.top < m.bottom;";
+    assert_eq!(run(client, in_view).await, json!(false), "K05 is far up");
+    click(client, "#m-wamid\\.PAGE1 .quote").await;
+    eventually("the quoted message in view and highlighted", || async {
+        let highlighted = run(
+            client,
+            "const n = document.getElementById('m-wamid.K05'); return n.classList.contains('flash') && document.activeElement === n;",
+        )
+        .await;
+        (highlighted == json!(true) && run(client, in_view).await == json!(true)).then_some(())
+    })
+    .await;
+    // More typing within 20 s sends no second indicator.
+    text.send_keys("and ").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    text.send_keys("more").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(typing_bodies(app).await.len(), 1, "at most once per 20 s");
+    text.clear().await.unwrap();
+
+    // b. An attachment: uploaded to Meta, then sent by the id Meta gave.
+    let files = tempfile::tempdir().unwrap();
+    let pdf = files.path().join("invoice.pdf");
+    let pdf_bytes =
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+    std::fs::write(&pdf, pdf_bytes).unwrap();
+    client
+        .find(Locator::Css("#file"))
+        .await
+        .unwrap()
+        .send_keys(&pdf.display().to_string())
+        .await
+        .unwrap();
+    let document = eventually("the document send", || async {
+        sent_bodies(app)
+            .await
+            .into_iter()
+            .find(|b| b["type"] == "document")
+    })
+    .await;
+    assert_eq!(
+        document,
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": KERRY,
+               "type": "document", "document": {"id": "4490709327384033", "filename": "invoice.pdf"}})
+    );
+    let uploads: Vec<wiremock::Request> = app
+        .graph
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| r.url.path() == format!("/{PHONE_NUMBER_ID}/media"))
+        .collect();
+    assert_eq!(uploads.len(), 1);
+    let form = String::from_utf8_lossy(&uploads[0].body);
+    for part in [
+        "name=\"messaging_product\"\r\n\r\nwhatsapp\r\n",
+        "name=\"type\"\r\n\r\napplication/pdf\r\n",
+        "filename=\"invoice.pdf\"",
+        std::str::from_utf8(pdf_bytes).unwrap(),
+    ] {
+        assert!(form.contains(part), "{part:?} in {form}");
+    }
+    eventually("the document's bubble", || async {
+        text_of(client, "#m-wamid\\.PAGE2")
+            .await
+            .filter(|t| t.contains("invoice.pdf"))
+    })
+    .await;
+
+    // d. The indicator is per conversation: typing to Ana right after Kerry sends hers.
+    click(
+        client,
+        &format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{ANA}'] button"),
+    )
+    .await;
+    eventually("Ana's thread", || async {
+        text_of(client, "#m-wamid\\.A1").await
+    })
+    .await;
+    text.send_keys("Hi Ana").await.unwrap();
+    let to_ana = eventually("Ana's typing indicator", || async {
+        typing_bodies(app).await.into_iter().nth(1)
+    })
+    .await;
+    assert_eq!(to_ana["message_id"], "wamid.A1", "{to_ana}");
+    text.clear().await.unwrap();
+    click(client, &kerry).await;
+    eventually("Kerry's thread again", || async {
+        text_of(client, "#m-wamid\\.PAGE2").await
+    })
+    .await;
+
+    // a. The gateway goes away: the banner shows. Meanwhile Kerry writes (received by another
+    // instance on the same Redis). Back on the same port, the page resumes after the last event
+    // it had, without a reload or a re-read: the message arrives through the stream.
+    run(
+        client,
+        "window.__sameDocument = true; window.__reads = []; const f = window.fetch; \
+         window.fetch = (...a) => { window.__reads.push(String(a[0])); return f(...a); };",
+    )
+    .await;
+    let other = spawn_instance_sharing_redis(app, |_| {}).await;
+    let address = app.address.clone();
+    app.stop(Duration::from_secs(15)).await;
+    eventually("the disconnected banner", || async {
+        let banner = client.find(Locator::Css("#live")).await.ok()?;
+        banner.is_displayed().await.ok()?.then_some(())
+    })
+    .await;
+    other
+        .post_webhook_ok(&inbound(
+            "wamid.K99",
+            KERRY,
+            "Kerry",
+            now_secs(),
+            "Sent while you were away",
+        ))
+        .await;
+    shoot(client, backend, "8-disconnected").await;
+    app.restart().await;
+    assert_eq!(app.address, address, "the same port");
+    eventually("the missed message, live", || async {
+        text_of(client, "#m-wamid\\.K99")
+            .await
+            .filter(|t| t.contains("Sent while you were away"))
+    })
+    .await;
+    eventually("the banner gone", || async {
+        let banner = client.find(Locator::Css("#live")).await.ok()?;
+        (!banner.is_displayed().await.ok()?).then_some(())
+    })
+    .await;
+    let after = run(
+        client,
+        "return [window.__sameDocument === true, window.__reads];",
+    )
+    .await;
+    assert_eq!(after[0], json!(true), "no reload");
+    let reads: Vec<&str> = after[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|u| u.contains("/messages?") || u.starts_with("/v1/conversations?"))
+        .collect();
+    assert!(reads.is_empty(), "nothing re-read: {reads:?}");
+    let list_preview = text_of(
+        client,
+        &format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{KERRY}'] .conv-preview"),
+    )
+    .await;
+    assert_eq!(list_preview.as_deref(), Some("Sent while you were away"));
+    shoot(client, backend, "9-resumed").await;
 }
