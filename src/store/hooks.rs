@@ -114,7 +114,9 @@ pub struct Completion {
     pub log: String,
     /// Now (ms).
     pub now_ms: i64,
-    /// A failure disables the subscription once it has been failing this long (ms).
+    /// A failure disables the subscription once it has been failing this long (ms). The first
+    /// failure's time is kept in whole seconds, so the span is counted from the end of that
+    /// second: never less than this, at most a second more.
     pub disable_after_ms: i64,
     /// Why, if this completion disables the subscription (410, or failing too long).
     pub disabled_reason: String,
@@ -193,9 +195,12 @@ impl Store {
         }
     }
 
-    /// One subscription.
+    /// One subscription (one read).
     pub async fn hook_get(&self, id: &str) -> Result<Option<HookRow>, StoreError> {
-        Ok(self.hook_list().await?.into_iter().find(|h| h.id == id))
+        match self {
+            Store::Redis(s) => s.hook_get(id).await,
+            Store::Embedded(s) => s.hook_get(id).await,
+        }
     }
 
     /// Enqueues deliveries for a subscription (see [`Enqueue`]); each lane's first becomes due

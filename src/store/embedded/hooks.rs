@@ -333,7 +333,7 @@ fn complete(tx: &Transaction<'_>, c: &Completion) -> rusqlite::Result<Completed>
                 )?
                 .execute(params![sub, c.now_ms / 1000])?;
             }
-            Some(since) => disable = enabled && c.now_ms - since * 1000 >= c.disable_after_ms,
+            Some(since) => disable = enabled && c.now_ms - (since + 1) * 1000 >= c.disable_after_ms,
         }
     }
     if c.verdict == Verdict::Gone && enabled {
@@ -489,17 +489,20 @@ impl EmbeddedStore {
                 "SELECT id, config, enabled, disabled_reason, failing_since, cursor
                  FROM webhook_subscriptions ORDER BY id",
             )?;
-            stmt.query_map([], |r| {
-                Ok(HookRow {
-                    id: r.get(0)?,
-                    config: r.get(1)?,
-                    enabled: r.get(2)?,
-                    disabled_reason: r.get(3)?,
-                    failing_since: r.get(4)?,
-                    cursor: r.get(5)?,
-                })
-            })?
-            .collect()
+            stmt.query_map([], hook_row)?.collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn hook_get(&self, id: &str) -> Result<Option<HookRow>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT id, config, enabled, disabled_reason, failing_since, cursor
+                 FROM webhook_subscriptions WHERE id = ?1",
+            )?
+            .query_row(params![id], hook_row)
+            .optional()
         })
         .await
     }
@@ -537,6 +540,18 @@ impl EmbeddedStore {
         })
         .await
     }
+}
+
+/// A subscription row (`id, config, enabled, disabled_reason, failing_since, cursor`).
+fn hook_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HookRow> {
+    Ok(HookRow {
+        id: r.get(0)?,
+        config: r.get(1)?,
+        enabled: r.get(2)?,
+        disabled_reason: r.get(3)?,
+        failing_since: r.get(4)?,
+        cursor: r.get(5)?,
+    })
 }
 
 fn mismatched(answer: HookAnswer) -> StoreError {

@@ -196,7 +196,7 @@ if verdict == 'retry' or verdict == 'dead' then
   local since = redis.call('HGET', h, 'failing_since')
   if not since then
     redis.call('HSET', h, 'failing_since', math.floor(now / 1000))
-  elseif now - tonumber(since) * 1000 >= tonumber(ARGV[10]) then
+  elseif now - (tonumber(since) + 1) * 1000 >= tonumber(ARGV[10]) then
     disable()
   end
 end
@@ -262,6 +262,20 @@ fn text(v: &Value) -> Option<String> {
         Value::Int(i) => Some(i.to_string()),
         _ => None,
     }
+}
+
+/// A subscription from its [`RedisStore::hook_fields`]; `None` when it has no configuration
+/// (no such subscription).
+fn hook_row(id: String, mut f: Vec<Option<String>>) -> Option<HookRow> {
+    let config = f.get_mut(0)?.take()?;
+    Some(HookRow {
+        id,
+        config,
+        enabled: f.get(1)?.as_deref() == Some("1"),
+        disabled_reason: f.get_mut(2)?.take(),
+        failing_since: f.get(3)?.as_deref().and_then(|s| s.parse().ok()),
+        cursor: f.get_mut(4)?.take(),
+    })
 }
 
 impl RedisStore {
@@ -337,32 +351,35 @@ impl RedisStore {
         }
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.cmd("HMGET")
-                .arg(format!("{}:hook:{id}", self.prefix()))
-                .arg(&[
-                    "config",
-                    "enabled",
-                    "disabled_reason",
-                    "failing_since",
-                    "cursor",
-                ]);
+            pipe.add_command(self.hook_fields(id));
         }
         let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
         Ok(ids
             .into_iter()
             .zip(rows)
-            .filter_map(|(id, mut f)| {
-                let config = f.get_mut(0)?.take()?;
-                Some(HookRow {
-                    id,
-                    config,
-                    enabled: f[1].as_deref() == Some("1"),
-                    disabled_reason: f[2].take(),
-                    failing_since: f[3].as_deref().and_then(|s| s.parse().ok()),
-                    cursor: f[4].take(),
-                })
-            })
+            .filter_map(|(id, fields)| hook_row(id, fields))
             .collect())
+    }
+
+    pub(crate) async fn hook_get(&self, id: &str) -> Result<Option<HookRow>, StoreError> {
+        let fields: Vec<Option<String>> = self
+            .hook_fields(id)
+            .query_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(hook_row(id.to_owned(), fields))
+    }
+
+    /// `HMGET` of a subscription's fields, in [`hook_row`]'s order.
+    fn hook_fields(&self, id: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(format!("{}:hook:{id}", self.prefix())).arg(&[
+            "config",
+            "enabled",
+            "disabled_reason",
+            "failing_since",
+            "cursor",
+        ]);
+        cmd
     }
 
     pub(crate) async fn hook_enqueue(
