@@ -173,10 +173,10 @@ async fn deliver(inner: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermi
             tracing::warn!(subscription = %sub.id, error.message = %e, "webhooks.complete_failed");
         }
     }
-    if matches!(verdict, Verdict::Delivered | Verdict::Dead) {
-        // The lane's next delivery is due now.
-        inner.due.notify_one();
-    }
+    // The lane's next delivery is due now (delivered, dead), or this one is due at a time the
+    // worker's current wait may overshoot (a retry sooner than CLAIM_INTERVAL): look again.
+    // Wake-ups coalesce, so a burst of completions costs one claim.
+    inner.due.notify_one();
 }
 
 /// `wait` plus up to a tenth more, so retries of many deliveries spread out.
