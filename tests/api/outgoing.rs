@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::contract_tests;
+use crate::events::Sse;
 use crate::helpers::*;
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -30,6 +31,8 @@ contract_tests!(
     a_later_event_of_a_contact_waits_while_an_earlier_one_is_retried,
     gone_disables_the_subscription_with_an_event_and_enabling_resumes,
     a_rotated_secret_signs_beside_the_new_one,
+    redirects_fail_retry_after_is_honoured_and_answers_are_cut_at_a_kib,
+    a_subscription_failing_too_long_is_disabled_with_an_event,
     retries_survive_a_restart,
     the_config_subscription_comes_from_config_env,
     subscriptions_are_validated_and_filtered,
@@ -50,6 +53,8 @@ fn standard_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> S
 struct Reply {
     status: u16,
     retry_after: Option<&'static str>,
+    /// A body of this many bytes instead of `answer <status>`.
+    long_body: Option<usize>,
 }
 
 /// What the receiver got.
@@ -63,6 +68,7 @@ struct Got {
     /// Which known secrets verified one of the signatures.
     verified_by: Vec<String>,
     answered: u16,
+    received: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -122,6 +128,7 @@ async fn receive(State(state): State<Arc<Recorded>>, headers: HeaderMap, body: B
         Some(Reply {
             status: 500,
             retry_after: None,
+            long_body: None,
         })
     } else {
         state.script.lock().unwrap().pop_front()
@@ -131,6 +138,7 @@ async fn receive(State(state): State<Arc<Recorded>>, headers: HeaderMap, body: B
         .unwrap_or(Reply {
             status: 200,
             retry_after: None,
+            long_body: None,
         });
     state.got.lock().unwrap().push(Got {
         id,
@@ -139,12 +147,19 @@ async fn receive(State(state): State<Arc<Recorded>>, headers: HeaderMap, body: B
         body: parsed,
         verified_by,
         answered: reply.status,
+        received: std::time::Instant::now(),
     });
-    let mut response = (
-        StatusCode::from_u16(reply.status).unwrap(),
-        format!("answer {}", reply.status),
-    )
-        .into_response();
+    let text = match reply.long_body {
+        Some(n) => "x".repeat(n),
+        None => format!("answer {}", reply.status),
+    };
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), text).into_response();
+    if (300..400).contains(&reply.status) {
+        // A redirect to the receiver itself: followed, it would be recorded again at once.
+        response
+            .headers_mut()
+            .insert("location", "/hook".parse().unwrap());
+    }
     if let Some(after) = reply.retry_after {
         response
             .headers_mut()
@@ -169,21 +184,25 @@ impl Receiver {
         Self { url, state }
     }
 
-    fn script(&self, replies: &[u16]) {
-        self.state
-            .script
-            .lock()
-            .unwrap()
-            .extend(replies.iter().map(|s| Reply {
-                status: *s,
-                retry_after: None,
-            }));
+    /// The next answers, in order (then [`Receiver::otherwise`]'s, or 200).
+    fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().unwrap().extend(replies);
+    }
+
+    /// The next answers are plain ones with these statuses.
+    fn script_statuses(&self, statuses: &[u16]) {
+        self.script(statuses.iter().map(|s| Reply {
+            status: *s,
+            retry_after: None,
+            long_body: None,
+        }));
     }
 
     fn otherwise(&self, status: u16) {
         *self.state.otherwise.lock().unwrap() = Some(Reply {
             status,
             retry_after: None,
+            long_body: None,
         });
     }
 
@@ -248,6 +267,33 @@ async fn send_json(
     )
 }
 
+/// The first `webhook_disabled` event of the log (its envelope), read from `/v1/events`.
+async fn disabled_event(app: &TestApp, backend: Backend) -> Value {
+    let start = match backend {
+        Backend::Redis => "0-0",
+        Backend::Embedded => "0",
+    };
+    let mut sse = Sse::open(app, &format!("?after={start}&types=webhook_disabled"), None).await;
+    // A `reset` comes first where the log no longer holds the very beginning (Redis).
+    loop {
+        let frame = sse.events(1).await.remove(0);
+        if frame.kind() == "webhook_disabled" {
+            return frame.json();
+        }
+    }
+}
+
+/// Subscribes `receiver` (secret [`SECRET`]) to `message_incoming` events; returns the id.
+async fn subscribe_incoming(app: &TestApp, receiver: &Receiver) -> String {
+    let (status, sub) = create(
+        app,
+        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sub}");
+    sub["id"].as_str().unwrap().to_owned()
+}
+
 fn message_from(id: &str, from: &str, body: &str) -> String {
     json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp",
@@ -275,7 +321,7 @@ async fn a_subscription_gets_every_event_signed_and_in_order(backend: Backend) {
     assert!(sub["id"].as_str().unwrap().starts_with("wh_"), "{sub}");
     let id = sub["id"].as_str().unwrap().to_owned();
     // Listing never shows the secret.
-    let (_, list) = send_json(&app, reqwest::Method::GET, "/v1/webhooks", None).await;
+    let list = app.get_json("/v1/webhooks").await;
     assert_eq!(list["data"][0]["id"], id.as_str());
     assert!(!list.to_string().contains(SECRET), "{list}");
 
@@ -315,13 +361,7 @@ async fn a_subscription_gets_every_event_signed_and_in_order(backend: Backend) {
     assert_eq!(incoming[0].body["data"]["contact"]["id"], KERRY);
     assert!(got.iter().all(|g| g.body["data"]["id"] != "wamid.before"));
     // The attempt log.
-    let (_, log) = send_json(
-        &app,
-        reqwest::Method::GET,
-        &format!("/v1/webhooks/{id}/deliveries"),
-        None,
-    )
-    .await;
+    let log = app.get_json(&format!("/v1/webhooks/{id}/deliveries")).await;
     let attempts = log["data"].as_array().unwrap();
     assert!(attempts.len() >= 4, "{log}");
     assert_eq!(attempts[0]["outcome"], "delivered");
@@ -334,23 +374,12 @@ async fn failures_are_retried_on_the_schedule_then_dead_lettered_and_replayed(ba
     let app = hook_app(backend, "100ms,100ms").await;
     let receiver = Receiver::start(SECRET).await;
     receiver.otherwise(500);
-    let (_, sub) = create(
-        &app,
-        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
-    )
-    .await;
-    let id = sub["id"].as_str().unwrap().to_owned();
+    let id = subscribe_incoming(&app, &receiver).await;
     app.post_webhook_ok(&message_from("wamid.f1", KERRY, "hello"))
         .await;
     // One attempt and two retries, then dead.
     let log = eventually("three attempts, the last dead", || async {
-        let (_, log) = send_json(
-            &app,
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}/deliveries"),
-            None,
-        )
-        .await;
+        let log = app.get_json(&format!("/v1/webhooks/{id}/deliveries")).await;
         (log["dead"] == 1 && log["data"].as_array().unwrap().len() == 3).then_some(log)
     })
     .await;
@@ -396,13 +425,7 @@ async fn failures_are_retried_on_the_schedule_then_dead_lettered_and_replayed(ba
     );
     let got = receiver.wait_delivered(1).await;
     assert_eq!(got.last().unwrap().id, got[0].id);
-    let (_, view) = send_json(
-        &app,
-        reqwest::Method::GET,
-        &format!("/v1/webhooks/{id}"),
-        None,
-    )
-    .await;
+    let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
     assert_eq!(
         (
             view["dead_deliveries"].as_i64(),
@@ -455,11 +478,7 @@ async fn a_later_event_of_a_contact_waits_while_an_earlier_one_is_retried(backen
         .lock()
         .unwrap()
         .push(("wamid.k1".into(), 2));
-    let (_, _sub) = create(
-        &app,
-        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
-    )
-    .await;
+    subscribe_incoming(&app, &receiver).await;
     app.post_webhook_ok(&message_from("wamid.k1", KERRY, "first"))
         .await;
     app.post_webhook_ok(&message_from("wamid.k2", KERRY, "second"))
@@ -490,23 +509,12 @@ async fn a_later_event_of_a_contact_waits_while_an_earlier_one_is_retried(backen
 async fn gone_disables_the_subscription_with_an_event_and_enabling_resumes(backend: Backend) {
     let app = hook_app(backend, "100ms").await;
     let receiver = Receiver::start(SECRET).await;
-    receiver.script(&[410]);
-    let (_, sub) = create(
-        &app,
-        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
-    )
-    .await;
-    let id = sub["id"].as_str().unwrap().to_owned();
+    receiver.script_statuses(&[410]);
+    let id = subscribe_incoming(&app, &receiver).await;
     app.post_webhook_ok(&message_from("wamid.g1", KERRY, "hi"))
         .await;
     let view = eventually("the subscription disabled", || async {
-        let (_, view) = send_json(
-            &app,
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}"),
-            None,
-        )
-        .await;
+        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
         (view["enabled"] == false).then_some(view)
     })
     .await;
@@ -515,35 +523,14 @@ async fn gone_disables_the_subscription_with_an_event_and_enabling_resumes(backe
         "{view}"
     );
     assert_eq!(view["pending_deliveries"], 1, "the delivery waits: {view}");
-    // The change is an event of the log (SSE backlog).
-    let events = app
-        .http
-        .get(app.url(&format!(
-            "/v1/events?after={}&types=webhook_disabled",
-            match backend {
-                Backend::Redis => "0-0",
-                Backend::Embedded => "0",
-            }
-        )))
-        .send()
-        .await
-        .unwrap();
-    let mut events = events.bytes_stream();
-    use futures_util::StreamExt;
-    let text = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut text = String::new();
-        while let Some(chunk) = events.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            if text.contains("webhook_disabled") && text.contains("\n\n") {
-                break;
-            }
-        }
-        text
-    })
-    .await
-    .expect("a webhook_disabled event");
-    assert!(text.contains(&id) && text.contains("410"), "{text}");
-    assert!(!text.contains(SECRET));
+    // The change is an event of the log.
+    let event = disabled_event(&app, backend).await;
+    assert_eq!(event["data"]["id"], id.as_str(), "{event}");
+    assert!(
+        event["data"]["reason"].as_str().unwrap().contains("410"),
+        "{event}"
+    );
+    assert!(!event.to_string().contains(SECRET));
     // Nothing goes out while disabled.
     app.post_webhook_ok(&message_from("wamid.g2", KERRY, "while disabled"))
         .await;
@@ -584,12 +571,7 @@ async fn gone_disables_the_subscription_with_an_event_and_enabling_resumes(backe
 async fn a_rotated_secret_signs_beside_the_new_one(backend: Backend) {
     let app = hook_app(backend, "100ms").await;
     let receiver = Receiver::start(SECRET).await;
-    let (_, sub) = create(
-        &app,
-        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
-    )
-    .await;
-    let id = sub["id"].as_str().unwrap().to_owned();
+    let id = subscribe_incoming(&app, &receiver).await;
     let (status, rotated) = send_json(
         &app,
         reqwest::Method::POST,
@@ -617,13 +599,8 @@ async fn a_rotated_secret_signs_beside_the_new_one(backend: Backend) {
 async fn retries_survive_a_restart(backend: Backend) {
     let mut app = hook_app(backend, "1500ms").await;
     let receiver = Receiver::start(SECRET).await;
-    receiver.script(&[503]);
-    let (_, sub) = create(
-        &app,
-        json!({"url": receiver.url, "secret": SECRET, "events": ["message_incoming"]}),
-    )
-    .await;
-    let id = sub["id"].as_str().unwrap().to_owned();
+    receiver.script_statuses(&[503]);
+    let id = subscribe_incoming(&app, &receiver).await;
     app.post_webhook_ok(&message_from("wamid.s1", KERRY, "hi"))
         .await;
     eventually("the first attempt failed", || async {
@@ -634,13 +611,7 @@ async fn retries_survive_a_restart(backend: Backend) {
     let got = receiver.wait_delivered(1).await;
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].id, got[0].id);
-    let (_, log) = send_json(
-        &app,
-        reqwest::Method::GET,
-        &format!("/v1/webhooks/{id}/deliveries"),
-        None,
-    )
-    .await;
+    let log = app.get_json(&format!("/v1/webhooks/{id}/deliveries")).await;
     let outcomes: Vec<&str> = log["data"]
         .as_array()
         .unwrap()
@@ -660,7 +631,7 @@ async fn the_config_subscription_comes_from_config_env(backend: Backend) {
         vars.insert("WEBHOOK_EVENTS".into(), "message_incoming".into());
     })
     .await;
-    let (_, list) = send_json(&app, reqwest::Method::GET, "/v1/webhooks", None).await;
+    let list = app.get_json("/v1/webhooks").await;
     assert_eq!(list["data"][0]["id"], "config", "{list}");
     assert_eq!(list["data"][0]["managed_by"], "config");
     assert_eq!(list["data"][0]["events"], json!(["message_incoming"]));
@@ -737,7 +708,7 @@ async fn subscriptions_are_validated_and_filtered(backend: Backend) {
     )
     .await;
     assert_eq!(status, 422, "{answer}");
-    let (_, list) = send_json(&app, reqwest::Method::GET, "/v1/webhooks", None).await;
+    let list = app.get_json("/v1/webhooks").await;
     assert_eq!(list["data"], json!([]), "nothing partial was stored");
     for path in [
         "/v1/webhooks/wh_0123",
@@ -781,13 +752,7 @@ async fn subscriptions_are_validated_and_filtered(backend: Backend) {
     app.post_webhook_ok(&message_from("wamid.p1", KERRY, "hi"))
         .await;
     let log = eventually("an attempt refused", || async {
-        let (_, log) = send_json(
-            &app,
-            reqwest::Method::GET,
-            &format!("/v1/webhooks/{id}/deliveries"),
-            None,
-        )
-        .await;
+        let log = app.get_json(&format!("/v1/webhooks/{id}/deliveries")).await;
         (!log["data"].as_array().unwrap().is_empty()).then_some(log)
     })
     .await;
@@ -826,4 +791,96 @@ async fn subscriptions_are_validated_and_filtered(backend: Backend) {
     )
     .await;
     assert_eq!(status, 404);
+}
+
+async fn redirects_fail_retry_after_is_honoured_and_answers_are_cut_at_a_kib(backend: Backend) {
+    let app = hook_app(backend, "100ms,100ms,100ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    let reply = |status, retry_after, long_body| Reply {
+        status,
+        retry_after,
+        long_body,
+    };
+    receiver.script(vec![
+        reply(302, None, None),
+        reply(429, Some("2"), None),
+        reply(500, None, Some(10_000)),
+    ]);
+    let id = subscribe_incoming(&app, &receiver).await;
+    app.post_webhook_ok(&message_from("wamid.x1", KERRY, "hi"))
+        .await;
+    let got = receiver.wait_delivered(1).await;
+    let answered: Vec<u16> = got.iter().map(|g| g.answered).collect();
+    assert_eq!(answered, [302, 429, 500, 200], "a redirect is not followed");
+    // Retry-After (2 s) outweighs the schedule's 100 ms.
+    let waited = got[2].received - got[1].received;
+    assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    assert!(got[1].received - got[0].received < Duration::from_millis(1500));
+    let log = app.get_json(&format!("/v1/webhooks/{id}/deliveries")).await;
+    let attempts = log["data"].as_array().unwrap();
+    let outcomes: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["delivered", "retry", "retry", "retry"], "{log}");
+    let redirect = &attempts[3];
+    assert_eq!(redirect["status"], 302);
+    assert!(
+        redirect["error"]
+            .as_str()
+            .unwrap()
+            .contains("redirects are not followed"),
+        "{redirect}"
+    );
+    let throttled = &attempts[2];
+    assert!(
+        throttled["next_attempt_at"].as_i64().unwrap() >= throttled["at"].as_i64().unwrap() + 2,
+        "{throttled}"
+    );
+    assert_eq!(
+        attempts[1]["response"].as_str().unwrap().len(),
+        1024,
+        "the answer is cut at 1 KiB"
+    );
+}
+
+async fn a_subscription_failing_too_long_is_disabled_with_an_event(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("WEBHOOK_ALLOW_PRIVATE".into(), "true".into());
+        vars.insert(
+            "WEBHOOK_RETRY_SCHEDULE".into(),
+            "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms".into(),
+        );
+        vars.insert("WEBHOOK_DISABLE_AFTER".into(), "1s".into());
+    })
+    .await;
+    let receiver = Receiver::start(SECRET).await;
+    receiver.otherwise(500);
+    let id = subscribe_incoming(&app, &receiver).await;
+    app.post_webhook_ok(&message_from("wamid.d1", KERRY, "hi"))
+        .await;
+    let view = eventually("the subscription disabled", || async {
+        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
+        (view["enabled"] == false).then_some(view)
+    })
+    .await;
+    assert_eq!(
+        view["disabled_reason"], "every delivery failed for 1s",
+        "{view}"
+    );
+    assert_eq!(view["pending_deliveries"], 1, "the delivery waits: {view}");
+    let attempts = receiver.got().len();
+    assert!(
+        (3..8).contains(&attempts),
+        "disabled after about a second of failures: {attempts}"
+    );
+    let event = disabled_event(&app, backend).await;
+    assert_eq!(event["data"]["id"], id.as_str());
+    assert_eq!(event["data"]["reason"], "every delivery failed for 1s");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        receiver.got().len(),
+        attempts,
+        "nothing more while disabled"
+    );
 }
