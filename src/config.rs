@@ -947,6 +947,67 @@ mod tests {
     }
 
     #[test]
+    fn outgoing_webhook_variables_are_checked_and_name_the_variable() {
+        let problems = |vars: &[(&str, &str)]| settings(vars).unwrap_err().problems;
+        let secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+        let p = problems(&[("WEBHOOK_URL", "https://crm.example.com/in")]);
+        assert!(
+            p.len() == 1 && p[0].starts_with("WEBHOOK_SECRET: is needed with WEBHOOK_URL"),
+            "{p:?}"
+        );
+        let p = problems(&[("WEBHOOK_SECRET", secret)]);
+        assert!(
+            p.len() == 1 && p[0].starts_with("WEBHOOK_SECRET: is set but WEBHOOK_URL is not"),
+            "{p:?}"
+        );
+        let p = problems(&[("WEBHOOK_EVENTS", "message_status")]);
+        assert!(p.len() == 1 && p[0].starts_with("WEBHOOK_EVENTS:"), "{p:?}");
+        let p = problems(&[
+            ("WEBHOOK_URL", "http://127.0.0.1:9000/in"),
+            ("WEBHOOK_SECRET", "whsec_short"),
+            ("WEBHOOK_EVENTS", "message status"),
+            ("WEBHOOK_RETRY_SCHEDULE", "5s,soon"),
+            ("WEBHOOK_DISABLE_AFTER", "500ms"),
+            ("WEBHOOK_TIMEOUT_SECS", "0"),
+        ]);
+        let named: Vec<&str> = p.iter().map(|p| p.split(':').next().unwrap()).collect();
+        assert_eq!(
+            named,
+            [
+                "WEBHOOK_URL",
+                "WEBHOOK_SECRET",
+                "WEBHOOK_EVENTS",
+                "WEBHOOK_RETRY_SCHEDULE",
+                "WEBHOOK_DISABLE_AFTER",
+                "WEBHOOK_TIMEOUT_SECS",
+            ],
+            "{p:?}"
+        );
+        assert!(
+            p.iter().all(|p| !p.contains("whsec_short")),
+            "secrets are not echoed: {p:?}"
+        );
+        let s = settings(&[
+            ("WEBHOOK_URL", "http://127.0.0.1:9000/in"),
+            ("WEBHOOK_SECRET", secret),
+            ("WEBHOOK_EVENTS", "message_incoming, message_status"),
+            ("WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("WEBHOOK_RETRY_SCHEDULE", "100ms,2h"),
+        ])
+        .unwrap();
+        let hook = s.outgoing.configured.unwrap();
+        assert_eq!(hook.events.unwrap(), ["message_incoming", "message_status"]);
+        assert_eq!(
+            s.outgoing.retry_schedule,
+            [Duration::from_millis(100), Duration::from_secs(7200)]
+        );
+        let defaults = settings(&[]).unwrap().outgoing;
+        assert_eq!(defaults.retry_schedule.len(), 7);
+        assert_eq!(defaults.disable_after, Duration::from_secs(5 * 86_400));
+        assert!(!defaults.allow_private && defaults.configured.is_none());
+    }
+
+    #[test]
     fn number_warnings_follow_the_configured_numbers() {
         let warnings = |vars: &[(&str, &str)]| -> Vec<String> {
             let s = settings(vars).unwrap();

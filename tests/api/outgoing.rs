@@ -624,7 +624,7 @@ async fn retries_survive_a_restart(backend: Backend) {
 async fn the_config_subscription_comes_from_config_env(backend: Backend) {
     let receiver = Receiver::start(SECRET).await;
     let url = receiver.url.clone();
-    let app = spawn_app_with(backend, move |vars| {
+    let mut app = spawn_app_with(backend, move |vars| {
         vars.insert("WEBHOOK_ALLOW_PRIVATE".into(), "true".into());
         vars.insert("WEBHOOK_URL".into(), url);
         vars.insert("WEBHOOK_SECRET".into(), SECRET.into());
@@ -649,6 +649,21 @@ async fn the_config_subscription_comes_from_config_env(backend: Backend) {
         assert_eq!(status, 409, "{method} {path}: {answer}");
         assert!(answer["detail"].as_str().unwrap().contains("WEBHOOK_URL"));
     }
+    // Restarted with a new secret: the same subscription, signing with it.
+    let fresh = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    app.vars.insert("WEBHOOK_SECRET".into(), fresh.into());
+    receiver.state.secrets.lock().unwrap().push(fresh.into());
+    app.restart().await;
+    app.post_webhook_ok(&message_from("wamid.c2", KERRY, "again"))
+        .await;
+    let got = receiver.wait_delivered(2).await;
+    assert_eq!(got[1].verified_by, [fresh]);
+    // Without WEBHOOK_URL the subscription is gone at the next start.
+    for key in ["WEBHOOK_URL", "WEBHOOK_SECRET", "WEBHOOK_EVENTS"] {
+        app.vars.remove(key);
+    }
+    app.restart().await;
+    assert_eq!(app.get_json("/v1/webhooks").await["data"], json!([]));
 }
 
 async fn subscriptions_are_validated_and_filtered(backend: Backend) {
