@@ -2,6 +2,7 @@
 //! durable cursor (see [`super`]).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::sync::broadcast;
@@ -35,6 +36,10 @@ pub(super) async fn run(inner: Arc<Inner>) {
     loop {
         if inner.shutdown.is_cancelled() {
             return;
+        }
+        if inner.config_pending.load(Ordering::Relaxed) && inner.install_configured().await.is_ok()
+        {
+            inner.config_pending.store(false, Ordering::Relaxed);
         }
         match inner.reload().await {
             Ok(subs) => {
@@ -131,20 +136,18 @@ async fn pass(inner: &Inner, subs: Vec<Arc<Subscription>>) -> Result<usize, Stor
                 kept.push(f);
                 continue;
             }
-            let deliveries: Vec<NewDelivery> = if f.sub.enabled {
-                events
-                    .iter()
-                    .filter(|e| f.at.is_none_or(|at| e.id > at) && f.sub.wants(e))
-                    .map(|e| NewDelivery {
-                        event_id: e.id.to_string(),
-                        lane: e.contact().unwrap_or_default().to_owned(),
-                        body: body(e, now),
-                    })
-                    .collect()
-            } else {
-                // A disabled subscription does not collect events; its cursor follows the log.
-                Vec::new()
-            };
+            // Built even when the cached subscription is disabled: the store decides (it drops
+            // them for a subscription disabled *now*), so an enable racing this pass loses
+            // nothing.
+            let deliveries: Vec<NewDelivery> = events
+                .iter()
+                .filter(|e| f.at.is_none_or(|at| e.id > at) && f.sub.wants(e))
+                .map(|e| NewDelivery {
+                    event_id: e.id.to_string(),
+                    lane: e.contact().unwrap_or_default().to_owned(),
+                    body: body(e, now),
+                })
+                .collect();
             let next = last.to_string();
             let how = Enqueue::FromLog {
                 expected: f.stored.clone(),

@@ -37,8 +37,8 @@ pub const LOG_KEPT: usize = 1000;
 /// Dead deliveries kept per subscription (the oldest are dropped past it).
 pub const DEAD_KEPT: usize = 10_000;
 
-/// A subscription as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A subscription as stored. Its `Debug` leaves the configuration (which holds the secrets) out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HookRow {
     /// `wh_...`, or `config` for the one from config.env.
     pub id: String,
@@ -50,6 +50,18 @@ pub struct HookRow {
     pub failing_since: Option<i64>,
     /// The last event turned into deliveries (the log's id format).
     pub cursor: Option<String>,
+}
+
+impl std::fmt::Debug for HookRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookRow")
+            .field("id", &self.id)
+            .field("enabled", &self.enabled)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("failing_since", &self.failing_since)
+            .field("cursor", &self.cursor)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One delivery to enqueue.
@@ -67,7 +79,8 @@ pub struct NewDelivery {
 #[derive(Debug, Clone)]
 pub enum Enqueue {
     /// From the log: only if the subscription's cursor is still `expected`; then it becomes
-    /// `next`.
+    /// `next`. A subscription disabled at that moment gets none of them (it collects no events
+    /// while disabled), but its cursor moves.
     FromLog {
         expected: Option<String>,
         next: String,
@@ -75,7 +88,7 @@ pub enum Enqueue {
     /// A replay (the cursor stays): deliveries already waiting are left as they are; dead ones
     /// come back.
     Replay,
-    /// The newest (up to `limit`) dead deliveries come back, oldest first (the given list is
+    /// The oldest `limit` dead deliveries come back, in the order they died (the given list is
     /// ignored).
     DeadLetters { limit: usize },
 }

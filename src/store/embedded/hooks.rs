@@ -56,7 +56,6 @@ pub(super) enum HookOp {
         id: String,
         config: Option<String>,
         enabled: Option<(bool, String)>,
-        now_ms: i64,
     },
     Delete {
         id: String,
@@ -119,7 +118,6 @@ pub(super) fn apply(tx: &Transaction<'_>, op: &HookOp) -> rusqlite::Result<HookA
             id,
             config,
             enabled,
-            now_ms,
         } => {
             if !exists(tx, id)? {
                 return Ok(HookAnswer::Done(false));
@@ -130,20 +128,14 @@ pub(super) fn apply(tx: &Transaction<'_>, op: &HookOp) -> rusqlite::Result<HookA
             }
             match enabled {
                 Some((true, _)) => {
-                    let changed = tx
-                        .prepare_cached(
-                            "UPDATE webhook_subscriptions
-                             SET enabled = 1, disabled_reason = NULL, failing_since = NULL
-                             WHERE id = ?1 AND enabled = 0",
-                        )?
-                        .execute(params![id])?;
-                    if changed > 0 {
-                        tx.prepare_cached(
-                            "UPDATE webhook_deliveries SET due_at = min(due_at, ?2)
-                             WHERE subscription = ?1 AND dead_at IS NULL",
-                        )?
-                        .execute(params![id, now_ms])?;
-                    }
+                    // Deliveries disabled by a completion were made due then (as Redis parks
+                    // them); claimed ones keep their lease.
+                    tx.prepare_cached(
+                        "UPDATE webhook_subscriptions
+                         SET enabled = 1, disabled_reason = NULL, failing_since = NULL
+                         WHERE id = ?1 AND enabled = 0",
+                    )?
+                    .execute(params![id])?;
                 }
                 Some((false, reason)) => {
                     tx.prepare_cached(
@@ -209,6 +201,13 @@ fn enqueue(
                 .execute(params![id, expected, next])?;
             if moved == 0 {
                 return Ok(None);
+            }
+            let enabled: bool = tx
+                .prepare_cached("SELECT enabled FROM webhook_subscriptions WHERE id = ?1")?
+                .query_row(params![id], |r| r.get(0))?;
+            if !enabled {
+                // A disabled subscription collects no events; its cursor follows the log.
+                return Ok(Some(0));
             }
             given
         }
@@ -309,10 +308,9 @@ fn complete(tx: &Transaction<'_>, c: &Completion) -> rusqlite::Result<Completed>
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    let Some((seq, due_at)) = row.filter(|(_, due_at)| *due_at == c.claimed.token) else {
+    let Some((seq, _)) = row.filter(|(_, due_at)| *due_at == c.claimed.token) else {
         return Ok(Completed::Stale);
     };
-    let _ = due_at;
     tx.prepare_cached("INSERT INTO webhook_attempts (subscription, attempt) VALUES (?1, ?2)")?
         .execute(params![sub, c.log])?;
     tx.prepare_cached(
@@ -349,10 +347,12 @@ fn complete(tx: &Transaction<'_>, c: &Completion) -> rusqlite::Result<Completed>
             .execute(params![sub])?;
         }
         Verdict::Retry { at_ms } => {
+            // Disabled by this failure: due as soon as the subscription is enabled again.
+            let at = if disable { c.now_ms } else { at_ms };
             tx.prepare_cached(
                 "UPDATE webhook_deliveries SET attempts = attempts + 1, due_at = ?2 WHERE seq = ?1",
             )?
-            .execute(params![seq, at_ms])?;
+            .execute(params![seq, at])?;
         }
         Verdict::Gone => {
             tx.prepare_cached(
@@ -413,14 +413,13 @@ impl EmbeddedStore {
         id: &str,
         config: Option<&str>,
         enabled: Option<(bool, &str)>,
-        now_ms: i64,
+        _now_ms: i64,
     ) -> Result<bool, StoreError> {
         match self
             .hook_job(HookOp::Update {
                 id: id.to_owned(),
                 config: config.map(str::to_owned),
                 enabled: enabled.map(|(e, r)| (e, r.to_owned())),
-                now_ms,
             })
             .await?
         {

@@ -12,7 +12,8 @@ use crate::store::hooks::{
     Verdict,
 };
 
-/// ARGV: [1] prefix, [2] id, [3] config, [4] `1` create only, [5] enabled on creation.
+/// ARGV: [1] prefix, [2] id, [3] config, [4] `1` create only, [5] enabled and [6] cursor on
+/// creation (both kept when the subscription exists).
 static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -22,7 +23,7 @@ if redis.call('EXISTS', h) == 1 then
   redis.call('HSET', h, 'config', ARGV[3])
   return 1
 end
-redis.call('HSET', h, 'config', ARGV[3], 'enabled', ARGV[5])
+redis.call('HSET', h, 'config', ARGV[3], 'enabled', ARGV[5], 'cursor', ARGV[6])
 redis.call('SADD', ARGV[1] .. ':hooks', ARGV[2])
 return 1
 ",
@@ -85,7 +86,9 @@ if redis.call('EXISTS', h) == 0 then return -1 end
 if mode == 'log' and (redis.call('HGET', h, 'cursor') or '') ~= ARGV[4] then return -2 end
 local enabled = redis.call('HGET', h, 'enabled') == '1'
 local items = {}
-if mode == 'dead' then
+if mode == 'log' and not enabled then
+  -- A disabled subscription collects no events; its cursor follows the log.
+elseif mode == 'dead' then
   local dead = redis.call('ZRANGE', h .. ':dead', 0, tonumber(ARGV[7]) - 1)
   for _, ev in ipairs(dead) do
     local meta = redis.call('HGET', h .. ':meta', ev)
@@ -196,7 +199,8 @@ if verdict == 'retry' or verdict == 'dead' then
   local since = redis.call('HGET', h, 'failing_since')
   if not since then
     redis.call('HSET', h, 'failing_since', math.floor(now / 1000))
-  elseif now - (tonumber(since) + 1) * 1000 >= tonumber(ARGV[10]) then
+  elseif redis.call('HGET', h, 'enabled') == '1'
+    and now - (tonumber(since) + 1) * 1000 >= tonumber(ARGV[10]) then
     disable()
   end
 end
@@ -291,17 +295,9 @@ impl RedisStore {
             .arg(&row.config)
             .arg(if create_only { "1" } else { "0" })
             .arg(if row.enabled { "1" } else { "0" })
+            .arg(row.cursor.as_deref().unwrap_or_default())
             .invoke_async(&mut self.inner.connection.clone())
             .await?;
-        if n == 1 && row.cursor.is_some() {
-            // A new subscription starts at the log's end as the caller saw it.
-            let _: i64 = redis::cmd("HSETNX")
-                .arg(format!("{}:hook:{}", self.prefix(), row.id))
-                .arg("cursor")
-                .arg(row.cursor.as_deref().unwrap_or_default())
-                .query_async(&mut self.inner.connection.clone())
-                .await?;
-        }
         Ok(n == 1)
     }
 
