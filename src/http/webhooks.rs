@@ -24,9 +24,7 @@ impl From<WebhookError> for ApiError {
                     .collect(),
             ),
             WebhookError::NotFound(what) => ApiError::NotFound(what),
-            WebhookError::Managed => ApiError::Conflict(
-                "the subscription 'config' comes from WEBHOOK_URL in config.env: change it there (and restart)",
-            ),
+            WebhookError::Managed => ApiError::Conflict(crate::service::webhooks::MANAGED),
             WebhookError::Store(e) => ApiError::Store(e),
         }
     }

@@ -30,6 +30,7 @@ pub mod target;
 mod worker;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -85,6 +86,8 @@ struct Inner {
     /// Deliveries were enqueued or enabled: the worker claims now.
     due: Notify,
     attempts: Family<ReasonLabels, Counter>,
+    /// config.env's subscription is still to be installed (the store failed at start-up).
+    config_pending: AtomicBool,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -110,14 +113,16 @@ impl Outgoing {
                 changed: Notify::new(),
                 due: Notify::new(),
                 attempts: metrics.outgoing_attempts.clone(),
+                config_pending: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
             }),
         };
-        if let Err(e) = outgoing.install_configured().await {
-            // The store may be down at start-up: the gateway starts anyway (readiness says so);
-            // the subscription is installed at the next start.
-            tracing::error!(error.message = %e, "webhooks.config_subscription_not_installed");
+        if let Err(e) = outgoing.inner.install_configured().await {
+            // The store may be down at start-up (Redis coming up after the gateway): the gateway
+            // starts anyway (readiness says so) and the dispatcher tries again every pass.
+            tracing::warn!(error.message = %e, "webhooks.config_subscription_not_installed (retrying)");
+            outgoing.inner.config_pending.store(true, Ordering::Relaxed);
         }
         let inner = &outgoing.inner;
         inner.tracker.spawn(dispatch::run(inner.clone()));
@@ -156,12 +161,14 @@ impl Outgoing {
     pub async fn stopped(&self) {
         self.inner.tracker.wait().await;
     }
+}
 
+impl Inner {
     /// WEBHOOK_URL's subscription (id `config`): created at the log's end, or its configuration
     /// replaced (state, cursor and deliveries kept); removed when WEBHOOK_URL is gone.
     async fn install_configured(&self) -> Result<(), StoreError> {
-        let store = &self.inner.store;
-        let Some(configured) = &self.inner.settings.configured else {
+        let store = &self.store;
+        let Some(configured) = &self.settings.configured else {
             if store.hook_get(CONFIG_ID).await?.is_some() {
                 store.hook_delete(CONFIG_ID).await?;
                 tracing::info!(
@@ -195,7 +202,7 @@ impl Outgoing {
             enabled: true,
             disabled_reason: None,
             failing_since: None,
-            cursor: Some(self.inner.hub.log().newest().await?.to_string()),
+            cursor: Some(self.hub.log().newest().await?.to_string()),
         };
         store.hook_put(&row, false).await?;
         let url = url::Url::parse(&configured.url)
@@ -204,9 +211,7 @@ impl Outgoing {
         tracing::info!(url, "webhooks.config_subscription_installed");
         Ok(())
     }
-}
 
-impl Inner {
     /// Reloads the subscriptions from the store into the cache.
     async fn reload(&self) -> Result<Arc<HashMap<String, Arc<Subscription>>>, StoreError> {
         let rows = self.store.hook_list().await?;
@@ -225,6 +230,15 @@ impl Inner {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = map.clone();
         Ok(map)
+    }
+
+    /// Whether the cache holds an enabled subscription (the dispatcher reloads it every pass).
+    fn any_enabled(&self) -> bool {
+        self.subscriptions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|s| s.enabled)
     }
 
     /// A subscription from the cache, reloading once when it is not there.

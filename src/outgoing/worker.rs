@@ -32,6 +32,15 @@ pub(super) async fn run(inner: Arc<Inner>) {
         if inner.shutdown.is_cancelled() {
             return;
         }
+        if !inner.any_enabled() {
+            // Nothing can be due: no claim (on SQLite a claim is a write transaction).
+            tokio::select! {
+                () = inner.shutdown.cancelled() => return,
+                () = inner.due.notified() => {}
+                () = tokio::time::sleep(CLAIM_INTERVAL) => {}
+            }
+            continue;
+        }
         let free = slots.available_permits().min(CLAIM_BATCH);
         if free == 0 {
             tokio::select! {
@@ -59,9 +68,11 @@ pub(super) async fn run(inner: Arc<Inner>) {
         };
         let full = claimed.len() == free;
         for c in claimed {
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                break;
-            };
+            // At most `free` were claimed and only this loop takes slots, so one is free.
+            let permit = slots
+                .clone()
+                .try_acquire_owned()
+                .expect("a slot for every claimed delivery");
             inner.tracker.spawn(deliver(inner.clone(), c, permit));
         }
         if full {

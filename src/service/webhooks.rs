@@ -15,6 +15,9 @@ use crate::outgoing::{Outgoing, now_ms};
 use crate::store::StoreError;
 use crate::store::hooks::{DEAD_KEPT, Enqueue, HookRow, NewDelivery};
 
+/// Why config.env's subscription refuses a change.
+pub const MANAGED: &str = "the subscription 'config' comes from WEBHOOK_URL, WEBHOOK_SECRET and WEBHOOK_EVENTS in config.env: change them there (and restart); only enabled can be changed here";
+
 /// Most attempts `GET /v1/webhooks/{id}/deliveries` shows.
 pub const MAX_ATTEMPTS_SHOWN: usize = 1000;
 /// Most deliveries one replay enqueues.
@@ -29,10 +32,8 @@ pub enum WebhookError {
     /// No subscription with this id.
     #[error("{0}")]
     NotFound(String),
-    /// The subscription comes from config.env and changes there.
-    #[error(
-        "the subscription 'config' comes from WEBHOOK_URL in config.env: change it there (and restart)"
-    )]
+    /// The subscription comes from config.env and changes there (only `enabled` changes here).
+    #[error("{MANAGED}")]
     Managed,
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -59,22 +60,26 @@ pub struct Webhooks {
     outgoing: Outgoing,
 }
 
+/// The 404 for a subscription id (also for one deleted while the request ran).
+fn missing(id: &str) -> WebhookError {
+    WebhookError::NotFound(format!("no webhook subscription with id {id:?}"))
+}
+
 impl Webhooks {
     pub fn new(outgoing: Outgoing) -> Self {
         Self { outgoing }
     }
 
     async fn load(&self, id: &str) -> Result<Subscription, WebhookError> {
-        let missing = || WebhookError::NotFound(format!("no webhook subscription with id {id:?}"));
         if !is_id(id) {
-            return Err(missing());
+            return Err(missing(id));
         }
         let row = self
             .outgoing
             .store()
             .hook_get(id)
             .await?
-            .ok_or_else(missing)?;
+            .ok_or_else(|| missing(id))?;
         Subscription::from_row(&row)
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))
             .map_err(WebhookError::Store)
@@ -131,10 +136,11 @@ impl Webhooks {
     }
 
     /// Changes a subscription; `enabled: true` clears its failure state and resumes its waiting
-    /// deliveries.
+    /// deliveries. config.env's subscription takes only `enabled` (so it can be resumed after a
+    /// 410 or a long failure).
     pub async fn update(&self, id: &str, request: UpdateRequest) -> Result<Value, WebhookError> {
         let sub = self.load(id).await?;
-        if sub.id == CONFIG_ID {
+        if sub.id == CONFIG_ID && request.changes_config() {
             return Err(WebhookError::Managed);
         }
         let now = now_ms();
@@ -157,9 +163,7 @@ impl Webhooks {
             .hook_update(id, config.as_deref(), enabled, now)
             .await?
         {
-            return Err(WebhookError::NotFound(format!(
-                "no webhook subscription with id {id:?}"
-            )));
+            return Err(missing(id));
         }
         self.outgoing.changed();
         self.get(id).await
@@ -186,10 +190,14 @@ impl Webhooks {
         let now = now_ms();
         let rotated = sub.config.rotated(&fresh, now / 1000);
         let text = serde_json::to_string(&rotated).expect("a config serializes");
-        self.outgoing
+        if !self
+            .outgoing
             .store()
             .hook_update(id, Some(&text), None, now)
-            .await?;
+            .await?
+        {
+            return Err(missing(id));
+        }
         self.outgoing.changed();
         Ok(json!({
             "id": id,
@@ -240,7 +248,7 @@ impl Webhooks {
             let n = store
                 .hook_enqueue(id, &Enqueue::DeadLetters { limit: DEAD_KEPT }, &[], now)
                 .await?
-                .unwrap_or(0);
+                .ok_or_else(|| missing(id))?;
             self.outgoing.changed();
             return Ok(json!({ "enqueued": n }));
         }
@@ -288,7 +296,7 @@ impl Webhooks {
                 enqueued += store
                     .hook_enqueue(id, &Enqueue::Replay, &batch, now)
                     .await?
-                    .unwrap_or(0);
+                    .ok_or_else(|| missing(id))?;
             }
             if truncated || last >= end {
                 break 'pages;
