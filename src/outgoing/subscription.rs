@@ -31,8 +31,8 @@ pub enum ManagedBy {
     Config,
 }
 
-/// The stored configuration of a subscription.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The stored configuration of a subscription. Its `Debug` leaves the secrets out.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct HookConfig {
     pub url: String,
     /// `None`: every type.
@@ -47,6 +47,17 @@ pub struct HookConfig {
     pub created_at: i64,
     pub updated_at: i64,
     pub managed_by: ManagedBy,
+}
+
+impl std::fmt::Debug for HookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookConfig")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("phone_number_id", &self.phone_number_id)
+            .field("managed_by", &self.managed_by)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A subscription, parsed.
@@ -215,7 +226,8 @@ pub struct CreateRequest {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRequest {
-    #[serde(default)]
+    // `present` over a plain type: `null` is a 422 naming the field, not "no change".
+    #[serde(default, deserialize_with = "present")]
     pub url: Option<String>,
     #[serde(default, deserialize_with = "present")]
     pub events: Option<Option<Vec<String>>>,
@@ -223,7 +235,7 @@ pub struct UpdateRequest {
     pub phone_number_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     pub description: Option<Option<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub enabled: Option<bool>,
 }
 
@@ -450,6 +462,35 @@ mod tests {
         assert!(
             serde_json::from_value::<UpdateRequest>(serde_json::json!({"secret": "x"})).is_err()
         );
+        for null in ["url", "enabled"] {
+            let e = serde_json::from_value::<UpdateRequest>(serde_json::json!({ null: null }));
+            assert!(e.is_err(), "{null}: null is not a change");
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let config: CreateRequest = serde_json::from_value(
+            serde_json::json!({"url": "https://example.com/h", "secret": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"}),
+        )
+        .unwrap();
+        let config = config.into_config(false, 1).unwrap();
+        let row = HookRow {
+            id: "wh_1".into(),
+            config: serde_json::to_string(&config).unwrap(),
+            enabled: true,
+            disabled_reason: None,
+            failing_since: None,
+            cursor: None,
+        };
+        let sub = Subscription::from_row(&row).unwrap();
+        for shown in [
+            format!("{config:?}"),
+            format!("{row:?}"),
+            format!("{sub:?}"),
+        ] {
+            assert!(!shown.contains("C2FVsBQIhrsc"), "{shown}");
+        }
     }
 
     #[test]
