@@ -103,7 +103,7 @@ impl Sse {
     }
 
     /// Asserts that no event (comments aside) arrives for `quiet`.
-    async fn assert_quiet(&mut self, quiet: Duration) {
+    pub(crate) async fn assert_quiet(&mut self, quiet: Duration) {
         let deadline = tokio::time::Instant::now() + quiet;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
