@@ -725,7 +725,6 @@ pub fn load_env_files() -> (Vec<&'static str>, Vec<String>) {
     (read, problems)
 }
 
-/// Variable reader that records problems instead of stopping at the first.
 /// The `WEBHOOK_*` variables of outgoing webhooks.
 fn outgoing_settings(env: &Env<'_>) -> OutgoingSettings {
     let allow_private =
@@ -798,6 +797,7 @@ fn outgoing_settings(env: &Env<'_>) -> OutgoingSettings {
     }
 }
 
+/// Variable reader that records problems instead of stopping at the first.
 struct Env<'a> {
     lookup: &'a dyn Fn(&str) -> Option<String>,
     problems: std::cell::RefCell<Vec<String>>,

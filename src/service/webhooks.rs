@@ -106,7 +106,8 @@ impl Webhooks {
             return Err(StoreError::Io(std::io::Error::other("subscription id collision")).into());
         }
         self.outgoing.changed();
-        let sub = self.load(&row.id).await?;
+        let sub =
+            Subscription::from_row(&row).map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
         let mut view = sub.view(None);
         view["secret"] = config.secret.into();
         Ok(view)
@@ -171,11 +172,12 @@ impl Webhooks {
 
     /// Deletes a subscription with its waiting deliveries and attempt log.
     pub async fn delete(&self, id: &str) -> Result<(), WebhookError> {
-        let sub = self.load(id).await?;
-        if sub.id == CONFIG_ID {
+        if id == CONFIG_ID {
             return Err(WebhookError::Managed);
         }
-        self.outgoing.store().hook_delete(id).await?;
+        if !is_id(id) || !self.outgoing.store().hook_delete(id).await? {
+            return Err(missing(id));
+        }
         self.outgoing.changed();
         Ok(())
     }

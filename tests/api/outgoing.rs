@@ -129,21 +129,13 @@ async fn receive(State(state): State<Arc<Recorded>>, headers: HeaderMap, body: B
         }
     };
     let scripted = if failing {
-        Some(Reply {
-            status: 500,
-            retry_after: None,
-            long_body: None,
-        })
+        Some(Reply::status(500))
     } else {
         state.script.lock().unwrap().pop_front()
     };
     let reply = scripted
         .or_else(|| state.otherwise.lock().unwrap().clone())
-        .unwrap_or(Reply {
-            status: 200,
-            retry_after: None,
-            long_body: None,
-        });
+        .unwrap_or(Reply::status(200));
     state.got.lock().unwrap().push(Got {
         id,
         timestamp: timestamp.parse().unwrap_or(0),
@@ -174,6 +166,17 @@ async fn receive(State(state): State<Arc<Recorded>>, headers: HeaderMap, body: B
     response
 }
 
+impl Reply {
+    /// A plain answer with this status.
+    fn status(status: u16) -> Self {
+        Self {
+            status,
+            retry_after: None,
+            long_body: None,
+        }
+    }
+}
+
 impl Receiver {
     async fn start(secret: &str) -> Self {
         let state = Arc::new(Recorded::default());
@@ -197,19 +200,11 @@ impl Receiver {
 
     /// The next answers are plain ones with these statuses.
     fn script_statuses(&self, statuses: &[u16]) {
-        self.script(statuses.iter().map(|s| Reply {
-            status: *s,
-            retry_after: None,
-            long_body: None,
-        }));
+        self.script(statuses.iter().map(|s| Reply::status(*s)));
     }
 
     fn otherwise(&self, status: u16) {
-        *self.state.otherwise.lock().unwrap() = Some(Reply {
-            status,
-            retry_after: None,
-            long_body: None,
-        });
+        *self.state.otherwise.lock().unwrap() = Some(Reply::status(status));
     }
 
     fn got(&self) -> Vec<Got> {
