@@ -5,22 +5,32 @@
 //! the oldest of them leaves the window: a key it presents meanwhile is answered 429 with
 //! Retry-After **without being checked**, the right key included. Checking it would let a blocked
 //! guesser tell a right guess (let in) from a wrong one (429) at full speed, and the limit would
-//! slow nothing. What a blocked address does not lose: a valid session cookie (a 256-bit MAC, not
-//! a guess, so an inbox already signed in keeps working), and requests that present no key. Other
-//! addresses are never affected, so a guesser cannot lock the operator out from elsewhere.
+//! slow nothing. What a blocked address does not lose: requests that present no key header, a valid
+//! session cookie among them (a 256-bit MAC, not a guess, so an inbox already signed in keeps
+//! working). Other addresses are never affected, so a guesser cannot lock the operator out from
+//! another address; but see below for proxies and tunnels.
 //!
 //! The address is the TCP peer the gateway sees ([`crate::http::edge::Connection`]); no
 //! `X-Forwarded-For` is trusted. Behind a tunnel or reverse proxy every request comes from the
-//! proxy's address, so its clients share one count (and one block). IPv6 addresses are counted by
-//! their /64 (one host usually has a whole /64 to pick from); IPv4-mapped ones as IPv4.
+//! proxy's address, so its clients share one count (and one block). A tunnel agent such as ngrok
+//! or cloudflared connects from 127.0.0.1, the address of local keyed clients too: ten wrong keys
+//! a minute through the tunnel then hold back the local clients' keys (and the inbox sign-in) as
+//! well, for as long as they keep coming. IPv6 addresses are counted by their /64 (one host
+//! usually has a whole /64 to pick from); IPv4-mapped ones as IPv4.
 //!
 //! Memory is bounded: at most [`MAX_ADDRESSES`] addresses are tracked, each with at most
 //! [`MAX_WRONG_KEYS`] instants. When the table is full, addresses whose failures all left the
-//! window are dropped first, then the one whose latest failure is oldest.
+//! window are dropped first; if none had, the stalest quarter goes at once (so the full scan runs
+//! at most once per quarter of the table's inserts, not for every new address).
+//!
+//! Cost on the keyed hot path: while no address is blocked, checking is one atomic load (the
+//! latest time any block can last); the table's lock is taken only while some address may be
+//! blocked, and for wrong keys.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Wrong keys one address may present per [`WINDOW`]; the next key waits (429).
@@ -35,6 +45,11 @@ pub const MAX_ADDRESSES: usize = 10_000;
 pub struct WrongKeys {
     by_address: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
     max_addresses: usize,
+    /// Time zero of `blocked_until`.
+    base: Instant,
+    /// No address is blocked from this time on (ms after `base`): the latest end of any block
+    /// recorded. Before it, [`WrongKeys::blocked`] looks in the table.
+    blocked_until: AtomicU64,
 }
 
 impl Default for WrongKeys {
@@ -49,6 +64,8 @@ impl WrongKeys {
         Self {
             by_address: Mutex::default(),
             max_addresses: max_addresses.max(1),
+            base: Instant::now(),
+            blocked_until: AtomicU64::new(0),
         }
     }
 
@@ -71,7 +88,14 @@ impl WrongKeys {
         self.by_address.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn since_base(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_millis() as u64
+    }
+
     fn blocked_at(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        if self.since_base(now) >= self.blocked_until.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut by_address = self.lock();
         let key = bucket(client);
         let failures = by_address.get_mut(&key)?;
@@ -97,12 +121,15 @@ impl WrongKeys {
                 !failures.is_empty()
             });
             if by_address.len() >= self.max_addresses {
-                let stalest = by_address
+                // The stalest quarter (at least one) goes, by latest failure.
+                let mut latest: Vec<(Option<Instant>, IpAddr)> = by_address
                     .iter()
-                    .min_by_key(|(_, failures)| failures.back().copied())
-                    .map(|(address, _)| *address);
-                if let Some(address) = stalest {
-                    by_address.remove(&address);
+                    .map(|(address, failures)| (failures.back().copied(), *address))
+                    .collect();
+                let drop = (latest.len() / 4).max(1);
+                latest.select_nth_unstable(drop - 1);
+                for (_, address) in &latest[..drop] {
+                    by_address.remove(address);
                 }
             }
         }
@@ -113,6 +140,11 @@ impl WrongKeys {
             failures.pop_front();
         }
         failures.push_back(now);
+        if failures.len() >= MAX_WRONG_KEYS {
+            let oldest = failures.front().copied().unwrap_or(now);
+            let until = self.since_base(oldest + WINDOW) + 1;
+            self.blocked_until.fetch_max(until, Ordering::Relaxed);
+        }
     }
 }
 
@@ -160,9 +192,9 @@ mod tests {
         assert_eq!(limiter.blocked_at(ip("203.0.113.8"), now), None);
         // The first failure leaves the window: one more key may be checked.
         assert_eq!(limiter.blocked_at(a, start + WINDOW), None);
-        // All gone: the entry is dropped.
+        // All gone: not blocked (the check no longer needs the table; expired entries are
+        // dropped when the table is full, see below).
         assert_eq!(limiter.blocked_at(a, start + 2 * WINDOW), None);
-        assert_eq!(limiter.tracked(), 0);
     }
 
     #[test]
@@ -211,5 +243,47 @@ mod tests {
         assert_eq!(limiter.tracked(), 3);
         let map = limiter.lock();
         assert!(!map.contains_key(&b) && map.contains_key(&c) && map.contains_key(&e));
+    }
+
+    #[test]
+    fn a_full_table_of_live_addresses_drops_its_stalest_quarter_at_once() {
+        let limiter = WrongKeys::with_capacity(100);
+        let start = Instant::now();
+        for i in 0..100u32 {
+            limiter.record_at(
+                IpAddr::V4((0x0a00_0000 + i).into()),
+                start + Duration::from_millis(i.into()),
+            );
+        }
+        assert_eq!(limiter.tracked(), 100);
+        // One new address makes room for 25: the next 24 need no scan.
+        let later = start + Duration::from_secs(1);
+        limiter.record_at(ip("192.0.2.200"), later);
+        assert_eq!(limiter.tracked(), 76);
+        let map = limiter.lock();
+        // The 25 stalest (10.0.0.0 - 10.0.0.24) went, the newest stayed.
+        assert!((0..25u32).all(|i| !map.contains_key(&IpAddr::V4((0x0a00_0000 + i).into()))));
+        assert!((25..100u32).all(|i| map.contains_key(&IpAddr::V4((0x0a00_0000 + i).into()))));
+    }
+
+    #[test]
+    fn nobody_blocked_means_no_lock_is_taken() {
+        let limiter = WrongKeys::default();
+        let now = Instant::now();
+        limiter.record_at(ip("192.0.2.9"), now);
+        // Held by another thread: a check that needed it would wait forever.
+        let held = limiter.lock();
+        std::thread::scope(|scope| {
+            let checked = scope.spawn(|| limiter.blocked_at(ip("192.0.2.9"), now));
+            assert_eq!(checked.join().unwrap(), None);
+        });
+        drop(held);
+        // Once an address is blocked, checks look in the table (and end with the block).
+        for _ in 0..MAX_WRONG_KEYS {
+            limiter.record_at(ip("192.0.2.10"), now);
+        }
+        assert!(limiter.blocked_at(ip("192.0.2.10"), now).is_some());
+        assert_eq!(limiter.blocked_at(ip("192.0.2.11"), now), None);
+        assert_eq!(limiter.blocked_at(ip("192.0.2.10"), now + WINDOW), None);
     }
 }
