@@ -161,7 +161,7 @@ impl Metrics {
         );
         registry.register(
             "http_requests_refused",
-            "Requests refused with 503 at the edge, by reason (capacity_webhook, capacity_client, upload_limit, upload_limit_per_client, upload_memory)",
+            "Requests refused by reason: 503 at the edge (capacity_webhook, capacity_client, upload_limit, upload_limit_per_client, upload_memory), 429 for an address with too many wrong API keys (too_many_wrong_keys)",
             metrics.requests_refused.clone(),
         );
         registry.register(

@@ -49,6 +49,7 @@ pub async fn require_api_key(
                 let client = crate::http::edge::client_address(request.extensions());
                 if let Some(retry_after) = state.wrong_keys.blocked(client) {
                     tracing::warn!(reason = "too_many_wrong_keys", "auth.rejected");
+                    state.metrics.refuse("too_many_wrong_keys");
                     return Err(ApiError::TooManyWrongKeys(retry_after));
                 }
                 let matches = keys

@@ -102,7 +102,8 @@ impl Asset {
             .map(|tag| tag.trim())
             // Weak comparison, as If-None-Match uses.
             .any(|tag| {
-                tag == "*" || tag.trim_start_matches("W/").as_bytes() == self.etag.as_bytes()
+                tag == "*"
+                    || tag.strip_prefix("W/").unwrap_or(tag).as_bytes() == self.etag.as_bytes()
             });
         let cache = [
             (header::ETAG, self.etag.clone()),
@@ -209,6 +210,7 @@ pub async fn sign_in(
     }
     if let Some(retry_after) = state.wrong_keys.blocked(client) {
         tracing::warn!(reason = "too_many_wrong_keys", "inbox.sign_in_refused");
+        state.metrics.refuse("too_many_wrong_keys");
         return Err(ApiError::TooManyWrongKeys(retry_after));
     }
     let Some((cookie, session)) = state.sessions.sign_in(&body.key, expected) else {
