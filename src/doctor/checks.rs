@@ -313,7 +313,7 @@ async fn store_check(settings: &StoreSettings) -> Check {
             .await
         }
         StoreSettings::Embedded(embedded) => {
-            let path = embedded.data_dir.join(crate::store::embedded::DB_FILE);
+            let path = embedded.db_path();
             let place = format!("SQLite at {}", path.display());
             let fix = format!(
                 "DATA_DIR must be a directory this user can create and write ({} now); set DATA_DIR or fix its permissions, and check the disk is not full.",
