@@ -338,6 +338,13 @@ pub struct EmbeddedSettings {
     pub event_retention: usize,
 }
 
+impl EmbeddedSettings {
+    /// The SQLite database: `<DATA_DIR>/whatsapp-gateway.sqlite3`.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join(crate::store::embedded::DB_FILE)
+    }
+}
+
 /// The live event stream's limits.
 #[derive(Debug, Clone)]
 pub struct EventSettings {

@@ -388,7 +388,7 @@ async fn open_store(settings: &StoreSettings) -> anyhow::Result<Store> {
             Ok(store)
         }
         StoreSettings::Embedded(embedded) => {
-            let path = embedded.data_dir.join(crate::store::embedded::DB_FILE);
+            let path = embedded.db_path();
             let store = Store::Embedded(EmbeddedStore::open(embedded).with_context(|| {
                 format!(
                     "opening the embedded store at {} (set DATA_DIR)",

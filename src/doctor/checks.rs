@@ -25,7 +25,7 @@ use serde_json::Value;
 use super::{Check, Report};
 use crate::config::{BusinessNumber, Settings, StoreSettings};
 use crate::graph::error::Class;
-use crate::graph::{GraphClient, GraphError};
+use crate::graph::{GraphClient, GraphError, next_cursor, with_cursor};
 use crate::service::account::Account;
 use crate::store::{Store, StoreError};
 
@@ -313,7 +313,7 @@ async fn store_check(settings: &StoreSettings) -> Check {
             .await
         }
         StoreSettings::Embedded(embedded) => {
-            let path = embedded.data_dir.join(crate::store::embedded::DB_FILE);
+            let path = embedded.db_path();
             let place = format!("SQLite at {}", path.display());
             let fix = format!(
                 "DATA_DIR must be a directory this user can create and write ({} now); set DATA_DIR or fix its permissions, and check the disk is not full.",
@@ -1024,12 +1024,10 @@ impl Meta {
         let mut listed: Vec<String> = Vec::new();
         let mut after: Option<String> = None;
         for _ in 0..MAX_NUMBER_PAGES {
-            let mut path =
-                format!("/{waba}/phone_numbers?fields=id,display_phone_number&limit=100");
-            if let Some(cursor) = &after {
-                path.push_str("&after=");
-                path.extend(form_urlencoded::byte_serialize(cursor.as_bytes()));
-            }
+            let path = with_cursor(
+                format!("/{waba}/phone_numbers?fields=id,display_phone_number&limit=100"),
+                after.as_deref(),
+            );
             let page = match self.get(number, &path).await {
                 Ok(page) => page,
                 Err(e) if self.unreachable => {
@@ -1065,11 +1063,7 @@ impl Meta {
                     listed.push(format!("{id} ({shown})"));
                 }
             }
-            after = page
-                .pointer("/paging/cursors/after")
-                .and_then(Value::as_str)
-                .filter(|_| page.pointer("/paging/next").is_some())
-                .map(str::to_owned);
+            after = next_cursor(&page);
             if after.is_none() {
                 break;
             }

@@ -132,6 +132,26 @@ impl GraphClient {
         }
     }
 
+    /// Runs `op`, one operation, and counts its result under `operation`.
+    async fn counted<T>(
+        &self,
+        operation: &'static str,
+        op: impl Future<Output = Result<T, GraphError>>,
+    ) -> Result<T, GraphError> {
+        let result = op.await;
+        self.count(operation, &result);
+        result
+    }
+
+    /// Whether another attempt may follow one that failed with `wait` to go: attempt `attempt`
+    /// was not the last of [`MAX_SEND_ATTEMPTS`], the wait is at most [`MAX_RETRY_WAIT`], and the
+    /// next attempt would start within GRAPH_TIMEOUT_SECS of `started`, the first.
+    fn may_retry(&self, attempt: u32, wait: Duration, started: tokio::time::Instant) -> bool {
+        attempt < MAX_SEND_ATTEMPTS
+            && wait <= MAX_RETRY_WAIT
+            && started.elapsed() + wait < self.timeout
+    }
+
     /// The configured business numbers, the default first.
     pub fn numbers(&self) -> &[BusinessNumber] {
         &self.numbers
@@ -144,9 +164,7 @@ impl GraphClient {
         number: &BusinessNumber,
         body: &impl Serialize,
     ) -> Result<Box<RawValue>, GraphError> {
-        let result = self.send_attempts(number, body).await;
-        self.count("send", &result);
-        result
+        self.counted("send", self.send_attempts(number, body)).await
     }
 
     /// [`Self::send`] without its count.
@@ -210,11 +228,7 @@ impl GraphClient {
                 Ok(_) => None,
             };
             match wait {
-                Some(wait)
-                    if attempt < MAX_SEND_ATTEMPTS
-                        && wait <= MAX_RETRY_WAIT
-                        && started.elapsed() + wait < self.timeout =>
-                {
+                Some(wait) if self.may_retry(attempt, wait, started) => {
                     tracing::info!(
                         attempt,
                         wait_ms = wait.as_millis() as u64,
@@ -240,9 +254,8 @@ impl GraphClient {
         number: &BusinessNumber,
         path_and_query: &str,
     ) -> Result<serde_json::Value, GraphError> {
-        let result = self.get_attempts(number, path_and_query).await;
-        self.count("read", &result);
-        result
+        self.counted("read", self.get_attempts(number, path_and_query))
+            .await
     }
 
     /// [`Self::get`] without its count.
@@ -275,11 +288,7 @@ impl GraphClient {
             };
             match wait {
                 // Like a send's: every attempt starts within GRAPH_TIMEOUT_SECS of the first.
-                Some(wait)
-                    if attempt < MAX_SEND_ATTEMPTS
-                        && wait <= MAX_RETRY_WAIT
-                        && started.elapsed() + wait < self.timeout =>
-                {
+                Some(wait) if self.may_retry(attempt, wait, started) => {
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -301,9 +310,8 @@ impl GraphClient {
         number: &BusinessNumber,
         path: &str,
     ) -> Result<serde_json::Value, GraphError> {
-        let result = self.post_empty_once(number, path).await;
-        self.count("admin", &result);
-        result
+        self.counted("admin", self.post_empty_once(number, path))
+            .await
     }
 
     /// [`Self::post_empty`] without its count.
@@ -330,9 +338,8 @@ impl GraphClient {
         number: &BusinessNumber,
         url: &str,
     ) -> Result<reqwest::Response, GraphError> {
-        let result = self.download_once(number, url).await;
-        self.count("download", &result);
-        result
+        self.counted("download", self.download_once(number, url))
+            .await
     }
 
     /// [`Self::open_download`] without its count.
@@ -380,9 +387,8 @@ impl GraphClient {
     where
         S: futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static,
     {
-        let result = self.upload_once(number, media, filename, file).await;
-        self.count("upload", &result);
-        result
+        self.counted("upload", self.upload_once(number, media, filename, file))
+            .await
     }
 
     /// [`Self::upload_media`] without its count.
@@ -445,9 +451,7 @@ impl GraphClient {
 
     /// Deletes a media file Meta holds (`DELETE /{media-id}?phone_number_id=`).
     pub async fn delete_media(&self, number: &BusinessNumber, id: &str) -> Result<(), GraphError> {
-        let result = self.delete_once(number, id).await;
-        self.count("delete", &result);
-        result
+        self.counted("delete", self.delete_once(number, id)).await
     }
 
     /// [`Self::delete_media`] without its count.

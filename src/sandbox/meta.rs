@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -155,6 +156,8 @@ pub fn router(double: Arc<Double>) -> Router {
         .route("/v22.0/{node}", get(node).delete(delete_media))
         .route("/v22.0/{node}/message_templates", get(templates))
         .route("/media-files/{id}", get(file))
+        // Every route wants the token; the fallbacks answer without one, as Meta does.
+        .route_layer(axum::middleware::from_fn(require_token))
         .fallback(unsupported)
         .method_not_allowed_fallback(unsupported)
         .layer(DefaultBodyLimit::max(MAX_MEDIA_BYTES))
@@ -192,66 +195,61 @@ async fn unsupported() -> Response {
     )
 }
 
-/// Meta's answer to a missing or wrong token; `None` for the right one.
-fn refused_token(headers: &HeaderMap) -> Option<Response> {
-    let bearer = headers
+/// Meta's "(#100) Invalid parameter" error, saying what is wrong in `details`.
+fn invalid_parameter(details: &str) -> Response {
+    meta_error(
+        StatusCode::BAD_REQUEST,
+        100,
+        "(#100) Invalid parameter",
+        Some(details),
+    )
+}
+
+/// Passes requests with the right bearer token on; answers Meta's error to a missing or wrong one.
+async fn require_token(request: Request, next: Next) -> Response {
+    let bearer = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    (bearer != Some(ACCESS_TOKEN)).then(|| {
-        meta_error(
+    if bearer != Some(ACCESS_TOKEN) {
+        return meta_error(
             StatusCode::UNAUTHORIZED,
             190,
             "Invalid OAuth access token - Cannot parse access token",
             None,
-        )
-    })
+        );
+    }
+    next.run(request).await
 }
 
 /// `POST /{phone_number_id}/messages`: a send, a read receipt or a typing indicator.
 async fn messages(
     State(double): State<Arc<Double>>,
     Path(node): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Some(refusal) = refused_token(&headers) {
-        return refusal;
-    }
     if node != double.business.phone_number_id {
         return no_such_object("post", &node);
     }
     let Ok(message) = serde_json::from_slice::<Value>(&body) else {
-        return meta_error(
-            StatusCode::BAD_REQUEST,
-            100,
-            "(#100) Invalid parameter",
-            Some("the body is not JSON"),
-        );
+        return invalid_parameter("the body is not JSON");
     };
     if message["status"] == "read" {
         return axum::Json(json!({"success": true})).into_response();
     }
-    let invalid = |details: &str| {
-        meta_error(
-            StatusCode::BAD_REQUEST,
-            100,
-            "(#100) Invalid parameter",
-            Some(details),
-        )
-    };
     if message["messaging_product"] != "whatsapp" {
-        return invalid("messaging_product must be \"whatsapp\"");
+        return invalid_parameter("messaging_product must be \"whatsapp\"");
     }
     let to = match (message["to"].as_str(), message["recipient"].as_str()) {
         (Some(to), None) | (None, Some(to)) if !to.is_empty() => to.to_owned(),
-        _ => return invalid("exactly one of to or recipient is required"),
+        _ => return invalid_parameter("exactly one of to or recipient is required"),
     };
     let Some(kind) = message["type"].as_str() else {
-        return invalid("type is required");
+        return invalid_parameter("type is required");
     };
     if !message[kind].is_object() {
-        return invalid(&format!("the {kind} object is required"));
+        return invalid_parameter(&format!("the {kind} object is required"));
     }
     // One of the cast when it is one (their names on statuses and answers), else a stranger.
     let customer = super::customers::known(&if to.bytes().all(|b| b.is_ascii_digit()) {
@@ -308,20 +306,12 @@ async fn play_meta(double: Arc<Double>, customer: Customer, id: String, message:
 
 /// `POST /{phone_number_id}/media`: keeps the `file` part and answers a media id.
 async fn upload(State(double): State<Arc<Double>>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refusal) = refused_token(&headers) {
-        return refusal;
-    }
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| multer::parse_boundary(v).ok());
     let Some(boundary) = boundary else {
-        return meta_error(
-            StatusCode::BAD_REQUEST,
-            100,
-            "(#100) Invalid parameter",
-            Some("a multipart form is required"),
-        );
+        return invalid_parameter("a multipart form is required");
     };
     let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
@@ -344,23 +334,11 @@ async fn upload(State(double): State<Arc<Double>>, headers: HeaderMap, body: Byt
             .put((id.clone(), mime, bytes));
         return axum::Json(json!({ "id": id })).into_response();
     }
-    meta_error(
-        StatusCode::BAD_REQUEST,
-        100,
-        "(#100) Invalid parameter",
-        Some("the file field is required"),
-    )
+    invalid_parameter("the file field is required")
 }
 
 /// `GET /{node}`: the business number, or a media file's description.
-async fn node(
-    State(double): State<Arc<Double>>,
-    Path(node): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refusal) = refused_token(&headers) {
-        return refusal;
-    }
+async fn node(State(double): State<Arc<Double>>, Path(node): Path<String>) -> Response {
     if node == double.business.phone_number_id {
         return axum::Json(json!({
             "id": node,
@@ -397,27 +375,13 @@ async fn node(
 }
 
 /// `DELETE /{media_id}`.
-async fn delete_media(
-    State(double): State<Arc<Double>>,
-    Path(node): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refusal) = refused_token(&headers) {
-        return refusal;
-    }
+async fn delete_media(State(double): State<Arc<Double>>, Path(node): Path<String>) -> Response {
     double.media.lock().expect("not poisoned").remove(&node);
     axum::Json(json!({"success": true})).into_response()
 }
 
 /// `GET /media-files/{id}`: the bytes (a picture for ids the double did not receive).
-async fn file(
-    State(double): State<Arc<Double>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refusal) = refused_token(&headers) {
-        return refusal;
-    }
+async fn file(State(double): State<Arc<Double>>, Path(id): Path<String>) -> Response {
     let found = double
         .media
         .lock()
@@ -429,14 +393,7 @@ async fn file(
 }
 
 /// `GET /{waba_id}/message_templates`: two approved templates, one with a parameter.
-async fn templates(
-    State(double): State<Arc<Double>>,
-    Path(node): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(refusal) = refused_token(&headers) {
-        return refusal;
-    }
+async fn templates(State(double): State<Arc<Double>>, Path(node): Path<String>) -> Response {
     if node != double.business.waba_id {
         return no_such_object("get", &node);
     }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::config::BusinessNumber;
-use crate::graph::{GraphClient, GraphError};
+use crate::graph::{GraphClient, GraphError, next_cursor, with_cursor};
 
 /// How long `GET /v1/numbers` reuses Meta's answers.
 pub const NUMBERS_CACHE: Duration = Duration::from_secs(60);
@@ -108,22 +108,17 @@ impl Account {
         let mut templates = Vec::new();
         let mut after: Option<String> = None;
         for _ in 0..MAX_TEMPLATE_PAGES {
-            let mut path = format!(
-                "/{waba}/message_templates?fields=name,language,status,category,components&status=APPROVED&limit={TEMPLATE_PAGE}"
+            let path = with_cursor(
+                format!(
+                    "/{waba}/message_templates?fields=name,language,status,category,components&status=APPROVED&limit={TEMPLATE_PAGE}"
+                ),
+                after.as_deref(),
             );
-            if let Some(cursor) = &after {
-                path.push_str("&after=");
-                path.extend(form_urlencoded::byte_serialize(cursor.as_bytes()));
-            }
             let page = self.graph.get(number, &path).await?;
             for template in page["data"].as_array().into_iter().flatten() {
                 templates.push(describe(template));
             }
-            after = page
-                .pointer("/paging/cursors/after")
-                .and_then(Value::as_str)
-                .filter(|_| page.pointer("/paging/next").is_some())
-                .map(str::to_owned);
+            after = next_cursor(&page);
             if after.is_none() {
                 break;
             }

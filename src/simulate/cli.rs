@@ -238,7 +238,7 @@ pub enum Kind {
     },
     /// Many messages in one POST, from several customers
     Batch {
-        /// Messages in the POST
+        /// Messages in the POST (at most 1000)
         #[arg(long, default_value_t = 10)]
         count: usize,
         /// Distinct customers (numbers counting up from --from)
@@ -247,7 +247,7 @@ pub enum Kind {
     },
     /// The same signed body posted several times (Meta's retries)
     Duplicate {
-        /// How many times to post it
+        /// How many times to post it (at most 100)
         #[arg(long, default_value_t = 2)]
         repeat: usize,
         /// Post the copies at the same time instead of one after another (Meta delivers
@@ -583,6 +583,11 @@ fn nth_customer(base: &Customer, n: usize) -> Customer {
     }
 }
 
+/// The most messages `batch --count` puts in one POST.
+const MAX_BATCH: usize = 1000;
+/// The most copies `duplicate --repeat` posts.
+const MAX_REPEAT: usize = 100;
+
 /// The POSTs of one kind, in the order they go out.
 fn deliveries(
     kind: &Kind,
@@ -849,6 +854,9 @@ fn deliveries(
             if *count == 0 {
                 return Err("--count must be at least 1".into());
             }
+            if *count > MAX_BATCH {
+                return Err(format!("--count must be at most {MAX_BATCH}"));
+            }
             let senders = (*senders).clamp(1, *count);
             let customers: Vec<Customer> =
                 (0..senders).map(|n| nth_customer(customer, n)).collect();
@@ -871,6 +879,9 @@ fn deliveries(
         Kind::Duplicate { repeat, .. } => {
             if *repeat == 0 {
                 return Err("--repeat must be at least 1".into());
+            }
+            if *repeat > MAX_REPEAT {
+                return Err(format!("--repeat must be at most {MAX_REPEAT}"));
             }
             let what = Inbound::Text {
                 body: text("Hi! Is anyone there?"),
@@ -1038,5 +1049,25 @@ mod tests {
         let mut f = Factory::new(Business::default());
         let out = deliveries(&cli.kind, &cli.common, &customer, &mut f).unwrap();
         assert_eq!(out[0].body, out[1].body);
+    }
+
+    #[test]
+    fn batch_and_repeat_are_bounded() {
+        let build = |args: &[&str]| {
+            let cli = parse(args);
+            let customer = customer_of(&cli.common).unwrap();
+            let mut f = Factory::new(Business::default());
+            deliveries(&cli.kind, &cli.common, &customer, &mut f).map(|out| out.len())
+        };
+        assert_eq!(
+            build(&["batch", "--count", "1001"]),
+            Err("--count must be at most 1000".to_owned())
+        );
+        assert_eq!(
+            build(&["duplicate", "--repeat", "101"]),
+            Err("--repeat must be at most 100".to_owned())
+        );
+        assert_eq!(build(&["batch", "--count", "1000"]), Ok(1));
+        assert_eq!(build(&["duplicate", "--repeat", "100"]), Ok(100));
     }
 }

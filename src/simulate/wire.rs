@@ -13,6 +13,8 @@ use std::hash::{BuildHasher, RandomState};
 
 use serde_json::Value;
 
+use crate::webhook::signature::unicode_escape;
+
 /// Keys in the order Meta's payloads list them; a key's rank only matters against the other
 /// keys of the same object.
 const KEY_ORDER: &[&str] = &[
@@ -98,18 +100,6 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
 }
 
 fn write_string(s: &str, out: &mut Vec<u8>) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let escape = |unit: u16, out: &mut Vec<u8>| {
-        let u = unit as usize;
-        out.extend_from_slice(&[
-            b'\\',
-            b'u',
-            HEX[u >> 12],
-            HEX[(u >> 8) & 0xf],
-            HEX[(u >> 4) & 0xf],
-            HEX[u & 0xf],
-        ]);
-    };
     out.push(b'"');
     for c in s.chars() {
         match c {
@@ -122,12 +112,7 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
             '\u{8}' => out.extend_from_slice(b"\\b"),
             '\u{c}' => out.extend_from_slice(b"\\f"),
             ' '..='~' => out.push(c as u8),
-            _ => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    escape(*unit, out);
-                }
-            }
+            _ => unicode_escape(c, |escape| out.extend_from_slice(escape)),
         }
     }
     out.push(b'"');

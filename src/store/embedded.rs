@@ -383,7 +383,7 @@ impl EmbeddedStore {
     /// readiness probe.
     pub fn open(settings: &EmbeddedSettings) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&settings.data_dir)?;
-        let path = settings.data_dir.join(DB_FILE);
+        let path = settings.db_path();
         let conn = open_writer(&path)?;
         let identity = file_identity(&path)?;
         let readers = Readers::open(&path)?;

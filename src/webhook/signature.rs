@@ -171,11 +171,29 @@ impl AppSecret {
     }
 }
 
-/// Feeds `text` to `hasher` with every character above `~` escaped as `\uXXXX` (lowercase hex,
-/// UTF-16 code units), the form Meta's wire JSON uses. ASCII runs go in as slices of the input;
-/// nothing is copied but the 6 or 12 bytes of one escape.
-fn escape_non_ascii_into(text: &str, hasher: &mut BodyHasher) {
+/// Writes `c` as JSON `\uXXXX` escapes, the form Meta's wire JSON uses: lowercase hex, one
+/// 6-byte escape per UTF-16 code unit (two, a surrogate pair, for a character beyond the BMP),
+/// each handed to `put`. Also used by the simulator's wire form.
+pub(crate) fn unicode_escape(c: char, mut put: impl FnMut(&[u8])) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut units = [0u16; 2];
+    for unit in c.encode_utf16(&mut units) {
+        let u = *unit as usize;
+        put(&[
+            b'\\',
+            b'u',
+            HEX[u >> 12],
+            HEX[(u >> 8) & 0xf],
+            HEX[(u >> 4) & 0xf],
+            HEX[u & 0xf],
+        ]);
+    }
+}
+
+/// Feeds `text` to `hasher` with every character above `~` escaped as `\uXXXX`
+/// ([`unicode_escape`]). ASCII runs go in as slices of the input; nothing is copied but the 6 or
+/// 12 bytes of one escape.
+fn escape_non_ascii_into(text: &str, hasher: &mut BodyHasher) {
     let bytes = text.as_bytes();
     let mut run_start = 0;
     for (i, c) in text.char_indices() {
@@ -184,18 +202,7 @@ fn escape_non_ascii_into(text: &str, hasher: &mut BodyHasher) {
         }
         hasher.update(&bytes[run_start..i]);
         run_start = i + c.len_utf8();
-        let mut units = [0u16; 2];
-        for unit in c.encode_utf16(&mut units) {
-            let u = *unit as usize;
-            hasher.update(&[
-                b'\\',
-                b'u',
-                HEX[u >> 12],
-                HEX[(u >> 8) & 0xf],
-                HEX[(u >> 4) & 0xf],
-                HEX[u & 0xf],
-            ]);
-        }
+        unicode_escape(c, |escape| hasher.update(escape));
     }
     hasher.update(&bytes[run_start..]);
 }
@@ -305,6 +312,17 @@ mod tests {
             secret().verify_digest(Some(header.as_bytes()), &wrong.finish(), body),
             Err(SignatureError::Mismatch)
         );
+    }
+
+    #[test]
+    fn one_lowercase_escape_per_utf16_unit() {
+        let escaped = |c| {
+            let mut out = Vec::new();
+            unicode_escape(c, |escape| out.extend_from_slice(escape));
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(escaped('é'), r"\u00e9");
+        assert_eq!(escaped('\u{1f600}'), r"\ud83d\ude00");
     }
 
     #[test]

@@ -641,27 +641,8 @@ async fn every_fixture_message_is_stored_with_its_typed_content(backend: Backend
                 } else {
                     kind
                 };
-                let known = [
-                    "text",
-                    "image",
-                    "video",
-                    "audio",
-                    "document",
-                    "sticker",
-                    "location",
-                    "contacts",
-                    "interactive",
-                    "button",
-                    "reaction",
-                    "order",
-                    "system",
-                    "request_welcome",
-                    "edit",
-                    "revoke",
-                    "unsupported",
-                ];
                 let content_type = stored["content"]["type"].as_str().unwrap();
-                if known.contains(&expected) {
+                if CONTENT_TYPES.contains(&expected) {
                     assert_eq!(content_type, expected, "{}", path.display());
                 } else {
                     assert_eq!(content_type, "unknown", "{}", path.display());

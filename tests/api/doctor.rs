@@ -94,6 +94,14 @@ impl Meta {
         }
     }
 
+    /// Healthy, but no app is subscribed to the WABA.
+    fn unsubscribed() -> Self {
+        Self {
+            subscribed_apps: ok(json!({"data": []})),
+            ..Self::healthy()
+        }
+    }
+
     /// Mounts every answer, each only for the default number's token.
     async fn mount(self, server: &MockServer) {
         let bearer = format!("Bearer {ACCESS_TOKEN}");
@@ -104,24 +112,18 @@ impl Meta {
             .respond_with(self.debug_token)
             .mount(server)
             .await;
-        Mock::given(method("GET"))
-            .and(path(format!("/{PHONE_NUMBER_ID}")))
-            .and(header("authorization", bearer.as_str()))
-            .respond_with(self.number)
-            .mount(server)
-            .await;
-        Mock::given(method("GET"))
-            .and(path(format!("/{WABA}/phone_numbers")))
-            .and(header("authorization", bearer.as_str()))
-            .respond_with(self.phone_numbers)
-            .mount(server)
-            .await;
-        Mock::given(method("GET"))
-            .and(path(format!("/{WABA}/subscribed_apps")))
-            .and(header("authorization", bearer.as_str()))
-            .respond_with(self.subscribed_apps)
-            .mount(server)
-            .await;
+        for (at, answer) in [
+            (format!("/{PHONE_NUMBER_ID}"), self.number),
+            (format!("/{WABA}/phone_numbers"), self.phone_numbers),
+            (format!("/{WABA}/subscribed_apps"), self.subscribed_apps),
+        ] {
+            Mock::given(method("GET"))
+                .and(path(at))
+                .and(header("authorization", bearer.as_str()))
+                .respond_with(answer)
+                .mount(server)
+                .await;
+        }
     }
 }
 
@@ -162,11 +164,16 @@ async fn setup(backend: Backend) -> Setup {
     }
 }
 
+/// A set-up on `backend` with Meta answering as `meta` says.
+async fn setup_with(backend: Backend, meta: Meta) -> Setup {
+    let setup = setup(backend).await;
+    meta.mount(&setup.meta).await;
+    setup
+}
+
 /// A set-up on the embedded store with Meta healthy.
 async fn healthy() -> Setup {
-    let setup = setup(Backend::Embedded).await;
-    Meta::healthy().mount(&setup.meta).await;
-    setup
+    setup_with(Backend::Embedded, Meta::healthy()).await
 }
 
 impl Setup {
@@ -258,6 +265,15 @@ fn text_of<'a>(report: &'a Value, key: &str, field: &str) -> &'a str {
     check(report, key, None)[field].as_str().unwrap_or_default()
 }
 
+/// The checks that need a working token, skipped when it fails.
+const AFTER_TOKEN: [&str; 5] = [
+    "permissions",
+    "phone_number",
+    "quality",
+    "waba",
+    "subscription",
+];
+
 /// The checks after the token, skipped.
 fn assert_skipped(report: &Value, keys: &[&str]) {
     for key in keys {
@@ -266,8 +282,7 @@ fn assert_skipped(report: &Value, keys: &[&str]) {
 }
 
 async fn an_all_green_set_up_passes_every_check_and_exits_0(backend: Backend) {
-    let setup = setup(backend).await;
-    Meta::healthy().mount(&setup.meta).await;
+    let setup = setup_with(backend, Meta::healthy()).await;
     let (code, report) = setup.json(&[]).await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["ok"], true);
@@ -331,8 +346,7 @@ async fn an_all_green_set_up_passes_every_check_and_exits_0(backend: Backend) {
 /// it would have to create or migrate (an earlier release's must stay usable by that release).
 #[tokio::test]
 async fn the_doctor_neither_creates_nor_migrates_an_embedded_database() {
-    let mut setup = setup(Backend::Embedded).await;
-    Meta::healthy().mount(&setup.meta).await;
+    let mut setup = healthy().await;
     let empty = tempfile::tempdir().unwrap();
     setup
         .vars
@@ -365,8 +379,7 @@ async fn the_doctor_neither_creates_nor_migrates_an_embedded_database() {
 }
 
 async fn an_unreachable_store_fails_with_the_fix(backend: Backend) {
-    let mut setup = setup(backend).await;
-    Meta::healthy().mount(&setup.meta).await;
+    let mut setup = setup_with(backend, Meta::healthy()).await;
     let file = tempfile::NamedTempFile::new().unwrap();
     match backend {
         // Nothing listens there.
@@ -406,8 +419,7 @@ async fn an_unreachable_store_fails_with_the_fix(backend: Backend) {
 #[tokio::test]
 async fn a_redis_that_evicts_keys_fails_as_the_server_would_refuse_it() {
     let redis = TestRedis::start_with(&["--save", "", "--maxmemory-policy", "allkeys-lru"]);
-    let mut setup = setup(Backend::Embedded).await;
-    Meta::healthy().mount(&setup.meta).await;
+    let mut setup = healthy().await;
     setup.vars.insert("REDIS_URL".into(), redis.url());
     let (code, report) = setup.json(&[]).await;
     assert_eq!(code, 1, "{report:#}");
@@ -448,13 +460,7 @@ async fn an_expired_or_invalid_token_fails_with_the_fix_and_skips_what_needs_it(
             "the SYSTEM_USER token of app Acme Gateway expired at ",
         ),
     ] {
-        let setup = setup(Backend::Embedded).await;
-        Meta {
-            debug_token: answer,
-            ..Meta::healthy()
-        }
-        .mount(&setup.meta)
-        .await;
+        let setup = setup_with_token(answer).await;
         let (code, report) = setup.json(&[]).await;
         assert_eq!(code, 1, "{report:#}");
         assert_eq!(outcome(&report, "access_token"), "fail", "{report:#}");
@@ -467,28 +473,13 @@ async fn an_expired_or_invalid_token_fails_with_the_fix_and_skips_what_needs_it(
             fix.contains("System users") && fix.contains("Put it in ACCESS_TOKEN"),
             "{fix}"
         );
-        assert_skipped(
-            &report,
-            &[
-                "permissions",
-                "phone_number",
-                "quality",
-                "waba",
-                "subscription",
-            ],
-        );
+        assert_skipped(&report, &AFTER_TOKEN);
     }
 }
 
 #[tokio::test]
 async fn a_token_expiring_within_7_days_is_a_warning_and_later_a_pass() {
-    let setup = setup(Backend::Embedded).await;
-    Meta {
-        debug_token: ok(token_data(now_secs() + 3 * DAY + 600, &BOTH, &[WABA])),
-        ..Meta::healthy()
-    }
-    .mount(&setup.meta)
-    .await;
+    let setup = setup_with_token(ok(token_data(now_secs() + 3 * DAY + 600, &BOTH, &[WABA]))).await;
     let (code, report) = setup.json(&[]).await;
     assert_eq!(code, 0, "warnings pass: {report:#}");
     assert_eq!(outcome(&report, "access_token"), "warn", "{report:#}");
@@ -507,14 +498,14 @@ async fn a_token_expiring_within_7_days_is_a_warning_and_later_a_pass() {
 }
 
 async fn setup_with_token(debug_token: ResponseTemplate) -> Setup {
-    let setup = setup(Backend::Embedded).await;
-    Meta {
-        debug_token,
-        ..Meta::healthy()
-    }
-    .mount(&setup.meta)
-    .await;
-    setup
+    setup_with(
+        Backend::Embedded,
+        Meta {
+            debug_token,
+            ..Meta::healthy()
+        },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -584,17 +575,18 @@ async fn a_token_meta_will_not_describe_is_confirmed_by_a_cheap_call() {
 
 #[tokio::test]
 async fn an_unknown_phone_number_id_fails_with_where_to_find_the_id() {
-    let setup = setup(Backend::Embedded).await;
-    Meta {
-        number: graph_error(
-            400,
-            100,
-            33,
-            &format!("Unsupported get request. Object with ID '{PHONE_NUMBER_ID}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."),
-        ),
-        ..Meta::healthy()
-    }
-    .mount(&setup.meta)
+    let setup = setup_with(
+        Backend::Embedded,
+        Meta {
+            number: graph_error(
+                400,
+                100,
+                33,
+                &format!("Unsupported get request. Object with ID '{PHONE_NUMBER_ID}' does not exist, cannot be loaded due to missing permissions, or does not support this operation."),
+            ),
+            ..Meta::healthy()
+        },
+    )
     .await;
     let (code, report) = setup.json(&[]).await;
     assert_eq!(code, 1, "{report:#}");
@@ -614,14 +606,15 @@ async fn an_unknown_phone_number_id_fails_with_where_to_find_the_id() {
 
 #[tokio::test]
 async fn a_number_its_waba_does_not_list_fails_and_its_subscription_is_not_checked() {
-    let setup = setup(Backend::Embedded).await;
-    Meta {
-        phone_numbers: ok(
-            json!({"data": [{"id": "300000000000003", "display_phone_number": "+1 555-000-0003"}]}),
-        ),
-        ..Meta::healthy()
-    }
-    .mount(&setup.meta)
+    let setup = setup_with(
+        Backend::Embedded,
+        Meta {
+            phone_numbers: ok(
+                json!({"data": [{"id": "300000000000003", "display_phone_number": "+1 555-000-0003"}]}),
+            ),
+            ..Meta::healthy()
+        },
+    )
     .await;
     let (code, report) = setup.json(&[]).await;
     assert_eq!(code, 1, "{report:#}");
@@ -670,13 +663,7 @@ async fn a_number_without_a_configured_waba_fails() {
 
 #[tokio::test]
 async fn an_unsubscribed_app_fails_and_says_plainly_why_nothing_arrives() {
-    let setup = setup(Backend::Embedded).await;
-    Meta {
-        subscribed_apps: ok(json!({"data": []})),
-        ..Meta::healthy()
-    }
-    .mount(&setup.meta)
-    .await;
+    let setup = setup_with(Backend::Embedded, Meta::unsubscribed()).await;
     Mock::given(method("POST"))
         .and(path(format!("/{WABA}/subscribed_apps")))
         .respond_with(ok(json!({"success": true})))
@@ -705,13 +692,7 @@ async fn an_unsubscribed_app_fails_and_says_plainly_why_nothing_arrives() {
 
 #[tokio::test]
 async fn fix_subscribes_the_app_with_the_numbers_token_and_passes() {
-    let setup = setup(Backend::Embedded).await;
-    Meta {
-        subscribed_apps: ok(json!({"data": []})),
-        ..Meta::healthy()
-    }
-    .mount(&setup.meta)
-    .await;
+    let setup = setup_with(Backend::Embedded, Meta::unsubscribed()).await;
     Mock::given(method("POST"))
         .and(path(format!("/{WABA}/subscribed_apps")))
         .and(header(
@@ -747,13 +728,7 @@ async fn fix_subscribes_the_app_with_the_numbers_token_and_passes() {
 }
 
 async fn setup_refusing_subscription() -> Setup {
-    let setup = setup(Backend::Embedded).await;
-    Meta {
-        subscribed_apps: ok(json!({"data": []})),
-        ..Meta::healthy()
-    }
-    .mount(&setup.meta)
-    .await;
+    let setup = setup_with(Backend::Embedded, Meta::unsubscribed()).await;
     Mock::given(method("POST"))
         .and(path(format!("/{WABA}/subscribed_apps")))
         .respond_with(graph_error(403, 200, 0, "(#200) Permissions error"))
@@ -765,12 +740,13 @@ async fn setup_refusing_subscription() -> Setup {
 
 #[tokio::test]
 async fn a_waba_subscribed_only_by_other_apps_fails() {
-    let setup = setup(Backend::Embedded).await;
-    Meta {
-        subscribed_apps: ok(subscribed(&[("111111111111111", "Old CRM")])),
-        ..Meta::healthy()
-    }
-    .mount(&setup.meta)
+    let setup = setup_with(
+        Backend::Embedded,
+        Meta {
+            subscribed_apps: ok(subscribed(&[("111111111111111", "Old CRM")])),
+            ..Meta::healthy()
+        },
+    )
     .await;
     let (code, report) = setup.json(&[]).await;
     assert_eq!(code, 1, "{report:#}");
@@ -808,12 +784,13 @@ async fn a_red_quality_rating_a_flagged_number_or_one_off_the_cloud_api_is_a_war
             "+1 555-171-3917, verified name Acme (name status APPROVED), code verification VERIFIED, but its platform is NOT_APPLICABLE",
         ),
     ] {
-        let setup = setup(Backend::Embedded).await;
-        Meta {
-            number: ok(number_fields(quality, status, platform)),
-            ..Meta::healthy()
-        }
-        .mount(&setup.meta)
+        let setup = setup_with(
+            Backend::Embedded,
+            Meta {
+                number: ok(number_fields(quality, status, platform)),
+                ..Meta::healthy()
+            },
+        )
         .await;
         let (code, report) = setup.json(&[]).await;
         assert_eq!(code, 0, "warnings pass: {report:#}");
@@ -1049,16 +1026,7 @@ async fn an_unreachable_graph_api_fails_once_and_skips_the_rest() {
         "{report:#}"
     );
     assert!(text_of(&report, "access_token", "fix").starts_with("Check GRAPH_API_BASE"));
-    assert_skipped(
-        &report,
-        &[
-            "permissions",
-            "phone_number",
-            "quality",
-            "waba",
-            "subscription",
-        ],
-    );
+    assert_skipped(&report, &AFTER_TOKEN);
     // A GRAPH_API_BASE with credentials in it: they are never shown.
     setup.vars.insert(
         "GRAPH_API_BASE".into(),

@@ -31,6 +31,27 @@ pub const VERIFY_TOKEN: &str = "test-verify-token";
 pub const ACCESS_TOKEN: &str = "test-access-token";
 pub const PHONE_NUMBER_ID: &str = "106540352242922";
 
+/// Every `content.type` the gateway stores a WhatsApp message as (besides `unknown`).
+pub const CONTENT_TYPES: [&str; 17] = [
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "interactive",
+    "button",
+    "reaction",
+    "order",
+    "system",
+    "unsupported",
+    "edit",
+    "revoke",
+    "request_welcome",
+];
+
 /// Generates `redis` and `embedded` test modules running each listed async fn with that backend.
 #[macro_export]
 macro_rules! contract_tests {

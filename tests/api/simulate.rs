@@ -122,26 +122,7 @@ async fn every_generated_message_type_is_stored_with_its_type(backend: Backend) 
         assert_eq!(stored["raw"], message, "{}", what.label());
         seen.insert(what.kind());
     }
-    let every_type = [
-        "text",
-        "image",
-        "video",
-        "audio",
-        "document",
-        "sticker",
-        "location",
-        "contacts",
-        "interactive",
-        "button",
-        "reaction",
-        "order",
-        "system",
-        "unsupported",
-        "edit",
-        "revoke",
-        "request_welcome",
-    ];
-    assert_eq!(seen, every_type.into_iter().collect());
+    assert_eq!(seen, CONTENT_TYPES.into_iter().collect());
 
     // Details a receiver must see: the reply's quote, the voice flag, the file name, the ad.
     let (_, m) = get(&app, "/v1/conversations/16505551234/messages?limit=200").await;

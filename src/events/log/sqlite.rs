@@ -23,7 +23,6 @@ use super::{POLL_INTERVAL, READ_BATCH, Window};
 use crate::config::EmbeddedSettings;
 use crate::events::{Demand, Event, EventId, Live};
 use crate::store::StoreError;
-use crate::store::embedded::DB_FILE;
 
 /// Read-only connections kept open (the reader's and a resuming client's at once).
 const IDLE_CONNECTIONS: usize = 2;
@@ -45,7 +44,7 @@ impl SqliteLog {
     pub fn new(settings: &EmbeddedSettings) -> Self {
         Self {
             inner: Arc::new(Inner {
-                path: settings.data_dir.join(DB_FILE),
+                path: settings.db_path(),
                 idle: Mutex::new(Vec::new()),
             }),
         }
