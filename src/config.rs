@@ -41,6 +41,21 @@ pub struct Settings {
     pub inbox_session: Duration,
     /// Outgoing webhooks (`WEBHOOK_*`, see [`crate::outgoing`]).
     pub outgoing: OutgoingSettings,
+    /// Auto-replies (`AUTO_REPLY_*`, see [`crate::rules`]).
+    pub rules: RulesSettings,
+}
+
+/// Auto-replies.
+#[derive(Debug, Clone)]
+pub struct RulesSettings {
+    /// AUTO_REPLY_RULES_FILE: a TOML file of `[[rules]]`, installed at start-up.
+    pub file: Option<std::path::PathBuf>,
+    /// AUTO_REPLY_MAX_PER_HOUR (default 20, 1-10000): auto-replies one contact gets an hour at
+    /// most (a loop guard against another bot).
+    pub max_per_hour: u32,
+    /// AUTO_REPLY_MAX_AGE (default `1h`, 1s-24h): messages older than this when judged (after an
+    /// outage) are not answered.
+    pub max_age: Duration,
 }
 
 /// Outgoing webhooks to client apps.
@@ -567,6 +582,23 @@ impl Settings {
         let inbox_session =
             Duration::from_secs(3600 * env.bounded("INBOX_SESSION_HOURS", 12, 1, 720));
         let outgoing = outgoing_settings(&env);
+        let rules = RulesSettings {
+            file: env
+                .get("AUTO_REPLY_RULES_FILE")
+                .filter(|f| !f.is_empty())
+                .map(Into::into),
+            max_per_hour: env.bounded("AUTO_REPLY_MAX_PER_HOUR", 20, 1, 10_000),
+            max_age: env.parsed_with(
+                "AUTO_REPLY_MAX_AGE",
+                Duration::from_secs(3600),
+                "a duration from 1s to 24h, such as 10m or 1h",
+                |v| {
+                    humantime::parse_duration(v).ok().filter(|d| {
+                        (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(d)
+                    })
+                },
+            ),
+        };
 
         let problems = env.problems.into_inner();
         if !problems.is_empty() {
@@ -582,6 +614,7 @@ impl Settings {
             events,
             inbox_session,
             outgoing,
+            rules,
         })
     }
 

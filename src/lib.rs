@@ -13,6 +13,7 @@ pub mod graph;
 pub mod http;
 pub mod metrics;
 pub mod outgoing;
+pub mod rules;
 pub mod sandbox;
 pub mod service;
 pub mod simulate;

@@ -69,6 +69,9 @@ pub struct Metrics {
     pub event_streams_ended: Family<ReasonLabels, Counter>,
     /// Outgoing webhook attempts by outcome (`delivered`, `retry`, `dead`, `gone`).
     pub outgoing_attempts: Family<ReasonLabels, Counter>,
+    /// Auto-replies by outcome (`sent`, `failed`, `outcome_unknown`, `once_per`, `loop_guard`,
+    /// `stale`, `invalid_reply`).
+    pub auto_replies: Family<ReasonLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -107,6 +110,7 @@ impl Metrics {
             event_streams_open: Gauge::default(),
             event_streams_ended: Family::default(),
             outgoing_attempts: Family::default(),
+            auto_replies: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -203,6 +207,11 @@ impl Metrics {
             "outgoing_webhook_attempts",
             "Attempts to deliver an event to a subscribed app, by outcome (reason: delivered, retry, dead, gone)",
             metrics.outgoing_attempts.clone(),
+        );
+        registry.register(
+            "auto_replies",
+            "Auto-replies of rules by outcome (reason: sent, failed, outcome_unknown, once_per, loop_guard, stale, invalid_reply)",
+            metrics.auto_replies.clone(),
         );
         Self {
             registry,

@@ -135,6 +135,15 @@ impl Application {
         .await
         .context("starting the outgoing webhooks")?;
         let sender = crate::service::send::Sender::new(graph.clone(), store.clone());
+        let auto_replies = crate::rules::AutoReplies::start(
+            &settings.rules,
+            store.clone(),
+            events.clone(),
+            sender.clone(),
+            &metrics,
+        )
+        .await
+        .context("starting the auto-replies")?;
         let account = crate::service::account::Account::new(graph.clone());
         let state = Arc::new(AppState {
             conversations,
@@ -161,6 +170,8 @@ impl Application {
             ),
             webhooks: crate::service::webhooks::Webhooks::new(outgoing.clone()),
             outgoing,
+            rules: crate::service::rules::Rules::new(auto_replies.clone()),
+            auto_replies,
         });
         let app = http::app(state.clone());
         let address = SocketAddr::new(settings.http.host, settings.http.port);
@@ -293,6 +304,7 @@ impl Application {
         // Event streams end first: open streams would otherwise hold the whole grace period.
         self.state.events.shutdown();
         self.state.outgoing.shutdown();
+        self.state.auto_replies.shutdown();
         tracing::info!("server.shutdown draining in-flight requests");
         draining.cancel();
         connections.close();
@@ -302,6 +314,8 @@ impl Application {
             self.state.events.stopped().await;
             // Outgoing attempts in flight finish (or their lease runs out after a cut-off).
             self.state.outgoing.stopped().await;
+            // Auto-replies being sent finish (the engine takes no new page).
+            self.state.auto_replies.stopped().await;
         });
         if tokio::time::timeout(self.shutdown_grace, &mut drained)
             .await

@@ -141,6 +141,9 @@ pub enum Origin {
     /// once Meta accepted it: like an echo (outbound, no unread count, no window, no FastAPI list
     /// entry, announced as `message_outgoing`), with `source: "api"`.
     Api,
+    /// An auto-reply of a rule ([`crate::rules`]), sent through the same path as [`Self::Api`]
+    /// and recorded the same way, with `source: "auto_reply"`.
+    Auto,
 }
 
 impl Origin {
@@ -148,7 +151,7 @@ impl Origin {
     pub fn is_outbound(self) -> bool {
         matches!(
             self,
-            Self::Echo | Self::Api | Self::History { outbound: true }
+            Self::Echo | Self::Api | Self::Auto | Self::History { outbound: true }
         )
     }
 }

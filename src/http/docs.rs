@@ -20,7 +20,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::events::{sse, ws};
 use crate::http::{
-    account, error::FieldError, health, media, messages, metrics, send, v1, webhook, webhooks,
+    account, error::FieldError, health, media, messages, metrics, rules, send, v1, webhook,
+    webhooks,
 };
 
 /// `{"detail": "<what went wrong>"}`.
@@ -82,13 +83,14 @@ pub struct StoredMessage {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "whatsapp-gateway", description = "WhatsApp Cloud API gateway: a drop-in replacement for the FastAPI + Redis server. Client endpoints need `Authorization: Bearer <API_KEY>` (or `X-API-Key`) when API_KEY is set."),
-    paths(messages::send_message, messages::get_messages, send::post_message, send::read_message, send::typing, account::list_numbers, account::list_templates, media::upload, media::download, media::delete, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz, metrics::render_metrics, v1::get_message, v1::list_conversations, v1::conversation_messages, v1::mark_read, v1::delete_conversation, sse::stream_events, ws::stream_events_ws, webhooks::create, webhooks::list, webhooks::get_one, webhooks::update, webhooks::delete, webhooks::rotate, webhooks::deliveries, webhooks::replay),
+    paths(messages::send_message, messages::get_messages, send::post_message, send::read_message, send::typing, account::list_numbers, account::list_templates, media::upload, media::download, media::delete, webhook::verify_subscription, webhook::receive_webhook, health::healthz, health::readyz, metrics::render_metrics, v1::get_message, v1::list_conversations, v1::conversation_messages, v1::mark_read, v1::delete_conversation, sse::stream_events, ws::stream_events_ws, webhooks::create, webhooks::list, webhooks::get_one, webhooks::update, webhooks::delete, webhooks::rotate, webhooks::deliveries, webhooks::replay, rules::create, rules::list, rules::get_one, rules::update, rules::delete),
     components(schemas(Detail, ValidationDetail, GraphErrorDetail, SendResponse, StoredMessage, FieldError, crate::http::media::Uploaded)),
     modifiers(&SecuritySchemes, &CommonResponses),
     tags((name = "messages", description = "Send and read messages (client apps)"),
          (name = "webhook", description = "Called by Meta"),
          (name = "events", description = "The live event stream (SSE and WebSocket): every event the store records, as `{\"id\",\"type\",\"data\"}`"),
          (name = "webhooks", description = "Outgoing webhooks: events delivered to your apps, signed (Standard Webhooks), retried, in order per contact"),
+         (name = "rules", description = "Auto-replies: rules that answer inbound messages (keywords, types, button replies, first message, outside opening hours) through the send path"),
          (name = "health", description = "Liveness and readiness"))
 )]
 pub struct ApiDoc;

@@ -152,6 +152,9 @@ pub enum ApiError {
     /// 409: the request conflicts with one in flight; the text says which and what to do.
     #[error("{0}")]
     Conflict(&'static str),
+    /// 409: the id a client chose is taken; the text says by what and what to do.
+    #[error("{0}")]
+    Taken(String),
     /// 405: the path exists, the method does not.
     #[error("Method Not Allowed")]
     MethodNotAllowed,
@@ -236,7 +239,7 @@ impl ApiError {
             Self::HostNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Taken(_) => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Graph(e) if e.is_client_rejection() => StatusCode::BAD_REQUEST,
             Self::Graph(

@@ -21,6 +21,7 @@ pub mod limiter;
 pub mod media;
 pub mod messages;
 pub mod metrics;
+pub mod rules;
 pub mod send;
 pub mod session;
 pub mod v1;
@@ -89,6 +90,10 @@ pub struct AppState {
     pub webhooks: crate::service::webhooks::Webhooks,
     /// The outgoing webhooks' dispatcher and worker ([`crate::outgoing`]).
     pub outgoing: crate::outgoing::Outgoing,
+    /// Auto-reply rules ([`crate::service::rules`]).
+    pub rules: crate::service::rules::Rules,
+    /// The auto-reply engine ([`crate::rules`]).
+    pub auto_replies: crate::rules::AutoReplies,
 }
 
 /// The whole HTTP application: the middleware stack around the router, as one cloneable service.
@@ -184,6 +189,13 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/v1/webhooks/{id}/rotate", post(webhooks::rotate))
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
+        .route("/v1/rules", post(rules::create).get(rules::list))
+        .route(
+            "/v1/rules/{id}",
+            get(rules::get_one)
+                .patch(rules::update)
+                .delete(rules::delete),
+        )
         .route(events::sse::PATH, get(events::sse::stream_events))
         .route(events::ws::PATH, get(events::ws::stream_events_ws))
         .route_layer(middleware::from_fn_with_state(

@@ -8,12 +8,14 @@
 //! - [`send`]: sending a message (business number, 24-hour window, the Graph call) and recording
 //!   what Meta accepted with its `message_outgoing` event;
 //! - [`webhooks`]: managing outgoing webhook subscriptions (create, change, rotate, replay);
+//! - [`rules`]: managing auto-reply rules (create, change, delete);
 //! - [`upgrade`]: after start-up, gives messages stored by earlier releases (FastAPI form only)
 //!   their records and conversations, once.
 
 pub mod account;
 pub mod conversations;
 pub mod delivery;
+pub mod rules;
 pub mod send;
 pub mod upgrade;
 pub mod webhooks;

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use crate::config::BusinessNumber;
 use crate::domain::send::OutgoingMessage;
-use crate::domain::{ContactId, InboundMessage, MessageId};
+use crate::domain::{ContactId, InboundMessage, MessageId, Origin};
 use crate::graph::error::Class;
 use crate::graph::pacer::PairBackoff;
 use crate::graph::{GraphClient, GraphError};
@@ -148,6 +148,15 @@ impl Sender {
 
     /// Sends `message` (steps 1-4 of the module doc).
     pub async fn send(&self, message: &OutgoingMessage) -> Result<Sent, SendError> {
+        self.send_as(message, Origin::Api).await
+    }
+
+    /// Sends `message` as an auto-reply: the same flow, recorded with `source: "auto_reply"`.
+    pub async fn send_auto_reply(&self, message: &OutgoingMessage) -> Result<Sent, SendError> {
+        self.send_as(message, Origin::Auto).await
+    }
+
+    async fn send_as(&self, message: &OutgoingMessage, origin: Origin) -> Result<Sent, SendError> {
         let number = self.number(message.from.as_deref())?;
         if message.needs_window() && !message.outside_window {
             let last = self.store.last_inbound(&number.id, &message.to).await?;
@@ -174,6 +183,7 @@ impl Sender {
                 number,
                 &accepted.id,
                 &contact,
+                origin,
             )
             .await;
         Ok(Sent {
@@ -209,7 +219,7 @@ impl Sender {
         let parsed: Value = serde_json::from_str(answer.get()).unwrap_or(Value::Null);
         let accepted = Accepted::of(&parsed, &to);
         let contact = accepted.contact_id.unwrap_or(to);
-        self.record(&body, None, number, &accepted.id, &contact)
+        self.record(&body, None, number, &accepted.id, &contact, Origin::Api)
             .await;
         Ok(answer)
     }
@@ -222,14 +232,16 @@ impl Sender {
         number: &BusinessNumber,
         id: &str,
         contact: &ContactId,
+        origin: Origin,
     ) -> bool {
-        let Some(record) = record_of(body, reply_to, number, id, contact) else {
+        let Some(mut record) = record_of(body, reply_to, number, id, contact) else {
             tracing::error!(
                 message_id = id,
                 "send.record_failed the accepted message could not be shaped into a record"
             );
             return false;
         };
+        record.origin = origin;
         match self.store.save_inbound(&[record]).await {
             Ok(_) => true,
             Err(e) => {

@@ -35,7 +35,9 @@
 //! `idempotency` (clients' Idempotency-Keys and their answers); 6 adds the conversation's
 //! `last_inbound_id` (the contact's latest message, which read receipts and typing indicators
 //! name; `NULL` on rows of earlier releases until the contact writes again); 7 adds the outgoing
-//! webhooks' `webhook_subscriptions`, `webhook_deliveries` and `webhook_attempts` ([`hooks`]).
+//! webhooks' `webhook_subscriptions`, `webhook_deliveries` and `webhook_attempts` ([`hooks`]);
+//! 8 adds the auto-replies' `auto_reply_rules`, `auto_reply_cursor` and `auto_reply_marks`
+//! ([`rules`]).
 //! Opening an older file migrates it in place, one transaction per version.
 //!
 //! What one group writes per new message: its record, its FastAPI row, its conversation (unless
@@ -45,6 +47,7 @@
 
 mod hooks;
 mod reads;
+mod rules;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -72,7 +75,7 @@ pub const MAX_TX_ROWS: usize = 1024;
 /// Read-only connections for `/get`.
 pub const READERS: usize = 4;
 /// The schema version this release writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 /// A probe that the writer does not answer within this time counts as a failed write.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue length in front of the writer; when full, callers wait (back-pressure), bounded by the
@@ -237,6 +240,7 @@ enum Answer {
     Deleted(Option<u64>),
     Claim(super::Claim),
     Hooks(hooks::HookAnswer),
+    Rules(rules::RuleAnswer),
     Done,
 }
 
@@ -291,6 +295,11 @@ enum Job {
         op: hooks::HookOp,
         reply: oneshot::Sender<Result<hooks::HookAnswer, StoreError>>,
     },
+    /// A change to auto-reply rules or the engine's state ([`rules`]).
+    Rules {
+        op: rules::RuleOp,
+        reply: oneshot::Sender<Result<rules::RuleAnswer, StoreError>>,
+    },
 }
 
 impl Batched for Job {
@@ -310,6 +319,7 @@ impl Job {
             } => rows.len() + quarantine.len() + notices.len(),
             Self::Statuses { writes, .. } => writes.len(),
             Self::Hooks { op, .. } => op.rows(),
+            Self::Rules { op, .. } => op.rows(),
             Self::MarkRead { .. }
             | Self::DeleteConversation { .. }
             | Self::Probe { .. }
@@ -328,6 +338,7 @@ impl Job {
             Self::Probe { reply } | Self::Layout { reply, .. } => drop(reply.send(Err(error()))),
             Self::Idempotency { reply, .. } => drop(reply.send(Err(error()))),
             Self::Hooks { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Rules { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 
@@ -341,6 +352,7 @@ impl Job {
             Self::Probe { reply } | Self::Layout { reply, .. } => drop(reply.send(Err(error()))),
             Self::Idempotency { reply, .. } => drop(reply.send(Err(error()))),
             Self::Hooks { reply, .. } => drop(reply.send(Err(error()))),
+            Self::Rules { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 }
@@ -840,7 +852,7 @@ fn idempotency(
 /// Brings the schema to [`SCHEMA_VERSION`], in one transaction per step.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let steps: [&str; 7] = [
+    let steps: [&str; 8] = [
         SCHEMA_V1,
         MIGRATION_V2,
         MIGRATION_V3,
@@ -848,6 +860,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         MIGRATION_V5,
         MIGRATION_V6,
         hooks::MIGRATION_V7,
+        rules::MIGRATION_V8,
     ];
     match version {
         0..SCHEMA_VERSION => {
@@ -942,6 +955,7 @@ impl Writer {
                                 drop(reply.send(Ok(c)))
                             }
                             (Job::Hooks { reply, .. }, Answer::Hooks(h)) => drop(reply.send(Ok(h))),
+                            (Job::Rules { reply, .. }, Answer::Rules(r)) => drop(reply.send(Ok(r))),
                             (job, _) => job.fail("internal error: mismatched answer"),
                         }
                     }
@@ -1124,6 +1138,10 @@ fn write_group(
                 }
                 Job::Hooks { op, .. } => {
                     outcomes.push(Answer::Hooks(hooks::apply(&tx, op)?));
+                    continue;
+                }
+                Job::Rules { op, .. } => {
+                    outcomes.push(Answer::Rules(rules::apply(&tx, op)?));
                     continue;
                 }
             };

@@ -43,6 +43,7 @@ pub mod hooks;
 pub mod readiness;
 pub mod record;
 pub mod redis;
+pub mod rules;
 pub mod view;
 
 use std::time::Duration;

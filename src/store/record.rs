@@ -12,8 +12,8 @@
 //! "parent_user_id"?,"name"?,"username"?},"timestamp","type","body","content","context"?,
 //! "referral"?,"errors"?,"group_id"?,"source"?,"raw"}` (`source`: `business_app` for an echo of
 //! a message the business sent from the WhatsApp Business app, `api` for one sent through this
-//! gateway, `history` for a back-filled one, `earlier_release` for one imported at upgrade from
-//! an earlier release's FastAPI list).
+//! gateway, `auto_reply` for an auto-reply of a rule, `history` for a back-filled one,
+//! `earlier_release` for one imported at upgrade from an earlier release's FastAPI list).
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -238,6 +238,7 @@ impl MessageWrite {
                 Origin::History { .. } => Some("history"),
                 Origin::Imported => Some("earlier_release"),
                 Origin::Api => Some("api"),
+                Origin::Auto => Some("auto_reply"),
             },
             raw: &message.raw,
         })
@@ -263,12 +264,14 @@ impl MessageWrite {
             ),
             event: match origin {
                 Origin::User => Some("message_incoming"),
-                Origin::Echo | Origin::Api => Some("message_outgoing"),
+                Origin::Echo | Origin::Api | Origin::Auto => Some("message_outgoing"),
                 Origin::History { .. } | Origin::Imported => None,
             },
             kind_event: match origin {
                 Origin::History { .. } | Origin::Imported => None,
-                Origin::User | Origin::Echo | Origin::Api => kind_event(&message.content),
+                Origin::User | Origin::Echo | Origin::Api | Origin::Auto => {
+                    kind_event(&message.content)
+                }
             },
             legacy_dedupe: origin != Origin::Imported,
             change: Change::of(message, timestamp),

@@ -47,6 +47,7 @@
 
 mod hooks;
 mod reads;
+mod rules;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -623,7 +623,7 @@ async fn a_conversation_of_the_previous_release_still_gets_read_receipts(backend
         Backend::Embedded => {
             downgrade_and_restart(
                 &mut app,
-                "DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; ALTER TABLE conversation DROP COLUMN last_inbound_id; PRAGMA user_version = 5;",
+                "DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; ALTER TABLE conversation DROP COLUMN last_inbound_id; PRAGMA user_version = 5;",
             )
             .await;
         }
@@ -932,7 +932,7 @@ async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
     // schema 6, no outgoing webhook tables of schema 7.
     downgrade_and_restart(
         &mut app,
-        "DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; DROP TABLE idempotency; ALTER TABLE conversation DROP COLUMN last_inbound_id;
+        "DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; DROP TABLE idempotency; ALTER TABLE conversation DROP COLUMN last_inbound_id;
          PRAGMA user_version = 4;",
     )
     .await;

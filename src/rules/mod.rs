@@ -1,0 +1,556 @@
+//! Auto-replies: rules that answer inbound messages without code (a welcome, keyword answers,
+//! "we are closed", a poll's next question), sent through the same path as `POST /v1/messages`
+//! (recorded with `source: "auto_reply"`, evented as `message_outgoing`, paced by
+//! SEND_RATE_PER_SECOND).
+//!
+//! - [`rule`]: what a rule is, its matchers and its reply; [`hours`]: opening hours.
+//! - **Engine** (one task per instance): follows the event log by one durable cursor shared by
+//!   every instance, judges each `message_incoming` event against the enabled rules (by
+//!   `priority`, then id; the first that matches answers, so a message gets at most one
+//!   auto-reply), then moves the cursor and takes the page's firings in one atomic
+//!   compare-and-set ([`crate::store::rules`]). Only the instance whose compare-and-set wins
+//!   sends the page's replies, after the firing is stored: a reply is sent at most once, never
+//!   twice (an instance dying between the two loses it).
+//! - Only customers' messages are answered: echoes, our own sends, other auto-replies and
+//!   history are other event types, and a message from one of our own business numbers (two
+//!   configured numbers writing to each other) is skipped. A contact gets at most
+//!   AUTO_REPLY_MAX_PER_HOUR auto-replies an hour (a loop guard against another bot), and
+//!   messages older than AUTO_REPLY_MAX_AGE when judged (after an outage) are not answered.
+//! - The cursor starts at the log's end when the engine first runs, so creating a rule never
+//!   answers the past; while no rule is enabled the cursor just follows the log's end.
+//! - Rules come from `/v1/rules` ([`crate::service::rules`]) and from AUTO_REPLY_RULES_FILE (a
+//!   TOML file, installed at start-up: its rules replace the stored ones of the file, and rules
+//!   dropped from the file are deleted).
+
+pub mod hours;
+pub mod rule;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::RulesSettings;
+use crate::domain::send::OutgoingMessage;
+use crate::events::log::READ_BATCH;
+use crate::events::{EventHub, Live};
+use crate::metrics::{Metrics, ReasonLabels};
+use crate::service::send::{SendError, Sender};
+use crate::store::rules::{Firing, FiringVerdict};
+use crate::store::view::{MessageCursor, MessagesQuery};
+use crate::store::{Store, StoreError};
+use rule::{Incoming, ManagedBy, Rule, Verdict};
+
+/// The engine looks at the log (and reloads the rules) at least this often.
+pub const PASS_INTERVAL: Duration = Duration::from_secs(1);
+/// Most pages of the log one pass judges.
+const PAGES_PER_PASS: usize = 16;
+/// Auto-replies being sent at once per instance.
+const SENDS_IN_FLIGHT: usize = 16;
+
+/// The auto-reply runtime of this instance. Cheap to clone.
+#[derive(Clone)]
+pub struct AutoReplies {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AutoReplies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoReplies").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Store,
+    hub: Arc<EventHub>,
+    sender: Sender,
+    settings: RulesSettings,
+    /// The configured phone_number_ids (a rule's `phone_number_id` must be one).
+    numbers: Vec<String>,
+    /// The configured numbers as people dial them (digits): messages from them are ours.
+    own: Vec<String>,
+    /// Parsed rules by id, with the document they were parsed from.
+    parsed: Mutex<HashMap<String, (String, Arc<Rule>)>>,
+    /// AUTO_REPLY_RULES_FILE's rules, still to be installed (the store failed at start-up).
+    file_pending: AtomicBool,
+    file_rules: Vec<Value>,
+    changed: Notify,
+    sends: Arc<Semaphore>,
+    outcomes: Family<ReasonLabels, Counter>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    crate::outgoing::now_ms()
+}
+
+impl AutoReplies {
+    /// Reads AUTO_REPLY_RULES_FILE (refusing to start on a mistake in it), installs its rules
+    /// and starts the engine.
+    pub async fn start(
+        settings: &RulesSettings,
+        store: Store,
+        hub: Arc<EventHub>,
+        sender: Sender,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
+        let numbers: Vec<String> = sender
+            .graph()
+            .numbers()
+            .iter()
+            .map(|n| n.id.clone())
+            .collect();
+        let own = sender
+            .graph()
+            .numbers()
+            .iter()
+            .filter_map(|n| n.display_phone_number.as_deref())
+            .map(|d| d.chars().filter(char::is_ascii_digit).collect())
+            .collect();
+        let file_rules = match &settings.file {
+            Some(path) => read_file(path, &numbers)
+                .with_context(|| format!("AUTO_REPLY_RULES_FILE {}", path.display()))?,
+            None => Vec::new(),
+        };
+        let replies = Self {
+            inner: Arc::new(Inner {
+                store,
+                hub,
+                sender,
+                settings: settings.clone(),
+                numbers,
+                own,
+                parsed: Mutex::default(),
+                file_pending: AtomicBool::new(false),
+                file_rules,
+                changed: Notify::new(),
+                sends: Arc::new(Semaphore::new(SENDS_IN_FLIGHT)),
+                outcomes: metrics.auto_replies.clone(),
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+            }),
+        };
+        if let Err(e) = replies.inner.install_file().await {
+            tracing::warn!(error.message = %e, "rules.file_not_installed (retrying)");
+            replies.inner.file_pending.store(true, Ordering::Relaxed);
+        }
+        let inner = replies.inner.clone();
+        replies.inner.tracker.spawn(run(inner));
+        Ok(replies)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The configured business numbers (phone_number_ids).
+    pub fn numbers(&self) -> &[String] {
+        &self.inner.numbers
+    }
+
+    /// Rules changed: reload them now.
+    pub fn changed(&self) {
+        self.inner.changed.notify_one();
+    }
+
+    /// Stops the engine; replies being sent finish ([`AutoReplies::stopped`]).
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+    }
+
+    /// Completes when the engine and every send have ended.
+    pub async fn stopped(&self) {
+        self.inner.tracker.wait().await;
+    }
+}
+
+/// Reads the TOML file: `[[rules]]` tables, each a rule document with an `id`.
+fn read_file(path: &std::path::Path, numbers: &[String]) -> anyhow::Result<Vec<Value>> {
+    let text = std::fs::read_to_string(path).context("cannot be read")?;
+    let table: toml::Table = toml::from_str(&text).context("is not valid TOML")?;
+    let mut docs = Vec::new();
+    for (key, value) in table {
+        if key != "rules" {
+            anyhow::bail!("has an unknown key {key:?}: rules are [[rules]] tables");
+        }
+        let rules = value
+            .as_array()
+            .context("`rules` must be an array of tables ([[rules]])")?;
+        for (i, rule) in rules.iter().enumerate() {
+            let mut doc = serde_json::to_value(rule).context("a rule is not JSON-shaped")?;
+            if doc.get("id").is_none() {
+                anyhow::bail!("rule {} ([[rules]] number {}) needs an id", i, i + 1);
+            }
+            if let Some(object) = doc.as_object_mut() {
+                for field in rule::GATEWAY_FIELDS {
+                    if object.contains_key(field) {
+                        anyhow::bail!("rule {i}: {field} is set by the gateway");
+                    }
+                }
+                object.insert("managed_by".into(), serde_json::json!(ManagedBy::File));
+            }
+            if let Err(errors) = rule::parse(&doc, numbers) {
+                let list: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{} {}", e.field, e.rule))
+                    .collect();
+                anyhow::bail!(
+                    "rule {:?}: {}",
+                    doc["id"].as_str().unwrap_or_default(),
+                    list.join("; ")
+                );
+            }
+            docs.push(doc);
+        }
+    }
+    let mut ids: Vec<&str> = docs.iter().filter_map(|d| d["id"].as_str()).collect();
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+        anyhow::bail!("has two rules with id {:?}", w[0]);
+    }
+    Ok(docs)
+}
+
+impl Inner {
+    /// Puts the file's rules in the store (keeping their creation time) and deletes stored
+    /// rules of the file that it no longer has.
+    async fn install_file(&self) -> Result<(), StoreError> {
+        let now = now_ms() / 1000;
+        let stored = self.store.rule_list().await?;
+        for mut doc in self.file_rules.iter().cloned() {
+            let id = doc["id"].as_str().unwrap_or_default().to_owned();
+            let created_at = stored
+                .iter()
+                .find(|(s, _)| *s == id)
+                .and_then(|(_, d)| serde_json::from_str::<Value>(d).ok())
+                .and_then(|d| d["created_at"].as_i64())
+                .unwrap_or(now);
+            doc["created_at"] = created_at.into();
+            doc["updated_at"] = now.into();
+            self.store.rule_put(&id, &doc.to_string(), false).await?;
+        }
+        for (id, doc) in &stored {
+            let from_file =
+                serde_json::from_str::<Value>(doc).is_ok_and(|d| d["managed_by"] == "file");
+            if from_file && !self.file_rules.iter().any(|d| d["id"] == id.as_str()) {
+                self.store.rule_delete(id).await?;
+                tracing::info!(rule = id.as_str(), "rules.file_rule_removed");
+            }
+        }
+        if !self.file_rules.is_empty() {
+            tracing::info!(rules = self.file_rules.len(), "rules.file_installed");
+        }
+        Ok(())
+    }
+
+    /// The enabled rules in the order they are tried.
+    async fn load(&self) -> Result<Vec<Arc<Rule>>, StoreError> {
+        let rows = self.store.rule_list().await?;
+        let mut parsed = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        parsed.retain(|id, _| rows.iter().any(|(r, _)| r == id));
+        let mut rules = Vec::with_capacity(rows.len());
+        for (id, doc) in rows {
+            if let Some((known, rule)) = parsed.get(&id)
+                && *known == doc
+            {
+                rules.push(rule.clone());
+                continue;
+            }
+            // Numbers are not checked here: a rule stays usable when config changes.
+            let rule = serde_json::from_str::<Value>(&doc)
+                .map_err(|e| e.to_string())
+                .and_then(|d| {
+                    rule::parse(&d, &[]).map_err(|e| {
+                        e.iter()
+                            .map(|x| format!("{} {}", x.field, x.rule))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                });
+            match rule {
+                Ok(rule) => {
+                    let rule = Arc::new(rule);
+                    parsed.insert(id, (doc, rule.clone()));
+                    rules.push(rule);
+                }
+                Err(e) => {
+                    tracing::error!(rule = id.as_str(), error.message = %e, "rules.unreadable_rule (skipped)");
+                }
+            }
+        }
+        rules.retain(|r| r.enabled);
+        rules.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.id.cmp(&b.id)));
+        Ok(rules)
+    }
+
+    fn count(&self, reason: &'static str) {
+        self.outcomes.get_or_create(&ReasonLabels { reason }).inc();
+    }
+}
+
+/// The engine loop: a pass, then wait for a new event, a change or [`PASS_INTERVAL`].
+async fn run(inner: Arc<Inner>) {
+    let mut wake: Option<broadcast::Receiver<Live>> = None;
+    let mut failing = false;
+    loop {
+        if inner.shutdown.is_cancelled() {
+            return;
+        }
+        if inner.file_pending.load(Ordering::Relaxed) && inner.install_file().await.is_ok() {
+            inner.file_pending.store(false, Ordering::Relaxed);
+        }
+        match pass(&inner).await {
+            Ok(any_rules) => {
+                // Follow the log live only while a rule is enabled.
+                if !any_rules {
+                    wake = None;
+                } else if wake.is_none() {
+                    wake = inner.hub.wakeups().await;
+                }
+                if failing {
+                    tracing::info!("rules.engine_recovered");
+                    failing = false;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error.message = %e, "rules.engine_failed (retrying)");
+                }
+                failing = true;
+            }
+        }
+        let woken = async {
+            match wake.as_mut() {
+                Some(rx) => match rx.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        while rx.try_recv().is_ok() {}
+                    }
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                },
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = inner.shutdown.cancelled() => return,
+            () = inner.changed.notified() => {}
+            () = woken => {}
+            () = tokio::time::sleep(PASS_INTERVAL) => {}
+        }
+    }
+}
+
+/// A reply decided for one message.
+struct Planned {
+    rule: Arc<Rule>,
+    firing: Firing,
+    reply: OutgoingMessage,
+    message_id: String,
+}
+
+/// Judges the log after the cursor, page by page. Returns whether any rule is enabled.
+async fn pass(inner: &Arc<Inner>) -> Result<bool, StoreError> {
+    let log = inner.hub.log();
+    // The log's end is read before the rules: a rule created after `load` sees every message
+    // stored after this point.
+    let newest = log.newest().await?.to_string();
+    let rules = inner.load().await?;
+    let mut cursor = inner.store.rules_cursor().await?;
+    let Some(stored) = cursor.clone() else {
+        // First start: begin at the log's end (rules never answer the past).
+        inner
+            .store
+            .rules_advance(None, &newest, &[], inner.settings.max_per_hour, now_ms())
+            .await?;
+        return Ok(!rules.is_empty());
+    };
+    if rules.is_empty() {
+        if stored != newest {
+            inner
+                .store
+                .rules_advance(
+                    Some(&stored),
+                    &newest,
+                    &[],
+                    inner.settings.max_per_hour,
+                    now_ms(),
+                )
+                .await?;
+        }
+        return Ok(false);
+    }
+    for _ in 0..PAGES_PER_PASS {
+        let at = cursor.as_deref().and_then(|c| log.parse_id(c));
+        let events = log.read_after(at, READ_BATCH).await?;
+        let Some(last) = events.last().map(|e| e.id.to_string()) else {
+            break;
+        };
+        let mut planned = Vec::new();
+        for event in events.iter().filter(|e| e.kind == "message_incoming") {
+            let Some(message) = Incoming::from_event(event.data()) else {
+                continue;
+            };
+            if let Some(p) = plan(inner, &rules, &message).await? {
+                planned.push(p);
+            }
+        }
+        let firings: Vec<Firing> = planned.iter().map(|p| p.firing.clone()).collect();
+        let Some(verdicts) = inner
+            .store
+            .rules_advance(
+                cursor.as_deref(),
+                &last,
+                &firings,
+                inner.settings.max_per_hour,
+                now_ms(),
+            )
+            .await?
+        else {
+            // Another instance judged this page first.
+            break;
+        };
+        for (p, verdict) in planned.into_iter().zip(verdicts) {
+            match verdict {
+                FiringVerdict::Fire => send(inner, p).await,
+                FiringVerdict::OnceTaken => inner.count("once_per"),
+                FiringVerdict::LoopGuard => {
+                    tracing::warn!(rule = p.rule.id.as_str(), to = %p.reply.to.masked(), max_per_hour = inner.settings.max_per_hour, "rules.loop_guard the contact got AUTO_REPLY_MAX_PER_HOUR auto-replies this hour; not answered");
+                    inner.count("loop_guard");
+                }
+            }
+        }
+        cursor = Some(last);
+    }
+    Ok(true)
+}
+
+/// The first rule that answers `message`, with its reply; `None` when none does (or the
+/// message is ours, or too old).
+async fn plan(
+    inner: &Inner,
+    rules: &[Arc<Rule>],
+    message: &Incoming,
+) -> Result<Option<Planned>, StoreError> {
+    if inner.own.iter().any(|own| *own == message.contact.id) {
+        return Ok(None);
+    }
+    let mut first: Option<bool> = None;
+    for rule in rules {
+        let verdict = rule.judge(message);
+        let matches = match verdict {
+            Verdict::No => false,
+            Verdict::Yes => true,
+            Verdict::IfFirst => match first {
+                Some(first) => first,
+                None => {
+                    let is_first = is_first(&inner.store, message).await?;
+                    first = Some(is_first);
+                    is_first
+                }
+            },
+        };
+        if !matches {
+            continue;
+        }
+        let age_ms = now_ms() - message.timestamp.saturating_mul(1000);
+        if age_ms > inner.settings.max_age.as_millis() as i64 {
+            tracing::info!(
+                rule = rule.id.as_str(),
+                age_secs = age_ms / 1000,
+                "rules.stale_message not answered: older than AUTO_REPLY_MAX_AGE"
+            );
+            inner.count("stale");
+            return Ok(None);
+        }
+        return match rule.reply_to(message) {
+            Ok(reply) => Ok(Some(Planned {
+                firing: Firing {
+                    rule: rule.id.clone(),
+                    number: message.phone_number_id.clone(),
+                    contact: message.contact.id.clone(),
+                    once_ms: rule.once_per.map(|d| d.as_millis() as i64),
+                },
+                rule: rule.clone(),
+                reply,
+                message_id: message.id.clone(),
+            })),
+            Err(errors) => {
+                let list: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{} {}", e.field, e.rule))
+                    .collect();
+                tracing::warn!(
+                    rule = rule.id.as_str(),
+                    error.message = list.join("; "),
+                    "rules.invalid_reply the reply with this message's values filled in breaks a rule; not answered"
+                );
+                inner.count("invalid_reply");
+                Ok(None)
+            }
+        };
+    }
+    Ok(None)
+}
+
+/// Whether nothing precedes `message` in its conversation.
+async fn is_first(store: &Store, message: &Incoming) -> Result<bool, StoreError> {
+    let page = store
+        .conversation_messages(&MessagesQuery {
+            phone_number_id: message.phone_number_id.clone(),
+            contact: message.contact.id.clone(),
+            cursor: MessageCursor::Before(format!(
+                "{:010}:{}",
+                message.timestamp.clamp(0, 9_999_999_999),
+                message.id
+            )),
+            limit: 1,
+            kind: None,
+        })
+        .await?;
+    Ok(page.items.is_empty())
+}
+
+/// Sends a fired reply in a task of its own (at most [`SENDS_IN_FLIGHT`] at once).
+async fn send(inner: &Arc<Inner>, p: Planned) {
+    let Ok(permit) = inner.sends.clone().acquire_owned().await else {
+        return;
+    };
+    let inner = inner.clone();
+    let task = inner.clone();
+    task.tracker.spawn(async move {
+        let _permit = permit;
+        let to = p.reply.to.masked();
+        match inner.sender.send_auto_reply(&p.reply).await {
+            Ok(sent) => {
+                tracing::info!(rule = p.rule.id.as_str(), %to, answering = p.message_id.as_str(), message_id = sent.id.as_str(), "rules.replied");
+                inner.count("sent");
+            }
+            Err(e) => {
+                let unknown = matches!(&e, SendError::Graph(g) if g.outcome_unknown());
+                tracing::warn!(rule = p.rule.id.as_str(), %to, answering = p.message_id.as_str(), error.message = %e, outcome_unknown = unknown, "rules.reply_failed");
+                if unknown {
+                    inner.count("outcome_unknown");
+                } else {
+                    inner.count("failed");
+                    // Nothing was sent: the contact's next message may be answered.
+                    if p.firing.once_ms.is_some()
+                        && let Err(e) = inner.store.rules_release(&p.firing).await
+                    {
+                        tracing::warn!(error.message = %e, "rules.release_failed");
+                    }
+                }
+            }
+        }
+    });
+}
