@@ -442,7 +442,7 @@ async fn plan(
     rules: &[Arc<Rule>],
     message: &Incoming,
 ) -> Result<Option<Planned>, StoreError> {
-    if inner.own.iter().any(|own| *own == message.contact.id) {
+    if inner.own.contains(&message.contact.id) {
         return Ok(None);
     }
     let mut first: Option<bool> = None;

@@ -184,7 +184,7 @@ impl Rule {
         }
         let when = &self.when;
         let type_ok = match &when.types {
-            Some(types) => types.iter().any(|t| *t == message.kind),
+            Some(types) => types.contains(&message.kind),
             None => !IGNORED_BY_DEFAULT.contains(&message.kind.as_str()),
         };
         let reply_ok = when.reply_ids.as_ref().is_none_or(|ids| {
@@ -390,7 +390,7 @@ pub fn parse(doc: &Value, numbers: &[String]) -> Result<Rule, Vec<Invalid>> {
         }
     };
     if let Some(name) = object.get("name").filter(|v| !v.is_null())
-        && !name.as_str().is_some_and(|s| s.chars().count() <= MAX_TEXT)
+        && name.as_str().is_none_or(|s| s.chars().count() > MAX_TEXT)
     {
         r.add(
             "name",

@@ -58,7 +58,7 @@ impl Rules {
         let Value::Object(mut doc) = body else {
             return Err(invalid("", "the rule must be a JSON object"));
         };
-        refuse_gateway_fields(&doc)?;
+        let mut errors = gateway_fields(&doc);
         let id = match doc.get("id") {
             None | Some(Value::Null) => rule::new_id(),
             Some(v) => v.as_str().unwrap_or_default().to_owned(),
@@ -68,8 +68,14 @@ impl Rules {
         doc.insert("managed_by".into(), json!(ManagedBy::Api));
         doc.insert("created_at".into(), json!(now));
         doc.insert("updated_at".into(), json!(now));
+        with_defaults(&mut doc);
         let doc = Value::Object(doc);
-        rule::parse(&doc, self.replies.numbers()).map_err(RuleError::Invalid)?;
+        if let Err(more) = rule::parse(&doc, self.replies.numbers()) {
+            errors.extend(more);
+        }
+        if !errors.is_empty() {
+            return Err(RuleError::Invalid(errors));
+        }
         if !self
             .replies
             .store()
@@ -128,14 +134,20 @@ impl Rules {
         let Value::Object(patch) = patch else {
             return Err(invalid("", "the change must be a JSON object"));
         };
-        refuse_gateway_fields(&patch)?;
+        let mut errors = gateway_fields(&patch);
         if let Some(new_id) = patch.get("id")
             && new_id.as_str() != Some(id)
         {
-            return Err(invalid("id", "cannot change: create a new rule instead"));
+            errors.push(Invalid {
+                field: "id".into(),
+                rule: "cannot change: create a new rule instead".into(),
+            });
         }
         let object = doc.as_object_mut().expect("a stored rule is an object");
         for (key, value) in patch {
+            if GATEWAY_FIELDS.contains(&key.as_str()) {
+                continue;
+            }
             if value.is_null() {
                 object.remove(&key);
             } else {
@@ -143,7 +155,13 @@ impl Rules {
             }
         }
         object.insert("updated_at".into(), json!(crate::outgoing::now_ms() / 1000));
-        rule::parse(&doc, self.replies.numbers()).map_err(RuleError::Invalid)?;
+        with_defaults(object);
+        if let Err(more) = rule::parse(&doc, self.replies.numbers()) {
+            errors.extend(more);
+        }
+        if !errors.is_empty() {
+            return Err(RuleError::Invalid(errors));
+        }
         self.replies
             .store()
             .rule_put(id, &doc.to_string(), false)
@@ -166,18 +184,21 @@ impl Rules {
     }
 }
 
-fn refuse_gateway_fields(doc: &Map<String, Value>) -> Result<(), RuleError> {
-    let errors: Vec<Invalid> = GATEWAY_FIELDS
+/// Writes `enabled` and `priority` in when absent, so a rule shows what applies.
+fn with_defaults(doc: &mut Map<String, Value>) {
+    doc.entry("enabled").or_insert(json!(true));
+    doc.entry("priority")
+        .or_insert(json!(rule::DEFAULT_PRIORITY));
+}
+
+/// The gateway's own fields, refused in a client's document.
+fn gateway_fields(doc: &Map<String, Value>) -> Vec<Invalid> {
+    GATEWAY_FIELDS
         .iter()
         .filter(|f| doc.contains_key(**f))
         .map(|f| Invalid {
             field: (*f).to_owned(),
             rule: "is set by the gateway".to_owned(),
         })
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(RuleError::Invalid(errors))
-    }
+        .collect()
 }

@@ -22,6 +22,7 @@ mod metrics;
 mod outgoing;
 mod process;
 mod readiness;
+mod rules;
 mod sandbox;
 mod send;
 mod send_v1;

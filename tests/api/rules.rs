@@ -1,0 +1,718 @@
+//! Auto-replies (`/v1/rules`, AUTO_REPLY_RULES_FILE): signed webhooks in, and Meta's exact send
+//! bodies out, checked at the Graph mock. Each matcher, the reply's placeholders and quote,
+//! once-per-period, the loop guard, never answering echoes, our own sends, our own numbers or
+//! other auto-replies, never the past, the file, and (on Redis) two instances answering once.
+//!
+//! A message that must *not* be answered is followed by one that must: the engine judges the
+//! log in order, so once the second is answered the first has been judged.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, Request, Respond, ResponseTemplate};
+
+use crate::contract_tests;
+use crate::helpers::*;
+
+const KERRY: &str = "919216598210";
+/// The business number's display number in these tests (DISPLAY_PHONE_NUMBER).
+const OWN_DISPLAY: &str = "15551713917";
+
+contract_tests!(
+    keyword_rules_answer_once_through_the_send_path,
+    every_matcher_decides,
+    echoes_sends_our_numbers_and_auto_replies_are_never_answered,
+    once_per_period_and_the_loop_guard_hold,
+    a_failed_reply_frees_its_period,
+    rules_are_validated_listed_changed_and_deleted,
+    the_rules_file_seeds_rules_and_refuses_mistakes,
+    a_new_rule_never_answers_the_past,
+);
+
+/// Meta accepting every send, answering with the recipient as `wa_id` and a fresh wamid.
+struct Accept(Arc<AtomicU64>);
+
+impl Respond for Accept {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let to = body["to"].as_str().unwrap_or_default().to_owned();
+        let n = self.0.fetch_add(1, Ordering::SeqCst);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": format!("wamid.AUTO{n}")}],
+        }))
+    }
+}
+
+async fn rule_app(
+    backend: Backend,
+    configure: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) -> TestApp {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("DISPLAY_PHONE_NUMBER".into(), OWN_DISPLAY.into());
+        configure(vars);
+    })
+    .await;
+    accept_sends(&app).await;
+    app
+}
+
+async fn accept_sends(app: &TestApp) {
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/messages")))
+        .respond_with(Accept(Arc::default()))
+        .mount(&app.graph)
+        .await;
+}
+
+/// A text from `from`, sent now.
+fn text_from(id: &str, from: &str, body: &str) -> Value {
+    json!({"from": from, "id": id, "timestamp": now_secs().to_string(), "type": "text", "text": {"body": body}})
+}
+
+fn text(id: &str, body: &str) -> Value {
+    text_from(id, KERRY, body)
+}
+
+async fn receive(app: &TestApp, messages: Vec<Value>) {
+    let answer = app.post_webhook_ok(&webhook_with(messages)).await;
+    assert!(answer["stored"].as_u64().unwrap() >= 1, "{answer}");
+}
+
+async fn create_rule(app: &TestApp, body: Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url("/v1/rules"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn rule(app: &TestApp, body: Value) -> Value {
+    let (status, answer) = create_rule(app, body).await;
+    assert_eq!(status, 201, "{answer}");
+    answer
+}
+
+async fn request(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = app.http.request(method, app.url(path));
+    r = match body {
+        Some(body) => r.json(&body),
+        None => r.header("content-type", "application/json"),
+    };
+    let response = r.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The bodies Meta received for sends, oldest first.
+async fn sends(app: &TestApp) -> Vec<Value> {
+    app.graph
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path().ends_with("/messages"))
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect()
+}
+
+/// Waits until Meta received `n` sends, then checks that no more come.
+async fn expect_sends(app: &TestApp, n: usize) -> Vec<Value> {
+    eventually(&format!("{n} sends reach Meta"), || async {
+        let got = sends(app).await;
+        (got.len() >= n).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = sends(app).await;
+    assert_eq!(got.len(), n, "{got:#?}");
+    got
+}
+
+fn text_body(send: &Value) -> &str {
+    send["text"]["body"].as_str().unwrap_or_default()
+}
+
+async fn keyword_rules_answer_once_through_the_send_path(backend: Backend) {
+    let app = rule_app(backend, |_| {}).await;
+    let created = rule(
+        &app,
+        json!({"id": "prices", "name": "Prices", "when": {"keyword": {"contains": ["price", "cost"]}},
+               "reply": {"type": "text", "text": {"body": "Hi {{name}}! Our prices: https://example.com/p"}}}),
+    )
+    .await;
+    assert_eq!(created["managed_by"], "api");
+    assert_eq!(created["enabled"], true, "defaults are shown");
+    assert_eq!(created["priority"], 100);
+    receive(&app, vec![text("wamid.K1", "hello")]).await;
+    receive(&app, vec![text("wamid.K2", "What is the PRICE?")]).await;
+    let sent = expect_sends(&app, 1).await;
+    assert_eq!(
+        sent[0],
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": KERRY,
+               "type": "text", "text": {"body": "Hi Kerry! Our prices: https://example.com/p"}}),
+        "Meta's documented send body"
+    );
+    // Recorded like any send, marked automatic, with its message_outgoing event.
+    let page = app
+        .get_json(&format!("/v1/conversations/{KERRY}/messages"))
+        .await;
+    let auto: Vec<&Value> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["source"] == "auto_reply")
+        .collect();
+    assert_eq!(auto.len(), 1, "{page}");
+    assert_eq!(auto[0]["direction"], "outbound");
+    assert_eq!(
+        auto[0]["body"],
+        "Hi Kerry! Our prices: https://example.com/p"
+    );
+    assert_eq!(
+        app.metric("whatsapp_gateway_auto_replies_total{reason=\"sent\"}")
+            .await,
+        1.0
+    );
+    // A retry of the webhook is a duplicate: no second reply.
+    let retry = app
+        .post_webhook_ok(&webhook_with(vec![text("wamid.K2", "What is the PRICE?")]))
+        .await;
+    assert_eq!(retry["duplicates"], 1);
+    receive(&app, vec![text("wamid.K3", "cost of shipping?")]).await;
+    let sent = expect_sends(&app, 2).await;
+    assert_eq!(sent[1]["to"], KERRY);
+}
+
+async fn every_matcher_decides(backend: Backend) {
+    let app = rule_app(backend, |_| {}).await;
+    let reply = |body: &str| json!({"type": "text", "text": {"body": body}});
+    // Priorities: the first matching rule answers, only one reply per message.
+    rule(&app, json!({"id": "exact", "priority": 1, "when": {"keyword": {"exact": ["hi", "hello"]}}, "reply": reply("exact")})).await;
+    rule(&app, json!({"id": "regex", "priority": 2, "when": {"keyword": {"regex": "^order\\s+\\d+$"}}, "quote": true, "reply": reply("order {{text}}")})).await;
+    rule(&app, json!({"id": "images", "priority": 3, "when": {"types": ["image"]}, "reply": reply("image")})).await;
+    rule(&app, json!({"id": "poll", "priority": 4, "when": {"reply_id": ["poll_yes", "poll_no"]}, "reply": reply("vote {{text}}")})).await;
+    rule(&app, json!({"id": "sensitive", "priority": 5, "when": {"keyword": {"exact": "STOP", "case_sensitive": true}}, "reply": reply("stopped")})).await;
+    rule(&app, json!({"id": "shadowed", "priority": 9, "when": {"keyword": {"exact": "hi"}}, "reply": reply("never")})).await;
+    receive(&app, vec![text("wamid.M1", " Hello ")]).await;
+    receive(
+        &app,
+        vec![
+            text("wamid.M2", "hello there"),
+            text("wamid.M3", "Order 42"),
+        ],
+    )
+    .await;
+    let image = json!({"from": KERRY, "id": "wamid.M4", "timestamp": now_secs().to_string(), "type": "image",
+                       "image": {"id": "1234", "mime_type": "image/jpeg", "sha256": "abc"}});
+    let tapped = json!({"from": KERRY, "id": "wamid.M5", "timestamp": now_secs().to_string(), "type": "interactive",
+                        "interactive": {"type": "button_reply", "button_reply": {"id": "poll_yes", "title": "Yes!"}}});
+    let other_button = json!({"from": KERRY, "id": "wamid.M6", "timestamp": now_secs().to_string(), "type": "interactive",
+                        "interactive": {"type": "button_reply", "button_reply": {"id": "other", "title": "Other"}}});
+    receive(&app, vec![image, tapped, other_button]).await;
+    receive(
+        &app,
+        vec![text("wamid.M7", "stop"), text("wamid.M8", "STOP")],
+    )
+    .await;
+    let sent = expect_sends(&app, 5).await;
+    let mut bodies: Vec<&str> = sent.iter().map(text_body).collect();
+    bodies.sort_unstable();
+    assert_eq!(
+        bodies,
+        ["exact", "image", "order Order 42", "stopped", "vote Yes!"]
+    );
+    let quoted = sent
+        .iter()
+        .find(|s| text_body(s) == "order Order 42")
+        .unwrap();
+    assert_eq!(quoted["context"]["message_id"], "wamid.M3", "quote: true");
+
+    // first_message: only the contact's first message of the conversation.
+    let app = rule_app(backend, |_| {}).await;
+    rule(
+        &app,
+        json!({"id": "welcome", "when": {"first_message": true}, "reply": reply("welcome")}),
+    )
+    .await;
+    receive(&app, vec![text("wamid.F1", "hi")]).await;
+    expect_sends(&app, 1).await;
+    receive(&app, vec![text("wamid.F2", "hi again")]).await;
+    receive(&app, vec![text_from("wamid.F3", "5511988887777", "hello")]).await;
+    let sent = expect_sends(&app, 2).await;
+    assert_eq!(
+        sent[1]["to"], "5511988887777",
+        "another contact's first message"
+    );
+
+    // outside_hours: a rule whose hours are now is silent; one whose hours are not answers.
+    let app = rule_app(backend, |_| {}).await;
+    let hour = (now_secs() / 3600 + 12) % 24;
+    let elsewhen = format!("{hour:02}:00-{:02}:00", hour + 1);
+    rule(&app, json!({"id": "open-now", "priority": 1, "when": {"outside_hours": {"timezone": "UTC", "open": {"mon-sun": "00:00-24:00"}}}, "reply": reply("never")})).await;
+    rule(&app, json!({"id": "closed", "priority": 2, "when": {"outside_hours": {"timezone": "UTC", "open": {"mon-sun": elsewhen}}}, "reply": reply("closed")})).await;
+    receive(&app, vec![text("wamid.H1", "anyone there?")]).await;
+    let sent = expect_sends(&app, 1).await;
+    assert_eq!(text_body(&sent[0]), "closed");
+}
+
+async fn echoes_sends_our_numbers_and_auto_replies_are_never_answered(backend: Backend) {
+    let app = rule_app(backend, |_| {}).await;
+    rule(&app, json!({"id": "everything", "when": {}, "reply": {"type": "text", "text": {"body": "auto"}}})).await;
+    // An echo of a message the business sent from the WhatsApp Business app.
+    let echo = json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "smb_message_echoes", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": OWN_DISPLAY, "phone_number_id": PHONE_NUMBER_ID},
+            "message_echoes": [{"from": OWN_DISPLAY, "to": KERRY, "id": "wamid.E1",
+                "timestamp": now_secs().to_string(), "type": "text", "text": {"body": "hello from the app"}}]
+        }}]}]
+    });
+    receive_raw(&app, &echo.to_string()).await;
+    // A message from our own number (a test message to ourselves), and a reaction.
+    receive(&app, vec![text_from("wamid.O1", OWN_DISPLAY, "self test")]).await;
+    let reaction = json!({"from": KERRY, "id": "wamid.R1", "timestamp": now_secs().to_string(), "type": "reaction",
+                          "reaction": {"message_id": "wamid.E1", "emoji": "👍"}});
+    receive(&app, vec![reaction]).await;
+    // The first customer message: one reply, whose own message_outgoing event is not answered.
+    receive(&app, vec![text("wamid.C1", "hi")]).await;
+    expect_sends(&app, 1).await;
+    // A send through the API is not answered either.
+    let (status, answer) = request(
+        &app,
+        reqwest::Method::POST,
+        "/v1/messages",
+        Some(json!({"to": KERRY, "type": "text", "text": {"body": "from the API"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    receive(&app, vec![text("wamid.C2", "hi again")]).await;
+    let sent = expect_sends(&app, 3).await;
+    let autos = sent.iter().filter(|s| text_body(s) == "auto").count();
+    assert_eq!(autos, 2, "one per customer message: {sent:#?}");
+}
+
+async fn receive_raw(app: &TestApp, body: &str) {
+    let answer = app.post_webhook_ok(body).await;
+    assert_eq!(answer["stored"], 1, "{answer}");
+}
+
+async fn once_per_period_and_the_loop_guard_hold(backend: Backend) {
+    let app = rule_app(backend, |vars| {
+        vars.insert("AUTO_REPLY_MAX_PER_HOUR".into(), "3".into());
+    })
+    .await;
+    rule(&app, json!({"id": "hours", "priority": 1, "when": {"keyword": {"contains": "hours"}}, "once_per": "1h",
+                      "reply": {"type": "text", "text": {"body": "9 to 5"}}})).await;
+    rule(
+        &app,
+        json!({"id": "echo", "priority": 2, "when": {"types": "text"},
+                      "reply": {"type": "text", "text": {"body": "you said {{text}}"}}}),
+    )
+    .await;
+    // Two messages in one delivery, one after: the once-per rule answers once; the second and
+    // third match it, so no other rule answers them either.
+    receive(
+        &app,
+        vec![text("wamid.P1", "hours?"), text("wamid.P2", "your hours??")],
+    )
+    .await;
+    receive(&app, vec![text("wamid.P3", "hours please")]).await;
+    receive(&app, vec![text_from("wamid.P4", "5511988887777", "hours?")]).await;
+    let sent = expect_sends(&app, 2).await;
+    assert_eq!(
+        sent.iter()
+            .map(|s| s["to"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        [KERRY, "5511988887777"],
+        "once per contact"
+    );
+    assert_eq!(
+        app.metric("whatsapp_gateway_auto_replies_total{reason=\"once_per\"}")
+            .await,
+        2.0
+    );
+    // The loop guard: Kerry got 1 auto-reply this hour; 2 more are allowed, then none.
+    for i in 0..4 {
+        receive(
+            &app,
+            vec![text(&format!("wamid.L{i}"), &format!("ping {i}"))],
+        )
+        .await;
+    }
+    let sent = expect_sends(&app, 4).await;
+    let mut later: Vec<&str> = sent[2..].iter().map(text_body).collect();
+    later.sort_unstable();
+    assert_eq!(later, ["you said ping 0", "you said ping 1"]);
+    assert_eq!(
+        app.metric("whatsapp_gateway_auto_replies_total{reason=\"loop_guard\"}")
+            .await,
+        2.0
+    );
+}
+
+async fn a_failed_reply_frees_its_period(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Meta refuses the first send (a template that is not approved), then accepts.
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/messages")))
+        .respond_with(meta_error(132001, 400))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&app.graph)
+        .await;
+    accept_sends(&app).await;
+    rule(&app, json!({"id": "welcome", "once_per": "24h", "when": {},
+                      "reply": {"type": "template", "template": {"name": "welcome", "language": {"code": "en_US"}}}})).await;
+    receive(&app, vec![text("wamid.W1", "hi")]).await;
+    eventually("the refused send", || async {
+        let text = app.metrics_text().await;
+        text.contains("whatsapp_gateway_auto_replies_total{reason=\"failed\"} 1\n")
+            .then_some(())
+    })
+    .await;
+    receive(&app, vec![text("wamid.W2", "hello?")]).await;
+    let sent = expect_sends(&app, 2).await;
+    assert_eq!(
+        sent[1],
+        json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": KERRY, "type": "template",
+               "template": {"name": "welcome", "language": {"code": "en_US"}}})
+    );
+    receive(&app, vec![text("wamid.W3", "and again")]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        sends(&app).await.len(),
+        2,
+        "the period holds after a reply went out"
+    );
+}
+
+async fn rules_are_validated_listed_changed_and_deleted(backend: Backend) {
+    let app = rule_app(backend, |_| {}).await;
+    let (status, answer) = create_rule(
+        &app,
+        json!({"id": "Bad Id", "when": {"keyword": {"regex": "("}, "first": true}, "once_per": "often",
+               "phone_number_id": "999", "reply": {"type": "text", "text": {"body": ""}, "to": "123"},
+               "created_at": 5}),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    let shown = answer.to_string();
+    for field in [
+        "id",
+        "when.keyword.regex",
+        "when.first",
+        "once_per",
+        "phone_number_id",
+        "reply.to",
+        "created_at",
+    ] {
+        assert!(
+            answer["detail"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["msg"].as_str().unwrap().starts_with(&format!("{field} "))),
+            "{field} is named: {shown}"
+        );
+    }
+    let (status, answer) = create_rule(
+        &app,
+        json!({"reply": {"type": "text", "text": {"body": ""}}}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(answer.to_string().contains("reply.text.body"), "{answer}");
+    assert!(sends(&app).await.is_empty());
+    assert_eq!(
+        app.get_json("/v1/rules").await,
+        json!({"data": []}),
+        "nothing partial"
+    );
+
+    let generated = rule(
+        &app,
+        json!({"priority": 50, "reply": {"type": "text", "text": {"body": "b"}}}),
+    )
+    .await;
+    let id = generated["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("rule_"), "{id}");
+    rule(&app, json!({"id": "a", "phone_number_id": PHONE_NUMBER_ID, "when": {"keyword": {"exact": "x"}}, "reply": {"type": "text", "text": {"body": "a"}}})).await;
+    let (status, answer) = create_rule(
+        &app,
+        json!({"id": "a", "reply": {"type": "text", "text": {"body": "a"}}}),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    let list = app.get_json("/v1/rules").await;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id.as_str(), "a"], "by priority");
+
+    // PATCH: disable, then enable with a new reply; null removes a field.
+    let (status, changed) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/a",
+        Some(json!({"enabled": false, "phone_number_id": null})),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["enabled"], false);
+    assert!(changed.get("phone_number_id").is_none());
+    receive(&app, vec![text("wamid.X1", "x")]).await;
+    let (status, _) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/a",
+        Some(json!({"enabled": true, "reply": {"type": "text", "text": {"body": "a2"}}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    receive(&app, vec![text("wamid.X2", "x")]).await;
+    let sent = expect_sends(&app, 2).await;
+    // The generated rule (priority 50, matching everything) goes first: it answers both.
+    assert_eq!(text_body(&sent[0]), "b");
+    assert_eq!(text_body(&sent[1]), "b");
+    let (status, answer) = request(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/rules/{id}"),
+        Some(json!({"priority": 500})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    receive(&app, vec![text("wamid.X3", "x")]).await;
+    let sent = expect_sends(&app, 3).await;
+    assert_eq!(text_body(&sent[2]), "a2", "the changed rule answers now");
+    let (status, answer) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/a",
+        Some(json!({"when": {"keyword": {"regex": "["}}})),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(
+        app.get_json("/v1/rules/a").await["when"],
+        json!({"keyword": {"exact": "x"}}),
+        "unchanged"
+    );
+    let (status, _) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/a",
+        Some(json!({"id": "b"})),
+    )
+    .await;
+    assert_eq!(status, 422);
+
+    let (status, _) = request(&app, reqwest::Method::DELETE, "/v1/rules/a", None).await;
+    assert_eq!(status, 204);
+    for (m, p) in [
+        (reqwest::Method::GET, "/v1/rules/a"),
+        (reqwest::Method::DELETE, "/v1/rules/a"),
+        (reqwest::Method::GET, "/v1/rules/..%2F"),
+    ] {
+        let (status, answer) = request(&app, m, p, None).await;
+        assert_eq!(status, 404, "{p}: {answer}");
+    }
+    let (status, _) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/a",
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+async fn the_rules_file_seeds_rules_and_refuses_mistakes(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[rules]]
+id = "welcome"
+once_per = "24h"
+reply = { type = "text", text = { body = "Welcome, {{name}}!" } }
+[rules.when]
+first_message = true
+
+[[rules]]
+id = "hours"
+when = { keyword = { contains = ["open", "hours"] } }
+reply = { type = "interactive", interactive = { type = "button", body = { text = "We open 9-17. Call you?" }, action = { buttons = [
+  { type = "reply", reply = { id = "call_yes", title = "Yes" } },
+  { type = "reply", reply = { id = "call_no", title = "No" } } ] } } }
+"#,
+    )
+    .unwrap();
+    let path = file.display().to_string();
+    let mut app = rule_app(backend, |vars| {
+        vars.insert("AUTO_REPLY_RULES_FILE".into(), path.clone());
+    })
+    .await;
+    let list = app.get_json("/v1/rules").await;
+    let rules = list["data"].as_array().unwrap();
+    assert_eq!(rules.len(), 2, "{list}");
+    assert!(rules.iter().all(|r| r["managed_by"] == "file"), "{list}");
+    let (status, answer) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/hours",
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap()
+            .contains("AUTO_REPLY_RULES_FILE")
+    );
+    let (status, _) = request(&app, reqwest::Method::DELETE, "/v1/rules/hours", None).await;
+    assert_eq!(status, 409);
+    receive(&app, vec![text("wamid.T1", "hi")]).await;
+    receive(&app, vec![text("wamid.T2", "when are you open?")]).await;
+    let sent = expect_sends(&app, 2).await;
+    assert_eq!(text_body(&sent[0]), "Welcome, Kerry!");
+    assert_eq!(
+        sent[1]["interactive"],
+        json!({"type": "button", "body": {"text": "We open 9-17. Call you?"}, "action": {"buttons": [
+            {"type": "reply", "reply": {"id": "call_yes", "title": "Yes"}},
+            {"type": "reply", "reply": {"id": "call_no", "title": "No"}}]}})
+    );
+
+    // A rule dropped from the file is deleted at the next start; API rules stay.
+    rule(&app, json!({"id": "mine", "when": {"keyword": {"exact": "zzz"}}, "reply": {"type": "text", "text": {"body": "z"}}})).await;
+    std::fs::write(&file, "[[rules]]\nid = \"hours\"\nwhen = { keyword = { contains = \"hours\" } }\nreply = { type = \"text\", text = { body = \"9-17\" } }\n").unwrap();
+    app.restart().await;
+    let list = app.get_json("/v1/rules").await;
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["hours", "mine"], "{list}");
+    assert_eq!(list["data"][0]["reply"]["text"]["body"], "9-17");
+
+    // Mistakes stop the start with the file, the rule and the field named.
+    for (content, expected) in [
+        (
+            "[[rules]]\nid = \"x\"\nreply = { type = \"text\", text = { body = \"\" } }\n",
+            "reply.text.body",
+        ),
+        (
+            "[[rules]]\nreply = { type = \"text\", text = { body = \"a\" } }\n",
+            "needs an id",
+        ),
+        ("rules = 5\n", "array of tables"),
+        ("[[rule]]\nid = \"x\"\n", "unknown key"),
+        ("[[rules]\n", "not valid TOML"),
+    ] {
+        std::fs::write(&file, content).unwrap();
+        let mut vars = app.vars.clone();
+        // Its own data directory: the running app keeps the embedded store's.
+        let other = tempfile::tempdir().unwrap();
+        vars.insert("DATA_DIR".into(), other.path().display().to_string());
+        let settings =
+            whatsapp_gateway::config::Settings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+        let error = match whatsapp_gateway::startup::Application::build(settings).await {
+            Ok(_) => panic!("started with {content:?}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(
+            error.contains("AUTO_REPLY_RULES_FILE") && error.contains(&path),
+            "{error}"
+        );
+        assert!(error.contains(expected), "{expected} in {error}");
+    }
+}
+
+async fn a_new_rule_never_answers_the_past(backend: Backend) {
+    let mut app = rule_app(backend, |_| {}).await;
+    receive(&app, vec![text("wamid.B1", "before the rule")]).await;
+    // The engine has seen the log before the rule exists (it starts at the log's end).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    rule(
+        &app,
+        json!({"id": "all", "when": {}, "reply": {"type": "text", "text": {"body": "hi"}}}),
+    )
+    .await;
+    receive(&app, vec![text("wamid.B2", "after the rule")]).await;
+    let sent = expect_sends(&app, 1).await;
+    assert_eq!(sent[0]["to"], KERRY);
+    // A restart resumes from the shared cursor: nothing is answered again.
+    app.restart().await;
+    receive(&app, vec![text("wamid.B3", "after the restart")]).await;
+    expect_sends(&app, 2).await;
+}
+
+/// Two instances on one Redis: every message is answered exactly once between them.
+#[tokio::test]
+async fn two_instances_on_one_redis_answer_each_message_once() {
+    let first = rule_app(Backend::Redis, |_| {}).await;
+    let url = first.redis.as_ref().unwrap().url();
+    let second = rule_app(Backend::Embedded, |vars| {
+        vars.insert("REDIS_URL".into(), url);
+        vars.insert("REDIS_INBOUND_LIST".into(), "test:inbound:list".into());
+        vars.insert("REDIS_KEY_PREFIX".into(), "test".into());
+    })
+    .await;
+    rule(&first, json!({"id": "echo", "when": {"types": "text"}, "reply": {"type": "text", "text": {"body": "got {{text}}"}}})).await;
+    let count = 60;
+    for i in 0..count {
+        // Spread over both instances, as a load balancer would.
+        let app = if i % 2 == 0 { &first } else { &second };
+        receive(
+            app,
+            vec![text_from(
+                &format!("wamid.I{i}"),
+                &format!("55119{i:08}"),
+                &format!("m{i}"),
+            )],
+        )
+        .await;
+    }
+    let total = eventually("every message answered", || async {
+        let n = sends(&first).await.len() + sends(&second).await.len();
+        (n >= count).then_some(n)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut bodies: Vec<String> = sends(&first)
+        .await
+        .into_iter()
+        .chain(sends(&second).await)
+        .map(|s| text_body(&s).to_owned())
+        .collect();
+    assert_eq!(bodies.len(), total);
+    bodies.sort();
+    let mut expected: Vec<String> = (0..count).map(|i| format!("got m{i}")).collect();
+    expected.sort();
+    assert_eq!(
+        bodies, expected,
+        "each message answered once, by one instance"
+    );
+}
