@@ -304,6 +304,7 @@ impl Inner {
 async fn run(inner: Arc<Inner>) {
     let mut wake: Option<broadcast::Receiver<Live>> = None;
     let mut failing = false;
+    let mut cursor: Option<Option<String>> = None;
     loop {
         if inner.shutdown.is_cancelled() {
             return;
@@ -311,7 +312,7 @@ async fn run(inner: Arc<Inner>) {
         if inner.file_pending.load(Ordering::Relaxed) && inner.install_file().await.is_ok() {
             inner.file_pending.store(false, Ordering::Relaxed);
         }
-        match pass(&inner).await {
+        match pass(&inner, &mut cursor).await {
             Ok(any_rules) => {
                 // Follow the log live only while a rule is enabled.
                 if !any_rules {
@@ -359,36 +360,43 @@ struct Planned {
     message_id: String,
 }
 
-/// Judges the log after the cursor, page by page. Returns whether any rule is enabled.
-async fn pass(inner: &Arc<Inner>) -> Result<bool, StoreError> {
+/// Judges the log after the cursor, page by page. `known` is the cursor as this instance last
+/// stored it (`None`: read it from the store; another instance may have moved it). Returns
+/// whether any rule is enabled.
+async fn pass(inner: &Arc<Inner>, known: &mut Option<Option<String>>) -> Result<bool, StoreError> {
     let log = inner.hub.log();
-    // The log's end is read before the rules: a rule created after `load` sees every message
-    // stored after this point.
-    let newest = log.newest().await?.to_string();
-    let rules = inner.load().await?;
-    let mut cursor = inner.store.rules_cursor().await?;
-    let Some(stored) = cursor.clone() else {
-        // First start: begin at the log's end (rules never answer the past).
-        inner
-            .store
-            .rules_advance(None, &newest, &[], inner.settings.max_per_hour, now_ms())
-            .await?;
-        return Ok(!rules.is_empty());
+    let mut rules = inner.load().await?;
+    let mut cursor = match known.take() {
+        Some(cursor) => cursor,
+        None => inner.store.rules_cursor().await?,
     };
-    if rules.is_empty() {
-        if stored != newest {
-            inner
-                .store
-                .rules_advance(
-                    Some(&stored),
-                    &newest,
-                    &[],
-                    inner.settings.max_per_hour,
-                    now_ms(),
-                )
-                .await?;
+    if rules.is_empty() || cursor.is_none() {
+        // Follow the log's end (on the first start too: rules never answer the past). The end
+        // is read before the rules are read again, so a rule created meanwhile sees every
+        // message stored after that end.
+        let newest = log.newest().await?.to_string();
+        if cursor.is_some() {
+            rules = inner.load().await?;
         }
-        return Ok(false);
+        if cursor.is_none() || rules.is_empty() {
+            if cursor.as_deref() != Some(newest.as_str()) {
+                let moved = inner
+                    .store
+                    .rules_advance(
+                        cursor.as_deref(),
+                        &newest,
+                        &[],
+                        inner.settings.max_per_hour,
+                        now_ms(),
+                    )
+                    .await?;
+                if moved.is_none() {
+                    return Ok(!rules.is_empty());
+                }
+            }
+            *known = Some(Some(newest));
+            return Ok(!rules.is_empty());
+        }
     }
     for _ in 0..PAGES_PER_PASS {
         let at = cursor.as_deref().and_then(|c| log.parse_id(c));
@@ -417,8 +425,8 @@ async fn pass(inner: &Arc<Inner>) -> Result<bool, StoreError> {
             )
             .await?
         else {
-            // Another instance judged this page first.
-            break;
+            // Another instance judged this page first: read its cursor next time.
+            return Ok(true);
         };
         for (p, verdict) in planned.into_iter().zip(verdicts) {
             match verdict {
@@ -432,6 +440,7 @@ async fn pass(inner: &Arc<Inner>) -> Result<bool, StoreError> {
         }
         cursor = Some(last);
     }
+    *known = Some(cursor);
     Ok(true)
 }
 
