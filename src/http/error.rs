@@ -152,7 +152,8 @@ pub enum ApiError {
     /// 409: the request conflicts with one in flight; the text says which and what to do.
     #[error("{0}")]
     Conflict(&'static str),
-    /// 409: the id a client chose is taken; the text says by what and what to do.
+    /// 409: the id a client chose is taken, or what it changes changed meanwhile; the text says
+    /// what to do.
     #[error("{0}")]
     Taken(String),
     /// 405: the path exists, the method does not.

@@ -19,7 +19,7 @@ impl From<RuleError> for ApiError {
                 ApiError::Validation(fields.into_iter().map(Into::into).collect())
             }
             RuleError::NotFound(what) => ApiError::NotFound(what),
-            RuleError::Exists(what) => ApiError::Taken(what),
+            RuleError::Conflict(what) => ApiError::Taken(what),
             RuleError::Managed => ApiError::Conflict(crate::service::rules::MANAGED),
             RuleError::Store(e) => ApiError::Store(e),
         }
@@ -78,7 +78,7 @@ pub async fn get_one(
         (status = 200, description = "The rule after the change"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "No such rule", body = crate::http::docs::Detail),
-        (status = 409, description = "The rule comes from AUTO_REPLY_RULES_FILE", body = crate::http::docs::Detail),
+        (status = 409, description = "The rule comes from AUTO_REPLY_RULES_FILE, or it changed while this change ran (read it again)", body = crate::http::docs::Detail),
         (status = 422, description = "A field breaks a rule (named)", body = crate::http::docs::ValidationDetail),
     ))]
 pub async fn update(

@@ -18,6 +18,9 @@ pub struct Hours {
     open: [Vec<(u16, u16)>; 7],
 }
 
+/// Most open intervals of one day.
+pub const MAX_INTERVALS: usize = 48;
+
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 impl Hours {
@@ -87,6 +90,13 @@ impl Hours {
                     };
                     for day in indexes {
                         open[day].extend(intervals.iter().copied());
+                        if open[day].len() > MAX_INTERVALS {
+                            errors.push((
+                                format!("open.{key}"),
+                                format!("gives a day more than {MAX_INTERVALS} intervals"),
+                            ));
+                            break;
+                        }
                     }
                 }
             }

@@ -26,7 +26,7 @@ pub mod hours;
 pub mod rule;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio::sync::{Notify, Semaphore, broadcast, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -44,7 +44,7 @@ use crate::events::log::READ_BATCH;
 use crate::events::{EventHub, Live};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::service::send::{SendError, Sender};
-use crate::store::rules::{Firing, FiringVerdict};
+use crate::store::rules::{Firing, FiringVerdict, RulePut};
 use crate::store::view::{MessageCursor, MessagesQuery};
 use crate::store::{Store, StoreError};
 use rule::{Incoming, ManagedBy, Rule, Verdict};
@@ -68,6 +68,9 @@ impl std::fmt::Debug for AutoReplies {
     }
 }
 
+/// A stored document and its rule (`None`: it did not parse).
+type Parsed = (String, Option<Arc<Rule>>);
+
 struct Inner {
     store: Store,
     hub: Arc<EventHub>,
@@ -77,13 +80,18 @@ struct Inner {
     numbers: Vec<String>,
     /// The configured numbers as people dial them (digits): messages from them are ours.
     own: Vec<String>,
-    /// Parsed rules by id, with the document they were parsed from.
-    parsed: Mutex<HashMap<String, (String, Arc<Rule>)>>,
+    /// Parsed rules by id, with the document they were parsed from (`None`: it did not parse;
+    /// logged once).
+    parsed: Mutex<HashMap<String, Parsed>>,
     /// AUTO_REPLY_RULES_FILE's rules, still to be installed (the store failed at start-up).
     file_pending: AtomicBool,
     file_rules: Vec<Value>,
     changed: Notify,
     sends: Arc<Semaphore>,
+    /// Per contact (`<number>:<contact>`), the completion of its latest replies' task, which
+    /// the contact's next task waits for.
+    chains: Mutex<HashMap<String, (u64, oneshot::Receiver<()>)>>,
+    generation: AtomicU64,
     outcomes: Family<ReasonLabels, Counter>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -135,6 +143,8 @@ impl AutoReplies {
                 file_rules,
                 changed: Notify::new(),
                 sends: Arc::new(Semaphore::new(SENDS_IN_FLIGHT)),
+                chains: Mutex::default(),
+                generation: AtomicU64::new(0),
                 outcomes: metrics.auto_replies.clone(),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
@@ -157,6 +167,11 @@ impl AutoReplies {
     /// The configured business numbers (phone_number_ids).
     pub fn numbers(&self) -> &[String] {
         &self.inner.numbers
+    }
+
+    /// The log's last event now (a new rule's `starts_after`).
+    pub async fn log_end(&self) -> Result<String, StoreError> {
+        Ok(self.inner.hub.log().newest().await?.to_string())
     }
 
     /// Rules changed: reload them now.
@@ -189,27 +204,25 @@ fn read_file(path: &std::path::Path, numbers: &[String]) -> anyhow::Result<Vec<V
             .as_array()
             .context("`rules` must be an array of tables ([[rules]])")?;
         for (i, rule) in rules.iter().enumerate() {
+            let n = i + 1;
             let mut doc = serde_json::to_value(rule).context("a rule is not JSON-shaped")?;
             if doc.get("id").is_none() {
-                anyhow::bail!("rule {} ([[rules]] number {}) needs an id", i, i + 1);
+                anyhow::bail!("[[rules]] number {n} needs an id");
             }
             if let Some(object) = doc.as_object_mut() {
                 for field in rule::GATEWAY_FIELDS {
                     if object.contains_key(field) {
-                        anyhow::bail!("rule {i}: {field} is set by the gateway");
+                        anyhow::bail!("[[rules]] number {n}: {field} is set by the gateway");
                     }
                 }
                 object.insert("managed_by".into(), serde_json::json!(ManagedBy::File));
+                rule::with_defaults(object);
             }
             if let Err(errors) = rule::parse(&doc, numbers) {
-                let list: Vec<String> = errors
-                    .iter()
-                    .map(|e| format!("{} {}", e.field, e.rule))
-                    .collect();
                 anyhow::bail!(
-                    "rule {:?}: {}",
+                    "rule {:?} ([[rules]] number {n}): {}",
                     doc["id"].as_str().unwrap_or_default(),
-                    list.join("; ")
+                    rule::describe(&errors)
                 );
             }
             docs.push(doc);
@@ -224,22 +237,40 @@ fn read_file(path: &std::path::Path, numbers: &[String]) -> anyhow::Result<Vec<V
 }
 
 impl Inner {
-    /// Puts the file's rules in the store (keeping their creation time) and deletes stored
-    /// rules of the file that it no longer has.
+    /// Puts the file's rules in the store (keeping their creation time and `starts_after`)
+    /// and deletes stored rules of the file that it no longer has. A file rule whose id a rule
+    /// made through the API has is skipped (logged): the API's rule is kept.
     async fn install_file(&self) -> Result<(), StoreError> {
-        let now = now_ms() / 1000;
+        let now = crate::store::view::now_secs();
         let stored = self.store.rule_list().await?;
+        let end = self.hub.log().newest().await?.to_string();
         for mut doc in self.file_rules.iter().cloned() {
             let id = doc["id"].as_str().unwrap_or_default().to_owned();
-            let created_at = stored
+            let existing = stored
                 .iter()
                 .find(|(s, _)| *s == id)
-                .and_then(|(_, d)| serde_json::from_str::<Value>(d).ok())
-                .and_then(|d| d["created_at"].as_i64())
-                .unwrap_or(now);
-            doc["created_at"] = created_at.into();
+                .and_then(|(_, d)| serde_json::from_str::<Value>(d).ok());
+            if let Some(existing) = &existing
+                && existing["managed_by"] != "file"
+            {
+                tracing::error!(
+                    rule = id.as_str(),
+                    "rules.file_rule_skipped a rule made through /v1/rules has this id; rename the file's rule or delete the other"
+                );
+                continue;
+            }
+            let kept = |field: &str| {
+                existing
+                    .as_ref()
+                    .map(|e| e[field].clone())
+                    .filter(|v| !v.is_null())
+            };
+            doc["created_at"] = kept("created_at").unwrap_or(now.into());
+            doc["starts_after"] = kept("starts_after").unwrap_or(end.clone().into());
             doc["updated_at"] = now.into();
-            self.store.rule_put(&id, &doc.to_string(), false).await?;
+            self.store
+                .rule_put(&id, &doc.to_string(), RulePut::Upsert)
+                .await?;
         }
         for (id, doc) in &stored {
             let from_file =
@@ -265,28 +296,22 @@ impl Inner {
             if let Some((known, rule)) = parsed.get(&id)
                 && *known == doc
             {
-                rules.push(rule.clone());
+                rules.extend(rule.clone());
                 continue;
             }
             // Numbers are not checked here: a rule stays usable when config changes.
             let rule = serde_json::from_str::<Value>(&doc)
                 .map_err(|e| e.to_string())
-                .and_then(|d| {
-                    rule::parse(&d, &[]).map_err(|e| {
-                        e.iter()
-                            .map(|x| format!("{} {}", x.field, x.rule))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    })
-                });
+                .and_then(|d| rule::parse(&d, &[]).map_err(|e| rule::describe(&e)));
             match rule {
                 Ok(rule) => {
                     let rule = Arc::new(rule);
-                    parsed.insert(id, (doc, rule.clone()));
+                    parsed.insert(id, (doc, Some(rule.clone())));
                     rules.push(rule);
                 }
                 Err(e) => {
-                    tracing::error!(rule = id.as_str(), error.message = %e, "rules.unreadable_rule (skipped)");
+                    tracing::error!(rule = id.as_str(), error.message = %e, "rules.unreadable_rule (skipped until it changes)");
+                    parsed.insert(id, (doc, None));
                 }
             }
         }
@@ -379,7 +404,16 @@ async fn pass(inner: &Arc<Inner>, known: &mut Option<Option<String>>) -> Result<
             rules = inner.load().await?;
         }
         if cursor.is_none() || rules.is_empty() {
-            if cursor.as_deref() != Some(newest.as_str()) {
+            // Never backwards (the cursor is read before the end, so this is only a guard).
+            let behind = match (
+                cursor.as_deref().map(|c| log.parse_id(c)),
+                log.parse_id(&newest),
+            ) {
+                (None, _) | (Some(None), _) => true,
+                (Some(Some(at)), Some(end)) => at < end,
+                (Some(Some(_)), None) => false,
+            };
+            if behind {
                 let moved = inner
                     .store
                     .rules_advance(
@@ -398,18 +432,53 @@ async fn pass(inner: &Arc<Inner>, known: &mut Option<Option<String>>) -> Result<
             return Ok(!rules.is_empty());
         }
     }
+    let Some(mut at) = cursor.as_deref().and_then(|c| log.parse_id(c)) else {
+        // Written by something else (another backend's format): re-reading the whole log would
+        // answer the past, so the engine starts over at the log's end.
+        tracing::error!(
+            cursor = cursor.as_deref().unwrap_or_default(),
+            "rules.unreadable_cursor starting again at the log's end"
+        );
+        let newest = log.newest().await?.to_string();
+        inner
+            .store
+            .rules_advance(
+                cursor.as_deref(),
+                &newest,
+                &[],
+                inner.settings.max_per_hour,
+                now_ms(),
+            )
+            .await?;
+        return Ok(true);
+    };
     for _ in 0..PAGES_PER_PASS {
-        let at = cursor.as_deref().and_then(|c| log.parse_id(c));
-        let events = log.read_after(at, READ_BATCH).await?;
-        let Some(last) = events.last().map(|e| e.id.to_string()) else {
+        if inner.shutdown.is_cancelled() {
+            break;
+        }
+        let events = log.read_after(Some(at), READ_BATCH).await?;
+        let Some(last_id) = events.last().map(|e| e.id) else {
             break;
         };
+        let last = last_id.to_string();
         let mut planned = Vec::new();
         for event in events.iter().filter(|e| e.kind == "message_incoming") {
             let Some(message) = Incoming::from_event(event.data()) else {
+                tracing::warn!(event = %event.id, "rules.unreadable_event a message_incoming event this release cannot read; not judged");
+                inner.count("unreadable_event");
                 continue;
             };
-            if let Some(p) = plan(inner, &rules, &message).await? {
+            let fresh: Vec<Arc<Rule>> = rules
+                .iter()
+                .filter(|r| {
+                    r.starts_after
+                        .as_deref()
+                        .and_then(|s| log.parse_id(s))
+                        .is_none_or(|start| event.id > start)
+                })
+                .cloned()
+                .collect();
+            if let Some(p) = plan(inner, &fresh, &message).await? {
                 planned.push(p);
             }
         }
@@ -428,9 +497,10 @@ async fn pass(inner: &Arc<Inner>, known: &mut Option<Option<String>>) -> Result<
             // Another instance judged this page first: read its cursor next time.
             return Ok(true);
         };
+        let mut fired = Vec::new();
         for (p, verdict) in planned.into_iter().zip(verdicts) {
             match verdict {
-                FiringVerdict::Fire => send(inner, p).await,
+                FiringVerdict::Fire => fired.push(p),
                 FiringVerdict::OnceTaken => inner.count("once_per"),
                 FiringVerdict::LoopGuard => {
                     tracing::warn!(rule = p.rule.id.as_str(), to = %p.reply.to.masked(), max_per_hour = inner.settings.max_per_hour, "rules.loop_guard the contact got AUTO_REPLY_MAX_PER_HOUR auto-replies this hour; not answered");
@@ -438,7 +508,9 @@ async fn pass(inner: &Arc<Inner>, known: &mut Option<Option<String>>) -> Result<
                 }
             }
         }
+        send(inner, fired).await;
         cursor = Some(last);
+        at = last_id;
     }
     *known = Some(cursor);
     Ok(true)
@@ -488,20 +560,16 @@ async fn plan(
                     rule: rule.id.clone(),
                     number: message.phone_number_id.clone(),
                     contact: message.contact.id.clone(),
-                    once_ms: rule.once_per.map(|d| d.as_millis() as i64),
+                    once_ms: rule.once().map(|d| d.as_millis() as i64),
                 },
                 rule: rule.clone(),
                 reply,
                 message_id: message.id.clone(),
             })),
             Err(errors) => {
-                let list: Vec<String> = errors
-                    .iter()
-                    .map(|e| format!("{} {}", e.field, e.rule))
-                    .collect();
                 tracing::warn!(
                     rule = rule.id.as_str(),
-                    error.message = list.join("; "),
+                    error.message = rule::describe(&errors),
                     "rules.invalid_reply the reply with this message's values filled in breaks a rule; not answered"
                 );
                 inner.count("invalid_reply");
@@ -512,16 +580,17 @@ async fn plan(
     Ok(None)
 }
 
-/// Whether nothing precedes `message` in its conversation.
+/// Whether nothing of an earlier second precedes `message` in its conversation. Messages of
+/// the same second all count as first (their order within it is not known): the rule's
+/// once-per mark ([`Rule::once`]) lets only the first of them in log order be answered.
 async fn is_first(store: &Store, message: &Incoming) -> Result<bool, StoreError> {
     let page = store
         .conversation_messages(&MessagesQuery {
             phone_number_id: message.phone_number_id.clone(),
             contact: message.contact.id.clone(),
             cursor: MessageCursor::Before(format!(
-                "{:010}:{}",
-                message.timestamp.clamp(0, 9_999_999_999),
-                message.id
+                "{:010}:",
+                message.timestamp.clamp(0, 9_999_999_999)
             )),
             limit: 1,
             kind: None,
@@ -530,36 +599,71 @@ async fn is_first(store: &Store, message: &Incoming) -> Result<bool, StoreError>
     Ok(page.items.is_empty())
 }
 
-/// Sends a fired reply in a task of its own (at most [`SENDS_IN_FLIGHT`] at once).
-async fn send(inner: &Arc<Inner>, p: Planned) {
-    let Ok(permit) = inner.sends.clone().acquire_owned().await else {
-        return;
-    };
-    let inner = inner.clone();
-    let task = inner.clone();
-    task.tracker.spawn(async move {
-        let _permit = permit;
+/// Sends a page's fired replies: one task per contact (at most [`SENDS_IN_FLIGHT`] at once),
+/// each sending its contact's replies in order after the contact's replies of earlier pages
+/// went out, so a contact never gets two replies in the wrong order.
+async fn send(inner: &Arc<Inner>, fired: Vec<Planned>) {
+    let mut groups: Vec<(String, Vec<Planned>)> = Vec::new();
+    for p in fired {
+        let key = format!("{}:{}", p.firing.number, p.firing.contact);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, group)) => group.push(p),
+            None => groups.push((key, vec![p])),
+        }
+    }
+    for (key, group) in groups {
+        let Ok(permit) = inner.sends.clone().acquire_owned().await else {
+            return;
+        };
+        let (done, mine) = oneshot::channel::<()>();
+        let generation = inner.generation.fetch_add(1, Ordering::Relaxed);
+        let previous = inner
+            .chains
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), (generation, mine));
+        let task = inner.clone();
+        inner.tracker.spawn(async move {
+            let _permit = permit;
+            if let Some((_, previous)) = previous {
+                let _ = previous.await;
+            }
+            for p in group {
+                task.send_one(p).await;
+            }
+            drop(done);
+            let mut chains = task.chains.lock().unwrap_or_else(|p| p.into_inner());
+            if chains.get(&key).is_some_and(|(g, _)| *g == generation) {
+                chains.remove(&key);
+            }
+        });
+    }
+}
+
+impl Inner {
+    /// Sends one fired reply; a reply Meta certainly did not take releases its once-per mark.
+    async fn send_one(&self, p: Planned) {
         let to = p.reply.to.masked();
-        match inner.sender.send_auto_reply(&p.reply).await {
+        match self.sender.send_auto_reply(&p.reply).await {
             Ok(sent) => {
                 tracing::info!(rule = p.rule.id.as_str(), %to, answering = p.message_id.as_str(), message_id = sent.id.as_str(), "rules.replied");
-                inner.count("sent");
+                self.count("sent");
             }
             Err(e) => {
                 let unknown = matches!(&e, SendError::Graph(g) if g.outcome_unknown());
                 tracing::warn!(rule = p.rule.id.as_str(), %to, answering = p.message_id.as_str(), error.message = %e, outcome_unknown = unknown, "rules.reply_failed");
                 if unknown {
-                    inner.count("outcome_unknown");
+                    self.count("outcome_unknown");
                 } else {
-                    inner.count("failed");
+                    self.count("failed");
                     // Nothing was sent: the contact's next message may be answered.
                     if p.firing.once_ms.is_some()
-                        && let Err(e) = inner.store.rules_release(&p.firing).await
+                        && let Err(e) = self.store.rules_release(&p.firing).await
                     {
                         tracing::warn!(error.message = %e, "rules.release_failed");
                     }
                 }
             }
         }
-    });
+    }
 }

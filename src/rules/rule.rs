@@ -3,7 +3,9 @@
 //! store's form; the TOML seed file is read into the same JSON).
 //!
 //! Document: `{"id", "name"?, "enabled", "priority", "phone_number_id"?, "when", "reply",
-//! "quote"?, "once_per"?, "managed_by", "created_at", "updated_at"}`. All conditions of `when`
+//! "quote"?, "once_per"?, "managed_by", "created_at", "updated_at", "starts_after"}` (the last
+//! event of the log when the rule was created or last enabled: it answers only later messages).
+//! All conditions of `when`
 //! must hold (an empty `when` matches every message):
 //! - `keyword`: `{"exact"?, "contains"?, "regex"?, "case_sensitive"?}` (a string or a list each;
 //!   any one matching is enough) against the message's text: a text's body, a media caption, the
@@ -65,7 +67,14 @@ pub const CLIENT_FIELDS: [&str; 9] = [
     "once_per",
 ];
 /// The fields the gateway writes.
-pub const GATEWAY_FIELDS: [&str; 3] = ["managed_by", "created_at", "updated_at"];
+pub const GATEWAY_FIELDS: [&str; 4] = ["managed_by", "created_at", "updated_at", "starts_after"];
+/// Most rules kept.
+pub const MAX_RULES: usize = 1000;
+/// Longest rule document (bytes of its JSON).
+pub const MAX_DOC_BYTES: usize = 64 * 1024;
+/// How long a `first_message` rule without `once_per` keeps a contact from being welcomed again
+/// (messages of one second are otherwise all "first": their order within it is unknown).
+pub const FIRST_MESSAGE_ONCE: Duration = Duration::from_secs(24 * 60 * 60);
 /// Keys a reply may not have: the rule decides them.
 const DECIDED_BY_THE_RULE: [&str; 5] = ["to", "recipient", "from", "reply_to", "outside_window"];
 
@@ -78,6 +87,8 @@ pub struct Rule {
     /// Only messages to this business number.
     pub phone_number_id: Option<String>,
     pub managed_by: ManagedBy,
+    /// The rule answers only messages whose event comes after this one (the log's id format).
+    pub starts_after: Option<String>,
     pub when: When,
     /// `{"type", <type object>, "biz_opaque_callback_data"?}`.
     reply: Map<String, Value>,
@@ -301,6 +312,30 @@ fn unknown_placeholders(value: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// `field rule; field rule` for a log line or an error.
+pub fn describe(errors: &[Invalid]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{} {}", e.field, e.rule))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Writes `enabled` and `priority` in when absent, so a rule shows what applies.
+pub fn with_defaults(doc: &mut Map<String, Value>) {
+    doc.entry("enabled").or_insert(json!(true));
+    doc.entry("priority").or_insert(json!(DEFAULT_PRIORITY));
+}
+
+impl Rule {
+    /// The once-per-period mark a firing takes: `once_per`, or for a `first_message` rule
+    /// [`FIRST_MESSAGE_ONCE`].
+    pub fn once(&self) -> Option<Duration> {
+        self.once_per
+            .or(self.when.first_message.then_some(FIRST_MESSAGE_ONCE))
+    }
+}
+
 /// Whether `id` is a rule id: 1 to [`MAX_ID`] of `a-z`, `0-9`, `_`, `-`, `.`.
 pub fn is_id(id: &str) -> bool {
     (1..=MAX_ID).contains(&id.len())
@@ -487,6 +522,10 @@ pub fn parse(doc: &Value, numbers: &[String]) -> Result<Rule, Vec<Invalid>> {
             priority,
             phone_number_id,
             managed_by,
+            starts_after: object
+                .get("starts_after")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             when,
             reply,
             quote,

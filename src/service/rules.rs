@@ -1,12 +1,19 @@
 //! Managing auto-reply rules: the flows behind `/v1/rules` (create, list, read, change,
 //! delete). Judging messages and sending the replies is [`crate::rules`]'s.
+//!
+//! A rule's `starts_after` is the log's last event when it is created or enabled: the engine
+//! answers only later messages, so a new rule never answers the past, whatever the engine's
+//! lag. A change is a compare-and-set on the stored document: two changes at once do not lose
+//! one, and a change racing a delete does not bring the rule back.
 
 use serde_json::{Map, Value, json};
 
 use crate::domain::send::Invalid;
 use crate::rules::AutoReplies;
-use crate::rules::rule::{self, GATEWAY_FIELDS, ManagedBy};
+use crate::rules::rule::{self, GATEWAY_FIELDS, MAX_DOC_BYTES, MAX_RULES, ManagedBy};
 use crate::store::StoreError;
+use crate::store::rules::RulePut;
+use crate::store::view::now_secs;
 
 /// Why a rule from AUTO_REPLY_RULES_FILE refuses a change.
 pub const MANAGED: &str =
@@ -21,9 +28,9 @@ pub enum RuleError {
     /// No rule with this id.
     #[error("{0}")]
     NotFound(String),
-    /// The id is taken.
+    /// The id is taken, or the rule changed while the request ran.
     #[error("{0}")]
-    Exists(String),
+    Conflict(String),
     /// The rule comes from the file.
     #[error("{MANAGED}")]
     Managed,
@@ -31,11 +38,11 @@ pub enum RuleError {
     Store(#[from] StoreError),
 }
 
-fn invalid(field: &str, rule: impl Into<String>) -> RuleError {
-    RuleError::Invalid(vec![Invalid {
+fn invalid(field: &str, rule: impl Into<String>) -> Invalid {
+    Invalid {
         field: field.to_owned(),
         rule: rule.into(),
-    }])
+    }
 }
 
 fn missing(id: &str) -> RuleError {
@@ -56,33 +63,44 @@ impl Rules {
     /// Creates a rule from a client's document; answers the stored document.
     pub async fn create(&self, body: Value) -> Result<Value, RuleError> {
         let Value::Object(mut doc) = body else {
-            return Err(invalid("", "the rule must be a JSON object"));
+            return Err(RuleError::Invalid(vec![invalid(
+                "",
+                "the rule must be a JSON object",
+            )]));
         };
         let mut errors = gateway_fields(&doc);
         let id = match doc.get("id") {
             None | Some(Value::Null) => rule::new_id(),
             Some(v) => v.as_str().unwrap_or_default().to_owned(),
         };
-        let now = crate::outgoing::now_ms() / 1000;
+        let now = now_secs();
         doc.insert("id".into(), json!(id));
         doc.insert("managed_by".into(), json!(ManagedBy::Api));
         doc.insert("created_at".into(), json!(now));
         doc.insert("updated_at".into(), json!(now));
-        with_defaults(&mut doc);
+        rule::with_defaults(&mut doc);
         let doc = Value::Object(doc);
         if let Err(more) = rule::parse(&doc, self.replies.numbers()) {
             errors.extend(more);
         }
+        check_size(&doc, &mut errors);
         if !errors.is_empty() {
             return Err(RuleError::Invalid(errors));
         }
-        if !self
-            .replies
-            .store()
-            .rule_put(&id, &doc.to_string(), true)
+        let store = self.replies.store();
+        if store.rule_list().await?.len() >= MAX_RULES {
+            return Err(RuleError::Invalid(vec![invalid(
+                "",
+                format!("there are {MAX_RULES} rules already, the most kept: delete one first"),
+            )]));
+        }
+        let mut doc = doc;
+        doc["starts_after"] = json!(self.replies.log_end().await?);
+        if !store
+            .rule_put(&id, &doc.to_string(), RulePut::Create)
             .await?
         {
-            return Err(RuleError::Exists(format!(
+            return Err(RuleError::Conflict(format!(
                 "an auto-reply rule with id {id:?} exists: change it with PATCH /v1/rules/{id}, or choose another id"
             )));
         }
@@ -110,42 +128,55 @@ impl Rules {
         Ok(json!({ "data": docs }))
     }
 
-    /// One rule.
-    pub async fn get(&self, id: &str) -> Result<Value, RuleError> {
+    /// One rule, with its stored text (a change's compare-and-set expects it).
+    async fn load(&self, id: &str) -> Result<(Value, String), RuleError> {
         if !rule::is_id(id) {
             return Err(missing(id));
         }
-        let doc = self
+        let raw = self
             .replies
             .store()
             .rule_get(id)
             .await?
             .ok_or_else(|| missing(id))?;
-        serde_json::from_str(&doc).map_err(|_| missing(id))
+        let doc = serde_json::from_str(&raw).map_err(|_| missing(id))?;
+        Ok((doc, raw))
+    }
+
+    /// One rule.
+    pub async fn get(&self, id: &str) -> Result<Value, RuleError> {
+        Ok(self.load(id).await?.0)
     }
 
     /// Changes a rule: the fields given replace the stored ones (`when` and `reply` as a
     /// whole); `null` removes an optional field (its default applies).
     pub async fn update(&self, id: &str, patch: Value) -> Result<Value, RuleError> {
-        let mut doc = self.get(id).await?;
+        let (mut doc, raw) = self.load(id).await?;
         if doc["managed_by"] == "file" {
             return Err(RuleError::Managed);
         }
         let Value::Object(patch) = patch else {
-            return Err(invalid("", "the change must be a JSON object"));
+            return Err(RuleError::Invalid(vec![invalid(
+                "",
+                "the change must be a JSON object",
+            )]));
         };
         let mut errors = gateway_fields(&patch);
-        if let Some(new_id) = patch.get("id")
-            && new_id.as_str() != Some(id)
-        {
-            errors.push(Invalid {
-                field: "id".into(),
-                rule: "cannot change: create a new rule instead".into(),
-            });
+        match patch.get("id") {
+            None | Some(Value::Null) => {}
+            Some(new_id) if new_id.as_str() == Some(id) => {}
+            Some(_) => errors.push(invalid("id", "cannot change: create a new rule instead")),
         }
+        if patch.get("when").is_some_and(Value::is_null) {
+            errors.push(invalid(
+                "when",
+                "cannot be null: give the conditions, or {} to answer every message",
+            ));
+        }
+        let was_enabled = doc["enabled"] != false;
         let object = doc.as_object_mut().expect("a stored rule is an object");
         for (key, value) in patch {
-            if GATEWAY_FIELDS.contains(&key.as_str()) {
+            if GATEWAY_FIELDS.contains(&key.as_str()) || key == "id" {
                 continue;
             }
             if value.is_null() {
@@ -154,18 +185,30 @@ impl Rules {
                 object.insert(key, value);
             }
         }
-        object.insert("updated_at".into(), json!(crate::outgoing::now_ms() / 1000));
-        with_defaults(object);
+        object.insert("updated_at".into(), json!(now_secs()));
+        rule::with_defaults(object);
         if let Err(more) = rule::parse(&doc, self.replies.numbers()) {
             errors.extend(more);
         }
+        check_size(&doc, &mut errors);
         if !errors.is_empty() {
             return Err(RuleError::Invalid(errors));
         }
-        self.replies
+        if !was_enabled && doc["enabled"] != false {
+            // Enabled again: it answers messages from now on, not those of its pause.
+            doc["starts_after"] = json!(self.replies.log_end().await?);
+        }
+        let put = RulePut::Replace { expected: &raw };
+        if !self
+            .replies
             .store()
-            .rule_put(id, &doc.to_string(), false)
-            .await?;
+            .rule_put(id, &doc.to_string(), put)
+            .await?
+        {
+            return Err(RuleError::Conflict(format!(
+                "the rule {id:?} was changed or deleted while this change ran: read it again (GET /v1/rules/{id}) and retry"
+            )));
+        }
         self.replies.changed();
         Ok(doc)
     }
@@ -184,21 +227,21 @@ impl Rules {
     }
 }
 
-/// Writes `enabled` and `priority` in when absent, so a rule shows what applies.
-fn with_defaults(doc: &mut Map<String, Value>) {
-    doc.entry("enabled").or_insert(json!(true));
-    doc.entry("priority")
-        .or_insert(json!(rule::DEFAULT_PRIORITY));
-}
-
 /// The gateway's own fields, refused in a client's document.
 fn gateway_fields(doc: &Map<String, Value>) -> Vec<Invalid> {
     GATEWAY_FIELDS
         .iter()
         .filter(|f| doc.contains_key(**f))
-        .map(|f| Invalid {
-            field: (*f).to_owned(),
-            rule: "is set by the gateway".to_owned(),
-        })
+        .map(|f| invalid(f, "is set by the gateway"))
         .collect()
+}
+
+fn check_size(doc: &Value, errors: &mut Vec<Invalid>) {
+    let size = doc.to_string().len();
+    if size > MAX_DOC_BYTES {
+        errors.push(invalid(
+            "",
+            format!("the rule takes {size} bytes of JSON; at most {MAX_DOC_BYTES}"),
+        ));
+    }
 }

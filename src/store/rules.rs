@@ -25,6 +25,18 @@ use super::{Store, StoreError};
 /// How long the loop guard counts a contact's auto-replies.
 pub const GUARD_WINDOW_MS: i64 = 60 * 60 * 1000;
 
+/// How [`Store::rule_put`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RulePut<'a> {
+    /// Only when the id is free.
+    Create,
+    /// Only when the stored document is still `expected` (a compare-and-set: two changes at
+    /// once do not lose one, and a change racing a delete does not bring the rule back).
+    Replace { expected: &'a str },
+    /// Whatever is stored (the rules file at start-up).
+    Upsert,
+}
+
 /// A reply the engine wants to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Firing {
@@ -61,16 +73,16 @@ pub enum FiringVerdict {
 }
 
 impl Store {
-    /// Stores a rule document; with `create_only`, only when the id is free (`false` otherwise).
+    /// Stores a rule document as `how` says; `false` when its condition did not hold.
     pub async fn rule_put(
         &self,
         id: &str,
         doc: &str,
-        create_only: bool,
+        how: RulePut<'_>,
     ) -> Result<bool, StoreError> {
         match self {
-            Store::Redis(s) => s.rule_put(id, doc, create_only).await,
-            Store::Embedded(s) => s.rule_put(id, doc, create_only).await,
+            Store::Redis(s) => s.rule_put(id, doc, how).await,
+            Store::Embedded(s) => s.rule_put(id, doc, how).await,
         }
     }
 

@@ -30,6 +30,10 @@ contract_tests!(
     rules_are_validated_listed_changed_and_deleted,
     the_rules_file_seeds_rules_and_refuses_mistakes,
     a_new_rule_never_answers_the_past,
+    a_burst_of_first_messages_is_welcomed_once,
+    stale_and_unfillable_messages_are_not_answered,
+    a_file_rule_never_takes_over_an_api_rule,
+    an_unreadable_cursor_starts_again_at_the_end,
 );
 
 /// Meta accepting every send, answering with the recipient as `wa_id` and a fresh wamid.
@@ -524,6 +528,26 @@ async fn rules_are_validated_listed_changed_and_deleted(backend: Backend) {
     )
     .await;
     assert_eq!(status, 422);
+    let (status, answer) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/a",
+        Some(json!({"when": null})),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("{} to answer every message"),
+        "{answer}"
+    );
+    let (status, _) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/a",
+        Some(json!({"starts_after": "0"})),
+    )
+    .await;
+    assert_eq!(status, 422, "gateway fields");
 
     let (status, _) = request(&app, reqwest::Method::DELETE, "/v1/rules/a", None).await;
     assert_eq!(status, 204);
@@ -653,8 +677,7 @@ reply = { type = "interactive", interactive = { type = "button", body = { text =
 async fn a_new_rule_never_answers_the_past(backend: Backend) {
     let mut app = rule_app(backend, |_| {}).await;
     receive(&app, vec![text("wamid.B1", "before the rule")]).await;
-    // The engine has seen the log before the rule exists (it starts at the log's end).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Right after: whether or not the engine judged B1 yet, the rule starts after it.
     rule(
         &app,
         json!({"id": "all", "when": {}, "reply": {"type": "text", "text": {"body": "hi"}}}),
@@ -715,4 +738,125 @@ async fn two_instances_on_one_redis_answer_each_message_once() {
         bodies, expected,
         "each message answered once, by one instance"
     );
+}
+
+async fn a_burst_of_first_messages_is_welcomed_once(backend: Backend) {
+    let app = rule_app(backend, |_| {}).await;
+    rule(&app, json!({"id": "welcome", "priority": 1, "when": {"first_message": true}, "reply": {"type": "text", "text": {"body": "welcome"}}})).await;
+    rule(&app, json!({"id": "help", "priority": 2, "when": {"keyword": {"contains": "help"}}, "reply": {"type": "text", "text": {"body": "help"}}})).await;
+    // An album, or "hi" and a question sent together: one second, one delivery.
+    let now = now_secs().to_string();
+    let burst: Vec<Value> = ["hi", "photo", "I need help"]
+        .iter()
+        .enumerate()
+        .map(|(i, body)| json!({"from": KERRY, "id": format!("wamid.Z{}", 3 - i), "timestamp": now, "type": "text", "text": {"body": body}}))
+        .collect();
+    receive(&app, burst).await;
+    // A second later: no longer a first message.
+    let later = json!({"from": KERRY, "id": "wamid.ZZ", "timestamp": (now_secs() + 1).to_string(), "type": "text", "text": {"body": "help again"}});
+    receive(&app, vec![later]).await;
+    let sent = expect_sends(&app, 2).await;
+    let bodies: Vec<&str> = sent.iter().map(text_body).collect();
+    assert_eq!(bodies, ["welcome", "help"], "one welcome for the burst");
+}
+
+async fn stale_and_unfillable_messages_are_not_answered(backend: Backend) {
+    let app = rule_app(backend, |vars| {
+        vars.insert("AUTO_REPLY_MAX_AGE".into(), "10m".into());
+    })
+    .await;
+    rule(&app, json!({"id": "echo", "when": {}, "reply": {"type": "text", "text": {"body": "You said: {{text}}"}}})).await;
+    // Delivered late (Meta retried after an outage): 11 minutes old.
+    let late = json!({"from": KERRY, "id": "wamid.S1", "timestamp": (now_secs() - 660).to_string(), "type": "text", "text": {"body": "late"}});
+    receive(&app, vec![late]).await;
+    // With the text filled in, the reply passes Meta's 4096 characters.
+    receive(&app, vec![text("wamid.S2", &"x".repeat(4090))]).await;
+    receive(&app, vec![text("wamid.S3", "fresh")]).await;
+    let sent = expect_sends(&app, 1).await;
+    assert_eq!(text_body(&sent[0]), "You said: fresh");
+    let metrics = app.metrics_text().await;
+    for reason in ["stale", "invalid_reply"] {
+        assert!(
+            metrics.contains(&format!(
+                "whatsapp_gateway_auto_replies_total{{reason=\"{reason}\"}} 1\n"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}
+
+async fn a_file_rule_never_takes_over_an_api_rule(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.toml");
+    let mut app = rule_app(backend, |_| {}).await;
+    rule(&app, json!({"id": "hours", "when": {"keyword": {"contains": "hours"}}, "reply": {"type": "text", "text": {"body": "from the API"}}})).await;
+    std::fs::write(&file, "[[rules]]\nid = \"hours\"\nreply = { type = \"text\", text = { body = \"from the file\" } }\n\n[[rules]]\nid = \"other\"\nwhen = { keyword = { exact = \"zzz\" } }\nreply = { type = \"text\", text = { body = \"z\" } }\n").unwrap();
+    app.vars
+        .insert("AUTO_REPLY_RULES_FILE".into(), file.display().to_string());
+    app.restart().await;
+    let hours = app.get_json("/v1/rules/hours").await;
+    assert_eq!(hours["managed_by"], "api", "{hours}");
+    assert_eq!(hours["reply"]["text"]["body"], "from the API");
+    assert_eq!(app.get_json("/v1/rules/other").await["managed_by"], "file");
+    assert_eq!(
+        app.get_json("/v1/rules/other").await["enabled"],
+        true,
+        "defaults shown"
+    );
+}
+
+async fn an_unreadable_cursor_starts_again_at_the_end(backend: Backend) {
+    let mut app = rule_app(backend, |_| {}).await;
+    receive(&app, vec![text("wamid.U1", "old")]).await;
+    rule(
+        &app,
+        json!({"id": "all", "when": {}, "reply": {"type": "text", "text": {"body": "hi"}}}),
+    )
+    .await;
+    receive(&app, vec![text("wamid.U2", "new")]).await;
+    expect_sends(&app, 1).await;
+    app.stop(Duration::from_secs(15)).await;
+    // A cursor this backend cannot read (say, copied from the other backend).
+    match backend {
+        Backend::Redis => {
+            let mut redis = app.redis_connection().await;
+            let _: () = redis::cmd("SET")
+                .arg("test:rules:cursor")
+                .arg("not-an-id")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+        }
+        Backend::Embedded => {
+            let changed =
+                rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3"))
+                    .unwrap()
+                    .execute("UPDATE auto_reply_cursor SET cursor = 'not-an-id'", [])
+                    .unwrap();
+            assert_eq!(changed, 1);
+        }
+    }
+    app.restart().await;
+    // The engine starts over at the log's end: U1 and U2 are not answered again, and a message
+    // stored after the reset is.
+    eventually("the engine resets its cursor", || async {
+        let cursor: Option<String> = match backend {
+            Backend::Redis => redis::cmd("GET")
+                .arg("test:rules:cursor")
+                .query_async(&mut app.redis_connection().await)
+                .await
+                .unwrap(),
+            Backend::Embedded => {
+                rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3"))
+                    .unwrap()
+                    .query_row("SELECT cursor FROM auto_reply_cursor", [], |r| r.get(0))
+                    .ok()
+            }
+        };
+        (cursor.as_deref() != Some("not-an-id")).then_some(())
+    })
+    .await;
+    receive(&app, vec![text("wamid.U3", "after")]).await;
+    let sent = expect_sends(&app, 2).await;
+    assert!(sent.iter().all(|s| text_body(s) == "hi"));
 }

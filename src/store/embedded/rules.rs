@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::{EmbeddedStore, Job};
 use crate::store::StoreError;
-use crate::store::rules::{Firing, FiringVerdict, GUARD_WINDOW_MS};
+use crate::store::rules::{Firing, FiringVerdict, GUARD_WINDOW_MS, RulePut};
 
 /// Version 8: auto-reply rules.
 pub(super) const MIGRATION_V8: &str = "
@@ -35,7 +35,8 @@ pub(super) enum RuleOp {
     Put {
         id: String,
         doc: String,
-        create_only: bool,
+        /// `None`: create only; `Some(None)`: upsert; `Some(Some(expected))`: replace.
+        replace: Option<Option<String>>,
     },
     Delete {
         id: String,
@@ -72,18 +73,26 @@ pub(super) enum RuleAnswer {
 /// Applies one change inside the group's transaction.
 pub(super) fn apply(tx: &Transaction<'_>, op: &RuleOp) -> rusqlite::Result<RuleAnswer> {
     match op {
-        RuleOp::Put {
-            id,
-            doc,
-            create_only,
-        } => {
-            let sql = if *create_only {
-                "INSERT INTO auto_reply_rules (id, doc) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
-            } else {
-                "INSERT INTO auto_reply_rules (id, doc) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET doc = excluded.doc"
+        RuleOp::Put { id, doc, replace } => {
+            let n = match replace {
+                None => tx
+                    .prepare_cached(
+                        "INSERT INTO auto_reply_rules (id, doc) VALUES (?1, ?2)
+                         ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![id, doc])?,
+                Some(None) => tx
+                    .prepare_cached(
+                        "INSERT INTO auto_reply_rules (id, doc) VALUES (?1, ?2)
+                         ON CONFLICT (id) DO UPDATE SET doc = excluded.doc",
+                    )?
+                    .execute(params![id, doc])?,
+                Some(Some(expected)) => tx
+                    .prepare_cached(
+                        "UPDATE auto_reply_rules SET doc = ?2 WHERE id = ?1 AND doc = ?3",
+                    )?
+                    .execute(params![id, doc, expected])?,
             };
-            let n = tx.prepare_cached(sql)?.execute(params![id, doc])?;
             Ok(RuleAnswer::Done(n == 1))
         }
         RuleOp::Delete { id } => {
@@ -180,12 +189,16 @@ impl EmbeddedStore {
         &self,
         id: &str,
         doc: &str,
-        create_only: bool,
+        how: RulePut<'_>,
     ) -> Result<bool, StoreError> {
         self.rule_done(RuleOp::Put {
             id: id.to_owned(),
             doc: doc.to_owned(),
-            create_only,
+            replace: match how {
+                RulePut::Create => None,
+                RulePut::Upsert => Some(None),
+                RulePut::Replace { expected } => Some(Some(expected.to_owned())),
+            },
         })
         .await
     }

@@ -7,7 +7,21 @@ use redis::Script;
 
 use super::RedisStore;
 use crate::store::StoreError;
-use crate::store::rules::{Firing, FiringVerdict, GUARD_WINDOW_MS};
+use crate::store::rules::{Firing, FiringVerdict, GUARD_WINDOW_MS, RulePut};
+
+/// ARGV: [1] the rules hash, [2] id, [3] document, [4] mode (`create`, `replace`, `upsert`),
+/// [5] the expected document (replace). Returns 1 when written.
+static PUT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local current = redis.call('HGET', ARGV[1], ARGV[2])
+if ARGV[4] == 'create' and current then return 0 end
+if ARGV[4] == 'replace' and current ~= ARGV[5] then return 0 end
+redis.call('HSET', ARGV[1], ARGV[2], ARGV[3])
+return 1
+",
+    )
+});
 
 /// ARGV: [1] prefix, [2] `1` when a cursor is expected (`0`: absent), [3] the expected cursor,
 /// [4] the next cursor, [5] most auto-replies per contact per window, [6] the window (ms),
@@ -52,17 +66,23 @@ impl RedisStore {
         &self,
         id: &str,
         doc: &str,
-        create_only: bool,
+        how: RulePut<'_>,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.inner.connection.clone();
-        let cmd = if create_only { "HSETNX" } else { "HSET" };
-        let n: i64 = redis::cmd(cmd)
+        let (mode, expected) = match how {
+            RulePut::Create => ("create", ""),
+            RulePut::Replace { expected } => ("replace", expected),
+            RulePut::Upsert => ("upsert", ""),
+        };
+        let n: i64 = PUT
+            .prepare_invoke()
             .arg(self.rules_key())
             .arg(id)
             .arg(doc)
-            .query_async(&mut conn)
+            .arg(mode)
+            .arg(expected)
+            .invoke_async(&mut self.inner.connection.clone())
             .await?;
-        Ok(n == 1 || !create_only)
+        Ok(n == 1)
     }
 
     pub(crate) async fn rule_get(&self, id: &str) -> Result<Option<String>, StoreError> {
