@@ -112,9 +112,13 @@ impl Application {
         }
         let store = open_store(&settings.store).await?;
         let metrics = crate::metrics::Metrics::new();
-        let graph = GraphClient::new(&settings.graph)
+        let mut graph = GraphClient::new(&settings.graph)
             .context("building the Graph API client")?
             .counting(metrics.graph_requests.clone());
+        if let Store::Redis(redis) = &store {
+            // Instances on one Redis share each number's send rate, as Meta counts it.
+            graph = graph.pacing_shared(redis.clone());
+        }
         let default_number = settings
             .graph
             .phone_number_id

@@ -385,6 +385,16 @@ async fn store_check(settings: &StoreSettings) -> Check {
                     )
                     .await
                 }
+                // A gateway runs on it (the usual case): the read above succeeded, and writes are
+                // that gateway's to make (its /readyz says whether they succeed).
+                Err(StoreError::InUse(in_use)) => Check::pass(
+                    "store",
+                    name,
+                    format!(
+                        "{place} answers a read; a running gateway has it ({}), so the readiness write is left to it: its /readyz says whether writes succeed",
+                        in_use.holder_text()
+                    ),
+                ),
                 Err(e) => Check::fail("store", name, format!("cannot open {place}: {e}"), fix),
             }
         }

@@ -50,7 +50,7 @@ pub struct GraphClient {
     numbers: Vec<BusinessNumber>,
     /// GRAPH_API_BASE without user info, query or fragment, for error texts.
     base_for_errors: String,
-    /// SEND_RATE_PER_SECOND per number, shared by every clone.
+    /// SEND_RATE_PER_SECOND per number, shared by every clone (and, on Redis, every instance).
     pacer: std::sync::Arc<crate::graph::pacer::Pacer>,
     /// GRAPH_TIMEOUT_SECS: one call's limit, and the time within which every attempt of one
     /// send must start (so a send takes at most twice this).
@@ -100,6 +100,17 @@ impl GraphClient {
             timeout: settings.timeout,
             calls: None,
         })
+    }
+
+    /// Paces sends in `store`'s Redis, so every instance on it shares SEND_RATE_PER_SECOND per
+    /// number ([`crate::graph::pacer`]).
+    #[must_use]
+    pub fn pacing_shared(self, store: crate::store::redis::RedisStore) -> Self {
+        let pacer = crate::graph::pacer::Pacer::new(self.pacer.rate()).shared_on(store);
+        Self {
+            pacer: std::sync::Arc::new(pacer),
+            ..self
+        }
     }
 
     /// Counts every operation of this client (and its clones) in `calls`.

@@ -7,9 +7,14 @@
 //! its slot (the time the `rate`-th send before it started, plus one second), but no longer than
 //! the caller allows (a send: until GRAPH_TIMEOUT_SECS after it began); a slot further away is
 //! not taken and the send is refused with the wait ([`crate::graph::GraphError::Paced`], a 429).
-//! Slots are taken in arrival order, so waiting sends keep their order. The window is per process: instances on
-//! one Redis each keep their own (set the rate to Meta's divided by the instances if they share
-//! a number's traffic evenly).
+//! Slots are taken in arrival order, so waiting sends keep their order.
+//!
+//! **Where the window lives**: with Redis it is in Redis ([`Pacer::shared_on`],
+//! `P:pace:<phone_number_id>`, one script call per send), so every instance on one Redis shares
+//! the number's rate, as Meta counts it; with the embedded store (one instance) it is in this
+//! process. When Redis does not answer, a send is paced by this process's window instead (logged
+//! once per outage) rather than refused: Meta still enforces its own limit, and the send's record
+//! needs Redis anyway.
 //!
 //! [`PairBackoff`]: Meta's pair rate (131056, about one message every 6 s from one number to one
 //! user) is answered with a wait that grows as Meta advises, 4^X seconds for the X-th refusal in
@@ -18,9 +23,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::store::redis::RedisStore;
 
 /// The window's length.
 const WINDOW: Duration = Duration::from_secs(1);
@@ -31,25 +39,72 @@ pub struct Pacer {
     rate: usize,
     /// Per number, the start times of its latest `rate` sends (taken slots), oldest first.
     slots: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// The window every instance on this Redis shares; `None`: this process's only.
+    shared: Option<RedisStore>,
+    /// The shared window did not answer last time (so the outage is logged once).
+    shared_failing: AtomicBool,
 }
 
 impl Pacer {
-    /// At most `rate` sends per second per number (at least 1).
+    /// At most `rate` sends per second per number (at least 1), counted in this process.
     pub fn new(rate: usize) -> Self {
         Self {
             rate: rate.max(1),
             slots: Mutex::new(HashMap::new()),
+            shared: None,
+            shared_failing: AtomicBool::new(false),
         }
+    }
+
+    /// The same limit, counted in `store`'s Redis for every instance on it.
+    #[must_use]
+    pub fn shared_on(self, store: RedisStore) -> Self {
+        Self {
+            shared: Some(store),
+            ..self
+        }
+    }
+
+    /// SEND_RATE_PER_SECOND.
+    pub fn rate(&self) -> usize {
+        self.rate
     }
 
     /// Waits until `number` may send again, taking that slot; when that is more than `longest`
     /// away, takes nothing and returns how long it is (the caller refuses the send rather than
     /// hold it past its deadline).
     pub async fn wait(&self, number: &str, longest: Duration) -> Result<(), Duration> {
+        if let Some(store) = &self.shared {
+            match store
+                .take_send_slot(number, self.rate, WINDOW, longest)
+                .await
+            {
+                Ok(Ok(wait)) => {
+                    self.shared_recovered();
+                    tokio::time::sleep(wait).await;
+                    return Ok(());
+                }
+                Ok(Err(wait)) => {
+                    self.shared_recovered();
+                    return Err(wait);
+                }
+                Err(e) => {
+                    if !self.shared_failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(error.message = %e, "graph.pacer_unshared Redis does not answer; sends are paced by this instance's own window until it does");
+                    }
+                }
+            }
+        }
         let now = Instant::now();
         let slot = self.take(number, now, longest)?;
         tokio::time::sleep_until(slot).await;
         Ok(())
+    }
+
+    fn shared_recovered(&self) {
+        if self.shared_failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("graph.pacer_shared Redis answers again; the send rate is shared again");
+        }
     }
 
     /// Takes the next slot of `number` at `now` (the sliding window's rule), unless it is more

@@ -40,12 +40,17 @@
 //! ([`rules`]).
 //! Opening an older file migrates it in place, one transaction per version.
 //!
+//! **Single-instance**: the store takes DATA_DIR's lock ([`lock`]) before it opens the database
+//! for writing, so a second gateway process on the same directory refuses to start instead of
+//! writing beside the first.
+//!
 //! What one group writes per new message: its record, its FastAPI row, its conversation (unless
 //! it is an edit, a deletion or a reaction, which change their target in `message_changes`
 //! instead) and its events; statuses, read marks, deletions and quarantined items are jobs of
 //! the same queue, each with its events in the same transaction.
 
 mod hooks;
+pub mod lock;
 mod reads;
 mod rules;
 
@@ -371,6 +376,8 @@ struct Inner {
     readiness: Readiness,
     /// Marked changed after every commit (the event reader's wake-up).
     committed: watch::Sender<()>,
+    /// DATA_DIR's lock, held while the store (or its writer thread) lives.
+    _lock: Arc<lock::DataDirLock>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -395,6 +402,9 @@ impl EmbeddedStore {
     /// readiness probe.
     pub fn open(settings: &EmbeddedSettings) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&settings.data_dir)?;
+        // Before anything is opened for writing: another process's database is not ours to
+        // migrate, probe or trim.
+        let lock = lock::DataDirLock::acquire(&settings.data_dir)?;
         let path = settings.db_path();
         let conn = open_writer(&path)?;
         let identity = file_identity(&path)?;
@@ -410,6 +420,7 @@ impl EmbeddedStore {
             lost: None,
             readiness: readiness.clone(),
             event_retention: settings.event_retention,
+            _lock: lock.clone(),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
@@ -421,6 +432,7 @@ impl EmbeddedStore {
                 readers,
                 readiness,
                 committed,
+                _lock: lock,
             }),
         };
         spawn_probe(Arc::downgrade(&store.inner), |inner| async move {
@@ -905,6 +917,8 @@ struct Writer {
     readiness: Readiness,
     event_retention: usize,
     committed: watch::Sender<()>,
+    /// DATA_DIR's lock; declared after `conn`, so it is released after the connection closed.
+    _lock: Arc<lock::DataDirLock>,
 }
 
 impl Writer {

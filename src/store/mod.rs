@@ -168,6 +168,10 @@ pub enum StoreError {
     /// The store refuses writes until an operator fixes something; the text says what.
     #[error("{0}")]
     Refused(String),
+    /// The embedded store's DATA_DIR is locked by another process ([`embedded::lock`]); the
+    /// text names the directory, the lock file and the holder.
+    #[error("{0}")]
+    InUse(embedded::lock::InUse),
 }
 
 impl StoreError {

@@ -16,6 +16,8 @@
 //!   [`super::DEDUPE_TTL_SECS`], past Meta's retries);
 //! - `P:idem:<key>`: a client's Idempotency-Key (`fp`, then `status` and `body`; see
 //!   [`crate::store::Store::idempotency`]);
+//! - `P:pace:<phone_number_id>`: the send pacer's window shared by every instance (the start
+//!   times of the number's latest SEND_RATE_PER_SECOND sends; see [`pace`]);
 //! - `P:seen:<wamid>`: markers of the previous release, still read so its messages stay deduped;
 //! - `P:upgrade:import`: set once the FastAPI lists of earlier releases have records and
 //!   conversations ([`crate::service::upgrade`]).
@@ -46,6 +48,7 @@
 //! [`PROBE_INTERVAL`]: super::PROBE_INTERVAL
 
 mod hooks;
+mod pace;
 mod reads;
 mod rules;
 

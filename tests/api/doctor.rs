@@ -342,6 +342,32 @@ async fn an_all_green_set_up_passes_every_check_and_exits_0(backend: Backend) {
     assert!(!text.contains('✗'), "{text}");
 }
 
+/// The embedded store is single-instance (its DATA_DIR is locked), but the doctor still checks
+/// it while the gateway runs: a read, with the writes left to the gateway that holds the lock.
+#[tokio::test]
+async fn the_doctor_checks_an_embedded_store_a_running_gateway_holds() {
+    let setup = healthy().await;
+    let cwd = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::spawn(&setup.vars, cwd.path());
+    gateway.wait_ready().await;
+    let (code, report) = setup.json(&[]).await;
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(outcome(&report, "store"), "pass", "{report:#}");
+    let detail = text_of(&report, "store", "detail");
+    assert!(
+        detail.contains(&format!(
+            "a running gateway has it (process {} holds its lock",
+            gateway.child.id()
+        )),
+        "{detail}"
+    );
+    // The gateway was not disturbed.
+    assert_eq!(
+        reqwest::get(gateway.url("/readyz")).await.unwrap().status(),
+        200
+    );
+}
+
 /// The doctor reads the SQLite database's schema version first and writes nothing to a database
 /// it would have to create or migrate (an earlier release's must stay usable by that release).
 #[tokio::test]

@@ -16,6 +16,7 @@ mod get;
 mod get_stream;
 mod health;
 mod inbox;
+mod instances;
 mod limits;
 mod media;
 mod metrics;

@@ -302,6 +302,68 @@ async fn embedded_store_keeps_every_acknowledged_message_after_sigkill() {
     assert_eq!(ids, acknowledged);
 }
 
+/// The embedded store is single-instance: a second gateway on the same DATA_DIR refuses to start
+/// (naming the directory, the lock file and the holder, and pointing to REDIS_URL) before it
+/// opens the database; the first keeps serving; once the first is SIGKILLed the kernel has
+/// released the lock and a new gateway starts on the same data.
+#[tokio::test]
+async fn a_second_gateway_on_the_same_data_dir_refuses_to_start_and_the_first_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let env = vars(&[("DATA_DIR", data)]);
+    let mut first = Gateway::spawn(&env, dir.path());
+    first.wait_ready().await;
+    let client = reqwest::Client::new();
+    let post = |url: String, id: &str| {
+        let body = webhook_with(vec![text_message(id, "919216598210", "x")]);
+        let request = client.post(url).body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post(first.url("/webhook"), "wamid.L1").await, 200);
+
+    let mut second = Gateway::spawn(&env, dir.path());
+    let status = second.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(1), "{}", second.output());
+    let output = second.output();
+    let lock_file = dir
+        .path()
+        .canonicalize()
+        .unwrap()
+        .join("whatsapp-gateway.lock");
+    for expected in [
+        format!("DATA_DIR {data} is in use"),
+        format!(
+            "process {} holds its lock {}",
+            first.child.id(),
+            lock_file.display()
+        ),
+        "The embedded store is single-instance".to_owned(),
+        "set REDIS_URL".to_owned(),
+    ] {
+        assert!(output.contains(&expected), "{expected:?} not in {output}");
+    }
+    // The first keeps serving, and nobody else answers on the second's port.
+    assert_eq!(post(first.url("/webhook"), "wamid.L2").await, 200);
+    assert_eq!(
+        client
+            .get(first.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(client.get(second.url("/healthz")).send().await.is_err());
+
+    first.signal("KILL");
+    first.wait_exit(Duration::from_secs(5)).await;
+    let mut third = Gateway::spawn(&env, dir.path());
+    third.wait_ready().await;
+    assert_eq!(post(third.url("/webhook"), "wamid.L3").await, 200);
+    let ids = stored_ids(&third.url(""), "919216598210").await;
+    assert_eq!(ids, ["wamid.L1", "wamid.L2", "wamid.L3"]);
+}
+
 #[tokio::test]
 async fn pretty_logs_to_a_pipe_have_no_colour_codes_and_echo_no_huge_text() {
     let graph = MockServer::start().await;

@@ -12,6 +12,7 @@ mod sim;
 mod browser;
 mod durability;
 mod edge_attacks;
+mod multi_instance;
 mod overload;
 mod parser;
 mod partition;
