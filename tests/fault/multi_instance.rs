@@ -13,7 +13,10 @@
 //!     every event of the log once, in order (no duplicate, no gap). Duplicated deliveries
 //!     (at-least-once: the killed instance's attempts in flight are made again after their lease)
 //!     are counted and printed, and bounded by what the killed instance could have had in flight
-//!     (WEBHOOK_CONCURRENCY): an event enqueued by several instances would exceed it.
+//!     (WEBHOOK_CONCURRENCY): an event enqueued by several instances would exceed it. An
+//!     auto-reply rule (`first_message`, created through the proxy) answers through a Graph mock
+//!     all instances share: no contact is answered twice (a reply is at most once: one whose
+//!     firing the killed instance had taken may be lost, never sent again).
 //!
 //!     Full: 10,000 webhooks; CI: 1,000.
 
@@ -362,8 +365,18 @@ async fn three_instances_behind_a_proxy_store_once_and_deliver_every_event_throu
     let started = Instant::now();
     let count = scaled(10_000, 1_000);
     let redis = TestRedis::start_aof();
+    let graph = wiremock::MockServer::start().await;
+    let replies = Arc::new(AtomicUsize::new(0));
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(AcceptSends(replies.clone()))
+        .mount(&graph)
+        .await;
+    let graph_uri = graph.uri();
     let env = gateway_env(&[
         ("REDIS_URL", &redis.url()),
+        ("ACCESS_TOKEN", crate::helpers::ACCESS_TOKEN),
+        ("PHONE_NUMBER_ID", crate::helpers::PHONE_NUMBER_ID),
+        ("GRAPH_API_BASE", &graph_uri),
         ("REDIS_KEY_PREFIX", PREFIX),
         ("WEBHOOK_ALLOW_PRIVATE", "true"),
         // Short waits, and more of them than a kill can cost.
@@ -402,12 +415,26 @@ async fn three_instances_behind_a_proxy_store_once_and_deliver_every_event_throu
     assert_eq!(created.status(), 201);
     let subscription: Value = created.json().await.unwrap();
     let subscription = subscription["id"].as_str().unwrap().to_owned();
+    let rule = http
+        .post(proxy.url("/v1/rules"))
+        .json(&json!({"id": "welcome", "when": {"first_message": true},
+                      "reply": {"type": "text", "text": {"body": "welcome"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rule.status(), 201);
 
     // An SSE client on each instance that is never killed.
     let (seen_b, follow_b) = follow_events(gateways[1].url(""));
     let (seen_c, follow_c) = follow_events(gateways[2].url(""));
 
-    let work = deliveries("mi", count, scaled(200, 20), 5);
+    let mut work = deliveries("mi", count, scaled(200, 20), 5);
+    // Sent now (auto-replies answer only fresh messages).
+    let now = format!("\"timestamp\":\"{}\"", crate::helpers::now_secs());
+    for d in &mut work {
+        assert!(d.body.contains("\"timestamp\":\"1757936743\""));
+        d.body = Arc::new(d.body.replace("\"timestamp\":\"1757936743\"", &now));
+    }
     let all_senders = senders(&work);
     let expected: HashSet<String> = work.iter().map(|d| d.id.clone()).collect();
     // Paced so the kill lands mid-run and the restarted instance takes traffic: 5 s of it (CI:
@@ -561,6 +588,25 @@ async fn three_instances_behind_a_proxy_store_once_and_deliver_every_event_throu
     follow_b.abort();
     follow_c.abort();
 
+    // Auto-replies: one welcome per contact at most, whichever instance judged its messages.
+    let contacts = senders_of(&graph).await;
+    let mut per_contact: HashMap<String, usize> = HashMap::new();
+    for to in &contacts {
+        *per_contact.entry(to.clone()).or_default() += 1;
+    }
+    let twice: Vec<_> = per_contact.iter().filter(|(_, n)| **n > 1).collect();
+    println!(
+        "multi-instance: {} contacts welcomed of {} senders; none twice: {}",
+        per_contact.len(),
+        scaled(200, 20),
+        twice.is_empty()
+    );
+    assert!(twice.is_empty(), "welcomed more than once: {twice:?}");
+    assert!(
+        per_contact.len() * 2 >= scaled(200, 20),
+        "the rule answered (lost only what the killed instance had taken)"
+    );
+
     let mut per_instance = Vec::new();
     for gateway in &gateways {
         per_instance.push(webhooks_received(&gateway.url("")).await);
@@ -569,4 +615,41 @@ async fn three_instances_behind_a_proxy_store_once_and_deliver_every_event_throu
         "multi-instance: webhooks received per instance since its start {per_instance:?}; whole test {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Meta accepting every send, with a fresh wamid.
+struct AcceptSends(Arc<AtomicUsize>);
+
+impl wiremock::Respond for AcceptSends {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let to = body["to"].as_str().unwrap_or_default().to_owned();
+        let n = self.0.fetch_add(1, Ordering::SeqCst);
+        wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": format!("wamid.WELCOME{n}")}],
+        }))
+    }
+}
+
+/// The recipients of the sends Meta received, once the count stops growing.
+async fn senders_of(graph: &wiremock::MockServer) -> Vec<String> {
+    let mut last = usize::MAX;
+    for _ in 0..50 {
+        let n = graph.received_requests().await.unwrap_or_default().len();
+        if n == last {
+            break;
+        }
+        last = n;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    graph
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| serde_json::from_slice::<Value>(&r.body).ok())
+        .filter_map(|b| b["to"].as_str().map(str::to_owned))
+        .collect()
 }
