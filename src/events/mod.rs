@@ -406,6 +406,50 @@ impl std::fmt::Debug for EventHub {
     }
 }
 
+/// Wakes a task that reads the log by its own cursor (the outgoing webhooks' dispatcher, the
+/// auto-replies' engine): on a new event while it follows the log live, on a change, or after
+/// an interval. While it follows, it holds a receiver of the hub, so the reader follows the log.
+#[derive(Default)]
+pub(crate) struct Wakeups(Option<broadcast::Receiver<Live>>);
+
+impl Wakeups {
+    /// Follows the log live (`live`: someone needs every event at once) or stops.
+    pub(crate) async fn follow(&mut self, hub: &EventHub, live: bool) {
+        if !live {
+            self.0 = None;
+        } else if self.0.is_none() {
+            self.0 = hub.wakeups().await;
+        }
+    }
+
+    /// Waits for a new event (while following), `changed` or `interval`; false on shutdown.
+    pub(crate) async fn wait(
+        &mut self,
+        shutdown: &CancellationToken,
+        changed: &tokio::sync::Notify,
+        interval: Duration,
+    ) -> bool {
+        let woken = async {
+            match self.0.as_mut() {
+                Some(rx) => match rx.recv().await {
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Take the rest of the burst: the follower reads the log itself.
+                        while rx.try_recv().is_ok() {}
+                    }
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                },
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = changed.notified() => true,
+            () = woken => true,
+            () = tokio::time::sleep(interval) => true,
+        }
+    }
+}
+
 impl EventHub {
     /// Opens the event log of the configured store and starts its reader.
     pub async fn start(
@@ -446,10 +490,9 @@ impl EventHub {
         &self.log
     }
 
-    /// A receiver that sees every new event (a wake-up for outgoing webhooks, which read the
-    /// log by their own cursors); while it exists the reader follows the log. `None` on
-    /// shutdown.
-    pub(crate) async fn wakeups(&self) -> Option<broadcast::Receiver<Live>> {
+    /// A receiver that sees every new event; while it exists the reader follows the log.
+    /// `None` on shutdown.
+    async fn wakeups(&self) -> Option<broadcast::Receiver<Live>> {
         let receiver = self.live.subscribe();
         self.demand.armed(&self.shutdown).await.then_some(receiver)
     }

@@ -5,12 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
-use tokio::sync::broadcast;
-
 use super::subscription::Subscription;
 use super::{Inner, PASS_INTERVAL, now_ms};
 use crate::events::log::READ_BATCH;
-use crate::events::{Event, EventId, Live};
+use crate::events::{Event, EventId, Wakeups};
 use crate::store::StoreError;
 use crate::store::hooks::{Enqueue, NewDelivery};
 
@@ -31,7 +29,7 @@ pub fn body(event: &Event, now_ms: i64) -> String {
 
 /// The dispatcher loop: a pass, then wait for a new event, a change or [`PASS_INTERVAL`].
 pub(super) async fn run(inner: Arc<Inner>) {
-    let mut wake: Option<broadcast::Receiver<Live>> = None;
+    let mut wake = Wakeups::default();
     let mut failing = false;
     loop {
         if inner.shutdown.is_cancelled() {
@@ -44,11 +42,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
         match inner.reload().await {
             Ok(subs) => {
                 // Follow the log live only while someone subscribed.
-                if subs.is_empty() {
-                    wake = None;
-                } else if wake.is_none() {
-                    wake = inner.hub.wakeups().await;
-                }
+                wake.follow(&inner.hub, !subs.is_empty()).await;
                 let subs: Vec<Arc<Subscription>> = subs.values().cloned().collect();
                 match pass(&inner, subs).await {
                     Ok(enqueued) => {
@@ -75,23 +69,11 @@ pub(super) async fn run(inner: Arc<Inner>) {
                 failing = true;
             }
         }
-        let woken = async {
-            match wake.as_mut() {
-                Some(rx) => match rx.recv().await {
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Take the rest of the burst: the pass reads the log itself.
-                        while rx.try_recv().is_ok() {}
-                    }
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-                },
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = inner.shutdown.cancelled() => return,
-            () = inner.changed.notified() => {}
-            () = woken => {}
-            () = tokio::time::sleep(PASS_INTERVAL) => {}
+        if !wake
+            .wait(&inner.shutdown, &inner.changed, PASS_INTERVAL)
+            .await
+        {
+            return;
         }
     }
 }

@@ -34,14 +34,14 @@ use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore, broadcast, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::RulesSettings;
 use crate::domain::send::OutgoingMessage;
 use crate::events::log::READ_BATCH;
-use crate::events::{EventHub, Live};
+use crate::events::{EventHub, Wakeups};
 use crate::metrics::{Metrics, ReasonLabels};
 use crate::service::send::{SendError, Sender};
 use crate::store::rules::{Firing, FiringVerdict, RulePut};
@@ -320,6 +320,16 @@ impl Inner {
         Ok(rules)
     }
 
+    /// Moves the cursor from `from` to `to` without judging what is between; false when
+    /// another instance moved it first.
+    async fn jump(&self, from: Option<&str>, to: &str) -> Result<bool, StoreError> {
+        let moved = self
+            .store
+            .rules_advance(from, to, &[], self.settings.max_per_hour, now_ms())
+            .await?;
+        Ok(moved.is_some())
+    }
+
     fn count(&self, reason: &'static str) {
         self.outcomes.get_or_create(&ReasonLabels { reason }).inc();
     }
@@ -327,7 +337,7 @@ impl Inner {
 
 /// The engine loop: a pass, then wait for a new event, a change or [`PASS_INTERVAL`].
 async fn run(inner: Arc<Inner>) {
-    let mut wake: Option<broadcast::Receiver<Live>> = None;
+    let mut wake = Wakeups::default();
     let mut failing = false;
     let mut cursor: Option<Option<String>> = None;
     loop {
@@ -340,11 +350,7 @@ async fn run(inner: Arc<Inner>) {
         match pass(&inner, &mut cursor).await {
             Ok(any_rules) => {
                 // Follow the log live only while a rule is enabled.
-                if !any_rules {
-                    wake = None;
-                } else if wake.is_none() {
-                    wake = inner.hub.wakeups().await;
-                }
+                wake.follow(&inner.hub, any_rules).await;
                 if failing {
                     tracing::info!("rules.engine_recovered");
                     failing = false;
@@ -357,22 +363,11 @@ async fn run(inner: Arc<Inner>) {
                 failing = true;
             }
         }
-        let woken = async {
-            match wake.as_mut() {
-                Some(rx) => match rx.recv().await {
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        while rx.try_recv().is_ok() {}
-                    }
-                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
-                },
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = inner.shutdown.cancelled() => return,
-            () = inner.changed.notified() => {}
-            () = woken => {}
-            () = tokio::time::sleep(PASS_INTERVAL) => {}
+        if !wake
+            .wait(&inner.shutdown, &inner.changed, PASS_INTERVAL)
+            .await
+        {
+            return;
         }
     }
 }
@@ -413,20 +408,8 @@ async fn pass(inner: &Arc<Inner>, known: &mut Option<Option<String>>) -> Result<
                 (Some(Some(at)), Some(end)) => at < end,
                 (Some(Some(_)), None) => false,
             };
-            if behind {
-                let moved = inner
-                    .store
-                    .rules_advance(
-                        cursor.as_deref(),
-                        &newest,
-                        &[],
-                        inner.settings.max_per_hour,
-                        now_ms(),
-                    )
-                    .await?;
-                if moved.is_none() {
-                    return Ok(!rules.is_empty());
-                }
+            if behind && !inner.jump(cursor.as_deref(), &newest).await? {
+                return Ok(!rules.is_empty());
             }
             *known = Some(Some(newest));
             return Ok(!rules.is_empty());
@@ -439,16 +422,8 @@ async fn pass(inner: &Arc<Inner>, known: &mut Option<Option<String>>) -> Result<
             cursor = cursor.as_deref().unwrap_or_default(),
             "rules.unreadable_cursor starting again at the log's end"
         );
-        let newest = log.newest().await?.to_string();
         inner
-            .store
-            .rules_advance(
-                cursor.as_deref(),
-                &newest,
-                &[],
-                inner.settings.max_per_hour,
-                now_ms(),
-            )
+            .jump(cursor.as_deref(), &log.newest().await?.to_string())
             .await?;
         return Ok(true);
     };
