@@ -88,7 +88,7 @@ impl Rules {
             return Err(RuleError::Invalid(errors));
         }
         let store = self.replies.store();
-        if store.rule_list().await?.len() >= MAX_RULES {
+        if store.rule_count().await? >= MAX_RULES {
             return Err(RuleError::Invalid(vec![invalid(
                 "",
                 format!("there are {MAX_RULES} rules already, the most kept: delete one first"),

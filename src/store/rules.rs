@@ -102,6 +102,14 @@ impl Store {
         }
     }
 
+    /// How many rules are stored.
+    pub async fn rule_count(&self) -> Result<usize, StoreError> {
+        match self {
+            Store::Redis(s) => s.rule_count().await,
+            Store::Embedded(s) => s.rule_count().await,
+        }
+    }
+
     /// Deletes a rule (`false`: there was none).
     pub async fn rule_delete(&self, id: &str) -> Result<bool, StoreError> {
         match self {

@@ -715,3 +715,21 @@ impl TestApp {
         started.elapsed()
     }
 }
+
+/// Meta accepting every send (a Graph mock's responder): the recipient as `wa_id` and a fresh
+/// wamid (`wamid.AUTO<n>`) each time.
+#[derive(Default)]
+pub struct AcceptSends(std::sync::atomic::AtomicU64);
+
+impl wiremock::Respond for AcceptSends {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let to = body["to"].as_str().unwrap_or_default().to_owned();
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{"input": to, "wa_id": to}],
+            "messages": [{"id": format!("wamid.AUTO{n}")}],
+        }))
+    }
+}

@@ -6,13 +6,11 @@
 //! A message that must *not* be answered is followed by one that must: the engine judges the
 //! log in order, so once the second is answered the first has been judged.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use wiremock::Mock;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, Request, Respond, ResponseTemplate};
 
 use crate::contract_tests;
 use crate::helpers::*;
@@ -34,23 +32,9 @@ contract_tests!(
     stale_and_unfillable_messages_are_not_answered,
     a_file_rule_never_takes_over_an_api_rule,
     an_unreadable_cursor_starts_again_at_the_end,
+    replies_to_one_contact_go_out_in_order,
+    rules_are_bounded_in_number_and_size,
 );
-
-/// Meta accepting every send, answering with the recipient as `wa_id` and a fresh wamid.
-struct Accept(Arc<AtomicU64>);
-
-impl Respond for Accept {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-        let to = body["to"].as_str().unwrap_or_default().to_owned();
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        ResponseTemplate::new(200).set_body_json(json!({
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": to, "wa_id": to}],
-            "messages": [{"id": format!("wamid.AUTO{n}")}],
-        }))
-    }
-}
 
 async fn rule_app(
     backend: Backend,
@@ -68,7 +52,7 @@ async fn rule_app(
 async fn accept_sends(app: &TestApp) {
     Mock::given(method("POST"))
         .and(path(format!("/{PHONE_NUMBER_ID}/messages")))
-        .respond_with(Accept(Arc::default()))
+        .respond_with(AcceptSends::default())
         .mount(&app.graph)
         .await;
 }
@@ -859,4 +843,115 @@ async fn an_unreadable_cursor_starts_again_at_the_end(backend: Backend) {
     receive(&app, vec![text("wamid.U3", "after")]).await;
     let sent = expect_sends(&app, 2).await;
     assert!(sent.iter().all(|s| text_body(s) == "hi"));
+}
+
+/// Meta answering the first send after a delay, recording when each send arrived.
+struct SlowFirst(std::sync::Mutex<Vec<std::time::Instant>>);
+
+impl wiremock::Respond for SlowFirst {
+    fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let mut arrivals = self.0.lock().unwrap();
+        arrivals.push(std::time::Instant::now());
+        let n = arrivals.len();
+        let answer = wiremock::ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp", "contacts": [{"input": KERRY, "wa_id": KERRY}],
+            "messages": [{"id": format!("wamid.SLOW{n}")}]}));
+        if n == 1 {
+            answer.set_delay(Duration::from_millis(800))
+        } else {
+            answer
+        }
+    }
+}
+
+async fn replies_to_one_contact_go_out_in_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let slow = std::sync::Arc::new(SlowFirst(std::sync::Mutex::default()));
+    Mock::given(method("POST"))
+        .and(path(format!("/{PHONE_NUMBER_ID}/messages")))
+        .respond_with(ArcResponder(slow.clone()))
+        .mount(&app.graph)
+        .await;
+    rule(
+        &app,
+        json!({"id": "echo", "when": {}, "reply": {"type": "text", "text": {"body": "{{text}}"}}}),
+    )
+    .await;
+    receive(&app, vec![text("wamid.Q1", "first")]).await;
+    // The first reply is at Meta (and held there) before the second message arrives.
+    eventually("the first reply reaches Meta", || async {
+        (!slow.0.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    receive(&app, vec![text("wamid.Q2", "second")]).await;
+    let sent = expect_sends(&app, 2).await;
+    assert_eq!(
+        sent.iter().map(text_body).collect::<Vec<_>>(),
+        ["first", "second"]
+    );
+    let arrivals = slow.0.lock().unwrap().clone();
+    assert!(
+        arrivals[1] - arrivals[0] >= Duration::from_millis(750),
+        "the second reply waited for the first to be answered: {:?}",
+        arrivals[1] - arrivals[0]
+    );
+}
+
+/// Lets a test keep a handle on its responder.
+struct ArcResponder<T>(std::sync::Arc<T>);
+
+impl<T: wiremock::Respond> wiremock::Respond for ArcResponder<T> {
+    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
+        self.0.respond(request)
+    }
+}
+
+async fn rules_are_bounded_in_number_and_size(backend: Backend) {
+    let app = rule_app(backend, |_| {}).await;
+    // Past 64 KiB of JSON: 100 keywords of 1,000 characters.
+    let long: Vec<String> = (0..100)
+        .map(|i| format!("{i:04}{}", "k".repeat(996)))
+        .collect();
+    let (status, answer) = create_rule(
+        &app,
+        json!({"id": "big", "when": {"keyword": {"contains": long}}, "reply": {"type": "text", "text": {"body": "x"}}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().contains("at most 65536"), "{answer}");
+    use futures_util::StreamExt;
+    let created: Vec<u16> = futures_util::stream::iter(0..1000)
+        .map(|i| {
+            let app = &app;
+            async move {
+                create_rule(app, json!({"id": format!("r{i}"), "when": {"keyword": {"exact": format!("w{i}")}}, "reply": {"type": "text", "text": {"body": "x"}}}))
+                    .await
+                    .0
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert!(
+        created.iter().all(|s| *s == 201),
+        "{:?}",
+        created.iter().filter(|s| **s != 201).count()
+    );
+    let (status, answer) = create_rule(
+        &app,
+        json!({"id": "one-more", "reply": {"type": "text", "text": {"body": "x"}}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer.to_string().contains("1000 rules already"),
+        "{answer}"
+    );
+    assert_eq!(
+        app.get_json("/v1/rules").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1000
+    );
 }

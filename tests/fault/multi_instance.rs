@@ -366,9 +366,8 @@ async fn three_instances_behind_a_proxy_store_once_and_deliver_every_event_throu
     let count = scaled(10_000, 1_000);
     let redis = TestRedis::start_aof();
     let graph = wiremock::MockServer::start().await;
-    let replies = Arc::new(AtomicUsize::new(0));
     wiremock::Mock::given(wiremock::matchers::method("POST"))
-        .respond_with(AcceptSends(replies.clone()))
+        .respond_with(crate::helpers::AcceptSends::default())
         .mount(&graph)
         .await;
     let graph_uri = graph.uri();
@@ -615,22 +614,6 @@ async fn three_instances_behind_a_proxy_store_once_and_deliver_every_event_throu
         "multi-instance: webhooks received per instance since its start {per_instance:?}; whole test {:.1} s",
         started.elapsed().as_secs_f64()
     );
-}
-
-/// Meta accepting every send, with a fresh wamid.
-struct AcceptSends(Arc<AtomicUsize>);
-
-impl wiremock::Respond for AcceptSends {
-    fn respond(&self, request: &wiremock::Request) -> wiremock::ResponseTemplate {
-        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-        let to = body["to"].as_str().unwrap_or_default().to_owned();
-        let n = self.0.fetch_add(1, Ordering::SeqCst);
-        wiremock::ResponseTemplate::new(200).set_body_json(json!({
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": to, "wa_id": to}],
-            "messages": [{"id": format!("wamid.WELCOME{n}")}],
-        }))
-    }
 }
 
 /// The recipients of the sends Meta received, once the count stops growing.

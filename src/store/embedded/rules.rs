@@ -258,6 +258,15 @@ impl EmbeddedStore {
         .await
     }
 
+    pub(crate) async fn rule_count(&self) -> Result<usize, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT count(*) FROM auto_reply_rules")?
+                .query_row([], |r| r.get::<_, i64>(0))
+                .map(|n| n.max(0) as usize)
+        })
+        .await
+    }
+
     pub(crate) async fn rules_cursor(&self) -> Result<Option<String>, StoreError> {
         self.read(|conn| {
             conn.prepare_cached("SELECT cursor FROM auto_reply_cursor WHERE id = 1")?

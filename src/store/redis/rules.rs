@@ -102,6 +102,13 @@ impl RedisStore {
         Ok(rows)
     }
 
+    pub(crate) async fn rule_count(&self) -> Result<usize, StoreError> {
+        Ok(redis::cmd("HLEN")
+            .arg(self.rules_key())
+            .query_async(&mut self.inner.connection.clone())
+            .await?)
+    }
+
     pub(crate) async fn rule_delete(&self, id: &str) -> Result<bool, StoreError> {
         let n: i64 = redis::cmd("HDEL")
             .arg(self.rules_key())
