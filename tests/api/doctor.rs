@@ -155,12 +155,34 @@ async fn setup(backend: Backend) -> Setup {
             },
         )
         .unwrap();
+        // Dropped; its writer thread lets go of the DATA_DIR lock once it has finished, which
+        // on a loaded machine can be after a gateway process spawned next would ask for it.
+        wait_until_unlocked(data.path()).await;
     }
     Setup {
         meta,
         vars,
         _data: data,
         _redis: redis,
+    }
+}
+
+/// Waits (at most 10 s) until no one, this process included, holds `dir`'s DATA_DIR lock.
+async fn wait_until_unlocked(dir: &Path) {
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(dir.join(whatsapp_gateway::store::embedded::lock::LOCK_FILE))
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return file.unlock().unwrap(),
+            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("the DATA_DIR lock of {} is still held: {e}", dir.display()),
+        }
     }
 }
 
