@@ -82,6 +82,13 @@
 //! include their queueing (also when the servers' threads, which are not pinned, take turns on
 //! the same core).
 //!
+//! **Outgoing webhooks** (`--hook-port PORT --hook-secret whsec_...`, webhook scenario only):
+//! the generator is also the app a gateway subscription (WEBHOOK_URL
+//! `http://127.0.0.1:PORT/hook`) delivers to: see [`hooks`] for what it checks and reports
+//! (`hook_*`: delivery latency from each webhook's acknowledgement, deliveries per second, the
+//! backlog left after the load). As with the SSE clients, the server and Redis CPU windows end
+//! after the wait for the outstanding deliveries.
+//!
 //! It stops after `--requests` requests or `--max-seconds`, whichever comes first (requests still in
 //! flight then are counted as `cut_off`, not as errors), and only ever connects to the host and
 //! port of `--url` (and runs `redis-cli` against 127.0.0.1 with `--redis-port`).
@@ -105,14 +112,18 @@ use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use whatsapp_gateway::outgoing::signature::SigningSecret;
 use whatsapp_gateway::webhook::AppSecret;
+
+mod hooks;
 
 const USAGE: &str =
     "loadgen --url http://127.0.0.1:PORT --scenario webhook|get|messages|send|v1-send|ready
         [--requests N] [--concurrency C] [--senders S] [--secret SECRET] [--run-id STR]
         [--max-seconds T] [--duplicates-pct P] [--verify] [--pid PID]
         [--get-number DIGITS] [--get-limit L] [--contact DIGITS] [--expect-items N]
-        [--api-key KEY] [--sse-clients N [--sse-resume]] [--redis-port PORT] [--since-ns EPOCH_NS]";
+        [--api-key KEY] [--sse-clients N [--sse-resume]] [--hook-port PORT --hook-secret WHSEC]
+        [--redis-port PORT] [--since-ns EPOCH_NS]";
 
 const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
@@ -171,6 +182,7 @@ struct Args {
     api_key: Option<HeaderValue>,
     sse_clients: usize,
     sse_resume: bool,
+    hook: Option<(u16, SigningSecret)>,
     redis_port: Option<u16>,
     since_ns: Option<u128>,
 }
@@ -194,6 +206,8 @@ fn parse_args() -> Result<Args, String> {
     let mut api_key = None;
     let mut sse_clients = 0usize;
     let mut sse_resume = false;
+    let mut hook_port = None;
+    let mut hook_secret = None;
     let mut redis_port = None;
     let mut since_ns = None;
 
@@ -246,6 +260,11 @@ fn parse_args() -> Result<Args, String> {
                 api_key = Some(HeaderValue::from_str(&value).map_err(|_| bad("a header value"))?)
             }
             "--sse-clients" => sse_clients = value.parse().map_err(|_| bad("a count"))?,
+            "--hook-port" => hook_port = Some(value.parse().map_err(|_| bad("a port"))?),
+            "--hook-secret" => {
+                hook_secret =
+                    Some(SigningSecret::parse(&value).map_err(|e| format!("{flag}: {e}"))?)
+            }
             "--redis-port" => redis_port = Some(value.parse().map_err(|_| bad("a port"))?),
             "--since-ns" => since_ns = Some(value.parse().map_err(|_| bad("epoch ns"))?),
             _ => return Err(format!("unknown argument {flag:?}")),
@@ -280,6 +299,12 @@ fn parse_args() -> Result<Args, String> {
             "--sse-clients x --requests must be at most {SSE_SLOTS_MAX} (one arrival slot each)"
         ));
     }
+    let hook = match (hook_port, hook_secret) {
+        (Some(port), Some(secret)) if scenario == Scenario::Webhook => Some((port, secret)),
+        (None, None) => None,
+        (Some(_), Some(_)) => return Err("--hook-port needs --scenario webhook".into()),
+        _ => return Err("--hook-port and --hook-secret go together".into()),
+    };
     if expect_items.is_some() && !matches!(scenario, Scenario::Get | Scenario::Messages) {
         return Err("--expect-items applies to --scenario get or messages".into());
     }
@@ -313,6 +338,7 @@ fn parse_args() -> Result<Args, String> {
         api_key,
         sse_clients,
         sse_resume,
+        hook,
         redis_port,
         since_ns,
     })
@@ -1250,12 +1276,8 @@ struct Fanout {
 
 /// Connects `args.sse_clients` clients and waits for all their response headers (at most
 /// SSE_CONNECT_TIMEOUT).
-async fn start_fanout(args: &Args) -> Result<Fanout, String> {
-    let t0 = Instant::now();
-    let acks = Arc::new(AckTimes {
-        t0,
-        us: (0..args.requests).map(|_| AtomicU32::new(0)).collect(),
-    });
+async fn start_fanout(args: &Args, acks: Arc<AckTimes>) -> Result<Fanout, String> {
+    let t0 = acks.t0;
     let shared = Arc::new(SseShared {
         addr: args.addr,
         host_header: args.host_header.clone(),
@@ -1372,12 +1394,37 @@ async fn run(args: Args) -> ExitCode {
         Scenario::V1Send => (Method::POST, format!("{}/v1/messages", args.base_path)),
         Scenario::Ready => unreachable!("handled above"),
     };
-    // The SSE clients connect before the clock starts.
-    let fanout = if args.sse_clients > 0 {
+    // Acknowledgement times, for the SSE clients and the webhook receiver.
+    let acks = (args.sse_clients > 0 || args.hook.is_some()).then(|| {
+        Arc::new(AckTimes {
+            t0: Instant::now(),
+            us: (0..args.requests).map(|_| AtomicU32::new(0)).collect(),
+        })
+    });
+    // The receiver listens and the SSE clients connect before the clock starts.
+    let receiver = match (&args.hook, &acks) {
+        (Some((port, secret)), Some(acks)) => {
+            match hooks::Receiver::start(
+                *port,
+                secret.clone(),
+                &args.run_id,
+                acks.t0,
+                args.requests,
+            ) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("loadgen: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
+    let fanout = if let (true, Some(acks)) = (args.sse_clients > 0, &acks) {
         if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
             eprintln!("loadgen: could not raise the open-file limit: {e}");
         }
-        match start_fanout(&args).await {
+        match start_fanout(&args, acks.clone()).await {
             Ok(f) => Some(f),
             Err(e) => {
                 eprintln!("loadgen: {e}");
@@ -1394,6 +1441,9 @@ async fn run(args: Args) -> ExitCode {
     let cpu_before = args.pid.and_then(cpu_ticks);
     let own_before = process_cpu_ticks("/proc/self/stat");
     let sse_before = fanout.as_ref().and_then(|_| thread_cpu_ticks(SSE_THREAD));
+    let hook_before = receiver
+        .as_ref()
+        .and_then(|_| thread_cpu_ticks(hooks::HOOK_THREAD));
     let started = Instant::now();
     let plan = Arc::new(Plan {
         deadline: started + Duration::from_secs_f64(args.max_seconds),
@@ -1404,7 +1454,7 @@ async fn run(args: Args) -> ExitCode {
         next: AtomicUsize::new(0),
         next_fresh: AtomicUsize::new(0),
         last_acked: AtomicUsize::new(0),
-        acks: fanout.as_ref().map(|f| f.acks.clone()),
+        acks: acks.clone(),
         args,
     });
     let workers: Vec<_> = (0..plan.args.concurrency)
@@ -1432,10 +1482,18 @@ async fn run(args: Args) -> ExitCode {
     let seconds = started.elapsed().as_secs_f64();
     let own_after = process_cpu_ticks("/proc/self/stat");
     let sse_after = fanout.as_ref().and_then(|_| thread_cpu_ticks(SSE_THREAD));
-    // With SSE clients the server and Redis CPU windows include the fan-out of the last events.
+    let hook_after = receiver
+        .as_ref()
+        .and_then(|_| thread_cpu_ticks(hooks::HOOK_THREAD));
+    // With SSE clients or a receiver, the server and Redis CPU windows include the fan-out and
+    // the deliveries of the last events.
     let drain_ms = match &fanout {
         Some(f) => Some(f.drain().await),
         None => None,
+    };
+    let hook_drain_ms = match (&receiver, &acks) {
+        (Some(r), Some(acks)) => Some(r.drain(acks).await),
+        _ => None,
     };
     let cpu_after = plan.args.pid.and_then(cpu_ticks);
     let redis_after = plan.args.redis_port.map(redis_cpu_seconds);
@@ -1445,6 +1503,10 @@ async fn run(args: Args) -> ExitCode {
                 .await,
         ),
         None => None,
+    };
+    let hook = match (receiver, &acks) {
+        (Some(r), Some(acks)) => Some(r.finish(acks, hook_drain_ms.unwrap_or(0.0)).await),
+        _ => None,
     };
     let args = &plan.args;
 
@@ -1476,6 +1538,12 @@ async fn run(args: Args) -> ExitCode {
     };
     // The SSE clients' share of it (their thread alone).
     let sse_client_cpu_pct = match (sse_before, sse_after) {
+        (Some(before), Some(after)) if seconds > 0.0 => {
+            Some(((after - before) as f64 * 100.0 / ticks as f64 / seconds).round())
+        }
+        _ => None,
+    };
+    let hook_cpu_pct = match (hook_before, hook_after) {
         (Some(before), Some(after)) if seconds > 0.0 => {
             Some(((after - before) as f64 * 100.0 / ticks as f64 / seconds).round())
         }
@@ -1527,6 +1595,10 @@ async fn run(args: Args) -> ExitCode {
     {
         obj.extend(sse);
         obj.insert("sse_client_cpu_pct".into(), json!(sse_client_cpu_pct));
+    }
+    if let (Some(Value::Object(hook)), Some(obj)) = (hook, line.as_object_mut()) {
+        obj.extend(hook);
+        obj.insert("hook_cpu_pct".into(), json!(hook_cpu_pct));
     }
     println!("{line}");
     ExitCode::SUCCESS
