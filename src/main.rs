@@ -7,6 +7,12 @@ use whatsapp_gateway::config::Settings;
 use whatsapp_gateway::startup::Application;
 use whatsapp_gateway::telemetry;
 
+/// mimalloc instead of glibc's malloc: under load glibc spent about a third of the gateway's CPU
+/// in `malloc`/`free`/`malloc_consolidate` (perf, outgoing-webhook scenario of `scripts/bench`);
+/// BENCHMARKS.md has the before and after.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str =
     "whatsapp-gateway: WhatsApp Cloud API gateway (drop-in for the FastAPI + Redis server)
 
