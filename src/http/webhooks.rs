@@ -25,6 +25,7 @@ impl From<WebhookError> for ApiError {
             ),
             WebhookError::NotFound(what) => ApiError::NotFound(what),
             WebhookError::Managed => ApiError::Conflict(crate::service::webhooks::MANAGED),
+            WebhookError::Busy => ApiError::Conflict(crate::service::webhooks::BUSY),
             WebhookError::Store(e) => ApiError::Store(e),
         }
     }
@@ -81,7 +82,7 @@ pub async fn get_one(
         (status = 200, description = "The subscription after the change"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "No such subscription", body = crate::http::docs::Detail),
-        (status = 409, description = "The subscription comes from config.env", body = crate::http::docs::Detail),
+        (status = 409, description = "The subscription comes from config.env (for PATCH and rotate also: other requests kept changing it while this one was applied; nothing applied, send it again)", body = crate::http::docs::Detail),
         (status = 422, description = "A field breaks a rule (named)", body = crate::http::docs::ValidationDetail),
     ))]
 pub async fn update(
@@ -99,7 +100,7 @@ pub async fn update(
         (status = 204, description = "Deleted"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "No such subscription", body = crate::http::docs::Detail),
-        (status = 409, description = "The subscription comes from config.env", body = crate::http::docs::Detail),
+        (status = 409, description = "The subscription comes from config.env (for PATCH and rotate also: other requests kept changing it while this one was applied; nothing applied, send it again)", body = crate::http::docs::Detail),
     ))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
@@ -117,7 +118,7 @@ pub async fn delete(
         (status = 200, description = "{\"id\", \"secret\", \"previous_secret_valid_until\"}"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "No such subscription", body = crate::http::docs::Detail),
-        (status = 409, description = "The subscription comes from config.env", body = crate::http::docs::Detail),
+        (status = 409, description = "The subscription comes from config.env (for PATCH and rotate also: other requests kept changing it while this one was applied; nothing applied, send it again)", body = crate::http::docs::Detail),
     ))]
 pub async fn rotate(
     State(state): State<Arc<AppState>>,

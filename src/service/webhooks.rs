@@ -13,7 +13,7 @@ use crate::outgoing::subscription::{
 };
 use crate::outgoing::{Outgoing, now_ms};
 use crate::store::StoreError;
-use crate::store::hooks::{DEAD_KEPT, Enqueue, HookRow, NewDelivery};
+use crate::store::hooks::{ConfigChange, DEAD_KEPT, Enqueue, HookRow, HookUpdate, NewDelivery};
 
 /// Why config.env's subscription refuses a change.
 pub const MANAGED: &str = "the subscription 'config' comes from WEBHOOK_URL, WEBHOOK_SECRET and WEBHOOK_EVENTS in config.env: change them there (and restart); only enabled can be changed here";
@@ -35,9 +35,19 @@ pub enum WebhookError {
     /// The subscription comes from config.env and changes there (only `enabled` changes here).
     #[error("{MANAGED}")]
     Managed,
+    /// The subscription kept changing under the request (other changes won every try).
+    #[error("{BUSY}")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// The 409 of [`WebhookError::Busy`].
+pub const BUSY: &str = "the subscription was changed by other requests while this one was applied, several times in a row; nothing of this request was applied: send it again";
+
+/// How often a change computed from a configuration that another request changed meanwhile is
+/// computed again from the new one before the request gives up with [`WebhookError::Busy`].
+const UPDATE_TRIES: usize = 16;
 
 /// `POST /v1/webhooks/{id}/replay`: exactly one of the three.
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +81,11 @@ impl Webhooks {
     }
 
     async fn load(&self, id: &str) -> Result<Subscription, WebhookError> {
+        self.load_row(id).await.map(|(sub, _)| sub)
+    }
+
+    /// The subscription and its stored configuration document (what a change is made from).
+    async fn load_row(&self, id: &str) -> Result<(Subscription, String), WebhookError> {
         if !is_id(id) {
             return Err(missing(id));
         }
@@ -80,9 +95,10 @@ impl Webhooks {
             .hook_get(id)
             .await?
             .ok_or_else(|| missing(id))?;
-        Subscription::from_row(&row)
+        let sub = Subscription::from_row(&row)
             .map_err(|e| StoreError::Io(std::io::Error::other(e)))
-            .map_err(WebhookError::Store)
+            .map_err(WebhookError::Store)?;
+        Ok((sub, row.config))
     }
 
     /// Creates a subscription that receives the events written from now on. The answer carries
@@ -140,34 +156,43 @@ impl Webhooks {
     /// deliveries. config.env's subscription takes only `enabled` (so it can be resumed after a
     /// 410 or a long failure).
     pub async fn update(&self, id: &str, request: UpdateRequest) -> Result<Value, WebhookError> {
-        let sub = self.load(id).await?;
-        if sub.id == CONFIG_ID && request.changes_config() {
-            return Err(WebhookError::Managed);
+        for _ in 0..UPDATE_TRIES {
+            let (sub, stored) = self.load_row(id).await?;
+            if sub.id == CONFIG_ID && request.changes_config() {
+                return Err(WebhookError::Managed);
+            }
+            let now = now_ms();
+            let config = if request.changes_config() {
+                let next = request
+                    .apply(
+                        &sub.config,
+                        self.outgoing.settings().allow_private,
+                        now / 1000,
+                    )
+                    .map_err(WebhookError::Invalid)?;
+                Some(serde_json::to_string(&next).expect("a config serializes"))
+            } else {
+                None
+            };
+            let change = config
+                .as_deref()
+                .map(|to| ConfigChange { from: &stored, to });
+            let enabled = request.enabled.map(|e| (e, "disabled through the API"));
+            match self
+                .outgoing
+                .store()
+                .hook_update(id, change, enabled, now)
+                .await?
+            {
+                HookUpdate::Applied => {
+                    self.outgoing.changed();
+                    return self.get(id).await;
+                }
+                HookUpdate::Missing => return Err(missing(id)),
+                HookUpdate::Changed => continue,
+            }
         }
-        let now = now_ms();
-        let config = if request.changes_config() {
-            let next = request
-                .apply(
-                    &sub.config,
-                    self.outgoing.settings().allow_private,
-                    now / 1000,
-                )
-                .map_err(WebhookError::Invalid)?;
-            Some(serde_json::to_string(&next).expect("a config serializes"))
-        } else {
-            None
-        };
-        let enabled = request.enabled.map(|e| (e, "disabled through the API"));
-        if !self
-            .outgoing
-            .store()
-            .hook_update(id, config.as_deref(), enabled, now)
-            .await?
-        {
-            return Err(missing(id));
-        }
-        self.outgoing.changed();
-        self.get(id).await
+        Err(WebhookError::Busy)
     }
 
     /// Deletes a subscription with its waiting deliveries and attempt log.
@@ -184,28 +209,38 @@ impl Webhooks {
 
     /// A new secret; deliveries carry a second signature with the old one for a day.
     pub async fn rotate(&self, id: &str) -> Result<Value, WebhookError> {
-        let sub = self.load(id).await?;
-        if sub.id == CONFIG_ID {
-            return Err(WebhookError::Managed);
-        }
         let fresh = SigningSecret::generate();
-        let now = now_ms();
-        let rotated = sub.config.rotated(&fresh, now / 1000);
-        let text = serde_json::to_string(&rotated).expect("a config serializes");
-        if !self
-            .outgoing
-            .store()
-            .hook_update(id, Some(&text), None, now)
-            .await?
-        {
-            return Err(missing(id));
+        for _ in 0..UPDATE_TRIES {
+            let (sub, stored) = self.load_row(id).await?;
+            if sub.id == CONFIG_ID {
+                return Err(WebhookError::Managed);
+            }
+            let now = now_ms();
+            let rotated = sub.config.rotated(&fresh, now / 1000);
+            let text = serde_json::to_string(&rotated).expect("a config serializes");
+            let change = ConfigChange {
+                from: &stored,
+                to: &text,
+            };
+            match self
+                .outgoing
+                .store()
+                .hook_update(id, Some(change), None, now)
+                .await?
+            {
+                HookUpdate::Applied => {
+                    self.outgoing.changed();
+                    return Ok(json!({
+                        "id": id,
+                        "secret": fresh.expose(),
+                        "previous_secret_valid_until": rotated.previous_until,
+                    }));
+                }
+                HookUpdate::Missing => return Err(missing(id)),
+                HookUpdate::Changed => continue,
+            }
         }
-        self.outgoing.changed();
-        Ok(json!({
-            "id": id,
-            "secret": fresh.expose(),
-            "previous_secret_valid_until": rotated.previous_until,
-        }))
+        Err(WebhookError::Busy)
     }
 
     /// The newest attempts (newest first) and the backlog.

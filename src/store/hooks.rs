@@ -37,6 +37,26 @@ pub const LOG_KEPT: usize = 1000;
 /// Dead deliveries kept per subscription (the oldest are dropped past it).
 pub const DEAD_KEPT: usize = 10_000;
 
+/// A new configuration document for a subscription, made from the document `from`. No `Debug`:
+/// the documents hold the secrets.
+#[derive(Clone, Copy)]
+pub struct ConfigChange<'a> {
+    /// The stored document the change was computed from.
+    pub from: &'a str,
+    /// The document to store instead.
+    pub to: &'a str,
+}
+
+/// What [`Store::hook_update`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookUpdate {
+    Applied,
+    /// No such subscription.
+    Missing,
+    /// Its configuration is no longer the change's `from` (changed meanwhile): nothing done.
+    Changed,
+}
+
 /// A subscription as stored. Its `Debug` leaves the configuration (which holds the secrets) out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HookRow {
@@ -176,16 +196,18 @@ impl Store {
         }
     }
 
-    /// Changes a subscription's configuration and/or enables or disables it (`reason` is kept
-    /// with a disable). Enabling clears the failure state and makes its waiting deliveries due.
-    /// `false` when there is no such subscription.
+    /// Changes a subscription's configuration (only while it is still the document the change
+    /// was made from: a compare-and-set, so two concurrent changes cannot undo each other)
+    /// and/or enables or disables it (`reason` is kept with a disable). Enabling clears the
+    /// failure state and makes its waiting deliveries due. Nothing is changed unless the answer
+    /// is [`HookUpdate::Applied`].
     pub async fn hook_update(
         &self,
         id: &str,
-        config: Option<&str>,
+        config: Option<ConfigChange<'_>>,
         enabled: Option<(bool, &str)>,
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<HookUpdate, StoreError> {
         match self {
             Store::Redis(s) => s.hook_update(id, config, enabled, now_ms).await,
             Store::Embedded(s) => s.hook_update(id, config, enabled, now_ms).await,

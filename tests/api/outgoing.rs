@@ -21,6 +21,10 @@ use crate::contract_tests;
 use crate::events::Sse;
 use crate::helpers::*;
 use redis::AsyncCommands;
+use whatsapp_gateway::store::Store;
+use whatsapp_gateway::store::embedded::EmbeddedStore;
+use whatsapp_gateway::store::hooks::{ConfigChange, HookRow, HookUpdate};
+use whatsapp_gateway::store::redis::RedisStore;
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const KERRY: &str = "919216598210";
@@ -38,6 +42,8 @@ contract_tests!(
     the_config_subscription_comes_from_config_env,
     subscriptions_are_validated_and_filtered,
     deleting_a_subscription_stops_its_deliveries,
+    a_config_change_made_from_a_replaced_document_changes_nothing,
+    concurrent_rotations_and_changes_are_each_applied,
 );
 
 /// The Standard Webhooks signature, computed here independently of the gateway.
@@ -268,6 +274,16 @@ async fn send_json(
     )
 }
 
+/// `GET /v1/webhooks/{id}/deliveries` once it holds at least `n` attempts: an attempt is logged
+/// when it is completed, which is after the receiver answered.
+async fn attempt_log(app: &TestApp, id: &str, n: usize) -> Value {
+    eventually(&format!("{n} attempts in the log"), || async {
+        let log = app.get_json(&format!("/v1/webhooks/{id}/deliveries")).await;
+        (log["data"].as_array().unwrap().len() >= n).then_some(log)
+    })
+    .await
+}
+
 /// The first `webhook_disabled` event of the log (its envelope), read from `/v1/events`.
 async fn disabled_event(app: &TestApp, backend: Backend) -> Value {
     let start = match backend {
@@ -376,9 +392,8 @@ async fn a_subscription_gets_every_event_signed_and_in_order(backend: Backend) {
     assert_eq!(incoming[0].body["data"]["contact"]["id"], KERRY);
     assert!(got.iter().all(|g| g.body["data"]["id"] != "wamid.before"));
     // The attempt log.
-    let log = app.get_json(&format!("/v1/webhooks/{id}/deliveries")).await;
+    let log = attempt_log(&app, &id, 4).await;
     let attempts = log["data"].as_array().unwrap();
-    assert!(attempts.len() >= 4, "{log}");
     assert_eq!(attempts[0]["outcome"], "delivered");
     assert_eq!(attempts[0]["status"], 200);
     assert_eq!(attempts[0]["response"], "answer 200");
@@ -629,6 +644,166 @@ async fn a_rotated_secret_signs_beside_the_new_one(backend: Backend) {
     );
 }
 
+/// A store of `backend` opened directly (not through an app), and what keeps its data alive.
+fn open_store(backend: Backend) -> (Store, Box<dyn std::any::Any>) {
+    match backend {
+        Backend::Redis => {
+            let redis = TestRedis::start();
+            let settings = whatsapp_gateway::config::RedisSettings {
+                url: redis.url().into(),
+                inbound_list: "whatsapp:inbound".into(),
+                key_prefix: "cas".into(),
+                timeout: Duration::from_secs(2),
+                allow_eviction: false,
+                event_retention: 100,
+            };
+            let store = Store::Redis(RedisStore::new(&settings).unwrap());
+            (store, Box::new(redis))
+        }
+        Backend::Embedded => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::Embedded(
+                EmbeddedStore::open(&whatsapp_gateway::config::EmbeddedSettings {
+                    data_dir: dir.path().to_owned(),
+                    event_retention: 100,
+                })
+                .unwrap(),
+            );
+            (store, Box::new(dir))
+        }
+    }
+}
+
+/// PATCH and rotate change a subscription's configuration by compare-and-set: a change computed
+/// from a document that another change replaced meanwhile is refused and changes nothing (its
+/// `enabled` part included), so the service computes it again instead of undoing the other.
+async fn a_config_change_made_from_a_replaced_document_changes_nothing(backend: Backend) {
+    let (store, _keep) = open_store(backend);
+    let row = HookRow {
+        id: "wh_cas".into(),
+        config: r#"{"v":0}"#.into(),
+        enabled: true,
+        disabled_reason: None,
+        failing_since: None,
+        cursor: None,
+    };
+    assert!(store.hook_put(&row, true).await.unwrap());
+    let change = |from, to| Some(ConfigChange { from, to });
+    let now = now_secs() * 1000;
+    assert_eq!(
+        store
+            .hook_update("wh_cas", change(r#"{"v":0}"#, r#"{"v":1}"#), None, now)
+            .await
+            .unwrap(),
+        HookUpdate::Applied
+    );
+    assert_eq!(
+        store
+            .hook_update(
+                "wh_cas",
+                change(r#"{"v":0}"#, r#"{"v":2}"#),
+                Some((false, "stale")),
+                now
+            )
+            .await
+            .unwrap(),
+        HookUpdate::Changed
+    );
+    let stored = store.hook_get("wh_cas").await.unwrap().unwrap();
+    assert_eq!(stored.config, r#"{"v":1}"#);
+    assert!(stored.enabled, "nothing of the refused change was applied");
+    // Enabling alone needs no document.
+    assert_eq!(
+        store
+            .hook_update("wh_cas", None, Some((false, "paused")), now)
+            .await
+            .unwrap(),
+        HookUpdate::Applied
+    );
+    assert!(!store.hook_get("wh_cas").await.unwrap().unwrap().enabled);
+    for config in [change(r#"{"v":1}"#, r#"{"v":3}"#), None] {
+        assert_eq!(
+            store
+                .hook_update("wh_none", config, Some((true, "")), now)
+                .await
+                .unwrap(),
+            HookUpdate::Missing
+        );
+    }
+}
+
+/// Rotations and changes sent at once are all applied (each is computed again from the document
+/// another one replaced): every request answers 200, the deliveries are signed with the last
+/// two rotated secrets, and the description is the one of a request.
+async fn concurrent_rotations_and_changes_are_each_applied(backend: Backend) {
+    let app = hook_app(backend, "100ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    let id = subscribe_incoming(&app, &receiver).await;
+    let rotate = format!("/v1/webhooks/{id}/rotate");
+    let patch = format!("/v1/webhooks/{id}");
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let (app_url, http) = (app.address.clone(), app.http.clone());
+        let (rotate, patch) = (rotate.clone(), patch.clone());
+        requests.spawn(async move {
+            let response = http
+                .post(format!("{app_url}{rotate}"))
+                .header("content-type", "application/json")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap(), None)
+        });
+        let (app_url, http) = (app.address.clone(), app.http.clone());
+        requests.spawn(async move {
+            let description = format!("change {i}");
+            let response = http
+                .patch(format!("{app_url}{patch}"))
+                .json(&json!({"description": description}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap(),
+                Some(description),
+            )
+        });
+    }
+    let (mut secrets, mut descriptions) = (Vec::new(), Vec::new());
+    while let Some(done) = requests.join_next().await {
+        let (status, body, description) = done.unwrap();
+        assert_eq!(status, 200, "{body}");
+        match description {
+            Some(d) => descriptions.push(d),
+            None => secrets.push(body["secret"].as_str().unwrap().to_owned()),
+        }
+    }
+    let sub = app.get_json(&patch).await;
+    assert!(
+        descriptions.iter().any(|d| sub["description"] == *d),
+        "{sub}"
+    );
+    receiver
+        .state
+        .secrets
+        .lock()
+        .unwrap()
+        .extend(secrets.clone());
+    app.post_webhook_ok(&message_from("wamid.cas1", KERRY, "hi"))
+        .await;
+    let got = receiver.wait_delivered(1).await;
+    assert_eq!(got[0].signatures.len(), 2, "{:?}", got[0]);
+    assert_eq!(got[0].verified_by.len(), 2, "{:?}", got[0]);
+    assert!(
+        got[0].verified_by.iter().all(|s| secrets.contains(s)),
+        "signed with rotated secrets only (4 rotations applied): {:?}",
+        got[0].verified_by
+    );
+}
+
 async fn retries_survive_a_restart(backend: Backend) {
     let mut app = hook_app(backend, "1500ms").await;
     let receiver = Receiver::start(SECRET).await;
@@ -644,7 +819,7 @@ async fn retries_survive_a_restart(backend: Backend) {
     let got = receiver.wait_delivered(1).await;
     assert_eq!(got.len(), 2);
     assert_eq!(got[1].id, got[0].id);
-    let log = app.get_json(&format!("/v1/webhooks/{id}/deliveries")).await;
+    let log = attempt_log(&app, &id, 2).await;
     let outcomes: Vec<&str> = log["data"]
         .as_array()
         .unwrap()
@@ -899,7 +1074,7 @@ async fn redirects_fail_retry_after_is_honoured_and_answers_are_cut_at_a_kib(bac
     let waited = got[2].received - got[1].received;
     assert!(waited >= Duration::from_millis(1900), "{waited:?}");
     assert!(got[1].received - got[0].received < Duration::from_millis(1500));
-    let log = app.get_json(&format!("/v1/webhooks/{id}/deliveries")).await;
+    let log = attempt_log(&app, &id, 4).await;
     let attempts = log["data"].as_array().unwrap();
     let outcomes: Vec<&str> = attempts
         .iter()

@@ -7,8 +7,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::{EmbeddedStore, Job};
 use crate::store::StoreError;
 use crate::store::hooks::{
-    Backlog, Claimed, Completed, Completion, DEAD_KEPT, Enqueue, HookRow, LOG_KEPT, NewDelivery,
-    Verdict,
+    Backlog, Claimed, Completed, Completion, ConfigChange, DEAD_KEPT, Enqueue, HookRow, HookUpdate,
+    LOG_KEPT, NewDelivery, Verdict,
 };
 
 /// Version 7: outgoing webhooks.
@@ -54,7 +54,8 @@ pub(super) enum HookOp {
     },
     Update {
         id: String,
-        config: Option<String>,
+        /// (from, to): see [`ConfigChange`].
+        config: Option<(String, String)>,
         enabled: Option<(bool, String)>,
     },
     Delete {
@@ -89,6 +90,7 @@ impl HookOp {
 #[derive(Debug)]
 pub(super) enum HookAnswer {
     Done(bool),
+    Updated(HookUpdate),
     Enqueued(Option<usize>),
     Claimed(Vec<Claimed>, Option<i64>),
     Completed(Completed),
@@ -119,12 +121,22 @@ pub(super) fn apply(tx: &Transaction<'_>, op: &HookOp) -> rusqlite::Result<HookA
             config,
             enabled,
         } => {
-            if !exists(tx, id)? {
-                return Ok(HookAnswer::Done(false));
-            }
-            if let Some(config) = config {
+            if let Some((from, to)) = config {
+                let stored: Option<String> = tx
+                    .prepare_cached("SELECT config FROM webhook_subscriptions WHERE id = ?1")?
+                    .query_row(params![id], |r| r.get(0))
+                    .optional()?;
+                match stored {
+                    None => return Ok(HookAnswer::Updated(HookUpdate::Missing)),
+                    Some(stored) if stored != *from => {
+                        return Ok(HookAnswer::Updated(HookUpdate::Changed));
+                    }
+                    Some(_) => {}
+                }
                 tx.prepare_cached("UPDATE webhook_subscriptions SET config = ?2 WHERE id = ?1")?
-                    .execute(params![id, config])?;
+                    .execute(params![id, to])?;
+            } else if !exists(tx, id)? {
+                return Ok(HookAnswer::Updated(HookUpdate::Missing));
             }
             match enabled {
                 Some((true, _)) => {
@@ -146,7 +158,7 @@ pub(super) fn apply(tx: &Transaction<'_>, op: &HookOp) -> rusqlite::Result<HookA
                 }
                 None => {}
             }
-            Ok(HookAnswer::Done(true))
+            Ok(HookAnswer::Updated(HookUpdate::Applied))
         }
         HookOp::Delete { id } => {
             tx.prepare_cached("DELETE FROM webhook_deliveries WHERE subscription = ?1")?
@@ -411,19 +423,19 @@ impl EmbeddedStore {
     pub(crate) async fn hook_update(
         &self,
         id: &str,
-        config: Option<&str>,
+        config: Option<ConfigChange<'_>>,
         enabled: Option<(bool, &str)>,
         _now_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<HookUpdate, StoreError> {
         match self
             .hook_job(HookOp::Update {
                 id: id.to_owned(),
-                config: config.map(str::to_owned),
+                config: config.map(|c| (c.from.to_owned(), c.to.to_owned())),
                 enabled: enabled.map(|(e, r)| (e, r.to_owned())),
             })
             .await?
         {
-            HookAnswer::Done(done) => Ok(done),
+            HookAnswer::Updated(updated) => Ok(updated),
             other => Err(mismatched(other)),
         }
     }

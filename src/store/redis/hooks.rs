@@ -8,8 +8,8 @@ use redis::{Script, Value};
 use super::RedisStore;
 use crate::store::StoreError;
 use crate::store::hooks::{
-    Backlog, Claimed, Completed, Completion, DEAD_KEPT, Enqueue, HookRow, LOG_KEPT, NewDelivery,
-    Verdict,
+    Backlog, Claimed, Completed, Completion, ConfigChange, DEAD_KEPT, Enqueue, HookRow, HookUpdate,
+    LOG_KEPT, NewDelivery, Verdict,
 };
 
 /// ARGV: [1] prefix, [2] id, [3] config, [4] `1` create only, [5] enabled and [6] cursor on
@@ -31,14 +31,18 @@ return 1
 });
 
 /// ARGV: [1] prefix, [2] id, [3] config (`` = keep), [4] enabled (`1`, `0`, `` = keep), [5]
-/// reason of a disable, [6] now (ms).
+/// reason of a disable, [6] now (ms), [7] the config [3] was made from. Returns 1 applied, 0 no
+/// such subscription, -1 its config is no longer [7] (nothing done).
 static UPDATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local p, id = ARGV[1], ARGV[2]
 local h = p .. ':hook:' .. id
 if redis.call('EXISTS', h) == 0 then return 0 end
-if ARGV[3] ~= '' then redis.call('HSET', h, 'config', ARGV[3]) end
+if ARGV[3] ~= '' then
+  if redis.call('HGET', h, 'config') ~= ARGV[7] then return -1 end
+  redis.call('HSET', h, 'config', ARGV[3])
+end
 if ARGV[4] == '1' and redis.call('HGET', h, 'enabled') ~= '1' then
   redis.call('HSET', h, 'enabled', '1')
   redis.call('HDEL', h, 'disabled_reason', 'failing_since')
@@ -304,15 +308,15 @@ impl RedisStore {
     pub(crate) async fn hook_update(
         &self,
         id: &str,
-        config: Option<&str>,
+        config: Option<ConfigChange<'_>>,
         enabled: Option<(bool, &str)>,
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<HookUpdate, StoreError> {
         let n: i64 = UPDATE
             .prepare_invoke()
             .arg(self.prefix())
             .arg(id)
-            .arg(config.unwrap_or_default())
+            .arg(config.map(|c| c.to).unwrap_or_default())
             .arg(match enabled {
                 Some((true, _)) => "1",
                 Some((false, _)) => "0",
@@ -320,9 +324,14 @@ impl RedisStore {
             })
             .arg(enabled.map(|(_, r)| r).unwrap_or_default())
             .arg(now_ms)
+            .arg(config.map(|c| c.from).unwrap_or_default())
             .invoke_async(&mut self.inner.connection.clone())
             .await?;
-        Ok(n == 1)
+        Ok(match n {
+            1 => HookUpdate::Applied,
+            0 => HookUpdate::Missing,
+            _ => HookUpdate::Changed,
+        })
     }
 
     pub(crate) async fn hook_delete(&self, id: &str) -> Result<bool, StoreError> {
