@@ -23,7 +23,9 @@ use crate::helpers::*;
 use redis::AsyncCommands;
 use whatsapp_gateway::store::Store;
 use whatsapp_gateway::store::embedded::EmbeddedStore;
-use whatsapp_gateway::store::hooks::{ConfigChange, HookRow, HookUpdate};
+use whatsapp_gateway::store::hooks::{
+    Completed, Completion, ConfigChange, Enqueue, HookRow, HookUpdate, NewDelivery, Verdict,
+};
 use whatsapp_gateway::store::redis::RedisStore;
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -44,6 +46,7 @@ contract_tests!(
     deleting_a_subscription_stops_its_deliveries,
     a_config_change_made_from_a_replaced_document_changes_nothing,
     concurrent_rotations_and_changes_are_each_applied,
+    a_lane_hands_out_its_deliveries_one_at_a_time_in_order,
 );
 
 /// The Standard Webhooks signature, computed here independently of the gateway.
@@ -730,6 +733,102 @@ async fn a_config_change_made_from_a_replaced_document_changes_nothing(backend: 
             HookUpdate::Missing
         );
     }
+}
+
+/// A subscription with three deliveries of one contact (lane) and one of another.
+async fn lanes_with_deliveries(store: &Store) {
+    let row = HookRow {
+        id: "wh_lane".into(),
+        config: "{}".into(),
+        enabled: true,
+        disabled_reason: None,
+        failing_since: None,
+        cursor: None,
+    };
+    assert!(store.hook_put(&row, true).await.unwrap());
+    let deliveries: Vec<NewDelivery> = [("e1", "a"), ("e2", "a"), ("e3", "a"), ("e4", "b")]
+        .into_iter()
+        .map(|(event, lane)| NewDelivery {
+            event_id: event.into(),
+            lane: lane.into(),
+            body: format!(r#"{{"id":"{event}"}}"#),
+        })
+        .collect();
+    let now = now_secs() * 1000;
+    assert_eq!(
+        store
+            .hook_enqueue("wh_lane", &Enqueue::Replay, &deliveries, now)
+            .await
+            .unwrap(),
+        Some(4)
+    );
+}
+
+/// Claims and completes every delivery it can now, `rounds` times; the event ids per round.
+async fn claim_rounds(store: &Store, rounds: usize) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        let now = now_secs() * 1000;
+        let (claimed, _) = store.hook_claim(now, 60_000, 10).await.unwrap();
+        let mut ids: Vec<String> = claimed.iter().map(|c| c.event_id.clone()).collect();
+        ids.sort();
+        for c in claimed {
+            let completion = Completion {
+                claimed: c,
+                verdict: Verdict::Delivered,
+                log: "{}".into(),
+                now_ms: now,
+                disable_after_ms: 86_400_000,
+                disabled_reason: String::new(),
+                disabled_event: "{}".into(),
+            };
+            assert_eq!(
+                store.hook_complete(&completion).await.unwrap(),
+                Completed::Applied
+            );
+        }
+        out.push(ids);
+    }
+    out
+}
+
+/// Per contact (lane) one delivery at a time, in order: a claim hands out each lane's head only,
+/// and the next one of a lane after its head was completed.
+async fn a_lane_hands_out_its_deliveries_one_at_a_time_in_order(backend: Backend) {
+    let (store, _keep) = open_store(backend);
+    lanes_with_deliveries(&store).await;
+    assert_eq!(
+        claim_rounds(&store, 4).await,
+        [vec!["e1", "e4"], vec!["e2"], vec!["e3"], vec![]]
+    );
+}
+
+/// Deliveries an earlier release wrote (every delivery of a lane had a due time; now only its
+/// head has) are still handed out one at a time per lane, in order.
+#[tokio::test]
+async fn deliveries_of_an_earlier_release_keep_their_lane_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = whatsapp_gateway::config::EmbeddedSettings {
+        data_dir: dir.path().to_owned(),
+        event_retention: 100,
+    };
+    let store = Store::Embedded(EmbeddedStore::open(&settings).unwrap());
+    lanes_with_deliveries(&store).await;
+    // As the earlier release stored them: due since their enqueueing.
+    let db = rusqlite::Connection::open(settings.db_path()).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE webhook_deliveries SET due_at = ?1",
+            [now_secs() * 1000 - 1000],
+        )
+        .unwrap();
+    assert_eq!(changed, 4);
+    drop(db);
+    assert_eq!(
+        claim_rounds(&store, 4).await,
+        [vec!["e1", "e4"], vec!["e2"], vec!["e3"], vec![]]
+    );
 }
 
 /// Rotations and changes sent at once are all applied (each is computed again from the document

@@ -1,6 +1,15 @@
 //! Outgoing webhooks on SQLite (model: [`crate::store::hooks`]): changes are jobs of the writer
 //! thread, each in the group's transaction; reads use the reader pool. A lane's head is its
 //! oldest delivery that is not dead (`seq` order); only heads are claimed.
+//!
+//! Only a lane's head has a due time; the deliveries behind it wait with `due_at` =
+//! [`FOLLOWER`] (as only heads are in Redis's due set), and become due when the head leaves the
+//! lane (delivered or dead). A claim then reads the due heads through the `due_at` index and
+//! stops after `limit` of them, whatever the backlog behind them; before, every waiting
+//! delivery was due and a claim stepped over the whole backlog. Deliveries written by earlier
+//! releases (followers with a time) stay correct: a claim also checks that a row is its lane's
+//! head. The attempt log is trimmed to [`LOG_KEPT`] once every [`TRIM_EVERY`] attempts rather
+//! than at each one (each trim steps over the kept attempts).
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -10,6 +19,12 @@ use crate::store::hooks::{
     Backlog, Claimed, Completed, Completion, ConfigChange, DEAD_KEPT, Enqueue, HookRow, HookUpdate,
     LOG_KEPT, NewDelivery, Verdict,
 };
+
+/// `due_at` of a delivery waiting behind its lane's head (never due by time).
+const FOLLOWER: i64 = i64::MAX;
+/// The attempt log is trimmed when an attempt's id is a multiple of this: it holds at most
+/// [`LOG_KEPT`] + this many attempts.
+const TRIM_EVERY: i64 = 64;
 
 /// Version 7: outgoing webhooks.
 pub(super) const MIGRATION_V7: &str = "
@@ -250,10 +265,17 @@ fn enqueue(
         "INSERT INTO webhook_deliveries (subscription, event_id, lane, body, due_at)
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (subscription, event_id) DO NOTHING",
     )?;
+    let mut occupied = tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM webhook_deliveries
+                        WHERE subscription = ?1 AND lane = ?2 AND dead_at IS NULL)",
+    )?;
     let mut n = 0;
     for d in deliveries {
         drop_dead.execute(params![id, d.event_id])?;
-        n += insert.execute(params![id, d.event_id, d.lane, d.body, now_ms])?;
+        // Appended to its lane (`seq` grows): its head when the lane is empty.
+        let behind: bool = occupied.query_row(params![id, d.lane], |r| r.get(0))?;
+        let due = if behind { FOLLOWER } else { now_ms };
+        n += insert.execute(params![id, d.event_id, d.lane, d.body, due])?;
     }
     Ok(Some(n))
 }
@@ -267,6 +289,7 @@ fn claim(
     let token = now_ms + lease_ms;
     let claimed = {
         let mut stmt = tx.prepare_cached(
+            // The head check is for deliveries of earlier releases (every one had a due time).
             "SELECT d.seq, d.subscription, d.event_id, d.body, d.attempts
              FROM webhook_deliveries d
              JOIN webhook_subscriptions s ON s.id = d.subscription AND s.enabled = 1
@@ -297,9 +320,10 @@ fn claim(
     }
     let next: Option<i64> = tx
         .prepare_cached(
-            "SELECT min(due_at) FROM webhook_deliveries WHERE dead_at IS NULL AND due_at > ?1",
+            "SELECT min(due_at) FROM webhook_deliveries
+             WHERE dead_at IS NULL AND due_at > ?1 AND due_at < ?2",
         )?
-        .query_row(params![now_ms], |r| r.get(0))?;
+        .query_row(params![now_ms, FOLLOWER], |r| r.get(0))?;
     // Heads that are due but were not claimed (past the limit) are due now.
     let next = if claimed.len() == limit {
         Some(now_ms)
@@ -311,26 +335,28 @@ fn claim(
 
 fn complete(tx: &Transaction<'_>, c: &Completion) -> rusqlite::Result<Completed> {
     let sub = &c.claimed.subscription;
-    let row: Option<(i64, i64)> = tx
+    let row: Option<(i64, i64, String)> = tx
         .prepare_cached(
-            "SELECT seq, due_at FROM webhook_deliveries
+            "SELECT seq, due_at, lane FROM webhook_deliveries
              WHERE subscription = ?1 AND event_id = ?2 AND dead_at IS NULL",
         )?
         .query_row(params![sub, c.claimed.event_id], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
-    let Some((seq, _)) = row.filter(|(_, due_at)| *due_at == c.claimed.token) else {
+    let Some((seq, _, lane)) = row.filter(|(_, due_at, _)| *due_at == c.claimed.token) else {
         return Ok(Completed::Stale);
     };
     tx.prepare_cached("INSERT INTO webhook_attempts (subscription, attempt) VALUES (?1, ?2)")?
         .execute(params![sub, c.log])?;
-    tx.prepare_cached(
-        "DELETE FROM webhook_attempts WHERE subscription = ?1 AND id <=
-             (SELECT id FROM webhook_attempts WHERE subscription = ?1
-              ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-    )?
-    .execute(params![sub, LOG_KEPT as i64])?;
+    if tx.last_insert_rowid() % TRIM_EVERY == 0 {
+        tx.prepare_cached(
+            "DELETE FROM webhook_attempts WHERE subscription = ?1 AND id <=
+                 (SELECT id FROM webhook_attempts WHERE subscription = ?1
+                  ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        )?
+        .execute(params![sub, LOG_KEPT as i64])?;
+    }
     let (enabled, failing_since): (bool, Option<i64>) = tx
         .prepare_cached("SELECT enabled, failing_since FROM webhook_subscriptions WHERE id = ?1")?
         .query_row(params![sub], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -353,10 +379,12 @@ fn complete(tx: &Transaction<'_>, c: &Completion) -> rusqlite::Result<Completed>
         Verdict::Delivered => {
             tx.prepare_cached("DELETE FROM webhook_deliveries WHERE seq = ?1")?
                 .execute(params![seq])?;
-            tx.prepare_cached(
-                "UPDATE webhook_subscriptions SET failing_since = NULL WHERE id = ?1",
-            )?
-            .execute(params![sub])?;
+            if failing_since.is_some() {
+                tx.prepare_cached(
+                    "UPDATE webhook_subscriptions SET failing_since = NULL WHERE id = ?1",
+                )?
+                .execute(params![sub])?;
+            }
         }
         Verdict::Retry { at_ms } => {
             // Disabled by this failure: due as soon as the subscription is enabled again.
@@ -385,6 +413,16 @@ fn complete(tx: &Transaction<'_>, c: &Completion) -> rusqlite::Result<Completed>
             )?
             .execute(params![sub, DEAD_KEPT as i64])?;
         }
+    }
+    if matches!(c.verdict, Verdict::Delivered | Verdict::Dead) {
+        // It left its lane: the next delivery there is the head now, due at once.
+        tx.prepare_cached(
+            "UPDATE webhook_deliveries SET due_at = ?3
+             WHERE seq = (SELECT min(seq) FROM webhook_deliveries
+                          WHERE subscription = ?1 AND lane = ?2 AND dead_at IS NULL)
+               AND due_at = ?4",
+        )?
+        .execute(params![sub, lane, c.now_ms, FOLLOWER])?;
     }
     if disable {
         tx.prepare_cached(
