@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use whatsapp_gateway::outgoing::signature::SigningSecret;
 
-use super::{AckTimes, percentile_ms, round3};
+use super::{AckTimes, percentile_ms, round3, wait_while_arriving};
 
 /// The receiver thread (its CPU time is read by this name).
 pub const HOOK_THREAD: &str = "hook-receiver";
@@ -214,21 +214,14 @@ impl Receiver {
             .iter()
             .filter(|a| a.load(Ordering::Relaxed) != 0)
             .count() as u64;
-        let started = Instant::now();
-        let mut last = self.shared.deliveries.load(Ordering::Relaxed);
-        let mut last_change = started;
-        while self.shared.arrivals.load(Ordering::Relaxed) < target {
-            let now = self.shared.deliveries.load(Ordering::Relaxed);
-            if now != last {
-                last = now;
-                last_change = Instant::now();
-            }
-            if last_change.elapsed() >= DRAIN_QUIET || started.elapsed() >= DRAIN_MAX {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        started.elapsed().as_secs_f64() * 1e3
+        let shared = &self.shared;
+        wait_while_arriving(
+            || shared.arrivals.load(Ordering::Relaxed) >= target,
+            || shared.deliveries.load(Ordering::Relaxed),
+            DRAIN_QUIET,
+            DRAIN_MAX,
+        )
+        .await
     }
 
     /// Stops the receiver and reports.

@@ -1264,6 +1264,31 @@ fn sse_report(
     })
 }
 
+/// After the load: waits until `done`, or `quiet` without a change of `progress`, or `max`.
+/// Returns the wait in ms.
+async fn wait_while_arriving(
+    done: impl Fn() -> bool,
+    progress: impl Fn() -> u64,
+    quiet: Duration,
+    max: Duration,
+) -> f64 {
+    let started = Instant::now();
+    let mut last = progress();
+    let mut last_change = started;
+    while !done() {
+        let now = progress();
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        }
+        if last_change.elapsed() >= quiet || started.elapsed() >= max {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed().as_secs_f64() * 1e3
+}
+
 /// The SSE side of a fan-out run while it is under way.
 struct Fanout {
     shared: Arc<SseShared>,
@@ -1331,24 +1356,14 @@ impl Fanout {
             .filter(|a| a.load(Ordering::Relaxed) != 0)
             .count() as u64;
         let target = acked * self.connected as u64;
-        let started = Instant::now();
-        let mut last = self.shared.arrivals.load(Ordering::Relaxed);
-        let mut last_change = started;
-        loop {
-            let now = self.shared.arrivals.load(Ordering::Relaxed);
-            if now >= target {
-                break;
-            }
-            if now != last {
-                last = now;
-                last_change = Instant::now();
-            }
-            if last_change.elapsed() >= SSE_DRAIN_QUIET || started.elapsed() >= SSE_DRAIN_MAX {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        started.elapsed().as_secs_f64() * 1e3
+        let arrivals = &self.shared.arrivals;
+        wait_while_arriving(
+            || arrivals.load(Ordering::Relaxed) >= target,
+            || arrivals.load(Ordering::Relaxed),
+            SSE_DRAIN_QUIET,
+            SSE_DRAIN_MAX,
+        )
+        .await
     }
 
     /// Stops the clients and reports.
