@@ -189,3 +189,22 @@ fn add_response(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::limiter::{MAX_WRONG_KEYS, WINDOW};
+
+    #[test]
+    fn the_documented_wrong_key_limit_is_the_limiters() {
+        assert_eq!(
+            WINDOW,
+            std::time::Duration::from_secs(60),
+            "the text says a minute"
+        );
+        assert!(
+            TOO_MANY_WRONG_KEYS.contains(&format!("({MAX_WRONG_KEYS} a minute")),
+            "{TOO_MANY_WRONG_KEYS}"
+        );
+    }
+}
