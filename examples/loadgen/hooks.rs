@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use whatsapp_gateway::outgoing::signature::SigningSecret;
 
-use super::{AckTimes, percentile_ms, round3, wait_while_arriving};
+use super::{AckTimes, Latencies, round3, wait_while_arriving};
 
 /// The receiver thread (its CPU time is read by this name).
 pub const HOOK_THREAD: &str = "hook-receiver";
@@ -230,38 +230,24 @@ impl Receiver {
         let thread = self.thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         let shared = &self.shared;
-        let mut latencies = Vec::new();
+        let mut latencies = Latencies::default();
         let mut expected = 0u64;
-        let mut early = 0u64;
         for (ack, arrived) in acks.us.iter().zip(&shared.arrived_us) {
             let ack = ack.load(Ordering::Relaxed);
-            if ack == 0 {
-                continue;
-            }
-            expected += 1;
-            match arrived.load(Ordering::Relaxed) {
-                0 => {}
-                a if a < ack => {
-                    early += 1;
-                    latencies.push(0);
-                }
-                a => latencies.push(a - ack),
+            if ack != 0 {
+                expected += 1;
+                latencies.add(ack, arrived.load(Ordering::Relaxed));
             }
         }
-        latencies.sort_unstable();
-        let delivered = latencies.len() as u64;
+        let delivered = latencies.len();
         let deliveries = shared.deliveries.load(Ordering::Relaxed);
         let span_s = f64::from(shared.last_us.load(Ordering::Relaxed)) / 1e6;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        json!({
+        let mut report = json!({
             "hook_acked_messages": expected,
             "hook_delivered": delivered,
             "hook_missing": expected - delivered,
-            "hook_early": early,
-            "hook_p50_ms": (delivered > 0).then(|| percentile_ms(&latencies, 0.50)),
-            "hook_p90_ms": (delivered > 0).then(|| percentile_ms(&latencies, 0.90)),
-            "hook_p99_ms": (delivered > 0).then(|| percentile_ms(&latencies, 0.99)),
-            "hook_max_ms": (delivered > 0).then(|| percentile_ms(&latencies, 1.0)),
+            "hook_early": latencies.early,
             "hook_drain_ms": round3(drain_ms),
             "hook_deliveries": deliveries,
             "hook_deliveries_per_s": (span_s > 0.0).then(|| (deliveries as f64 / span_s).round()),
@@ -270,6 +256,10 @@ impl Receiver {
             "hook_duplicates": load(&shared.duplicates),
             "hook_foreign": load(&shared.foreign),
             "hook_unparsed": load(&shared.unparsed),
-        })
+        });
+        if let Value::Object(fields) = &mut report {
+            fields.extend(latencies.percentiles("hook"));
+        }
+        report
     }
 }

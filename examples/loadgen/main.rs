@@ -708,6 +708,54 @@ async fn verify(plan: &Plan, acked: &HashSet<u32>) -> Result<(u64, u64), String>
     Ok((lost, duplicated))
 }
 
+/// Latencies from each acknowledgement to its arrival (us). An arrival the generator saw before it
+/// had read the acknowledgement counts as 0 and as `early`.
+#[derive(Default)]
+struct Latencies {
+    us: Vec<u32>,
+    early: u64,
+}
+
+impl Latencies {
+    /// One (acknowledgement, arrival) pair; an arrival of 0 (none) adds nothing.
+    fn add(&mut self, ack: u32, arrived: u32) {
+        match arrived {
+            0 => {}
+            a if a < ack => {
+                self.early += 1;
+                self.us.push(0);
+            }
+            a => self.us.push(a - ack),
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.us.len() as u64
+    }
+
+    /// `<prefix>_p50_ms`, `_p90_ms`, `_p99_ms` and `_max_ms` (null without arrivals).
+    fn percentiles(&mut self, prefix: &str) -> serde_json::Map<String, Value> {
+        self.us.sort_unstable();
+        [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0)]
+            .into_iter()
+            .map(|(name, q)| {
+                let value = (!self.us.is_empty()).then(|| percentile_ms(&self.us, q));
+                (format!("{prefix}_{name}_ms"), json!(value))
+            })
+            .collect()
+    }
+}
+
+/// CPU use in percent of one core over `seconds`, from two clock-tick readings.
+fn cpu_pct(before: Option<u64>, after: Option<u64>, ticks: u64, seconds: f64) -> Option<f64> {
+    match (before, after) {
+        (Some(before), Some(after)) if seconds > 0.0 => {
+            Some(((after - before) as f64 * 100.0 / ticks as f64 / seconds).round())
+        }
+        _ => None,
+    }
+}
+
 fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
     if sorted_us.is_empty() {
         return 0.0;
@@ -1198,20 +1246,10 @@ fn sse_report(
         })
         .collect();
     let expected = (clients_requested * acked.len()) as u64;
-    let mut latencies: Vec<u32> = Vec::with_capacity(clients.len() * acked.len());
-    let mut early = 0u64;
+    let mut latencies = Latencies::default();
     for c in clients {
         for &(i, ack) in &acked {
-            let arrived = c.arrived_us[i];
-            if arrived == 0 {
-                continue;
-            }
-            if arrived < ack {
-                early += 1;
-                latencies.push(0);
-            } else {
-                latencies.push(arrived - ack);
-            }
+            latencies.add(ack, c.arrived_us[i]);
         }
     }
     // Events for messages this run never saw acknowledged (answered non-2xx, cut off, ...).
@@ -1225,15 +1263,14 @@ fn sse_report(
                 .count() as u64
         })
         .sum();
-    let delivered = latencies.len() as u64;
-    latencies.sort_unstable();
+    let delivered = latencies.len();
     let sum = |f: fn(&SseClient) -> u64| clients.iter().map(f).sum::<u64>();
     // Diagnostics without double quotes, so that a flat reader of this line (scripts/bench's
     // `field`) gets them whole.
     let first = |f: fn(&SseClient) -> Option<&String>| {
         clients.iter().find_map(f).map(|s| s.replace('"', "'"))
     };
-    json!({
+    let mut report = json!({
         "sse_clients": clients_requested,
         "sse_connected": connected,
         "sse_connect_ms": round3(connect_ms),
@@ -1241,11 +1278,7 @@ fn sse_report(
         "sse_expected": expected,
         "sse_delivered": delivered,
         "sse_missing": expected - delivered,
-        "sse_early": early,
-        "sse_p50_ms": (delivered > 0).then(|| percentile_ms(&latencies, 0.50)),
-        "sse_p90_ms": (delivered > 0).then(|| percentile_ms(&latencies, 0.90)),
-        "sse_p99_ms": (delivered > 0).then(|| percentile_ms(&latencies, 0.99)),
-        "sse_max_ms": (delivered > 0).then(|| percentile_ms(&latencies, 1.0)),
+        "sse_early": latencies.early,
         "sse_drain_ms": round3(drain_ms),
         "sse_unacked": unacked,
         "sse_duplicates": sum(|c| c.duplicates),
@@ -1261,7 +1294,11 @@ fn sse_report(
         "sse_ended": clients.iter().filter(|c| c.ended.is_some()).count(),
         "sse_resumes": sum(|c| c.resumes),
         "sse_first_end": first(|c| c.ended.as_ref()),
-    })
+    });
+    if let Value::Object(fields) = &mut report {
+        fields.extend(latencies.percentiles("sse"));
+    }
+    report
 }
 
 /// After the load: waits until `done`, or `quiet` without a change of `progress`, or `max`.
@@ -1545,25 +1582,10 @@ async fn run(args: Args) -> ExitCode {
     };
     // The generator's own CPU use over the timed run: near 100 means it, not the server, was the
     // limit.
-    let client_cpu_pct = match (own_before, own_after) {
-        (Some(before), Some(after)) if seconds > 0.0 => {
-            Some(((after - before) as f64 * 100.0 / ticks as f64 / seconds).round())
-        }
-        _ => None,
-    };
-    // The SSE clients' share of it (their thread alone).
-    let sse_client_cpu_pct = match (sse_before, sse_after) {
-        (Some(before), Some(after)) if seconds > 0.0 => {
-            Some(((after - before) as f64 * 100.0 / ticks as f64 / seconds).round())
-        }
-        _ => None,
-    };
-    let hook_cpu_pct = match (hook_before, hook_after) {
-        (Some(before), Some(after)) if seconds > 0.0 => {
-            Some(((after - before) as f64 * 100.0 / ticks as f64 / seconds).round())
-        }
-        _ => None,
-    };
+    let client_cpu_pct = cpu_pct(own_before, own_after, ticks, seconds);
+    // The SSE clients' and the receiver's shares of it (their threads alone).
+    let sse_client_cpu_pct = cpu_pct(sse_before, sse_after, ticks, seconds);
+    let hook_cpu_pct = cpu_pct(hook_before, hook_after, ticks, seconds);
     let peak_rss_kib = args.pid.and_then(|p| status_kib(p, "VmHWM:"));
     let rss_kib = args.pid.and_then(|p| status_kib(p, "VmRSS:"));
 
