@@ -592,11 +592,7 @@ impl Settings {
                 "AUTO_REPLY_MAX_AGE",
                 Duration::from_secs(3600),
                 "a duration from 1s to 24h, such as 10m or 1h",
-                |v| {
-                    humantime::parse_duration(v).ok().filter(|d| {
-                        (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(d)
-                    })
-                },
+                |v| duration_within(v, Duration::from_secs(1), Duration::from_secs(86_400)),
             ),
         };
 
@@ -825,16 +821,22 @@ fn outgoing_settings(env: &Env<'_>) -> OutgoingSettings {
             "WEBHOOK_DISABLE_AFTER",
             Duration::from_secs(5 * 86_400),
             "a duration from 1s to 365days, such as 5days or 12h",
-            |v| {
-                humantime::parse_duration(v).ok().filter(|d| {
-                    (Duration::from_secs(1)..=Duration::from_secs(365 * 86_400)).contains(d)
-                })
-            },
+            |v| duration_within(v, Duration::from_secs(1), MAX_DURATION),
         ),
         timeout: Duration::from_secs(env.bounded("WEBHOOK_TIMEOUT_SECS", 15, 1, 60)),
         concurrency: env.bounded("WEBHOOK_CONCURRENCY", 64, 1, 10_000),
         configured,
     }
+}
+
+/// The longest duration a setting or a rule takes (`WEBHOOK_DISABLE_AFTER`, a rule's `once_per`).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// A humantime duration (`90s`, `24h`, `7days`) from `min` to `max`, both included.
+pub fn duration_within(text: &str, min: Duration, max: Duration) -> Option<Duration> {
+    humantime::parse_duration(text)
+        .ok()
+        .filter(|d| (min..=max).contains(d))
 }
 
 /// Variable reader that records problems instead of stopping at the first.

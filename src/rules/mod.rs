@@ -563,10 +563,7 @@ async fn is_first(store: &Store, message: &Incoming) -> Result<bool, StoreError>
         .conversation_messages(&MessagesQuery {
             phone_number_id: message.phone_number_id.clone(),
             contact: message.contact.id.clone(),
-            cursor: MessageCursor::Before(format!(
-                "{:010}:",
-                message.timestamp.clamp(0, 9_999_999_999)
-            )),
+            cursor: MessageCursor::Before(crate::store::record::index_key(message.timestamp, "")),
             limit: 1,
             kind: None,
         })

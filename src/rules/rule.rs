@@ -490,12 +490,13 @@ pub fn parse(doc: &Value, numbers: &[String]) -> Result<Rule, Vec<Invalid>> {
     let once_per = match object.get("once_per") {
         None | Some(Value::Null) => None,
         Some(v) => {
-            let parsed = v
-                .as_str()
-                .and_then(|s| humantime::parse_duration(s).ok())
-                .filter(|d| {
-                    (Duration::from_secs(1)..=Duration::from_secs(365 * 86_400)).contains(d)
-                });
+            let parsed = v.as_str().and_then(|s| {
+                crate::config::duration_within(
+                    s,
+                    Duration::from_secs(1),
+                    crate::config::MAX_DURATION,
+                )
+            });
             if parsed.is_none() {
                 r.add(
                     "once_per",

@@ -282,8 +282,14 @@ impl MessageWrite {
     /// padded) then the id, so the index sorts by time and ties by id, and a cursor is a point in
     /// that order that stays valid while messages arrive.
     pub fn index_member(&self) -> String {
-        format!("{:010}:{}", self.timestamp.clamp(0, 9_999_999_999), self.id)
+        index_key(self.timestamp, &self.id)
     }
+}
+
+/// A conversation index key (see [`InboundRecord::index_member`]); with an empty `id`, the point
+/// just before every message of second `timestamp`.
+pub fn index_key(timestamp: i64, id: &str) -> String {
+    format!("{:010}:{id}", timestamp.clamp(0, 9_999_999_999))
 }
 
 /// `s` cut to [`PREVIEW_CHARS`] characters (on a character boundary), with `…` when cut.

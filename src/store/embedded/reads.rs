@@ -256,7 +256,7 @@ impl EmbeddedStore {
                             .and_then(|s| current_of(s.split(',')))
                             .map(str::to_owned);
                         Ok((
-                            format!("{:010}:{id}", ts.clamp(0, 9_999_999_999)),
+                            crate::store::record::index_key(ts, &id),
                             message_json(
                                 &record,
                                 current.as_deref(),
