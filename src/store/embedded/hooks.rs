@@ -8,8 +8,9 @@
 //! stops after `limit` of them, whatever the backlog behind them; before, every waiting
 //! delivery was due and a claim stepped over the whole backlog. Deliveries written by earlier
 //! releases (followers with a time) stay correct: a claim also checks that a row is its lane's
-//! head. The attempt log is trimmed to [`LOG_KEPT`] once every [`TRIM_EVERY`] attempts rather
-//! than at each one (each trim steps over the kept attempts).
+//! head. A subscription's attempt log is trimmed to [`LOG_KEPT`] after a random one in
+//! [`TRIM_ONE_IN`] of its attempts rather than after each (a trim steps over the kept attempts);
+//! reads never show more than [`LOG_KEPT`].
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -22,9 +23,17 @@ use crate::store::hooks::{
 
 /// `due_at` of a delivery waiting behind its lane's head (never due by time).
 const FOLLOWER: i64 = i64::MAX;
-/// The attempt log is trimmed when an attempt's id is a multiple of this: it holds at most
-/// [`LOG_KEPT`] + this many attempts.
-const TRIM_EVERY: i64 = 64;
+/// A subscription's attempt log is trimmed after one in this many of its attempts, at random
+/// (attempt ids are shared by all subscriptions, so they cannot pick the attempts): it holds
+/// [`LOG_KEPT`] + 32 attempts on average, and more than [`LOG_KEPT`] + 300 with a chance under
+/// one in 100.
+const TRIM_ONE_IN: u8 = 64;
+
+/// Whether this attempt trims its subscription's log (see [`TRIM_ONE_IN`]).
+fn trim_now() -> bool {
+    let mut byte = [0u8; 1];
+    getrandom::fill(&mut byte).is_err() || byte[0] % TRIM_ONE_IN == 0
+}
 
 /// Version 7: outgoing webhooks.
 pub(super) const MIGRATION_V7: &str = "
@@ -349,7 +358,7 @@ fn complete(tx: &Transaction<'_>, c: &Completion) -> rusqlite::Result<Completed>
     };
     tx.prepare_cached("INSERT INTO webhook_attempts (subscription, attempt) VALUES (?1, ?2)")?
         .execute(params![sub, c.log])?;
-    if tx.last_insert_rowid() % TRIM_EVERY == 0 {
+    if trim_now() {
         tx.prepare_cached(
             "DELETE FROM webhook_attempts WHERE subscription = ?1 AND id <=
                  (SELECT id FROM webhook_attempts WHERE subscription = ?1

@@ -36,8 +36,6 @@ pub const LOCK_FILE: &str = "whatsapp-gateway.lock";
 pub struct DataDirLock {
     /// Holds the `flock`; closing it releases the lock.
     _file: File,
-    /// The canonical directory (the table's key).
-    dir: PathBuf,
 }
 
 /// The directories this process holds, by canonical path.
@@ -79,17 +77,9 @@ impl DataDirLock {
         file.set_len(0)?;
         file.rewind()?;
         writeln!(file, "{}", std::process::id())?;
-        let lock = Arc::new(Self {
-            _file: file,
-            dir: dir.clone(),
-        });
+        let lock = Arc::new(Self { _file: file });
         held.push((dir, Arc::downgrade(&lock)));
         Ok(lock)
-    }
-
-    /// The locked directory (canonical).
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 
