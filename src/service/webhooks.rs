@@ -9,7 +9,7 @@ use crate::events::EventId;
 use crate::events::log::READ_BATCH;
 use crate::outgoing::signature::SigningSecret;
 use crate::outgoing::subscription::{
-    CONFIG_ID, CreateRequest, Invalid, Subscription, UpdateRequest, is_id, new_id,
+    CONFIG_ID, CreateRequest, HookConfig, Invalid, Subscription, UpdateRequest, is_id, new_id,
 };
 use crate::outgoing::{Outgoing, now_ms};
 use crate::store::StoreError;
@@ -156,28 +156,43 @@ impl Webhooks {
     /// deliveries. config.env's subscription takes only `enabled` (so it can be resumed after a
     /// 410 or a long failure).
     pub async fn update(&self, id: &str, request: UpdateRequest) -> Result<Value, WebhookError> {
-        for _ in 0..UPDATE_TRIES {
-            let (sub, stored) = self.load_row(id).await?;
-            if sub.id == CONFIG_ID && request.changes_config() {
+        let enabled = request.enabled.map(|e| (e, "disabled through the API"));
+        self.change(id, enabled, |sub, now| {
+            if !request.changes_config() {
+                return Ok((None, ()));
+            }
+            if sub.id == CONFIG_ID {
                 return Err(WebhookError::Managed);
             }
+            let next = request
+                .apply(
+                    &sub.config,
+                    self.outgoing.settings().allow_private,
+                    now / 1000,
+                )
+                .map_err(WebhookError::Invalid)?;
+            Ok((Some(next), ()))
+        })
+        .await?;
+        self.get(id).await
+    }
+
+    /// Stores the configuration `config` makes of the subscription's (`None`: unchanged) and
+    /// `enabled`, by compare-and-set on the stored document: when another request changed it
+    /// meanwhile, `config` is computed again from the new one (at most [`UPDATE_TRIES`] times,
+    /// then [`WebhookError::Busy`]). Returns what `config` returned beside the document.
+    async fn change<T>(
+        &self,
+        id: &str,
+        enabled: Option<(bool, &str)>,
+        config: impl Fn(&Subscription, i64) -> Result<(Option<HookConfig>, T), WebhookError>,
+    ) -> Result<T, WebhookError> {
+        for _ in 0..UPDATE_TRIES {
+            let (sub, stored) = self.load_row(id).await?;
             let now = now_ms();
-            let config = if request.changes_config() {
-                let next = request
-                    .apply(
-                        &sub.config,
-                        self.outgoing.settings().allow_private,
-                        now / 1000,
-                    )
-                    .map_err(WebhookError::Invalid)?;
-                Some(serde_json::to_string(&next).expect("a config serializes"))
-            } else {
-                None
-            };
-            let change = config
-                .as_deref()
-                .map(|to| ConfigChange { from: &stored, to });
-            let enabled = request.enabled.map(|e| (e, "disabled through the API"));
+            let (next, value) = config(&sub, now)?;
+            let text = next.map(|c| serde_json::to_string(&c).expect("a config serializes"));
+            let change = text.as_deref().map(|to| ConfigChange { from: &stored, to });
             match self
                 .outgoing
                 .store()
@@ -186,7 +201,7 @@ impl Webhooks {
             {
                 HookUpdate::Applied => {
                     self.outgoing.changed();
-                    return self.get(id).await;
+                    return Ok(value);
                 }
                 HookUpdate::Missing => return Err(missing(id)),
                 HookUpdate::Changed => continue,
@@ -210,37 +225,21 @@ impl Webhooks {
     /// A new secret; deliveries carry a second signature with the old one for a day.
     pub async fn rotate(&self, id: &str) -> Result<Value, WebhookError> {
         let fresh = SigningSecret::generate();
-        for _ in 0..UPDATE_TRIES {
-            let (sub, stored) = self.load_row(id).await?;
-            if sub.id == CONFIG_ID {
-                return Err(WebhookError::Managed);
-            }
-            let now = now_ms();
-            let rotated = sub.config.rotated(&fresh, now / 1000);
-            let text = serde_json::to_string(&rotated).expect("a config serializes");
-            let change = ConfigChange {
-                from: &stored,
-                to: &text,
-            };
-            match self
-                .outgoing
-                .store()
-                .hook_update(id, Some(change), None, now)
-                .await?
-            {
-                HookUpdate::Applied => {
-                    self.outgoing.changed();
-                    return Ok(json!({
-                        "id": id,
-                        "secret": fresh.expose(),
-                        "previous_secret_valid_until": rotated.previous_until,
-                    }));
+        let previous_until = self
+            .change(id, None, |sub, now| {
+                if sub.id == CONFIG_ID {
+                    return Err(WebhookError::Managed);
                 }
-                HookUpdate::Missing => return Err(missing(id)),
-                HookUpdate::Changed => continue,
-            }
-        }
-        Err(WebhookError::Busy)
+                let rotated = sub.config.rotated(&fresh, now / 1000);
+                let until = rotated.previous_until;
+                Ok((Some(rotated), until))
+            })
+            .await?;
+        Ok(json!({
+            "id": id,
+            "secret": fresh.expose(),
+            "previous_secret_valid_until": previous_until,
+        }))
     }
 
     /// The newest attempts (newest first) and the backlog.
