@@ -174,16 +174,11 @@ async fn wait_until_unlocked(dir: &Path) {
         .write(true)
         .open(dir.join(whatsapp_gateway::store::embedded::lock::LOCK_FILE))
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return file.unlock().unwrap(),
-            Err(std::fs::TryLockError::WouldBlock) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            Err(e) => panic!("the DATA_DIR lock of {} is still held: {e}", dir.display()),
-        }
-    }
+    eventually("the DATA_DIR lock released", || async {
+        file.try_lock().ok()
+    })
+    .await;
+    file.unlock().unwrap();
 }
 
 /// A set-up on `backend` with Meta answering as `meta` says.

@@ -3,29 +3,14 @@
 //! Redis is common. Idempotency-Keys across instances: `send_v1`; events, outgoing deliveries
 //! and storage across three processes through a kill: the fault suite's `multi_instance`.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use serde_json::{Value, json};
+use serde_json::json;
+use wiremock::Mock;
 use wiremock::matchers::method;
-use wiremock::{Mock, ResponseTemplate};
 
 use crate::helpers::*;
+use crate::send_v1::send_with;
 
 const USER: &str = "15551234567";
-
-/// Meta accepting every send with a new message id.
-struct NewIds(AtomicUsize);
-
-impl wiremock::Respond for NewIds {
-    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
-        let n = self.0.fetch_add(1, Ordering::Relaxed);
-        ResponseTemplate::new(200).set_body_json(json!({
-            "messaging_product": "whatsapp",
-            "contacts": [{"input": USER, "wa_id": USER}],
-            "messages": [{"id": format!("wamid.out.{n}")}]
-        }))
-    }
-}
 
 /// Two apps on one Redis (same key prefix), each with Meta accepting every send, configured
 /// by `configure` too.
@@ -33,39 +18,14 @@ async fn two_instances(
     configure: fn(&mut std::collections::HashMap<String, String>),
 ) -> [TestApp; 2] {
     let first = spawn_app_on_redis(TestRedis::start(), configure).await;
-    let url = first.redis.as_ref().unwrap().url();
-    let second = spawn_app_with(Backend::Embedded, move |vars| {
-        vars.insert("REDIS_URL".into(), url);
-        vars.insert("REDIS_INBOUND_LIST".into(), "test:inbound:list".into());
-        vars.insert("REDIS_KEY_PREFIX".into(), "test".into());
-        configure(vars);
-    })
-    .await;
+    let second = spawn_instance_sharing_redis(&first, configure).await;
     for app in [&first, &second] {
         Mock::given(method("POST"))
-            .respond_with(NewIds(AtomicUsize::new(0)))
+            .respond_with(AcceptSends::default())
             .mount(&app.graph)
             .await;
     }
     [first, second]
-}
-
-/// `POST /v1/messages`: status, JSON, headers.
-async fn send(app: &TestApp, body: &Value) -> (u16, Value, reqwest::header::HeaderMap) {
-    let response = app
-        .http
-        .post(app.url("/v1/messages"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    (
-        status,
-        response.json().await.unwrap_or(Value::Null),
-        headers,
-    )
 }
 
 /// One send a second per number, shared: six sends at once, three through each instance, are
@@ -81,7 +41,7 @@ async fn instances_on_one_redis_share_a_numbers_send_rate() {
     let sends = (0..6).map(|i| {
         let app = &apps[i % 2];
         let body = json!({"to": USER, "type": "text", "text": {"body": format!("burst {i}")}, "outside_window": true});
-        async move { send(app, &body).await }
+        async move { send_with(app, None, &body).await }
     });
     let answers = futures_util::future::join_all(sends).await;
     let accepted = answers.iter().filter(|(s, ..)| *s == 200).count();

@@ -840,46 +840,27 @@ async fn concurrent_rotations_and_changes_are_each_applied(backend: Backend) {
     let id = subscribe_incoming(&app, &receiver).await;
     let rotate = format!("/v1/webhooks/{id}/rotate");
     let patch = format!("/v1/webhooks/{id}");
-    let mut requests = tokio::task::JoinSet::new();
-    for i in 0..4 {
-        let (app_url, http) = (app.address.clone(), app.http.clone());
-        let (rotate, patch) = (rotate.clone(), patch.clone());
-        requests.spawn(async move {
-            let response = http
-                .post(format!("{app_url}{rotate}"))
-                .header("content-type", "application/json")
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap(), None)
-        });
-        let (app_url, http) = (app.address.clone(), app.http.clone());
-        requests.spawn(async move {
-            let description = format!("change {i}");
-            let response = http
-                .patch(format!("{app_url}{patch}"))
-                .json(&json!({"description": description}))
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.unwrap(),
-                Some(description),
-            )
-        });
+    let rotations = (0..4).map(|_| send_json(&app, reqwest::Method::POST, &rotate, None));
+    let descriptions: Vec<String> = (0..4).map(|i| format!("change {i}")).collect();
+    let changes = descriptions.iter().map(|d| {
+        send_json(
+            &app,
+            reqwest::Method::PATCH,
+            &patch,
+            Some(json!({"description": d})),
+        )
+    });
+    let (rotated, changed) = tokio::join!(
+        futures_util::future::join_all(rotations),
+        futures_util::future::join_all(changes)
+    );
+    for (status, body) in rotated.iter().chain(&changed) {
+        assert_eq!(*status, 200, "{body}");
     }
-    let (mut secrets, mut descriptions) = (Vec::new(), Vec::new());
-    while let Some(done) = requests.join_next().await {
-        let (status, body, description) = done.unwrap();
-        assert_eq!(status, 200, "{body}");
-        match description {
-            Some(d) => descriptions.push(d),
-            None => secrets.push(body["secret"].as_str().unwrap().to_owned()),
-        }
-    }
+    let secrets: Vec<String> = rotated
+        .iter()
+        .map(|(_, body)| body["secret"].as_str().unwrap().to_owned())
+        .collect();
     let sub = app.get_json(&patch).await;
     assert!(
         descriptions.iter().any(|d| sub["description"] == *d),

@@ -680,13 +680,11 @@ async fn a_new_rule_never_answers_the_past(backend: Backend) {
 #[tokio::test]
 async fn two_instances_on_one_redis_answer_each_message_once() {
     let first = rule_app(Backend::Redis, |_| {}).await;
-    let url = first.redis.as_ref().unwrap().url();
-    let second = rule_app(Backend::Embedded, |vars| {
-        vars.insert("REDIS_URL".into(), url);
-        vars.insert("REDIS_INBOUND_LIST".into(), "test:inbound:list".into());
-        vars.insert("REDIS_KEY_PREFIX".into(), "test".into());
+    let second = spawn_instance_sharing_redis(&first, |vars| {
+        vars.insert("DISPLAY_PHONE_NUMBER".into(), OWN_DISPLAY.into());
     })
     .await;
+    accept_sends(&second).await;
     rule(&first, json!({"id": "echo", "when": {"types": "text"}, "reply": {"type": "text", "text": {"body": "got {{text}}"}}})).await;
     let count = 60;
     for i in 0..count {

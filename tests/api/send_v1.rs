@@ -39,7 +39,7 @@ async fn post(app: &TestApp, body: &Value) -> (u16, Value, reqwest::header::Head
 }
 
 /// `POST /v1/messages` with `body`, under an Idempotency-Key when given: status, JSON, headers.
-async fn send_with(
+pub(crate) async fn send_with(
     app: &TestApp,
     key: Option<&str>,
     body: &Value,
