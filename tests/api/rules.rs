@@ -664,12 +664,16 @@ async fn a_new_rule_never_answers_the_past(backend: Backend) {
     // Right after: whether or not the engine judged B1 yet, the rule starts after it.
     rule(
         &app,
-        json!({"id": "all", "when": {}, "reply": {"type": "text", "text": {"body": "hi"}}}),
+        json!({"id": "all", "when": {}, "quote": true, "reply": {"type": "text", "text": {"body": "hi"}}}),
     )
     .await;
     receive(&app, vec![text("wamid.B2", "after the rule")]).await;
     let sent = expect_sends(&app, 1).await;
     assert_eq!(sent[0]["to"], KERRY);
+    assert_eq!(
+        sent[0]["context"]["message_id"], "wamid.B2",
+        "B2 answered, not B1"
+    );
     // A restart resumes from the shared cursor: nothing is answered again.
     app.restart().await;
     receive(&app, vec![text("wamid.B3", "after the restart")]).await;
@@ -792,7 +796,7 @@ async fn an_unreadable_cursor_starts_again_at_the_end(backend: Backend) {
     receive(&app, vec![text("wamid.U1", "old")]).await;
     rule(
         &app,
-        json!({"id": "all", "when": {}, "reply": {"type": "text", "text": {"body": "hi"}}}),
+        json!({"id": "all", "when": {}, "quote": true, "reply": {"type": "text", "text": {"body": "hi"}}}),
     )
     .await;
     receive(&app, vec![text("wamid.U2", "new")]).await;
@@ -841,6 +845,8 @@ async fn an_unreadable_cursor_starts_again_at_the_end(backend: Backend) {
     receive(&app, vec![text("wamid.U3", "after")]).await;
     let sent = expect_sends(&app, 2).await;
     assert!(sent.iter().all(|s| text_body(s) == "hi"));
+    let answered: Vec<&Value> = sent.iter().map(|s| &s["context"]["message_id"]).collect();
+    assert_eq!(answered, ["wamid.U2", "wamid.U3"], "U2 not answered again");
 }
 
 /// Meta answering the first send after a delay, recording when each send arrived.
