@@ -218,6 +218,12 @@ fn read_file(path: &std::path::Path, numbers: &[String]) -> anyhow::Result<Vec<V
                 object.insert("managed_by".into(), serde_json::json!(ManagedBy::File));
                 rule::with_defaults(object);
             }
+            if let Some(why) = rule::oversize(&doc) {
+                anyhow::bail!(
+                    "rule {:?} ([[rules]] number {n}): {why}",
+                    doc["id"].as_str().unwrap_or_default()
+                );
+            }
             if let Err(errors) = rule::parse(&doc, numbers) {
                 anyhow::bail!(
                     "rule {:?} ([[rules]] number {n}): {}",

@@ -96,8 +96,6 @@ pub struct Rule {
     pub quote: bool,
     /// At most one reply per contact (and business number) in this period.
     pub once_per: Option<Duration>,
-    /// The document, as stored and shown.
-    pub doc: Value,
 }
 
 /// The conditions of a rule.
@@ -322,6 +320,13 @@ pub fn describe(errors: &[Invalid]) -> String {
 }
 
 /// Writes `enabled` and `priority` in when absent, so a rule shows what applies.
+/// Why `doc` is over [`MAX_DOC_BYTES`] of JSON, when it is.
+pub fn oversize(doc: &Value) -> Option<String> {
+    let size = doc.to_string().len();
+    (size > MAX_DOC_BYTES)
+        .then(|| format!("the rule takes {size} bytes of JSON; at most {MAX_DOC_BYTES}"))
+}
+
 pub fn with_defaults(doc: &mut Map<String, Value>) {
     doc.entry("enabled").or_insert(json!(true));
     doc.entry("priority").or_insert(json!(DEFAULT_PRIORITY));
@@ -531,7 +536,6 @@ pub fn parse(doc: &Value, numbers: &[String]) -> Result<Rule, Vec<Invalid>> {
             reply,
             quote,
             once_per,
-            doc: doc.clone(),
         }),
         _ => Err(r.0),
     }

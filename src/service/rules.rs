@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::domain::send::Invalid;
 use crate::rules::AutoReplies;
-use crate::rules::rule::{self, GATEWAY_FIELDS, MAX_DOC_BYTES, MAX_RULES, ManagedBy};
+use crate::rules::rule::{self, GATEWAY_FIELDS, MAX_RULES, ManagedBy};
 use crate::store::StoreError;
 use crate::store::rules::RulePut;
 use crate::store::view::now_secs;
@@ -237,11 +237,7 @@ fn gateway_fields(doc: &Map<String, Value>) -> Vec<Invalid> {
 }
 
 fn check_size(doc: &Value, errors: &mut Vec<Invalid>) {
-    let size = doc.to_string().len();
-    if size > MAX_DOC_BYTES {
-        errors.push(invalid(
-            "",
-            format!("the rule takes {size} bytes of JSON; at most {MAX_DOC_BYTES}"),
-        ));
+    if let Some(why) = rule::oversize(doc) {
+        errors.push(invalid("", why));
     }
 }

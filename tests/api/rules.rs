@@ -638,8 +638,18 @@ reply = { type = "interactive", interactive = { type = "button", body = { text =
         ("rules = 5\n", "array of tables"),
         ("[[rule]]\nid = \"x\"\n", "unknown key"),
         ("[[rules]\n", "not valid TOML"),
-    ] {
-        std::fs::write(&file, content).unwrap();
+    ]
+    .map(|(content, expected)| (content.to_owned(), expected))
+    .into_iter()
+    // As big a rule as the API refuses (64 KiB of JSON).
+    .chain([(
+        format!(
+            "[[rules]]\nid = \"big\"\nreply = {{ type = \"text\", text = {{ body = \"a\" }} }}\nname = \"{}\"\n",
+            "n".repeat(70_000)
+        ),
+        "bytes of JSON; at most 65536",
+    )]) {
+        std::fs::write(&file, &content).unwrap();
         let mut vars = app.vars.clone();
         // Its own data directory: the running app keeps the embedded store's.
         let other = tempfile::tempdir().unwrap();
