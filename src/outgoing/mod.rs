@@ -5,17 +5,20 @@
 //! - [`subscription`]: what a subscription is (URL, event types, number, secrets) and the API's
 //!   request shapes; [`signature`]: the `webhook-signature` scheme and `whsec_` secrets;
 //!   [`target`]: URL rules and the SSRF guard (checked after DNS, at delivery time).
-//! - **Dispatcher** ([`dispatch`], one task per instance): follows the event log by each
-//!   subscription's own durable cursor and turns the events it wants into stored deliveries (one
-//!   compare-and-set per page, so with several instances on one Redis each event is enqueued
-//!   once). It wakes on every new event (it holds a receiver of the event hub's broadcast while
-//!   subscriptions exist) and at least every [`PASS_INTERVAL`].
+//! - **Dispatcher** ([`dispatch`], a task per subscription): follows the event log by the
+//!   subscription's own durable cursor, a page at a time, and attempts the events it wants
+//!   straight from the log where nothing of their contact waits; one compare-and-set per page
+//!   moves the cursor, logs the successes and stores the rest as deliveries. With several
+//!   instances on one Redis a lease per subscription picks the instance that dispatches it. It
+//!   wakes on every new event (a receiver of the event hub's broadcast) and at least every
+//!   [`PASS_INTERVAL`].
 //! - **Worker** ([`worker`], one task per instance): claims due deliveries under a lease, POSTs
-//!   them (at most WEBHOOK_CONCURRENCY at once), and completes them: 2xx done; 410 disables the
+//!   them, and completes them: 2xx done; 410 disables the
 //!   subscription; anything else (3xx included: redirects are not followed; timeouts; refused
 //!   targets) is retried after the next wait of WEBHOOK_RETRY_SCHEDULE (or Retry-After when
 //!   longer), then dead-lettered. A subscription failing for WEBHOOK_DISABLE_AFTER is disabled.
-//!   Both disables write a `webhook_disabled` event with the change.
+//!   Both disables write a `webhook_disabled` event with the change. The dispatcher's and the
+//!   worker's POSTs share WEBHOOK_CONCURRENCY (at most that many at once per instance).
 //! - Storage (both backends, the same semantics): [`crate::store::hooks`]. Delivery is
 //!   **at least once**: an instance that dies mid-attempt leaves a lease that runs out, and the
 //!   delivery is attempted again; `webhook-id` (the event id) lets receivers drop the repeat.
@@ -37,7 +40,7 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -54,6 +57,14 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(1);
 pub const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use dispatch::body as delivery_body;
+
+/// A random name for this instance's dispatcher, as a dispatch lease holder.
+fn holder_name() -> String {
+    let mut bytes = [0u8; 8];
+    let _ = getrandom::fill(&mut bytes);
+    let pid = std::process::id();
+    format!("{pid}-{}", hex::encode(bytes))
+}
 
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
@@ -85,6 +96,12 @@ struct Inner {
     changed: Notify,
     /// Deliveries were enqueued or enabled: the worker claims now.
     due: Notify,
+    /// The subscriptions were reloaded: the dispatcher's followers look again.
+    reloaded: Notify,
+    /// One per POST in flight (WEBHOOK_CONCURRENCY), the worker's and the dispatcher's.
+    slots: Arc<Semaphore>,
+    /// This instance's name as a dispatch lease holder.
+    holder: String,
     attempts: Family<ReasonLabels, Counter>,
     /// config.env's subscription is still to be installed (the store failed at start-up).
     config_pending: AtomicBool,
@@ -112,6 +129,9 @@ impl Outgoing {
                 subscriptions: RwLock::default(),
                 changed: Notify::new(),
                 due: Notify::new(),
+                reloaded: Notify::new(),
+                slots: Arc::new(Semaphore::new(settings.concurrency)),
+                holder: holder_name(),
                 attempts: metrics.outgoing_attempts.clone(),
                 config_pending: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),
@@ -239,6 +259,15 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .any(|s| s.enabled)
+    }
+
+    /// A subscription from the cache as it is.
+    fn cached(&self, id: &str) -> Option<Arc<Subscription>> {
+        self.subscriptions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// A subscription from the cache, reloading once when it is not there.

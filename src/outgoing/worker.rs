@@ -1,9 +1,12 @@
-//! The worker: claims due deliveries, POSTs them, completes them (see [`super`]).
+//! The worker: claims due deliveries, POSTs them, completes them (see [`super`]). Its attempt
+//! ([`attempt`]) and completion ([`complete`]) are also the dispatcher's, for the events it
+//! attempts straight from the log.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::signature::signature_header;
 use super::subscription::Subscription;
@@ -25,7 +28,7 @@ pub fn lease(timeout: Duration) -> Duration {
 
 /// The worker loop.
 pub(super) async fn run(inner: Arc<Inner>) {
-    let slots = Arc::new(Semaphore::new(inner.settings.concurrency));
+    let slots = inner.slots.clone();
     let lease_ms = lease(inner.settings.timeout).as_millis() as i64;
     let mut failing = false;
     loop {
@@ -107,12 +110,37 @@ async fn deliver(inner: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermi
         // Deleted meanwhile: the claim runs out and the store drops the orphan.
         return;
     };
+    let body = Bytes::from(claimed.body.clone());
+    let tried = attempt(&inner, &sub, &claimed.event_id, &body, claimed.attempts).await;
+    complete(&inner, &sub, claimed, tried).await;
+    // The lane's next delivery is due now (delivered, dead), or this one is due at a time the
+    // worker's current wait may overshoot (a retry sooner than CLAIM_INTERVAL): look again.
+    // Wake-ups coalesce, so a burst of completions costs one claim.
+    inner.due.notify_one();
+}
+
+/// What one attempt came to, judged.
+pub(super) struct Tried {
+    pub verdict: Verdict,
+    /// The attempt as JSON, for the subscription's attempt log.
+    pub log: String,
+}
+
+/// The `made + 1`th attempt of an event for `sub`: POSTs it and judges the answer by the retry
+/// schedule (counted in the attempts metric).
+pub(super) async fn attempt(
+    inner: &Inner,
+    sub: &Subscription,
+    event_id: &str,
+    body: &Bytes,
+    made: u32,
+) -> Tried {
     let started = Instant::now();
-    let attempt = post(&inner, &sub, &claimed).await;
+    let attempt = post(inner, sub, event_id, body).await;
     let latency_ms = started.elapsed().as_millis() as u64;
     let now = now_ms();
     let schedule = &inner.settings.retry_schedule;
-    let made = claimed.attempts as usize;
+    let made = made as usize;
     let verdict = match attempt.status {
         Some(s) if (200..300).contains(&s) => Verdict::Delivered,
         Some(410) => Verdict::Gone,
@@ -135,7 +163,7 @@ async fn deliver(inner: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermi
         Verdict::Gone => "gone",
     };
     let log = serde_json::json!({
-        "event_id": claimed.event_id,
+        "event_id": event_id,
         "attempt": made + 1,
         "at": now / 1000,
         "outcome": outcome,
@@ -146,6 +174,17 @@ async fn deliver(inner: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermi
         "next_attempt_at": match verdict { Verdict::Retry { at_ms } => Some(at_ms / 1000), _ => None },
     })
     .to_string();
+    inner
+        .attempts
+        .get_or_create(&ReasonLabels { reason: outcome })
+        .inc();
+    Tried { verdict, log }
+}
+
+/// Records the end of a claimed delivery's attempt in the store.
+pub(super) async fn complete(inner: &Inner, sub: &Subscription, claimed: Claimed, tried: Tried) {
+    let Tried { verdict, log } = tried;
+    let now = now_ms();
     let disabled_reason = match verdict {
         Verdict::Gone => GONE_REASON.to_owned(),
         _ => failing_reason(inner.settings.disable_after.as_millis() as i64),
@@ -166,10 +205,6 @@ async fn deliver(inner: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermi
         disabled_reason,
         disabled_event,
     };
-    inner
-        .attempts
-        .get_or_create(&ReasonLabels { reason: outcome })
-        .inc();
     match inner.store.hook_complete(&completion).await {
         Ok(Completed::Disabled) => {
             tracing::warn!(subscription = %sub.id, url = %target::displayable(&sub.url), reason = %completion.disabled_reason, "webhooks.subscription_disabled");
@@ -184,10 +219,6 @@ async fn deliver(inner: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermi
             tracing::warn!(subscription = %sub.id, error.message = %e, "webhooks.complete_failed");
         }
     }
-    // The lane's next delivery is due now (delivered, dead), or this one is due at a time the
-    // worker's current wait may overshoot (a retry sooner than CLAIM_INTERVAL): look again.
-    // Wake-ups coalesce, so a burst of completions costs one claim.
-    inner.due.notify_one();
 }
 
 /// `wait` plus up to a tenth more, so retries of many deliveries spread out.
@@ -198,8 +229,8 @@ fn jittered(wait: Duration) -> Duration {
     wait + wait / 10 * fraction / u32::from(u16::MAX)
 }
 
-/// POSTs the delivery, signed, reading at most [`SNIPPET_BYTES`] of the answer.
-async fn post(inner: &Inner, sub: &Subscription, claimed: &Claimed) -> Attempt {
+/// POSTs an event, signed, reading at most [`SNIPPET_BYTES`] of the answer.
+async fn post(inner: &Inner, sub: &Subscription, event_id: &str, body: &Bytes) -> Attempt {
     if !inner.settings.allow_private
         && let Some(why) = target::refused_literal(&sub.url)
     {
@@ -211,20 +242,15 @@ async fn post(inner: &Inner, sub: &Subscription, claimed: &Claimed) -> Attempt {
         };
     }
     let timestamp = now_ms() / 1000;
-    let signature = signature_header(
-        sub.secrets(timestamp),
-        &claimed.event_id,
-        timestamp,
-        claimed.body.as_bytes(),
-    );
+    let signature = signature_header(sub.secrets(timestamp), event_id, timestamp, body);
     let sent = inner
         .client
         .post(sub.url.clone())
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("webhook-id", &claimed.event_id)
+        .header("webhook-id", event_id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
-        .body(claimed.body.clone())
+        .body(body.clone())
         .send()
         .await;
     let mut response = match sent {

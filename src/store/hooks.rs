@@ -15,7 +15,15 @@
 //!   instance whose lease ran out (another took the delivery over) changes nothing. A dead
 //!   instance's claims simply fall due again.
 //! - **Enqueueing** from the log is a compare-and-set on the cursor, so when several instances
-//!   follow one log only one turns each event into deliveries.
+//!   follow one log only one turns each event into deliveries. The dispatcher attempts most
+//!   events before that, straight from the log, in lanes with nothing waiting ([`Direct`]): the
+//!   same compare-and-set then records the attempts that succeeded (attempt log, no longer
+//!   failing) and stores only the rest, a failed attempt claimed for its completion and the
+//!   events behind it in its lane as waiting deliveries. A healthy receiver costs no delivery
+//!   writes at all.
+//! - **Dispatching** one subscription is one instance's job at a time: a lease
+//!   ([`DispatchLease`]) taken with the read of the busy lanes, renewed by every page, given
+//!   back on shutdown. SQLite has one instance (its DATA_DIR lock), so no lease there.
 //! - A completed delivery is removed (its attempts stay in the log); a delivery out of attempts
 //!   moves to the dead-letter list, which keeps its body for a replay ([`DEAD_KEPT`] newest).
 //! - Disabling (410 Gone, or failing longer than WEBHOOK_DISABLE_AFTER) writes its
@@ -26,7 +34,8 @@
 //! `<id> <event id>` by due time in ms, lane heads of enabled subscriptions only),
 //! `<p>:hook:<id>:lane:<lane>` (list of event ids), `:lanes` (set), `:body` and `:meta` (hashes by
 //! event id; meta = `<attempts> <lane>`), `:parked` (heads of a disabled subscription), `:dead`
-//! (zset by time), `:log` (the newest [`LOG_KEPT`] attempts). The scripts compute these keys, like
+//! (zset by time), `:log` (the newest [`LOG_KEPT`] attempts), `:dispatcher` (the dispatch lease's
+//! holder, with its expiry). The scripts compute these keys, like
 //! the conversation reads do (single Redis, not Cluster). SQLite: `webhook_subscriptions`,
 //! `webhook_deliveries`, `webhook_attempts` (schema version 7).
 
@@ -104,6 +113,8 @@ pub enum Enqueue {
     FromLog {
         expected: Option<String>,
         next: String,
+        /// What was attempted straight from the log.
+        direct: Direct,
     },
     /// A replay (the cursor stays): deliveries already waiting are left as they are; dead ones
     /// come back.
@@ -111,6 +122,39 @@ pub enum Enqueue {
     /// The oldest `limit` dead deliveries come back, in the order they died (the given list is
     /// ignored).
     DeadLetters { limit: usize },
+}
+
+/// Attempts the dispatcher made straight from the log, recorded with the page's enqueue.
+#[derive(Debug, Clone, Default)]
+pub struct Direct {
+    /// The attempts that succeeded, as JSON for the attempt log, oldest first: logged, and the
+    /// subscription is no longer failing.
+    pub delivered: Vec<String>,
+    /// Events among the enqueued deliveries whose attempt failed: each is stored claimed until
+    /// [`Direct::claimed_until`] (its [`Claimed::token`]), so the completion that follows
+    /// applies the usual retry, dead-letter and disable rules. When its lane is no longer free
+    /// it waits there like any delivery (and its completion is stale).
+    pub failed: Vec<String>,
+    pub claimed_until: i64,
+}
+
+/// Who dispatches a subscription: a lease per subscription, so that instances sharing a Redis
+/// never attempt the same page twice. A holder that dies is replaced when its lease runs out.
+#[derive(Debug, Clone)]
+pub struct DispatchLease {
+    /// This instance's dispatcher (random, per process).
+    pub holder: String,
+    /// How long a page may take: the lease runs out this long after the holder's last read.
+    pub ms: i64,
+}
+
+/// What [`Store::hook_busy_lanes`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusyLanes {
+    /// The subscription's cursor now (the dispatcher attempts nothing from a stale one).
+    pub cursor: Option<String>,
+    /// The lanes asked about that have deliveries waiting.
+    pub busy: Vec<String>,
 }
 
 /// A delivery claimed for one attempt.
@@ -251,6 +295,30 @@ impl Store {
         match self {
             Store::Redis(s) => s.hook_enqueue(id, how, deliveries, now_ms).await,
             Store::Embedded(s) => s.hook_enqueue(id, how, deliveries, now_ms).await,
+        }
+    }
+
+    /// Of `lanes`, those that have deliveries waiting (the dispatcher's events for them must
+    /// wait behind), and the subscription's cursor, taking or renewing its dispatch lease.
+    /// `None`: another instance holds the lease (or the subscription is gone).
+    pub async fn hook_busy_lanes(
+        &self,
+        id: &str,
+        lanes: &[&str],
+        lease: &DispatchLease,
+    ) -> Result<Option<BusyLanes>, StoreError> {
+        match self {
+            Store::Redis(s) => s.hook_busy_lanes(id, lanes, lease).await,
+            Store::Embedded(s) => s.hook_busy_lanes(id, lanes).await,
+        }
+    }
+
+    /// Gives the dispatch lease back, if `holder` still has it (on shutdown, so another
+    /// instance takes over at once).
+    pub async fn hook_release(&self, id: &str, holder: &str) -> Result<(), StoreError> {
+        match self {
+            Store::Redis(s) => s.hook_release(id, holder).await,
+            Store::Embedded(_) => Ok(()),
         }
     }
 

@@ -17,8 +17,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::{EmbeddedStore, Job};
 use crate::store::StoreError;
 use crate::store::hooks::{
-    Backlog, Claimed, Completed, Completion, ConfigChange, DEAD_KEPT, Enqueue, HookRow, HookUpdate,
-    LOG_KEPT, NewDelivery, Verdict,
+    Backlog, BusyLanes, Claimed, Completed, Completion, ConfigChange, DEAD_KEPT, Enqueue, HookRow,
+    HookUpdate, LOG_KEPT, NewDelivery, Verdict,
 };
 
 /// `due_at` of a delivery waiting behind its lane's head (never due by time).
@@ -228,8 +228,14 @@ fn enqueue(
         return Ok(None);
     }
     let revived;
+    let mut failed: &[String] = &[];
+    let mut claimed_until = now_ms;
     let deliveries = match how {
-        Enqueue::FromLog { expected, next } => {
+        Enqueue::FromLog {
+            expected,
+            next,
+            direct,
+        } => {
             let moved = tx
                 .prepare_cached(
                     "UPDATE webhook_subscriptions SET cursor = ?3 WHERE id = ?1 AND cursor IS ?2",
@@ -238,6 +244,22 @@ fn enqueue(
             if moved == 0 {
                 return Ok(None);
             }
+            if !direct.delivered.is_empty() {
+                let mut log = tx.prepare_cached(
+                    "INSERT INTO webhook_attempts (subscription, attempt) VALUES (?1, ?2)",
+                )?;
+                for attempt in &direct.delivered {
+                    log.execute(params![id, attempt])?;
+                }
+                if direct.delivered.iter().any(|_| trim_now()) {
+                    trim_log(tx, id)?;
+                }
+                tx.prepare_cached(
+                    "UPDATE webhook_subscriptions SET failing_since = NULL
+                     WHERE id = ?1 AND failing_since IS NOT NULL",
+                )?
+                .execute(params![id])?;
+            }
             let enabled: bool = tx
                 .prepare_cached("SELECT enabled FROM webhook_subscriptions WHERE id = ?1")?
                 .query_row(params![id], |r| r.get(0))?;
@@ -245,6 +267,8 @@ fn enqueue(
                 // A disabled subscription collects no events; its cursor follows the log.
                 return Ok(Some(0));
             }
+            failed = &direct.failed;
+            claimed_until = direct.claimed_until;
             given
         }
         Enqueue::Replay => given,
@@ -283,10 +307,28 @@ fn enqueue(
         drop_dead.execute(params![id, d.event_id])?;
         // Appended to its lane (`seq` grows): its head when the lane is empty.
         let behind: bool = occupied.query_row(params![id, d.lane], |r| r.get(0))?;
-        let due = if behind { FOLLOWER } else { now_ms };
+        let due = if behind {
+            FOLLOWER
+        } else if failed.contains(&d.event_id) {
+            // A failed direct attempt is claimed: its completion follows.
+            claimed_until
+        } else {
+            now_ms
+        };
         n += insert.execute(params![id, d.event_id, d.lane, d.body, due])?;
     }
     Ok(Some(n))
+}
+
+/// Keeps a subscription's newest [`LOG_KEPT`] attempts.
+fn trim_log(tx: &Transaction<'_>, id: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM webhook_attempts WHERE subscription = ?1 AND id <=
+             (SELECT id FROM webhook_attempts WHERE subscription = ?1
+              ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![id, LOG_KEPT as i64])?;
+    Ok(())
 }
 
 fn claim(
@@ -359,12 +401,7 @@ fn complete(tx: &Transaction<'_>, c: &Completion) -> rusqlite::Result<Completed>
     tx.prepare_cached("INSERT INTO webhook_attempts (subscription, attempt) VALUES (?1, ?2)")?
         .execute(params![sub, c.log])?;
     if trim_now() {
-        tx.prepare_cached(
-            "DELETE FROM webhook_attempts WHERE subscription = ?1 AND id <=
-                 (SELECT id FROM webhook_attempts WHERE subscription = ?1
-                  ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-        )?
-        .execute(params![sub, LOG_KEPT as i64])?;
+        trim_log(tx, sub)?;
     }
     let (enabled, failing_since): (bool, Option<i64>) = tx
         .prepare_cached("SELECT enabled, failing_since FROM webhook_subscriptions WHERE id = ?1")?
@@ -539,6 +576,38 @@ impl EmbeddedStore {
             HookAnswer::Completed(done) => Ok(done),
             other => Err(mismatched(other)),
         }
+    }
+
+    /// The busy ones of `lanes` (see [`crate::store::Store::hook_busy_lanes`]); no lease: one
+    /// instance per DATA_DIR. One point read per lane, whatever the backlog.
+    pub(crate) async fn hook_busy_lanes(
+        &self,
+        id: &str,
+        lanes: &[&str],
+    ) -> Result<Option<BusyLanes>, StoreError> {
+        let id = id.to_owned();
+        let lanes: Vec<String> = lanes.iter().map(|l| (*l).to_owned()).collect();
+        self.read(move |conn| {
+            let Some(cursor) = conn
+                .prepare_cached("SELECT cursor FROM webhook_subscriptions WHERE id = ?1")?
+                .query_row(params![id], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut occupied = conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM webhook_deliveries
+                                WHERE subscription = ?1 AND lane = ?2 AND dead_at IS NULL)",
+            )?;
+            let mut busy = Vec::new();
+            for lane in lanes {
+                if occupied.query_row(params![id, lane], |r| r.get::<_, bool>(0))? {
+                    busy.push(lane);
+                }
+            }
+            Ok(Some(BusyLanes { cursor, busy }))
+        })
+        .await
     }
 
     pub(crate) async fn hook_list(&self) -> Result<Vec<HookRow>, StoreError> {

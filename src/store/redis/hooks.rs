@@ -1,5 +1,7 @@
 //! Outgoing webhooks on Redis (model and keys: [`crate::store::hooks`]): every change is one
-//! script call, so a claim, a completion or an enqueue is atomic and one round trip.
+//! script call, so a claim, a completion or an enqueue is atomic and one round trip. The
+//! dispatch lease is a key with an expiry (`SET ... PX`), taken and renewed by the script that
+//! reads the busy lanes.
 
 use std::sync::LazyLock;
 
@@ -8,8 +10,8 @@ use redis::{Script, Value};
 use super::RedisStore;
 use crate::store::StoreError;
 use crate::store::hooks::{
-    Backlog, Claimed, Completed, Completion, ConfigChange, DEAD_KEPT, Enqueue, HookRow, HookUpdate,
-    LOG_KEPT, NewDelivery, Verdict,
+    Backlog, BusyLanes, Claimed, Completed, Completion, ConfigChange, DEAD_KEPT, Direct,
+    DispatchLease, Enqueue, HookRow, HookUpdate, LOG_KEPT, NewDelivery, Verdict,
 };
 
 /// ARGV: [1] prefix, [2] id, [3] config, [4] `1` create only, [5] enabled and [6] cursor on
@@ -71,16 +73,49 @@ end
 for _, lane in ipairs(redis.call('SMEMBERS', h .. ':lanes')) do
   redis.call('DEL', h .. ':lane:' .. lane)
 end
-redis.call('DEL', h, h .. ':lanes', h .. ':body', h .. ':meta', h .. ':parked', h .. ':dead', h .. ':log')
+redis.call('DEL', h, h .. ':lanes', h .. ':body', h .. ':meta', h .. ':parked', h .. ':dead', h .. ':log',
+  h .. ':dispatcher')
 redis.call('SREM', p .. ':hooks', id)
 return 1
 ",
     )
 });
 
+/// ARGV: [1] prefix, [2] id, [3] holder, [4] lease (ms), then lanes. Returns `{cursor, busy
+/// lanes...}`, or nil when another holder has the lease or the subscription is gone.
+static BUSY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local h = ARGV[1] .. ':hook:' .. ARGV[2]
+if redis.call('EXISTS', h) == 0 then return false end
+local held = redis.call('GET', h .. ':dispatcher')
+if held and held ~= ARGV[3] then return false end
+redis.call('SET', h .. ':dispatcher', ARGV[3], 'PX', ARGV[4])
+local busy = {redis.call('HGET', h, 'cursor') or ''}
+for i = 5, #ARGV do
+  if redis.call('SISMEMBER', h .. ':lanes', ARGV[i]) == 1 then busy[#busy + 1] = ARGV[i] end
+end
+return busy
+",
+    )
+});
+
+/// ARGV: [1] prefix, [2] id, [3] holder.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local k = ARGV[1] .. ':hook:' .. ARGV[2] .. ':dispatcher'
+if redis.call('GET', k) == ARGV[3] then redis.call('DEL', k) end
+return 1
+",
+    )
+});
+
 /// ARGV: [1] prefix, [2] id, [3] mode (`log`, `replay`, `dead`), [4] expected cursor (`` =
-/// none), [5] next cursor, [6] now (ms), [7] dead limit, then (event id, lane, body) triples.
-/// Returns the number enqueued, or -1 (no such subscription) / -2 (the cursor moved).
+/// none), [5] next cursor, [6] now (ms), [7] dead limit, [8] claimed until (ms), [9] log kept,
+/// [10] count F of failed direct attempts, [11] count D of delivered ones, then F event ids, D
+/// attempt logs, (event id, lane, body) triples. Returns the number enqueued, or -1 (no such
+/// subscription) / -2 (the cursor moved).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -89,6 +124,14 @@ local h = p .. ':hook:' .. id
 if redis.call('EXISTS', h) == 0 then return -1 end
 if mode == 'log' and (redis.call('HGET', h, 'cursor') or '') ~= ARGV[4] then return -2 end
 local enabled = redis.call('HGET', h, 'enabled') == '1'
+local nf, nd = tonumber(ARGV[10]), tonumber(ARGV[11])
+local failed = {}
+for i = 12, 11 + nf do failed[ARGV[i]] = true end
+if nd > 0 then
+  for i = 12 + nf, 11 + nf + nd do redis.call('LPUSH', h .. ':log', ARGV[i]) end
+  redis.call('LTRIM', h .. ':log', 0, tonumber(ARGV[9]) - 1)
+  redis.call('HDEL', h, 'failing_since')
+end
 local items = {}
 if mode == 'log' and not enabled then
   -- A disabled subscription collects no events; its cursor follows the log.
@@ -105,7 +148,7 @@ elseif mode == 'dead' then
     end
   end
 else
-  for i = 8, #ARGV, 3 do items[#items + 1] = {ARGV[i], ARGV[i + 1], ARGV[i + 2]} end
+  for i = 12 + nf + nd, #ARGV, 3 do items[#items + 1] = {ARGV[i], ARGV[i + 1], ARGV[i + 2]} end
 end
 local n = 0
 for _, it in ipairs(items) do
@@ -120,7 +163,10 @@ for _, it in ipairs(items) do
     redis.call('SADD', h .. ':lanes', lane)
     if redis.call('RPUSH', h .. ':lane:' .. lane, ev) == 1 then
       if enabled then
-        redis.call('ZADD', p .. ':hooks:due', ARGV[6], id .. ' ' .. ev)
+        -- A failed direct attempt is claimed: its completion follows.
+        local at = ARGV[6]
+        if failed[ev] then at = ARGV[8] end
+        redis.call('ZADD', p .. ':hooks:due', at, id .. ' ' .. ev)
       else
         redis.call('SADD', h .. ':parked', ev)
       end
@@ -396,19 +442,45 @@ impl RedisStore {
     ) -> Result<Option<usize>, StoreError> {
         let mut invocation = ENQUEUE.prepare_invoke();
         invocation.arg(self.prefix()).arg(id);
-        match how {
-            Enqueue::FromLog { expected, next } => invocation
-                .arg("log")
-                .arg(expected.as_deref().unwrap_or_default())
-                .arg(next),
-            Enqueue::Replay => invocation.arg("replay").arg("").arg(""),
-            Enqueue::DeadLetters { .. } => invocation.arg("dead").arg("").arg(""),
+        let none = Direct::default();
+        let direct = match how {
+            Enqueue::FromLog {
+                expected,
+                next,
+                direct,
+            } => {
+                invocation
+                    .arg("log")
+                    .arg(expected.as_deref().unwrap_or_default())
+                    .arg(next);
+                direct
+            }
+            Enqueue::Replay => {
+                invocation.arg("replay").arg("").arg("");
+                &none
+            }
+            Enqueue::DeadLetters { .. } => {
+                invocation.arg("dead").arg("").arg("");
+                &none
+            }
         };
         let limit = match how {
             Enqueue::DeadLetters { limit } => *limit,
             _ => 0,
         };
-        invocation.arg(now_ms).arg(limit.max(1));
+        invocation
+            .arg(now_ms)
+            .arg(limit.max(1))
+            .arg(direct.claimed_until)
+            .arg(LOG_KEPT)
+            .arg(direct.failed.len())
+            .arg(direct.delivered.len());
+        for ev in &direct.failed {
+            invocation.arg(ev);
+        }
+        for log in &direct.delivered {
+            invocation.arg(log);
+        }
         if !matches!(how, Enqueue::DeadLetters { .. }) {
             for d in deliveries {
                 invocation.arg(&d.event_id).arg(&d.lane).arg(&d.body);
@@ -418,6 +490,45 @@ impl RedisStore {
             .invoke_async(&mut self.inner.connection.clone())
             .await?;
         Ok((n >= 0).then_some(n as usize))
+    }
+
+    pub(crate) async fn hook_busy_lanes(
+        &self,
+        id: &str,
+        lanes: &[&str],
+        lease: &DispatchLease,
+    ) -> Result<Option<BusyLanes>, StoreError> {
+        let mut invocation = BUSY.prepare_invoke();
+        invocation
+            .arg(self.prefix())
+            .arg(id)
+            .arg(&lease.holder)
+            .arg(lease.ms.max(1));
+        for lane in lanes {
+            invocation.arg(*lane);
+        }
+        let found: Option<Vec<String>> = invocation
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(found.map(|mut found| {
+            let cursor = found.remove(0);
+            BusyLanes {
+                // `hook_put` stores a missing cursor as "".
+                cursor: (!cursor.is_empty()).then_some(cursor),
+                busy: found,
+            }
+        }))
+    }
+
+    pub(crate) async fn hook_release(&self, id: &str, holder: &str) -> Result<(), StoreError> {
+        let _: i64 = RELEASE
+            .prepare_invoke()
+            .arg(self.prefix())
+            .arg(id)
+            .arg(holder)
+            .invoke_async(&mut self.inner.connection.clone())
+            .await?;
+        Ok(())
     }
 
     pub(crate) async fn hook_claim(
