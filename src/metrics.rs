@@ -17,6 +17,15 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// An outgoing webhook attempt: its outcome and whether the dispatcher made it straight from
+/// the log (`direct`) or the worker from a stored delivery (`queued`: retries, and events that
+/// waited behind one).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub reason: &'static str,
+    pub path: &'static str,
+}
+
 /// A store operation (`save` or `fetch`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OperationLabels {
@@ -67,8 +76,9 @@ pub struct Metrics {
     // Live event stream (issue 7).
     pub event_streams_open: Gauge,
     pub event_streams_ended: Family<ReasonLabels, Counter>,
-    /// Outgoing webhook attempts by outcome (`delivered`, `retry`, `dead`, `gone`).
-    pub outgoing_attempts: Family<ReasonLabels, Counter>,
+    /// Outgoing webhook attempts by outcome (`delivered`, `retry`, `dead`, `gone`) and path
+    /// (`direct`, `queued`).
+    pub outgoing_attempts: Family<AttemptLabels, Counter>,
     /// Auto-replies by outcome (`sent`, `failed`, `outcome_unknown`, `once_per`, `loop_guard`,
     /// `stale`, `invalid_reply`).
     pub auto_replies: Family<ReasonLabels, Counter>,
@@ -205,7 +215,7 @@ impl Metrics {
         );
         registry.register(
             "outgoing_webhook_attempts",
-            "Attempts to deliver an event to a subscribed app, by outcome (reason: delivered, retry, dead, gone)",
+            "Attempts to deliver an event to a subscribed app, by outcome (reason: delivered, retry, dead, gone) and path (direct: straight from the event log; queued: a stored delivery, e.g. a retry)",
             metrics.outgoing_attempts.clone(),
         );
         registry.register(

@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::OutgoingSettings;
 use crate::events::EventHub;
-use crate::metrics::{Metrics, ReasonLabels};
+use crate::metrics::{AttemptLabels, Metrics};
 use crate::store::hooks::HookRow;
 use crate::store::{Store, StoreError};
 use subscription::{CONFIG_ID, HookConfig, ManagedBy, Subscription};
@@ -102,7 +102,7 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// This instance's name as a dispatch lease holder.
     holder: String,
-    attempts: Family<ReasonLabels, Counter>,
+    attempts: Family<AttemptLabels, Counter>,
     /// config.env's subscription is still to be installed (the store failed at start-up).
     config_pending: AtomicBool,
     shutdown: CancellationToken,

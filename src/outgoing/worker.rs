@@ -11,7 +11,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::signature::signature_header;
 use super::subscription::Subscription;
 use super::{CLAIM_INTERVAL, Inner, now_ms, target};
-use crate::metrics::ReasonLabels;
+use crate::metrics::AttemptLabels;
 use crate::store::hooks::{Claimed, Completed, Completion, GONE_REASON, Verdict, failing_reason};
 
 /// Most deliveries claimed at once.
@@ -111,7 +111,15 @@ async fn deliver(inner: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermi
         return;
     };
     let body = Bytes::from(claimed.body.clone());
-    let tried = attempt(&inner, &sub, &claimed.event_id, &body, claimed.attempts).await;
+    let tried = attempt(
+        &inner,
+        &sub,
+        &claimed.event_id,
+        &body,
+        claimed.attempts,
+        "queued",
+    )
+    .await;
     complete(&inner, &sub, claimed, tried).await;
     // The lane's next delivery is due now (delivered, dead), or this one is due at a time the
     // worker's current wait may overshoot (a retry sooner than CLAIM_INTERVAL): look again.
@@ -127,13 +135,14 @@ pub(super) struct Tried {
 }
 
 /// The `made + 1`th attempt of an event for `sub`: POSTs it and judges the answer by the retry
-/// schedule (counted in the attempts metric).
+/// schedule (counted in the attempts metric, with its `path`: `direct` or `queued`).
 pub(super) async fn attempt(
     inner: &Inner,
     sub: &Subscription,
     event_id: &str,
     body: &Bytes,
     made: u32,
+    path: &'static str,
 ) -> Tried {
     let started = Instant::now();
     let attempt = post(inner, sub, event_id, body).await;
@@ -176,7 +185,10 @@ pub(super) async fn attempt(
     .to_string();
     inner
         .attempts
-        .get_or_create(&ReasonLabels { reason: outcome })
+        .get_or_create(&AttemptLabels {
+            reason: outcome,
+            path,
+        })
         .inc();
     Tried { verdict, log }
 }

@@ -24,7 +24,8 @@ use redis::AsyncCommands;
 use whatsapp_gateway::store::Store;
 use whatsapp_gateway::store::embedded::EmbeddedStore;
 use whatsapp_gateway::store::hooks::{
-    Completed, Completion, ConfigChange, Enqueue, HookRow, HookUpdate, NewDelivery, Verdict,
+    BusyLanes, Completed, Completion, ConfigChange, Direct, DispatchLease, Enqueue, HookRow,
+    HookUpdate, NewDelivery, Verdict,
 };
 use whatsapp_gateway::store::redis::RedisStore;
 
@@ -47,6 +48,7 @@ contract_tests!(
     a_config_change_made_from_a_replaced_document_changes_nothing,
     concurrent_rotations_and_changes_are_each_applied,
     a_lane_hands_out_its_deliveries_one_at_a_time_in_order,
+    a_page_attempted_from_the_log_stores_only_what_did_not_go_out,
 );
 
 /// The Standard Webhooks signature, computed here independently of the gateway.
@@ -401,6 +403,35 @@ async fn a_subscription_gets_every_event_signed_and_in_order(backend: Backend) {
     assert_eq!(attempts[0]["status"], 200);
     assert_eq!(attempts[0]["response"], "answer 200");
     assert_eq!(log["pending"], 0);
+    // A receiver that answers at once gets every event straight from the log: no delivery was
+    // stored for the worker.
+    assert_eq!(
+        attempt_counts(&app).await,
+        counts(&[("delivered", "direct", 4)])
+    );
+}
+
+type Counts = std::collections::BTreeMap<(String, String), u64>;
+
+/// Attempt counts by (reason, path).
+fn counts(of: &[(&str, &str, u64)]) -> Counts {
+    of.iter()
+        .map(|(reason, path, n)| (((*reason).to_owned(), (*path).to_owned()), *n))
+        .collect()
+}
+
+/// `outgoing_webhook_attempts_total` from /metrics: count by (reason, path).
+async fn attempt_counts(app: &TestApp) -> Counts {
+    let text = app.metrics_text().await;
+    text.lines()
+        .filter_map(|line| {
+            let rest =
+                line.strip_prefix("whatsapp_gateway_outgoing_webhook_attempts_total{reason=\"")?;
+            let (reason, rest) = rest.split_once("\",path=\"")?;
+            let (path, count) = rest.split_once("\"} ")?;
+            Some(((reason.to_owned(), path.to_owned()), count.parse().ok()?))
+        })
+        .collect()
 }
 
 async fn failures_are_retried_on_the_schedule_then_dead_lettered_and_replayed(backend: Backend) {
@@ -554,6 +585,22 @@ async fn a_later_event_of_a_contact_waits_while_an_earlier_one_is_retried(backen
         order.iter().filter(|o| o.0 == "wamid.k1").count(),
         3,
         "{order:?}"
+    );
+    // k1's first attempt and Ana's event went straight from the log; k1's retries and k2,
+    // which waited behind it, came from stored deliveries.
+    let counts = eventually("the attempts counted", || async {
+        let counts = attempt_counts(&app).await;
+        (counts.values().sum::<u64>() == 5).then_some(counts)
+    })
+    .await;
+    assert_eq!(
+        counts,
+        self::counts(&[
+            ("delivered", "direct", 1),
+            ("retry", "direct", 1),
+            ("retry", "queued", 1),
+            ("delivered", "queued", 2),
+        ])
     );
 }
 
@@ -801,6 +848,193 @@ async fn a_lane_hands_out_its_deliveries_one_at_a_time_in_order(backend: Backend
         claim_rounds(&store, 4).await,
         [vec!["e1", "e4"], vec!["e2"], vec!["e3"], vec![]]
     );
+}
+
+/// A page the dispatcher attempted straight from the log: one compare-and-set logs its
+/// successes (the subscription is no longer failing), stores its failed attempt claimed for its
+/// completion and the event behind it as waiting, and moves the cursor; a stale cursor changes
+/// nothing. The busy-lanes read answers the cursor and the lanes with deliveries waiting, and
+/// on Redis holds the dispatch lease for one holder at a time.
+async fn a_page_attempted_from_the_log_stores_only_what_did_not_go_out(backend: Backend) {
+    let (store, _keep) = open_store(backend);
+    let row = HookRow {
+        id: "wh_direct".into(),
+        config: "{}".into(),
+        enabled: true,
+        disabled_reason: None,
+        failing_since: None,
+        cursor: None,
+    };
+    assert!(store.hook_put(&row, true).await.unwrap());
+    let now = now_secs() * 1000;
+    let delivery = |event: &str, lane: &str| NewDelivery {
+        event_id: event.into(),
+        lane: lane.into(),
+        body: format!(r#"{{"id":"{event}"}}"#),
+    };
+    // A failing subscription: lane z retries in an hour.
+    store
+        .hook_enqueue("wh_direct", &Enqueue::Replay, &[delivery("e0", "z")], now)
+        .await
+        .unwrap();
+    let (claimed, _) = store.hook_claim(now, 60_000, 10).await.unwrap();
+    let retry = Completion {
+        claimed: claimed[0].clone(),
+        verdict: Verdict::Retry {
+            at_ms: now + 3_600_000,
+        },
+        log: r#"{"event_id":"e0"}"#.into(),
+        now_ms: now,
+        disable_after_ms: 86_400_000,
+        disabled_reason: String::new(),
+        disabled_event: "{}".into(),
+    };
+    assert_eq!(
+        store.hook_complete(&retry).await.unwrap(),
+        Completed::Applied
+    );
+    assert!(
+        store
+            .hook_get("wh_direct")
+            .await
+            .unwrap()
+            .unwrap()
+            .failing_since
+            .is_some()
+    );
+
+    let lease = |holder: &str| DispatchLease {
+        holder: holder.into(),
+        ms: 60_000,
+    };
+    let found = store
+        .hook_busy_lanes("wh_direct", &["a", "z", "b"], &lease("one"))
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        Some(BusyLanes {
+            cursor: None,
+            busy: vec!["z".into()]
+        })
+    );
+
+    // The page: e1 (lane a) went out, e2 (lane a) failed, e3 (lane a) waits behind it.
+    let until = now + 60_000;
+    let page = Enqueue::FromLog {
+        expected: None,
+        next: "7".into(),
+        direct: Direct {
+            delivered: vec![r#"{"event_id":"e1","outcome":"delivered"}"#.into()],
+            failed: vec!["e2".into()],
+            claimed_until: until,
+        },
+    };
+    let rest = [delivery("e2", "a"), delivery("e3", "a")];
+    assert_eq!(
+        store
+            .hook_enqueue("wh_direct", &page, &rest, now)
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    let stored = store.hook_get("wh_direct").await.unwrap().unwrap();
+    assert_eq!(stored.cursor.as_deref(), Some("7"));
+    assert_eq!(stored.failing_since, None, "a delivery went out");
+    let attempts = store.hook_attempts("wh_direct", 10).await.unwrap();
+    assert_eq!(
+        attempts,
+        [
+            r#"{"event_id":"e1","outcome":"delivered"}"#,
+            r#"{"event_id":"e0"}"#
+        ]
+    );
+    // e2 is claimed (by its token), e3 waits behind it: nothing to claim now.
+    assert_eq!(
+        store.hook_claim(now, 60_000, 10).await.unwrap().0,
+        Vec::new()
+    );
+    assert_eq!(store.hook_backlog("wh_direct").await.unwrap().pending, 3);
+    // The same page again from a stale cursor changes nothing.
+    assert_eq!(
+        store
+            .hook_enqueue("wh_direct", &page, &rest, now)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.hook_backlog("wh_direct").await.unwrap().pending, 3);
+    assert_eq!(store.hook_attempts("wh_direct", 10).await.unwrap().len(), 2);
+
+    let found = store
+        .hook_busy_lanes("wh_direct", &["a", "b", "z"], &lease("one"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.cursor.as_deref(), Some("7"));
+    assert_eq!(found.busy, ["a", "z"]);
+    match backend {
+        Backend::Redis => {
+            // One holder at a time; given back, the other takes it.
+            assert_eq!(
+                store
+                    .hook_busy_lanes("wh_direct", &["a"], &lease("two"))
+                    .await
+                    .unwrap(),
+                None
+            );
+            store.hook_release("wh_direct", "two").await.unwrap();
+            assert!(
+                store
+                    .hook_busy_lanes("wh_direct", &["a"], &lease("two"))
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "only the holder gives the lease back"
+            );
+            store.hook_release("wh_direct", "one").await.unwrap();
+            assert!(
+                store
+                    .hook_busy_lanes("wh_direct", &["a"], &lease("two"))
+                    .await
+                    .unwrap()
+                    .is_some()
+            );
+        }
+        // One instance per DATA_DIR: no lease.
+        Backend::Embedded => {}
+    }
+    assert_eq!(
+        store
+            .hook_busy_lanes("wh_gone", &["a"], &lease("one"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The failed attempt's completion applies with the page's token; e3 is due next.
+    let failed = Completion {
+        claimed: whatsapp_gateway::store::hooks::Claimed {
+            subscription: "wh_direct".into(),
+            event_id: "e2".into(),
+            body: r#"{"id":"e2"}"#.into(),
+            attempts: 0,
+            token: until,
+        },
+        verdict: Verdict::Delivered,
+        log: "{}".into(),
+        now_ms: now,
+        disable_after_ms: 86_400_000,
+        disabled_reason: String::new(),
+        disabled_event: "{}".into(),
+    };
+    assert_eq!(
+        store.hook_complete(&failed).await.unwrap(),
+        Completed::Applied
+    );
+    let (claimed, _) = store.hook_claim(now, 60_000, 10).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
+    assert_eq!(ids, ["e3"]);
 }
 
 /// Deliveries an earlier release wrote (every delivery of a lane had a due time; now only its
