@@ -1,8 +1,11 @@
-//! The dispatcher: follows the event log for each subscription by its durable cursor, one task
-//! per subscription (a slow receiver holds up only its own), and hands it the events it wants
-//! (see [`super`]).
+//! The dispatcher: a task that keeps a follower task running per subscription (a slow receiver
+//! holds up only its own); each follows the event log by its subscription's durable cursor and
+//! hands it the events it wants (see [`super`]).
 //!
-//! A page of the log at a time. Events of lanes (contacts) with nothing waiting in the store are
+//! A follower works in pages of the log, up to [`DEPTH`] in flight, closed in the order they
+//! were opened; a lane's events in a later page wait for its earlier page (through
+//! [`Chains`]) and are stored, not attempted, when that one did not clear the lane. Events of
+//! lanes (contacts) with nothing waiting in the store are
 //! POSTed straight from the log: the lanes at once (sharing WEBHOOK_CONCURRENCY with the
 //! worker), a lane's events one after another in order, none started after the page's budget
 //! ([`budget`]). Then one compare-and-set ([`Enqueue::FromLog`] with [`Direct`]) moves the
@@ -12,12 +15,14 @@
 //! lanes and those the budget left. A healthy receiver costs three store round trips per page
 //! (log read, busy lanes, compare-and-set) instead of three writes per event.
 //!
-//! With several instances on one Redis the busy-lanes read takes the subscription's dispatch
-//! lease ([`DispatchLease`], longer than a page can take), so one instance attempts a page; it
-//! also answers the stored cursor, so nothing is attempted from a stale one. An instance that
-//! dies mid-page leaves the cursor where it was: the page is attempted again (at least once;
-//! `webhook-id` lets receivers drop the repeats). A disabled subscription's events go to the
-//! store as deliveries, which drops them unless it was enabled meanwhile.
+//! With several instances on one Redis every page's busy-lanes read takes (or renews) the
+//! subscription's dispatch lease ([`DispatchLease`], longer than a page can take), so one
+//! instance opens and closes pages; it also answers the stored cursor, so nothing is attempted
+//! from a stale one. An instance that dies mid-page leaves the cursor where it was: its pages
+//! in flight are attempted again (at least once; `webhook-id` lets receivers drop the repeats).
+//! A disabled subscription's events go to the store as deliveries, which drops them unless it
+//! was enabled meanwhile; a page read while it was enabled keeps what did not go out, for when
+//! it is enabled again, and stops attempting once the cache says it was disabled (a 410).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -146,6 +151,15 @@ struct Page {
     /// Deliveries stored as they are (a disabled subscription's events).
     plain: Vec<NewDelivery>,
     lanes: Vec<JoinHandle<LaneRun>>,
+    /// Read while the subscription was enabled (see [`Direct::read_enabled`]).
+    read_enabled: bool,
+}
+
+impl Page {
+    /// Stops its attempts (a page given up).
+    fn abort(&self) {
+        self.lanes.iter().for_each(JoinHandle::abort);
+    }
 }
 
 /// One lane's events in one page and how far their attempts got.
@@ -215,9 +229,7 @@ async fn follow(inner: Arc<Inner>, id: String) {
                     // Moved by another instance, or not stored: the pages after it cannot be
                     // closed before it. They are given up (their attempts may be made again:
                     // at least once) and the follower starts over from the stored cursor.
-                    for page in pages.drain(..) {
-                        page.lanes.iter().for_each(JoinHandle::abort);
-                    }
+                    pages.drain(..).for_each(|page| page.abort());
                     chains.clear();
                     let outcome = match outcome {
                         Ok(_) => refresh(&inner, &id, &mut at).await,
@@ -267,6 +279,8 @@ async fn follow(inner: Arc<Inner>, id: String) {
             continue;
         }
     }
+    // Gone (deleted): what is still in flight stops.
+    pages.iter().for_each(Page::abort);
     // Let another instance take over at once.
     if let Err(e) = inner.store.hook_release(&id, &inner.holder).await {
         tracing::debug!(subscription = %id, error.message = %e, "webhooks.dispatch_lease_not_released");
@@ -302,40 +316,18 @@ async fn open(
         return Ok(Opened::CaughtUp);
     };
     let now = now_ms();
-    let wanted = events.iter().filter(|e| sub.wants(e));
-    let mut page = Page {
-        seq,
-        last,
-        plain: Vec::new(),
-        lanes: Vec::new(),
-    };
-    if !sub.enabled {
-        // Handed to the store, which decides (drops them while the subscription is disabled):
-        // an enable racing this page loses nothing.
-        page.plain = wanted
-            .map(|e| NewDelivery {
-                event_id: e.id.to_string(),
-                lane: e.contact().unwrap_or_default().to_owned(),
-                body: body(e, now),
-            })
-            .collect();
-        return Ok(Opened::Page(page));
-    }
-    let mut lanes: Vec<(&str, Vec<(String, Bytes)>)> = Vec::new();
+    let mut lanes: Vec<(&str, Vec<&Event>)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
-    for e in wanted {
+    for e in events.iter().filter(|e| sub.wants(e)) {
         let name = e.contact().unwrap_or_default();
         let i = *index.entry(name).or_insert_with(|| {
             lanes.push((name, Vec::new()));
             lanes.len() - 1
         });
-        lanes[i]
-            .1
-            .push((e.id.to_string(), Bytes::from(body(e, now))));
+        lanes[i].1.push(e);
     }
-    if lanes.is_empty() {
-        return Ok(Opened::Page(page));
-    }
+    // Every page takes (or renews) the lease, those with nothing to attempt too: only its
+    // holder moves the cursor, so no other instance closes a page under it.
     let names: Vec<&str> = lanes.iter().map(|l| l.0).collect();
     let lease = DispatchLease {
         holder: inner.holder.clone(),
@@ -347,8 +339,34 @@ async fn open(
     if found.cursor != at.stored {
         return Ok(Opened::Moved(found.cursor));
     }
+    let mut page = Page {
+        seq,
+        last,
+        plain: Vec::new(),
+        lanes: Vec::new(),
+        read_enabled: sub.enabled,
+    };
+    if !sub.enabled {
+        // Handed to the store, which decides (drops them while the subscription is disabled):
+        // an enable racing this page loses nothing. A later page's events of these lanes wait
+        // for this one to be closed, and are stored behind them.
+        for (name, events) in lanes {
+            let (_, stored) = watch::channel(Some(false));
+            chains.insert(name.to_owned(), (seq, stored));
+            page.plain.extend(events.into_iter().map(|e| NewDelivery {
+                event_id: e.id.to_string(),
+                lane: name.to_owned(),
+                body: body(e, now),
+            }));
+        }
+        return Ok(Opened::Page(page));
+    }
     let deadline = Instant::now() + budget(inner.settings.timeout);
     for (name, events) in lanes {
+        let events = events
+            .into_iter()
+            .map(|e| (e.id.to_string(), Bytes::from(body(e, now))))
+            .collect();
         let busy = found.busy.iter().any(|b| b == name);
         let (done, cleared) = watch::channel(busy.then_some(false));
         let previous = chains
@@ -394,7 +412,9 @@ async fn attempt_lane(
     };
     if clear {
         for (event_id, body) in &run.events {
-            if inner.shutdown.is_cancelled() || Instant::now() >= deadline {
+            // Disabled (a 410 of an earlier page) or deleted meanwhile: no more attempts.
+            let live = inner.cached(&sub.id).is_some_and(|s| s.enabled);
+            if !live || inner.shutdown.is_cancelled() || Instant::now() >= deadline {
                 break;
             }
             let Ok(Ok(_slot)) =
@@ -425,14 +445,22 @@ async fn close(
     page: Page,
 ) -> Result<bool, StoreError> {
     let mut deliveries = page.plain;
-    let mut direct = Direct::default();
+    let mut direct = Direct {
+        read_enabled: page.read_enabled,
+        ..Direct::default()
+    };
     let mut failures = Vec::new();
-    for task in page.lanes {
-        // A lane task ends by itself (its attempts are bounded); one that panicked leaves its
-        // events to the next attempt of the page.
-        let run = task
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+    let mut tasks = page.lanes.into_iter();
+    while let Some(task) = tasks.next() {
+        // A lane task ends by itself (its attempts are bounded); one that panicked leaves the
+        // page to be attempted again.
+        let run = match task.await {
+            Ok(run) => run,
+            Err(e) => {
+                tasks.for_each(|t| t.abort());
+                return Err(StoreError::Io(std::io::Error::other(e.to_string())));
+            }
+        };
         let done = run.delivered.len();
         direct.delivered.extend(run.delivered);
         let mut failed = run.failed;

@@ -5,9 +5,9 @@
 //! - [`subscription`]: what a subscription is (URL, event types, number, secrets) and the API's
 //!   request shapes; [`signature`]: the `webhook-signature` scheme and `whsec_` secrets;
 //!   [`target`]: URL rules and the SSRF guard (checked after DNS, at delivery time).
-//! - **Dispatcher** ([`dispatch`], a task per subscription): follows the event log by the
-//!   subscription's own durable cursor, a page at a time, and attempts the events it wants
-//!   straight from the log where nothing of their contact waits; one compare-and-set per page
+//! - **Dispatcher** ([`dispatch`], a follower task per subscription): follows the event log by
+//!   the subscription's own durable cursor, in pages (a few in flight), and attempts the events it
+//!   wants straight from the log where nothing of their contact waits; one compare-and-set per page
 //!   moves the cursor, logs the successes and stores the rest as deliveries. With several
 //!   instances on one Redis a lease per subscription picks the instance that dispatches it. It
 //!   wakes on every new event (a receiver of the event hub's broadcast) and at least every

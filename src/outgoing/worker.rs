@@ -44,14 +44,21 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
             continue;
         }
+        // The slots are taken before the claim: the dispatcher's attempts share them.
         let free = slots.available_permits().min(CLAIM_BATCH);
-        if free == 0 {
-            tokio::select! {
-                () = inner.shutdown.cancelled() => return,
-                permit = slots.clone().acquire_owned() => drop(permit),
+        let mut permits = match (free > 0)
+            .then(|| slots.clone().try_acquire_many_owned(free as u32).ok())
+            .flatten()
+        {
+            Some(permits) => permits,
+            None => {
+                tokio::select! {
+                    () = inner.shutdown.cancelled() => return,
+                    permit = slots.clone().acquire_owned() => drop(permit),
+                }
+                continue;
             }
-            continue;
-        }
+        };
         let now = now_ms();
         let (claimed, next) = match inner.store.hook_claim(now, lease_ms, free).await {
             Ok(answer) => {
@@ -71,13 +78,14 @@ pub(super) async fn run(inner: Arc<Inner>) {
         };
         let full = claimed.len() == free;
         for c in claimed {
-            // At most `free` were claimed and only this loop takes slots, so one is free.
-            let permit = slots
-                .clone()
-                .try_acquire_owned()
-                .expect("a slot for every claimed delivery");
+            // At most `free` were claimed: one of the slots taken for each; the rest are given
+            // back when `permits` is dropped.
+            let Some(permit) = permits.split(1) else {
+                break;
+            };
             inner.tracker.spawn(deliver(inner.clone(), c, permit));
         }
+        drop(permits);
         if full {
             continue;
         }

@@ -5,7 +5,8 @@
 //! - A **subscription** is its configuration (a JSON document the service owns, changed only
 //!   through the API or config) plus state the delivery path changes: `enabled`,
 //!   `disabled_reason`, `failing_since` (unix seconds of the first failure since the last
-//!   success) and `cursor` (the last event of the log turned into deliveries).
+//!   success) and `cursor` (the last event of the log dealt with: attempted straight from the log
+//!   or turned into deliveries).
 //! - A **delivery** is one event for one subscription: the exact body to POST, its **lane** (the
 //!   event's contact, `""` for events without one), how many attempts were made, and when it is
 //!   due. Deliveries of one lane go out one at a time in the order they were enqueued: only a
@@ -77,7 +78,7 @@ pub struct HookRow {
     pub disabled_reason: Option<String>,
     /// Unix seconds of the first failure since the last success.
     pub failing_since: Option<i64>,
-    /// The last event turned into deliveries (the log's id format).
+    /// The last event dealt with: attempted, or turned into deliveries (the log's id format).
     pub cursor: Option<String>,
 }
 
@@ -109,7 +110,7 @@ pub struct NewDelivery {
 pub enum Enqueue {
     /// From the log: only if the subscription's cursor is still `expected`; then it becomes
     /// `next`. A subscription disabled at that moment gets none of them (it collects no events
-    /// while disabled), but its cursor moves.
+    /// while disabled; unless [`Direct::read_enabled`]), but its cursor moves.
     FromLog {
         expected: Option<String>,
         next: String,
@@ -136,6 +137,10 @@ pub struct Direct {
     /// it waits there like any delivery (and its completion is stale).
     pub failed: Vec<String>,
     pub claimed_until: i64,
+    /// The page was read while the subscription was enabled: its deliveries are kept even if it
+    /// has been disabled since (they wait for it to be enabled again), as they would have been
+    /// had they been stored at once. Otherwise a disabled subscription gets none.
+    pub read_enabled: bool,
 }
 
 /// Who dispatches a subscription: a lease per subscription, so that instances sharing a Redis

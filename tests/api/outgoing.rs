@@ -928,6 +928,7 @@ async fn a_page_attempted_from_the_log_stores_only_what_did_not_go_out(backend: 
             delivered: vec![r#"{"event_id":"e1","outcome":"delivered"}"#.into()],
             failed: vec!["e2".into()],
             claimed_until: until,
+            read_enabled: true,
         },
     };
     let rest = [delivery("e2", "a"), delivery("e3", "a")];
@@ -1035,6 +1036,55 @@ async fn a_page_attempted_from_the_log_stores_only_what_did_not_go_out(backend: 
     let (claimed, _) = store.hook_claim(now, 60_000, 10).await.unwrap();
     let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
     assert_eq!(ids, ["e3"]);
+
+    // Disabled meanwhile: a page read while it was disabled leaves nothing; one read while it
+    // was enabled keeps its deliveries for when it is enabled again.
+    assert_eq!(
+        store
+            .hook_update("wh_direct", None, Some((false, "paused")), now)
+            .await
+            .unwrap(),
+        HookUpdate::Applied
+    );
+    let pending = store.hook_backlog("wh_direct").await.unwrap().pending;
+    for (read_enabled, from, to, event, kept) in
+        [(false, "7", "8", "e4", 0), (true, "8", "9", "e5", 1)]
+    {
+        let page = Enqueue::FromLog {
+            expected: Some(from.into()),
+            next: to.into(),
+            direct: Direct {
+                read_enabled,
+                ..Direct::default()
+            },
+        };
+        assert_eq!(
+            store
+                .hook_enqueue("wh_direct", &page, &[delivery(event, "c")], now)
+                .await
+                .unwrap(),
+            Some(kept)
+        );
+    }
+    assert_eq!(
+        store.hook_backlog("wh_direct").await.unwrap().pending,
+        pending + 1
+    );
+    assert!(
+        store
+            .hook_claim(now, 60_000, 10)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    store
+        .hook_update("wh_direct", None, Some((true, "")), now)
+        .await
+        .unwrap();
+    let (claimed, _) = store.hook_claim(now, 60_000, 10).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
+    assert!(ids.contains(&"e5"), "{ids:?}");
 }
 
 /// Deliveries an earlier release wrote (every delivery of a lane had a due time; now only its

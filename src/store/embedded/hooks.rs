@@ -263,7 +263,7 @@ fn enqueue(
             let enabled: bool = tx
                 .prepare_cached("SELECT enabled FROM webhook_subscriptions WHERE id = ?1")?
                 .query_row(params![id], |r| r.get(0))?;
-            if !enabled {
+            if !enabled && !direct.read_enabled {
                 // A disabled subscription collects no events; its cursor follows the log.
                 return Ok(Some(0));
             }

@@ -113,8 +113,9 @@ return 1
 
 /// ARGV: [1] prefix, [2] id, [3] mode (`log`, `replay`, `dead`), [4] expected cursor (`` =
 /// none), [5] next cursor, [6] now (ms), [7] dead limit, [8] claimed until (ms), [9] log kept,
-/// [10] count F of failed direct attempts, [11] count D of delivered ones, then F event ids, D
-/// attempt logs, (event id, lane, body) triples. Returns the number enqueued, or -1 (no such
+/// [10] count F of failed direct attempts, [11] count D of delivered ones, [12] `1`: keep them
+/// when disabled (read while enabled), then F event ids, D attempt logs, (event id, lane, body)
+/// triples. Returns the number enqueued, or -1 (no such
 /// subscription) / -2 (the cursor moved).
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -126,14 +127,14 @@ if mode == 'log' and (redis.call('HGET', h, 'cursor') or '') ~= ARGV[4] then ret
 local enabled = redis.call('HGET', h, 'enabled') == '1'
 local nf, nd = tonumber(ARGV[10]), tonumber(ARGV[11])
 local failed = {}
-for i = 12, 11 + nf do failed[ARGV[i]] = true end
+for i = 13, 12 + nf do failed[ARGV[i]] = true end
 if nd > 0 then
-  for i = 12 + nf, 11 + nf + nd do redis.call('LPUSH', h .. ':log', ARGV[i]) end
+  for i = 13 + nf, 12 + nf + nd do redis.call('LPUSH', h .. ':log', ARGV[i]) end
   redis.call('LTRIM', h .. ':log', 0, tonumber(ARGV[9]) - 1)
   redis.call('HDEL', h, 'failing_since')
 end
 local items = {}
-if mode == 'log' and not enabled then
+if mode == 'log' and not enabled and ARGV[12] ~= '1' then
   -- A disabled subscription collects no events; its cursor follows the log.
 elseif mode == 'dead' then
   local dead = redis.call('ZRANGE', h .. ':dead', 0, tonumber(ARGV[7]) - 1)
@@ -148,7 +149,7 @@ elseif mode == 'dead' then
     end
   end
 else
-  for i = 12 + nf + nd, #ARGV, 3 do items[#items + 1] = {ARGV[i], ARGV[i + 1], ARGV[i + 2]} end
+  for i = 13 + nf + nd, #ARGV, 3 do items[#items + 1] = {ARGV[i], ARGV[i + 1], ARGV[i + 2]} end
 end
 local n = 0
 for _, it in ipairs(items) do
@@ -474,7 +475,8 @@ impl RedisStore {
             .arg(direct.claimed_until)
             .arg(LOG_KEPT)
             .arg(direct.failed.len())
-            .arg(direct.delivered.len());
+            .arg(direct.delivered.len())
+            .arg(if direct.read_enabled { "1" } else { "0" });
         for ev in &direct.failed {
             invocation.arg(ev);
         }
