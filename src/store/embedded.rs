@@ -1033,7 +1033,12 @@ fn write_group(
     group: &[Job],
     event_retention: usize,
 ) -> rusqlite::Result<Vec<Answer>> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: the write lock is taken (with the busy wait) before the group's first read, so
+    // the transaction never upgrades a read snapshot to a write. A deferred one can fail at once
+    // ("database is locked", SQLITE_BUSY_SNAPSHOT, no busy wait) when the WAL index changed
+    // after its first read; the bench saw that once under heavy concurrent reads (a group of
+    // webhooks answered 500, and Meta would have retried them).
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     // The newest event before this group: trimming never reaches the group's own events, so a
     // write with more events than EVENT_RETENTION still reaches every reader.
     let events_before: i64 = tx
