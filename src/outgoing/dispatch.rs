@@ -116,7 +116,7 @@ const PAGE_EVENTS: usize = 128;
 /// Stream entries read for a page on Redis (an entry holds the events of one ingest batch, up
 /// to a few dozen under load; a SQLite row holds one event); the events past [`PAGE_EVENTS`]
 /// are read again by the next page.
-const STREAM_ENTRIES: usize = 16;
+const STREAM_ENTRIES: usize = 8;
 
 /// Where a follower is in the log.
 struct Position {
