@@ -82,7 +82,7 @@ pub async fn get_one(
         (status = 200, description = "The subscription after the change"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "No such subscription", body = crate::http::docs::Detail),
-        (status = 409, description = "The subscription comes from config.env (for PATCH and rotate also: other requests kept changing it while this one was applied; nothing applied, send it again)", body = crate::http::docs::Detail),
+        (status = 409, description = "The subscription comes from config.env and the change is more than `enabled`, or other requests kept changing it while this one was applied (nothing applied; send it again)", body = crate::http::docs::Detail),
         (status = 422, description = "A field breaks a rule (named)", body = crate::http::docs::ValidationDetail),
     ))]
 pub async fn update(
@@ -100,7 +100,7 @@ pub async fn update(
         (status = 204, description = "Deleted"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "No such subscription", body = crate::http::docs::Detail),
-        (status = 409, description = "The subscription comes from config.env (for PATCH and rotate also: other requests kept changing it while this one was applied; nothing applied, send it again)", body = crate::http::docs::Detail),
+        (status = 409, description = "The subscription comes from config.env (unset WEBHOOK_URL to remove it)", body = crate::http::docs::Detail),
     ))]
 pub async fn delete(
     State(state): State<Arc<AppState>>,
@@ -118,7 +118,7 @@ pub async fn delete(
         (status = 200, description = "{\"id\", \"secret\", \"previous_secret_valid_until\"}"),
         (status = 401, description = "API key missing or wrong", body = crate::http::docs::Detail),
         (status = 404, description = "No such subscription", body = crate::http::docs::Detail),
-        (status = 409, description = "The subscription comes from config.env (for PATCH and rotate also: other requests kept changing it while this one was applied; nothing applied, send it again)", body = crate::http::docs::Detail),
+        (status = 409, description = "The subscription comes from config.env (change WEBHOOK_SECRET instead), or other requests kept changing it while this one was applied (nothing applied; send it again)", body = crate::http::docs::Detail),
     ))]
 pub async fn rotate(
     State(state): State<Arc<AppState>>,
