@@ -729,15 +729,7 @@ fn open_store(backend: Backend) -> (Store, Box<dyn std::any::Any>) {
 /// `enabled` part included), so the service computes it again instead of undoing the other.
 async fn a_config_change_made_from_a_replaced_document_changes_nothing(backend: Backend) {
     let (store, _keep) = open_store(backend);
-    let row = HookRow {
-        id: "wh_cas".into(),
-        config: r#"{"v":0}"#.into(),
-        enabled: true,
-        disabled_reason: None,
-        failing_since: None,
-        cursor: None,
-    };
-    assert!(store.hook_put(&row, true).await.unwrap());
+    put_subscription(&store, "wh_cas", r#"{"v":0}"#).await;
     let change = |from, to| Some(ConfigChange { from, to });
     let now = now_secs() * 1000;
     assert_eq!(
@@ -782,24 +774,34 @@ async fn a_config_change_made_from_a_replaced_document_changes_nothing(backend: 
     }
 }
 
-/// A subscription with three deliveries of one contact (lane) and one of another.
-async fn lanes_with_deliveries(store: &Store) {
+/// Stores a new enabled subscription `id` with the configuration document `config`.
+async fn put_subscription(store: &Store, id: &str, config: &str) {
     let row = HookRow {
-        id: "wh_lane".into(),
-        config: "{}".into(),
+        id: id.into(),
+        config: config.into(),
         enabled: true,
         disabled_reason: None,
         failing_since: None,
         cursor: None,
     };
     assert!(store.hook_put(&row, true).await.unwrap());
+}
+
+/// A delivery of `event` in `lane` (its body names the event).
+fn delivery(event: &str, lane: &str) -> NewDelivery {
+    NewDelivery {
+        event_id: event.into(),
+        lane: lane.into(),
+        body: format!(r#"{{"id":"{event}"}}"#),
+    }
+}
+
+/// A subscription with three deliveries of one contact (lane) and one of another.
+async fn lanes_with_deliveries(store: &Store) {
+    put_subscription(store, "wh_lane", "{}").await;
     let deliveries: Vec<NewDelivery> = [("e1", "a"), ("e2", "a"), ("e3", "a"), ("e4", "b")]
         .into_iter()
-        .map(|(event, lane)| NewDelivery {
-            event_id: event.into(),
-            lane: lane.into(),
-            body: format!(r#"{{"id":"{event}"}}"#),
-        })
+        .map(|(event, lane)| delivery(event, lane))
         .collect();
     let now = now_secs() * 1000;
     assert_eq!(
@@ -811,6 +813,24 @@ async fn lanes_with_deliveries(store: &Store) {
     );
 }
 
+/// The completion of a claimed attempt with `verdict` at `now` (a log of `{}`; disabling after a
+/// day).
+fn completion(
+    claimed: whatsapp_gateway::store::hooks::Claimed,
+    verdict: Verdict,
+    now: i64,
+) -> Completion {
+    Completion {
+        claimed,
+        verdict,
+        log: "{}".into(),
+        now_ms: now,
+        disable_after_ms: 86_400_000,
+        disabled_reason: String::new(),
+        disabled_event: "{}".into(),
+    }
+}
+
 /// Claims and completes every delivery it can now, `rounds` times; the event ids per round.
 async fn claim_rounds(store: &Store, rounds: usize) -> Vec<Vec<String>> {
     let mut out = Vec::new();
@@ -820,15 +840,7 @@ async fn claim_rounds(store: &Store, rounds: usize) -> Vec<Vec<String>> {
         let mut ids: Vec<String> = claimed.iter().map(|c| c.event_id.clone()).collect();
         ids.sort();
         for c in claimed {
-            let completion = Completion {
-                claimed: c,
-                verdict: Verdict::Delivered,
-                log: "{}".into(),
-                now_ms: now,
-                disable_after_ms: 86_400_000,
-                disabled_reason: String::new(),
-                disabled_event: "{}".into(),
-            };
+            let completion = completion(c, Verdict::Delivered, now);
             assert_eq!(
                 store.hook_complete(&completion).await.unwrap(),
                 Completed::Applied
@@ -857,21 +869,8 @@ async fn a_lane_hands_out_its_deliveries_one_at_a_time_in_order(backend: Backend
 /// on Redis holds the dispatch lease for one holder at a time.
 async fn a_page_attempted_from_the_log_stores_only_what_did_not_go_out(backend: Backend) {
     let (store, _keep) = open_store(backend);
-    let row = HookRow {
-        id: "wh_direct".into(),
-        config: "{}".into(),
-        enabled: true,
-        disabled_reason: None,
-        failing_since: None,
-        cursor: None,
-    };
-    assert!(store.hook_put(&row, true).await.unwrap());
+    put_subscription(&store, "wh_direct", "{}").await;
     let now = now_secs() * 1000;
-    let delivery = |event: &str, lane: &str| NewDelivery {
-        event_id: event.into(),
-        lane: lane.into(),
-        body: format!(r#"{{"id":"{event}"}}"#),
-    };
     // A failing subscription: lane z retries in an hour.
     store
         .hook_enqueue("wh_direct", &Enqueue::Replay, &[delivery("e0", "z")], now)
@@ -879,15 +878,14 @@ async fn a_page_attempted_from_the_log_stores_only_what_did_not_go_out(backend: 
         .unwrap();
     let (claimed, _) = store.hook_claim(now, 60_000, 10).await.unwrap();
     let retry = Completion {
-        claimed: claimed[0].clone(),
-        verdict: Verdict::Retry {
-            at_ms: now + 3_600_000,
-        },
         log: r#"{"event_id":"e0"}"#.into(),
-        now_ms: now,
-        disable_after_ms: 86_400_000,
-        disabled_reason: String::new(),
-        disabled_event: "{}".into(),
+        ..completion(
+            claimed[0].clone(),
+            Verdict::Retry {
+                at_ms: now + 3_600_000,
+            },
+            now,
+        )
     };
     assert_eq!(
         store.hook_complete(&retry).await.unwrap(),
@@ -1014,21 +1012,14 @@ async fn a_page_attempted_from_the_log_stores_only_what_did_not_go_out(backend: 
     );
 
     // The failed attempt's completion applies with the page's token; e3 is due next.
-    let failed = Completion {
-        claimed: whatsapp_gateway::store::hooks::Claimed {
-            subscription: "wh_direct".into(),
-            event_id: "e2".into(),
-            body: r#"{"id":"e2"}"#.into(),
-            attempts: 0,
-            token: until,
-        },
-        verdict: Verdict::Delivered,
-        log: "{}".into(),
-        now_ms: now,
-        disable_after_ms: 86_400_000,
-        disabled_reason: String::new(),
-        disabled_event: "{}".into(),
+    let claimed = whatsapp_gateway::store::hooks::Claimed {
+        subscription: "wh_direct".into(),
+        event_id: "e2".into(),
+        body: r#"{"id":"e2"}"#.into(),
+        attempts: 0,
+        token: until,
     };
+    let failed = completion(claimed, Verdict::Delivered, now);
     assert_eq!(
         store.hook_complete(&failed).await.unwrap(),
         Completed::Applied
