@@ -150,7 +150,10 @@ struct Page {
     last: EventId,
     /// Deliveries stored as they are (a disabled subscription's events).
     plain: Vec<NewDelivery>,
+    /// Its lanes' attempts under way, in order.
     lanes: Vec<JoinHandle<LaneRun>>,
+    /// Its lanes whose attempts ended ([`Page::settle`]).
+    settled: Vec<LaneRun>,
     /// Read while the subscription was enabled (see [`Direct::read_enabled`]).
     read_enabled: bool,
 }
@@ -159,6 +162,20 @@ impl Page {
     /// Stops its attempts (a page given up).
     fn abort(&self) {
         self.lanes.iter().for_each(JoinHandle::abort);
+    }
+
+    /// Waits until every lane's attempts ended. Cancel-safe: what ended is kept. A lane task
+    /// ends by itself (its attempts are bounded); one that panicked is an error (the page is
+    /// then attempted again).
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        while let Some(task) = self.lanes.first_mut() {
+            let run = task
+                .await
+                .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+            self.lanes.remove(0);
+            self.settled.push(run);
+        }
+        Ok(())
     }
 }
 
@@ -218,9 +235,31 @@ async fn follow(inner: Arc<Inner>, id: String) {
                 }
             }
         }
-        if let Some(page) = pages.pop_front() {
+        // While there is room for more pages, a new event opens one at once instead of waiting
+        // for the oldest page's slowest attempt (another contact's slow receiver).
+        let room = !stopping && pages.len() < DEPTH && matches!(idle, Some(Ok(Opened::CaughtUp)));
+        if let Some(oldest) = pages.front_mut() {
+            let settled = if room {
+                tokio::select! {
+                    settled = oldest.settle() => Some(settled),
+                    _ = wake.wait(&inner.shutdown, &inner.reloaded, PASS_INTERVAL) => None,
+                }
+            } else {
+                Some(oldest.settle().await)
+            };
+            let Some(settled) = settled else {
+                continue;
+            };
+            let page = pages.pop_front().expect("the oldest page");
             let closed = page.seq;
-            match close(&inner, &sub, &mut at, page).await {
+            let outcome = match settled {
+                Ok(()) => close(&inner, &sub, &mut at, page).await,
+                Err(e) => {
+                    page.abort();
+                    Err(e)
+                }
+            };
+            match outcome {
                 Ok(true) => {
                     chains.retain(|_, (opened, _)| *opened > closed);
                     continue;
@@ -344,6 +383,7 @@ async fn open(
         last,
         plain: Vec::new(),
         lanes: Vec::new(),
+        settled: Vec::new(),
         read_enabled: sub.enabled,
     };
     if !sub.enabled {
@@ -435,7 +475,7 @@ async fn attempt_lane(
     run
 }
 
-/// Closes a page once its attempts ended: the compare-and-set that moves the cursor to its last
+/// Closes a page once its attempts ended ([`Page::settle`]): the compare-and-set that moves the cursor to its last
 /// event, logs its successes and stores the rest; then completes its failed attempts. `false`:
 /// the cursor was moved by another instance (or the subscription is gone), nothing stored.
 async fn close(
@@ -450,17 +490,7 @@ async fn close(
         ..Direct::default()
     };
     let mut failures = Vec::new();
-    let mut tasks = page.lanes.into_iter();
-    while let Some(task) = tasks.next() {
-        // A lane task ends by itself (its attempts are bounded); one that panicked leaves the
-        // page to be attempted again.
-        let run = match task.await {
-            Ok(run) => run,
-            Err(e) => {
-                tasks.for_each(|t| t.abort());
-                return Err(StoreError::Io(std::io::Error::other(e.to_string())));
-            }
-        };
+    for run in page.settled {
         let done = run.delivered.len();
         direct.delivered.extend(run.delivered);
         let mut failed = run.failed;

@@ -32,6 +32,7 @@ use whatsapp_gateway::store::redis::RedisStore;
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const KERRY: &str = "919216598210";
 const ANA: &str = "5511988887777";
+const LEA: &str = "4915112345678";
 
 contract_tests!(
     a_subscription_gets_every_event_signed_and_in_order,
@@ -49,6 +50,7 @@ contract_tests!(
     concurrent_rotations_and_changes_are_each_applied,
     a_lane_hands_out_its_deliveries_one_at_a_time_in_order,
     a_page_attempted_from_the_log_stores_only_what_did_not_go_out,
+    a_graceful_stop_records_the_attempts_in_flight_and_stores_the_rest,
 );
 
 /// The Standard Webhooks signature, computed here independently of the gateway.
@@ -1182,6 +1184,62 @@ async fn retries_survive_a_restart(backend: Backend) {
         .map(|a| a["outcome"].as_str().unwrap())
         .collect();
     assert_eq!(outcomes, ["delivered", "retry"], "{log}");
+}
+
+/// A graceful stop while events are being attempted straight from the log, in two pages: the
+/// attempts in flight finish and are recorded, the event waiting behind one of them (same
+/// contact, in the later page) is stored and goes out after the restart; nothing is sent twice.
+/// A new event is attempted while an earlier page still waits for a slow answer.
+async fn a_graceful_stop_records_the_attempts_in_flight_and_stores_the_rest(backend: Backend) {
+    let mut app = hook_app(backend, "100ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    *receiver.state.delay.lock().unwrap() = Duration::from_millis(1500);
+    let id = subscribe_incoming(&app, &receiver).await;
+    app.post_webhook_ok(&webhook_with(vec![
+        text_message("wamid.g1", KERRY, "first"),
+        text_message("wamid.g3", ANA, "other contact"),
+    ]))
+    .await;
+    // g1 and g3 are in flight (the receiver answers after 1.5 s).
+    eventually("two attempts in flight", || async {
+        (receiver.got().len() == 2).then_some(())
+    })
+    .await;
+    // A second page: Lea's event goes out at once, Kerry's second waits behind g1.
+    app.post_webhook_ok(&webhook_with(vec![
+        text_message("wamid.g2", KERRY, "second"),
+        text_message("wamid.g4", LEA, "third contact"),
+    ]))
+    .await;
+    let got = eventually("the third attempt in flight", || async {
+        let got = receiver.got();
+        (got.len() == 3).then_some(got)
+    })
+    .await;
+    assert_eq!(got[2].body["data"]["id"], "wamid.g4");
+    assert!(
+        got[2].received.duration_since(got[0].received) < Duration::from_millis(1200),
+        "not held up by the first page's slow answers"
+    );
+    app.restart().await;
+    *receiver.state.delay.lock().unwrap() = Duration::ZERO;
+    let got = receiver.wait_delivered(4).await;
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|g| g.body["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 4, "each once: {ids:?}");
+    assert_eq!(ids[3], "wamid.g2", "{ids:?}");
+    let log = attempt_log(&app, &id, 4).await;
+    assert_eq!(log["pending"], 0, "{log}");
+    // The new process made one attempt, of the stored delivery.
+    assert_eq!(
+        attempt_counts(&app).await,
+        counts(&[("delivered", "queued", 1)])
+    );
+    // Nothing more comes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got().len(), 4);
 }
 
 async fn the_config_subscription_comes_from_config_env(backend: Backend) {
