@@ -109,14 +109,17 @@ const MAX_BUDGET: Duration = Duration::from_secs(5);
 /// Most pages in flight per subscription: their attempts overlap (a lane's wait for its
 /// previous page), they are closed in order.
 const DEPTH: usize = 4;
-/// Most events in a page. A page's events wait for its slowest lane before the next page
-/// starts, so its size is the delivery latency under load: small pages keep it low, at three
-/// store round trips each.
-const PAGE_EVENTS: usize = 128;
+/// How long the oldest page in flight may hold up the next one (see [`follow`]).
+const SLOW_PAGE: Duration = Duration::from_millis(50);
+/// Most events in a page. Pages in flight are what a follower delivers at once: smaller ones
+/// (128, 8 stream entries) cost more round trips per event and fell behind at 5,500 webhooks/s
+/// (p99 650 ms); with 256 and 16 entries the same load kept a p99 of 10 ms, and full load (6,200
+/// webhooks/s) 35 ms (BENCHMARKS.md, tenth session).
+const PAGE_EVENTS: usize = 256;
 /// Stream entries read for a page on Redis (an entry holds the events of one ingest batch, up
 /// to a few dozen under load; a SQLite row holds one event); the events past [`PAGE_EVENTS`]
 /// are read again by the next page.
-const STREAM_ENTRIES: usize = 8;
+const STREAM_ENTRIES: usize = 16;
 
 /// Where a follower is in the log.
 struct Position {
@@ -152,6 +155,8 @@ struct Page {
     plain: Vec<NewDelivery>,
     /// Its lanes' attempts under way, in order.
     lanes: Vec<JoinHandle<LaneRun>>,
+    /// When it was opened.
+    opened: Instant,
     /// Its lanes whose attempts ended ([`Page::settle`]).
     settled: Vec<LaneRun>,
     /// Read while the subscription was enabled (see [`Direct::read_enabled`]).
@@ -235,14 +240,22 @@ async fn follow(inner: Arc<Inner>, id: String) {
                 }
             }
         }
-        // While there is room for more pages, a new event opens one at once instead of waiting
-        // for the oldest page's slowest attempt (another contact's slow receiver).
+        // While there is room for more pages and the oldest one is slow (another contact's slow
+        // receiver), a new event opens the next page at once instead of waiting for it. Not
+        // before [`SLOW_PAGE`]: under load, pages then fill up rather than split into many small
+        // ones (three store round trips each).
         let room = !stopping && pages.len() < DEPTH && matches!(idle, Some(Ok(Opened::CaughtUp)));
         if let Some(oldest) = pages.front_mut() {
             let settled = if room {
+                let slow = tokio::time::Instant::from_std(oldest.opened + SLOW_PAGE);
+                let woken = async {
+                    tokio::time::sleep_until(slow).await;
+                    wake.wait(&inner.shutdown, &inner.reloaded, PASS_INTERVAL)
+                        .await
+                };
                 tokio::select! {
                     settled = oldest.settle() => Some(settled),
-                    _ = wake.wait(&inner.shutdown, &inner.reloaded, PASS_INTERVAL) => None,
+                    _ = woken => None,
                 }
             } else {
                 Some(oldest.settle().await)
@@ -384,6 +397,7 @@ async fn open(
         plain: Vec::new(),
         lanes: Vec::new(),
         settled: Vec::new(),
+        opened: Instant::now(),
         read_enabled: sub.enabled,
     };
     if !sub.enabled {

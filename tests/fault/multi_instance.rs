@@ -45,9 +45,9 @@ const PREFIX: &str = "multi";
 /// WEBHOOK_CONCURRENCY: the most attempts one instance makes at once.
 const CONCURRENCY: usize = 64;
 /// The most events a kill can make the others attempt again (the receiver answers at once, so
-/// nothing else repeats a delivery): the dispatcher's pages not yet closed (4 of at most 128
+/// nothing else repeats a delivery): the dispatcher's pages not yet closed (4 of at most 256
 /// events, attempted but not yet recorded) and the worker's claims.
-const IN_FLIGHT: usize = 4 * 128 + CONCURRENCY;
+const IN_FLIGHT: usize = 4 * 256 + CONCURRENCY;
 /// How long any wait of this test may last.
 const WAIT: Duration = Duration::from_secs(60);
 
