@@ -16,7 +16,8 @@
 //! (log read, busy lanes, compare-and-set) instead of three writes per event.
 //!
 //! With several instances on one Redis every page's busy-lanes read takes (or renews) the
-//! subscription's dispatch lease ([`DispatchLease`], longer than a page can take), so one
+//! subscription's dispatch lease ([`crate::store::hooks::DispatchLease`], longer than a page can
+//! take), so one
 //! instance opens and closes pages; it also answers the stored cursor, so nothing is attempted
 //! from a stale one. An instance that dies mid-page leaves the cursor where it was: its pages
 //! in flight are attempted again (at least once; `webhook-id` lets receivers drop the repeats).
@@ -39,7 +40,7 @@ use super::{Inner, PASS_INTERVAL, now_ms};
 use crate::events::log::EventLog;
 use crate::events::{Event, EventId, Wakeups};
 use crate::store::StoreError;
-use crate::store::hooks::{Claimed, Direct, DispatchLease, Enqueue, NewDelivery, Verdict};
+use crate::store::hooks::{Claimed, Direct, Enqueue, NewDelivery, Verdict};
 
 /// The body POSTed for `event`: `{"id","type","timestamp","data"}`, `data` verbatim.
 pub fn body(event: &Event, now_ms: i64) -> String {
@@ -154,7 +155,7 @@ struct Page {
     /// Deliveries stored as they are (a disabled subscription's events).
     plain: Vec<NewDelivery>,
     /// Its lanes' attempts under way, in order.
-    lanes: Vec<JoinHandle<LaneRun>>,
+    lanes: VecDeque<JoinHandle<LaneRun>>,
     /// When it was opened.
     opened: Instant,
     /// Its lanes whose attempts ended ([`Page::settle`]).
@@ -173,11 +174,11 @@ impl Page {
     /// ends by itself (its attempts are bounded); one that panicked is an error (the page is
     /// then attempted again).
     async fn settle(&mut self) -> Result<(), StoreError> {
-        while let Some(task) = self.lanes.first_mut() {
+        while let Some(task) = self.lanes.front_mut() {
             let run = task
                 .await
                 .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
-            self.lanes.remove(0);
+            self.lanes.pop_front();
             self.settled.push(run);
         }
         Ok(())
@@ -334,7 +335,7 @@ async fn follow(inner: Arc<Inner>, id: String) {
     // Gone (deleted): what is still in flight stops.
     pages.iter().for_each(Page::abort);
     // Let another instance take over at once.
-    if let Err(e) = inner.store.hook_release(&id, &inner.holder).await {
+    if let Err(e) = inner.store.hook_release(&id, &inner.lease.holder).await {
         tracing::debug!(subscription = %id, error.message = %e, "webhooks.dispatch_lease_not_released");
     }
 }
@@ -381,11 +382,11 @@ async fn open(
     // Every page takes (or renews) the lease, those with nothing to attempt too: only its
     // holder moves the cursor, so no other instance closes a page under it.
     let names: Vec<&str> = lanes.iter().map(|l| l.0).collect();
-    let lease = DispatchLease {
-        holder: inner.holder.clone(),
-        ms: worker::lease(inner.settings.timeout).as_millis() as i64,
-    };
-    let Some(found) = inner.store.hook_busy_lanes(&sub.id, &names, &lease).await? else {
+    let Some(found) = inner
+        .store
+        .hook_busy_lanes(&sub.id, &names, &inner.lease)
+        .await?
+    else {
         return Ok(Opened::Elsewhere);
     };
     if found.cursor != at.stored {
@@ -395,7 +396,7 @@ async fn open(
         seq,
         last,
         plain: Vec::new(),
-        lanes: Vec::new(),
+        lanes: VecDeque::new(),
         settled: Vec::new(),
         opened: Instant::now(),
         read_enabled: sub.enabled,
@@ -440,7 +441,7 @@ async fn open(
             done,
             deadline,
         );
-        page.lanes.push(inner.tracker.spawn(task));
+        page.lanes.push_back(inner.tracker.spawn(task));
     }
     Ok(Opened::Page(page))
 }
@@ -521,7 +522,7 @@ async fn close(
             });
         }
     }
-    direct.claimed_until = now_ms() + worker::lease(inner.settings.timeout).as_millis() as i64;
+    direct.claimed_until = now_ms() + inner.lease.ms;
     let token = direct.claimed_until;
     let next = page.last.to_string();
     let how = Enqueue::FromLog {

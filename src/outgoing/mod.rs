@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::OutgoingSettings;
 use crate::events::EventHub;
 use crate::metrics::{AttemptLabels, Metrics};
-use crate::store::hooks::HookRow;
+use crate::store::hooks::{DispatchLease, HookRow};
 use crate::store::{Store, StoreError};
 use subscription::{CONFIG_ID, HookConfig, ManagedBy, Subscription};
 
@@ -58,12 +58,15 @@ pub const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
 
 pub use dispatch::body as delivery_body;
 
-/// A random name for this instance's dispatcher, as a dispatch lease holder.
-fn holder_name() -> String {
+/// This instance's dispatch lease: a random holder name, and [`worker::lease`] (also how long
+/// a claim holds a delivery).
+fn dispatch_lease(timeout: Duration) -> DispatchLease {
     let mut bytes = [0u8; 8];
-    let _ = getrandom::fill(&mut bytes);
-    let pid = std::process::id();
-    format!("{pid}-{}", hex::encode(bytes))
+    getrandom::fill(&mut bytes).expect("the operating system's random source is available");
+    DispatchLease {
+        holder: format!("{}-{}", std::process::id(), hex::encode(bytes)),
+        ms: worker::lease(timeout).as_millis() as i64,
+    }
 }
 
 /// Milliseconds since the epoch.
@@ -100,8 +103,8 @@ struct Inner {
     reloaded: Notify,
     /// One per POST in flight (WEBHOOK_CONCURRENCY), the worker's and the dispatcher's.
     slots: Arc<Semaphore>,
-    /// This instance's name as a dispatch lease holder.
-    holder: String,
+    /// This instance's dispatch lease (its holder name; its length is also a claim's).
+    lease: DispatchLease,
     attempts: Family<AttemptLabels, Counter>,
     /// config.env's subscription is still to be installed (the store failed at start-up).
     config_pending: AtomicBool,
@@ -131,7 +134,7 @@ impl Outgoing {
                 due: Notify::new(),
                 reloaded: Notify::new(),
                 slots: Arc::new(Semaphore::new(settings.concurrency)),
-                holder: holder_name(),
+                lease: dispatch_lease(settings.timeout),
                 attempts: metrics.outgoing_attempts.clone(),
                 config_pending: AtomicBool::new(false),
                 shutdown: CancellationToken::new(),

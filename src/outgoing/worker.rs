@@ -29,7 +29,7 @@ pub fn lease(timeout: Duration) -> Duration {
 /// The worker loop.
 pub(super) async fn run(inner: Arc<Inner>) {
     let slots = inner.slots.clone();
-    let lease_ms = lease(inner.settings.timeout).as_millis() as i64;
+    let lease_ms = inner.lease.ms;
     let mut failing = false;
     loop {
         if inner.shutdown.is_cancelled() {

@@ -23,6 +23,9 @@ use crate::store::hooks::{
 
 /// `due_at` of a delivery waiting behind its lane's head (never due by time).
 const FOLLOWER: i64 = i64::MAX;
+/// Whether a subscription (?1) has deliveries waiting in a lane (?2).
+const LANE_OCCUPIED: &str = "SELECT EXISTS (SELECT 1 FROM webhook_deliveries
+                             WHERE subscription = ?1 AND lane = ?2 AND dead_at IS NULL)";
 /// A subscription's attempt log is trimmed after one in this many of its attempts, at random
 /// (attempt ids are shared by all subscriptions, so they cannot pick the attempts): it holds
 /// [`LOG_KEPT`] + 32 attempts on average, and more than [`LOG_KEPT`] + 300 with a chance under
@@ -251,6 +254,7 @@ fn enqueue(
                 for attempt in &direct.delivered {
                     log.execute(params![id, attempt])?;
                 }
+                // A trim chance per attempt, as in `complete`.
                 if direct.delivered.iter().any(|_| trim_now()) {
                     trim_log(tx, id)?;
                 }
@@ -298,10 +302,7 @@ fn enqueue(
         "INSERT INTO webhook_deliveries (subscription, event_id, lane, body, due_at)
          VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (subscription, event_id) DO NOTHING",
     )?;
-    let mut occupied = tx.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM webhook_deliveries
-                        WHERE subscription = ?1 AND lane = ?2 AND dead_at IS NULL)",
-    )?;
+    let mut occupied = tx.prepare_cached(LANE_OCCUPIED)?;
     let mut n = 0;
     for d in deliveries {
         drop_dead.execute(params![id, d.event_id])?;
@@ -595,10 +596,7 @@ impl EmbeddedStore {
             else {
                 return Ok(None);
             };
-            let mut occupied = conn.prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM webhook_deliveries
-                                WHERE subscription = ?1 AND lane = ?2 AND dead_at IS NULL)",
-            )?;
+            let mut occupied = conn.prepare_cached(LANE_OCCUPIED)?;
             let mut busy = Vec::new();
             for lane in lanes {
                 if occupied.query_row(params![id, lane], |r| r.get::<_, bool>(0))? {
