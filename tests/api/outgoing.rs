@@ -51,6 +51,7 @@ contract_tests!(
     a_lane_hands_out_its_deliveries_one_at_a_time_in_order,
     a_page_attempted_from_the_log_stores_only_what_did_not_go_out,
     a_graceful_stop_records_the_attempts_in_flight_and_stores_the_rest,
+    events_read_before_a_410_wait_for_the_subscription_to_be_enabled_again,
 );
 
 /// The Standard Webhooks signature, computed here independently of the gateway.
@@ -666,6 +667,56 @@ async fn gone_disables_the_subscription_with_an_event_and_enabling_resumes(backe
             .all(|g| g.body["data"]["id"] != "wamid.g2"),
         "a disabled subscription does not collect events"
     );
+}
+
+/// A 410 disables the subscription while a later page of the log is already in flight: that
+/// page's events, read while the subscription was enabled, wait with the 410'd delivery for it
+/// to be enabled again (they are not dropped as events written while it is disabled are).
+async fn events_read_before_a_410_wait_for_the_subscription_to_be_enabled_again(backend: Backend) {
+    let app = hook_app(backend, "100ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    receiver.script_statuses(&[410]);
+    *receiver.state.delay.lock().unwrap() = Duration::from_millis(800);
+    let id = subscribe_incoming(&app, &receiver).await;
+    app.post_webhook_ok(&message_from("wamid.r1", KERRY, "answered 410"))
+        .await;
+    eventually("r1 in flight", || async {
+        (receiver.got().len() == 1).then_some(())
+    })
+    .await;
+    // A second page while r1's answer is pending: Ana's event goes out, Kerry's second waits
+    // behind r1.
+    app.post_webhook_ok(&webhook_with(vec![
+        text_message("wamid.r2", KERRY, "behind r1"),
+        text_message("wamid.a1", ANA, "another contact"),
+    ]))
+    .await;
+    // Once the second page is closed (after a1's answer), both of Kerry's wait.
+    eventually("disabled, with both of Kerry's waiting", || async {
+        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
+        (view["enabled"] == false && view["pending_deliveries"] == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        receiver.got().len(),
+        2,
+        "nothing more went out while disabled"
+    );
+    *receiver.state.delay.lock().unwrap() = Duration::ZERO;
+    let (status, _) = send_json(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/webhooks/{id}"),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let got = receiver.wait_delivered(3).await;
+    let order: Vec<&str> = got
+        .iter()
+        .map(|g| g.body["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["wamid.r1", "wamid.a1", "wamid.r1", "wamid.r2"]);
 }
 
 async fn a_rotated_secret_signs_beside_the_new_one(backend: Backend) {
