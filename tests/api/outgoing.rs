@@ -233,6 +233,16 @@ impl Receiver {
         })
         .await
     }
+
+    /// Waits until exactly `n` requests arrived (answered or not: an attempt in flight counts);
+    /// returns them.
+    async fn wait_got(&self, n: usize) -> Vec<Got> {
+        eventually(&format!("{n} requests received"), || async {
+            let got = self.got();
+            (got.len() == n).then_some(got)
+        })
+        .await
+    }
 }
 
 /// An app whose outgoing webhooks may reach the test's loopback receiver, with a schedule of
@@ -680,10 +690,7 @@ async fn events_read_before_a_410_wait_for_the_subscription_to_be_enabled_again(
     let id = subscribe_incoming(&app, &receiver).await;
     app.post_webhook_ok(&message_from("wamid.r1", KERRY, "answered 410"))
         .await;
-    eventually("r1 in flight", || async {
-        (receiver.got().len() == 1).then_some(())
-    })
-    .await;
+    receiver.wait_got(1).await;
     // A second page while r1's answer is pending: Ana's event goes out, Kerry's second waits
     // behind r1.
     app.post_webhook_ok(&webhook_with(vec![
@@ -1219,10 +1226,7 @@ async fn retries_survive_a_restart(backend: Backend) {
     let id = subscribe_incoming(&app, &receiver).await;
     app.post_webhook_ok(&message_from("wamid.s1", KERRY, "hi"))
         .await;
-    eventually("the first attempt failed", || async {
-        (receiver.got().len() == 1).then_some(())
-    })
-    .await;
+    receiver.wait_got(1).await;
     app.restart().await;
     let got = receiver.wait_delivered(1).await;
     assert_eq!(got.len(), 2);
@@ -1252,21 +1256,14 @@ async fn a_graceful_stop_records_the_attempts_in_flight_and_stores_the_rest(back
     ]))
     .await;
     // g1 and g3 are in flight (the receiver answers after 1.5 s).
-    eventually("two attempts in flight", || async {
-        (receiver.got().len() == 2).then_some(())
-    })
-    .await;
+    receiver.wait_got(2).await;
     // A second page: Lea's event goes out at once, Kerry's second waits behind g1.
     app.post_webhook_ok(&webhook_with(vec![
         text_message("wamid.g2", KERRY, "second"),
         text_message("wamid.g4", LEA, "third contact"),
     ]))
     .await;
-    let got = eventually("the third attempt in flight", || async {
-        let got = receiver.got();
-        (got.len() == 3).then_some(got)
-    })
-    .await;
+    let got = receiver.wait_got(3).await;
     assert_eq!(got[2].body["data"]["id"], "wamid.g4");
     assert!(
         got[2].received.duration_since(got[0].received) < Duration::from_millis(1200),
