@@ -4,10 +4,11 @@
 //! The flow of `POST /v1/messages` (and, for its record, `POST /send`):
 //! 1. the business number: `from` (a configured phone_number_id) or the default; an unknown one
 //!    is refused before anything else;
-//! 2. the window: a free-form message to a contact whose last stored inbound message is older
-//!    than 24 hours is refused (Meta would fail it with 131047 after accepting it), unless the
-//!    client says `outside_window`; a contact with no stored inbound message goes to Meta, which
-//!    has the last word. One store read.
+//! 2. the window: a free-form message to a contact whose last stored inbound message and last
+//!    call to the number (Meta opens the window on both) are older than 24 hours is refused
+//!    (Meta would fail it with 131047 after accepting it), unless the client says
+//!    `outside_window`; a contact with neither stored goes to Meta, which has the last word.
+//!    One store read.
 //! 3. the Graph call ([`GraphClient::send`]: never repeated where that could send twice);
 //! 4. the record: the message as Meta accepted it, in the conversation of (from, contact) with
 //!    its `message_outgoing` event in the same atomic write ([`crate::domain::Origin::Api`]). The contact is the
@@ -42,7 +43,7 @@ pub enum SendError {
     /// No business number is configured at all.
     #[error("sending is not configured: set PHONE_NUMBER_ID and ACCESS_TOKEN")]
     NotConfigured,
-    /// The contact's last message is older than the 24-hour window.
+    /// The contact's last message (and call) is older than the 24-hour window.
     #[error(
         "the 24-hour customer-service window with this contact closed at {closed_at} (unix seconds; their last message was 24 hours before): only a template can reach them now. Send type \"template\", or set \"outside_window\": true to let Meta decide"
     )]
@@ -159,9 +160,9 @@ impl Sender {
     async fn send_as(&self, message: &OutgoingMessage, origin: Origin) -> Result<Sent, SendError> {
         let number = self.number(message.from.as_deref())?;
         if message.needs_window() && !message.outside_window {
-            let last = self.store.last_inbound(&number.id, &message.to).await?;
-            if let Some(last) = last {
-                let closed_at = last.at + WINDOW_SECS;
+            let opened = self.store.window_opened_at(&number.id, &message.to).await?;
+            if let Some(opened) = opened {
+                let closed_at = opened + WINDOW_SECS;
                 if now_secs() >= closed_at {
                     return Err(SendError::WindowClosed { closed_at });
                 }

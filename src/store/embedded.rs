@@ -37,7 +37,8 @@
 //! name; `NULL` on rows of earlier releases until the contact writes again); 7 adds the outgoing
 //! webhooks' `webhook_subscriptions`, `webhook_deliveries` and `webhook_attempts` ([`hooks`]);
 //! 8 adds the auto-replies' `auto_reply_rules`, `auto_reply_cursor` and `auto_reply_marks`
-//! ([`rules`]).
+//! ([`rules`]); 9 adds `user_calls` (each contact's latest call to a business number, which
+//! opens the 24-hour window as a message does).
 //! Opening an older file migrates it in place, one transaction per version.
 //!
 //! **Single-instance**: the store takes DATA_DIR's lock ([`lock`]) before it opens the database
@@ -80,7 +81,7 @@ pub const MAX_TX_ROWS: usize = 1024;
 /// Read-only connections for `/get`.
 pub const READERS: usize = 4;
 /// The schema version this release writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 /// A probe that the writer does not answer within this time counts as a failed write.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue length in front of the writer; when full, callers wait (back-pressure), bounded by the
@@ -235,6 +236,18 @@ CREATE INDEX idempotency_created_at ON idempotency (created_at);
 /// `last_message_id`), beside its time `last_inbound_at`.
 const MIGRATION_V6: &str = "
 ALTER TABLE conversation ADD COLUMN last_inbound_id TEXT;
+";
+
+/// Version 9: each contact's latest user-initiated call to a business number (a `calls`
+/// notification), by Meta's timestamp: it opens the 24-hour window as a message does, and may
+/// come before the conversation's first message.
+const MIGRATION_V9: &str = "
+CREATE TABLE user_calls (
+    phone_number_id TEXT    NOT NULL,
+    contact         TEXT    NOT NULL,
+    last_call_at    INTEGER NOT NULL,
+    PRIMARY KEY (phone_number_id, contact)
+) WITHOUT ROWID;
 ";
 
 /// What the writer answers one job with, once its transaction committed.
@@ -864,7 +877,7 @@ fn idempotency(
 /// Brings the schema to [`SCHEMA_VERSION`], in one transaction per step.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let steps: [&str; 8] = [
+    let steps: [&str; 9] = [
         SCHEMA_V1,
         MIGRATION_V2,
         MIGRATION_V3,
@@ -873,6 +886,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         MIGRATION_V6,
         hooks::MIGRATION_V7,
         rules::MIGRATION_V8,
+        MIGRATION_V9,
     ];
     match version {
         0..SCHEMA_VERSION => {
@@ -1064,7 +1078,7 @@ fn write_group(
         // Every SET expression reads the row as it was before this statement. The contact (its
         // profile name, username) is the one the user's latest message gave: our own messages
         // carry no profile.
-        let mut upsert_conversation = tx.prepare_cached(
+        let mut upsert_conversation = tx.prepare_cached(&format!(
             "INSERT INTO conversation (phone_number_id, contact, contact_json, last_message,
                  last_message_id, last_message_at, last_inbound_at, message_count, unread_count,
                  last_inbound_id)
@@ -1085,8 +1099,9 @@ fn write_group(
                      excluded.last_message_id, last_message_id),
                  last_message_at = max(last_message_at, excluded.last_message_at)
              RETURNING phone_number_id, contact_json, last_message, last_message_id,
-                 last_message_at, last_inbound_at, message_count, unread_count",
-        )?;
+                 last_message_at, last_inbound_at, message_count, unread_count, {}",
+            reads::CALL_COLUMN
+        ))?;
         let mut event = tx.prepare_cached("INSERT INTO events (type, data) VALUES (?1, ?2)")?;
         let mut probe = tx.prepare_cached(
             "INSERT INTO health (id, probed_at) VALUES (1, unixepoch())
@@ -1196,6 +1211,20 @@ fn write_group(
                         p.contact,
                         format!("{} {}", p.timestamp, p.json),
                         p.timestamp
+                    ])?;
+                }
+                for c in &notice.calls {
+                    // The latest by Meta's timestamp, whatever order they arrive in.
+                    tx.prepare_cached(
+                        "INSERT INTO user_calls (phone_number_id, contact, last_call_at)
+                         VALUES (?1, ?2, ?3)
+                         ON CONFLICT (phone_number_id, contact) DO UPDATE
+                         SET last_call_at = max(last_call_at, excluded.last_call_at)",
+                    )?
+                    .execute(params![
+                        c.phone_number_id,
+                        c.contact,
+                        c.timestamp
                     ])?;
                 }
             }
@@ -1358,8 +1387,8 @@ fn mark_read(
         ))?
         .query_row(params![phone_number_id, contact], |r| {
             let mut fields = reads::conversation_row(r)?;
-            fields.marketing = r.get(8)?;
-            Ok((fields, r.get::<_, Option<String>>(9)?))
+            fields.marketing = r.get(9)?;
+            Ok((fields, r.get::<_, Option<String>>(10)?))
         })
         .optional()?;
     let Some((mut fields, last_inbound_id)) = found else {

@@ -53,7 +53,7 @@ use serde_json::value::RawValue;
 pub use self::readiness::Readiness;
 use crate::domain::{ContactId, InboundMessage};
 use crate::webhook::{InboundStatus, Notice, Quarantined};
-use record::{NoticeWrite, PreferenceWrite, StatusWrite};
+use record::{CallWrite, NoticeWrite, PreferenceWrite, StatusWrite};
 use view::{ConversationsQuery, MessagesQuery, Page};
 
 /// How long a dedupe marker is kept: 8 days, past Meta's 7-day retry horizon.
@@ -389,6 +389,17 @@ impl Store {
         on_backend!(self, s => s.last_inbound(phone_number_id, contact.as_str()).await)
     }
 
+    /// When `contact`'s 24-hour customer-service window with `phone_number_id` opened: the later
+    /// of their latest message and their latest call ([`record::window_opened_at`]); `None`
+    /// when they never wrote or called. One store read.
+    pub async fn window_opened_at(
+        &self,
+        phone_number_id: &str,
+        contact: &ContactId,
+    ) -> Result<Option<i64>, StoreError> {
+        on_backend!(self, s => s.window_opened_at(phone_number_id, contact.as_str()).await)
+    }
+
     /// Claims, finishes or releases a client's `Idempotency-Key` with the fingerprint of its
     /// request body, in one atomic step; keys are kept [`IDEMPOTENCY_TTL_SECS`]. On Redis they
     /// are shared by every instance. `Finish` and `Release` answer [`Claim::Fresh`].
@@ -481,7 +492,8 @@ impl Store {
     /// whose digest was kept within [`DEDUPE_TTL_SECS`] (Meta's retry) is skipped. Data:
     /// `{"field","waba_id","phone_number_id","value","received_at"}`. A `user_preferences`
     /// notice also sets the contacts' marketing preference (the latest by Meta's timestamp),
-    /// shown on the contact in conversation views. In chunks of
+    /// shown on the contact in conversation views; a `calls` notice moves the callers'
+    /// `last_call_at` forward (a user's call opens the 24-hour window). In chunks of
     /// [`MAX_MESSAGES_PER_WRITE`], each one atomic write.
     pub async fn save_notices(&self, notices: &[Notice]) -> Result<(), StoreError> {
         let received_at = view::now_secs();
@@ -509,6 +521,15 @@ impl Store {
                                 contact: p.contact.as_str().to_owned(),
                                 timestamp: p.timestamp,
                                 json: p.item.get().to_owned(),
+                            })
+                            .collect(),
+                        calls: n
+                            .calls
+                            .iter()
+                            .map(|c| CallWrite {
+                                phone_number_id: c.phone_number_id.as_str().to_owned(),
+                                contact: c.contact.as_str().to_owned(),
+                                timestamp: c.timestamp,
                             })
                             .collect(),
                     }

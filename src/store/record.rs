@@ -117,6 +117,28 @@ pub struct NoticeWrite {
     pub data: String,
     /// Marketing preferences it sets (a `user_preferences` change).
     pub preferences: Vec<PreferenceWrite>,
+    /// Calls users made (a `calls` change): each moves the contact's `last_call_at` forward.
+    pub calls: Vec<CallWrite>,
+}
+
+/// A user's call to a business number: the conversation's `last_call_at` becomes its time
+/// when that is later than the stored one. It opens the 24-hour window as a message does
+/// ([`window_opened_at`]).
+#[derive(Debug, Clone)]
+pub struct CallWrite {
+    /// The business number.
+    pub phone_number_id: String,
+    /// The caller (digits or BSUID).
+    pub contact: String,
+    /// Meta's timestamp of the call.
+    pub timestamp: i64,
+}
+
+/// When the contact's 24-hour customer-service window opened: their latest message or their
+/// latest call to the business number, whichever is later (negative: neither). Meta opens and
+/// resets the window on both.
+pub fn window_opened_at(last_inbound_at: i64, last_call_at: i64) -> i64 {
+    last_inbound_at.max(last_call_at)
 }
 
 /// A contact's marketing preference (`stop`, `resume`, ...); the latest by Meta's timestamp is

@@ -104,17 +104,23 @@ use crate::domain::{ContactId, InboundMessage};
 /// named by its type whose value is its JSON; [`crate::events::log::redis`] reads them back in
 /// order). If one write fails (a key of another type, a command disabled or missing on this
 /// server), what was written is undone from what the script knows (`RPOP`, `ZREM`, the values
-/// read, `XDEL`), newest first, and the script fails naming the cause; nothing is allocated for
-/// undoing on the way when nothing fails. (3) The message hashes, **last**: they are the dedupe
-/// markers, so a failed chunk never leaves one. Out-of-memory can only refuse a script's first
-/// write. Edits, deletions and reactions are stored and listed like any message but are not new
-/// messages of their conversation (indexed apart, no counters or preview). Numbers reach Redis as
-/// strings formatted once (`%d`): a Lua number argument would be formatted as a float per use.
+/// read, `XDEL`; a conversation the chunk began loses the fields it got and keeps the contact's
+/// marketing preference and last call), newest first, and the script fails naming the cause;
+/// nothing is allocated for undoing on the way when nothing fails. (3) The message hashes,
+/// **last**: they are the dedupe markers, so a failed chunk never leaves one. Out-of-memory can
+/// only refuse a script's first write. Edits, deletions and reactions are stored and listed like
+/// any message but are not new messages of their conversation (indexed apart, no counters or
+/// preview). Numbers reach Redis as strings formatted once (`%d`): a Lua number argument would
+/// be formatted as a float per use.
+/// A `conversation_updated` event's window opens at the later of the contact's latest message
+/// and `last_call_at` (a user's call, kept by [`NOTICE_SCRIPT`]).
 pub const SAVE_SCRIPT: &str = r#"
 local call, try = redis.call, redis.pcall
 local KS, AS = 6, 16
 local n = (#KEYS - 2) / KS
 local FIELDS = {'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact', 'last_inbound_id'}
+local READ = {unpack(FIELDS)}
+READ[#READ + 1] = 'last_call_at'
 local fresh, nfresh, pushed, zadded, changes, order, evid = {}, 0, {}, {}, {}, {}, nil
 local function fail(what, err)
   if evid then try('XDEL', KEYS[2], evid) end
@@ -132,7 +138,7 @@ local function fail(what, err)
         try(unpack(back))
         if #gone > 2 then try(unpack(gone)) end
       else
-        try('DEL', c.key)
+        try('HDEL', c.key, 'phone_number_id', unpack(FIELDS))
       end
     end
   end
@@ -195,11 +201,11 @@ for f = 1, nfresh do
     local ck = KEYS[k + 5]
     local c = convs[ck]
     if not c then
-      local r = try('HMGET', ck, unpack(FIELDS))
+      local r = try('HMGET', ck, unpack(READ))
       if type(r) == 'table' and r.err then return fail('reading ' .. ck, r.err) end
       c = { key = ck, pnid = ARGV[a + 1], member = ARGV[a + 1] .. ':' .. ARGV[a + 2], old = r,
             at = tonumber(r[1]) or -1, inat = tonumber(r[2]) or -1,
-            count = tonumber(r[3]) or 0, unread = tonumber(r[4]) or 0,
+            count = tonumber(r[3]) or 0, unread = tonumber(r[4]) or 0, call = tonumber(r[9]) or -1,
             preview = r[5], last_id = r[6], contact = r[7], inid = r[8] }
       convs[ck] = c
       order[#order + 1] = c
@@ -248,7 +254,8 @@ end
 for _, c in ipairs(order) do
   local at, count, unread = string.format('%d', c.at), string.format('%d', c.count), string.format('%d', c.unread)
   local window = 'null'
-  if c.inat >= 0 then window = string.format('%d', c.inat + 86400) end
+  local opened = math.max(c.inat, c.call)
+  if opened >= 0 then window = string.format('%d', opened + 86400) end
   local set = {'HSET', c.key, 'last_message_at', at, 'last_inbound_at', string.format('%d', c.inat),
     'message_count', count, 'unread_count', unread, 'last_message', c.preview, 'last_message_id', c.last_id,
     'contact', c.contact}
@@ -389,20 +396,22 @@ return out
 "#;
 
 /// KEYS[1] = the event stream, KEYS[1+i] = notice i's marker (`P:notice:<digest>`) for the N
-/// notices, then one conversation hash per preference (in order). ARGV[1] = the stream's MAXLEN,
-/// ARGV[2] = the markers' expiry in seconds, ARGV[3] = N; then per notice its event type, its
-/// data and its number of preferences, each followed by that many (timestamp, JSON) pairs.
+/// notices, then per notice one conversation hash per preference and one per call (in order).
+/// ARGV[1] = the stream's MAXLEN, ARGV[2] = the markers' expiry in seconds, ARGV[3] = N; then
+/// per notice its event type, its data, its number of preferences and its number of calls,
+/// followed by that many (timestamp, JSON) pairs and that many call timestamps.
 /// Notices whose marker exists (a retry, or a repeat within the call) are skipped. Reads first
-/// (the markers, the current preferences: a key of another type fails here, before any write),
-/// then the new notices' events in one stream entry, then each preference that is not older
-/// than the stored one (`marketing` = `<timestamp> <JSON>` on the conversation hash), then the
-/// markers. Returns how many notices were new.
+/// (the markers, the current preferences and call times: a key of another type fails here,
+/// before any write), then the new notices' events in one stream entry, then each preference
+/// that is not older than the stored one (`marketing` = `<timestamp> <JSON>` on the
+/// conversation hash) and each call later than the stored `last_call_at`, then the markers.
+/// Returns how many notices were new.
 pub const NOTICE_SCRIPT: &str = r"
 local n = tonumber(ARGV[3])
 local a, kp = 4, n + 2
-local ev, fresh, seen, prefs, current = {}, {}, {}, {}, {}
+local ev, fresh, seen, prefs, current, calls, called = {}, {}, {}, {}, {}, {}, {}
 for i = 1, n do
-  local key, np = KEYS[1 + i], tonumber(ARGV[a + 2])
+  local key, np, nc = KEYS[1 + i], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local new = false
   if not seen[key] then
     seen[key] = true
@@ -413,14 +422,21 @@ for i = 1, n do
     ev[#ev + 1] = ARGV[a + 1]
     fresh[#fresh + 1] = key
   end
-  a = a + 3
+  a = a + 4
   for _ = 1, np do
     if new then prefs[#prefs + 1] = {KEYS[kp], tonumber(ARGV[a]), ARGV[a] .. ' ' .. ARGV[a + 1]} end
     kp, a = kp + 1, a + 2
   end
+  for _ = 1, nc do
+    if new then calls[#calls + 1] = {KEYS[kp], tonumber(ARGV[a]), ARGV[a]} end
+    kp, a = kp + 1, a + 1
+  end
 end
 for _, p in ipairs(prefs) do
   if current[p[1]] == nil then current[p[1]] = redis.call('HGET', p[1], 'marketing') end
+end
+for _, c in ipairs(calls) do
+  if called[c[1]] == nil then called[c[1]] = tonumber(redis.call('HGET', c[1], 'last_call_at')) or false end
 end
 if #ev > 0 then redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ev)) end
 for _, p in ipairs(prefs) do
@@ -429,6 +445,13 @@ for _, p in ipairs(prefs) do
   if not ts or ts <= p[2] then
     redis.call('HSET', p[1], 'marketing', p[3])
     current[p[1]] = p[3]
+  end
+end
+for _, c in ipairs(calls) do
+  local old = called[c[1]]
+  if not old or old < c[2] then
+    redis.call('HSET', c[1], 'last_call_at', c[3])
+    called[c[1]] = c[2]
   end
 end
 for _, key in ipairs(fresh) do redis.call('SET', key, '1', 'EX', ARGV[2]) end
@@ -648,8 +671,13 @@ impl RedisStore {
         for notice in &notices {
             invocation.key(format!("{p}:notice:{}", notice.digest));
         }
-        for pref in notices.iter().flat_map(|n| &n.preferences) {
-            invocation.key(conv_key(p, &pref.phone_number_id, &pref.contact));
+        for notice in &notices {
+            for pref in &notice.preferences {
+                invocation.key(conv_key(p, &pref.phone_number_id, &pref.contact));
+            }
+            for call in &notice.calls {
+                invocation.key(conv_key(p, &call.phone_number_id, &call.contact));
+            }
         }
         invocation
             .arg(self.inner.event_retention + 1)
@@ -659,9 +687,13 @@ impl RedisStore {
             invocation
                 .arg(&notice.kind)
                 .arg(&notice.data)
-                .arg(notice.preferences.len());
+                .arg(notice.preferences.len())
+                .arg(notice.calls.len());
             for pref in &notice.preferences {
                 invocation.arg(pref.timestamp).arg(&pref.json);
+            }
+            for call in &notice.calls {
+                invocation.arg(call.timestamp);
             }
         }
         let _: i64 = invocation

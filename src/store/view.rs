@@ -9,7 +9,7 @@
 //!   window has closed.
 //! - Cursors are opaque strings that only the backend that issued them reads.
 
-use super::record::{WINDOW_SECS, status_rank};
+use super::record::{WINDOW_SECS, status_rank, window_opened_at};
 
 /// Most items one page may hold.
 pub const MAX_PAGE: usize = 200;
@@ -122,6 +122,9 @@ pub struct ConversationFields {
     pub last_message_id: String,
     pub last_message_at: i64,
     pub last_inbound_at: i64,
+    /// The contact's latest call to the business number (negative: none); it opens the window
+    /// as a message does.
+    pub last_call_at: i64,
     pub message_count: i64,
     pub unread_count: i64,
     /// The contact's marketing preference as stored: `<timestamp> <JSON of Meta's item>`.
@@ -152,8 +155,9 @@ impl ConversationFields {
     /// The conversation's JSON. With `now`, `window_expires_at` is `null` once the window has
     /// closed (the read view); without, it is the expiry time (the event).
     pub fn json(&self, now: Option<i64>) -> String {
-        let expires = self.last_inbound_at + WINDOW_SECS;
-        let window = if self.last_inbound_at >= 0 && now.is_none_or(|now| expires > now) {
+        let opened = window_opened_at(self.last_inbound_at, self.last_call_at);
+        let expires = opened + WINDOW_SECS;
+        let window = if opened >= 0 && now.is_none_or(|now| expires > now) {
             expires.to_string()
         } else {
             "null".to_owned()
@@ -260,6 +264,7 @@ mod tests {
             last_message_id: r#""w""#.into(),
             last_message_at: 1000,
             last_inbound_at: 1000,
+            last_call_at: -1,
             message_count: 1,
             unread_count: 1,
             marketing: None,
@@ -273,6 +278,31 @@ mod tests {
                 .contains(r#""window_expires_at":null"#)
         );
         assert!(c.json(None).contains(r#""window_expires_at":87400"#));
+        // A later call of the user's opens it again; an earlier one changes nothing.
+        let called = |at| ConversationFields {
+            last_call_at: at,
+            ..c.clone()
+        };
+        assert!(
+            called(5000)
+                .json(Some(1000 + WINDOW_SECS))
+                .contains(r#""window_expires_at":91400"#)
+        );
+        assert!(
+            called(900)
+                .json(None)
+                .contains(r#""window_expires_at":87400"#)
+        );
+        // A user who only called has a window too.
+        let only_called = ConversationFields {
+            last_inbound_at: -1,
+            ..called(2000)
+        };
+        assert!(
+            only_called
+                .json(None)
+                .contains(r#""window_expires_at":88400"#)
+        );
         let stopped = ConversationFields {
             marketing: Some(r#"1731705721 {"value":"stop","timestamp":1731705721}"#.into()),
             ..c

@@ -88,6 +88,9 @@ pub struct Notice {
     pub value: Box<RawValue>,
     /// The marketing preferences a `user_preferences` change sets, per contact.
     pub preferences: Vec<Preference>,
+    /// The calls a user made to the business number (a `calls` change): each opens the
+    /// contact's 24-hour customer-service window as a message does.
+    pub calls: Vec<UserCall>,
     /// Which delivery it came in: `time:<entry.time>` when Meta dated the entry, else
     /// `body:<SHA-256 of the whole request body>` (a retry repeats the body byte for byte).
     pub delivery: String,
@@ -104,6 +107,18 @@ pub struct Preference {
     pub timestamp: i64,
     /// The item as it came.
     pub item: Box<RawValue>,
+}
+
+/// A `calls[]` item with `direction: "USER_INITIATED"`: the user called the business number,
+/// which opens (or resets) the 24-hour customer-service window like a message of theirs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserCall {
+    /// The business number called (the change's `metadata.phone_number_id`).
+    pub phone_number_id: PhoneNumberId,
+    /// The caller: `from`, else `from_user_id`.
+    pub contact: ContactId,
+    /// Meta's timestamp of the call event (unix seconds).
+    pub timestamp: i64,
 }
 
 impl Notice {
@@ -284,6 +299,7 @@ impl WebhookBatch {
                     // Raw values serialize byte for byte.
                     value: serde_json::value::to_raw_value(errors).expect("raw JSON serializes"),
                     preferences: Vec::new(),
+                    calls: Vec::new(),
                     delivery: String::new(),
                 });
             }
@@ -302,6 +318,7 @@ impl WebhookBatch {
                             phone_number_id: known_tenant.clone(),
                             value: (*raw).to_owned(),
                             preferences: Vec::new(),
+                            calls: Vec::new(),
                             delivery: String::new(),
                         });
                     }
@@ -377,6 +394,7 @@ impl WebhookBatch {
                     phone_number_id: known_tenant.clone(),
                     value: serde_json::value::to_raw_value(&summary).expect("JSON serializes"),
                     preferences: Vec::new(),
+                    calls: Vec::new(),
                     delivery: String::new(),
                 });
             }
@@ -439,6 +457,21 @@ struct NoticeValue<'a> {
     metadata: Option<NoticeMetadata>,
     #[serde(default, borrow)]
     user_preferences: RawList<'a>,
+    #[serde(default, borrow)]
+    calls: RawList<'a>,
+}
+
+/// One `calls[]` item, the parts that say who called whom, when.
+#[derive(Default, serde::Deserialize)]
+struct CallPayload {
+    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
+    from: Option<String>,
+    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
+    from_user_id: Option<String>,
+    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
+    direction: Option<String>,
+    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
+    timestamp: Option<String>,
 }
 
 /// One `user_preferences[]` item, the parts that say whom and when.
@@ -499,6 +532,39 @@ impl WebhookBatch {
                 .collect(),
             _ => Vec::new(),
         };
+        // A user's call opens the window; the business's own calls do not.
+        let calls = match (&phone_number_id, field) {
+            (Some(pnid), "calls") => parsed
+                .calls
+                .items()
+                .iter()
+                .filter_map(|raw| {
+                    let item: CallPayload = serde_json::from_str(raw.get()).ok()?;
+                    if !item
+                        .direction
+                        .as_deref()
+                        .is_some_and(|d| d.eq_ignore_ascii_case("USER_INITIATED"))
+                    {
+                        return None;
+                    }
+                    let contact = item
+                        .from
+                        .as_deref()
+                        .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
+                        .or_else(|| {
+                            Bsuid::parse(item.from_user_id.as_deref()?)
+                                .ok()
+                                .map(ContactId::User)
+                        })?;
+                    Some(UserCall {
+                        phone_number_id: pnid.clone(),
+                        contact,
+                        timestamp: item.timestamp.as_deref()?.trim().parse().ok()?,
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         self.notices.push(Notice {
             kind: notice_kind(field),
             field: field.to_owned(),
@@ -506,6 +572,7 @@ impl WebhookBatch {
             phone_number_id,
             value: value.to_owned(),
             preferences,
+            calls,
             delivery: String::new(),
         });
     }
@@ -1191,6 +1258,43 @@ mod tests {
         let again = extract_batch(other).unwrap();
         assert_eq!(again.notices[0].digest(), batch.notices[0].digest());
         assert_ne!(batch.notices[0].digest(), batch.notices[1].digest());
+    }
+
+    #[test]
+    fn a_users_call_is_noted_for_the_window_and_the_business_own_calls_are_not() {
+        let body = br#"{"entry":[{"id":"55","changes":[{"field":"calls","value":{
+            "metadata":{"phone_number_id":"106540352242922"},
+            "calls":[
+              {"id":"wacid.1","from":"+1 555 123 4567","event":"connect","timestamp":"1752583107","direction":"USER_INITIATED"},
+              {"id":"wacid.2","from_user_id":"US.13491208655302741918","event":"terminate","timestamp":1752583200,"direction":"user_initiated"},
+              {"id":"wacid.3","from":"16315553601","to":"15551234567","event":"connect","timestamp":"1752583300","direction":"BUSINESS_INITIATED"},
+              {"id":"wacid.4","from":"15551234567","event":"connect","direction":"USER_INITIATED"},
+              {"id":"wacid.5","from":"not a number","event":"connect","timestamp":"1","direction":"USER_INITIATED"},
+              "not a call"]}}]},
+            {"id":"56","changes":[{"field":"calls","value":{"calls":[
+              {"id":"wacid.6","from":"15551234567","timestamp":"1","direction":"USER_INITIATED"}]}}]}]}"#;
+        let batch = extract_batch(body).unwrap();
+        assert_eq!(batch.notices.len(), 2);
+        assert!(batch.notices.iter().all(|n| n.kind == "calls"));
+        let pnid = PhoneNumberId::parse("106540352242922").unwrap();
+        assert_eq!(
+            batch.notices[0].calls,
+            [
+                UserCall {
+                    phone_number_id: pnid.clone(),
+                    contact: ContactId::parse("15551234567").unwrap(),
+                    timestamp: 1_752_583_107,
+                },
+                UserCall {
+                    phone_number_id: pnid,
+                    contact: ContactId::parse("US.13491208655302741918").unwrap(),
+                    timestamp: 1_752_583_200,
+                },
+            ],
+            "only users' calls with a caller and a time"
+        );
+        // Without the business number the call cannot be placed in a conversation.
+        assert!(batch.notices[1].calls.is_empty());
     }
 
     #[test]

@@ -289,6 +289,112 @@ async fn a_closed_window_refuses_free_form_but_not_templates_or_an_override(back
     assert_eq!(status, 422, "{answer}");
 }
 
+/// A `calls` notification of one call by `from` (a phone, or a BSUID as `from_user_id`),
+/// `age` seconds old, in `direction`.
+async fn call_from(app: &TestApp, from: &str, age: i64, direction: &str) {
+    let ts = now_secs() - age;
+    let caller = if from.contains('.') {
+        json!({"from_user_id": from})
+    } else {
+        json!({"from": from})
+    };
+    let mut call = json!({
+        "id": format!("wacid.{from}.{ts}.{direction}"), "to": "15551713917",
+        "event": "connect", "timestamp": ts.to_string(), "direction": direction,
+        "session": {"sdp_type": "offer", "sdp": "v=0"}
+    });
+    call.as_object_mut()
+        .unwrap()
+        .extend(caller.as_object().unwrap().clone());
+    let webhook = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+        "changes": [{"field": "calls", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
+            "contacts": [{"profile": {"name": "Kerry"}, "wa_id": from}],
+            "calls": [call]}}]}]});
+    app.post_webhook_ok(&webhook.to_string()).await;
+}
+
+/// The conversation with [`USER`] as `GET /v1/conversations` lists it.
+async fn conversation_with_user(app: &TestApp) -> Value {
+    let page = app.get_json("/v1/conversations").await;
+    page["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["contact"]["id"] == USER)
+        .cloned()
+        .unwrap_or_else(|| panic!("no conversation with {USER} in {page}"))
+}
+
+async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    inbound_from_user(&app, "wamid.old", 25 * 3600).await;
+    if backend == Backend::Embedded {
+        // A database of the previous release (schema 8, no calls kept) is upgraded in place.
+        downgrade_and_restart(&mut app, "DROP TABLE user_calls; PRAGMA user_version = 8;").await;
+    }
+    let text = json!({"to": USER, "type": "text", "text": {"body": "You called?"}});
+    assert_eq!(
+        conversation_with_user(&app).await["window_expires_at"],
+        Value::Null
+    );
+    // The business's own call does not open the window.
+    call_from(&app, USER, 60, "BUSINESS_INITIATED").await;
+    let (status, answer, _) = post(&app, &text).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(app.graph.received_requests().await.unwrap().len(), 0);
+
+    // The user's call does, 24 hours from the call; an older call arriving later changes nothing.
+    call_from(&app, USER, 3600, "USER_INITIATED").await;
+    let opened = now_secs() - 3600;
+    call_from(&app, USER, 20 * 3600, "USER_INITIATED").await;
+    let expires = conversation_with_user(&app).await["window_expires_at"]
+        .as_i64()
+        .expect("the window is open");
+    assert!(
+        (opened + 86_400..=opened + 86_401).contains(&expires),
+        "the window expires at {expires}, 24 h after the call at about {opened}"
+    );
+    // The conversation's events say so too: after a late message older than the call, and
+    // after a read mark.
+    let mut stream = Sse::open(&app, "?types=conversation_updated", None).await;
+    inbound_from_user(&app, "wamid.late", 26 * 3600).await;
+    let read = app
+        .http
+        .post(app.url(&format!("/v1/conversations/{USER}/read")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    for event in stream.events(2).await {
+        let data = &event.json()["data"];
+        assert_eq!(data["window_expires_at"], expires, "{data}");
+    }
+    mount_accepted(&app, 1).await;
+    let (status, answer, _) = post(&app, &text).await;
+    assert_eq!(status, 200, "{answer}");
+    // The call is not a message: two from the user, one sent, none unread after the mark.
+    let conversation = conversation_with_user(&app).await;
+    assert_eq!(conversation["message_count"], 3, "{conversation}");
+    assert_eq!(conversation["unread_count"], 0, "{conversation}");
+
+    // A caller with no message at all: their call is their window, open or closed.
+    call_from(&app, BSUID, 30 * 3600, "USER_INITIATED").await;
+    let to_bsuid = json!({"to": BSUID, "type": "text", "text": {"body": "Sorry we missed you"}});
+    let (status, answer, _) = post(&app, &to_bsuid).await;
+    assert_eq!(status, 422, "a call 30 h ago: closed; {answer}");
+    call_from(&app, BSUID, 10, "USER_INITIATED").await;
+    app.graph.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(accepted(BSUID, None)))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, answer, _) = post(&app, &to_bsuid).await;
+    assert_eq!(status, 200, "a call 10 s ago: open; {answer}");
+}
+
 async fn an_open_window_and_an_unknown_contact_are_sent(backend: Backend) {
     let app = spawn_app(backend).await;
     inbound_from_user(&app, "wamid.recent", 3600).await;
@@ -623,7 +729,7 @@ async fn a_conversation_of_the_previous_release_still_gets_read_receipts(backend
         Backend::Embedded => {
             downgrade_and_restart(
                 &mut app,
-                "DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; ALTER TABLE conversation DROP COLUMN last_inbound_id; PRAGMA user_version = 5;",
+                "DROP TABLE user_calls; DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; ALTER TABLE conversation DROP COLUMN last_inbound_id; PRAGMA user_version = 5;",
             )
             .await;
         }
@@ -729,6 +835,7 @@ crate::contract_tests!(
     broken_rules_are_422_naming_the_field_and_nothing_is_sent,
     a_second_number_sends_with_its_own_token_and_path,
     a_closed_window_refuses_free_form_but_not_templates_or_an_override,
+    a_users_call_opens_the_window_as_a_message_does,
     an_open_window_and_an_unknown_contact_are_sent,
     the_send_is_recorded_with_its_event_and_later_statuses_attach,
     send_compat_records_too,
@@ -932,7 +1039,7 @@ async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
     // schema 6, no outgoing webhook tables of schema 7.
     downgrade_and_restart(
         &mut app,
-        "DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; DROP TABLE idempotency; ALTER TABLE conversation DROP COLUMN last_inbound_id;
+        "DROP TABLE user_calls; DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; DROP TABLE idempotency; ALTER TABLE conversation DROP COLUMN last_inbound_id;
          PRAGMA user_version = 4;",
     )
     .await;

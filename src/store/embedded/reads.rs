@@ -43,6 +43,7 @@ pub(super) fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conver
         last_message_id: r.get(3)?,
         last_message_at: r.get(4)?,
         last_inbound_at: r.get(5)?,
+        last_call_at: r.get::<_, Option<i64>>(8)?.unwrap_or(-1),
         message_count: r.get(6)?,
         unread_count: r.get(7)?,
         marketing: None,
@@ -53,9 +54,24 @@ pub(super) fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conver
 pub(super) const MARKETING_COLUMN: &str = "(SELECT marketing FROM preferences p \
      WHERE p.phone_number_id = conversation.phone_number_id AND p.contact = conversation.contact)";
 
-/// The columns [`conversation_row`] reads, in order.
-pub(super) const CONVERSATION_COLUMNS: &str = "phone_number_id, contact_json, last_message, \
-     last_message_id, last_message_at, last_inbound_at, message_count, unread_count";
+/// The contact's latest call to the business number (`NULL`: none): a literal, so that
+/// [`CONVERSATION_COLUMNS`] can end with it.
+macro_rules! call_column {
+    () => {
+        "(SELECT last_call_at FROM user_calls u WHERE u.phone_number_id = \
+         conversation.phone_number_id AND u.contact = conversation.contact)"
+    };
+}
+
+/// The contact's latest call to the business number (`NULL`: none), as a column.
+pub(super) const CALL_COLUMN: &str = call_column!();
+
+/// The columns [`conversation_row`] reads, in order (the last is [`CALL_COLUMN`]).
+pub(super) const CONVERSATION_COLUMNS: &str = concat!(
+    "phone_number_id, contact_json, last_message, last_message_id, last_message_at, \
+     last_inbound_at, message_count, unread_count, ",
+    call_column!()
+);
 
 impl EmbeddedStore {
     /// The contact's latest message to `phone_number_id` (see
@@ -75,6 +91,30 @@ impl EmbeddedStore {
                 .query_row(params![tenant, contact], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             Ok(found.and_then(|(at, id)| LastInbound::of(Some(at), id.as_deref())))
+        })
+        .await
+    }
+
+    /// When the contact's 24-hour window opened (see
+    /// [`crate::store::Store::window_opened_at`]): the later of the conversation's
+    /// `last_inbound_at` and the contact's `user_calls` row, in one query.
+    pub(crate) async fn window_opened_at(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let (tenant, contact) = (phone_number_id.to_owned(), contact.to_owned());
+        self.read(move |conn| {
+            let opened: i64 = conn
+                .prepare_cached(
+                    "SELECT max(
+                         coalesce((SELECT last_inbound_at FROM conversation
+                                   WHERE phone_number_id = ?1 AND contact = ?2), -1),
+                         coalesce((SELECT last_call_at FROM user_calls
+                                   WHERE phone_number_id = ?1 AND contact = ?2), -1))",
+                )?
+                .query_row(params![tenant, contact], |r| r.get(0))?;
+            Ok((opened >= 0).then_some(opened))
         })
         .await
     }
@@ -172,8 +212,8 @@ impl EmbeddedStore {
                     ],
                     |r| {
                         let mut fields = conversation_row(r)?;
-                        fields.marketing = r.get(9)?;
-                        Ok((fields, r.get(8)?))
+                        fields.marketing = r.get(10)?;
+                        Ok((fields, r.get(9)?))
                     },
                 )?
                 .collect::<rusqlite::Result<_>>()?;

@@ -15,6 +15,7 @@ use redis::Script;
 
 use super::RedisStore;
 use crate::store::StoreError;
+use crate::store::record::window_opened_at;
 use crate::store::view::{
     CHANGE_KINDS, ConversationFields, ConversationsQuery, LastInbound, MarkedRead, MessageCursor,
     MessagesQuery, Page, SINCE_WINDOW, Since, change_json, message_json, now_secs,
@@ -23,8 +24,9 @@ use crate::store::view::{
 /// KEYS[1] = the conversations zset. ARGV: [1] the conversation hash prefix (`<p>:conv:`), [2]
 /// the cursor's score (`+inf` for the first page), [3] the cursor's member (`` for the first
 /// page), [4] limit, [5] phone_number_id filter (``: any), [6] `1`: unread only, [7] search text
-/// (lower case, ``: none), [8] most entries scanned. Returns `{next score, next member, then 9
-/// fields per conversation}`; the next cursor is empty when the set is exhausted.
+/// (lower case, ``: none), [8] most entries scanned. Returns `{next score, next member, then 10
+/// fields per conversation}` (its 8 own, the contact's `marketing` preference and
+/// `last_call_at`); the next cursor is empty when the set is exhausted.
 ///
 /// Order: most recent activity first (score descending), ties by member descending (what
 /// `ZREVRANGEBYSCORE` gives), so a cursor `(score, member)` resumes exactly after its entry.
@@ -48,7 +50,7 @@ while not done do
       if ok then
         h = redis.call('HMGET', ARGV[1] .. member, 'phone_number_id', 'contact', 'last_message',
           'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count',
-          'marketing')
+          'marketing', 'last_call_at')
         ok = h[2] and h[3] and h[4]
         if ok and ARGV[6] == '1' then ok = (tonumber(h[8]) or 0) > 0 end
         if ok and ARGV[7] ~= '' then
@@ -56,7 +58,7 @@ while not done do
         end
       end
       if ok then
-        for f = 1, 9 do out[#out + 1] = h[f] end
+        for f = 1, 10 do out[#out + 1] = h[f] end
         found = found + 1
       end
       if found == limit or scanned >= cap then
@@ -111,25 +113,26 @@ end
 
 /// KEYS[1] = the conversation hash, KEYS[2] = the event stream. ARGV[1] = MAXLEN. Sets the
 /// unread count to 0 and, if it was not 0, adds a `conversation_updated` event with the
-/// conversation's fields. Returns its 9 fields (the last with the contact's `marketing`
-/// preference; empty when there is no such conversation), its `last_inbound_id` and whether it
-/// changed.
+/// conversation's fields. Returns its 10 fields (as [`CONVERSATIONS_SCRIPT`] does; empty when
+/// there is no such conversation), its `last_inbound_id` and whether it changed. The event's
+/// window opens at the later of `last_inbound_at` and `last_call_at`.
 const READ_SCRIPT: &str = r#"
 local h = redis.call('HMGET', KEYS[1], 'phone_number_id', 'contact', 'last_message',
   'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count',
-  'marketing', 'last_inbound_id')
+  'marketing', 'last_call_at', 'last_inbound_id')
 if not h[2] then return {} end
-if (tonumber(h[8]) or 0) == 0 then h[11] = '0'; return h end
+if (tonumber(h[8]) or 0) == 0 then h[12] = '0'; return h end
 redis.call('HSET', KEYS[1], 'unread_count', 0)
 h[8] = '0'
 local window = 'null'
-if tonumber(h[6]) >= 0 then window = string.format('%d', tonumber(h[6]) + 86400) end
+local opened = math.max(tonumber(h[6]) or -1, tonumber(h[10]) or -1)
+if opened >= 0 then window = string.format('%d', opened + 86400) end
 local data = '{"phone_number_id":"' .. h[1] .. '","contact":' .. h[2]
   .. ',"last_message":' .. h[3] .. ',"last_message_id":' .. h[4]
   .. ',"last_message_at":' .. h[5] .. ',"message_count":' .. h[7]
   .. ',"unread_count":0,"window_expires_at":' .. window .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'conversation_updated', data)
-h[11] = '1'
+h[12] = '1'
 return h
 "#;
 
@@ -258,6 +261,7 @@ fn fields(values: &[Option<String>]) -> Option<ConversationFields> {
         last_message_id: text(3)?,
         last_message_at: number(4).unwrap_or(0),
         last_inbound_at: number(5).unwrap_or(-1),
+        last_call_at: number(9).unwrap_or(-1),
         message_count: number(6).unwrap_or(0),
         unread_count: number(7).unwrap_or(0),
         marketing: text(8),
@@ -283,6 +287,23 @@ impl RedisStore {
             .query_async(&mut self.inner.connection.clone())
             .await?;
         Ok(LastInbound::of(at, id.as_deref()))
+    }
+
+    /// When the contact's 24-hour window with `phone_number_id` opened: the later of the
+    /// conversation hash's `last_inbound_at` and `last_call_at` (one `HMGET`).
+    pub(crate) async fn window_opened_at(
+        &self,
+        phone_number_id: &str,
+        contact: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let (at, call): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(super::conv_key(self.prefix(), phone_number_id, contact))
+            .arg("last_inbound_at")
+            .arg("last_call_at")
+            .query_async(&mut self.inner.connection.clone())
+            .await?;
+        let opened = window_opened_at(at.unwrap_or(-1), call.unwrap_or(-1));
+        Ok((opened >= 0).then_some(opened))
     }
 
     /// A message by id with its status history: the record under `phone_number_id` (or under
@@ -363,7 +384,7 @@ impl RedisStore {
         let items = values
             .get(2..)
             .unwrap_or_default()
-            .chunks(9)
+            .chunks(10)
             .filter_map(|c| fields(c).map(|f| f.json(Some(now))))
             .collect();
         Ok(Page { items, next_cursor })
@@ -563,7 +584,7 @@ impl RedisStore {
             json: f.json(Some(now_secs())),
             last_inbound: LastInbound::of(
                 Some(f.last_inbound_at),
-                values.get(9).cloned().flatten().as_deref(),
+                values.get(10).cloned().flatten().as_deref(),
             ),
         }))
     }
