@@ -159,6 +159,44 @@ pub struct HttpSettings {
     /// endpoints answer only requests whose Host is one of these (DNS rebinding protection);
     /// `*` allows any. Ignored when API_KEY is set; never applied to `/webhook`.
     pub allowed_hosts: AllowedHosts,
+    /// TRUSTED_PROXIES (default none): addresses or CIDR ranges of the reverse proxies in front
+    /// of the gateway. A request whose TCP peer is one of them is counted (wrong-key limit,
+    /// upload budgets) under the client address its `X-Forwarded-For` names: the rightmost entry
+    /// that is not itself a trusted proxy. From any other peer the header is ignored.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// The reverse proxies whose `X-Forwarded-For` is believed (TRUSTED_PROXIES).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// A comma- or space-separated list of IP addresses and CIDR ranges (`10.0.0.0/8`,
+    /// `127.0.0.1`, `::1`, `fd00::/8`); `None` when an entry is neither.
+    pub fn parse(value: &str) -> Option<Self> {
+        value
+            .split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+            })
+            .collect::<Option<Vec<_>>>()
+            .map(Self)
+    }
+
+    /// Whether none are configured (then no header is read at all).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `address` is one of them (an IPv4-mapped IPv6 address as its IPv4 address).
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.0.iter().any(|net| net.contains(&address))
+    }
 }
 
 /// Host names the client API answers while API_KEY is unset.
@@ -473,6 +511,12 @@ impl Settings {
                 AllowedHosts::loopback(),
                 "a comma-separated list of host names or IP addresses (no ports), or *",
                 AllowedHosts::parse,
+            ),
+            trusted_proxies: env.parsed_with(
+                "TRUSTED_PROXIES",
+                TrustedProxies::default(),
+                "a comma-separated list of IP addresses or CIDR ranges (e.g. 127.0.0.1,10.0.0.0/8,::1)",
+                TrustedProxies::parse,
             ),
         };
         if http.upload_memory_bytes < http.max_body_bytes {
@@ -1174,6 +1218,7 @@ mod tests {
             ("REDIS_URL", "localhost:6379"),
             ("MAX_BODY_BYTES", "12"),
             ("PHONE_NUMBER_ID", "+1 555"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, proxy.local"),
         ])
         .unwrap_err();
         let text = err.to_string();
@@ -1184,13 +1229,46 @@ mod tests {
             "REDIS_URL",
             "MAX_BODY_BYTES",
             "PHONE_NUMBER_ID",
+            "TRUSTED_PROXIES",
         ] {
             assert!(
                 text.contains(&format!("{key}: must")),
                 "{key} missing from {text}"
             );
         }
-        assert_eq!(err.problems.len(), 6);
+        assert_eq!(err.problems.len(), 7);
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_and_ranges() {
+        let s = settings(&[("TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8 ::1,fd00::/8")]).unwrap();
+        let trusted = &s.http.trusted_proxies;
+        for inside in [
+            "127.0.0.1",
+            "10.200.3.4",
+            "::1",
+            "fd00::9",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(trusted.contains(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in ["127.0.0.2", "11.0.0.1", "::2", "2001:db8::1"] {
+            assert!(!trusted.contains(outside.parse().unwrap()), "{outside}");
+        }
+        // A range written from a host address means the range.
+        assert!(
+            TrustedProxies::parse("10.1.2.3/16")
+                .unwrap()
+                .contains("10.1.99.1".parse().unwrap())
+        );
+        assert!(settings(&[]).unwrap().http.trusted_proxies.is_empty());
+        for bad in ["10.0.0.0/33", "localhost", "10.0.0.1-10.0.0.9"] {
+            let err = settings(&[("TRUSTED_PROXIES", bad)]).unwrap_err();
+            assert!(
+                err.to_string().contains("TRUSTED_PROXIES: must"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub struct Application {
     shutdown_grace: Duration,
     send_grace: Duration,
     connections: ConnectionSettings,
+    /// TRUSTED_PROXIES: whose `X-Forwarded-For` names the client address.
+    trusted_proxies: Arc<crate::config::TrustedProxies>,
 }
 
 /// How connections are served.
@@ -194,6 +196,7 @@ impl Application {
                 http2: settings.http.http2,
                 http2_max_streams: settings.http.http2_max_streams,
             },
+            trusted_proxies: Arc::new(settings.http.trusted_proxies.clone()),
         })
     }
 
@@ -266,14 +269,21 @@ impl Application {
             };
             let _ = stream.set_nodelay(true);
             let app = self.app.clone();
+            let trusted = (!self.trusted_proxies.is_empty()).then(|| self.trusted_proxies.clone());
             let abort = CancellationToken::new();
             let stream_abort = abort.clone();
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(axum::body::Body::new);
-                    request
-                        .extensions_mut()
-                        .insert(crate::http::edge::Connection::new(peer));
+                    let connection = match &trusted {
+                        None => crate::http::edge::Connection::new(peer),
+                        Some(trusted) => crate::http::edge::Connection::forwarded(
+                            peer,
+                            request.headers(),
+                            trusted,
+                        ),
+                    };
+                    request.extensions_mut().insert(connection);
                     if request.uri().path() == crate::events::sse::PATH {
                         request
                             .extensions_mut()

@@ -31,7 +31,8 @@
 //! packets as its headers, at most one 16 KiB read buffer) is not "being received": it takes no
 //! upload slot and no per-client share, only its bytes from the global memory budget, and is
 //! handed on without a copy. The memory charge is held until the response is produced; the body's
-//! bytes are freed by then. This is a tower service rather than `axum::middleware::from_fn`: it sits on the hot path
+//! bytes are freed by then. "Client address" is the TCP peer's, or behind a reverse proxy listed
+//! in TRUSTED_PROXIES the one its `X-Forwarded-For` names ([`Connection::forwarded`]). This is a tower service rather than `axum::middleware::from_fn`: it sits on the hot path
 //! of every webhook, and one boxed future per request is all it costs.
 
 use std::collections::HashMap;
@@ -46,7 +47,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use futures_util::FutureExt;
@@ -54,7 +55,7 @@ use http_body_util::BodyExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::HttpSettings;
+use crate::config::{HttpSettings, TrustedProxies};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::metrics::Metrics;
@@ -65,20 +66,75 @@ use crate::webhook::{AppSecret, BodyDigest, BodyHasher};
 /// inserts cost about a thousand instructions each on the webhook's hot path).
 #[derive(Debug, Clone, Copy)]
 pub struct Connection {
-    /// The client's address (a proxy's, behind one).
+    /// The TCP peer (a proxy's address, behind one).
     pub peer: SocketAddr,
+    /// The client's address: the peer's, or behind a trusted proxy the one its
+    /// `X-Forwarded-For` names ([`Connection::forwarded`]).
+    pub client: IpAddr,
     /// For `POST /webhook` with APP_SECRET set: the HMAC of the body, computed while it arrived.
     pub body_digest: Option<BodyDigest>,
 }
 
 impl Connection {
-    /// A connection from `peer`, no digest yet.
+    /// A connection from `peer` (also the client), no digest yet.
     pub fn new(peer: SocketAddr) -> Self {
         Self {
             peer,
+            client: peer.ip(),
             body_digest: None,
         }
     }
+
+    /// A request from `peer` with `headers`: when the peer is one of the `trusted` proxies, the
+    /// client is the rightmost `X-Forwarded-For` entry (every such header, in order) that is not
+    /// itself a trusted proxy; if every entry is, the leftmost. An entry that is not an IP
+    /// address (`unknown`, an obfuscated name, garbage) ends the walk: the client is the hop
+    /// that added it. From an untrusted peer the header is ignored, so a client cannot choose
+    /// the address it is counted under.
+    pub fn forwarded(peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
+        let mut client = peer.ip();
+        if trusted.contains(client) {
+            let entries: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                .collect();
+            for entry in entries.into_iter().rev() {
+                match forwarded_address(entry) {
+                    Some(address) => {
+                        client = address;
+                        if !trusted.contains(address) {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+        Self {
+            peer,
+            client: client.to_canonical(),
+            body_digest: None,
+        }
+    }
+}
+
+/// An `X-Forwarded-For` entry's address: `192.0.2.1`, `2001:db8::1`, or with a port
+/// (`192.0.2.1:443`, `[2001:db8::1]:443`), as proxies write them.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<IpAddr>()
+                .ok()
+        })
 }
 
 /// How long a body may arrive below the minimum rate before the rate is enforced.
@@ -746,12 +802,12 @@ async fn receive_body(
 }
 
 /// The client's address from the request's [`Connection`] (unspecified when there is none: a
-/// request made in-process, as in unit tests). The TCP peer: a proxy's address, behind one (no
-/// `X-Forwarded-For` is trusted).
+/// request made in-process, as in unit tests): the TCP peer, or behind a proxy listed in
+/// TRUSTED_PROXIES the address its `X-Forwarded-For` names ([`Connection::forwarded`]).
 pub fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
     extensions
         .get::<Connection>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.peer.ip())
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.client)
 }
 
 /// Extractor: the client's address ([`client_address`]).
@@ -776,8 +832,8 @@ fn set_digest(extensions: &mut axum::http::Extensions, hasher: BodyHasher) {
         Some(connection) => connection.body_digest = digest,
         None => {
             extensions.insert(Connection {
-                peer: SocketAddr::from(([0, 0, 0, 0], 0)),
                 body_digest: digest,
+                ..Connection::new(SocketAddr::from(([0, 0, 0, 0], 0)))
             });
         }
     }
@@ -797,6 +853,90 @@ fn frame_deadline(started: Instant, hard: Instant, received: usize, min_rate: u6
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The client address of a request from `peer` with these `X-Forwarded-For` headers.
+    fn client_of(peer: &str, forwarded: &[&str], trusted: &str) -> IpAddr {
+        let mut headers = HeaderMap::new();
+        for value in forwarded {
+            headers.append("x-forwarded-for", value.parse().unwrap());
+        }
+        let trusted = TrustedProxies::parse(trusted).unwrap();
+        Connection::forwarded(peer.parse().unwrap(), &headers, &trusted).client
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_forwarded_client_is_believed_only_from_a_trusted_proxy() {
+        let trusted = "127.0.0.1, 10.0.0.0/8, fd00::/8";
+        // From a trusted proxy: the entry it added (the rightmost).
+        assert_eq!(
+            client_of("127.0.0.1:5000", &["203.0.113.7"], trusted),
+            ip("203.0.113.7")
+        );
+        // A client's own made-up entries to the left do not count...
+        assert_eq!(
+            client_of("127.0.0.1:5000", &["198.51.100.1, 203.0.113.7"], trusted),
+            ip("203.0.113.7")
+        );
+        // ...but trusted hops on the right are skipped, across several headers too.
+        assert_eq!(
+            client_of(
+                "127.0.0.1:5000",
+                &["198.51.100.1, 203.0.113.7", "10.1.2.3"],
+                trusted
+            ),
+            ip("203.0.113.7")
+        );
+        // From any other peer the header is ignored.
+        assert_eq!(
+            client_of("192.0.2.9:5000", &["203.0.113.7"], trusted),
+            ip("192.0.2.9")
+        );
+        assert_eq!(
+            client_of("192.0.2.9:5000", &["203.0.113.7"], ""),
+            ip("192.0.2.9")
+        );
+        // No header: the proxy itself.
+        assert_eq!(client_of("10.0.0.5:5000", &[], trusted), ip("10.0.0.5"));
+        // Every entry trusted: the leftmost.
+        assert_eq!(
+            client_of("127.0.0.1:5000", &["10.0.0.8, 10.0.0.9"], trusted),
+            ip("10.0.0.8")
+        );
+        // An entry that is not an address ends the walk at the hop that added it.
+        assert_eq!(
+            client_of("127.0.0.1:5000", &["203.0.113.7, unknown"], trusted),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client_of(
+                "127.0.0.1:5000",
+                &["203.0.113.7, unknown, 10.0.0.4"],
+                trusted
+            ),
+            ip("10.0.0.4")
+        );
+        // Ports and brackets as proxies write them; IPv6 and IPv4-mapped peers.
+        assert_eq!(
+            client_of("127.0.0.1:5000", &["[2001:db8::1]:443"], trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            client_of("127.0.0.1:5000", &["203.0.113.7:51000"], trusted),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            client_of("[fd00::1]:5000", &["2001:db8::2"], trusted),
+            ip("2001:db8::2")
+        );
+        assert_eq!(
+            client_of("[::ffff:10.0.0.5]:5000", &["::ffff:203.0.113.7"], trusted),
+            ip("203.0.113.7")
+        );
+    }
 
     #[test]
     fn routes_are_classified_by_path() {

@@ -10,12 +10,13 @@
 //! working). Other addresses are never affected, so a guesser cannot lock the operator out from
 //! another address; but see below for proxies and tunnels.
 //!
-//! The address is the TCP peer the gateway sees ([`crate::http::edge::Connection`]); no
-//! `X-Forwarded-For` is trusted. Behind a tunnel or reverse proxy every request comes from the
-//! proxy's address, so its clients share one count (and one block). A tunnel agent such as ngrok
-//! or cloudflared connects from 127.0.0.1, the address of local keyed clients too: ten wrong keys
-//! a minute through the tunnel then hold back the local clients' keys (and the inbox sign-in) as
-//! well, for as long as they keep coming. IPv6 addresses are counted by their /64 (one host
+//! The address is the client address of [`crate::http::edge::Connection`]: the TCP peer, or
+//! behind a proxy listed in TRUSTED_PROXIES the address its `X-Forwarded-For` names (from any
+//! other peer the header is ignored). Without that setting, behind a tunnel or reverse proxy
+//! every request comes from the proxy's address, so its clients share one count (and one block).
+//! A tunnel agent such as ngrok or cloudflared connects from 127.0.0.1, the address of local
+//! keyed clients too: ten wrong keys a minute through the tunnel then hold back the local
+//! clients' keys (and the inbox sign-in) as well, for as long as they keep coming. IPv6 addresses are counted by their /64 (one host
 //! usually has a whole /64 to pick from); IPv4-mapped ones as IPv4.
 //!
 //! Memory is bounded: at most [`MAX_ADDRESSES`] addresses are tracked, each with at most

@@ -462,6 +462,56 @@ async fn wrong_keys_are_limited_per_client_address_at_sign_in_and_in_api_headers
     );
 }
 
+/// Behind a reverse proxy listed in TRUSTED_PROXIES, wrong keys count per address its
+/// `X-Forwarded-For` names; without it the header is ignored (a client cannot pick the address
+/// it is counted under), so everyone behind the proxy shares the proxy's count.
+#[tokio::test]
+async fn wrong_keys_count_per_forwarded_client_only_behind_a_trusted_proxy() {
+    async fn list(app: &TestApp, forwarded: Option<&str>, key: &str) -> u16 {
+        let mut request = app
+            .http
+            .get(app.url("/v1/conversations"))
+            .header("x-api-key", key);
+        if let Some(forwarded) = forwarded {
+            request = request.header("x-forwarded-for", forwarded);
+        }
+        request.send().await.unwrap().status().as_u16()
+    }
+    let guesser = Some("198.51.100.1, 203.0.113.7");
+    let neighbour = Some("203.0.113.8");
+
+    let proxied = spawn_app_with(Backend::Embedded, |vars| {
+        vars.insert("API_KEY".into(), KEY.into());
+        vars.insert("TRUSTED_PROXIES".into(), "127.0.0.1".into());
+    })
+    .await;
+    for i in 0..10 {
+        assert_eq!(list(&proxied, guesser, "guess").await, 401, "wrong key {i}");
+    }
+    assert_eq!(list(&proxied, guesser, KEY).await, 429, "the guesser waits");
+    // Its own made-up entry to the left does not get it a fresh count.
+    assert_eq!(
+        list(&proxied, Some("192.0.2.1, 203.0.113.7"), KEY).await,
+        429
+    );
+    assert_eq!(list(&proxied, neighbour, KEY).await, 200, "another client");
+    assert_eq!(
+        list(&proxied, None, KEY).await,
+        200,
+        "the proxy's own requests"
+    );
+
+    let direct = keyed_app().await;
+    for i in 0..10 {
+        assert_eq!(list(&direct, guesser, "guess").await, 401, "wrong key {i}");
+    }
+    assert_eq!(
+        list(&direct, neighbour, KEY).await,
+        429,
+        "without TRUSTED_PROXIES the header is ignored: one address, one count"
+    );
+}
+
 #[tokio::test]
 async fn the_page_is_embedded_with_a_strict_policy_and_no_secret_in_it() {
     let app = keyed_app().await;
