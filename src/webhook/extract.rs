@@ -367,12 +367,7 @@ impl WebhookBatch {
                         .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
                         .or_else(|| {
                             let context = thread.context.as_ref()?;
-                            present(&context.wa_id)
-                                .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
-                                .or_else(|| {
-                                    present(&context.user_id)
-                                        .and_then(|u| Bsuid::parse(u).ok().map(ContactId::User))
-                                })
+                            phone_or_bsuid(present(&context.wa_id), present(&context.user_id))
                         });
                     for (m, raw) in thread.messages.items().iter().enumerate() {
                         let at = || format!("{}.history[{h}].threads[{t}].messages[{m}]", path());
@@ -450,6 +445,13 @@ fn notice_kind(field: &str) -> String {
     if plain { field } else { "notification" }.to_owned()
 }
 
+/// A user named by a phone number, else by a BSUID: the phone when it parses.
+fn phone_or_bsuid(phone: Option<&str>, bsuid: Option<&str>) -> Option<ContactId> {
+    phone
+        .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
+        .or_else(|| Bsuid::parse(bsuid?).ok().map(ContactId::User))
+}
+
 /// Just the business number of a change that is not about messages, and its preference items.
 #[derive(Default, serde::Deserialize)]
 struct NoticeValue<'a> {
@@ -513,15 +515,7 @@ impl WebhookBatch {
                     if item.category.as_deref() != Some("marketing_messages") {
                         return None;
                     }
-                    let contact = item
-                        .wa_id
-                        .as_deref()
-                        .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
-                        .or_else(|| {
-                            Bsuid::parse(item.user_id.as_deref()?)
-                                .ok()
-                                .map(ContactId::User)
-                        })?;
+                    let contact = phone_or_bsuid(item.wa_id.as_deref(), item.user_id.as_deref())?;
                     Some(Preference {
                         phone_number_id: pnid.clone(),
                         contact,
@@ -547,15 +541,8 @@ impl WebhookBatch {
                     {
                         return None;
                     }
-                    let contact = item
-                        .from
-                        .as_deref()
-                        .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
-                        .or_else(|| {
-                            Bsuid::parse(item.from_user_id.as_deref()?)
-                                .ok()
-                                .map(ContactId::User)
-                        })?;
+                    let contact =
+                        phone_or_bsuid(item.from.as_deref(), item.from_user_id.as_deref())?;
                     Some(UserCall {
                         phone_number_id: pnid.clone(),
                         contact,
