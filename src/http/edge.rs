@@ -32,8 +32,10 @@
 //! upload slot and no per-client share, only its bytes from the global memory budget, and is
 //! handed on without a copy. The memory charge is held until the response is produced; the body's
 //! bytes are freed by then. "Client address" is the TCP peer's, or behind a reverse proxy listed
-//! in TRUSTED_PROXIES the one its `X-Forwarded-For` names ([`Connection::forwarded`]). This is a tower service rather than `axum::middleware::from_fn`: it sits on the hot path
-//! of every webhook, and one boxed future per request is all it costs.
+//! in TRUSTED_PROXIES the one its `X-Forwarded-For` names ([`Connection::forwarded`]).
+//!
+//! This is a tower service rather than `axum::middleware::from_fn`: it sits on the hot path of
+//! every webhook, and one boxed future per request is all it costs.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -94,22 +96,19 @@ impl Connection {
     pub fn forwarded(peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
         let mut client = peer.ip();
         if trusted.contains(client) {
-            let entries: Vec<&str> = headers
+            // Right to left; a header that is not text reads as one entry that is no address.
+            let entries = headers
                 .get_all("x-forwarded-for")
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                .collect();
-            for entry in entries.into_iter().rev() {
-                match forwarded_address(entry) {
-                    Some(address) => {
-                        client = address;
-                        if !trusted.contains(address) {
-                            break;
-                        }
-                    }
-                    None => break,
+                .rev()
+                .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+            for entry in entries {
+                let Some(address) = forwarded_address(entry.trim()) else {
+                    break;
+                };
+                client = address;
+                if !trusted.contains(address) {
+                    break;
                 }
             }
         }

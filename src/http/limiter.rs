@@ -16,8 +16,9 @@
 //! every request comes from the proxy's address, so its clients share one count (and one block).
 //! A tunnel agent such as ngrok or cloudflared connects from 127.0.0.1, the address of local
 //! keyed clients too: ten wrong keys a minute through the tunnel then hold back the local
-//! clients' keys (and the inbox sign-in) as well, for as long as they keep coming. IPv6 addresses are counted by their /64 (one host
-//! usually has a whole /64 to pick from); IPv4-mapped ones as IPv4.
+//! clients' keys (and the inbox sign-in) as well, for as long as they keep coming. IPv6
+//! addresses are counted by their /64 (one host usually has a whole /64 to pick from);
+//! IPv4-mapped ones as IPv4.
 //!
 //! Memory is bounded: at most [`MAX_ADDRESSES`] addresses are tracked, each with at most
 //! [`MAX_WRONG_KEYS`] instants. When the table is full, addresses whose failures all left the

@@ -45,7 +45,7 @@ pub enum SendError {
     NotConfigured,
     /// The contact's last message (and call) is older than the 24-hour window.
     #[error(
-        "the 24-hour customer-service window with this contact closed at {closed_at} (unix seconds; their last message was 24 hours before): only a template can reach them now. Send type \"template\", or set \"outside_window\": true to let Meta decide"
+        "the 24-hour customer-service window with this contact closed at {closed_at} (unix seconds; their last message or call was 24 hours before): only a template can reach them now. Send type \"template\", or set \"outside_window\": true to let Meta decide"
     )]
     WindowClosed { closed_at: i64 },
     /// The window could not be read (nothing was sent).

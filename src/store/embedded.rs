@@ -250,6 +250,35 @@ CREATE TABLE user_calls (
 ) WITHOUT ROWID;
 ";
 
+/// A new message's conversation: created, or its counters, preview, window and contact moved
+/// on. Every SET expression reads the row as it was before this statement. The contact (its
+/// profile name, username) is the one the user's latest message gave: our own messages carry no
+/// profile. Returns the row as [`reads::conversation_row`] reads it (one constant: a statement
+/// built per write group would cost a format per group on the hot path).
+const UPSERT_CONVERSATION: &str = concat!(
+    "INSERT INTO conversation (phone_number_id, contact, contact_json, last_message,
+         last_message_id, last_message_at, last_inbound_at, message_count, unread_count,
+         last_inbound_id)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)
+     ON CONFLICT (phone_number_id, contact) DO UPDATE SET
+         message_count = message_count + 1,
+         unread_count = unread_count + excluded.unread_count,
+         last_inbound_id = iif(excluded.last_inbound_id IS NOT NULL
+             AND excluded.last_inbound_at >= last_inbound_at,
+             excluded.last_inbound_id, last_inbound_id),
+         last_inbound_at = max(last_inbound_at, excluded.last_inbound_at),
+         contact_json = iif(excluded.unread_count = 1
+             AND excluded.last_inbound_at >= last_inbound_at,
+             excluded.contact_json, contact_json),
+         last_message = iif(excluded.last_message_at >= last_message_at,
+             excluded.last_message, last_message),
+         last_message_id = iif(excluded.last_message_at >= last_message_at,
+             excluded.last_message_id, last_message_id),
+         last_message_at = max(last_message_at, excluded.last_message_at)
+     RETURNING ",
+    reads::conversation_columns!()
+);
+
 /// What the writer answers one job with, once its transaction committed.
 enum Answer {
     Outcomes(Vec<Outcome>),
@@ -1075,33 +1104,7 @@ fn write_group(
             "INSERT INTO inbound_messages (id, number, timestamp, json, phone_number_id)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        // Every SET expression reads the row as it was before this statement. The contact (its
-        // profile name, username) is the one the user's latest message gave: our own messages
-        // carry no profile.
-        let mut upsert_conversation = tx.prepare_cached(&format!(
-            "INSERT INTO conversation (phone_number_id, contact, contact_json, last_message,
-                 last_message_id, last_message_at, last_inbound_at, message_count, unread_count,
-                 last_inbound_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)
-             ON CONFLICT (phone_number_id, contact) DO UPDATE SET
-                 message_count = message_count + 1,
-                 unread_count = unread_count + excluded.unread_count,
-                 last_inbound_id = iif(excluded.last_inbound_id IS NOT NULL
-                     AND excluded.last_inbound_at >= last_inbound_at,
-                     excluded.last_inbound_id, last_inbound_id),
-                 last_inbound_at = max(last_inbound_at, excluded.last_inbound_at),
-                 contact_json = iif(excluded.unread_count = 1
-                     AND excluded.last_inbound_at >= last_inbound_at,
-                     excluded.contact_json, contact_json),
-                 last_message = iif(excluded.last_message_at >= last_message_at,
-                     excluded.last_message, last_message),
-                 last_message_id = iif(excluded.last_message_at >= last_message_at,
-                     excluded.last_message_id, last_message_id),
-                 last_message_at = max(last_message_at, excluded.last_message_at)
-             RETURNING phone_number_id, contact_json, last_message, last_message_id,
-                 last_message_at, last_inbound_at, message_count, unread_count, {}",
-            reads::CALL_COLUMN
-        ))?;
+        let mut upsert_conversation = tx.prepare_cached(UPSERT_CONVERSATION)?;
         let mut event = tx.prepare_cached("INSERT INTO events (type, data) VALUES (?1, ?2)")?;
         let mut probe = tx.prepare_cached(
             "INSERT INTO health (id, probed_at) VALUES (1, unixepoch())

@@ -130,6 +130,55 @@ async fn a_failed_chunk_restores_a_previous_releases_conversation_exactly() {
     assert_eq!(latest.as_deref(), Some("\"wamid.R2\""));
 }
 
+/// A contact can tell Meta things before their first message: a marketing preference, a call
+/// (both kept on the conversation hash). A failed first chunk takes back only the conversation
+/// fields it wrote and keeps those; the retry then shows them.
+#[tokio::test]
+async fn a_failed_first_chunk_keeps_what_the_contact_told_before_their_first_message() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let conv = format!("test:conv:{PHONE_NUMBER_ID}:{A}");
+    let call_at = now_secs() - 3600;
+    // As the notice script writes them (README, Storage).
+    let _: () = redis
+        .query(
+            redis::cmd("HSET")
+                .arg(&conv)
+                .arg("marketing")
+                .arg(r#"1731705721 {"value":"stop","timestamp":1731705721}"#)
+                .arg("last_call_at")
+                .arg(call_at),
+        )
+        .await;
+    let before: std::collections::BTreeMap<String, String> =
+        redis.query(redis::cmd("HGETALL").arg(&conv)).await;
+    let _: () = redis
+        .query(redis::cmd("SET").arg("test:convs").arg("oops"))
+        .await;
+    let mut old = text_message("wamid.F1", A, "first");
+    old["timestamp"] = (now_secs() - 2 * 86_400).to_string().into();
+    let body = webhook_with(vec![old]);
+    assert_eq!(ack(&app, &body).await.0, 503);
+    let after: std::collections::BTreeMap<String, String> =
+        redis.query(redis::cmd("HGETALL").arg(&conv)).await;
+    assert_eq!(after, before, "the hash keeps the preference and the call");
+
+    let _: () = redis.query(redis::cmd("DEL").arg("test:convs")).await;
+    assert_eq!(ack(&app, &body).await.1["stored"], 1);
+    let list = app.get_json("/v1/conversations").await;
+    let conversation = &list["conversations"][0];
+    assert_eq!(
+        conversation["contact"]["preferences"]["marketing_messages"]["value"],
+        "stop",
+        "{conversation}"
+    );
+    assert_eq!(
+        conversation["window_expires_at"],
+        call_at + 86_400,
+        "the window is the call's, not the two-day-old message's: {conversation}"
+    );
+}
+
 /// A failure *after* the script's first writes: ZADD disabled, as a command failing on this
 /// server (e.g. `ZADD GT` on Redis < 6.2). The first message's list entry is written, then its
 /// index entry fails: the append is popped again, and nothing of the chunk stays (no list entry,

@@ -54,24 +54,21 @@ pub(super) fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conver
 pub(super) const MARKETING_COLUMN: &str = "(SELECT marketing FROM preferences p \
      WHERE p.phone_number_id = conversation.phone_number_id AND p.contact = conversation.contact)";
 
-/// The contact's latest call to the business number (`NULL`: none): a literal, so that
-/// [`CONVERSATION_COLUMNS`] can end with it.
-macro_rules! call_column {
+/// The columns [`conversation_row`] reads, in order, as a literal (so that statements can be
+/// `concat!`ed constants): the conversation's own, then the contact's latest call to the
+/// business number (`NULL`: none).
+macro_rules! conversation_columns {
     () => {
-        "(SELECT last_call_at FROM user_calls u WHERE u.phone_number_id = \
+        "phone_number_id, contact_json, last_message, last_message_id, last_message_at, \
+         last_inbound_at, message_count, unread_count, \
+         (SELECT last_call_at FROM user_calls u WHERE u.phone_number_id = \
          conversation.phone_number_id AND u.contact = conversation.contact)"
     };
 }
+pub(super) use conversation_columns;
 
-/// The contact's latest call to the business number (`NULL`: none), as a column.
-pub(super) const CALL_COLUMN: &str = call_column!();
-
-/// The columns [`conversation_row`] reads, in order (the last is [`CALL_COLUMN`]).
-pub(super) const CONVERSATION_COLUMNS: &str = concat!(
-    "phone_number_id, contact_json, last_message, last_message_id, last_message_at, \
-     last_inbound_at, message_count, unread_count, ",
-    call_column!()
-);
+/// The columns [`conversation_row`] reads, in order ([`conversation_columns`]).
+pub(super) const CONVERSATION_COLUMNS: &str = conversation_columns!();
 
 impl EmbeddedStore {
     /// The contact's latest message to `phone_number_id` (see
