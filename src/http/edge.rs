@@ -938,6 +938,19 @@ mod tests {
     }
 
     #[test]
+    fn a_forwarded_header_that_is_not_text_ends_the_walk() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        headers.append(
+            "x-forwarded-for",
+            axum::http::HeaderValue::from_bytes(b"198.51.100.\xe9").unwrap(),
+        );
+        let trusted = TrustedProxies::parse("127.0.0.1").unwrap();
+        let c = Connection::forwarded("127.0.0.1:5000".parse().unwrap(), &headers, &trusted);
+        assert_eq!(c.client, ip("127.0.0.1"));
+    }
+
+    #[test]
     fn routes_are_classified_by_path() {
         assert_eq!(RouteClass::of("/webhook"), RouteClass::Webhook);
         assert_eq!(RouteClass::of("/healthz"), RouteClass::Health);

@@ -467,16 +467,23 @@ async fn attempt_lane(
     };
     if clear {
         for (event_id, body) in &run.events {
-            // Disabled (a 410 of an earlier page) or deleted meanwhile: no more attempts.
-            let live = inner.cached(&sub.id).is_some_and(|s| s.enabled);
-            if !live || inner.shutdown.is_cancelled() || Instant::now() >= deadline {
+            if inner.shutdown.is_cancelled() || Instant::now() >= deadline {
                 break;
             }
-            let Ok(Ok(_slot)) =
-                tokio::time::timeout_at(deadline.into(), inner.slots.acquire()).await
-            else {
+            let slot = tokio::select! {
+                biased;
+                () = inner.shutdown.cancelled() => break,
+                slot = tokio::time::timeout_at(deadline.into(), inner.slots.acquire()) => slot,
+            };
+            let Ok(Ok(_slot)) = slot else {
                 break;
             };
+            // Checked once the slot is ours (the wait may have outlasted them): disabled (a 410
+            // of an earlier page), deleted, or the stop began: no more attempts.
+            let live = inner.cached(&sub.id).is_some_and(|s| s.enabled);
+            if !live || inner.shutdown.is_cancelled() {
+                break;
+            }
             let tried = worker::attempt(&inner, &sub, event_id, body, 0, "direct").await;
             if tried.verdict == Verdict::Delivered {
                 run.delivered.push(tried.log);

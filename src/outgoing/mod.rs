@@ -275,13 +275,7 @@ impl Inner {
 
     /// A subscription from the cache, reloading once when it is not there.
     async fn subscription(&self, id: &str) -> Option<Arc<Subscription>> {
-        let cached = self
-            .subscriptions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned();
-        match cached {
+        match self.cached(id) {
             Some(sub) => Some(sub),
             None => self.reload().await.ok()?.get(id).cloned(),
         }

@@ -52,13 +52,26 @@ pub(super) async fn run(inner: Arc<Inner>) {
         {
             Some(permits) => permits,
             None => {
-                tokio::select! {
+                // In line with the dispatcher's lanes (the semaphore is fair), and the slot it
+                // gets is kept: given back, it would go straight to the next lane waiting, and
+                // under steady direct load the worker would never claim.
+                let mut permit = tokio::select! {
                     () = inner.shutdown.cancelled() => return,
-                    permit = slots.clone().acquire_owned() => drop(permit),
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                };
+                let more = slots.available_permits().min(CLAIM_BATCH - 1);
+                if more > 0
+                    && let Ok(extra) = slots.clone().try_acquire_many_owned(more as u32)
+                {
+                    permit.merge(extra);
                 }
-                continue;
+                permit
             }
         };
+        let free = permits.num_permits();
         let now = now_ms();
         let (claimed, next) = match inner.store.hook_claim(now, lease_ms, free).await {
             Ok(answer) => {

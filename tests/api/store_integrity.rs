@@ -168,8 +168,7 @@ async fn a_failed_first_chunk_keeps_what_the_contact_told_before_their_first_mes
     let list = app.get_json("/v1/conversations").await;
     let conversation = &list["conversations"][0];
     assert_eq!(
-        conversation["contact"]["preferences"]["marketing_messages"]["value"],
-        "stop",
+        conversation["contact"]["preferences"]["marketing_messages"]["value"], "stop",
         "{conversation}"
     );
     assert_eq!(
