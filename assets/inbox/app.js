@@ -25,6 +25,8 @@ const state = {
   listMarked: false,      // the list's first render is marked on the performance timeline
   pendingSend: null,   // {body, key} of a failed send, for Retry
   events: null,
+  lastEventId: '',     // the last event id this tab received: a new stream resumes after it
+  held: null,          // while state is being read: the stream's events, applied after the read
   templates: null,
   templatesFor: null,  // the conversation the picker was filled for
 };
@@ -86,7 +88,11 @@ async function start() {
     session = await api('GET', '/inbox/session');
   } catch (e) {
     if (e.status === 401) return showSignIn();
-    return showBanner(`The gateway could not be reached: ${e.message}`);
+    // Restarting, or the network is down: say so, and try again.
+    showBanner(`The gateway could not be reached (${e.message}); trying again…`);
+    $('live').hidden = false;
+    setTimeout(() => start(), 3000);
+    return;
   }
   await enter(session);
 }
@@ -102,15 +108,26 @@ async function enter(session) {
   state.auth = session.auth;
   state.csrf = session.csrf;
   if (session.warning) showBanner(session.warning);
+  else $('banner').hidden = true;
   showDeliveryWarning(session.webhooks);
   $('signout').hidden = session.auth !== 'session';
   $('signin').hidden = true;
   $('app').hidden = false;
   await loadNumbers();
-  await reloadConversations();
-  // Coming back (a restarted stream, a new sign-in): the open thread is read again too.
-  if (state.current) refreshThread().catch(() => {});
-  startEvents();
+  // The stream opens first and its events wait while the state is read, then apply in order: an
+  // event stored during the read is neither missed nor undone by the read's older answer. Coming
+  // back (a refused reconnect, a new sign-in) the stream resumes after the last event this tab
+  // received, and the open thread is read again too.
+  state.held = [];
+  await startEvents();
+  try {
+    await reloadConversations();
+    if (state.current) await refreshThread().catch(() => {});
+  } finally {
+    const held = state.held || [];
+    state.held = null;
+    for (const apply of held) apply();
+  }
 }
 
 $('signin-form').addEventListener('submit', async (ev) => {
@@ -750,22 +767,32 @@ $('templates').addEventListener('submit', async (ev) => {
 
 // ---------- live events ----------
 
+// Opens the event stream, after the last event this tab received if any (EventSource's own
+// reconnects send that as Last-Event-ID). Resolves once the stream is open (the gateway follows
+// the log before it answers) or has failed, at the latest after 5 s.
 function startEvents() {
   stopEvents();
-  const es = new EventSource('/v1/events');
+  const url = state.lastEventId ? `/v1/events?after=${enc(state.lastEventId)}` : '/v1/events';
+  const es = new EventSource(url);
   state.events = es;
-  es.onopen = () => { $('live').hidden = true; };
+  let opened;
+  const open = new Promise((resolve) => { opened = resolve; setTimeout(resolve, 5000); });
+  es.onopen = () => { $('live').hidden = true; opened(); };
   es.onerror = () => {
     $('live').hidden = false;
+    opened();
     if (es.readyState === EventSource.CLOSED) {
-      // A refused stream (signed out, gateway restarted): check the session, then start again.
-      setTimeout(() => start(), 3000);
+      // A refused stream (signed out, gateway restarting): check the session, read the state
+      // again and resume after the last event received.
+      setTimeout(() => { if (state.events === es) start(); }, 3000);
     }
   };
   const on = (type, handler) => es.addEventListener(type, (ev) => {
+    if (ev.lastEventId) state.lastEventId = ev.lastEventId;
     let envelope;
     try { envelope = JSON.parse(ev.data); } catch (_) { return; }
-    handler(envelope.data);
+    if (state.held) state.held.push(() => handler(envelope.data));
+    else handler(envelope.data);
   });
   const onMessage = (m) => {
     if (m.direction === 'inbound') showDeliveryWarning(null);
@@ -800,22 +827,20 @@ function startEvents() {
     });
   }
   es.addEventListener('reset', () => {
-    // Events were missed (the gateway's window was exceeded): read the state again.
+    // Events were missed (the cursor is older than the gateway keeps): read the state again.
+    if (state.held) return; // being read right now
     reloadConversations();
     refreshThread().catch(() => {});
   });
   es.addEventListener('error', (ev) => {
-    // `event: error` from the gateway (this tab fell behind): start a new stream and read the
-    // state again, so nothing between the two streams is missed.
+    // `event: error` from the gateway (this tab fell behind, the store failed): a new stream
+    // resumes after the last event received (a `reset` if that is no longer kept).
     if (ev.data) {
       es.close();
-      setTimeout(() => {
-        startEvents();
-        reloadConversations();
-        refreshThread().catch(() => {});
-      }, 500);
+      setTimeout(() => { if (state.events === es) startEvents(); }, 500);
     }
   });
+  return open;
 }
 
 function stopEvents() {

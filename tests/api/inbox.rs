@@ -2,8 +2,9 @@
 //! a real headless Chromium driven through chromedriver (WebDriver, `fantoccini`): sign in, the
 //! conversation list, a message arriving live, opening it (unread clears, Meta gets the read
 //! receipt), a reply (the Graph mock sees Meta's exact body), ticks following status webhooks, a
-//! failure with Meta's reason, the template picker on a closed window, and a reload after missed
-//! events; then, in a second browser session, the page's other promises: its weight and first
+//! failure with Meta's reason, the template picker on a closed window, a reload after missed
+//! events, and a restart that ends the session (signed in again, a message stored while the page
+//! reads the state again still arrives); then, in a second browser session, the page's other promises: its weight and first
 //! render (written to `target/inbox-screenshots/timings.json`, not asserted), older messages on
 //! scrolling up, the typing indicator once per 20 s, a reply's context and quote, an attachment
 //! uploaded then sent, and a stream that goes down and resumes from the last event id. Screenshots
@@ -753,7 +754,10 @@ async fn sent_bodies(app: &TestApp) -> Vec<Value> {
 }
 
 async fn the_inbox_works_end_to_end_in_a_real_browser(backend: Backend) {
-    let app = spawn_app_with(backend, |vars| {
+    // A fixed port: the page reconnects to the same address after a restart.
+    let port = free_port();
+    let mut app = spawn_app_with(backend, |vars| {
+        vars.insert("PORT".into(), port.to_string());
         vars.insert("API_KEY".into(), KEY.into());
         vars.insert("BUSINESS_ACCOUNT_ID".into(), WABA.into());
     })
@@ -815,7 +819,7 @@ async fn the_inbox_works_end_to_end_in_a_real_browser(backend: Backend) {
     let client = driver.connect().await;
     // The browser is stopped whatever happens; a failure is raised after that.
     let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(browse(
-        &app, &client, backend, &sends,
+        &mut app, &client, backend, &sends,
     )))
     .await;
     // Ending the session asks Chromium to quit, which it may take its time over; the process
@@ -829,7 +833,7 @@ async fn the_inbox_works_end_to_end_in_a_real_browser(backend: Backend) {
 
 /// The browser part of [`the_inbox_works_end_to_end_in_a_real_browser`].
 async fn browse(
-    app: &TestApp,
+    app: &mut TestApp,
     client: &Client,
     backend: Backend,
     sends: &std::sync::atomic::AtomicUsize,
@@ -1143,6 +1147,73 @@ async fn browse(
         (preview == "Great, thanks!" && badge == "1").then_some(())
     })
     .await;
+
+    // The gateway restarts, which ends the session: the stream's reconnect is refused (401) and
+    // the page asks to sign in again. Signed in, it reads the state again; a message stored while
+    // that read is on its way (the test holds the answer) still arrives, through a stream that
+    // resumes after the last event the page had, and the older read does not undo it.
+    app.post_webhook_ok(&inbound(
+        "wamid.O2",
+        OLD,
+        "Olivia",
+        now_secs() + 6,
+        "One more thing",
+    ))
+    .await;
+    let olivia = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{OLD}'] .conv-preview");
+    eventually("Olivia's live message", || async {
+        (text_of(client, &olivia).await? == "One more thing").then_some(())
+    })
+    .await;
+    run(
+        client,
+        "window.__sameDocument = true; window.__hold = false; window.__held = []; \
+         const f = window.fetch; window.fetch = async (...a) => { const r = await f(...a); \
+         if (window.__hold && String(a[0]).startsWith('/v1/conversations?')) \
+           await new Promise((go) => window.__held.push(go)); \
+         return r; };",
+    )
+    .await;
+    app.restart().await;
+    let key = eventually("the sign-in form after the restart", || async {
+        client
+            .find(Locator::Css("#signin:not([hidden]) #key"))
+            .await
+            .ok()
+    })
+    .await;
+    run(client, "window.__hold = true;").await;
+    key.send_keys(KEY).await.unwrap();
+    click(client, "#signin-form button[type=submit]").await;
+    eventually("the list's read, held", || async {
+        (run(client, "return window.__held.length;").await.as_u64()? >= 1).then_some(())
+    })
+    .await;
+    app.post_webhook_ok(&inbound(
+        "wamid.K3",
+        KERRY,
+        "Kerry",
+        now_secs() + 7,
+        "Still there?",
+    ))
+    .await;
+    run(
+        client,
+        "window.__hold = false; window.__held.splice(0).forEach((go) => go());",
+    )
+    .await;
+    eventually("the message stored during the read", || async {
+        let li = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{KERRY}']");
+        let preview = text_of(client, &format!("{li} .conv-preview")).await?;
+        let badge = text_of(client, &format!("{li} .badge")).await?;
+        (preview == "Still there?" && badge == "2").then_some(())
+    })
+    .await;
+    assert_eq!(
+        run(client, "return window.__sameDocument === true;").await,
+        json!(true),
+        "no reload"
+    );
     // At phone width one pane shows at a time: the list, then the thread with a way back.
     client.set_window_size(390, 844).await.unwrap();
     let displayed = |css: &'static str| async move {
