@@ -9,7 +9,8 @@
 //!    MAX_UPLOADS_PER_CLIENT from one client address, and at most UPLOAD_MEMORY_BYTES of body
 //!    buffers held by all of them together, a quarter of it (at least MAX_BODY_BYTES) by one
 //!    address (charged as buffers grow, so a declared `Content-Length` costs nothing until it is
-//!    sent). A body must keep a minimum average rate
+//!    sent). An IPv6 client is counted by its /64 ([`ClientKey`]). A body must keep a minimum
+//!    average rate
 //!    (MIN_UPLOAD_BYTES_PER_SEC after a 2 s grace) and finish within BODY_TIMEOUT_SECS, else 408;
 //!    over MAX_BODY_BYTES is 413 (refused from `Content-Length` before reading). Over a budget the
 //!    answer is 503 at once. For `/webhook` the body is hashed (HMAC-SHA256 under APP_SECRET) as
@@ -40,7 +41,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -161,12 +162,31 @@ impl RouteClass {
     }
 }
 
+/// The address a client is counted under by every per-client budget (upload slots and memory
+/// here, wrong keys in [`crate::http::limiter`]): IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its
+/// /64, since one host usually has a whole /64 to pick its addresses from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientKey(IpAddr);
+
+impl ClientKey {
+    /// The key `client` is counted under.
+    pub fn of(client: IpAddr) -> Self {
+        Self(match client {
+            IpAddr::V4(v4) => IpAddr::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+            },
+        })
+    }
+}
+
 /// Shared admission state: budgets, capacity and counters. Built once at start-up.
 pub struct Edge {
     webhook_slots: Arc<Semaphore>,
     client_slots: Arc<Semaphore>,
     uploads: Arc<Semaphore>,
-    by_client: Mutex<HashMap<IpAddr, ClientUse>>,
+    by_client: Mutex<HashMap<ClientKey, ClientUse>>,
     max_uploads_per_client: usize,
     upload_memory: Arc<Semaphore>,
     upload_memory_per_client: usize,
@@ -239,7 +259,7 @@ impl Edge {
     }
 
     /// Takes an upload slot for `client`, globally and per address.
-    fn start_upload(self: &Arc<Self>, client: IpAddr) -> Result<UploadSlot, Refusal> {
+    fn start_upload(self: &Arc<Self>, client: ClientKey) -> Result<UploadSlot, Refusal> {
         let global = self
             .uploads
             .clone()
@@ -282,7 +302,7 @@ impl Edge {
     }
 
     /// Removes `client`'s entry once it holds nothing.
-    fn release(&self, client: IpAddr, uploads: usize, bytes: usize) {
+    fn release(&self, client: ClientKey, uploads: usize, bytes: usize) {
         let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(usage) = by_client.get_mut(&client) {
             usage.uploads -= uploads;
@@ -310,7 +330,7 @@ struct ClientUse {
 /// One upload in progress; frees its slots when dropped.
 struct UploadSlot {
     edge: Arc<Edge>,
-    client: IpAddr,
+    client: ClientKey,
     _global: OwnedSemaphorePermit,
 }
 
@@ -325,7 +345,7 @@ impl Drop for UploadSlot {
 pub struct MemoryCharge {
     edge: Arc<Edge>,
     /// `None` for a body that was complete on arrival: charged to the global budget only.
-    client: Option<IpAddr>,
+    client: Option<ClientKey>,
     bytes: usize,
     permit: Option<OwnedSemaphorePermit>,
 }
@@ -544,7 +564,7 @@ where
             ApiError::TooLarge(upload_too_large(edge.media_upload_max_bytes)).into_response(),
         );
     }
-    let client = client_address(request.extensions());
+    let client = ClientKey::of(client_address(request.extensions()));
     let _upload = match edge.start_upload(client) {
         Ok(slot) => slot,
         Err(refusal) => return Ok(refuse(&state.metrics, refusal, false)),
@@ -732,7 +752,7 @@ async fn receive_body(
         return Ok((Request::from_parts(parts, Body::from(data)), Some(memory)));
     }
 
-    let client = client_address(&parts.extensions);
+    let client = ClientKey::of(client_address(&parts.extensions));
     let _upload = edge.start_upload(client).map_err(BodyFailure::Refused)?;
     // The body is copied into one buffer that grows by doubling, and the budget is charged for
     // the buffer's capacity before it grows: what the budget counts is what is allocated. (Keeping
@@ -970,5 +990,57 @@ mod tests {
         );
         assert_eq!(frame_deadline(start, hard, 1 << 30, 1024), hard);
         assert_eq!(frame_deadline(start, hard, 0, 0), hard);
+    }
+
+    /// An edge with MAX_UPLOADS_PER_CLIENT 2 and 64 KiB of body memory per client.
+    fn small_edge() -> Arc<Edge> {
+        let settings = crate::config::Settings::from_lookup(|key| match key {
+            "MAX_UPLOADS_PER_CLIENT" => Some("2".into()),
+            "MAX_BODY_BYTES" => Some("65536".into()),
+            "UPLOAD_MEMORY_BYTES" => Some("262144".into()),
+            _ => None,
+        })
+        .unwrap();
+        Arc::new(Edge::new(&settings.http))
+    }
+
+    #[test]
+    fn upload_budgets_count_an_ipv6_client_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let edge = small_edge();
+        let key = |s: &str| ClientKey::of(ip(s));
+        let a = edge.start_upload(key("2001:db8:1:2::1")).ok().unwrap();
+        let _b = edge.start_upload(key("2001:db8:1:2:ffff::9")).ok().unwrap();
+        // A third address of the same /64 is the same client: refused.
+        assert!(matches!(
+            edge.start_upload(key("2001:db8:1:2::3")),
+            Err(Refusal::UploadsPerClient)
+        ));
+        // The next /64 is another client.
+        let _c = edge.start_upload(key("2001:db8:1:3::1")).ok().unwrap();
+        drop(a);
+        let _d = edge.start_upload(key("2001:db8:1:2::3")).ok().unwrap();
+
+        // Memory: 64 KiB per client, charged across the /64's addresses together.
+        let charge = |client: &str| MemoryCharge {
+            edge: edge.clone(),
+            client: Some(key(client)),
+            bytes: 0,
+            permit: None,
+        };
+        let mut first = charge("2001:db8:5:6::1");
+        edge.charge(&mut first, 40_000).unwrap();
+        let mut second = charge("2001:db8:5:6::2");
+        assert!(matches!(
+            edge.charge(&mut second, 40_000),
+            Err(Refusal::UploadMemoryPerClient)
+        ));
+        let mut elsewhere = charge("2001:db8:5:7::2");
+        edge.charge(&mut elsewhere, 40_000).unwrap();
+        drop(first);
+        edge.charge(&mut second, 40_000).unwrap();
+
+        // IPv4-mapped IPv6 and IPv4 are one client.
+        assert_eq!(key("::ffff:198.51.100.1"), key("198.51.100.1"));
+        assert_ne!(key("198.51.100.1"), key("198.51.100.2"));
     }
 }

@@ -18,7 +18,7 @@
 //! keyed clients too: ten wrong keys a minute through the tunnel then hold back the local
 //! clients' keys (and the inbox sign-in) as well, for as long as they keep coming. IPv6
 //! addresses are counted by their /64 (one host usually has a whole /64 to pick from);
-//! IPv4-mapped ones as IPv4.
+//! IPv4-mapped ones as IPv4: [`crate::http::edge::ClientKey`], as the upload budgets are.
 //!
 //! Memory is bounded: at most [`MAX_ADDRESSES`] addresses are tracked, each with at most
 //! [`MAX_WRONG_KEYS`] instants. When the table is full, addresses whose failures all left the
@@ -30,10 +30,12 @@
 //! blocked, and for wrong keys.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::http::edge::ClientKey;
 
 /// Wrong keys one address may present per [`WINDOW`]; the next key waits (429).
 pub const MAX_WRONG_KEYS: usize = 10;
@@ -45,7 +47,7 @@ pub const MAX_ADDRESSES: usize = 10_000;
 /// The per-address count of wrong keys (see the module doc).
 #[derive(Debug)]
 pub struct WrongKeys {
-    by_address: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    by_address: Mutex<HashMap<ClientKey, VecDeque<Instant>>>,
     max_addresses: usize,
     /// Time zero of `blocked_until`.
     base: Instant,
@@ -86,7 +88,7 @@ impl WrongKeys {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, VecDeque<Instant>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, VecDeque<Instant>>> {
         self.by_address.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -99,7 +101,7 @@ impl WrongKeys {
             return None;
         }
         let mut by_address = self.lock();
-        let key = bucket(client);
+        let key = ClientKey::of(client);
         let failures = by_address.get_mut(&key)?;
         expire(failures, now);
         if failures.is_empty() {
@@ -116,7 +118,7 @@ impl WrongKeys {
 
     fn record_at(&self, client: IpAddr, now: Instant) {
         let mut by_address = self.lock();
-        let key = bucket(client);
+        let key = ClientKey::of(client);
         if !by_address.contains_key(&key) && by_address.len() >= self.max_addresses {
             by_address.retain(|_, failures| {
                 expire(failures, now);
@@ -124,7 +126,7 @@ impl WrongKeys {
             });
             if by_address.len() >= self.max_addresses {
                 // The stalest quarter (at least one) goes, by latest failure.
-                let mut latest: Vec<(Option<Instant>, IpAddr)> = by_address
+                let mut latest: Vec<(Option<Instant>, ClientKey)> = by_address
                     .iter()
                     .map(|(address, failures)| (failures.back().copied(), *address))
                     .collect();
@@ -157,17 +159,6 @@ fn expire(failures: &mut VecDeque<Instant>, now: Instant) {
         .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
     {
         failures.pop_front();
-    }
-}
-
-/// The address a client is counted under: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by its /64.
-fn bucket(client: IpAddr) -> IpAddr {
-    match client {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
     }
 }
 
@@ -244,7 +235,10 @@ mod tests {
         limiter.record_at(e, later);
         assert_eq!(limiter.tracked(), 3);
         let map = limiter.lock();
-        assert!(!map.contains_key(&b) && map.contains_key(&c) && map.contains_key(&e));
+        let key = ClientKey::of;
+        assert!(
+            !map.contains_key(&key(b)) && map.contains_key(&key(c)) && map.contains_key(&key(e))
+        );
     }
 
     #[test]
@@ -264,8 +258,14 @@ mod tests {
         assert_eq!(limiter.tracked(), 76);
         let map = limiter.lock();
         // The 25 stalest (10.0.0.0 - 10.0.0.24) went, the newest stayed.
-        assert!((0..25u32).all(|i| !map.contains_key(&IpAddr::V4((0x0a00_0000 + i).into()))));
-        assert!((25..100u32).all(|i| map.contains_key(&IpAddr::V4((0x0a00_0000 + i).into()))));
+        assert!(
+            (0..25u32)
+                .all(|i| !map.contains_key(&ClientKey::of(IpAddr::V4((0x0a00_0000 + i).into()))))
+        );
+        assert!(
+            (25..100u32)
+                .all(|i| map.contains_key(&ClientKey::of(IpAddr::V4((0x0a00_0000 + i).into()))))
+        );
     }
 
     #[test]
