@@ -753,6 +753,41 @@ async fn sent_bodies(app: &TestApp) -> Vec<Value> {
         .collect()
 }
 
+/// Graph's messages endpoint for the browser tests: read receipts and typing indicators answer
+/// `success`; every other POST is a send, answered with the message id `{prefix}{n}` (n from 1)
+/// and counted in the returned counter.
+async fn mount_graph_messages(
+    graph: &wiremock::MockServer,
+    prefix: &'static str,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    let messages = format!("/{PHONE_NUMBER_ID}/messages");
+    Mock::given(method("POST"))
+        .and(path(messages.clone()))
+        .and(body_partial_json(json!({"status": "read"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .with_priority(1)
+        .mount(graph)
+        .await;
+    let sends = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = sends.clone();
+    Mock::given(method("POST"))
+        .and(path(messages))
+        .respond_with(move |request: &wiremock::Request| {
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            let to = body["to"].as_str().unwrap_or_default().to_owned();
+            ResponseTemplate::new(200).set_body_json(json!({
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": to, "wa_id": to}],
+                "messages": [{"id": format!("{prefix}{n}")}]
+            }))
+        })
+        .with_priority(2)
+        .mount(graph)
+        .await;
+    sends
+}
+
 async fn the_inbox_works_end_to_end_in_a_real_browser(backend: Backend) {
     // A fixed port: the page reconnects to the same address after a restart.
     let port = free_port();
@@ -762,31 +797,7 @@ async fn the_inbox_works_end_to_end_in_a_real_browser(backend: Backend) {
         vars.insert("BUSINESS_ACCOUNT_ID".into(), WABA.into());
     })
     .await;
-    let messages = format!("/{PHONE_NUMBER_ID}/messages");
-    Mock::given(method("POST"))
-        .and(path(messages.clone()))
-        .and(body_partial_json(json!({"status": "read"})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
-        .with_priority(1)
-        .mount(&app.graph)
-        .await;
-    let sends = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = sends.clone();
-    Mock::given(method("POST"))
-        .and(path(messages.clone()))
-        .respond_with(move |request: &wiremock::Request| {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-            let to = body["to"].as_str().unwrap_or_default().to_owned();
-            ResponseTemplate::new(200).set_body_json(json!({
-                "messaging_product": "whatsapp",
-                "contacts": [{"input": to, "wa_id": to}],
-                "messages": [{"id": format!("wamid.INBOX{n}")}]
-            }))
-        })
-        .with_priority(2)
-        .mount(&app.graph)
-        .await;
+    let sends = mount_graph_messages(&app.graph, "wamid.INBOX").await;
     Mock::given(method("GET"))
         .and(path_regex(format!("^/{WABA}/message_templates$")))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [{
@@ -1268,31 +1279,7 @@ async fn the_page_keeps_its_promises_in_a_real_browser() {
         vars.insert("PORT".into(), port.to_string());
     })
     .await;
-    let messages = format!("/{PHONE_NUMBER_ID}/messages");
-    Mock::given(method("POST"))
-        .and(path(messages.clone()))
-        .and(body_partial_json(json!({"status": "read"})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
-        .with_priority(1)
-        .mount(&app.graph)
-        .await;
-    let sends = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = sends.clone();
-    Mock::given(method("POST"))
-        .and(path(messages))
-        .respond_with(move |request: &wiremock::Request| {
-            let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
-            let to = body["to"].as_str().unwrap_or_default().to_owned();
-            ResponseTemplate::new(200).set_body_json(json!({
-                "messaging_product": "whatsapp",
-                "contacts": [{"input": to, "wa_id": to}],
-                "messages": [{"id": format!("wamid.PAGE{n}")}]
-            }))
-        })
-        .with_priority(2)
-        .mount(&app.graph)
-        .await;
+    let sends = mount_graph_messages(&app.graph, "wamid.PAGE").await;
     Mock::given(method("POST"))
         .and(path(format!("/{PHONE_NUMBER_ID}/media")))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "4490709327384033"})))
