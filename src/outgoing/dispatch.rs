@@ -23,7 +23,8 @@
 //! in flight are attempted again (at least once; `webhook-id` lets receivers drop the repeats).
 //! A disabled subscription's events go to the store as deliveries, which drops them unless it
 //! was enabled meanwhile; a page read while it was enabled keeps what did not go out, for when
-//! it is enabled again, and stops attempting once the cache says it was disabled (a 410).
+//! it is enabled again, and stops attempting once the cache says it was disabled (at once
+//! after a 410 of any of its attempts).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -14,7 +14,8 @@
 //!   [`PASS_INTERVAL`].
 //! - **Worker** ([`worker`], one task per instance): claims due deliveries under a lease, POSTs
 //!   them, and completes them: 2xx done; 410 disables the
-//!   subscription; anything else (3xx included: redirects are not followed; timeouts; refused
+//!   subscription (the cache says so at once: no other attempt of it starts, whichever lane or
+//!   page it belongs to); anything else (3xx included: redirects are not followed; timeouts; refused
 //!   targets) is retried after the next wait of WEBHOOK_RETRY_SCHEDULE (or Retry-After when
 //!   longer), then dead-lettered. A subscription failing for WEBHOOK_DISABLE_AFTER is disabled.
 //!   Both disables write a `webhook_disabled` event with the change. The dispatcher's and the
@@ -262,6 +263,25 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .any(|s| s.enabled)
+    }
+
+    /// A receiver answered 410: the cache says `id` is disabled from now on, so no attempt starts
+    /// after this one (another lane, another page in flight, the worker) while the store records
+    /// the disabling with the attempt's completion. The next reload says what the store holds
+    /// (enabled, if the disabling was not stored or the subscription was enabled since).
+    fn note_gone(&self, id: &str) {
+        let mut subscriptions = self
+            .subscriptions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(sub) = subscriptions.get(id).filter(|s| s.enabled) else {
+            return;
+        };
+        let mut disabled = Subscription::clone(sub);
+        disabled.enabled = false;
+        let mut map = HashMap::clone(&subscriptions);
+        map.insert(id.to_owned(), Arc::new(disabled));
+        *subscriptions = Arc::new(map);
     }
 
     /// A subscription from the cache as it is.

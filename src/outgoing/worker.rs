@@ -173,7 +173,10 @@ pub(super) async fn attempt(
     let made = made as usize;
     let verdict = match attempt.status {
         Some(s) if (200..300).contains(&s) => Verdict::Delivered,
-        Some(410) => Verdict::Gone,
+        Some(410) => {
+            inner.note_gone(&sub.id);
+            Verdict::Gone
+        }
         _ => match schedule.get(made) {
             Some(wait) => {
                 let wait = attempt

@@ -52,6 +52,7 @@ contract_tests!(
     a_page_attempted_from_the_log_stores_only_what_did_not_go_out,
     a_graceful_stop_records_the_attempts_in_flight_and_stores_the_rest,
     events_read_before_a_410_wait_for_the_subscription_to_be_enabled_again,
+    a_410_stops_the_attempts_of_other_contacts_under_way,
 );
 
 /// The Standard Webhooks signature, computed here independently of the gateway.
@@ -96,6 +97,8 @@ struct Recorded {
     otherwise: Mutex<Option<Reply>>,
     /// How long each answer takes.
     delay: Mutex<Duration>,
+    /// Events of this contact (`data.contact.id`) are answered 410 (after at most 100 ms).
+    gone_contact: Mutex<Option<String>>,
     got: Mutex<Vec<Got>>,
 }
 
@@ -142,8 +145,16 @@ async fn receive(State(state): State<Arc<Recorded>>, headers: HeaderMap, body: B
             None => false,
         }
     };
+    let gone = state
+        .gone_contact
+        .lock()
+        .unwrap()
+        .as_deref()
+        .is_some_and(|c| parsed["data"]["contact"]["id"] == c);
     let scripted = if failing {
         Some(Reply::status(500))
+    } else if gone {
+        Some(Reply::status(410))
     } else {
         state.script.lock().unwrap().pop_front()
     };
@@ -160,6 +171,12 @@ async fn receive(State(state): State<Arc<Recorded>>, headers: HeaderMap, body: B
         received: std::time::Instant::now(),
     });
     let delay = *state.delay.lock().unwrap();
+    // A 410 comes soon, but not before the attempts started with it are under way.
+    let delay = if gone {
+        delay.min(Duration::from_millis(100))
+    } else {
+        delay
+    };
     tokio::time::sleep(delay).await;
     let text = match reply.long_body {
         Some(n) => "x".repeat(n),
@@ -724,6 +741,64 @@ async fn events_read_before_a_410_wait_for_the_subscription_to_be_enabled_again(
         .map(|g| g.body["data"]["id"].as_str().unwrap())
         .collect();
     assert_eq!(order, ["wamid.r1", "wamid.a1", "wamid.r1", "wamid.r2"]);
+}
+
+/// A 410 for one contact's event stops the other contacts' attempts of the same page at once:
+/// Ana's lane, one event after another, makes no attempt after Kerry's 410, and what it did not
+/// attempt waits with Kerry's event for the subscription to be enabled again.
+async fn a_410_stops_the_attempts_of_other_contacts_under_way(backend: Backend) {
+    let app = hook_app(backend, "100ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    *receiver.state.gone_contact.lock().unwrap() = Some(KERRY.to_owned());
+    *receiver.state.delay.lock().unwrap() = Duration::from_millis(300);
+    let id = subscribe_incoming(&app, &receiver).await;
+    let mut messages = vec![text_message("wamid.k1", KERRY, "answered 410")];
+    messages.extend((1..=5).map(|i| text_message(&format!("wamid.a{i}"), ANA, "in order")));
+    app.post_webhook_ok(&webhook_with(messages)).await;
+    // Ana's lane had a1 under way when the 410 came 100 ms later (both started together; a1
+    // takes 300 ms); nothing after it. Before, the lane went on to a5 (1.5 s).
+    let view = eventually("disabled, with the rest waiting", || async {
+        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
+        (view["enabled"] == false && view["pending_deliveries"] != 0).then_some(view)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut got: Vec<String> = receiver
+        .got()
+        .iter()
+        .map(|g| g.body["data"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, ["wamid.a1", "wamid.k1"], "no attempt after the 410");
+    assert_eq!(view["pending_deliveries"], 5, "k1 and a2-a5 wait: {view}");
+
+    *receiver.state.gone_contact.lock().unwrap() = None;
+    *receiver.state.delay.lock().unwrap() = Duration::ZERO;
+    let (status, _) = send_json(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/webhooks/{id}"),
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let got = receiver.wait_delivered(6).await;
+    let later: Vec<&str> = got[2..]
+        .iter()
+        .map(|g| g.body["data"]["id"].as_str().unwrap())
+        .collect();
+    let ana: Vec<&str> = later
+        .iter()
+        .copied()
+        .filter(|i| i.starts_with("wamid.a"))
+        .collect();
+    assert_eq!(
+        ana,
+        ["wamid.a2", "wamid.a3", "wamid.a4", "wamid.a5"],
+        "in order"
+    );
+    assert!(later.contains(&"wamid.k1"), "{later:?}");
+    assert_eq!(later.len(), 5, "each once: {later:?}");
 }
 
 async fn a_rotated_secret_signs_beside_the_new_one(backend: Backend) {
