@@ -35,6 +35,29 @@ pub enum MessageKind {
     Other(String),
 }
 
+/// Meta's message `type` strings the gateway knows: the typed kinds above plus `edit`, `revoke`
+/// (message changes) and `unknown` (Meta's own name for a type it could not deliver).
+pub const KNOWN_TYPES: [&str; 18] = [
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "interactive",
+    "button",
+    "reaction",
+    "order",
+    "system",
+    "request_welcome",
+    "unsupported",
+    "unknown",
+    "edit",
+    "revoke",
+];
+
 impl MessageKind {
     /// Maps Meta's `type` string.
     pub fn parse(s: &str) -> Self {

@@ -10,8 +10,8 @@
 //! - `keyword`: `{"exact"?, "contains"?, "regex"?, "case_sensitive"?}` (a string or a list each;
 //!   any one matching is enough) against the message's text: a text's body, a media caption, the
 //!   title of a tapped button or list row;
-//! - `types`: Meta message types (`text`, `image`, `interactive`, `button`, ...). Without it,
-//!   reactions, edits, deletions (`revoke`), `system` and `unsupported` messages never match;
+//! - `types`: Meta message types (`text`, `image`, `interactive`, `button`, ...; only those in
+//!   [`KNOWN_TYPES`], so a typo is refused instead of never matching). Without it, reactions, edits, deletions (`revoke`), `system` and `unsupported` messages never match;
 //! - `reply_id`: the id of a tapped reply button or list row, or a template button's payload;
 //! - `first_message`: the contact's first message in the conversation (nothing earlier in it);
 //! - `outside_hours`: [`Hours`] (the message's time is outside them).
@@ -29,6 +29,7 @@ use serde_json::{Map, Value, json};
 use super::hours::Hours;
 use crate::domain::Content;
 use crate::domain::content::Interactive;
+use crate::domain::inbound::KNOWN_TYPES;
 use crate::domain::send::{Invalid, OutgoingMessage};
 
 /// Who manages a rule.
@@ -558,13 +559,17 @@ fn parse_when(value: &Value, r: &mut Report) -> When {
         match key.as_str() {
             "keyword" => when.keyword = parse_keyword(v, &field, r),
             "types" => {
+                // A misspelt type would never match: only the types the gateway knows.
                 when.types = strings(v, &field, r).and_then(|types| {
-                    let bad = types.iter().find(|t| {
-                        t.len() > 32 || !t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-                    });
-                    match bad {
+                    match types.iter().find(|t| !KNOWN_TYPES.contains(&t.as_str())) {
                         Some(t) => {
-                            r.add(field.as_str(), format!("must hold Meta message types such as text, image, interactive, button (found {t:?})"));
+                            r.add(
+                                field.as_str(),
+                                format!(
+                                    "must hold Meta message types, one of {} (found {t:?})",
+                                    KNOWN_TYPES.join(", ")
+                                ),
+                            );
                             None
                         }
                         None => Some(types),
@@ -889,6 +894,12 @@ mod tests {
         }
         let f = fields(json!({"id": "a", "reply": {"type": "text", "text": {"body": ""}}}));
         assert!(f.iter().any(|x| x == "reply.text.body"), "{f:?}");
+        // A misspelt type is named; every type Meta sends is taken.
+        let reply = json!({"type": "text", "text": {"body": "x"}});
+        let f = fields(json!({"id": "a", "when": {"types": ["text", "txt"]}, "reply": reply}));
+        assert_eq!(f, ["when.types"]);
+        let all = json!({"id": "a", "when": {"types": KNOWN_TYPES}, "reply": reply});
+        assert!(parse(&all, &["1001".into()]).is_ok());
         let f =
             fields(json!({"id": "a", "reply": {"type": "text", "text": {"body": "{{order}}"}}}));
         assert_eq!(f, ["reply"]);
