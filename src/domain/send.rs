@@ -38,8 +38,12 @@ const MAX_ROW_TITLE_CHARS: usize = 24;
 const MAX_ROW_DESCRIPTION_CHARS: usize = 72;
 /// Most products in a product list message, over all sections.
 const MAX_PRODUCT_ITEMS: usize = 30;
-/// Longest call-to-action label (`cta_url` display text, `flow_cta`).
+/// Longest call-to-action label (`cta_url` and `voice_call` display text, `flow_cta`).
 const MAX_CTA_CHARS: usize = 20;
+/// Longest `voice_call` button payload (echoed on the calls webhook as `cta_payload`).
+const MAX_CALL_PAYLOAD_CHARS: usize = 512;
+/// Longest life of a `voice_call` button: 30 days.
+const MAX_CALL_BUTTON_TTL_MINUTES: u64 = 43_200;
 const MAX_TEMPLATE_NAME_CHARS: usize = 512;
 /// Longest text body parameter: 1024 when the template sends other components too, else 32768.
 const MAX_BODY_PARAM_CHARS: usize = 1024;
@@ -1145,6 +1149,8 @@ enum InteractiveType {
     ProductList,
     Catalog,
     Flow,
+    VoiceCall,
+    CallPermissionRequest,
 }
 
 /// How the client wrote an interactive message: Meta's object (with `type`) or a shortcut type
@@ -1164,7 +1170,7 @@ enum HeaderRule {
     Forbidden,
 }
 
-const INTERACTIVE_TYPES: [&str; 8] = [
+const INTERACTIVE_TYPES: [&str; 10] = [
     "button",
     "list",
     "cta_url",
@@ -1173,6 +1179,8 @@ const INTERACTIVE_TYPES: [&str; 8] = [
     "product_list",
     "catalog_message",
     "flow",
+    "voice_call",
+    "call_permission_request",
 ];
 
 impl InteractiveType {
@@ -1186,6 +1194,8 @@ impl InteractiveType {
             "product_list" => Self::ProductList,
             "catalog_message" => Self::Catalog,
             "flow" => Self::Flow,
+            "voice_call" => Self::VoiceCall,
+            "call_permission_request" => Self::CallPermissionRequest,
             _ => return None,
         })
     }
@@ -1200,12 +1210,18 @@ impl InteractiveType {
             Self::ProductList => "product_list",
             Self::Catalog => "catalog_message",
             Self::Flow => "flow",
+            Self::VoiceCall => "voice_call",
+            Self::CallPermissionRequest => "call_permission_request",
         }
     }
 
     fn kind(self) -> SendKind {
         match self {
-            Self::Button | Self::List | Self::CtaUrl => SendKind::Interactive,
+            Self::Button
+            | Self::List
+            | Self::CtaUrl
+            | Self::VoiceCall
+            | Self::CallPermissionRequest => SendKind::Interactive,
             Self::LocationRequest => SendKind::LocationRequest,
             Self::Product => SendKind::Product,
             Self::ProductList => SendKind::ProductList,
@@ -1219,7 +1235,11 @@ impl InteractiveType {
             Self::Button | Self::CtaUrl | Self::Flow => HeaderRule::Any,
             Self::List => HeaderRule::TextOnly,
             Self::ProductList => HeaderRule::TextRequired,
-            Self::LocationRequest | Self::Product | Self::Catalog => HeaderRule::Forbidden,
+            Self::LocationRequest
+            | Self::Product
+            | Self::Catalog
+            | Self::VoiceCall
+            | Self::CallPermissionRequest => HeaderRule::Forbidden,
         }
     }
 
@@ -1227,9 +1247,13 @@ impl InteractiveType {
         self != Self::Product
     }
 
-    /// Meta documents a location request as body text and its fixed button only.
+    /// Meta documents a location request, a call button and a call permission request as body
+    /// text and their button only.
     fn footer_allowed(self) -> bool {
-        self != Self::LocationRequest
+        !matches!(
+            self,
+            Self::LocationRequest | Self::VoiceCall | Self::CallPermissionRequest
+        )
     }
 
     /// The action a shortcut may leave out because it has nothing to choose.
@@ -1367,7 +1391,53 @@ fn interactive_action(it: InteractiveType, a: &Obj, r: &mut Report) -> Option<Va
         InteractiveType::ProductList => product_list_action(a, r),
         InteractiveType::Catalog => catalog_action(a, r),
         InteractiveType::Flow => flow_action(a, r),
+        InteractiveType::VoiceCall => voice_call_action(a, r),
+        InteractiveType::CallPermissionRequest => {
+            a.only(&["name"], r);
+            let name = a.fixed("name", "call_permission_request", r)?;
+            Some(Out::new().put("name", name).value())
+        }
     }
+}
+
+/// A WhatsApp call button: `{"name": "voice_call", "parameters"?: {"display_text"? (<= 20),
+/// "ttl_minutes"? (1-43200), "payload"? (<= 512, echoed on the calls webhook as `cta_payload`)}}`.
+fn voice_call_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    a.only(&["name", "parameters"], r);
+    let name = a.fixed("name", "voice_call", r);
+    let mut out = Out::new().put("name", name?);
+    if let Some(p) = a.obj_opt("parameters", r) {
+        p.only(&["display_text", "ttl_minutes", "payload"], r);
+        let display_text = p.text_opt("display_text", MAX_CTA_CHARS, r);
+        let payload = p.text_opt("payload", MAX_CALL_PAYLOAD_CHARS, r);
+        let ttl = if p.has("ttl_minutes") {
+            let n = p.num_req("ttl_minutes", r)?;
+            match n
+                .as_u64()
+                .filter(|m| (1..=MAX_CALL_BUTTON_TTL_MINUTES).contains(m))
+            {
+                Some(m) => Some(m),
+                None => {
+                    r.add(
+                        p.at("ttl_minutes"),
+                        format!(
+                            "must be a whole number of minutes from 1 to \
+                             {MAX_CALL_BUTTON_TTL_MINUTES} (30 days) (found {n})"
+                        ),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let parameters = Out::new()
+            .put_opt("display_text", display_text)
+            .put_opt("ttl_minutes", ttl)
+            .put_opt("payload", payload);
+        out = out.put("parameters", parameters.value());
+    }
+    Some(out.value())
 }
 
 fn button_action(a: &Obj, r: &mut Report) -> Option<Value> {
@@ -3357,6 +3427,98 @@ mod tests {
             cta("url", "Go", "https://example.com"),
             "interactive.action.name",
             "must be \"cta_url\" (found \"url\")",
+        );
+    }
+
+    #[test]
+    fn call_button_and_call_permission_request() {
+        // Meta's examples: a call button with its optional parameters, and without them.
+        let call = json!({
+            "type": "voice_call",
+            "body": {"text": "You can call us on WhatsApp now for faster service!"},
+            "action": {"name": "voice_call", "parameters": {"display_text": "Call on WhatsApp", "ttl_minutes": 100, "payload": "payload data"}}
+        });
+        let m = sends(interactive(call.clone()), meta("interactive", call));
+        assert_eq!(m.kind, SendKind::Interactive);
+        assert!(
+            m.needs_window(),
+            "free-form: inside the 24-hour window only"
+        );
+        let bare = json!({"type": "voice_call", "body": {"text": "Call us"}, "action": {"name": "voice_call"}});
+        sends(interactive(bare.clone()), meta("interactive", bare));
+        let permission = json!({
+            "type": "call_permission_request",
+            "body": {"text": "We would like to call you about order ON-12853."},
+            "action": {"name": "call_permission_request"}
+        });
+        sends(
+            interactive(permission.clone()),
+            meta("interactive", permission),
+        );
+    }
+
+    #[test]
+    fn call_button_and_call_permission_request_rules() {
+        let call = |parameters: Value| {
+            interactive(json!({"type": "voice_call", "body": {"text": "x"},
+                               "action": {"name": "voice_call", "parameters": parameters}}))
+        };
+        refused(
+            call(json!({"display_text": "d".repeat(21)})),
+            "interactive.action.parameters.display_text",
+            "must have at most 20 characters (found 21)",
+        );
+        for ttl in [json!(0), json!(43_201), json!(1.5), json!(-1)] {
+            refused(
+                call(json!({"ttl_minutes": ttl})),
+                "interactive.action.parameters.ttl_minutes",
+                "must be a whole number of minutes from 1 to 43200",
+            );
+        }
+        refused(
+            call(json!({"ttl_minutes": "100"})),
+            "interactive.action.parameters.ttl_minutes",
+            "numeric strings are not accepted",
+        );
+        refused(
+            call(json!({"payload": "p".repeat(513)})),
+            "interactive.action.parameters.payload",
+            "must have at most 512 characters (found 513)",
+        );
+        refused(
+            call(json!({"url": "https://example.com"})),
+            "interactive.action.parameters.url",
+            "unknown field; expected one of display_text, ttl_minutes, payload",
+        );
+        refused(
+            interactive(json!({"type": "voice_call", "action": {"name": "voice_call"}})),
+            "interactive.body",
+            "is required for a voice_call message",
+        );
+        refused(
+            interactive(
+                json!({"type": "call_permission_request", "body": {"text": "x"},
+                               "footer": {"text": "f"}, "action": {"name": "call_permission_request"}}),
+            ),
+            "interactive.footer",
+            "footer is not allowed on a call_permission_request message",
+        );
+        refused(
+            interactive(
+                json!({"type": "call_permission_request", "body": {"text": "x"},
+                               "header": {"type": "text", "text": "h"},
+                               "action": {"name": "call_permission_request"}}),
+            ),
+            "interactive.header",
+            "header is not allowed on a call_permission_request message",
+        );
+        refused(
+            interactive(
+                json!({"type": "call_permission_request", "body": {"text": "x"},
+                               "action": {"name": "voice_call"}}),
+            ),
+            "interactive.action.name",
+            "must be \"call_permission_request\" (found \"voice_call\")",
         );
     }
 

@@ -129,6 +129,24 @@ fn cases() -> Vec<(Value, Value)> {
                 json!({"type": "reaction", "reaction": {"message_id": "wamid.earlier", "emoji": "\u{1F44D}"}}),
             ),
         ),
+        (
+            json!({"to": USER, "type": "interactive", "interactive": {"type": "voice_call",
+                   "body": {"text": "Call us on WhatsApp"},
+                   "action": {"name": "voice_call", "parameters": {"display_text": "Call on WhatsApp", "ttl_minutes": 100, "payload": "support"}}}}),
+            meta(
+                json!({"type": "interactive", "interactive": {"type": "voice_call",
+                       "body": {"text": "Call us on WhatsApp"},
+                       "action": {"name": "voice_call", "parameters": {"display_text": "Call on WhatsApp", "ttl_minutes": 100, "payload": "support"}}}}),
+            ),
+        ),
+        (
+            json!({"to": USER, "type": "interactive", "interactive": {"type": "call_permission_request",
+                   "body": {"text": "May we call you about your order?"}, "action": {"name": "call_permission_request"}}}),
+            meta(
+                json!({"type": "interactive", "interactive": {"type": "call_permission_request",
+                       "body": {"text": "May we call you about your order?"}, "action": {"name": "call_permission_request"}}}),
+            ),
+        ),
     ]
 }
 
