@@ -13,10 +13,10 @@
 //!   wakes on every new event (a receiver of the event hub's broadcast) and at least every
 //!   [`PASS_INTERVAL`].
 //! - **Worker** ([`worker`], one task per instance): claims due deliveries under a lease, POSTs
-//!   them, and completes them: 2xx done; 410 disables the
-//!   subscription (the cache says so at once: no other attempt of it starts, whichever lane or
-//!   page it belongs to); anything else (3xx included: redirects are not followed; timeouts; refused
-//!   targets) is retried after the next wait of WEBHOOK_RETRY_SCHEDULE (or Retry-After when
+//!   them, and completes them: 2xx done; 410 disables the subscription (the cache says so at
+//!   once, and keeps saying so until the store has recorded it: the dispatcher starts no other
+//!   attempt of it, whichever lane or page); anything else (3xx included: redirects are not
+//!   followed; timeouts; refused targets) is retried after the next wait of WEBHOOK_RETRY_SCHEDULE (or Retry-After when
 //!   longer), then dead-lettered. A subscription failing for WEBHOOK_DISABLE_AFTER is disabled.
 //!   Both disables write a `webhook_disabled` event with the change. The dispatcher's and the
 //!   worker's POSTs share WEBHOOK_CONCURRENCY (at most that many at once per instance).
@@ -35,8 +35,8 @@ mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use prometheus_client::metrics::counter::Counter;
@@ -54,6 +54,11 @@ use subscription::{CONFIG_ID, HookConfig, ManagedBy, Subscription};
 
 /// The dispatcher looks at the log (and reloads subscriptions) at least this often.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest a 410 keeps a subscription disabled in the cache while the store does not say so
+/// (its attempt was never completed: the page was given up). Meanwhile its events are stored
+/// as deliveries (the store keeps them while it is enabled there), so nothing is lost.
+const GONE_HOLD: Duration = Duration::from_secs(600);
 /// The worker looks for due deliveries at least this often.
 pub const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -96,6 +101,9 @@ struct Inner {
     client: reqwest::Client,
     /// The subscriptions as last loaded, by id.
     subscriptions: RwLock<Arc<HashMap<String, Arc<Subscription>>>>,
+    /// Subscriptions a receiver answered 410 whose disabling the store has not recorded yet,
+    /// with when: a reload keeps them disabled ([`Inner::note_gone`]).
+    gone: Mutex<HashMap<String, Instant>>,
     /// Subscriptions changed: the dispatcher reloads them now.
     changed: Notify,
     /// Deliveries were enqueued or enabled: the worker claims now.
@@ -131,6 +139,7 @@ impl Outgoing {
                 settings: settings.clone(),
                 client,
                 subscriptions: RwLock::default(),
+                gone: Mutex::default(),
                 changed: Notify::new(),
                 due: Notify::new(),
                 reloaded: Notify::new(),
@@ -240,19 +249,35 @@ impl Inner {
     async fn reload(&self) -> Result<Arc<HashMap<String, Arc<Subscription>>>, StoreError> {
         let rows = self.store.hook_list().await?;
         let mut map = HashMap::with_capacity(rows.len());
+        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
         for row in &rows {
             match Subscription::from_row(row) {
-                Ok(sub) => {
+                Ok(mut sub) => {
+                    // A 410 the store has not recorded yet (a page's attempt is completed when
+                    // the page closes) stays disabled here.
+                    if sub.enabled
+                        && gone
+                            .get(&sub.id)
+                            .is_some_and(|since| since.elapsed() < GONE_HOLD)
+                    {
+                        sub.enabled = false;
+                    }
                     map.insert(sub.id.clone(), Arc::new(sub));
                 }
                 Err(e) => tracing::error!(error.message = %e, "webhooks.unreadable_subscription"),
             }
         }
+        gone.retain(|id, since| {
+            since.elapsed() < GONE_HOLD && rows.iter().any(|r| r.id == *id && r.enabled)
+        });
         let map = Arc::new(map);
+        // Written under `gone`'s lock, as `note_gone` writes: a 410 noted meanwhile is not
+        // overwritten by this older view.
         *self
             .subscriptions
             .write()
             .unwrap_or_else(|e| e.into_inner()) = map.clone();
+        drop(gone);
         Ok(map)
     }
 
@@ -265,11 +290,13 @@ impl Inner {
             .any(|s| s.enabled)
     }
 
-    /// A receiver answered 410: the cache says `id` is disabled from now on, so no attempt starts
-    /// after this one (another lane, another page in flight, the worker) while the store records
-    /// the disabling with the attempt's completion. The next reload says what the store holds
-    /// (enabled, if the disabling was not stored or the subscription was enabled since).
+    /// A receiver answered 410: the cache says `id` is disabled from now on, so the dispatcher
+    /// starts no attempt after this one (another lane, another page in flight) while the store
+    /// records the disabling with the attempt's completion. Reloads keep it disabled until
+    /// [`Inner::gone_recorded`] (or, should the attempt never be completed, [`GONE_HOLD`]).
     fn note_gone(&self, id: &str) {
+        let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        gone.insert(id.to_owned(), Instant::now());
         let mut subscriptions = self
             .subscriptions
             .write()
@@ -282,6 +309,16 @@ impl Inner {
         let mut map = HashMap::clone(&subscriptions);
         map.insert(id.to_owned(), Arc::new(disabled));
         *subscriptions = Arc::new(map);
+    }
+
+    /// The completion of a 410'd attempt was written (or failed): from the next reload on, the
+    /// cache says what the store holds (disabled, or enabled when the disabling was not
+    /// applied).
+    fn gone_recorded(&self, id: &str) {
+        self.gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
     }
 
     /// A subscription from the cache as it is.

@@ -241,7 +241,11 @@ pub(super) async fn complete(inner: &Inner, sub: &Subscription, claimed: Claimed
         disabled_reason,
         disabled_event,
     };
-    match inner.store.hook_complete(&completion).await {
+    let outcome = inner.store.hook_complete(&completion).await;
+    if verdict == Verdict::Gone {
+        inner.gone_recorded(&sub.id);
+    }
+    match outcome {
         Ok(Completed::Disabled) => {
             tracing::warn!(subscription = %sub.id, url = %target::displayable(&sub.url), reason = %completion.disabled_reason, "webhooks.subscription_disabled");
             inner.changed.notify_one();

@@ -309,6 +309,18 @@ async fn send_json(
     )
 }
 
+/// `PATCH /v1/webhooks/{id}` with `{"enabled": true}`: the status and the view.
+async fn enable(app: &TestApp, id: &str) -> (u16, Value) {
+    let path = format!("/v1/webhooks/{id}");
+    send_json(
+        app,
+        reqwest::Method::PATCH,
+        &path,
+        Some(json!({"enabled": true})),
+    )
+    .await
+}
+
 /// `GET /v1/webhooks/{id}/deliveries` once it holds at least `n` attempts: an attempt is logged
 /// when it is completed, which is after the receiver answered.
 async fn attempt_log(app: &TestApp, id: &str, n: usize) -> Value {
@@ -664,13 +676,7 @@ async fn gone_disables_the_subscription_with_an_event_and_enabling_resumes(backe
         .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(receiver.got().len(), 1);
-    let (status, view) = send_json(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/webhooks/{id}"),
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    let (status, view) = enable(&app, &id).await;
     assert_eq!(
         (
             status,
@@ -727,13 +733,7 @@ async fn events_read_before_a_410_wait_for_the_subscription_to_be_enabled_again(
         "nothing more went out while disabled"
     );
     *receiver.state.delay.lock().unwrap() = Duration::ZERO;
-    let (status, _) = send_json(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/webhooks/{id}"),
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    let (status, _) = enable(&app, &id).await;
     assert_eq!(status, 200);
     let got = receiver.wait_delivered(3).await;
     let order: Vec<&str> = got
@@ -774,13 +774,7 @@ async fn a_410_stops_the_attempts_of_other_contacts_under_way(backend: Backend) 
 
     *receiver.state.gone_contact.lock().unwrap() = None;
     *receiver.state.delay.lock().unwrap() = Duration::ZERO;
-    let (status, _) = send_json(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/webhooks/{id}"),
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    let (status, _) = enable(&app, &id).await;
     assert_eq!(status, 200);
     let got = receiver.wait_delivered(6).await;
     let later: Vec<&str> = got[2..]
@@ -1705,13 +1699,7 @@ async fn a_subscription_failing_too_long_is_disabled_with_an_event(backend: Back
     // Enabled again with a working receiver, both waiting deliveries go out.
     receiver.otherwise(200);
     *receiver.state.delay.lock().unwrap() = Duration::ZERO;
-    let (status, _) = send_json(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/webhooks/{id}"),
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    let (status, _) = enable(&app, &id).await;
     assert_eq!(status, 200);
     let got = receiver.wait_delivered(2).await;
     let mut delivered: Vec<&str> = got
