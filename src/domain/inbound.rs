@@ -264,6 +264,46 @@ impl InboundMessage {
 mod tests {
     use super::*;
 
+    /// KNOWN_TYPES holds every typed kind (the match breaks the build when a kind is added) and
+    /// each of its names reads back as itself.
+    #[test]
+    fn known_types_cover_every_typed_kind() {
+        use MessageKind::*;
+        let typed = [
+            Text,
+            Image,
+            Video,
+            Audio,
+            Document,
+            Sticker,
+            Location,
+            Contacts,
+            Interactive,
+            Button,
+            Reaction,
+            Order,
+            System,
+            RequestWelcome,
+            Unsupported,
+        ];
+        for kind in &typed {
+            match kind {
+                Text | Image | Video | Audio | Document | Sticker | Location | Contacts
+                | Interactive | Button | Reaction | Order | System | RequestWelcome
+                | Unsupported => assert!(KNOWN_TYPES.contains(&kind.as_str()), "{kind:?}"),
+                Other(_) => unreachable!(),
+            }
+        }
+        for name in KNOWN_TYPES {
+            assert_eq!(MessageKind::parse(name).as_str(), name);
+        }
+        assert_eq!(
+            KNOWN_TYPES.len(),
+            typed.len() + 3,
+            "plus unknown, edit, revoke"
+        );
+    }
+
     #[test]
     fn kind_round_trips_known_and_unknown_types() {
         for s in [

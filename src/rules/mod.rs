@@ -231,6 +231,15 @@ fn read_file(path: &std::path::Path, numbers: &[String]) -> anyhow::Result<Vec<V
                     rule::describe(&errors)
                 );
             }
+            // Taken (a file an earlier release started with keeps starting), but said.
+            let unknown = rule::unknown_types(&doc);
+            if !unknown.is_empty() {
+                tracing::warn!(
+                    rule = doc["id"].as_str().unwrap_or_default(),
+                    problem = %rule::describe(&unknown),
+                    "rules.unknown_type (the rule never matches messages of that type)"
+                );
+            }
             docs.push(doc);
         }
     }

@@ -10,8 +10,9 @@
 //! - `keyword`: `{"exact"?, "contains"?, "regex"?, "case_sensitive"?}` (a string or a list each;
 //!   any one matching is enough) against the message's text: a text's body, a media caption, the
 //!   title of a tapped button or list row;
-//! - `types`: Meta message types (`text`, `image`, `interactive`, `button`, ...; only those in
-//!   [`KNOWN_TYPES`], so a typo is refused instead of never matching). Without it, reactions, edits, deletions (`revoke`), `system` and `unsupported` messages never match;
+//! - `types`: Meta message types (`text`, `image`, `interactive`, `button`, ...; a client may
+//!   name only those in [`KNOWN_TYPES`], see [`unknown_types`]). Without it, reactions, edits,
+//!   deletions (`revoke`), `system` and `unsupported` messages never match;
 //! - `reply_id`: the id of a tapped reply button or list row, or a template button's payload;
 //! - `first_message`: the contact's first message in the conversation (nothing earlier in it);
 //! - `outside_hours`: [`Hours`] (the message's time is outside them).
@@ -311,6 +312,30 @@ fn unknown_placeholders(value: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// `when.types` names that are not message types Meta sends ([`KNOWN_TYPES`]): a misspelt type
+/// (`txt`) would never match. Checked where a client writes a rule (the API refuses it, the
+/// rules file warns), not where stored rules are read, so a rule an earlier release took keeps
+/// answering.
+pub fn unknown_types(doc: &Value) -> Vec<Invalid> {
+    let names: Vec<&str> = match &doc["when"]["types"] {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let mut r = Report::default();
+    if let Some(t) = names.iter().find(|t| !KNOWN_TYPES.contains(t)) {
+        r.add(
+            "when.types",
+            // The name first: long messages are cut in error answers.
+            format!(
+                "has {t:?}, which is not a Meta message type; expected {}",
+                KNOWN_TYPES.join(", ")
+            ),
+        );
+    }
+    r.0
+}
+
 /// `field rule; field rule` for a log line or an error.
 pub fn describe(errors: &[Invalid]) -> String {
     errors
@@ -559,17 +584,15 @@ fn parse_when(value: &Value, r: &mut Report) -> When {
         match key.as_str() {
             "keyword" => when.keyword = parse_keyword(v, &field, r),
             "types" => {
-                // A misspelt type would never match: only the types the gateway knows.
+                // The shape only: which names are known is checked where a client writes a
+                // rule ([`unknown_types`]), so a rule an earlier release took keeps working.
                 when.types = strings(v, &field, r).and_then(|types| {
-                    match types.iter().find(|t| !KNOWN_TYPES.contains(&t.as_str())) {
+                    let bad = types.iter().find(|t| {
+                        t.len() > 32 || !t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    });
+                    match bad {
                         Some(t) => {
-                            r.add(
-                                field.as_str(),
-                                format!(
-                                    "must hold Meta message types, one of {} (found {t:?})",
-                                    KNOWN_TYPES.join(", ")
-                                ),
-                            );
+                            r.add(field.as_str(), format!("must hold Meta message types such as text, image, interactive, button (found {t:?})"));
                             None
                         }
                         None => Some(types),
@@ -894,11 +917,17 @@ mod tests {
         }
         let f = fields(json!({"id": "a", "reply": {"type": "text", "text": {"body": ""}}}));
         assert!(f.iter().any(|x| x == "reply.text.body"), "{f:?}");
-        // A misspelt type is named; every type Meta sends is taken.
+        // A misspelt type is named where a client writes it; every type Meta sends is taken.
+        // Reading a stored rule takes any well-formed name (an earlier release took them).
         let reply = json!({"type": "text", "text": {"body": "x"}});
-        let f = fields(json!({"id": "a", "when": {"types": ["text", "txt"]}, "reply": reply}));
+        let typo = json!({"id": "a", "when": {"types": ["text", "txt"]}, "reply": reply});
+        let f: Vec<String> = unknown_types(&typo).into_iter().map(|e| e.field).collect();
         assert_eq!(f, ["when.types"]);
+        assert!(parse(&typo, &["1001".into()]).is_ok());
+        let one = json!({"id": "a", "when": {"types": "txt"}, "reply": reply});
+        assert_eq!(unknown_types(&one).len(), 1);
         let all = json!({"id": "a", "when": {"types": KNOWN_TYPES}, "reply": reply});
+        assert!(unknown_types(&all).is_empty());
         assert!(parse(&all, &["1001".into()]).is_ok());
         let f =
             fields(json!({"id": "a", "reply": {"type": "text", "text": {"body": "{{order}}"}}}));

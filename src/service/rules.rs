@@ -83,6 +83,7 @@ impl Rules {
         if let Err(more) = rule::parse(&doc, self.replies.numbers()) {
             errors.extend(more);
         }
+        errors.extend(rule::unknown_types(&doc));
         check_size(&doc, &mut errors);
         if !errors.is_empty() {
             return Err(RuleError::Invalid(errors));
@@ -174,6 +175,9 @@ impl Rules {
             ));
         }
         let was_enabled = doc["enabled"] != false;
+        // The type names are checked when the change writes them: pausing a rule an earlier
+        // release took does not require fixing its types first.
+        let writes_when = patch.get("when").is_some();
         let object = doc.as_object_mut().expect("a stored rule is an object");
         for (key, value) in patch {
             if GATEWAY_FIELDS.contains(&key.as_str()) || key == "id" {
@@ -189,6 +193,9 @@ impl Rules {
         rule::with_defaults(object);
         if let Err(more) = rule::parse(&doc, self.replies.numbers()) {
             errors.extend(more);
+        }
+        if writes_when {
+            errors.extend(rule::unknown_types(&doc));
         }
         check_size(&doc, &mut errors);
         if !errors.is_empty() {

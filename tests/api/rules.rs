@@ -524,6 +524,22 @@ async fn rules_are_validated_listed_changed_and_deleted(backend: Backend) {
         answer.to_string().contains("{} to answer every message"),
         "{answer}"
     );
+    // A misspelt message type would never match: refused, naming the field and the known types.
+    let (status, answer) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/a",
+        Some(json!({"when": {"types": ["text", "txt"]}})),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["detail"][0]["loc"], json!(["body", "when", "types"]));
+    assert!(
+        answer["detail"][0]["msg"].as_str().unwrap().starts_with(
+            "when.types has \"txt\", which is not a Meta message type; expected text, image"
+        ),
+        "{answer}"
+    );
     let (status, _) = request(
         &app,
         reqwest::Method::PATCH,
