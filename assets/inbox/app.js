@@ -25,8 +25,9 @@ const state = {
   listMarked: false,      // the list's first render is marked on the performance timeline
   pendingSend: null,   // {body, key} of a failed send, for Retry
   events: null,
-  lastEventId: '',     // the last event id this tab received: a new stream resumes after it
+  lastEventId: '',     // the last event id this tab received: a stream cut for lag resumes after it
   held: null,          // while state is being read: the stream's events, applied after the read
+  rereadOnOpen: false, // the stream was not open when the state was read: read again once it is
   templates: null,
   templatesFor: null,  // the conversation the picker was filled for
 };
@@ -114,20 +115,30 @@ async function enter(session) {
   $('signin').hidden = true;
   $('app').hidden = false;
   await loadNumbers();
-  // The stream opens first and its events wait while the state is read, then apply in order: an
-  // event stored during the read is neither missed nor undone by the read's older answer. Coming
-  // back (a refused reconnect, a new sign-in) the stream resumes after the last event this tab
-  // received, and the open thread is read again too.
-  state.held = [];
-  await startEvents();
+  // A new stream (live from now) opens first, and its events wait while the state is read, then
+  // apply in order: an event stored during the read is neither missed nor undone by the read's
+  // older answer (the gateway answers once the stream follows the log). Coming back (a refused
+  // reconnect, a new sign-in) the open thread is read again too.
+  const hold = [];
+  state.held = hold;
+  const opened = await startEvents({ fresh: true });
+  // Not open in time: read again once it is, so nothing between this read and its start is lost.
+  state.rereadOnOpen = !opened;
   try {
     await reloadConversations();
     if (state.current) await refreshThread().catch(() => {});
   } finally {
-    const held = state.held || [];
-    state.held = null;
-    for (const apply of held) apply();
+    // A later enter() may have begun its own hold meanwhile: this one applies only its own.
+    if (state.held === hold) state.held = null;
+    for (const apply of hold) apply();
+    if (hold.reset) reread();
   }
+}
+
+// Reads the conversation list and the open thread again.
+function reread() {
+  reloadConversations();
+  refreshThread().catch(() => {});
 }
 
 $('signin-form').addEventListener('submit', async (ev) => {
@@ -767,23 +778,37 @@ $('templates').addEventListener('submit', async (ev) => {
 
 // ---------- live events ----------
 
-// Opens the event stream, after the last event this tab received if any (EventSource's own
-// reconnects send that as Last-Event-ID). Resolves once the stream is open (the gateway follows
-// the log before it answers) or has failed, at the latest after 5 s.
-function startEvents() {
+// The event types the page acts on. The stream is filtered to them, so the last event id the
+// page keeps is the last one the gateway sent it.
+const EVENT_TYPES = ['message_incoming', 'message_outgoing', 'conversation_updated', 'conversation_deleted',
+  'message_status', 'message_edited', 'message_deleted', 'reaction'];
+
+// Opens the event stream: live from now when `fresh` (the caller reads the state), else after
+// the last event this tab received (EventSource's own reconnects send that as Last-Event-ID).
+// Resolves to true once the stream is open (the gateway follows the log before it answers), to
+// false when it failed or is not open after 5 s.
+function startEvents({ fresh = false } = {}) {
   stopEvents();
-  const url = state.lastEventId ? `/v1/events?after=${enc(state.lastEventId)}` : '/v1/events';
+  let url = `/v1/events?types=${EVENT_TYPES.join(',')}`;
+  if (!fresh && state.lastEventId) url += `&after=${enc(state.lastEventId)}`;
   const es = new EventSource(url);
   state.events = es;
-  let opened;
-  const open = new Promise((resolve) => { opened = resolve; setTimeout(resolve, 5000); });
-  es.onopen = () => { $('live').hidden = true; opened(); };
+  let settle;
+  const open = new Promise((resolve) => { settle = resolve; setTimeout(() => resolve(false), 5000); });
+  es.onopen = () => {
+    $('live').hidden = true;
+    settle(true);
+    if (state.rereadOnOpen && state.events === es) {
+      state.rereadOnOpen = false;
+      reread();
+    }
+  };
   es.onerror = () => {
     $('live').hidden = false;
-    opened();
+    settle(false);
     if (es.readyState === EventSource.CLOSED) {
-      // A refused stream (signed out, gateway restarting): check the session, read the state
-      // again and resume after the last event received.
+      // A refused stream (signed out, gateway restarting): check the session, then read the
+      // state again behind a new stream.
       setTimeout(() => { if (state.events === es) start(); }, 3000);
     }
   };
@@ -827,10 +852,10 @@ function startEvents() {
     });
   }
   es.addEventListener('reset', () => {
-    // Events were missed (the cursor is older than the gateway keeps): read the state again.
-    if (state.held) return; // being read right now
-    reloadConversations();
-    refreshThread().catch(() => {});
+    // Events were missed (the cursor is older than the gateway keeps): read the state again,
+    // after the read under way if there is one.
+    if (state.held) state.held.reset = true;
+    else reread();
   });
   es.addEventListener('error', (ev) => {
     // `event: error` from the gateway (this tab fell behind, the store failed): a new stream

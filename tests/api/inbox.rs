@@ -4,9 +4,9 @@
 //! receipt), a reply (the Graph mock sees Meta's exact body), ticks following status webhooks, a
 //! failure with Meta's reason, the template picker on a closed window, a reload after missed
 //! events, and a restart that ends the session (signed in again, a message stored while the page
-//! reads the state again still arrives); then, in a second browser session, the page's other promises: its weight and first
-//! render (written to `target/inbox-screenshots/timings.json`, not asserted), older messages on
-//! scrolling up, the typing indicator once per 20 s, a reply's context and quote, an attachment
+//! reads the state again still arrives); then, in a second browser session, the page's other
+//! promises: its weight and first render (written to `target/inbox-screenshots/timings.json`,
+//! not asserted), older messages on scrolling up, the typing indicator once per 20 s, a reply's context and quote, an attachment
 //! uploaded then sent, and a stream that goes down and resumes from the last event id. Screenshots
 //! of each screen go to `target/inbox-screenshots/`. Over HTTP: wrong keys limited per client
 //! address, and the assets' ETag.
