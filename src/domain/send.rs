@@ -1431,11 +1431,14 @@ fn voice_call_action(a: &Obj, r: &mut Report) -> Option<Value> {
         } else {
             None
         };
-        let parameters = Out::new()
-            .put_opt("display_text", display_text)
-            .put_opt("ttl_minutes", ttl)
-            .put_opt("payload", payload);
-        out = out.put("parameters", parameters.value());
+        // `{}` says nothing: Meta's defaults apply without it.
+        if display_text.is_some() || ttl.is_some() || payload.is_some() {
+            let parameters = Out::new()
+                .put_opt("display_text", display_text)
+                .put_opt("ttl_minutes", ttl)
+                .put_opt("payload", payload);
+            out = out.put("parameters", parameters.value());
+        }
     }
     Some(out.value())
 }
@@ -3445,7 +3448,9 @@ mod tests {
             "free-form: inside the 24-hour window only"
         );
         let bare = json!({"type": "voice_call", "body": {"text": "Call us"}, "action": {"name": "voice_call"}});
-        sends(interactive(bare.clone()), meta("interactive", bare));
+        sends(interactive(bare.clone()), meta("interactive", bare.clone()));
+        let empty = json!({"type": "voice_call", "body": {"text": "Call us"}, "action": {"name": "voice_call", "parameters": {}}});
+        sends(interactive(empty), meta("interactive", bare));
         let permission = json!({
             "type": "call_permission_request",
             "body": {"text": "We would like to call you about order ON-12853."},
