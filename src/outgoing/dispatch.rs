@@ -17,8 +17,7 @@
 //!
 //! With several instances on one Redis every page's busy-lanes read takes (or renews) the
 //! subscription's dispatch lease ([`crate::store::hooks::DispatchLease`], longer than a page can
-//! take), so one
-//! instance opens and closes pages; it also answers the stored cursor, so nothing is attempted
+//! take), so one instance opens and closes pages; it also answers the stored cursor, so nothing is attempted
 //! from a stale one. An instance that dies mid-page leaves the cursor where it was: its pages
 //! in flight are attempted again (at least once; `webhook-id` lets receivers drop the repeats).
 //! A disabled subscription's events go to the store as deliveries, which drops them unless it
@@ -285,6 +284,9 @@ async fn follow(inner: Arc<Inner>, id: String) {
                     // at least once) and the follower starts over from the stored cursor.
                     pages.drain(..).for_each(|page| page.abort());
                     chains.clear();
+                    // A 410 among them was not recorded: the cache follows the store again
+                    // (the next attempt meets the 410 again and records it).
+                    inner.gone_recorded(&id);
                     let outcome = match outcome {
                         Ok(_) => refresh(&inner, &id, &mut at).await,
                         Err(e) => Err(e),

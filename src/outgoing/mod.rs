@@ -55,10 +55,61 @@ use subscription::{CONFIG_ID, HookConfig, ManagedBy, Subscription};
 /// The dispatcher looks at the log (and reloads subscriptions) at least this often.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Longest a 410 keeps a subscription disabled in the cache while the store does not say so
-/// (its attempt was never completed: the page was given up). Meanwhile its events are stored
-/// as deliveries (the store keeps them while it is enabled there), so nothing is lost.
+/// Longest a 410 keeps a subscription disabled in the cache while the store does not say so and
+/// its attempt was never completed (its lane task ended without: a panic). Meanwhile its events
+/// are stored as deliveries (the store keeps them while it is enabled there): nothing is lost.
 const GONE_HOLD: Duration = Duration::from_secs(600);
+
+/// Subscriptions a receiver answered 410 ([`Inner::note_gone`]) until a reload has read the
+/// store after the attempt's completion was written ([`Inner::gone_recorded`]): until then a
+/// reload keeps them disabled in the cache, whatever its (possibly older) rows say.
+#[derive(Debug, Default)]
+struct GoneMarks(HashMap<String, GoneMark>);
+
+#[derive(Debug, Clone, Copy)]
+struct GoneMark {
+    noted: Instant,
+    /// When the completion was written (or failed, or the page was given up).
+    recorded: Option<Instant>,
+}
+
+impl GoneMarks {
+    fn note(&mut self, id: &str, now: Instant) {
+        self.0.insert(
+            id.to_owned(),
+            GoneMark {
+                noted: now,
+                recorded: None,
+            },
+        );
+    }
+
+    fn recorded(&mut self, id: &str, now: Instant) {
+        if let Some(mark) = self.0.get_mut(id) {
+            mark.recorded.get_or_insert(now);
+        }
+    }
+
+    /// Whether rows read from `read_from` on may still say enabled for `id` wrongly: the
+    /// completion was not recorded before the read began (and the mark is not stale at `now`).
+    fn holds(&self, id: &str, read_from: Instant, now: Instant) -> bool {
+        self.0.get(id).is_some_and(|mark| {
+            now.saturating_duration_since(mark.noted) < GONE_HOLD
+                && mark.recorded.is_none_or(|at| at >= read_from)
+        })
+    }
+
+    /// After a reload whose rows were read from `read_from` on: forgets the marks those rows
+    /// already reflect (recorded before the read, the subscription disabled or deleted there)
+    /// and the stale ones.
+    fn prune(&mut self, rows: &[HookRow], read_from: Instant, now: Instant) {
+        self.0.retain(|id, mark| {
+            now.saturating_duration_since(mark.noted) < GONE_HOLD
+                && mark.recorded.is_none_or(|at| at >= read_from)
+                && rows.iter().any(|r| r.id == *id && r.enabled)
+        });
+    }
+}
 /// The worker looks for due deliveries at least this often.
 pub const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -103,7 +154,7 @@ struct Inner {
     subscriptions: RwLock<Arc<HashMap<String, Arc<Subscription>>>>,
     /// Subscriptions a receiver answered 410 whose disabling the store has not recorded yet,
     /// with when: a reload keeps them disabled ([`Inner::note_gone`]).
-    gone: Mutex<HashMap<String, Instant>>,
+    gone: Mutex<GoneMarks>,
     /// Subscriptions changed: the dispatcher reloads them now.
     changed: Notify,
     /// Deliveries were enqueued or enabled: the worker claims now.
@@ -247,19 +298,17 @@ impl Inner {
 
     /// Reloads the subscriptions from the store into the cache.
     async fn reload(&self) -> Result<Arc<HashMap<String, Arc<Subscription>>>, StoreError> {
+        let read_from = Instant::now();
         let rows = self.store.hook_list().await?;
         let mut map = HashMap::with_capacity(rows.len());
         let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         for row in &rows {
             match Subscription::from_row(row) {
                 Ok(mut sub) => {
-                    // A 410 the store has not recorded yet (a page's attempt is completed when
-                    // the page closes) stays disabled here.
-                    if sub.enabled
-                        && gone
-                            .get(&sub.id)
-                            .is_some_and(|since| since.elapsed() < GONE_HOLD)
-                    {
+                    // A 410 the rows may not show yet (a page's attempt is completed when the
+                    // page closes) stays disabled here.
+                    if gone.holds(&sub.id, read_from, now) {
                         sub.enabled = false;
                     }
                     map.insert(sub.id.clone(), Arc::new(sub));
@@ -267,9 +316,7 @@ impl Inner {
                 Err(e) => tracing::error!(error.message = %e, "webhooks.unreadable_subscription"),
             }
         }
-        gone.retain(|id, since| {
-            since.elapsed() < GONE_HOLD && rows.iter().any(|r| r.id == *id && r.enabled)
-        });
+        gone.prune(&rows, read_from, now);
         let map = Arc::new(map);
         // Written under `gone`'s lock, as `note_gone` writes: a 410 noted meanwhile is not
         // overwritten by this older view.
@@ -293,10 +340,11 @@ impl Inner {
     /// A receiver answered 410: the cache says `id` is disabled from now on, so the dispatcher
     /// starts no attempt after this one (another lane, another page in flight) while the store
     /// records the disabling with the attempt's completion. Reloads keep it disabled until
-    /// [`Inner::gone_recorded`] (or, should the attempt never be completed, [`GONE_HOLD`]).
+    /// a reload has read the store after [`Inner::gone_recorded`] (or, should the attempt never
+    /// be completed, for [`GONE_HOLD`]).
     fn note_gone(&self, id: &str) {
         let mut gone = self.gone.lock().unwrap_or_else(|e| e.into_inner());
-        gone.insert(id.to_owned(), Instant::now());
+        gone.note(id, Instant::now());
         let mut subscriptions = self
             .subscriptions
             .write()
@@ -311,14 +359,14 @@ impl Inner {
         *subscriptions = Arc::new(map);
     }
 
-    /// The completion of a 410'd attempt was written (or failed): from the next reload on, the
-    /// cache says what the store holds (disabled, or enabled when the disabling was not
-    /// applied).
+    /// The completion of a 410'd attempt was written (or failed, or its page was given up): a
+    /// reload that reads the store after this says what the store holds (disabled, or enabled
+    /// when the disabling was not applied).
     fn gone_recorded(&self, id: &str) {
         self.gone
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+            .recorded(id, Instant::now());
     }
 
     /// A subscription from the cache as it is.
@@ -336,5 +384,59 @@ impl Inner {
             Some(sub) => Some(sub),
             None => self.reload().await.ok()?.get(id).cloned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, enabled: bool) -> HookRow {
+        HookRow {
+            id: id.into(),
+            config: String::new(),
+            enabled,
+            disabled_reason: None,
+            failing_since: None,
+            cursor: None,
+        }
+    }
+
+    #[test]
+    fn a_410_holds_until_a_reload_reads_the_store_after_its_completion() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut gone = GoneMarks::default();
+        gone.note("a", at(10));
+        // Rows read before or after the 410, while the completion is not written: held, kept.
+        assert!(gone.holds("a", at(0), at(20)));
+        assert!(gone.holds("a", at(15), at(20)));
+        gone.prune(&[row("a", true)], at(15), at(20));
+        assert!(gone.holds("a", at(25), at(30)));
+        assert!(!gone.holds("b", at(25), at(30)), "only the one noted");
+        // Recorded at 40: rows read from before then may still be old, so it holds for them
+        // and is kept...
+        gone.recorded("a", at(40));
+        assert!(gone.holds("a", at(35), at(50)));
+        gone.prune(&[row("a", true)], at(35), at(50));
+        assert!(gone.holds("a", at(35), at(50)));
+        // ...while rows read after it show the store: not held, and forgotten.
+        assert!(!gone.holds("a", at(45), at(50)));
+        gone.prune(&[row("a", true)], at(45), at(50));
+        assert!(gone.0.is_empty());
+
+        // The store says disabled (or the subscription is gone): forgotten at once.
+        gone.note("a", at(60));
+        gone.note("b", at(60));
+        gone.prune(&[row("a", false)], at(50), at(70));
+        assert!(gone.0.is_empty());
+
+        // Never recorded (its lane ended without completing): held for GONE_HOLD only.
+        gone.note("c", at(0));
+        let later = at(0) + GONE_HOLD;
+        assert!(gone.holds("c", at(100), later - Duration::from_millis(1)));
+        assert!(!gone.holds("c", at(100), later));
+        gone.prune(&[row("c", true)], at(100), later);
+        assert!(gone.0.is_empty());
     }
 }

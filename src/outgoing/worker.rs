@@ -44,33 +44,23 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
             continue;
         }
-        // The slots are taken before the claim: the dispatcher's attempts share them.
-        let free = slots.available_permits().min(CLAIM_BATCH);
-        let mut permits = match (free > 0)
-            .then(|| slots.clone().try_acquire_many_owned(free as u32).ok())
-            .flatten()
-        {
-            Some(permits) => permits,
-            None => {
-                // In line with the dispatcher's lanes (the semaphore is fair), and the slot it
-                // gets is kept: given back, it would go straight to the next lane waiting, and
-                // under steady direct load the worker would never claim.
-                let mut permit = tokio::select! {
-                    () = inner.shutdown.cancelled() => return,
-                    permit = slots.clone().acquire_owned() => match permit {
-                        Ok(permit) => permit,
-                        Err(_) => return,
-                    },
-                };
-                let more = slots.available_permits().min(CLAIM_BATCH - 1);
-                if more > 0
-                    && let Ok(extra) = slots.clone().try_acquire_many_owned(more as u32)
-                {
-                    permit.merge(extra);
-                }
-                permit
-            }
+        // The slots are taken before the claim: the dispatcher's attempts share them. One slot
+        // in line with the dispatcher's lanes (the semaphore is fair; at once when one is free),
+        // and it is kept: given back, it would go straight to the next lane waiting, and under
+        // steady direct load the worker would never claim. Then whatever else is free.
+        let mut permits = tokio::select! {
+            () = inner.shutdown.cancelled() => return,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
         };
+        let more = slots.available_permits().min(CLAIM_BATCH - 1);
+        if more > 0
+            && let Ok(extra) = slots.clone().try_acquire_many_owned(more as u32)
+        {
+            permits.merge(extra);
+        }
         let free = permits.num_permits();
         let now = now_ms();
         let (claimed, next) = match inner.store.hook_claim(now, lease_ms, free).await {
