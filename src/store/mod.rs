@@ -378,9 +378,10 @@ impl Store {
         on_backend!(self, s => s.message(id, phone_number_id).await)
     }
 
-    /// The latest message `contact` wrote to business number `phone_number_id`: when (the start
-    /// of Meta's 24-hour customer-service window) and its id, from the conversation's fields
-    /// (one read); `None` when no inbound message of theirs is stored.
+    /// The latest message `contact` wrote to business number `phone_number_id`: when and its id,
+    /// from the conversation's fields (one read); `None` when no inbound message of theirs is
+    /// stored. (The window opens at the later of this and their latest call:
+    /// [`Store::window_opened_at`].)
     pub async fn last_inbound(
         &self,
         phone_number_id: &str,

@@ -47,6 +47,15 @@
 //!
 //! [`PROBE_INTERVAL`]: super::PROBE_INTERVAL
 
+/// The conversation hash's own fields besides `phone_number_id`, as the items of a Lua list:
+/// what a message write sets, and what a failed chunk's undo and a conversation's deletion
+/// remove. The contact's `marketing` and `last_call_at` in the same hash stay.
+macro_rules! conversation_fields_lua {
+    () => {
+        "'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact', 'last_inbound_id'"
+    };
+}
+
 mod hooks;
 mod pace;
 mod reads;
@@ -114,11 +123,14 @@ use crate::domain::{ContactId, InboundMessage};
 /// be formatted as a float per use.
 /// A `conversation_updated` event's window opens at the later of the contact's latest message
 /// and `last_call_at` (a user's call, kept by [`NOTICE_SCRIPT`]).
-pub const SAVE_SCRIPT: &str = r#"
+pub const SAVE_SCRIPT: &str = concat!(
+    r#"
 local call, try = redis.call, redis.pcall
 local KS, AS = 6, 16
 local n = (#KEYS - 2) / KS
-local FIELDS = {'last_message_at', 'last_inbound_at', 'message_count', 'unread_count', 'last_message', 'last_message_id', 'contact', 'last_inbound_id'}
+local FIELDS = {"#,
+    conversation_fields_lua!(),
+    r#"}
 local READ = {unpack(FIELDS)}
 READ[#READ + 1] = 'last_call_at'
 local fresh, nfresh, pushed, zadded, changes, order, evid = {}, 0, {}, {}, {}, {}, nil
@@ -288,7 +300,8 @@ for f = 1, nfresh do
   call('HSET', KEYS[k + 2], ARGV[a + 1], ARGV[a + 3], ARGV[a + 1] .. ':from', ARGV[a + 2])
 end
 return out
-"#;
+"#
+);
 
 /// Keys per message in [`SAVE_SCRIPT`]'s KEYS.
 pub const SAVE_KEYS: usize = 6;

@@ -6,7 +6,8 @@
 //!   transition per status in rank order).
 //! - A conversation view is the conversation's stored fields in the shape of the
 //!   `conversation_updated` event, except that `window_expires_at` is `null` once the 24-hour
-//!   window has closed.
+//!   window has closed. A user's call alone moves the window without such an event (its `calls`
+//!   event says so); the next read shows it.
 //! - Cursors are opaque strings that only the backend that issued them reads.
 
 use super::record::{WINDOW_SECS, status_rank, window_opened_at};
@@ -178,7 +179,8 @@ impl ConversationFields {
 /// The contact's latest message to a business number (from the conversation's fields).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastInbound {
-    /// Its Meta timestamp (unix seconds): the start of the 24-hour customer-service window.
+    /// Its Meta timestamp (unix seconds). The 24-hour window opens at the later of this and the
+    /// contact's latest call ([`crate::store::Store::window_opened_at`]).
     pub at: i64,
     /// Its id; `None` for a conversation last written by a release that did not keep it (the
     /// caller then looks through the history).

@@ -472,8 +472,8 @@ struct CallPayload {
     from_user_id: Option<String>,
     #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
     direction: Option<String>,
-    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
-    timestamp: Option<String>,
+    #[serde(default, deserialize_with = "crate::webhook::lenient::integer")]
+    timestamp: Option<i64>,
 }
 
 /// One `user_preferences[]` item, the parts that say whom and when.
@@ -485,8 +485,8 @@ struct PreferencePayload {
     user_id: Option<String>,
     #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
     category: Option<String>,
-    #[serde(default, deserialize_with = "crate::webhook::lenient::string")]
-    timestamp: Option<String>,
+    #[serde(default, deserialize_with = "crate::webhook::lenient::integer")]
+    timestamp: Option<i64>,
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -519,7 +519,7 @@ impl WebhookBatch {
                     Some(Preference {
                         phone_number_id: pnid.clone(),
                         contact,
-                        timestamp: item.timestamp.as_deref()?.parse().ok()?,
+                        timestamp: item.timestamp?,
                         item: (*raw).to_owned(),
                     })
                 })
@@ -546,7 +546,7 @@ impl WebhookBatch {
                     Some(UserCall {
                         phone_number_id: pnid.clone(),
                         contact,
-                        timestamp: item.timestamp.as_deref()?.trim().parse().ok()?,
+                        timestamp: item.timestamp?,
                     })
                 })
                 .collect(),

@@ -411,6 +411,25 @@ async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
         .await;
     let (status, answer, _) = post(&app, &to_bsuid).await;
     assert_eq!(status, 200, "a call 10 s ago: open; {answer}");
+
+    // Deleting a conversation deletes its messages, not the contact's call (as it keeps their
+    // marketing preference), on both backends: a call 30 h ago still closes the window.
+    const OTHER: &str = "15557654321";
+    let mut message = text_message("wamid.other", OTHER, "hello");
+    message["timestamp"] = (now_secs() - 40 * 3600).to_string().into();
+    app.post_webhook_ok(&webhook_with(vec![message])).await;
+    call_from(&app, OTHER, 30 * 3600, "USER_INITIATED").await;
+    let deleted = app
+        .http
+        .delete(app.url(&format!("/v1/conversations/{OTHER}")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    let to_other = json!({"to": OTHER, "type": "text", "text": {"body": "Hello again"}});
+    let (status, answer, _) = post(&app, &to_other).await;
+    assert_eq!(status, 422, "the call is kept: closed; {answer}");
 }
 
 async fn an_open_window_and_an_unknown_contact_are_sent(backend: Backend) {

@@ -141,8 +141,10 @@ return h
 /// the conversation's member in KEYS[3], [4] MAXLEN. Deletes the conversation and, per message,
 /// its record and statuses for this business number, keeping the `<phone_number_id>:from` field
 /// (so Meta's retries are still duplicates), with a `conversation_deleted` event. Returns the
-/// number of messages, or -1 when there is no such conversation.
-const DELETE_SCRIPT: &str = r#"
+/// number of messages, or -1 when there is no such conversation. The contact's `marketing` and
+/// `last_call_at` in the conversation hash stay (as the embedded store keeps them).
+const DELETE_SCRIPT: &str = concat!(
+    r#"
 local contact = redis.call('HGET', KEYS[1], 'contact')
 if not contact then return -1 end
 local members = redis.call('ZRANGE', KEYS[2], 0, -1)
@@ -157,12 +159,16 @@ for _, m in ipairs(members) do
   end
   if #drop > 0 then redis.call('HDEL', key, unpack(drop)) end
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[5])
+redis.call('HDEL', KEYS[1], 'phone_number_id', "#,
+    conversation_fields_lua!(),
+    r#")
+redis.call('DEL', KEYS[2], KEYS[5])
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'conversation_deleted',
   '{"phone_number_id":"' .. pnid .. '","contact":' .. contact .. ',"messages_deleted":' .. #members .. '}')
 return #members
-"#;
+"#
+);
 
 /// KEYS[1] = a FastAPI list. ARGV: [1] `id` or `ts`, [2] the message id's `{"id":<JSON>` prefix
 /// or the timestamp, [3] limit (0: all), [4] how many of the most recent items are looked
