@@ -1382,22 +1382,21 @@ fn interactive_action(it: InteractiveType, a: &Obj, r: &mut Report) -> Option<Va
         InteractiveType::Button => button_action(a, r),
         InteractiveType::List => list_action(a, r),
         InteractiveType::CtaUrl => cta_url_action(a, r),
-        InteractiveType::LocationRequest => {
-            a.only(&["name"], r);
-            let name = a.fixed("name", "send_location", r)?;
-            Some(Out::new().put("name", name).value())
-        }
+        InteractiveType::LocationRequest => name_only_action(a, "send_location", r),
         InteractiveType::Product => product_action(a, r),
         InteractiveType::ProductList => product_list_action(a, r),
         InteractiveType::Catalog => catalog_action(a, r),
         InteractiveType::Flow => flow_action(a, r),
         InteractiveType::VoiceCall => voice_call_action(a, r),
-        InteractiveType::CallPermissionRequest => {
-            a.only(&["name"], r);
-            let name = a.fixed("name", "call_permission_request", r)?;
-            Some(Out::new().put("name", name).value())
-        }
+        InteractiveType::CallPermissionRequest => name_only_action(a, "call_permission_request", r),
     }
+}
+
+/// An action that is only its fixed `name` (a location request, a call permission request).
+fn name_only_action(a: &Obj, name: &'static str, r: &mut Report) -> Option<Value> {
+    a.only(&["name"], r);
+    let name = a.fixed("name", name, r)?;
+    Some(Out::new().put("name", name).value())
 }
 
 /// A WhatsApp call button: `{"name": "voice_call", "parameters"?: {"display_text"? (<= 20),
@@ -1410,27 +1409,23 @@ fn voice_call_action(a: &Obj, r: &mut Report) -> Option<Value> {
         p.only(&["display_text", "ttl_minutes", "payload"], r);
         let display_text = p.text_opt("display_text", MAX_CTA_CHARS, r);
         let payload = p.text_opt("payload", MAX_CALL_PAYLOAD_CHARS, r);
-        let ttl = if p.has("ttl_minutes") {
-            let n = p.num_req("ttl_minutes", r)?;
-            match n
-                .as_u64()
-                .filter(|m| (1..=MAX_CALL_BUTTON_TTL_MINUTES).contains(m))
-            {
-                Some(m) => Some(m),
-                None => {
-                    r.add(
-                        p.at("ttl_minutes"),
-                        format!(
-                            "must be a whole number of minutes from 1 to \
-                             {MAX_CALL_BUTTON_TTL_MINUTES} (30 days) (found {n})"
-                        ),
+        let ttl = p
+            .has("ttl_minutes")
+            .then(|| {
+                let n = p.num_req("ttl_minutes", r)?;
+                let minutes = n
+                    .as_u64()
+                    .filter(|m| (1..=MAX_CALL_BUTTON_TTL_MINUTES).contains(m));
+                if minutes.is_none() {
+                    let rule = format!(
+                        "must be a whole number of minutes from 1 to {MAX_CALL_BUTTON_TTL_MINUTES} \
+                     (30 days) (found {n})"
                     );
-                    None
+                    r.add(p.at("ttl_minutes"), rule);
                 }
-            }
-        } else {
-            None
-        };
+                minutes
+            })
+            .flatten();
         // `{}` says nothing: Meta's defaults apply without it.
         if display_text.is_some() || ttl.is_some() || payload.is_some() {
             let parameters = Out::new()
