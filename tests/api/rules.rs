@@ -34,6 +34,7 @@ contract_tests!(
     an_unreadable_cursor_starts_again_at_the_end,
     replies_to_one_contact_go_out_in_order,
     rules_are_bounded_in_number_and_size,
+    a_stored_rule_naming_an_unknown_type_keeps_working,
 );
 
 async fn rule_app(
@@ -815,6 +816,79 @@ async fn a_file_rule_never_takes_over_an_api_rule(backend: Backend) {
         true,
         "defaults shown"
     );
+}
+
+/// An earlier release took any lowercase name in `when.types`. Such a stored rule still loads and
+/// answers after the upgrade, and can be paused without fixing it; only a change that writes
+/// `when` must name known types.
+async fn a_stored_rule_naming_an_unknown_type_keeps_working(backend: Backend) {
+    let mut app = rule_app(backend, |_| {}).await;
+    rule(
+        &app,
+        json!({"id": "old", "when": {"types": ["text"]}, "reply": {"type": "text", "text": {"body": "hi"}}}),
+    )
+    .await;
+    app.stop(Duration::from_secs(15)).await;
+    let (from, to) = (r#""types":["text"]"#, r#""types":["text","txt"]"#);
+    match backend {
+        Backend::Redis => {
+            let mut redis = app.redis_connection().await;
+            let doc: String = redis::cmd("HGET")
+                .arg("test:rules")
+                .arg("old")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            assert!(doc.contains(from), "{doc}");
+            let _: () = redis::cmd("HSET")
+                .arg("test:rules")
+                .arg("old")
+                .arg(doc.replace(from, to))
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+        }
+        Backend::Embedded => {
+            let changed =
+                rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3"))
+                    .unwrap()
+                    .execute(
+                        "UPDATE auto_reply_rules SET doc = replace(doc, ?1, ?2) WHERE id = 'old'",
+                        [from, to],
+                    )
+                    .unwrap();
+            assert_eq!(changed, 1);
+        }
+    }
+    app.restart().await;
+    assert_eq!(
+        app.get_json("/v1/rules/old").await["when"]["types"],
+        json!(["text", "txt"])
+    );
+    receive(&app, vec![text("wamid.T1", "hello")]).await;
+    let sent = expect_sends(&app, 1).await;
+    assert_eq!(text_body(&sent[0]), "hi", "it still answers");
+    let (status, answer) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/old",
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert_eq!(
+        (status, &answer["enabled"]),
+        (200, &json!(false)),
+        "{answer}"
+    );
+    let (status, answer) = request(
+        &app,
+        reqwest::Method::PATCH,
+        "/v1/rules/old",
+        Some(json!({"when": {"types": ["txt", "image"]}})),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["detail"][0]["loc"], json!(["body", "when", "types"]));
 }
 
 async fn an_unreadable_cursor_starts_again_at_the_end(backend: Backend) {
