@@ -27,7 +27,6 @@ const state = {
   events: null,
   lastEventId: '',     // the last event id this tab received: a stream cut for lag resumes after it
   held: null,          // while state is being read: the stream's events, applied after the read
-  rereadOnOpen: false, // the stream was not open when the state was read: read again once it is
   templates: null,
   templatesFor: null,  // the conversation the picker was filled for
 };
@@ -121,9 +120,7 @@ async function enter(session) {
   // reconnect, a new sign-in) the open thread is read again too.
   const hold = [];
   state.held = hold;
-  const opened = await startEvents({ fresh: true });
-  // Not open in time: read again once it is, so nothing between this read and its start is lost.
-  state.rereadOnOpen = !opened;
+  await startEvents({ fresh: true });
   try {
     await reloadConversations();
     if (state.current) await refreshThread().catch(() => {});
@@ -785,21 +782,31 @@ const EVENT_TYPES = ['message_incoming', 'message_outgoing', 'conversation_updat
 
 // Opens the event stream: live from now when `fresh` (the caller reads the state), else after
 // the last event this tab received (EventSource's own reconnects send that as Last-Event-ID).
-// Resolves to true once the stream is open (the gateway follows the log before it answers), to
-// false when it failed or is not open after 5 s.
+// Resolves once the stream is open (the gateway follows the log before it answers), or has
+// failed, or is not open after 5 s; a fresh stream that opens only after that reads the state
+// again then, as the caller's read may have missed what happened before it followed the log.
 function startEvents({ fresh = false } = {}) {
   stopEvents();
   let url = `/v1/events?types=${EVENT_TYPES.join(',')}`;
   if (!fresh && state.lastEventId) url += `&after=${enc(state.lastEventId)}`;
   const es = new EventSource(url);
   state.events = es;
-  let settle;
-  const open = new Promise((resolve) => { settle = resolve; setTimeout(() => resolve(false), 5000); });
+  let waiting = true; // the caller still waits for the first open
+  let late = false;   // it stopped waiting before the stream was open
+  let release;
+  const open = new Promise((resolve) => { release = resolve; });
+  const settle = (opened) => {
+    if (!waiting) return;
+    waiting = false;
+    late = fresh && !opened;
+    release();
+  };
+  setTimeout(() => settle(false), 5000);
   es.onopen = () => {
     $('live').hidden = true;
     settle(true);
-    if (state.rereadOnOpen && state.events === es) {
-      state.rereadOnOpen = false;
+    if (late && state.events === es) {
+      late = false;
       reread();
     }
   };
