@@ -5,11 +5,12 @@
 //! failure with Meta's reason, the template picker on a closed window, a reload after missed
 //! events, and a restart that ends the session (signed in again, a message stored while the page
 //! reads the state again still arrives); then, in a second browser session, the page's other
-//! promises: its weight and first render (written to `target/inbox-screenshots/timings.json`,
-//! not asserted), older messages on scrolling up, the typing indicator once per 20 s, a reply's context and quote, an attachment
-//! uploaded then sent, and a stream that goes down and resumes from the last event id. Screenshots
-//! of each screen go to `target/inbox-screenshots/`. Over HTTP: wrong keys limited per client
-//! address, and the assets' ETag.
+//! promises: its weight and its first render (written to `target/inbox-screenshots/timings.json`,
+//! not asserted), older messages on scrolling up, the typing indicator once per 20 s, a reply's context and
+//! quote, an attachment uploaded then sent, and a stream that goes down and resumes from the last
+//! event id; in a third, a tab cut off for lag resumes after its last event and shows what it
+//! missed. Screenshots of each screen go to `target/inbox-screenshots/`. Over HTTP: wrong keys
+//! limited per client address, and the assets' ETag.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -29,7 +30,10 @@ const ANA: &str = "5511988887777";
 const OLD: &str = "447700900123";
 const WABA: &str = "102290129340398";
 
-contract_tests!(the_inbox_works_end_to_end_in_a_real_browser);
+contract_tests!(
+    the_inbox_works_end_to_end_in_a_real_browser,
+    a_tab_that_falls_behind_resumes_after_its_last_event
+);
 
 /// A notification with one text message from `from` (profile `name`) at `ts`.
 fn inbound(id: &str, from: &str, name: &str, ts: i64, body: &str) -> String {
@@ -1623,4 +1627,95 @@ async fn promises(app: &mut TestApp, client: &Client) {
     .await;
     assert_eq!(list_preview.as_deref(), Some("Sent while you were away"));
     shoot(client, backend, "9-resumed").await;
+}
+
+// ---------- a tab that falls behind the stream ----------
+
+/// A tab that falls behind its stream (`event: error`, `lagged`) opens a new one after the last
+/// event it received and shows everything it had missed, without reading the list again. The
+/// gateway queues one event per client here (EVENT_CLIENT_BUFFER=1), so one delivery of many
+/// messages cuts the tab off; the test checks that it was cut off.
+async fn a_tab_that_falls_behind_resumes_after_its_last_event(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("EVENT_CLIENT_BUFFER".into(), "1".into());
+    })
+    .await;
+    app.post_webhook_ok(&inbound(
+        "wamid.L0",
+        KERRY,
+        "Kerry",
+        now_secs() - 600,
+        "before",
+    ))
+    .await;
+
+    let driver = Driver::start();
+    let client = driver.connect().await;
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fall_behind(
+        &app, &client, backend,
+    )))
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), client.close()).await;
+    drop(driver);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// The browser part of [`a_tab_that_falls_behind_resumes_after_its_last_event`].
+async fn fall_behind(app: &TestApp, client: &Client, backend: Backend) {
+    const BURST: usize = 60;
+    client.goto(&app.url("/inbox")).await.unwrap();
+    let kerry = format!("#conversations li[data-key='{PHONE_NUMBER_ID}:{KERRY}']");
+    eventually("the conversation list", || async {
+        client.find(Locator::Css(&kerry)).await.ok()
+    })
+    .await;
+    eventually("the page's stream", || async {
+        (app.metric("whatsapp_gateway_event_streams_open").await == 1.0).then_some(())
+    })
+    .await;
+    // From now on, count the page's reads of the conversation list.
+    run(
+        client,
+        "window.listReads = 0; const f = window.fetch; window.fetch = (input, init) => { if (String(input).startsWith('/v1/conversations?')) window.listReads += 1; return f(input, init); }; return true;",
+    )
+    .await;
+
+    // One delivery of many messages: far more events at once than the tab's queue holds.
+    let t = now_secs() - 300;
+    let burst: Vec<Value> = (1..=BURST)
+        .map(|i| {
+            json!({"from": KERRY, "id": format!("wamid.L{i}"), "timestamp": (t + i as i64).to_string(),
+                   "type": "text", "text": {"body": format!("burst {i}")}})
+        })
+        .collect();
+    app.post_webhook_ok(&webhook_with(burst)).await;
+
+    eventually("the tab cut off for lag", || async {
+        app.metrics_text()
+            .await
+            .contains(r#"whatsapp_gateway_event_streams_ended_total{reason="lagged"} 1"#)
+            .then_some(())
+    })
+    .await;
+    let last = format!("burst {BURST}");
+    let unread = (BURST + 1).to_string();
+    eventually("every message of the burst on the list", || async {
+        let preview = text_of(client, &format!("{kerry} .conv-preview")).await?;
+        let badge = text_of(client, &format!("{kerry} .badge")).await?;
+        (preview == last && badge == unread).then_some(())
+    })
+    .await;
+    shoot(client, backend, "lagged-and-resumed").await;
+    assert_eq!(
+        run(client, "return window.listReads;").await,
+        json!(0),
+        "the tab resumed its stream after its last event instead of reading the list again"
+    );
+    assert_eq!(
+        app.metric("whatsapp_gateway_event_streams_open").await,
+        1.0,
+        "one stream open again"
+    );
 }
