@@ -44,6 +44,11 @@ const MAX_CTA_CHARS: usize = 20;
 const MAX_CALL_PAYLOAD_CHARS: usize = 512;
 /// Longest life of a `voice_call` button: 30 days.
 const MAX_CALL_BUTTON_TTL_MINUTES: u64 = 43_200;
+/// Fewest and most cards in a media card carousel.
+const CAROUSEL_CARDS: (usize, usize) = (2, 10);
+/// Longest carousel card body text, and its most line breaks.
+const MAX_CARD_BODY_CHARS: usize = 160;
+const MAX_CARD_BODY_LINE_BREAKS: usize = 2;
 const MAX_TEMPLATE_NAME_CHARS: usize = 512;
 /// Longest text body parameter: 1024 when the template sends other components too, else 32768.
 const MAX_BODY_PARAM_CHARS: usize = 1024;
@@ -126,7 +131,8 @@ pub enum SendKind {
     LocationRequest,
     /// Contact cards.
     Contacts,
-    /// Reply buttons, a list or a `cta_url` button.
+    /// Reply buttons, a list, a `cta_url` or call button, a call permission request or a media
+    /// card carousel.
     Interactive,
     /// An approved template: the only kind Meta accepts outside the 24-hour window.
     Template,
@@ -1151,6 +1157,7 @@ enum InteractiveType {
     Flow,
     VoiceCall,
     CallPermissionRequest,
+    Carousel,
 }
 
 /// How the client wrote an interactive message: Meta's object (with `type`) or a shortcut type
@@ -1170,7 +1177,7 @@ enum HeaderRule {
     Forbidden,
 }
 
-const INTERACTIVE_TYPES: [&str; 10] = [
+const INTERACTIVE_TYPES: [&str; 11] = [
     "button",
     "list",
     "cta_url",
@@ -1181,6 +1188,7 @@ const INTERACTIVE_TYPES: [&str; 10] = [
     "flow",
     "voice_call",
     "call_permission_request",
+    "carousel",
 ];
 
 impl InteractiveType {
@@ -1196,6 +1204,7 @@ impl InteractiveType {
             "flow" => Self::Flow,
             "voice_call" => Self::VoiceCall,
             "call_permission_request" => Self::CallPermissionRequest,
+            "carousel" => Self::Carousel,
             _ => return None,
         })
     }
@@ -1212,6 +1221,7 @@ impl InteractiveType {
             Self::Flow => "flow",
             Self::VoiceCall => "voice_call",
             Self::CallPermissionRequest => "call_permission_request",
+            Self::Carousel => "carousel",
         }
     }
 
@@ -1221,7 +1231,8 @@ impl InteractiveType {
             | Self::List
             | Self::CtaUrl
             | Self::VoiceCall
-            | Self::CallPermissionRequest => SendKind::Interactive,
+            | Self::CallPermissionRequest
+            | Self::Carousel => SendKind::Interactive,
             Self::LocationRequest => SendKind::LocationRequest,
             Self::Product => SendKind::Product,
             Self::ProductList => SendKind::ProductList,
@@ -1239,7 +1250,8 @@ impl InteractiveType {
             | Self::Product
             | Self::Catalog
             | Self::VoiceCall
-            | Self::CallPermissionRequest => HeaderRule::Forbidden,
+            | Self::CallPermissionRequest
+            | Self::Carousel => HeaderRule::Forbidden,
         }
     }
 
@@ -1247,12 +1259,12 @@ impl InteractiveType {
         self != Self::Product
     }
 
-    /// Meta documents a location request, a call button and a call permission request as body
-    /// text and their button only.
+    /// Meta documents a location request, a call button, a call permission request and a
+    /// carousel as body text and their action only.
     fn footer_allowed(self) -> bool {
         !matches!(
             self,
-            Self::LocationRequest | Self::VoiceCall | Self::CallPermissionRequest
+            Self::LocationRequest | Self::VoiceCall | Self::CallPermissionRequest | Self::Carousel
         )
     }
 
@@ -1389,6 +1401,7 @@ fn interactive_action(it: InteractiveType, a: &Obj, r: &mut Report) -> Option<Va
         InteractiveType::Flow => flow_action(a, r),
         InteractiveType::VoiceCall => voice_call_action(a, r),
         InteractiveType::CallPermissionRequest => name_only_action(a, "call_permission_request", r),
+        InteractiveType::Carousel => carousel_action(a, r),
     }
 }
 
@@ -1436,6 +1449,171 @@ fn voice_call_action(a: &Obj, r: &mut Report) -> Option<Value> {
         }
     }
     Some(out.value())
+}
+
+/// What a carousel card's buttons are; Meta wants the same on every card.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CardButtons {
+    Url,
+    QuickReplies(usize),
+}
+
+impl fmt::Display for CardButtons {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Url => f.write_str("a URL button"),
+            Self::QuickReplies(1) => f.write_str("1 quick-reply button"),
+            Self::QuickReplies(n) => write!(f, "{n} quick-reply buttons"),
+        }
+    }
+}
+
+/// A media card carousel: `{"cards": [2-10 cards]}`. Every card has the same kind and number
+/// of buttons (Meta's rule): one URL button each, or as many quick-reply buttons each.
+fn carousel_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    a.only(&["cards"], r);
+    let items = a.arr_req("cards", r)?;
+    check_count(r, &a.at("cards"), items.len(), CAROUSEL_CARDS, "card");
+    let mut first: Option<(CardButtons, String)> = None;
+    let mut cards = Vec::new();
+    for (position, item) in items.iter().enumerate() {
+        let Some(card) = Obj::read(item, index(&a.at("cards"), position), r) else {
+            continue;
+        };
+        let Some((value, buttons)) = carousel_card(&card, position, r) else {
+            continue;
+        };
+        match &first {
+            Some((expected, at)) if *expected != buttons => r.add(
+                card.at("action"),
+                format!("must have {expected} like {at} (found {buttons}): every card of a carousel has the same buttons"),
+            ),
+            Some(_) => {}
+            None => first = Some((buttons, card.path.clone())),
+        }
+        cards.push(value);
+    }
+    Some(Out::new().put("cards", cards).value())
+}
+
+/// One carousel card: `{"card_index"?, "type"?, "header": {"type": "image"|"video", <type>:
+/// {"link"}}, "body"?: {"text"}, "action": {"name": "cta_url", "parameters": {"display_text",
+/// "url"}} | {"buttons": [{"type": "quick_reply", "quick_reply": {"id", "title"}}, ...]}}`.
+/// `card_index` is the card's position (filled in when absent); `type` is `cta_url` on a card
+/// with a URL button (filled in) and absent on one with quick-reply buttons. Meta takes the
+/// header media by public `link` only.
+fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, CardButtons)> {
+    card.only(&["card_index", "type", "header", "body", "action"], r);
+    if card.has("card_index") {
+        let n = card.num_req("card_index", r);
+        if let Some(n) = n.filter(|n| n.as_u64() != Some(position as u64)) {
+            let rule = format!("must be {position}, the card's position (found {n})");
+            r.add(card.at("card_index"), rule);
+        }
+    }
+    let card_type = card.str_opt("type", r);
+    let header = carousel_header(card, r);
+    let body = card.obj_opt("body", r).and_then(|b| {
+        b.only(&["text"], r);
+        let text = b.text_req("text", MAX_CARD_BODY_CHARS, r)?;
+        let breaks = text.matches('\n').count();
+        if breaks > MAX_CARD_BODY_LINE_BREAKS {
+            let rule = format!(
+                "must have at most {MAX_CARD_BODY_LINE_BREAKS} line breaks (found {breaks})"
+            );
+            r.add(b.at("text"), rule);
+        }
+        Some(Out::new().put("text", text).value())
+    });
+    let a = card.obj_req("action", r)?;
+    let (action, buttons) = if a.has("buttons") {
+        let buttons = card_quick_replies(&a, r)?;
+        if let Some(t) = card_type {
+            let rule = format!("must be absent on a card with quick-reply buttons (found {t:?})");
+            r.add(card.at("type"), rule);
+        }
+        buttons
+    } else {
+        if let Some(t) = card_type.filter(|t| *t != "cta_url") {
+            let rule = format!("must be \"cta_url\" on a card with a URL button (found {t:?})");
+            r.add(card.at("type"), rule);
+        }
+        (cta_url_action(&a, r)?, CardButtons::Url)
+    };
+    let out = Out::new()
+        .put("card_index", position)
+        .put_opt("type", (buttons == CardButtons::Url).then_some("cta_url"))
+        .put("header", header?)
+        .put_opt("body", body)
+        .put("action", action);
+    Some((out.value(), buttons))
+}
+
+/// A carousel card's header: an image or a video by public `link`.
+fn carousel_header(card: &Obj, r: &mut Report) -> Option<Value> {
+    let h = card.obj_req("header", r)?;
+    let t = h.str_req("type", r)?;
+    if !matches!(t, "image" | "video") {
+        let rule = format!("must be image or video on a carousel card (found {t:?})");
+        r.add(h.at("type"), rule);
+        return None;
+    }
+    h.only(&["type", t], r);
+    let media = h.obj_req(t, r)?;
+    media.only(&["link"], r);
+    if media.has("id") {
+        r.add(
+            media.at("id"),
+            "Meta takes a carousel card's media by public link only: give `link` instead",
+        );
+    }
+    let link = media.str_req("link", r)?;
+    check_url(r, &media.at("link"), link);
+    let media = Out::new().put("link", link).value();
+    Some(Out::new().put("type", t).put(t, media).value())
+}
+
+/// A carousel card's quick-reply buttons (at least one), ids unique on the card.
+fn card_quick_replies(a: &Obj, r: &mut Report) -> Option<(Value, CardButtons)> {
+    a.only(&["buttons"], r);
+    let buttons = a.arr_req("buttons", r)?;
+    if buttons.is_empty() {
+        r.add(a.at("buttons"), "must have at least 1 button (found 0)");
+    }
+    let (mut ids, mut out) = (HashMap::new(), Vec::new());
+    for b in a.objects("buttons", buttons, r) {
+        b.only(&["type", "quick_reply"], r);
+        let kind = b.fixed("type", "quick_reply", r);
+        let Some(reply) = b.obj_req("quick_reply", r) else {
+            continue;
+        };
+        reply.only(&["id", "title"], r);
+        let id = reply.str_req("id", r);
+        let title = reply.text_req("title", MAX_BUTTON_TITLE_CHARS, r);
+        if let Some(id) = id {
+            check_button_id(r, &reply.at("id"), id);
+            if let Some(first) = ids.insert(id, reply.at("id")) {
+                r.add(
+                    reply.at("id"),
+                    format!("must be unique on the card (same as {first})"),
+                );
+            }
+        }
+        if let (Some(kind), Some(id), Some(title)) = (kind, id, title) {
+            let reply = Out::new().put("id", id).put("title", title).value();
+            out.push(
+                Out::new()
+                    .put("type", kind)
+                    .put("quick_reply", reply)
+                    .value(),
+            );
+        }
+    }
+    let count = buttons.len();
+    Some((
+        Out::new().put("buttons", out).value(),
+        CardButtons::QuickReplies(count),
+    ))
 }
 
 fn button_action(a: &Obj, r: &mut Report) -> Option<Value> {
@@ -3454,6 +3632,161 @@ mod tests {
         sends(
             interactive(permission.clone()),
             meta("interactive", permission),
+        );
+    }
+
+    /// A carousel card with an image header by link, body text and a URL button, as Meta's
+    /// example writes it.
+    fn url_card(i: usize) -> Value {
+        json!({"card_index": i, "type": "cta_url",
+               "header": {"type": "image", "image": {"link": format!("https://example.com/{i}.jpeg")}},
+               "body": {"text": format!("*Plant {i}*\n\nUnder $25")},
+               "action": {"name": "cta_url", "parameters": {"display_text": "Buy now", "url": format!("https://example.com/p/{i}")}}})
+    }
+
+    /// A carousel card with a video header and quick-reply buttons (ids `<i>-<title>`).
+    fn quick_reply_card(i: usize, titles: &[&str]) -> Value {
+        let buttons: Vec<Value> = titles
+            .iter()
+            .map(|t| json!({"type": "quick_reply", "quick_reply": {"id": format!("{i}-{t}"), "title": t}}))
+            .collect();
+        json!({"card_index": i, "header": {"type": "video", "video": {"link": format!("https://example.com/{i}.mp4")}},
+               "action": {"buttons": buttons}})
+    }
+
+    fn carousel(cards: Value) -> Value {
+        interactive(
+            json!({"type": "carousel", "body": {"text": "Three of our latest arrivals"},
+                           "action": {"cards": cards}}),
+        )
+    }
+
+    #[test]
+    fn carousels_of_url_or_quick_reply_cards() {
+        let cards = json!([url_card(0), url_card(1), url_card(2)]);
+        let object = json!({"type": "carousel", "body": {"text": "Three of our latest arrivals"},
+                            "action": {"cards": cards}});
+        let m = sends(carousel(cards), meta("interactive", object));
+        assert_eq!(m.kind, SendKind::Interactive);
+        assert!(m.needs_window());
+        let cards = json!([
+            quick_reply_card(0, &["Learn more", "Favorite"]),
+            quick_reply_card(1, &["Learn more", "Favorite"])
+        ]);
+        let object = json!({"type": "carousel", "body": {"text": "Three of our latest arrivals"},
+                            "action": {"cards": cards}});
+        sends(carousel(cards), meta("interactive", object));
+        // card_index and a URL card's type are filled in when left out.
+        let mut bare = [url_card(0), url_card(1)];
+        for card in &mut bare {
+            let card = card.as_object_mut().unwrap();
+            card.remove("card_index");
+            card.remove("type");
+        }
+        let object = json!({"type": "carousel", "body": {"text": "Three of our latest arrivals"},
+                            "action": {"cards": [url_card(0), url_card(1)]}});
+        sends(carousel(json!(bare)), meta("interactive", object));
+    }
+
+    #[test]
+    fn carousel_rules() {
+        refused(
+            carousel(json!([url_card(0)])),
+            "interactive.action.cards",
+            "must have at least 2 cards (found 1)",
+        );
+        let eleven: Vec<Value> = (0..11).map(url_card).collect();
+        refused(
+            carousel(json!(eleven)),
+            "interactive.action.cards",
+            "must have at most 10 cards (found 11)",
+        );
+        refused(
+            carousel(json!([url_card(0), quick_reply_card(1, &["Yes"])])),
+            "interactive.action.cards[1].action",
+            "must have a URL button like interactive.action.cards[0] (found 1 quick-reply button)",
+        );
+        refused(
+            carousel(json!([
+                quick_reply_card(0, &["Yes", "No"]),
+                quick_reply_card(1, &["Yes"])
+            ])),
+            "interactive.action.cards[1].action",
+            "must have 2 quick-reply buttons like interactive.action.cards[0] (found 1 quick-reply button)",
+        );
+        refused(
+            carousel(json!([url_card(0), url_card(0)])),
+            "interactive.action.cards[1].card_index",
+            "must be 1, the card's position (found 0)",
+        );
+        let mut with_id = url_card(1);
+        with_id["header"]["image"] = json!({"id": "1479537139650973"});
+        let problems = problems(carousel(json!([url_card(0), with_id])));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.field == "interactive.action.cards[1].header.image.id"
+                    && p.rule.contains("by public link only")),
+            "{problems:#?}"
+        );
+        let mut document = url_card(1);
+        document["header"] =
+            json!({"type": "document", "document": {"link": "https://example.com/a.pdf"}});
+        refused(
+            carousel(json!([url_card(0), document])),
+            "interactive.action.cards[1].header.type",
+            "must be image or video on a carousel card (found \"document\")",
+        );
+        let mut long = url_card(1);
+        long["body"]["text"] = json!("b".repeat(161));
+        refused(
+            carousel(json!([url_card(0), long])),
+            "interactive.action.cards[1].body.text",
+            "must have at most 160 characters (found 161)",
+        );
+        let mut lines = url_card(1);
+        lines["body"]["text"] = json!("a\nb\nc\nd");
+        refused(
+            carousel(json!([url_card(0), lines])),
+            "interactive.action.cards[1].body.text",
+            "must have at most 2 line breaks (found 3)",
+        );
+        let mut typed = quick_reply_card(1, &["Yes"]);
+        typed["type"] = json!("cta_url");
+        refused(
+            carousel(json!([quick_reply_card(0, &["Yes"]), typed])),
+            "interactive.action.cards[1].type",
+            "must be absent on a card with quick-reply buttons",
+        );
+        let mut twice = quick_reply_card(1, &["Yes", "No"]);
+        twice["action"]["buttons"][1]["quick_reply"]["id"] = json!("1-Yes");
+        refused(
+            carousel(json!([quick_reply_card(0, &["Yes", "No"]), twice])),
+            "interactive.action.cards[1].action.buttons[1].quick_reply.id",
+            "must be unique on the card (same as interactive.action.cards[1].action.buttons[0].quick_reply.id)",
+        );
+        refused(
+            carousel(json!([
+                quick_reply_card(0, &["A title longer than 20"]),
+                quick_reply_card(1, &["Yes"])
+            ])),
+            "interactive.action.cards[0].action.buttons[0].quick_reply.title",
+            "must have at most 20 characters (found 22)",
+        );
+        refused(
+            interactive(
+                json!({"type": "carousel", "body": {"text": "x"}, "footer": {"text": "f"},
+                               "action": {"cards": [url_card(0), url_card(1)]}}),
+            ),
+            "interactive.footer",
+            "footer is not allowed on a carousel message",
+        );
+        refused(
+            interactive(
+                json!({"type": "carousel", "action": {"cards": [url_card(0), url_card(1)]}}),
+            ),
+            "interactive.body",
+            "is required for a carousel message",
         );
     }
 

@@ -147,6 +147,47 @@ fn cases() -> Vec<(Value, Value)> {
                        "body": {"text": "May we call you about your order?"}, "action": {"name": "call_permission_request"}}}),
             ),
         ),
+        (
+            // card_index and the URL cards' type are filled in.
+            json!({"to": USER, "type": "interactive", "interactive": {"type": "carousel",
+                   "body": {"text": "Two of our latest arrivals"},
+                   "action": {"cards": [
+                       {"header": {"type": "image", "image": {"link": "https://example.com/echeveria.jpeg"}},
+                        "body": {"text": "*Blue Echeveria*\n\nUnder $25"},
+                        "action": {"name": "cta_url", "parameters": {"display_text": "Buy now", "url": "https://example.com/p/1"}}},
+                       {"header": {"type": "image", "image": {"link": "https://example.com/aloe.jpeg"}},
+                        "action": {"name": "cta_url", "parameters": {"display_text": "Buy now", "url": "https://example.com/p/2"}}}]}}}),
+            meta(
+                json!({"type": "interactive", "interactive": {"type": "carousel",
+                       "body": {"text": "Two of our latest arrivals"},
+                       "action": {"cards": [
+                           {"card_index": 0, "type": "cta_url",
+                            "header": {"type": "image", "image": {"link": "https://example.com/echeveria.jpeg"}},
+                            "body": {"text": "*Blue Echeveria*\n\nUnder $25"},
+                            "action": {"name": "cta_url", "parameters": {"display_text": "Buy now", "url": "https://example.com/p/1"}}},
+                           {"card_index": 1, "type": "cta_url",
+                            "header": {"type": "image", "image": {"link": "https://example.com/aloe.jpeg"}},
+                            "action": {"name": "cta_url", "parameters": {"display_text": "Buy now", "url": "https://example.com/p/2"}}}]}}}),
+            ),
+        ),
+        (
+            json!({"to": USER, "type": "interactive", "interactive": {"type": "carousel",
+                   "body": {"text": "Pick a plant"},
+                   "action": {"cards": [
+                       {"card_index": 0, "header": {"type": "video", "video": {"link": "https://example.com/1.mp4"}},
+                        "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "learn-1", "title": "Learn more"}}]}},
+                       {"card_index": 1, "header": {"type": "video", "video": {"link": "https://example.com/2.mp4"}},
+                        "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "learn-2", "title": "Learn more"}}]}}]}}}),
+            meta(
+                json!({"type": "interactive", "interactive": {"type": "carousel",
+                       "body": {"text": "Pick a plant"},
+                       "action": {"cards": [
+                           {"card_index": 0, "header": {"type": "video", "video": {"link": "https://example.com/1.mp4"}},
+                            "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "learn-1", "title": "Learn more"}}]}},
+                           {"card_index": 1, "header": {"type": "video", "video": {"link": "https://example.com/2.mp4"}},
+                            "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "learn-2", "title": "Learn more"}}]}}]}}}),
+            ),
+        ),
     ]
 }
 
@@ -213,6 +254,16 @@ async fn broken_rules_are_422_naming_the_field_and_nothing_is_sent(backend: Back
         (
             json!({"to": USER, "type": "template", "template": {"name": "order_update"}}),
             "template.language",
+        ),
+        (
+            // A carousel's cards must all have the same buttons.
+            json!({"to": USER, "type": "interactive", "interactive": {"type": "carousel", "body": {"text": "Pick"},
+                   "action": {"cards": [
+                       {"header": {"type": "image", "image": {"link": "https://example.com/1.jpeg"}},
+                        "action": {"name": "cta_url", "parameters": {"display_text": "Buy", "url": "https://example.com/1"}}},
+                       {"header": {"type": "image", "image": {"link": "https://example.com/2.jpeg"}},
+                        "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "q", "title": "Buy"}}]}}]}}}),
+            "interactive.action.cards[1].action",
         ),
         (
             json!({"to": "12", "type": "text", "text": {"body": "hi"}}),
