@@ -255,6 +255,8 @@ async fn follow(inner: Arc<Inner>, id: String) {
                         .await
                 };
                 tokio::select! {
+                    // A page that settled is closed before a new one opens.
+                    biased;
                     settled = oldest.settle() => Some(settled),
                     _ = woken => None,
                 }
@@ -383,8 +385,13 @@ async fn open(
         lanes[i].1.push(e);
     }
     // Every page takes (or renews) the lease, those with nothing to attempt too: only its
-    // holder moves the cursor, so no other instance closes a page under it.
-    let names: Vec<&str> = lanes.iter().map(|l| l.0).collect();
+    // holder moves the cursor, so no other instance closes a page under it. A disabled
+    // subscription's page attempts nothing, so which lanes are busy does not matter to it.
+    let names: Vec<&str> = if sub.enabled {
+        lanes.iter().map(|l| l.0).collect()
+    } else {
+        Vec::new()
+    };
     let Some(found) = inner
         .store
         .hook_busy_lanes(&sub.id, &names, &inner.lease)
@@ -549,7 +556,9 @@ async fn close(
     };
     at.stored = Some(next);
     at.at = Some(page.last);
-    for (event_id, body, tried) in failures {
+    // One failed attempt per lane at most, each completed on its own: at once, not one store
+    // round trip after another (a receiver that is down fails every lane of the page).
+    let completions = failures.into_iter().map(|(event_id, body, tried)| {
         let claimed = Claimed {
             subscription: sub.id.clone(),
             event_id,
@@ -557,8 +566,9 @@ async fn close(
             attempts: 0,
             token,
         };
-        worker::complete(inner, sub, claimed, tried).await;
-    }
+        worker::complete(inner, sub, claimed, tried)
+    });
+    futures_util::future::join_all(completions).await;
     if n > 0 {
         inner.due.notify_one();
     }
