@@ -53,6 +53,7 @@ contract_tests!(
     a_graceful_stop_records_the_attempts_in_flight_and_stores_the_rest,
     events_read_before_a_410_wait_for_the_subscription_to_be_enabled_again,
     a_410_stops_the_attempts_of_other_contacts_under_way,
+    a_stored_retry_goes_out_while_direct_attempts_keep_every_slot_busy,
 );
 
 /// The Standard Webhooks signature, computed here independently of the gateway.
@@ -643,6 +644,69 @@ async fn a_later_event_of_a_contact_waits_while_an_earlier_one_is_retried(backen
             ("retry", "queued", 1),
             ("delivered", "queued", 2),
         ])
+    );
+}
+
+/// One attempt slot (WEBHOOK_CONCURRENCY=1) and more events than it can take (a receiver that
+/// answers in 40 ms, events of ever new contacts at ~40/s): the dispatcher's lanes always wait
+/// for it. A stored retry still gets its turn while that goes on: the worker, in line for the
+/// slot with the lanes, keeps the one it waited for (given back, it would go to the next lane
+/// waiting, and the retry would wait for the load to end).
+async fn a_stored_retry_goes_out_while_direct_attempts_keep_every_slot_busy(backend: Backend) {
+    let app = spawn_app_with(backend, |vars| {
+        vars.insert("WEBHOOK_ALLOW_PRIVATE".into(), "true".into());
+        vars.insert("WEBHOOK_RETRY_SCHEDULE".into(), "1s".into());
+        vars.insert("WEBHOOK_TIMEOUT_SECS".into(), "2".into());
+        vars.insert("WEBHOOK_CONCURRENCY".into(), "1".into());
+    })
+    .await;
+    let receiver = Receiver::start(SECRET).await;
+    receiver
+        .state
+        .failing
+        .lock()
+        .unwrap()
+        .push(("wamid.retried".into(), 1));
+    *receiver.state.delay.lock().unwrap() = Duration::from_millis(40);
+    subscribe_incoming(&app, &receiver).await;
+    app.post_webhook_ok(&message_from("wamid.retried", KERRY, "first"))
+        .await;
+    receiver.wait_got(1).await;
+
+    // The load: one new contact's message every 25 ms, until the retry went out or 15 s.
+    let started = std::time::Instant::now();
+    let retried = |got: &[Got]| {
+        got.iter()
+            .any(|g| g.body["data"]["id"] == "wamid.retried" && g.answered == 200)
+    };
+    let mut sent = 0u32;
+    while !retried(&receiver.got()) && started.elapsed() < Duration::from_secs(15) {
+        let from = format!("1555{:07}", 1000 + sent);
+        app.post_webhook_ok(&message_from(&format!("wamid.load{sent}"), &from, "load"))
+            .await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let load = started.elapsed();
+    let got = receiver.got();
+    assert!(
+        retried(&got),
+        "the retry did not go out during {load:?} of load ({sent} events)"
+    );
+    // The slot was busy meanwhile: the load's events were still arriving faster than one slot
+    // delivers them (some of them wait, or were stored, when the retry went out).
+    let delivered = got
+        .iter()
+        .filter(|g| {
+            g.body["data"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("wamid.load")
+        })
+        .count();
+    assert!(
+        (delivered as u32) < sent,
+        "the load kept the slot busy: {delivered} of {sent} delivered when the retry went out"
     );
 }
 
