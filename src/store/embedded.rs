@@ -1374,6 +1374,15 @@ fn delete_conversation(
     Ok(Some(removed as u64))
 }
 
+/// The conversation [`mark_read`] reads, with its marketing preference and latest inbound id.
+const MARK_READ_SELECT: &str = concat!(
+    "SELECT ",
+    reads::conversation_columns!(),
+    ", ",
+    reads::marketing_column!(),
+    ", last_inbound_id FROM conversation WHERE phone_number_id = ?1 AND contact = ?2"
+);
+
 /// Sets a conversation's unread count to 0, with a `conversation_updated` event when it was
 /// not 0. Returns the conversation's JSON, `None` when there is no such conversation.
 fn mark_read(
@@ -1382,12 +1391,7 @@ fn mark_read(
     contact: &str,
 ) -> rusqlite::Result<Option<super::view::MarkedRead>> {
     let found = tx
-        .prepare_cached(&format!(
-            "SELECT {}, {}, last_inbound_id FROM conversation
-             WHERE phone_number_id = ?1 AND contact = ?2",
-            reads::CONVERSATION_COLUMNS,
-            reads::MARKETING_COLUMN
-        ))?
+        .prepare_cached(MARK_READ_SELECT)?
         .query_row(params![phone_number_id, contact], |r| {
             let mut fields = reads::conversation_row(r)?;
             fields.marketing = r.get(9)?;

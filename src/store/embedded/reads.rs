@@ -50,9 +50,15 @@ pub(super) fn conversation_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Conver
     })
 }
 
-/// The contact's stored marketing preference, as a column after [`CONVERSATION_COLUMNS`].
-pub(super) const MARKETING_COLUMN: &str = "(SELECT marketing FROM preferences p \
-     WHERE p.phone_number_id = conversation.phone_number_id AND p.contact = conversation.contact)";
+/// The contact's stored marketing preference, as a column after [`conversation_columns`] (a
+/// literal too).
+macro_rules! marketing_column {
+    () => {
+        "(SELECT marketing FROM preferences p \
+         WHERE p.phone_number_id = conversation.phone_number_id AND p.contact = conversation.contact)"
+    };
+}
+pub(super) use marketing_column;
 
 /// The columns [`conversation_row`] reads, in order, as a literal (so that statements can be
 /// `concat!`ed constants): the conversation's own, then the contact's latest call to the
@@ -67,8 +73,20 @@ macro_rules! conversation_columns {
 }
 pub(super) use conversation_columns;
 
-/// The columns [`conversation_row`] reads, in order ([`conversation_columns`]).
-pub(super) const CONVERSATION_COLUMNS: &str = conversation_columns!();
+/// A page of the conversation list (see [`EmbeddedStore::conversations`]).
+const CONVERSATION_PAGE: &str = concat!(
+    "SELECT ",
+    conversation_columns!(),
+    ", contact, ",
+    marketing_column!(),
+    " FROM conversation
+     WHERE (?1 OR (last_message_at, phone_number_id, contact) < (?2, ?3, ?4))
+       AND (?5 IS NULL OR phone_number_id = ?5)
+       AND (NOT ?6 OR unread_count > 0)
+       AND (?7 IS NULL OR lower(contact || ' ' || contact_json) LIKE ?7 ESCAPE '\\')
+     ORDER BY last_message_at DESC, phone_number_id DESC, contact DESC
+     LIMIT ?8"
+);
 
 impl EmbeddedStore {
     /// The contact's latest message to `phone_number_id` (see
@@ -185,16 +203,7 @@ impl EmbeddedStore {
                         .replace('_', "\\_")
                 )
             });
-            let sql = format!(
-                "SELECT {CONVERSATION_COLUMNS}, contact, {MARKETING_COLUMN} FROM conversation
-                 WHERE (?1 OR (last_message_at, phone_number_id, contact) < (?2, ?3, ?4))
-                   AND (?5 IS NULL OR phone_number_id = ?5)
-                   AND (NOT ?6 OR unread_count > 0)
-                   AND (?7 IS NULL OR lower(contact || ' ' || contact_json) LIKE ?7 ESCAPE '\\')
-                 ORDER BY last_message_at DESC, phone_number_id DESC, contact DESC
-                 LIMIT ?8"
-            );
-            let mut statement = conn.prepare_cached(&sql)?;
+            let mut statement = conn.prepare_cached(CONVERSATION_PAGE)?;
             let rows: Vec<(ConversationFields, String)> = statement
                 .query_map(
                     params![
