@@ -131,8 +131,8 @@ pub enum SendKind {
     LocationRequest,
     /// Contact cards.
     Contacts,
-    /// Reply buttons, a list, a `cta_url` or call button, a call permission request or a media
-    /// card carousel.
+    /// Reply buttons, a list, a `cta_url` or call button, a call permission or contact
+    /// information request, or a media card carousel.
     Interactive,
     /// An approved template: the only kind Meta accepts outside the 24-hour window.
     Template,
@@ -1157,6 +1157,7 @@ enum InteractiveType {
     Flow,
     VoiceCall,
     CallPermissionRequest,
+    RequestContactInfo,
     Carousel,
 }
 
@@ -1177,7 +1178,7 @@ enum HeaderRule {
     Forbidden,
 }
 
-const INTERACTIVE_TYPES: [&str; 11] = [
+const INTERACTIVE_TYPES: [&str; 12] = [
     "button",
     "list",
     "cta_url",
@@ -1188,6 +1189,7 @@ const INTERACTIVE_TYPES: [&str; 11] = [
     "flow",
     "voice_call",
     "call_permission_request",
+    "request_contact_info",
     "carousel",
 ];
 
@@ -1204,6 +1206,7 @@ impl InteractiveType {
             "flow" => Self::Flow,
             "voice_call" => Self::VoiceCall,
             "call_permission_request" => Self::CallPermissionRequest,
+            "request_contact_info" => Self::RequestContactInfo,
             "carousel" => Self::Carousel,
             _ => return None,
         })
@@ -1221,6 +1224,7 @@ impl InteractiveType {
             Self::Flow => "flow",
             Self::VoiceCall => "voice_call",
             Self::CallPermissionRequest => "call_permission_request",
+            Self::RequestContactInfo => "request_contact_info",
             Self::Carousel => "carousel",
         }
     }
@@ -1232,6 +1236,7 @@ impl InteractiveType {
             | Self::CtaUrl
             | Self::VoiceCall
             | Self::CallPermissionRequest
+            | Self::RequestContactInfo
             | Self::Carousel => SendKind::Interactive,
             Self::LocationRequest => SendKind::LocationRequest,
             Self::Product => SendKind::Product,
@@ -1251,6 +1256,7 @@ impl InteractiveType {
             | Self::Catalog
             | Self::VoiceCall
             | Self::CallPermissionRequest
+            | Self::RequestContactInfo
             | Self::Carousel => HeaderRule::Forbidden,
         }
     }
@@ -1259,12 +1265,16 @@ impl InteractiveType {
         self != Self::Product
     }
 
-    /// Meta documents a location request, a call button, a call permission request and a
-    /// carousel as body text and their action only.
+    /// Meta documents a location request, a call button, a call permission request, a contact
+    /// information request and a carousel as body text and their action only.
     fn footer_allowed(self) -> bool {
         !matches!(
             self,
-            Self::LocationRequest | Self::VoiceCall | Self::CallPermissionRequest | Self::Carousel
+            Self::LocationRequest
+                | Self::VoiceCall
+                | Self::CallPermissionRequest
+                | Self::RequestContactInfo
+                | Self::Carousel
         )
     }
 
@@ -1401,11 +1411,13 @@ fn interactive_action(it: InteractiveType, a: &Obj, r: &mut Report) -> Option<Va
         InteractiveType::Flow => flow_action(a, r),
         InteractiveType::VoiceCall => voice_call_action(a, r),
         InteractiveType::CallPermissionRequest => name_only_action(a, "call_permission_request", r),
+        InteractiveType::RequestContactInfo => name_only_action(a, "request_contact_info", r),
         InteractiveType::Carousel => carousel_action(a, r),
     }
 }
 
-/// An action that is only its fixed `name` (a location request, a call permission request).
+/// An action that is only its fixed `name` (a location request, a call permission request, a
+/// contact information request: WhatsApp labels its button in the user's language).
 fn name_only_action(a: &Obj, name: &'static str, r: &mut Report) -> Option<Value> {
     a.only(&["name"], r);
     let name = a.fixed("name", name, r)?;
@@ -3274,7 +3286,7 @@ mod tests {
     #[test]
     fn interactive_type_is_one_of_meta_types() {
         refused(
-            interactive(json!({"type": "carousel", "action": {}})),
+            interactive(json!({"type": "order_details", "action": {}})),
             "interactive.type",
             "must be one of button, list, cta_url",
         );
@@ -3686,6 +3698,45 @@ mod tests {
         let object = json!({"type": "carousel", "body": {"text": "Three of our latest arrivals"},
                             "action": {"cards": [url_card(0), url_card(1)]}});
         sends(carousel(json!(bare)), meta("interactive", object));
+    }
+
+    #[test]
+    fn a_contact_information_request_is_body_text_and_its_named_action() {
+        // Asks a user known only by a BSUID to share their phone number.
+        let request = json!({"type": "request_contact_info",
+                             "body": {"text": "Share your number so we can update you about your order."},
+                             "action": {"name": "request_contact_info"}});
+        let mut body = interactive(request.clone());
+        body["to"] = json!("US.13491208655302741918");
+        let mut expected = meta("interactive", request);
+        let expected_map = expected.as_object_mut().unwrap();
+        expected_map.remove("to");
+        expected_map.insert("recipient".into(), json!("US.13491208655302741918"));
+        let m = sends(body, expected);
+        assert_eq!(m.kind, SendKind::Interactive);
+        refused(
+            interactive(
+                json!({"type": "request_contact_info", "body": {"text": "x"},
+                               "footer": {"text": "f"}, "action": {"name": "request_contact_info"}}),
+            ),
+            "interactive.footer",
+            "footer is not allowed on a request_contact_info message",
+        );
+        refused(
+            interactive(
+                json!({"type": "request_contact_info", "body": {"text": "x"},
+                               "action": {"name": "request_contact_info", "parameters": {}}}),
+            ),
+            "interactive.action.parameters",
+            "unknown field; expected one of name",
+        );
+        refused(
+            interactive(
+                json!({"type": "request_contact_info", "action": {"name": "request_contact_info"}}),
+            ),
+            "interactive.body",
+            "is required for a request_contact_info message",
+        );
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl From<Invalid> for FieldError {
 
 /// Sends any kind of WhatsApp message.
 #[utoipa::path(post, path = "/v1/messages", tag = "messages",
-    request_body(content = serde_json::Value, description = "Meta's message object with Meta's field names: `to` (a phone number in any form, or a BSUID; or Meta's `recipient` instead), `type`, the object named by `type`; optional `from` (a configured phone_number_id), `reply_to` (a message id), `outside_window`, `biz_opaque_callback_data`. Types: text, image, video, audio, voice, document, sticker, location, location_request, contacts, interactive (button, list, cta_url, product, product_list, catalog_message, location_request_message, flow, voice_call, call_permission_request, carousel), template, reaction, product, product_list, catalog.",
+    request_body(content = serde_json::Value, description = "Meta's message object with Meta's field names: `to` (a phone number in any form, or a BSUID; or Meta's `recipient` instead), `type`, the object named by `type`; optional `from` (a configured phone_number_id), `reply_to` (a message id), `outside_window`, `biz_opaque_callback_data`. Types: text, image, video, audio, voice, document, sticker, location, location_request, contacts, interactive (button, list, cta_url, product, product_list, catalog_message, location_request_message, flow, voice_call, call_permission_request, request_contact_info, carousel), template, reaction, product, product_list, catalog.",
         example = json!({"to": "15551234567", "type": "text", "text": {"body": "Your order has shipped"}})),
     security((), ("bearer" = []), ("api_key" = [])),
     responses(

@@ -148,6 +148,16 @@ fn cases() -> Vec<(Value, Value)> {
             ),
         ),
         (
+            json!({"to": USER, "type": "interactive", "interactive": {"type": "request_contact_info",
+                   "body": {"text": "Share your number so we can update you about your order."},
+                   "action": {"name": "request_contact_info"}}}),
+            meta(
+                json!({"type": "interactive", "interactive": {"type": "request_contact_info",
+                       "body": {"text": "Share your number so we can update you about your order."},
+                       "action": {"name": "request_contact_info"}}}),
+            ),
+        ),
+        (
             // card_index and the URL cards' type are filled in.
             json!({"to": USER, "type": "interactive", "interactive": {"type": "carousel",
                    "body": {"text": "Two of our latest arrivals"},
