@@ -1486,8 +1486,8 @@ fn carousel_action(a: &Obj, r: &mut Report) -> Option<Value> {
     a.only(&["cards"], r);
     let items = a.arr_req("cards", r)?;
     check_count(r, &a.at("cards"), items.len(), CAROUSEL_CARDS, "card");
-    let mut first: Option<(CardButtons, String)> = None;
     let mut cards = Vec::new();
+    let mut layouts: Vec<(CardButtons, String)> = Vec::new();
     for (position, item) in items.iter().enumerate() {
         let Some(card) = Obj::read(item, index(&a.at("cards"), position), r) else {
             continue;
@@ -1495,15 +1495,29 @@ fn carousel_action(a: &Obj, r: &mut Report) -> Option<Value> {
         let Some((value, buttons)) = carousel_card(&card, position, r) else {
             continue;
         };
-        match &first {
-            Some((expected, at)) if *expected != buttons => r.add(
-                card.at("action"),
-                format!("must have {expected} like {at} (found {buttons}): every card of a carousel has the same buttons"),
-            ),
-            Some(_) => {}
-            None => first = Some((buttons, card.path.clone())),
+        // A card without buttons was reported already: it sets no example for the others.
+        if buttons != CardButtons::QuickReplies(0) {
+            layouts.push((buttons, card.at("action")));
         }
         cards.push(value);
+    }
+    // The cards that differ from the most common layout (the first card's on a tie) are named.
+    let count = |b: CardButtons| layouts.iter().filter(|(l, _)| *l == b).count();
+    let common = layouts
+        .iter()
+        .map(|(b, _)| *b)
+        .fold(None, |best: Option<CardButtons>, b| match best {
+            Some(best) if count(best) >= count(b) => Some(best),
+            _ => Some(b),
+        });
+    if let Some(common) = common {
+        for (buttons, at) in layouts.iter().filter(|(b, _)| *b != common) {
+            let rule = format!(
+                "must have {common} like the other cards (found {buttons}): every card of a \
+                 carousel has the same buttons"
+            );
+            r.add(at.clone(), rule);
+        }
     }
     Some(Out::new().put("cards", cards).value())
 }
@@ -1512,8 +1526,9 @@ fn carousel_action(a: &Obj, r: &mut Report) -> Option<Value> {
 /// {"link"}}, "body"?: {"text"}, "action": {"name": "cta_url", "parameters": {"display_text",
 /// "url"}} | {"buttons": [{"type": "quick_reply", "quick_reply": {"id", "title"}}, ...]}}`.
 /// `card_index` is the card's position (filled in when absent); `type` is `cta_url` on a card
-/// with a URL button (filled in) and absent on one with quick-reply buttons. Meta takes the
-/// header media by public `link` only.
+/// with a URL button (filled in); on one with quick-reply buttons a given `type` is passed on
+/// as it is (Meta's syntax shows none for them). Meta takes the header media by public `link`
+/// only.
 fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, CardButtons)> {
     card.only(&["card_index", "type", "header", "body", "action"], r);
     if card.has("card_index") {
@@ -1524,6 +1539,9 @@ fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, 
         }
     }
     let card_type = card.str_opt("type", r);
+    if let Some(t) = card_type {
+        check_token(r, &card.at("type"), t);
+    }
     let header = carousel_header(card, r);
     let body = card.obj_opt("body", r).and_then(|b| {
         b.only(&["text"], r);
@@ -1539,12 +1557,7 @@ fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, 
     });
     let a = card.obj_req("action", r)?;
     let (action, buttons) = if a.has("buttons") {
-        let buttons = card_quick_replies(&a, r)?;
-        if let Some(t) = card_type {
-            let rule = format!("must be absent on a card with quick-reply buttons (found {t:?})");
-            r.add(card.at("type"), rule);
-        }
-        buttons
+        card_quick_replies(&a, r)?
     } else {
         if let Some(t) = card_type.filter(|t| *t != "cta_url") {
             let rule = format!("must be \"cta_url\" on a card with a URL button (found {t:?})");
@@ -1554,7 +1567,13 @@ fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, 
     };
     let out = Out::new()
         .put("card_index", position)
-        .put_opt("type", (buttons == CardButtons::Url).then_some("cta_url"))
+        .put_opt(
+            "type",
+            match buttons {
+                CardButtons::Url => Some("cta_url"),
+                CardButtons::QuickReplies(_) => card_type,
+            },
+        )
         .put("header", header?)
         .put_opt("body", body)
         .put("action", action);
@@ -1572,7 +1591,7 @@ fn carousel_header(card: &Obj, r: &mut Report) -> Option<Value> {
     }
     h.only(&["type", t], r);
     let media = h.obj_req(t, r)?;
-    media.only(&["link"], r);
+    media.only(&["link", "id"], r);
     if media.has("id") {
         r.add(
             media.at("id"),
@@ -1604,11 +1623,14 @@ fn card_quick_replies(a: &Obj, r: &mut Report) -> Option<(Value, CardButtons)> {
         let title = reply.text_req("title", MAX_BUTTON_TITLE_CHARS, r);
         if let Some(id) = id {
             check_button_id(r, &reply.at("id"), id);
-            if let Some(first) = ids.insert(id, reply.at("id")) {
-                r.add(
-                    reply.at("id"),
-                    format!("must be unique on the card (same as {first})"),
-                );
+            match ids.get(id) {
+                Some(first) => {
+                    let rule = format!("must be unique on the card (same as {first})");
+                    r.add(reply.at("id"), rule);
+                }
+                None => {
+                    ids.insert(id, reply.at("id"));
+                }
             }
         }
         if let (Some(kind), Some(id), Some(title)) = (kind, id, title) {
@@ -3755,15 +3777,26 @@ mod tests {
         refused(
             carousel(json!([url_card(0), quick_reply_card(1, &["Yes"])])),
             "interactive.action.cards[1].action",
-            "must have a URL button like interactive.action.cards[0] (found 1 quick-reply button)",
+            "must have a URL button like the other cards (found 1 quick-reply button)",
         );
+        // The odd one out is named, the first card too.
         refused(
             carousel(json!([
-                quick_reply_card(0, &["Yes", "No"]),
+                quick_reply_card(0, &["Yes"]),
+                quick_reply_card(1, &["Yes", "No"]),
+                quick_reply_card(2, &["Yes", "No"])
+            ])),
+            "interactive.action.cards[0].action",
+            "must have 2 quick-reply buttons like the other cards (found 1 quick-reply button)",
+        );
+        // A card without buttons is reported as such, and sets no example.
+        refused(
+            carousel(json!([
+                quick_reply_card(0, &[]),
                 quick_reply_card(1, &["Yes"])
             ])),
-            "interactive.action.cards[1].action",
-            "must have 2 quick-reply buttons like interactive.action.cards[0] (found 1 quick-reply button)",
+            "interactive.action.cards[0].action.buttons",
+            "must have at least 1 button (found 0)",
         );
         refused(
             carousel(json!([url_card(0), url_card(0)])),
@@ -3772,13 +3805,16 @@ mod tests {
         );
         let mut with_id = url_card(1);
         with_id["header"]["image"] = json!({"id": "1479537139650973"});
-        let problems = problems(carousel(json!([url_card(0), with_id])));
-        assert!(
-            problems
-                .iter()
-                .any(|p| p.field == "interactive.action.cards[1].header.image.id"
-                    && p.rule.contains("by public link only")),
-            "{problems:#?}"
+        let found = problems(carousel(json!([url_card(0), with_id])));
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert_eq!(
+            found[0].field,
+            "interactive.action.cards[1].header.image.id"
+        );
+        assert!(found[0].rule.contains("by public link only"));
+        assert_eq!(
+            found[1].field,
+            "interactive.action.cards[1].header.image.link"
         );
         let mut document = url_card(1);
         document["header"] =
@@ -3802,20 +3838,40 @@ mod tests {
             "interactive.action.cards[1].body.text",
             "must have at most 2 line breaks (found 3)",
         );
-        let mut typed = quick_reply_card(1, &["Yes"]);
-        typed["type"] = json!("cta_url");
+        let mut typed = url_card(1);
+        typed["type"] = json!("button");
         refused(
-            carousel(json!([quick_reply_card(0, &["Yes"]), typed])),
+            carousel(json!([url_card(0), typed])),
             "interactive.action.cards[1].type",
-            "must be absent on a card with quick-reply buttons",
+            "must be \"cta_url\" on a card with a URL button (found \"button\")",
         );
-        let mut twice = quick_reply_card(1, &["Yes", "No"]);
-        twice["action"]["buttons"][1]["quick_reply"]["id"] = json!("1-Yes");
-        refused(
-            carousel(json!([quick_reply_card(0, &["Yes", "No"]), twice])),
-            "interactive.action.cards[1].action.buttons[1].quick_reply.id",
-            "must be unique on the card (same as interactive.action.cards[1].action.buttons[0].quick_reply.id)",
-        );
+        // A quick-reply card's own type is passed on as given.
+        let mut typed = quick_reply_card(1, &["Yes"]);
+        typed["type"] = json!("quick_reply");
+        let sent = parse(&carousel(json!([quick_reply_card(0, &["Yes"]), typed])));
+        let cards = &sent.meta_body()["interactive"]["action"]["cards"];
+        assert_eq!(cards[0].get("type"), None);
+        assert_eq!(cards[1]["type"], "quick_reply");
+        let mut thrice = quick_reply_card(1, &["Yes", "No", "Maybe"]);
+        thrice["action"]["buttons"][1]["quick_reply"]["id"] = json!("1-Yes");
+        thrice["action"]["buttons"][2]["quick_reply"]["id"] = json!("1-Yes");
+        let problems = problems(carousel(json!([
+            quick_reply_card(0, &["Yes", "No", "Maybe"]),
+            thrice
+        ])));
+        let first = "interactive.action.cards[1].action.buttons[0].quick_reply.id";
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        for (i, p) in problems.iter().enumerate() {
+            let field = format!(
+                "interactive.action.cards[1].action.buttons[{}].quick_reply.id",
+                i + 1
+            );
+            assert_eq!(p.field, field);
+            assert_eq!(
+                p.rule,
+                format!("must be unique on the card (same as {first})")
+            );
+        }
         refused(
             carousel(json!([
                 quick_reply_card(0, &["A title longer than 20"]),

@@ -17,8 +17,8 @@
 //!
 //! With several instances on one Redis every page's busy-lanes read takes (or renews) the
 //! subscription's dispatch lease ([`crate::store::hooks::DispatchLease`], longer than a page can
-//! take), so one instance opens and closes pages; it also answers the stored cursor, so nothing is attempted
-//! from a stale one. An instance that dies mid-page leaves the cursor where it was: its pages
+//! take), so one instance opens and closes pages; it also answers the stored cursor, so nothing
+//! is attempted from a stale one. An instance that dies mid-page leaves the cursor where it was: its pages
 //! in flight are attempted again (at least once; `webhook-id` lets receivers drop the repeats).
 //! A disabled subscription's events go to the store as deliveries, which drops them unless it
 //! was enabled meanwhile; a page read while it was enabled keeps what did not go out, for when
@@ -507,9 +507,10 @@ async fn attempt_lane(
     run
 }
 
-/// Closes a page once its attempts ended ([`Page::settle`]): the compare-and-set that moves the cursor to its last
-/// event, logs its successes and stores the rest; then completes its failed attempts. `false`:
-/// the cursor was moved by another instance (or the subscription is gone), nothing stored.
+/// Closes a page once its attempts ended ([`Page::settle`]): the compare-and-set that moves the
+/// cursor to its last event, logs its successes and stores the rest; then completes its failed
+/// attempts, all at once. `false`: the cursor was moved by another instance (or the subscription
+/// is gone), nothing stored.
 async fn close(
     inner: &Inner,
     sub: &Subscription,

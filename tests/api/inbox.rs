@@ -4,13 +4,13 @@
 //! receipt), a reply (the Graph mock sees Meta's exact body), ticks following status webhooks, a
 //! failure with Meta's reason, the template picker on a closed window, a reload after missed
 //! events, and a restart that ends the session (signed in again, a message stored while the page
-//! reads the state again still arrives); then, in a second browser session, the page's other
-//! promises: its weight and its first render (written to `target/inbox-screenshots/timings.json`,
-//! not asserted), older messages on scrolling up, the typing indicator once per 20 s, a reply's context and
-//! quote, an attachment uploaded then sent, and a stream that goes down and resumes from the last
-//! event id; in a third, a tab cut off for lag resumes after its last event and shows what it
-//! missed. Screenshots of each screen go to `target/inbox-screenshots/`. Over HTTP: wrong keys
-//! limited per client address, and the assets' ETag.
+//! reads the state again still arrives); then, in a second test, the page's other promises: its
+//! weight and its first render (written to `target/inbox-screenshots/timings.json`, not
+//! asserted), older messages on scrolling up, the typing indicator once per 20 s, a reply's
+//! context and quote, an attachment uploaded then sent, and a stream that goes down and resumes
+//! from the last event id; in a third test, a tab cut off for lag resumes after its last event
+//! and shows what it missed. Screenshots of each screen go to `target/inbox-screenshots/`. Over
+//! HTTP: wrong keys limited per client address, and the assets' ETag.
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -1673,6 +1673,12 @@ async fn fall_behind(app: &TestApp, client: &Client, backend: Backend) {
     .await;
     eventually("the page's stream", || async {
         (app.metric("whatsapp_gateway_event_streams_open").await == 1.0).then_some(())
+    })
+    .await;
+    // Open on the page's side too (a stream that opens late reads the list again when it does).
+    eventually("the page's stream open", || async {
+        let open = "return !!state.events && state.events.readyState === EventSource.OPEN;";
+        (run(client, open).await == json!(true)).then_some(())
     })
     .await;
     // From now on, count the page's reads of the conversation list.
