@@ -659,12 +659,10 @@ fn check_unique<'a>(
     seen: &mut HashMap<&'a str, String>,
     value: &'a str,
     path: String,
+    scope: &str,
 ) {
     match seen.get(value) {
-        Some(first) => r.add(
-            path,
-            format!("must be unique within the message (same as {first})"),
-        ),
+        Some(first) => r.add(path, format!("must be unique {scope} (same as {first})")),
         None => {
             seen.insert(value, path);
         }
@@ -1606,66 +1604,36 @@ fn carousel_header(card: &Obj, r: &mut Report) -> Option<Value> {
 
 /// A carousel card's quick-reply buttons (at least one), ids unique on the card.
 fn card_quick_replies(a: &Obj, r: &mut Report) -> Option<(Value, CardButtons)> {
-    a.only(&["buttons"], r);
-    let buttons = a.arr_req("buttons", r)?;
-    if buttons.is_empty() {
-        r.add(a.at("buttons"), "must have at least 1 button (found 0)");
-    }
-    let (mut ids, mut out) = (HashMap::new(), Vec::new());
-    for b in a.objects("buttons", buttons, r) {
-        b.only(&["type", "quick_reply"], r);
-        let kind = b.fixed("type", "quick_reply", r);
-        let Some(reply) = b.obj_req("quick_reply", r) else {
-            continue;
-        };
-        reply.only(&["id", "title"], r);
-        let id = reply.str_req("id", r);
-        let title = reply.text_req("title", MAX_BUTTON_TITLE_CHARS, r);
-        if let Some(id) = id {
-            check_button_id(r, &reply.at("id"), id);
-            match ids.get(id) {
-                Some(first) => {
-                    let rule = format!("must be unique on the card (same as {first})");
-                    r.add(reply.at("id"), rule);
-                }
-                None => {
-                    ids.insert(id, reply.at("id"));
-                }
-            }
-        }
-        if let (Some(kind), Some(id), Some(title)) = (kind, id, title) {
-            let reply = Out::new().put("id", id).put("title", title).value();
-            out.push(
-                Out::new()
-                    .put("type", kind)
-                    .put("quick_reply", reply)
-                    .value(),
-            );
-        }
-    }
-    let count = buttons.len();
-    Some((
-        Out::new().put("buttons", out).value(),
-        CardButtons::QuickReplies(count),
-    ))
+    let (buttons, given) = reply_buttons(a, "quick_reply", (usize::MAX, "on the card"), false, r)?;
+    let layout = CardButtons::QuickReplies(given);
+    Some((Out::new().put("buttons", buttons).value(), layout))
 }
 
 fn button_action(a: &Obj, r: &mut Report) -> Option<Value> {
+    let (buttons, _) = reply_buttons(a, "reply", (MAX_BUTTONS, "within the message"), true, r)?;
+    Some(Out::new().put("buttons", buttons).value())
+}
+
+/// `{"buttons": [{"type": <kind>, <kind>: {"id", "title" (<= 20)}}]}`: 1 to `most.0` buttons,
+/// ids unique in the scope `most.1` names, titles too when `unique_titles`. The buttons built,
+/// and how many were given.
+fn reply_buttons(
+    a: &Obj,
+    kind: &'static str,
+    most: (usize, &str),
+    unique_titles: bool,
+    r: &mut Report,
+) -> Option<(Vec<Value>, usize)> {
+    let (max, scope) = most;
     a.only(&["buttons"], r);
     let buttons = a.arr_req("buttons", r)?;
-    check_count(
-        r,
-        &a.at("buttons"),
-        buttons.len(),
-        (1, MAX_BUTTONS),
-        "button",
-    );
+    check_count(r, &a.at("buttons"), buttons.len(), (1, max), "button");
     let (mut ids, mut titles) = (HashMap::new(), HashMap::new());
     let mut out = Vec::new();
     for b in a.objects("buttons", buttons, r) {
-        b.only(&["type", "reply"], r);
-        let kind = b.fixed("type", "reply", r);
-        let Some(reply) = b.obj_req("reply", r) else {
+        b.only(&["type", kind], r);
+        let fixed = b.fixed("type", kind, r);
+        let Some(reply) = b.obj_req(kind, r) else {
             continue;
         };
         reply.only(&["id", "title"], r);
@@ -1673,17 +1641,17 @@ fn button_action(a: &Obj, r: &mut Report) -> Option<Value> {
         let title = reply.text_req("title", MAX_BUTTON_TITLE_CHARS, r);
         if let Some(id) = id {
             check_button_id(r, &reply.at("id"), id);
-            check_unique(r, &mut ids, id, reply.at("id"));
+            check_unique(r, &mut ids, id, reply.at("id"), scope);
         }
-        if let Some(title) = title {
-            check_unique(r, &mut titles, title, reply.at("title"));
+        if let Some(title) = title.filter(|_| unique_titles) {
+            check_unique(r, &mut titles, title, reply.at("title"), scope);
         }
-        if let (Some(kind), Some(id), Some(title)) = (kind, id, title) {
+        if let (Some(fixed), Some(id), Some(title)) = (fixed, id, title) {
             let reply = Out::new().put("id", id).put("title", title).value();
-            out.push(Out::new().put("type", kind).put("reply", reply).value());
+            out.push(Out::new().put("type", fixed).put(kind, reply).value());
         }
     }
-    Some(Out::new().put("buttons", out).value())
+    Some((out, buttons.len()))
 }
 
 /// A reply button id: 1-256 characters without leading or trailing spaces (Meta refuses them).
@@ -1749,7 +1717,7 @@ fn list_rows<'a>(
         row.only(&["id", "title", "description"], r);
         let id = row.text_req("id", MAX_ROW_ID_CHARS, r);
         if let Some(id) = id {
-            check_unique(r, ids, id, row.at("id"));
+            check_unique(r, ids, id, row.at("id"), "within the message");
         }
         let title = row.text_req("title", MAX_ROW_TITLE_CHARS, r);
         let description = row.max_opt("description", MAX_ROW_DESCRIPTION_CHARS, r);

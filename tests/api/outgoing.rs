@@ -266,11 +266,21 @@ impl Receiver {
 /// An app whose outgoing webhooks may reach the test's loopback receiver, with a schedule of
 /// `schedule`.
 async fn hook_app(backend: Backend, schedule: &str) -> TestApp {
+    hook_app_with(backend, schedule, |_| {}).await
+}
+
+/// [`hook_app`], letting `configure` change variables too.
+async fn hook_app_with(
+    backend: Backend,
+    schedule: &str,
+    configure: impl FnOnce(&mut std::collections::HashMap<String, String>),
+) -> TestApp {
     let schedule = schedule.to_owned();
     spawn_app_with(backend, move |vars| {
         vars.insert("WEBHOOK_ALLOW_PRIVATE".into(), "true".into());
         vars.insert("WEBHOOK_RETRY_SCHEDULE".into(), schedule);
         vars.insert("WEBHOOK_TIMEOUT_SECS".into(), "2".into());
+        configure(vars);
     })
     .await
 }
@@ -653,10 +663,7 @@ async fn a_later_event_of_a_contact_waits_while_an_earlier_one_is_retried(backen
 /// the worker, in line for the slot with the lanes, keeps the one it waited for (given back, it
 /// would go to the next lane waiting, and the retry would wait for the load to end).
 async fn a_stored_retry_goes_out_while_direct_attempts_keep_every_slot_busy(backend: Backend) {
-    let app = spawn_app_with(backend, |vars| {
-        vars.insert("WEBHOOK_ALLOW_PRIVATE".into(), "true".into());
-        vars.insert("WEBHOOK_RETRY_SCHEDULE".into(), "1s".into());
-        vars.insert("WEBHOOK_TIMEOUT_SECS".into(), "2".into());
+    let app = hook_app_with(backend, "1s", |vars| {
         vars.insert("WEBHOOK_CONCURRENCY".into(), "1".into());
     })
     .await;
