@@ -235,6 +235,11 @@ impl Receiver {
         self.script(statuses.iter().map(|s| Reply::status(*s)));
     }
 
+    /// Deliveries of the message `id` (`data.id`) fail with 500 the next `times` times.
+    fn fail(&self, id: &str, times: usize) {
+        self.state.failing.lock().unwrap().push((id.into(), times));
+    }
+
     fn otherwise(&self, status: u16) {
         *self.state.otherwise.lock().unwrap() = Some(Reply::status(status));
     }
@@ -607,12 +612,7 @@ async fn a_later_event_of_a_contact_waits_while_an_earlier_one_is_retried(backen
     let app = hook_app(backend, "300ms,300ms,300ms").await;
     let receiver = Receiver::start(SECRET).await;
     // Kerry's first message fails twice.
-    receiver
-        .state
-        .failing
-        .lock()
-        .unwrap()
-        .push(("wamid.k1".into(), 2));
+    receiver.fail("wamid.k1", 2);
     subscribe_incoming(&app, &receiver).await;
     app.post_webhook_ok(&message_from("wamid.k1", KERRY, "first"))
         .await;
@@ -668,12 +668,7 @@ async fn a_stored_retry_goes_out_while_direct_attempts_keep_every_slot_busy(back
     })
     .await;
     let receiver = Receiver::start(SECRET).await;
-    receiver
-        .state
-        .failing
-        .lock()
-        .unwrap()
-        .push(("wamid.retried".into(), 1));
+    receiver.fail("wamid.retried", 1);
     *receiver.state.delay.lock().unwrap() = Duration::from_millis(100);
     subscribe_incoming(&app, &receiver).await;
     app.post_webhook_ok(&message_from("wamid.retried", KERRY, "first"))
