@@ -1427,7 +1427,7 @@ fn name_only_action(a: &Obj, name: &'static str, r: &mut Report) -> Option<Value
 fn voice_call_action(a: &Obj, r: &mut Report) -> Option<Value> {
     a.only(&["name", "parameters"], r);
     let name = a.fixed("name", "voice_call", r);
-    let mut out = Out::new().put("name", name?);
+    let mut parameters = None;
     if let Some(p) = a.obj_opt("parameters", r) {
         p.only(&["display_text", "ttl_minutes", "payload"], r);
         let display_text = p.text_opt("display_text", MAX_CTA_CHARS, r);
@@ -1451,13 +1451,17 @@ fn voice_call_action(a: &Obj, r: &mut Report) -> Option<Value> {
             .flatten();
         // `{}` says nothing: Meta's defaults apply without it.
         if display_text.is_some() || ttl.is_some() || payload.is_some() {
-            let parameters = Out::new()
+            let given = Out::new()
                 .put_opt("display_text", display_text)
                 .put_opt("ttl_minutes", ttl)
                 .put_opt("payload", payload);
-            out = out.put("parameters", parameters.value());
+            parameters = Some(given.value());
         }
     }
+    // Built last: a missing name does not hide the parameters' problems.
+    let out = Out::new()
+        .put("name", name?)
+        .put_opt("parameters", parameters);
     Some(out.value())
 }
 
@@ -3867,6 +3871,19 @@ mod tests {
 
     #[test]
     fn call_button_and_call_permission_request_rules() {
+        // A missing name and a bad parameter are both reported, in one answer.
+        let found = problems(interactive(
+            json!({"type": "voice_call", "body": {"text": "x"},
+                                                "action": {"parameters": {"ttl_minutes": 0}}}),
+        ));
+        let fields: Vec<&str> = found.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "interactive.action.name",
+                "interactive.action.parameters.ttl_minutes"
+            ]
+        );
         let call = |parameters: Value| {
             interactive(json!({"type": "voice_call", "body": {"text": "x"},
                                "action": {"name": "voice_call", "parameters": parameters}}))
