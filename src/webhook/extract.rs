@@ -363,12 +363,10 @@ impl WebhookBatch {
                 let before = batch.messages.len();
                 for (t, thread) in chunk.threads.iter().enumerate() {
                     // The thread's user: its phone, else the BSUID of its context.
-                    let user = present(&thread.id)
-                        .and_then(|p| PhoneNumber::parse(p).ok().map(ContactId::Phone))
-                        .or_else(|| {
-                            let context = thread.context.as_ref()?;
-                            phone_or_bsuid(present(&context.wa_id), present(&context.user_id))
-                        });
+                    let user = phone_or_bsuid(present(&thread.id), None).or_else(|| {
+                        let context = thread.context.as_ref()?;
+                        phone_or_bsuid(present(&context.wa_id), present(&context.user_id))
+                    });
                     for (m, raw) in thread.messages.items().iter().enumerate() {
                         let at = || format!("{}.history[{h}].threads[{t}].messages[{m}]", path());
                         // The direction is read from the message itself (its `from`).
