@@ -820,7 +820,7 @@ async fn a_410_stops_the_attempts_of_other_contacts_under_way(backend: Backend) 
     *receiver.state.delay.lock().unwrap() = Duration::from_millis(300);
     let id = subscribe_incoming(&app, &receiver).await;
     let mut messages = vec![text_message("wamid.k1", KERRY, "answered 410")];
-    messages.extend((1..=5).map(|i| text_message(&format!("wamid.a{i}"), ANA, "in order")));
+    messages.extend(numbered_messages("wamid.a", ANA, 1, 5));
     app.post_webhook_ok(&webhook_with(messages)).await;
     // Ana's lane had a1 under way when the 410 came 100 ms later (both started together; a1
     // takes 300 ms); nothing after it. Before, the lane went on to a5 (1.5 s).

@@ -372,19 +372,17 @@ async fn a_closed_window_refuses_free_form_but_not_templates_or_an_override(back
 /// `age` seconds old, in `direction`.
 async fn call_from(app: &TestApp, from: &str, age: i64, direction: &str) {
     let ts = now_secs() - age;
-    let caller = if from.contains('.') {
-        json!({"from_user_id": from})
-    } else {
-        json!({"from": from})
-    };
     let mut call = json!({
         "id": format!("wacid.{from}.{ts}.{direction}"), "to": "15551713917",
         "event": "connect", "timestamp": ts.to_string(), "direction": direction,
         "session": {"sdp_type": "offer", "sdp": "v=0"}
     });
-    call.as_object_mut()
-        .unwrap()
-        .extend(caller.as_object().unwrap().clone());
+    let caller = if from.contains('.') {
+        "from_user_id"
+    } else {
+        "from"
+    };
+    call[caller] = from.into();
     let webhook = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
         "changes": [{"field": "calls", "value": {"messaging_product": "whatsapp",
             "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
@@ -438,14 +436,8 @@ async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
     // after a read mark.
     let mut stream = Sse::open(&app, "?types=conversation_updated", None).await;
     inbound_from_user(&app, "wamid.late", 26 * 3600).await;
-    let read = app
-        .http
-        .post(app.url(&format!("/v1/conversations/{USER}/read")))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200);
+    let (status, read) = post_read(&app, USER).await;
+    assert_eq!(status, 200, "{read}");
     for event in stream.events(2).await {
         let data = &event.json()["data"];
         assert_eq!(data["window_expires_at"], expires, "{data}");
