@@ -106,6 +106,17 @@ async fn request(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// `PATCH /v1/rules/{id}` with `body`: the status and the answer.
+async fn patch_rule(app: &TestApp, id: &str, body: Value) -> (u16, Value) {
+    request(
+        app,
+        reqwest::Method::PATCH,
+        &format!("/v1/rules/{id}"),
+        Some(body),
+    )
+    .await
+}
+
 /// The bodies Meta received for sends, oldest first.
 async fn sends(app: &TestApp) -> Vec<Value> {
     app.graph
@@ -457,22 +468,20 @@ async fn rules_are_validated_listed_changed_and_deleted(backend: Backend) {
     assert_eq!(ids, [id.as_str(), "a"], "by priority");
 
     // PATCH: disable, then enable with a new reply; null removes a field.
-    let (status, changed) = request(
+    let (status, changed) = patch_rule(
         &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/a",
-        Some(json!({"enabled": false, "phone_number_id": null})),
+        "a",
+        json!({"enabled": false, "phone_number_id": null}),
     )
     .await;
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["enabled"], false);
     assert!(changed.get("phone_number_id").is_none());
     receive(&app, vec![text("wamid.X1", "x")]).await;
-    let (status, _) = request(
+    let (status, _) = patch_rule(
         &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/a",
-        Some(json!({"enabled": true, "reply": {"type": "text", "text": {"body": "a2"}}})),
+        "a",
+        json!({"enabled": true, "reply": {"type": "text", "text": {"body": "a2"}}}),
     )
     .await;
     assert_eq!(status, 200);
@@ -481,58 +490,29 @@ async fn rules_are_validated_listed_changed_and_deleted(backend: Backend) {
     // The generated rule (priority 50, matching everything) goes first: it answers both.
     assert_eq!(text_body(&sent[0]), "b");
     assert_eq!(text_body(&sent[1]), "b");
-    let (status, answer) = request(
-        &app,
-        reqwest::Method::PATCH,
-        &format!("/v1/rules/{id}"),
-        Some(json!({"priority": 500})),
-    )
-    .await;
+    let (status, answer) = patch_rule(&app, &id, json!({"priority": 500})).await;
     assert_eq!(status, 200, "{answer}");
     receive(&app, vec![text("wamid.X3", "x")]).await;
     let sent = expect_sends(&app, 3).await;
     assert_eq!(text_body(&sent[2]), "a2", "the changed rule answers now");
-    let (status, answer) = request(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/a",
-        Some(json!({"when": {"keyword": {"regex": "["}}})),
-    )
-    .await;
+    let (status, answer) =
+        patch_rule(&app, "a", json!({"when": {"keyword": {"regex": "["}}})).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(
         app.get_json("/v1/rules/a").await["when"],
         json!({"keyword": {"exact": "x"}}),
         "unchanged"
     );
-    let (status, _) = request(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/a",
-        Some(json!({"id": "b"})),
-    )
-    .await;
+    let (status, _) = patch_rule(&app, "a", json!({"id": "b"})).await;
     assert_eq!(status, 422);
-    let (status, answer) = request(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/a",
-        Some(json!({"when": null})),
-    )
-    .await;
+    let (status, answer) = patch_rule(&app, "a", json!({"when": null})).await;
     assert_eq!(status, 422, "{answer}");
     assert!(
         answer.to_string().contains("{} to answer every message"),
         "{answer}"
     );
     // A misspelt message type would never match: refused, naming the field and the known types.
-    let (status, answer) = request(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/a",
-        Some(json!({"when": {"types": ["text", "txt"]}})),
-    )
-    .await;
+    let (status, answer) = patch_rule(&app, "a", json!({"when": {"types": ["text", "txt"]}})).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["detail"][0]["loc"], json!(["body", "when", "types"]));
     assert!(
@@ -541,13 +521,7 @@ async fn rules_are_validated_listed_changed_and_deleted(backend: Backend) {
         ),
         "{answer}"
     );
-    let (status, _) = request(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/a",
-        Some(json!({"starts_after": "0"})),
-    )
-    .await;
+    let (status, _) = patch_rule(&app, "a", json!({"starts_after": "0"})).await;
     assert_eq!(status, 422, "gateway fields");
 
     let (status, _) = request(&app, reqwest::Method::DELETE, "/v1/rules/a", None).await;
@@ -560,13 +534,7 @@ async fn rules_are_validated_listed_changed_and_deleted(backend: Backend) {
         let (status, answer) = request(&app, m, p, None).await;
         assert_eq!(status, 404, "{p}: {answer}");
     }
-    let (status, _) = request(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/a",
-        Some(json!({"enabled": true})),
-    )
-    .await;
+    let (status, _) = patch_rule(&app, "a", json!({"enabled": true})).await;
     assert_eq!(status, 404);
 }
 
@@ -601,13 +569,7 @@ reply = { type = "interactive", interactive = { type = "button", body = { text =
     let rules = list["data"].as_array().unwrap();
     assert_eq!(rules.len(), 2, "{list}");
     assert!(rules.iter().all(|r| r["managed_by"] == "file"), "{list}");
-    let (status, answer) = request(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/hours",
-        Some(json!({"enabled": false})),
-    )
-    .await;
+    let (status, answer) = patch_rule(&app, "hours", json!({"enabled": false})).await;
     assert_eq!(status, 409, "{answer}");
     assert!(
         answer["detail"]
@@ -868,25 +830,14 @@ async fn a_stored_rule_naming_an_unknown_type_keeps_working(backend: Backend) {
     receive(&app, vec![text("wamid.T1", "hello")]).await;
     let sent = expect_sends(&app, 1).await;
     assert_eq!(text_body(&sent[0]), "hi", "it still answers");
-    let (status, answer) = request(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/old",
-        Some(json!({"enabled": false})),
-    )
-    .await;
+    let (status, answer) = patch_rule(&app, "old", json!({"enabled": false})).await;
     assert_eq!(
         (status, &answer["enabled"]),
         (200, &json!(false)),
         "{answer}"
     );
-    let (status, answer) = request(
-        &app,
-        reqwest::Method::PATCH,
-        "/v1/rules/old",
-        Some(json!({"when": {"types": ["txt", "image"]}})),
-    )
-    .await;
+    let (status, answer) =
+        patch_rule(&app, "old", json!({"when": {"types": ["txt", "image"]}})).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["detail"][0]["loc"], json!(["body", "when", "types"]));
 }
