@@ -80,10 +80,12 @@ impl Rules {
         doc.insert("updated_at".into(), json!(now));
         rule::with_defaults(&mut doc);
         let doc = Value::Object(doc);
-        if let Err(more) = rule::parse(&doc, self.replies.numbers()) {
-            errors.extend(more);
+        // The types' names are looked at once the rule reads: a `when.types` the parse refused
+        // is reported once, by the parse.
+        match rule::parse(&doc, self.replies.numbers()) {
+            Ok(_) => errors.extend(rule::unknown_types(&doc)),
+            Err(more) => errors.extend(more),
         }
-        errors.extend(rule::unknown_types(&doc));
         check_size(&doc, &mut errors);
         if !errors.is_empty() {
             return Err(RuleError::Invalid(errors));
@@ -191,11 +193,10 @@ impl Rules {
         }
         object.insert("updated_at".into(), json!(now_secs()));
         rule::with_defaults(object);
-        if let Err(more) = rule::parse(&doc, self.replies.numbers()) {
-            errors.extend(more);
-        }
-        if writes_when {
-            errors.extend(rule::unknown_types(&doc));
+        match rule::parse(&doc, self.replies.numbers()) {
+            Ok(_) if writes_when => errors.extend(rule::unknown_types(&doc)),
+            Ok(_) => {}
+            Err(more) => errors.extend(more),
         }
         check_size(&doc, &mut errors);
         if !errors.is_empty() {

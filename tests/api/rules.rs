@@ -521,6 +521,17 @@ async fn rules_are_validated_listed_changed_and_deleted(backend: Backend) {
         ),
         "{answer}"
     );
+    // A name the parse refuses for its shape is reported once, by the parse.
+    let (status, answer) = patch_rule(&app, "a", json!({"when": {"types": ["Text"]}})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["detail"].as_array().unwrap().len(), 1, "{answer}");
+    assert!(
+        answer["detail"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("must hold Meta message types"),
+        "{answer}"
+    );
     let (status, _) = patch_rule(&app, "a", json!({"starts_after": "0"})).await;
     assert_eq!(status, 422, "gateway fields");
 
