@@ -121,6 +121,12 @@ async fn deliver(inner: Arc<Inner>, claimed: Claimed, _slot: OwnedSemaphorePermi
         // Deleted meanwhile: the claim runs out and the store drops the orphan.
         return;
     };
+    if !sub.enabled {
+        // Disabled meanwhile, a 410 whose completion is not written yet included (the store
+        // handed this out as enabled): no attempt. The claim runs out and the delivery is
+        // handed out again once the subscription is enabled.
+        return;
+    }
     let body = Bytes::from(claimed.body.clone());
     let tried = attempt(
         &inner,

@@ -54,6 +54,7 @@ contract_tests!(
     events_read_before_a_410_wait_for_the_subscription_to_be_enabled_again,
     a_410_stops_the_attempts_of_other_contacts_under_way,
     a_stored_retry_goes_out_while_direct_attempts_keep_every_slot_busy,
+    a_410_stops_stored_retries_before_it_is_recorded,
 );
 
 /// The Standard Webhooks signature, computed here independently of the gateway.
@@ -860,6 +861,64 @@ async fn a_410_stops_the_attempts_of_other_contacts_under_way(backend: Backend) 
     );
     assert!(later.contains(&"wamid.k1"), "{later:?}");
     assert_eq!(later.len(), 5, "each once: {later:?}");
+}
+
+/// A 410 also stops the worker's stored deliveries at once, before the page that got it is
+/// closed and the store records it: a retry that falls due meanwhile is not attempted, and goes
+/// out once the subscription is enabled again (after its claim ran out).
+async fn a_410_stops_stored_retries_before_it_is_recorded(backend: Backend) {
+    const OLIVIA: &str = "447700900123";
+    let app = hook_app(backend, "700ms").await;
+    let receiver = Receiver::start(SECRET).await;
+    receiver.fail("wamid.o1", 1);
+    let id = subscribe_incoming(&app, &receiver).await;
+    // Another subscription stays enabled, so the worker goes on claiming.
+    let other = Receiver::start(SECRET).await;
+    subscribe_incoming(&app, &other).await;
+    app.post_webhook_ok(&message_from("wamid.o1", OLIVIA, "retried"))
+        .await;
+    receiver.wait_got(1).await;
+    // Its retry falls due in 700 ms. Meanwhile Kerry's event gets a 410 within 100 ms, and
+    // Ana's, in the same page, takes 1.5 s: the page (and the 410's record) closes after the
+    // retry fell due.
+    *receiver.state.gone_contact.lock().unwrap() = Some(KERRY.to_owned());
+    *receiver.state.delay.lock().unwrap() = Duration::from_millis(1500);
+    let messages = vec![
+        text_message("wamid.k1", KERRY, "answered 410"),
+        text_message("wamid.a1", ANA, "slow"),
+    ];
+    app.post_webhook_ok(&webhook_with(messages)).await;
+    eventually("disabled", || async {
+        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
+        (view["enabled"] == false).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let olivia = |got: &[Got]| {
+        got.iter()
+            .filter(|g| g.body["data"]["id"] == "wamid.o1")
+            .count()
+    };
+    assert_eq!(olivia(&receiver.got()), 1, "no retry while the 410 stands");
+
+    *receiver.state.gone_contact.lock().unwrap() = None;
+    *receiver.state.delay.lock().unwrap() = Duration::ZERO;
+    let (status, _) = enable(&app, &id).await;
+    assert_eq!(status, 200);
+    // The claim the worker let run out lasts 2 x the 2 s timeout + 5 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while olivia(&receiver.got()) < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = receiver.got();
+    assert!(
+        got.iter()
+            .any(|g| g.body["data"]["id"] == "wamid.o1" && g.answered == 200),
+        "the retry went out once enabled: {:?}",
+        got.iter()
+            .map(|g| (&g.body["data"]["id"], g.answered))
+            .collect::<Vec<_>>()
+    );
 }
 
 async fn a_rotated_secret_signs_beside_the_new_one(backend: Backend) {
