@@ -172,7 +172,8 @@ pub struct TrustedProxies(Vec<ipnet::IpNet>);
 
 impl TrustedProxies {
     /// A comma- or space-separated list of IP addresses and CIDR ranges (`10.0.0.0/8`,
-    /// `127.0.0.1`, `::1`, `fd00::/8`); `None` when an entry is neither.
+    /// `127.0.0.1`, `::1`, `fd00::/8`); `None` when an entry is neither, or is a /0 (it would
+    /// trust every client, and with it whatever address a client writes).
     pub fn parse(value: &str) -> Option<Self> {
         value
             .split([',', ' '])
@@ -182,6 +183,7 @@ impl TrustedProxies {
                     .ok()
                     .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
                     .map(|net| net.trunc())
+                    .filter(|net| net.prefix_len() > 0)
             })
             .collect::<Option<Vec<_>>>()
             .map(Self)
@@ -515,7 +517,7 @@ impl Settings {
             trusted_proxies: env.parsed_with(
                 "TRUSTED_PROXIES",
                 TrustedProxies::default(),
-                "a comma-separated list of IP addresses or CIDR ranges (e.g. 127.0.0.1,10.0.0.0/8,::1)",
+                "a comma-separated list of IP addresses or CIDR ranges other than /0 (e.g. 127.0.0.1,10.0.0.0/8,::1)",
                 TrustedProxies::parse,
             ),
         };
@@ -1262,7 +1264,13 @@ mod tests {
                 .contains("10.1.99.1".parse().unwrap())
         );
         assert!(settings(&[]).unwrap().http.trusted_proxies.is_empty());
-        for bad in ["10.0.0.0/33", "localhost", "10.0.0.1-10.0.0.9"] {
+        for bad in [
+            "10.0.0.0/33",
+            "localhost",
+            "10.0.0.1-10.0.0.9",
+            "0.0.0.0/0",
+            "10.0.0.0/8,::/0",
+        ] {
             let err = settings(&[("TRUSTED_PROXIES", bad)]).unwrap_err();
             assert!(
                 err.to_string().contains("TRUSTED_PROXIES: must"),
