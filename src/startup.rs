@@ -269,14 +269,19 @@ impl Application {
             };
             let _ = stream.set_nodelay(true);
             let app = self.app.clone();
-            let trusted = (!self.trusted_proxies.is_empty()).then(|| self.trusted_proxies.clone());
+            // Decided once per connection: only a trusted proxy's requests have their
+            // X-Forwarded-For read.
+            let trusted = self
+                .trusted_proxies
+                .contains(peer.ip())
+                .then(|| self.trusted_proxies.clone());
             let abort = CancellationToken::new();
             let stream_abort = abort.clone();
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(axum::body::Body::new);
                     let connection = match &trusted {
-                        None => crate::http::edge::Connection::new(peer),
+                        None => crate::http::edge::Connection::new(peer.ip()),
                         Some(trusted) => crate::http::edge::Connection::forwarded(
                             peer,
                             request.headers(),

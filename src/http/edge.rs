@@ -69,8 +69,6 @@ use crate::webhook::{AppSecret, BodyDigest, BodyHasher};
 /// inserts cost about a thousand instructions each on the webhook's hot path).
 #[derive(Debug, Clone, Copy)]
 pub struct Connection {
-    /// The TCP peer (a proxy's address, behind one).
-    pub peer: SocketAddr,
     /// The client's address: the peer's, or behind a trusted proxy the one its
     /// `X-Forwarded-For` names ([`Connection::forwarded`]).
     pub client: IpAddr,
@@ -79,11 +77,10 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection from `peer` (also the client), no digest yet.
-    pub fn new(peer: SocketAddr) -> Self {
+    /// A connection whose TCP peer is the client (an IPv4-mapped address as IPv4), no digest yet.
+    pub fn new(peer: IpAddr) -> Self {
         Self {
-            peer,
-            client: peer.ip(),
+            client: peer.to_canonical(),
             body_digest: None,
         }
     }
@@ -113,11 +110,7 @@ impl Connection {
                 }
             }
         }
-        Self {
-            peer,
-            client: client.to_canonical(),
-            body_digest: None,
-        }
+        Self::new(client)
     }
 }
 
@@ -852,7 +845,7 @@ fn set_digest(extensions: &mut axum::http::Extensions, hasher: BodyHasher) {
         None => {
             extensions.insert(Connection {
                 body_digest: digest,
-                ..Connection::new(SocketAddr::from(([0, 0, 0, 0], 0)))
+                ..Connection::new(IpAddr::from([0, 0, 0, 0]))
             });
         }
     }
