@@ -279,6 +279,13 @@ const UPSERT_CONVERSATION: &str = concat!(
     reads::conversation_columns!()
 );
 
+/// A conversation's fields as [`reads::conversation_row`] reads them, by key.
+const CONVERSATION_STATE: &str = concat!(
+    "SELECT ",
+    reads::conversation_columns!(),
+    " FROM conversation WHERE phone_number_id = ?1 AND contact = ?2"
+);
+
 /// What the writer answers one job with, once its transaction committed.
 enum Answer {
     Outcomes(Vec<Outcome>),
@@ -1218,17 +1225,34 @@ fn write_group(
                 }
                 for c in &notice.calls {
                     // The latest by Meta's timestamp, whatever order they arrive in.
-                    tx.prepare_cached(
-                        "INSERT INTO user_calls (phone_number_id, contact, last_call_at)
-                         VALUES (?1, ?2, ?3)
-                         ON CONFLICT (phone_number_id, contact) DO UPDATE
-                         SET last_call_at = max(last_call_at, excluded.last_call_at)",
-                    )?
-                    .execute(params![
-                        c.phone_number_id,
-                        c.contact,
-                        c.timestamp
-                    ])?;
+                    let later = tx
+                        .prepare_cached(
+                            "INSERT INTO user_calls (phone_number_id, contact, last_call_at)
+                             VALUES (?1, ?2, ?3)
+                             ON CONFLICT (phone_number_id, contact) DO UPDATE
+                             SET last_call_at = excluded.last_call_at
+                             WHERE excluded.last_call_at > last_call_at",
+                        )?
+                        .execute(params![c.phone_number_id, c.contact, c.timestamp])?;
+                    if later == 0 {
+                        continue;
+                    }
+                    // A call that moves an existing conversation's window updates it as a
+                    // message does (one `conversation_updated` after the group's events).
+                    let state = tx
+                        .prepare_cached(CONVERSATION_STATE)?
+                        .query_row(
+                            params![c.phone_number_id, c.contact],
+                            reads::conversation_row,
+                        )
+                        .optional()?;
+                    if let Some(state) = state.filter(|s| c.timestamp > s.last_inbound_at) {
+                        let key = (c.phone_number_id.clone(), c.contact.clone());
+                        match changed.iter_mut().find(|(k, _)| *k == key) {
+                            Some((_, s)) => *s = state,
+                            None => changed.push((key, state)),
+                        }
+                    }
                 }
             }
             let mut mine = Vec::with_capacity(rows.len());

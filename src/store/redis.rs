@@ -414,12 +414,16 @@ return out
 /// per notice its event type, its data, its number of preferences and its number of calls,
 /// followed by that many (timestamp, JSON) pairs and that many call timestamps.
 /// Notices whose marker exists (a retry, or a repeat within the call) are skipped. Reads first
-/// (the markers, the current preferences and call times: a key of another type fails here,
-/// before any write), then the new notices' events in one stream entry, then each preference
-/// that is not older than the stored one (`marketing` = `<timestamp> <JSON>` on the
+/// (the markers, the current preferences, call times and conversations: a key of another type
+/// fails here, before any write), then the new notices' events in one stream entry, then each
+/// preference that is not older than the stored one (`marketing` = `<timestamp> <JSON>` on the
 /// conversation hash) and each call later than the stored `last_call_at`, then the markers.
+/// A call that moves an existing conversation's 24-hour window (later than the stored call and
+/// than the contact's latest message) adds one `conversation_updated` per conversation after
+/// the notices' events, in the shape [`SAVE_SCRIPT`] writes (a conversation missing one of
+/// those fields, never written by this release, is not announced).
 /// Returns how many notices were new.
-pub const NOTICE_SCRIPT: &str = r"
+pub const NOTICE_SCRIPT: &str = r#"
 local n = tonumber(ARGV[3])
 local a, kp = 4, n + 2
 local ev, fresh, seen, prefs, current, calls, called = {}, {}, {}, {}, {}, {}, {}
@@ -448,8 +452,27 @@ end
 for _, p in ipairs(prefs) do
   if current[p[1]] == nil then current[p[1]] = redis.call('HGET', p[1], 'marketing') end
 end
+local moved = {}
 for _, c in ipairs(calls) do
-  if called[c[1]] == nil then called[c[1]] = tonumber(redis.call('HGET', c[1], 'last_call_at')) or false end
+  if called[c[1]] == nil then
+    local r = redis.call('HMGET', c[1], 'last_call_at', 'last_inbound_at', 'phone_number_id', 'contact',
+      'last_message', 'last_message_id', 'last_message_at', 'message_count', 'unread_count')
+    called[c[1]] = tonumber(r[1]) or false
+    moved[#moved + 1] = {key = c[1], r = r, latest = tonumber(r[1]) or -1}
+  end
+end
+for _, m in ipairs(moved) do
+  local r, before = m.r, m.latest
+  for _, c in ipairs(calls) do
+    if c[1] == m.key and c[2] > m.latest then m.latest = c[2] end
+  end
+  if m.latest > before and m.latest > (tonumber(r[2]) or -1) and r[3] and r[4] and r[5] and r[6]
+    and r[7] and r[8] and r[9] then
+    ev[#ev + 1] = 'conversation_updated'
+    ev[#ev + 1] = '{"phone_number_id":"' .. r[3] .. '","contact":' .. r[4] .. ',"last_message":' .. r[5]
+      .. ',"last_message_id":' .. r[6] .. ',"last_message_at":' .. r[7] .. ',"message_count":' .. r[8]
+      .. ',"unread_count":' .. r[9] .. ',"window_expires_at":' .. string.format('%d', m.latest + 86400) .. '}'
+  end
 end
 if #ev > 0 then redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ev)) end
 for _, p in ipairs(prefs) do
@@ -469,7 +492,7 @@ for _, c in ipairs(calls) do
 end
 for _, key in ipairs(fresh) do redis.call('SET', key, '1', 'EX', ARGV[2]) end
 return #fresh
-";
+"#;
 
 /// Quarantined items kept in Redis (the newest).
 pub const QUARANTINE_KEPT: usize = 10_000;

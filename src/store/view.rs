@@ -6,8 +6,8 @@
 //!   transition per status in rank order).
 //! - A conversation view is the conversation's stored fields in the shape of the
 //!   `conversation_updated` event, except that `window_expires_at` is `null` once the 24-hour
-//!   window has closed. A user's call alone moves the window without such an event (its `calls`
-//!   event says so); the next read shows it.
+//!   window has closed. A user's call that moves an existing conversation's window also writes
+//!   this event (after its `calls` event), on both backends.
 //! - Cursors are opaque strings that only the backend that issued them reads.
 
 use super::record::{WINDOW_SECS, status_rank, window_opened_at};

@@ -415,13 +415,15 @@ async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
         conversation_with_user(&app).await["window_expires_at"],
         Value::Null
     );
+    let mut stream = Sse::open(&app, "?types=conversation_updated", None).await;
     // The business's own call does not open the window.
     call_from(&app, USER, 60, "BUSINESS_INITIATED").await;
     let (status, answer, _) = post(&app, &text).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(app.graph.received_requests().await.unwrap().len(), 0);
 
-    // The user's call does, 24 hours from the call; an older call arriving later changes nothing.
+    // The user's call does, 24 hours from the call, and the conversation's event says so at
+    // once (the inbox's composer opens); an older call arriving later changes nothing.
     call_from(&app, USER, 3600, "USER_INITIATED").await;
     let opened = now_secs() - 3600;
     call_from(&app, USER, 20 * 3600, "USER_INITIATED").await;
@@ -432,9 +434,17 @@ async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
         (opened + 86_400..=opened + 86_401).contains(&expires),
         "the window expires at {expires}, 24 h after the call at about {opened}"
     );
-    // The conversation's events say so too: after a late message older than the call, and
+    let event = stream.events(1).await.remove(0).json();
+    let data = &event["data"];
+    assert_eq!(data["window_expires_at"], expires, "{data}");
+    assert_eq!(data["last_message_id"], "wamid.old", "{data}");
+    assert_eq!(data["message_count"], 1, "{data}");
+    assert_eq!(data["unread_count"], 1, "{data}");
+    assert_eq!(data["contact"]["id"], USER, "{data}");
+    assert_eq!(data["phone_number_id"], PHONE_NUMBER_ID, "{data}");
+    stream.assert_quiet(Duration::from_millis(300)).await;
+    // The conversation's events keep saying so: after a late message older than the call, and
     // after a read mark.
-    let mut stream = Sse::open(&app, "?types=conversation_updated", None).await;
     inbound_from_user(&app, "wamid.late", 26 * 3600).await;
     let (status, read) = post_read(&app, USER).await;
     assert_eq!(status, 200, "{read}");
@@ -445,13 +455,17 @@ async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
     mount_accepted(&app, 1).await;
     let (status, answer, _) = post(&app, &text).await;
     assert_eq!(status, 200, "{answer}");
+    let sent = stream.events(1).await.remove(0).json();
+    assert_eq!(sent["data"]["last_message"], "You called?", "{sent}");
     // The call is not a message: two from the user, one sent, none unread after the mark.
     let conversation = conversation_with_user(&app).await;
     assert_eq!(conversation["message_count"], 3, "{conversation}");
     assert_eq!(conversation["unread_count"], 0, "{conversation}");
 
-    // A caller with no message at all: their call is their window, open or closed.
+    // A caller with no message at all: their call is their window, open or closed (and there
+    // is no conversation to update).
     call_from(&app, BSUID, 30 * 3600, "USER_INITIATED").await;
+    stream.assert_quiet(Duration::from_millis(300)).await;
     let to_bsuid = json!({"to": BSUID, "type": "text", "text": {"body": "Sorry we missed you"}});
     let (status, answer, _) = post(&app, &to_bsuid).await;
     assert_eq!(status, 422, "a call 30 h ago: closed; {answer}");
