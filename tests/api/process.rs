@@ -99,6 +99,63 @@ async fn start_up_warns_when_webhooks_and_client_endpoints_are_unauthenticated()
     );
 }
 
+/// A misspelt message type in the rules file is taken (a file an earlier release started with
+/// keeps starting) but said at start-up, naming the rule, the field and the name.
+#[tokio::test]
+async fn a_misspelt_type_in_the_rules_file_is_taken_and_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.toml");
+    std::fs::write(
+        &file,
+        "[[rules]]\nid = \"typo\"\nwhen = { types = [\"text\", \"txet\"] }\n\
+         reply = { type = \"text\", text = { body = \"hi\" } }\n\n\
+         [[rules]]\nid = \"fine\"\nwhen = { types = \"image\" }\n\
+         reply = { type = \"text\", text = { body = \"nice\" } }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let mut gateway = Gateway::spawn(
+        &vars(&[
+            ("DATA_DIR", data.to_str().unwrap()),
+            ("AUTO_REPLY_RULES_FILE", file.to_str().unwrap()),
+            ("ACCESS_TOKEN", "token"),
+            ("PHONE_NUMBER_ID", "1001"),
+        ]),
+        dir.path(),
+    );
+    gateway.wait_ready().await;
+    let rules: serde_json::Value = reqwest::get(gateway.url("/v1/rules"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rules["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a list of rules: {rules}"))
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["fine", "typo"], "both rules taken: {rules}");
+    let output = gateway.output();
+    let warnings: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("rules.unknown_type"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning, for the typo only: {output}"
+    );
+    for expected in ["typo", "when.types", "txet"] {
+        assert!(
+            warnings[0].contains(expected),
+            "{expected} in {}",
+            warnings[0]
+        );
+    }
+}
+
 #[tokio::test]
 async fn logs_carry_the_original_event_names_and_never_a_secret() {
     let graph = MockServer::start().await;
