@@ -1117,10 +1117,26 @@ fn write_group(
             "INSERT INTO health (id, probed_at) VALUES (1, unixepoch())
              ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
         )?;
-        // The state of each conversation after the group, in order of first change: one
-        // `conversation_updated` each, after the group's `message_incoming` events (as the Redis
-        // script does for the chunks of one call).
+        // The state of each conversation after the group's saves, in order of first change:
+        // one `conversation_updated` each, after the group's `message_incoming` events (as the
+        // Redis script does for the chunks of one call). A mark-read or a deletion of the
+        // conversation in the same group first writes the event of what came before it, so
+        // events keep the order of the writes (Redis runs them as separate scripts).
         let mut changed: Vec<((String, String), ConversationFields)> = Vec::new();
+        let flush = |changed: &mut Vec<((String, String), ConversationFields)>,
+                     tenant: &str,
+                     contact: &str|
+         -> rusqlite::Result<()> {
+            if let Some(at) = changed
+                .iter()
+                .position(|((t, c), _)| t == tenant && c == contact)
+            {
+                let (_, state) = changed.remove(at);
+                tx.prepare_cached("INSERT INTO events (type, data) VALUES (?1, ?2)")?
+                    .execute(params!["conversation_updated", state.json(None)])?;
+            }
+            Ok(())
+        };
         for job in group.iter() {
             let (rows, quarantine, notices) = match job {
                 Job::Save {
@@ -1142,6 +1158,7 @@ fn write_group(
                     contact,
                     ..
                 } => {
+                    flush(&mut changed, phone_number_id, contact)?;
                     outcomes.push(Answer::Marked(mark_read(&tx, phone_number_id, contact)?));
                     continue;
                 }
@@ -1150,6 +1167,7 @@ fn write_group(
                     contact,
                     ..
                 } => {
+                    flush(&mut changed, phone_number_id, contact)?;
                     outcomes.push(Answer::Deleted(delete_conversation(
                         &tx,
                         phone_number_id,
@@ -1515,4 +1533,87 @@ fn apply_status(tx: &rusqlite::Transaction<'_>, w: &StatusWrite) -> rusqlite::Re
     tx.prepare_cached("INSERT INTO events (type, data) VALUES ('message_status', ?1)")?
         .execute(params![w.event_json(&new_current)])?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One webhook message from `from` to business number 1065, as a row.
+    fn row(id: &str, from: &str) -> Row {
+        let body = format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"1065"}},"contacts":[{{"profile":{{"name":"Kerry"}},"wa_id":"{from}"}}],"messages":[{{"from":"{from}","id":"{id}","timestamp":"1749416383","type":"text","text":{{"body":"hi"}}}}]}}}}]}}]}}"#
+        );
+        let batch = crate::webhook::extract_batch(body.as_bytes()).unwrap();
+        MessageWrite::inbound(&batch.messages[0])
+    }
+
+    /// The events of the group's transaction: (type, unread_count of a conversation event).
+    fn events(conn: &Connection) -> Vec<(String, Option<i64>)> {
+        let mut statement = conn
+            .prepare("SELECT type, data FROM events ORDER BY id")
+            .unwrap();
+        statement
+            .query_map([], |r| {
+                let (kind, data): (String, String) = (r.get(0)?, r.get(1)?);
+                let data: serde_json::Value = serde_json::from_str(&data).unwrap();
+                Ok((kind, data["unread_count"].as_i64()))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// A message and a mark-read (or a deletion) of its conversation in one group: the
+    /// message's `conversation_updated` comes before the mark-read's (or the deletion's)
+    /// event, as the writes happened, never after it with the state before the mark.
+    #[test]
+    fn a_conversation_s_events_keep_the_order_of_the_group_s_writes() {
+        for delete in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut conn = Connection::open(dir.path().join("db")).unwrap();
+            migrate(&conn).unwrap();
+            let (save, _a) = oneshot::channel();
+            let (second, third) = if delete {
+                let (reply, rx) = oneshot::channel();
+                drop(rx);
+                let job = Job::DeleteConversation {
+                    phone_number_id: "1065".into(),
+                    contact: "15551234567".into(),
+                    reply,
+                };
+                (job, "conversation_deleted")
+            } else {
+                let (reply, rx) = oneshot::channel();
+                drop(rx);
+                let job = Job::MarkRead {
+                    phone_number_id: "1065".into(),
+                    contact: "15551234567".into(),
+                    reply,
+                };
+                (job, "conversation_updated")
+            };
+            let group = [
+                Job::Save {
+                    rows: vec![row("wamid.A", "15551234567")],
+                    quarantine: Vec::new(),
+                    notices: Vec::new(),
+                    reply: save,
+                },
+                second,
+            ];
+            write_group(&mut conn, &group, 1000).unwrap();
+            let got = events(&conn);
+            let kinds: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+            assert_eq!(
+                kinds,
+                ["message_incoming", "conversation_updated", third],
+                "{got:?}"
+            );
+            assert_eq!(got[1].1, Some(1), "the message's state: {got:?}");
+            if !delete {
+                assert_eq!(got[2].1, Some(0), "the mark's state, last: {got:?}");
+            }
+        }
+    }
 }
