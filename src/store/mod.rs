@@ -494,7 +494,8 @@ impl Store {
     /// `{"field","waba_id","phone_number_id","value","received_at"}`. A `user_preferences`
     /// notice also sets the contacts' marketing preference (the latest by Meta's timestamp),
     /// shown on the contact in conversation views; a `calls` notice moves the callers'
-    /// `last_call_at` forward (a user's call opens the 24-hour window). In chunks of
+    /// `last_call_at` forward (a user's call opens the 24-hour window; when it moves an
+    /// existing conversation's window, a `conversation_updated` event follows). In chunks of
     /// [`MAX_MESSAGES_PER_WRITE`], each one atomic write.
     pub async fn save_notices(&self, notices: &[Notice]) -> Result<(), StoreError> {
         let received_at = view::now_secs();

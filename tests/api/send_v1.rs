@@ -485,6 +485,13 @@ async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
     let mut message = text_message("wamid.other", OTHER, "hello");
     message["timestamp"] = (now_secs() - 40 * 3600).to_string().into();
     app.post_webhook_ok(&webhook_with(vec![message])).await;
+    // (The stream's event of this message: the stub answered the reply to BSUID with the
+    // message id it gave USER's, so that reply is not a new record.)
+    let pending = stream.events(1).await.remove(0).json();
+    assert_eq!(pending["data"]["contact"]["id"], OTHER, "{pending}");
+    // A first call older than the contact's latest message moves no window: no event.
+    call_from(&app, OTHER, 50 * 3600, "USER_INITIATED").await;
+    stream.assert_quiet(Duration::from_millis(300)).await;
     call_from(&app, OTHER, 30 * 3600, "USER_INITIATED").await;
     let deleted = app
         .http
