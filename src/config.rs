@@ -173,7 +173,9 @@ pub struct TrustedProxies(Vec<ipnet::IpNet>);
 impl TrustedProxies {
     /// A comma- or space-separated list of IP addresses and CIDR ranges (`10.0.0.0/8`,
     /// `127.0.0.1`, `::1`, `fd00::/8`); `None` when an entry is neither, or is a /0 (it would
-    /// trust every client, and with it whatever address a client writes).
+    /// trust every client, and with it whatever address a client writes). An IPv4-mapped entry
+    /// (`::ffff:10.0.0.0/104`, as dual-stack logs show peers) is kept as its IPv4 range, the
+    /// form [`Self::contains`] compares.
     pub fn parse(value: &str) -> Option<Self> {
         value
             .split([',', ' '])
@@ -182,16 +184,21 @@ impl TrustedProxies {
                 s.parse::<ipnet::IpNet>()
                     .ok()
                     .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+                    .map(|net| match net {
+                        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => {
+                            match v6.addr().to_ipv4_mapped() {
+                                Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                                    .map_or(net, ipnet::IpNet::V4),
+                                None => net,
+                            }
+                        }
+                        _ => net,
+                    })
                     .map(|net| net.trunc())
                     .filter(|net| net.prefix_len() > 0)
             })
             .collect::<Option<Vec<_>>>()
             .map(Self)
-    }
-
-    /// Whether none are configured (then no header is read at all).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     /// Whether `address` is one of them (an IPv4-mapped IPv6 address as its IPv4 address).
@@ -1263,13 +1270,23 @@ mod tests {
                 .unwrap()
                 .contains("10.1.99.1".parse().unwrap())
         );
-        assert!(settings(&[]).unwrap().http.trusted_proxies.is_empty());
+        assert_eq!(
+            settings(&[]).unwrap().http.trusted_proxies,
+            TrustedProxies::default()
+        );
+        // IPv4-mapped entries, as dual-stack logs show peers, mean their IPv4 addresses.
+        let mapped = TrustedProxies::parse("::ffff:127.0.0.1 ::ffff:10.0.0.0/104").unwrap();
+        for inside in ["127.0.0.1", "10.9.8.7", "::ffff:10.9.8.7"] {
+            assert!(mapped.contains(inside.parse().unwrap()), "{inside}");
+        }
+        assert!(!mapped.contains("11.0.0.1".parse().unwrap()));
         for bad in [
             "10.0.0.0/33",
             "localhost",
             "10.0.0.1-10.0.0.9",
             "0.0.0.0/0",
             "10.0.0.0/8,::/0",
+            "::ffff:0.0.0.0/96",
         ] {
             let err = settings(&[("TRUSTED_PROXIES", bad)]).unwrap_err();
             assert!(

@@ -271,23 +271,13 @@ impl Application {
             let app = self.app.clone();
             // Decided once per connection: only a trusted proxy's requests have their
             // X-Forwarded-For read.
-            let trusted = self
-                .trusted_proxies
-                .contains(peer.ip())
-                .then(|| self.trusted_proxies.clone());
+            let peer = crate::http::edge::Peer::new(peer.ip(), &self.trusted_proxies);
             let abort = CancellationToken::new();
             let stream_abort = abort.clone();
             let service = hyper::service::service_fn(
                 move |request: hyper::Request<hyper::body::Incoming>| {
                     let mut request = request.map(axum::body::Body::new);
-                    let connection = match &trusted {
-                        None => crate::http::edge::Connection::new(peer.ip()),
-                        Some(trusted) => crate::http::edge::Connection::forwarded(
-                            peer,
-                            request.headers(),
-                            trusted,
-                        ),
-                    };
+                    let connection = peer.connection(request.headers());
                     request.extensions_mut().insert(connection);
                     if request.uri().path() == crate::events::sse::PATH {
                         request

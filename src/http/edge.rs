@@ -85,32 +85,57 @@ impl Connection {
         }
     }
 
-    /// A request from `peer` with `headers`: when the peer is one of the `trusted` proxies, the
-    /// client is the rightmost `X-Forwarded-For` entry (every such header, in order) that is not
-    /// itself a trusted proxy; if every entry is, the leftmost. An entry that is not an IP
-    /// address (`unknown`, an obfuscated name, garbage) ends the walk: the client is the hop
-    /// that added it. From an untrusted peer the header is ignored, so a client cannot choose
-    /// the address it is counted under.
-    pub fn forwarded(peer: SocketAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
-        let mut client = peer.ip();
-        if trusted.contains(client) {
-            // Right to left; a header that is not text reads as one entry that is no address.
-            let entries = headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .rev()
-                .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
-            for entry in entries {
-                let Some(address) = forwarded_address(entry.trim()) else {
-                    break;
-                };
-                client = address;
-                if !trusted.contains(address) {
-                    break;
-                }
+    /// A request from the trusted proxy `proxy` with `headers`: the client is the rightmost
+    /// `X-Forwarded-For` entry (every such header, in order) that is not itself a `trusted`
+    /// proxy; if every entry is, the leftmost. An entry that is not an IP address (`unknown`, an
+    /// obfuscated name, garbage) ends the walk: the client is the hop that added it.
+    fn forwarded(proxy: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> Self {
+        let mut client = proxy;
+        // Right to left; a header that is not text reads as one entry that is no address.
+        let entries = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .rev()
+            .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+        for entry in entries {
+            let Some(address) = forwarded_address(entry.trim()) else {
+                break;
+            };
+            client = address;
+            if !trusted.contains(address) {
+                break;
             }
         }
         Self::new(client)
+    }
+}
+
+/// A connection's TCP peer, with whether it is a trusted proxy decided once, when the
+/// connection is accepted.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    ip: IpAddr,
+    /// TRUSTED_PROXIES when the peer is one of them: its requests' `X-Forwarded-For` is read.
+    trusted: Option<Arc<TrustedProxies>>,
+}
+
+impl Peer {
+    /// The peer `ip`, a trusted proxy when `proxies` lists it.
+    pub fn new(ip: IpAddr, proxies: &Arc<TrustedProxies>) -> Self {
+        Self {
+            ip,
+            trusted: proxies.contains(ip).then(|| Arc::clone(proxies)),
+        }
+    }
+
+    /// The [`Connection`] of one of its requests: from a trusted proxy, the client its
+    /// `X-Forwarded-For` names ([`Connection::forwarded`]); from any other peer the header is
+    /// ignored, so a client cannot choose the address it is counted under.
+    pub fn connection(&self, headers: &HeaderMap) -> Connection {
+        match &self.trusted {
+            None => Connection::new(self.ip),
+            Some(trusted) => Connection::forwarded(self.ip, headers, trusted),
+        }
     }
 }
 
@@ -164,12 +189,9 @@ pub struct ClientKey(IpAddr);
 impl ClientKey {
     /// The key `client` is counted under.
     pub fn of(client: IpAddr) -> Self {
-        Self(match client {
-            IpAddr::V4(v4) => IpAddr::V4(v4),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-            },
+        Self(match client.to_canonical() {
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+            v4 => v4,
         })
     }
 }
@@ -872,8 +894,9 @@ mod tests {
         for value in forwarded {
             headers.append("x-forwarded-for", value.parse().unwrap());
         }
-        let trusted = TrustedProxies::parse(trusted).unwrap();
-        Connection::forwarded(peer.parse().unwrap(), &headers, &trusted).client
+        let trusted = Arc::new(TrustedProxies::parse(trusted).unwrap());
+        let peer: SocketAddr = peer.parse().unwrap();
+        Peer::new(peer.ip(), &trusted).connection(&headers).client
     }
 
     fn ip(s: &str) -> IpAddr {
@@ -937,6 +960,10 @@ mod tests {
             ip("2001:db8::1")
         );
         assert_eq!(
+            client_of("127.0.0.1:5000", &["[2001:db8::1]"], trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
             client_of("127.0.0.1:5000", &["203.0.113.7:51000"], trusted),
             ip("203.0.113.7")
         );
@@ -958,8 +985,8 @@ mod tests {
             "x-forwarded-for",
             axum::http::HeaderValue::from_bytes(b"198.51.100.\xe9").unwrap(),
         );
-        let trusted = TrustedProxies::parse("127.0.0.1").unwrap();
-        let c = Connection::forwarded("127.0.0.1:5000".parse().unwrap(), &headers, &trusted);
+        let trusted = Arc::new(TrustedProxies::parse("127.0.0.1").unwrap());
+        let c = Peer::new(ip("127.0.0.1"), &trusted).connection(&headers);
         assert_eq!(c.client, ip("127.0.0.1"));
     }
 
