@@ -279,6 +279,48 @@ const UPSERT_CONVERSATION: &str = concat!(
     reads::conversation_columns!()
 );
 
+/// The state of each conversation a writer group's saves changed, in order of first change:
+/// one `conversation_updated` each, written after the group's `message_incoming` events (as the
+/// Redis script does for the chunks of one call). A mark-read or a deletion of the conversation
+/// in the same group first writes the event of what came before it ([`Changed::flush`]), so
+/// events keep the order of the writes (Redis runs them as separate scripts).
+#[derive(Default)]
+struct Changed(Vec<((String, String), ConversationFields)>);
+
+impl Changed {
+    /// The conversation's state after a change (replacing an earlier state of the group).
+    fn note(&mut self, tenant: &str, contact: &str, state: ConversationFields) {
+        match self
+            .0
+            .iter_mut()
+            .find(|((t, c), _)| t == tenant && c == contact)
+        {
+            Some((_, s)) => *s = state,
+            None => self
+                .0
+                .push(((tenant.to_owned(), contact.to_owned()), state)),
+        }
+    }
+
+    /// Writes the conversation's pending event now, with `event` (the events `INSERT`).
+    fn flush(
+        &mut self,
+        event: &mut rusqlite::Statement<'_>,
+        tenant: &str,
+        contact: &str,
+    ) -> rusqlite::Result<()> {
+        if let Some(at) = self
+            .0
+            .iter()
+            .position(|((t, c), _)| t == tenant && c == contact)
+        {
+            let (_, state) = self.0.remove(at);
+            event.execute(params!["conversation_updated", state.json(None)])?;
+        }
+        Ok(())
+    }
+}
+
 /// A conversation's fields as [`reads::conversation_row`] reads them, by key.
 const CONVERSATION_STATE: &str = concat!(
     "SELECT ",
@@ -1117,26 +1159,7 @@ fn write_group(
             "INSERT INTO health (id, probed_at) VALUES (1, unixepoch())
              ON CONFLICT (id) DO UPDATE SET probed_at = excluded.probed_at",
         )?;
-        // The state of each conversation after the group's saves, in order of first change:
-        // one `conversation_updated` each, after the group's `message_incoming` events (as the
-        // Redis script does for the chunks of one call). A mark-read or a deletion of the
-        // conversation in the same group first writes the event of what came before it, so
-        // events keep the order of the writes (Redis runs them as separate scripts).
-        let mut changed: Vec<((String, String), ConversationFields)> = Vec::new();
-        let flush = |changed: &mut Vec<((String, String), ConversationFields)>,
-                     tenant: &str,
-                     contact: &str|
-         -> rusqlite::Result<()> {
-            if let Some(at) = changed
-                .iter()
-                .position(|((t, c), _)| t == tenant && c == contact)
-            {
-                let (_, state) = changed.remove(at);
-                tx.prepare_cached("INSERT INTO events (type, data) VALUES (?1, ?2)")?
-                    .execute(params!["conversation_updated", state.json(None)])?;
-            }
-            Ok(())
-        };
+        let mut changed = Changed::default();
         for job in group.iter() {
             let (rows, quarantine, notices) = match job {
                 Job::Save {
@@ -1158,7 +1181,7 @@ fn write_group(
                     contact,
                     ..
                 } => {
-                    flush(&mut changed, phone_number_id, contact)?;
+                    changed.flush(&mut event, phone_number_id, contact)?;
                     outcomes.push(Answer::Marked(mark_read(&tx, phone_number_id, contact)?));
                     continue;
                 }
@@ -1167,7 +1190,7 @@ fn write_group(
                     contact,
                     ..
                 } => {
-                    flush(&mut changed, phone_number_id, contact)?;
+                    changed.flush(&mut event, phone_number_id, contact)?;
                     outcomes.push(Answer::Deleted(delete_conversation(
                         &tx,
                         phone_number_id,
@@ -1265,11 +1288,7 @@ fn write_group(
                         )
                         .optional()?;
                     if let Some(state) = state.filter(|s| c.timestamp > s.last_inbound_at) {
-                        let key = (c.phone_number_id.clone(), c.contact.clone());
-                        match changed.iter_mut().find(|(k, _)| *k == key) {
-                            Some((_, s)) => *s = state,
-                            None => changed.push((key, state)),
-                        }
+                        changed.note(&c.phone_number_id, &c.contact, state);
                     }
                 }
             }
@@ -1351,16 +1370,12 @@ fn write_group(
                     ],
                     reads::conversation_row,
                 )?;
-                let key = (row.phone_number_id.clone(), row.contact.clone());
-                match changed.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, s)) => *s = state,
-                    None => changed.push((key, state)),
-                }
+                changed.note(&row.phone_number_id, &row.contact, state);
                 mine.push(Outcome::Stored);
             }
             outcomes.push(Answer::Outcomes(mine));
         }
-        for (_, state) in &changed {
+        for (_, state) in &changed.0 {
             event.execute(params!["conversation_updated", state.json(None)])?;
         }
         if group.iter().any(|j| !matches!(j, Job::Probe { .. })) {

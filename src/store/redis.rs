@@ -426,7 +426,7 @@ return out
 pub const NOTICE_SCRIPT: &str = r#"
 local n = tonumber(ARGV[3])
 local a, kp = 4, n + 2
-local ev, fresh, seen, prefs, current, calls, called = {}, {}, {}, {}, {}, {}, {}
+local ev, fresh, seen, prefs, current, calls = {}, {}, {}, {}, {}, {}
 for i = 1, n do
   local key, np, nc = KEYS[1 + i], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local new = false
@@ -452,21 +452,23 @@ end
 for _, p in ipairs(prefs) do
   if current[p[1]] == nil then current[p[1]] = redis.call('HGET', p[1], 'marketing') end
 end
-local moved = {}
+-- Per conversation hash: its fields as read, and the latest call (`at`: its ARGV string, set
+-- only when later than the stored one).
+local moved, by_key = {}, {}
 for _, c in ipairs(calls) do
-  if called[c[1]] == nil then
+  local m = by_key[c[1]]
+  if not m then
     local r = redis.call('HMGET', c[1], 'last_call_at', 'last_inbound_at', 'phone_number_id', 'contact',
       'last_message', 'last_message_id', 'last_message_at', 'message_count', 'unread_count')
-    called[c[1]] = tonumber(r[1]) or false
-    moved[#moved + 1] = {key = c[1], r = r, latest = tonumber(r[1]) or -1}
+    m = {key = c[1], r = r, latest = tonumber(r[1]) or -1}
+    by_key[c[1]] = m
+    moved[#moved + 1] = m
   end
+  if c[2] > m.latest then m.latest, m.at = c[2], c[3] end
 end
 for _, m in ipairs(moved) do
-  local r, before = m.r, m.latest
-  for _, c in ipairs(calls) do
-    if c[1] == m.key and c[2] > m.latest then m.latest = c[2] end
-  end
-  if m.latest > before and m.latest > (tonumber(r[2]) or -1) and r[3] and r[4] and r[5] and r[6]
+  local r = m.r
+  if m.at and m.latest > (tonumber(r[2]) or -1) and r[3] and r[4] and r[5] and r[6]
     and r[7] and r[8] and r[9] then
     ev[#ev + 1] = 'conversation_updated'
     ev[#ev + 1] = '{"phone_number_id":"' .. r[3] .. '","contact":' .. r[4] .. ',"last_message":' .. r[5]
@@ -483,12 +485,8 @@ for _, p in ipairs(prefs) do
     current[p[1]] = p[3]
   end
 end
-for _, c in ipairs(calls) do
-  local old = called[c[1]]
-  if not old or old < c[2] then
-    redis.call('HSET', c[1], 'last_call_at', c[3])
-    called[c[1]] = c[2]
-  end
+for _, m in ipairs(moved) do
+  if m.at then redis.call('HSET', m.key, 'last_call_at', m.at) end
 end
 for _, key in ipairs(fresh) do redis.call('SET', key, '1', 'EX', ARGV[2]) end
 return #fresh

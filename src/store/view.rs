@@ -176,24 +176,23 @@ impl ConversationFields {
     }
 }
 
-/// The contact's latest message to a business number (from the conversation's fields).
+/// The contact's latest message to a business number (from the conversation's fields), the
+/// message a read receipt names. (The 24-hour window is read apart:
+/// [`crate::store::Store::window_opened_at`].)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastInbound {
-    /// Its Meta timestamp (unix seconds). The 24-hour window opens at the later of this and the
-    /// contact's latest call ([`crate::store::Store::window_opened_at`]).
-    pub at: i64,
     /// Its id; `None` for a conversation last written by a release that did not keep it (the
     /// caller then looks through the history).
     pub id: Option<String>,
 }
 
 impl LastInbound {
-    /// From the stored fields: `last_inbound_at` (negative: the contact never wrote) and
-    /// `last_inbound_id` (a JSON string literal, as `last_message_id` is kept).
+    /// From the stored fields: `last_inbound_at` (negative: the contact never wrote, so there is
+    /// none) and `last_inbound_id` (a JSON string literal, as `last_message_id` is kept).
     pub fn of(at: Option<i64>, id_json: Option<&str>) -> Option<Self> {
-        let at = at.filter(|at| *at >= 0)?;
+        at.filter(|at| *at >= 0)?;
         let id = id_json.and_then(|json| serde_json::from_str::<String>(json).ok());
-        Some(Self { at, id })
+        Some(Self { id })
     }
 }
 

@@ -11,8 +11,7 @@ pub mod payload;
 pub mod signature;
 
 pub use extract::{
-    ExtractError, InboundStatus, Notice, Quarantined, UserCall, WebhookBatch, extract_batch,
-    sent_message,
+    ExtractError, InboundStatus, Notice, Quarantined, WebhookBatch, extract_batch, sent_message,
 };
 pub use handshake::{HandshakeError, HandshakeQuery};
 pub use signature::{AppSecret, BodyDigest, BodyHasher, SignatureError};
