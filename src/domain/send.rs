@@ -479,6 +479,15 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// [`Self::num_req`] when `key` is present.
+    fn num_opt(&self, key: &str, r: &mut Report) -> Option<&'a Number> {
+        if self.has(key) {
+            self.num_req(key, r)
+        } else {
+            None
+        }
+    }
+
     fn obj_opt(&self, key: &str, r: &mut Report) -> Option<Obj<'a>> {
         self.get(key).and_then(|v| Obj::read(v, self.at(key), r))
     }
@@ -1432,23 +1441,19 @@ fn voice_call_action(a: &Obj, r: &mut Report) -> Option<Value> {
         p.only(&["display_text", "ttl_minutes", "payload"], r);
         let display_text = p.text_opt("display_text", MAX_CTA_CHARS, r);
         let payload = p.text_opt("payload", MAX_CALL_PAYLOAD_CHARS, r);
-        let ttl = p
-            .has("ttl_minutes")
-            .then(|| {
-                let n = p.num_req("ttl_minutes", r)?;
-                let minutes = n
-                    .as_u64()
-                    .filter(|m| (1..=MAX_CALL_BUTTON_TTL_MINUTES).contains(m));
-                if minutes.is_none() {
-                    let rule = format!(
-                        "must be a whole number of minutes from 1 to {MAX_CALL_BUTTON_TTL_MINUTES} \
+        let ttl = p.num_opt("ttl_minutes", r).and_then(|n| {
+            let minutes = n
+                .as_u64()
+                .filter(|m| (1..=MAX_CALL_BUTTON_TTL_MINUTES).contains(m));
+            if minutes.is_none() {
+                let rule = format!(
+                    "must be a whole number of minutes from 1 to {MAX_CALL_BUTTON_TTL_MINUTES} \
                      (30 days) (found {n})"
-                    );
-                    r.add(p.at("ttl_minutes"), rule);
-                }
-                minutes
-            })
-            .flatten();
+                );
+                r.add(p.at("ttl_minutes"), rule);
+            }
+            minutes
+        });
         // `{}` says nothing: Meta's defaults apply without it.
         if display_text.is_some() || ttl.is_some() || payload.is_some() {
             let given = Out::new()
@@ -1504,14 +1509,13 @@ fn carousel_action(a: &Obj, r: &mut Report) -> Option<Value> {
         cards.push(value);
     }
     // The cards that differ from the most common layout (the first card's on a tie) are named.
+    // (`max_by_key` keeps the last of equals: over the cards from the last, the first card.)
     let count = |b: CardButtons| layouts.iter().filter(|(l, _)| *l == b).count();
     let common = layouts
         .iter()
+        .rev()
         .map(|(b, _)| *b)
-        .fold(None, |best: Option<CardButtons>, b| match best {
-            Some(best) if count(best) >= count(b) => Some(best),
-            _ => Some(b),
-        });
+        .max_by_key(|b| count(*b));
     if let Some(common) = common {
         for (buttons, at) in layouts.iter().filter(|(b, _)| *b != common) {
             let rule = format!(
@@ -1533,12 +1537,10 @@ fn carousel_action(a: &Obj, r: &mut Report) -> Option<Value> {
 /// only.
 fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, CardButtons)> {
     card.only(&["card_index", "type", "header", "body", "action"], r);
-    if card.has("card_index") {
-        let n = card.num_req("card_index", r);
-        if let Some(n) = n.filter(|n| n.as_u64() != Some(position as u64)) {
-            let rule = format!("must be {position}, the card's position (found {n})");
-            r.add(card.at("card_index"), rule);
-        }
+    let index = card.num_opt("card_index", r);
+    if let Some(n) = index.filter(|n| n.as_u64() != Some(position as u64)) {
+        let rule = format!("must be {position}, the card's position (found {n})");
+        r.add(card.at("card_index"), rule);
     }
     let card_type = card.str_opt("type", r);
     if let Some(t) = card_type {
@@ -1608,7 +1610,7 @@ fn carousel_header(card: &Obj, r: &mut Report) -> Option<Value> {
 
 /// A carousel card's quick-reply buttons (at least one), ids unique on the card.
 fn card_quick_replies(a: &Obj, r: &mut Report) -> Option<(Value, CardButtons)> {
-    let (buttons, given) = reply_buttons(a, "quick_reply", (usize::MAX, "on the card"), false, r)?;
+    let (buttons, given) = reply_buttons(a, "quick_reply", (ANY_LENGTH, "on the card"), false, r)?;
     let layout = CardButtons::QuickReplies(given);
     Some((Out::new().put("buttons", buttons).value(), layout))
 }
