@@ -306,15 +306,7 @@ async fn the_window_is_open_for_24_hours_after_the_last_inbound_message(backend:
     ]))
     .await;
     let (_, page) = get(&app, "/v1/conversations").await;
-    let by_contact = |id: &str| {
-        page["conversations"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["contact"]["id"] == id)
-            .unwrap()
-            .clone()
-    };
+    let by_contact = |id: &str| conversation_in(&page, id);
     assert_eq!(by_contact(A)["window_expires_at"], recent + 24 * 3600);
     assert_eq!(by_contact("919216598211")["window_expires_at"], Value::Null);
 }

@@ -66,6 +66,17 @@ macro_rules! contract_tests {
 }
 
 /// Now, in unix seconds (Meta's timestamps).
+/// The conversation with `contact` on a `GET /v1/conversations` page (panics when absent).
+pub fn conversation_in(page: &Value, contact: &str) -> Value {
+    page["conversations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a page of conversations: {page}"))
+        .iter()
+        .find(|c| c["contact"]["id"] == contact)
+        .cloned()
+        .unwrap_or_else(|| panic!("no conversation with {contact} in {page}"))
+}
+
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

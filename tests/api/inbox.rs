@@ -933,13 +933,7 @@ async fn browse(
     })
     .await;
     let (_, list) = get_json(app, "/v1/conversations").await;
-    let kerry_entry = list["conversations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["contact"]["id"] == KERRY)
-        .unwrap()
-        .clone();
+    let kerry_entry = conversation_in(&list, KERRY);
     assert_eq!(kerry_entry["unread_count"], 0, "stored as read too");
     eventually("the read receipt to Meta", || async {
         sent_bodies(app)

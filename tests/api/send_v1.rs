@@ -393,14 +393,7 @@ async fn call_from(app: &TestApp, from: &str, age: i64, direction: &str) {
 
 /// The conversation with [`USER`] as `GET /v1/conversations` lists it.
 async fn conversation_with_user(app: &TestApp) -> Value {
-    let page = app.get_json("/v1/conversations").await;
-    page["conversations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["contact"]["id"] == USER)
-        .cloned()
-        .unwrap_or_else(|| panic!("no conversation with {USER} in {page}"))
+    conversation_in(&app.get_json("/v1/conversations").await, USER)
 }
 
 async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
