@@ -477,7 +477,8 @@ async fn attempt_lane(
     };
     if clear {
         for (event_id, body) in &run.events {
-            if inner.shutdown.is_cancelled() || Instant::now() >= deadline {
+            // (A stop already begun ends the select below at once: it is polled first.)
+            if Instant::now() >= deadline {
                 break;
             }
             let slot = tokio::select! {

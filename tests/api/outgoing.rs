@@ -1759,12 +1759,8 @@ async fn redirects_fail_retry_after_is_honoured_and_answers_are_cut_at_a_kib(bac
 }
 
 async fn a_subscription_failing_too_long_is_disabled_with_an_event(backend: Backend) {
-    let app = spawn_app_with(backend, |vars| {
-        vars.insert("WEBHOOK_ALLOW_PRIVATE".into(), "true".into());
-        vars.insert(
-            "WEBHOOK_RETRY_SCHEDULE".into(),
-            "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms".into(),
-        );
+    let schedule = "300ms,300ms,300ms,300ms,300ms,300ms,300ms,300ms";
+    let app = hook_app_with(backend, schedule, |vars| {
         vars.insert("WEBHOOK_DISABLE_AFTER".into(), "1s".into());
     })
     .await;
