@@ -830,13 +830,18 @@ async fn the_inbox_works_end_to_end_in_a_real_browser(backend: Backend) {
     ))
     .await;
 
+    let (app, sends) = (&mut app, &sends);
+    in_browser(|client| async move { browse(app, &client, backend, sends).await }).await;
+}
+
+/// Runs `test` in a fresh headless Chromium. The browser is stopped whatever happens; a
+/// failure is raised after that.
+async fn in_browser<F: std::future::Future<Output = ()>>(test: impl FnOnce(Client) -> F) {
     let driver = Driver::start();
     let client = driver.connect().await;
-    // The browser is stopped whatever happens; a failure is raised after that.
-    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(browse(
-        &mut app, &client, backend, &sends,
-    )))
-    .await;
+    let outcome =
+        futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(test(client.clone())))
+            .await;
     // Ending the session asks Chromium to quit, which it may take its time over; the process
     // group is killed right after anyway.
     let _ = tokio::time::timeout(Duration::from_secs(3), client.close()).await;
@@ -1287,17 +1292,8 @@ async fn the_page_keeps_its_promises_in_a_real_browser() {
     app.post_webhook_ok(&inbound("wamid.A1", ANA, "Ana", now_secs() - 3600, "Olá!"))
         .await;
 
-    let driver = Driver::start();
-    let client = driver.connect().await;
-    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(promises(
-        &mut app, &client,
-    )))
-    .await;
-    let _ = tokio::time::timeout(Duration::from_secs(3), client.close()).await;
-    drop(driver);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    let app = &mut app;
+    in_browser(|client| async move { promises(app, &client).await }).await;
     assert_eq!(
         sends.load(std::sync::atomic::Ordering::SeqCst),
         2,
@@ -1643,17 +1639,8 @@ async fn a_tab_that_falls_behind_resumes_after_its_last_event(backend: Backend) 
     ))
     .await;
 
-    let driver = Driver::start();
-    let client = driver.connect().await;
-    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fall_behind(
-        &app, &client, backend,
-    )))
-    .await;
-    let _ = tokio::time::timeout(Duration::from_secs(3), client.close()).await;
-    drop(driver);
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    let app = &app;
+    in_browser(|client| async move { fall_behind(app, &client, backend).await }).await;
 }
 
 /// The browser part of [`a_tab_that_falls_behind_resumes_after_its_last_event`].
