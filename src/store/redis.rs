@@ -56,6 +56,29 @@ macro_rules! conversation_fields_lua {
     };
 }
 
+/// Two Lua functions the scripts that announce a conversation share, so its
+/// `conversation_updated` JSON has one shape: `window_expires(inbound_at, call_at)` (numbers or
+/// nil) gives `window_expires_at` as JSON, 24 hours after the later of the two or `null`;
+/// `conversation_updated(...)` builds the event from the hash's stored values, already JSON
+/// (`contact`, `last_message`, `last_message_id`) or digits.
+macro_rules! conversation_updated_lua {
+    () => {
+        r#"
+local function window_expires(inbound_at, call_at)
+  local opened = math.max(inbound_at or -1, call_at or -1)
+  if opened < 0 then return 'null' end
+  return string.format('%d', opened + 86400)
+end
+local function conversation_updated(pnid, contact, preview, last_id, at, count, unread, window)
+  return '{"phone_number_id":"' .. pnid .. '","contact":' .. contact
+    .. ',"last_message":' .. preview .. ',"last_message_id":' .. last_id
+    .. ',"last_message_at":' .. at .. ',"message_count":' .. count
+    .. ',"unread_count":' .. unread .. ',"window_expires_at":' .. window .. '}'
+end
+"#
+    };
+}
+
 mod hooks;
 mod pace;
 mod reads;
@@ -124,6 +147,7 @@ use crate::domain::{ContactId, InboundMessage};
 /// A `conversation_updated` event's window opens at the later of the contact's latest message
 /// and `last_call_at` (a user's call, kept by [`NOTICE_SCRIPT`]).
 pub const SAVE_SCRIPT: &str = concat!(
+    conversation_updated_lua!(),
     r#"
 local call, try = redis.call, redis.pcall
 local KS, AS = 6, 16
@@ -265,9 +289,6 @@ for f = 1, nfresh do
 end
 for _, c in ipairs(order) do
   local at, count, unread = string.format('%d', c.at), string.format('%d', c.count), string.format('%d', c.unread)
-  local window = 'null'
-  local opened = math.max(c.inat, c.call)
-  if opened >= 0 then window = string.format('%d', opened + 86400) end
   local set = {'HSET', c.key, 'last_message_at', at, 'last_inbound_at', string.format('%d', c.inat),
     'message_count', count, 'unread_count', unread, 'last_message', c.preview, 'last_message_id', c.last_id,
     'contact', c.contact}
@@ -283,10 +304,8 @@ for _, c in ipairs(order) do
     c.zs = c.old[1] or true
   end
   ev[nev + 1] = 'conversation_updated'
-  ev[nev + 2] = '{"phone_number_id":"' .. c.pnid .. '","contact":' .. c.contact
-    .. ',"last_message":' .. c.preview .. ',"last_message_id":' .. c.last_id
-    .. ',"last_message_at":' .. at .. ',"message_count":' .. count
-    .. ',"unread_count":' .. unread .. ',"window_expires_at":' .. window .. '}'
+  ev[nev + 2] = conversation_updated(c.pnid, c.contact, c.preview, c.last_id, at, count, unread,
+    window_expires(c.inat, c.call))
   nev = nev + 2
 end
 if nev > 0 then
@@ -423,7 +442,9 @@ return out
 /// the notices' events, in the shape [`SAVE_SCRIPT`] writes (a conversation missing one of
 /// those fields, never written by this release, is not announced).
 /// Returns how many notices were new.
-pub const NOTICE_SCRIPT: &str = r#"
+pub const NOTICE_SCRIPT: &str = concat!(
+    conversation_updated_lua!(),
+    r#"
 local n = tonumber(ARGV[3])
 local a, kp = 4, n + 2
 local ev, fresh, seen, prefs, current, calls = {}, {}, {}, {}, {}, {}
@@ -471,9 +492,8 @@ for _, m in ipairs(moved) do
   if m.at and m.latest > (tonumber(r[2]) or -1) and r[3] and r[4] and r[5] and r[6]
     and r[7] and r[8] and r[9] then
     ev[#ev + 1] = 'conversation_updated'
-    ev[#ev + 1] = '{"phone_number_id":"' .. r[3] .. '","contact":' .. r[4] .. ',"last_message":' .. r[5]
-      .. ',"last_message_id":' .. r[6] .. ',"last_message_at":' .. r[7] .. ',"message_count":' .. r[8]
-      .. ',"unread_count":' .. r[9] .. ',"window_expires_at":' .. string.format('%d', m.latest + 86400) .. '}'
+    ev[#ev + 1] = conversation_updated(r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+      window_expires(tonumber(r[2]), m.latest))
   end
 end
 if #ev > 0 then redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(ev)) end
@@ -490,7 +510,8 @@ for _, m in ipairs(moved) do
 end
 for _, key in ipairs(fresh) do redis.call('SET', key, '1', 'EX', ARGV[2]) end
 return #fresh
-"#;
+"#
+);
 
 /// Quarantined items kept in Redis (the newest).
 pub const QUARANTINE_KEPT: usize = 10_000;

@@ -339,6 +339,41 @@ async fn a_key_of_another_type_at_a_records_name_is_503_and_stores_nothing() {
     assert_eq!(app.ids_of(A).await, ["wamid.R1", "wamid.R2"]);
 }
 
+/// A key of another type at a caller's conversation: the calls notice's script fails on its
+/// reads, before any write (503: no event, no marker, no call time); once the key is removed,
+/// the retry is stored once and a repeat is a duplicate.
+#[tokio::test]
+async fn a_key_of_another_type_at_a_callers_conversation_is_503_and_stores_nothing() {
+    let app = spawn_app(Backend::Redis).await;
+    let redis = app.redis.as_ref().unwrap();
+    let conv = format!("test:conv:{PHONE_NUMBER_ID}:{A}");
+    let _: () = redis.query(redis::cmd("SET").arg(&conv).arg("x")).await;
+    let ts = now_secs() - 5;
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+        "changes": [{"field": "calls", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
+            "contacts": [{"profile": {"name": "Kerry"}, "wa_id": A}],
+            "calls": [{"id": "wacid.K1", "to": "15551713917", "from": A, "event": "connect",
+                "timestamp": ts.to_string(), "direction": "USER_INITIATED",
+                "session": {"sdp_type": "offer", "sdp": "v=0"}}]}}]}]})
+    .to_string();
+    let events = async || -> i64 { redis.query(redis::cmd("XLEN").arg("test:events")).await };
+    let markers =
+        async || -> Vec<String> { redis.query(redis::cmd("KEYS").arg("test:notice:*")).await };
+
+    let (status, answer) = ack(&app, &body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(events().await, 0, "no event");
+    assert!(markers().await.is_empty(), "no marker");
+
+    let _: () = redis.query(redis::cmd("DEL").arg(&conv)).await;
+    assert_eq!(ack(&app, &body).await.0, 200);
+    assert_eq!(events().await, 1, "the calls event, once");
+    assert_eq!(markers().await.len(), 1);
+    assert_eq!(ack(&app, &body).await.0, 200);
+    assert_eq!(events().await, 1, "the repeat is a duplicate");
+}
+
 async fn id_reused_by_another_sender_is_not_stored_but_counted(backend: Backend) {
     let app = spawn_app(backend).await;
     let conflicts = "whatsapp_gateway_messages_id_conflict_total";

@@ -116,7 +116,9 @@ end
 /// conversation's fields. Returns its 10 fields (as [`CONVERSATIONS_SCRIPT`] does; empty when
 /// there is no such conversation), its `last_inbound_id` and whether it changed. The event's
 /// window opens at the later of `last_inbound_at` and `last_call_at`.
-const READ_SCRIPT: &str = r#"
+const READ_SCRIPT: &str = concat!(
+    conversation_updated_lua!(),
+    r#"
 local h = redis.call('HMGET', KEYS[1], 'phone_number_id', 'contact', 'last_message',
   'last_message_id', 'last_message_at', 'last_inbound_at', 'message_count', 'unread_count',
   'marketing', 'last_call_at', 'last_inbound_id')
@@ -124,17 +126,13 @@ if not h[2] then return {} end
 if (tonumber(h[8]) or 0) == 0 then h[12] = '0'; return h end
 redis.call('HSET', KEYS[1], 'unread_count', 0)
 h[8] = '0'
-local window = 'null'
-local opened = math.max(tonumber(h[6]) or -1, tonumber(h[10]) or -1)
-if opened >= 0 then window = string.format('%d', opened + 86400) end
-local data = '{"phone_number_id":"' .. h[1] .. '","contact":' .. h[2]
-  .. ',"last_message":' .. h[3] .. ',"last_message_id":' .. h[4]
-  .. ',"last_message_at":' .. h[5] .. ',"message_count":' .. h[7]
-  .. ',"unread_count":0,"window_expires_at":' .. window .. '}'
+local data = conversation_updated(h[1], h[2], h[3], h[4], h[5], h[7], '0',
+  window_expires(tonumber(h[6]), tonumber(h[10])))
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'conversation_updated', data)
 h[12] = '1'
 return h
-"#;
+"#
+);
 
 /// KEYS[1] = the conversation hash, KEYS[2] = its message index, KEYS[3] = the conversations
 /// zset, KEYS[4] = the event stream, KEYS[5] = its index of changes (edits, deletions, reactions). ARGV: [1] the message hash prefix, [2] phone_number_id, [3]
