@@ -322,13 +322,26 @@ pub fn unknown_types(doc: &Value) -> Vec<Invalid> {
         Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
         _ => Vec::new(),
     };
+    let mut unknown: Vec<String> = Vec::new();
+    for t in names.into_iter().filter(|t| !KNOWN_TYPES.contains(t)) {
+        let t = format!("{t:?}");
+        if !unknown.contains(&t) {
+            unknown.push(t);
+        }
+    }
     let mut r = Report::default();
-    if let Some(t) = names.iter().find(|t| !KNOWN_TYPES.contains(t)) {
+    if !unknown.is_empty() {
+        let which = if unknown.len() == 1 {
+            "which is not a Meta message type"
+        } else {
+            "which are not Meta message types"
+        };
         r.add(
             "when.types",
-            // The name first: long messages are cut in error answers.
+            // The names first: long messages are cut in error answers.
             format!(
-                "has {t:?}, which is not a Meta message type; expected {}",
+                "has {}, {which}; expected {}",
+                unknown.join(", "),
                 KNOWN_TYPES.join(", ")
             ),
         );
@@ -923,6 +936,18 @@ mod tests {
         let typo = json!({"id": "a", "when": {"types": ["text", "txt"]}, "reply": reply});
         let f: Vec<String> = unknown_types(&typo).into_iter().map(|e| e.field).collect();
         assert_eq!(f, ["when.types"]);
+        // Every unknown name is named, once, in one error.
+        let typos = json!({"id": "a", "when": {"types": ["imgae", "text", "txt", "imgae"]},
+            "reply": reply});
+        let e = unknown_types(&typos);
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].rule.starts_with(
+                r#"has "imgae", "txt", which are not Meta message types; expected text, "#
+            ),
+            "{}",
+            e[0].rule
+        );
         assert!(parse(&typo, &["1001".into()]).is_ok());
         let one = json!({"id": "a", "when": {"types": "txt"}, "reply": reply});
         assert_eq!(unknown_types(&one).len(), 1);
