@@ -1533,7 +1533,7 @@ fn carousel_action(a: &Obj, r: &mut Report) -> Option<Value> {
 /// "url"}} | {"buttons": [{"type": "quick_reply", "quick_reply": {"id", "title"}}, ...]}}`.
 /// `card_index` is the card's position (filled in when absent); `type` is `cta_url` on a card
 /// with a URL button (filled in); on one with quick-reply buttons a given `type` is passed on
-/// as it is (Meta's syntax shows none for them). Meta takes the header media by public `link`
+/// as it is (Meta's syntax shows none for them), except `cta_url`, which is refused. Meta takes the header media by public `link`
 /// only.
 fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, CardButtons)> {
     card.only(&["card_index", "type", "header", "body", "action"], r);
@@ -1561,6 +1561,10 @@ fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, 
     });
     let a = card.obj_req("action", r)?;
     let (action, buttons) = if a.has("buttons") {
+        if card_type == Some("cta_url") {
+            let rule = "must not be \"cta_url\" on a card with quick-reply buttons";
+            r.add(card.at("type"), rule);
+        }
         card_quick_replies(&a, r)?
     } else {
         if let Some(t) = card_type.filter(|t| *t != "cta_url") {
@@ -3826,6 +3830,14 @@ mod tests {
         let cards = &sent.meta_body()["interactive"]["action"]["cards"];
         assert_eq!(cards[0].get("type"), None);
         assert_eq!(cards[1]["type"], "quick_reply");
+        // ...but not a URL card's type.
+        let mut typed = quick_reply_card(1, &["Yes"]);
+        typed["type"] = json!("cta_url");
+        refused(
+            carousel(json!([quick_reply_card(0, &["Yes"]), typed])),
+            "interactive.action.cards[1].type",
+            "must not be \"cta_url\" on a card with quick-reply buttons",
+        );
         let mut thrice = quick_reply_card(1, &["Yes", "No", "Maybe"]);
         thrice["action"]["buttons"][1]["quick_reply"]["id"] = json!("1-Yes");
         thrice["action"]["buttons"][2]["quick_reply"]["id"] = json!("1-Yes");
