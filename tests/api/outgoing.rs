@@ -53,6 +53,7 @@ contract_tests!(
     a_graceful_stop_records_the_attempts_in_flight_and_stores_the_rest,
     events_read_before_a_410_wait_for_the_subscription_to_be_enabled_again,
     a_410_stops_the_attempts_of_other_contacts_under_way,
+    a_lane_waiting_for_the_only_slot_attempts_nothing_after_a_410,
     a_stored_retry_goes_out_while_direct_attempts_keep_every_slot_busy,
     a_410_stops_stored_retries_before_it_is_recorded,
 );
@@ -861,6 +862,46 @@ async fn a_410_stops_the_attempts_of_other_contacts_under_way(backend: Backend) 
     );
     assert!(later.contains(&"wamid.k1"), "{later:?}");
     assert_eq!(later.len(), 5, "each once: {later:?}");
+}
+
+/// With one slot (`WEBHOOK_CONCURRENCY=1`) Ana's lane waits for it while Kerry's attempt is
+/// answered 410: once the slot is its own, the lane finds the subscription disabled and attempts
+/// nothing more. (The lanes take the slot in turn, so one of Ana's events may go first.)
+async fn a_lane_waiting_for_the_only_slot_attempts_nothing_after_a_410(backend: Backend) {
+    let app = hook_app_with(backend, "100ms", |vars| {
+        vars.insert("WEBHOOK_CONCURRENCY".into(), "1".into());
+    })
+    .await;
+    let receiver = Receiver::start(SECRET).await;
+    *receiver.state.gone_contact.lock().unwrap() = Some(KERRY.to_owned());
+    *receiver.state.delay.lock().unwrap() = Duration::from_millis(200);
+    let id = subscribe_incoming(&app, &receiver).await;
+    let mut messages = vec![text_message("wamid.k1", KERRY, "answered 410")];
+    messages.extend(numbered_messages("wamid.a", ANA, 1, 3));
+    app.post_webhook_ok(&webhook_with(messages)).await;
+    eventually("disabled", || async {
+        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
+        (view["enabled"] == false).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let got: Vec<(String, u16)> = receiver
+        .got()
+        .iter()
+        .map(|g| {
+            (
+                g.body["data"]["id"].as_str().unwrap().to_owned(),
+                g.answered,
+            )
+        })
+        .collect();
+    let last = got.last().expect("Kerry's attempt");
+    assert_eq!(
+        (last.0.as_str(), last.1),
+        ("wamid.k1", 410),
+        "no attempt after the 410: {got:?}"
+    );
+    assert!(got.len() <= 2, "{got:?}");
 }
 
 /// A 410 also stops the worker's stored deliveries at once, before the page that got it is
