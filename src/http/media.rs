@@ -143,6 +143,9 @@ pub async fn download(
     );
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
+    for (name, value) in untrusted_file_headers(&content_type) {
+        headers.insert(name, value);
+    }
     headers.insert(header::CONTENT_TYPE, content_type);
     if let Some(length) = length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -152,6 +155,51 @@ pub async fn download(
         HeaderValue::from_static("private, no-store"),
     );
     Ok(response)
+}
+
+/// Media types a browser may show inline from this origin: pictures (not SVG, which runs
+/// scripts), audio and video.
+fn shown_inline(content_type: &HeaderValue) -> bool {
+    let essence = content_type
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        essence.as_str(),
+        "image/jpeg" | "image/png" | "image/webp" | "image/gif"
+    ) || essence.starts_with("audio/")
+        || essence.starts_with("video/")
+}
+
+/// A file a customer sent is served from the gateway's own origin, where the inbox's session
+/// cookie lives, with the type its sender declared: a browser must never run it. So no type
+/// sniffing, a sandbox with nothing allowed, and anything but a picture, a sound or a video
+/// is a download (`Content-Disposition: attachment`), never a page.
+fn untrusted_file_headers(
+    content_type: &HeaderValue,
+) -> impl Iterator<Item = (header::HeaderName, HeaderValue)> {
+    let attachment = (!shown_inline(content_type)).then(|| {
+        (
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_static("attachment"),
+        )
+    });
+    [
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; sandbox"),
+        ),
+    ]
+    .into_iter()
+    .chain(attachment)
 }
 
 /// Deletes a media file Meta holds.

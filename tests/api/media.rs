@@ -161,6 +161,60 @@ async fn a_redirect_on_a_media_read_is_not_tried_again() {
     assert_eq!(app.get_status(&format!("/v1/media/{MEDIA}")).await, 502);
 }
 
+/// A file a customer sent never runs as a page of the gateway's origin (where the inbox's
+/// cookie lives): every download has `nosniff` and a sandbox; a picture, a sound or a video is
+/// shown inline, anything else (HTML, SVG, a PDF) is a download.
+#[tokio::test]
+async fn a_sent_file_is_never_served_as_a_page_of_the_gateway() {
+    let app = spawn_app(Backend::Embedded).await;
+    let cases = [
+        ("1000000000000001", "text/html; charset=utf-8", true),
+        ("1000000000000002", "image/svg+xml", true),
+        ("1000000000000003", "application/pdf", true),
+        ("1000000000000004", "IMAGE/PNG", false),
+        ("1000000000000005", "audio/ogg; codecs=opus", false),
+        ("1000000000000006", "video/mp4", false),
+    ];
+    for (id, content_type, attachment) in cases {
+        Mock::given(method("GET"))
+            .and(path(format!("/{id}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "url": format!("{}/dl/{id}", app.graph.uri()), "mime_type": content_type,
+                "sha256": "abc", "file_size": 30, "id": id, "messaging_product": "whatsapp"})))
+            .mount(&app.graph)
+            .await;
+        Mock::given(method("GET"))
+            .and(path(format!("/dl/{id}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_raw(b"<script>alert(1)</script>".to_vec(), content_type),
+            )
+            .mount(&app.graph)
+            .await;
+        let response = app
+            .http
+            .get(app.url(&format!("/v1/media/{id}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{content_type}");
+        let headers = response.headers();
+        assert_eq!(headers["content-type"], content_type);
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(
+            headers["content-security-policy"],
+            "default-src 'none'; sandbox"
+        );
+        assert_eq!(
+            headers
+                .get("content-disposition")
+                .map(|v| v.to_str().unwrap()),
+            attachment.then_some("attachment"),
+            "{content_type}"
+        );
+    }
+}
+
 /// `GET /v1/media/{MEDIA}`.
 async fn get_media(app: &TestApp) -> reqwest::Response {
     app.http
