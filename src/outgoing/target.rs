@@ -4,7 +4,8 @@
 //! A subscription URL is `http://` or `https://` with a host, at most [`MAX_URL_LEN`] bytes.
 //! Unless WEBHOOK_ALLOW_PRIVATE=true, no delivery reaches a loopback, private, link-local
 //! (cloud metadata `169.254.169.254` included), shared (CGNAT), unspecified, multicast or
-//! otherwise reserved address. The check runs **at delivery time, after DNS resolution**: the
+//! otherwise reserved address; an IPv6 address must be global unicast, and one that carries an
+//! IPv4 address (mapped, NAT64, 6to4) is judged by it. The check runs **at delivery time, after DNS resolution**: the
 //! HTTP client's resolver ([`GuardedResolver`]) drops such addresses, so a name that resolves to
 //! `127.0.0.1` (or is changed to after the subscription was made) is refused, and the connection
 //! goes to an address that was checked (no second lookup to rebind). IP literals, which no
@@ -28,7 +29,8 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return forbidden_v4(v4);
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let first = s[0];
             if v6.is_loopback() {
                 Some("a loopback address")
             } else if v6.is_unspecified() {
@@ -39,12 +41,22 @@ pub fn forbidden(ip: IpAddr) -> Option<&'static str> {
                 Some("a link-local address")
             } else if v6.is_multicast() {
                 Some("a multicast address")
-            } else if first == 0x64 && v6.segments()[1] == 0xff9b {
-                // NAT64 (64:ff9b::/96) embeds an IPv4 address.
-                let [.., a, b] = v6.segments();
-                forbidden_v4(Ipv4Addr::from(((a as u32) << 16) | b as u32))
-            } else if first == 0x2001 && v6.segments()[1] == 0x0db8 {
+            } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // NAT64's well-known prefix (64:ff9b::/96) embeds an IPv4 address.
+                forbidden_v4(Ipv4Addr::from(((s[6] as u32) << 16) | s[7] as u32))
+            } else if first & 0xe000 != 0x2000 {
+                // Only global unicast (2000::/3) is public: this also refuses IPv4-compatible
+                // (::/96), site-local (fec0::/10) and local-use NAT64 (64:ff9b:1::/48).
+                Some("not a global unicast address")
+            } else if first == 0x2001 && s[1] == 0x0db8 {
                 Some("a documentation address")
+            } else if first == 0x2001 && s[1] < 0x0200 {
+                // 2001::/23: IETF protocol assignments, Teredo (2001::/32) among them, which
+                // tunnels to an IPv4 address.
+                Some("a special-purpose address (Teredo and others)")
+            } else if first == 0x2002 {
+                // 6to4 (2002::/16) embeds the IPv4 address it reaches.
+                forbidden_v4(Ipv4Addr::from(((s[1] as u32) << 16) | s[2] as u32))
             } else {
                 None
             }
@@ -215,6 +227,15 @@ mod tests {
             "64:ff9b::7f00:1",
             "ff02::1",
             "2001:db8::1",
+            "::a9fe:a9fe",
+            "::7f00:1",
+            "fec0::1",
+            "64:ff9b:1::a9fe:a9fe",
+            "2001::a9fe:a9fe",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2002:a9fe:a9fe::",
+            "2002:7f00:1::1",
+            "2002:0a00:0001::",
         ] {
             assert!(forbidden(bad.parse().unwrap()).is_some(), "{bad}");
         }
@@ -224,6 +245,8 @@ mod tests {
             "172.32.0.1",
             "100.128.0.1",
             "2a03:2880::1",
+            "2001:4860:4860::8888",
+            "2002:808:808::1",
             "64:ff9b::808:808",
         ] {
             assert_eq!(forbidden(good.parse().unwrap()), None, "{good}");
