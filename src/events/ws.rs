@@ -9,8 +9,8 @@
 //! shutdown. Messages from the client are ignored (pings are answered).
 //!
 //! While API_KEY is unset, a browser page of any origin could open this socket to a gateway on
-//! the user's machine (WebSockets are not subject to CORS), so a request whose `Origin` host is not
-//! in ALLOWED_HOSTS is refused (403). With API_KEY set a page cannot present the key (browsers
+//! the user's machine (WebSockets are not subject to CORS), so [`crate::http::auth`] refuses a
+//! handshake whose `Origin` is not this host and port (403). With API_KEY set a page cannot present the key (browsers
 //! send no custom headers on a WebSocket handshake), and the inbox's session cookie, which a
 //! browser would send, is accepted only from the gateway's own pages ([`crate::http::auth`]).
 
@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use futures_util::SinkExt;
 use serde_json::json;
@@ -46,31 +45,15 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
         (status = 101, description = "Switching to the WebSocket protocol. Every event is a text message `{\"id\",\"type\",\"data\"}` (the same envelope as SSE); `reset` and `error` messages have no `id`. Resume with `?after=<id>`. Pings every EVENT_HEARTBEAT_SECS when idle. Closes with 1013 `lagged`, 1011 `store_unavailable` or 1001 at shutdown."),
         (status = 400, description = "Not a WebSocket handshake", body = String),
         (status = 401, description = "API key missing or wrong (when API_KEY is set)", body = crate::http::docs::Detail),
-        (status = 403, description = "API_KEY is unset and the Origin is not in ALLOWED_HOSTS", body = crate::http::docs::Detail),
+        (status = 403, description = "API_KEY is unset (or the inbox's cookie signs in) and a browser's Origin is not this host and port", body = crate::http::docs::Detail),
         (status = 422, description = "An invalid cursor or filter", body = crate::http::docs::ValidationDetail),
         (status = 503, description = "MAX_EVENT_STREAMS streams are open, or the server is shutting down", body = crate::http::docs::Detail),
     ))]
 pub async fn stream_events_ws(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
     ApiQuery(query): ApiQuery<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    if state.api_key.is_none()
-        && let Some(origin) = headers.get(header::ORIGIN)
-    {
-        let host = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://").map(|(_, rest)| rest))
-            .unwrap_or_default();
-        if !state.allowed_hosts.allows(host) {
-            tracing::warn!(reason = "origin_not_allowed", "auth.rejected");
-            return Err(ApiError::HostNotAllowed(
-                crate::http::error::bounded(host).into_owned(),
-            ));
-        }
-    }
     let hub = &state.events;
     let (after, filter) = query.parse(hub, None)?;
     let subscription = Subscription::open(hub, after, filter).ok_or_else(no_slot)?;

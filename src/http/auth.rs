@@ -89,6 +89,11 @@ pub async fn require_api_key(
                 } else {
                     crate::http::extract::require_json_content_type(request.headers())?;
                 }
+            } else if is_websocket_upgrade(request.headers()) {
+                // A page may open a WebSocket to any origin (no CORS), and a page on another
+                // port of an allowed host (a dev server) is not this host's page: only the
+                // gateway's own pages may read the event stream.
+                require_same_origin(request.headers(), host)?;
             }
         }
     }
@@ -120,6 +125,14 @@ fn require_same_origin(headers: &HeaderMap, host: &str) -> Result<(), ApiError> 
         return Err(ApiError::CrossOrigin(shown));
     }
     Ok(())
+}
+
+/// A WebSocket handshake (`Upgrade: websocket`).
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// While API_KEY is unset: the request's host name must be in ALLOWED_HOSTS (so a DNS-rebinding

@@ -1034,26 +1034,35 @@ async fn streams_need_the_api_key_when_it_is_set() {
     assert_eq!(response.status(), 101);
 }
 
+/// Without an API key, only the gateway's own pages may open the event stream: a page of
+/// another site, or of another port on an allowed host (a dev server), is refused.
 #[tokio::test]
 async fn without_an_api_key_websockets_from_foreign_origins_are_refused() {
     let app = spawn_app(Backend::Embedded).await;
-    let mut request = format!("{}/v1/ws", app.address.replacen("http", "ws", 1))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("origin", "https://evil.example".parse().unwrap());
-    match tokio_tungstenite::connect_async(request).await {
-        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
-        other => panic!("expected 403, got {other:?}"),
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let other_port = if port == "3000" { "3001" } else { "3000" };
+    let connect = |origin: String| {
+        let mut request = format!("{}/v1/ws", app.address.replacen("http", "ws", 1))
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    for foreign in [
+        "https://evil.example".to_owned(),
+        format!("http://127.0.0.1:{other_port}"),
+        "http://127.0.0.1".to_owned(),
+    ] {
+        match connect(foreign.clone()).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 403, "{foreign}")
+            }
+            other => panic!("expected 403 for {foreign}, got {other:?}"),
+        }
     }
-    let mut request = format!("{}/v1/ws", app.address.replacen("http", "ws", 1))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("origin", "http://localhost:8000".parse().unwrap());
-    assert!(tokio_tungstenite::connect_async(request).await.is_ok());
+    assert!(connect(app.address.clone()).await.is_ok());
 }
 
 /// Without open streams the reader does not read the event log: webhooks cost Redis no `XREAD`.
