@@ -274,20 +274,36 @@ impl MakeRequestId for SequentialRequestId {
     }
 }
 
-/// The request span. Only the path is recorded, never the query: the verification GET carries
-/// `hub.verify_token` in it. The fields are computed only when the span is enabled (the macro
-/// evaluates them lazily), so with `RUST_LOG=warn` a request pays no header lookup for it.
+/// The request span. Only the path is recorded ([`logged_path`]), never the query: the
+/// verification GET carries `hub.verify_token` in it. The fields are computed only when the span
+/// is enabled (the macro evaluates them lazily), so with `RUST_LOG=warn` a request pays no header
+/// lookup for it.
 fn make_span(request: &Request) -> Span {
     tracing::info_span!(
         "request",
         method = %request.method(),
-        path = %request.uri().path(),
+        path = %logged_path(request.uri().path()),
         request_id = %request
             .headers()
             .get(&X_REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
     )
+}
+
+/// A path as logs show it: a contact in `/v1/conversations/{contact}...` is masked as every log
+/// line masks numbers (full numbers and BSUIDs are personal data); anything there that is not a
+/// contact id is hidden whole.
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const PREFIX: &str = "/v1/conversations/";
+    let Some(rest) = path.strip_prefix(PREFIX).filter(|r| !r.is_empty()) else {
+        return path.into();
+    };
+    let (contact, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let decoded = contact.replace("%2B", "+").replace("%2b", "+");
+    let shown = crate::domain::identity::ContactId::parse(&decoded)
+        .map_or_else(|_| "***".to_owned(), |c| c.masked());
+    format!("{PREFIX}{shown}{tail}").into()
 }
 
 fn on_response(response: &Response, latency: Duration, _span: &Span) {
@@ -313,6 +329,32 @@ async fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logged_paths_mask_the_contact() {
+        for (path, logged) in [
+            (
+                "/v1/conversations/919216598210",
+                "/v1/conversations/***8210",
+            ),
+            (
+                "/v1/conversations/%2B919216598210/messages",
+                "/v1/conversations/***8210/messages",
+            ),
+            (
+                "/v1/conversations/not a number/read",
+                "/v1/conversations/***/read",
+            ),
+            ("/v1/conversations", "/v1/conversations"),
+            ("/v1/conversations/", "/v1/conversations/"),
+            ("/v1/messages/wamid.X/read", "/v1/messages/wamid.X/read"),
+        ] {
+            assert_eq!(logged_path(path), logged, "{path}");
+        }
+        let bsuid = logged_path("/v1/conversations/US.13491208655302741918/typing");
+        assert!(!bsuid.contains("13491208655302741918"), "{bsuid}");
+        assert!(bsuid.ends_with("/typing"), "{bsuid}");
+    }
 
     #[test]
     fn only_short_safe_request_ids_are_kept() {
