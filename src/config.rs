@@ -682,7 +682,7 @@ impl Settings {
             let hosts = match &self.http.allowed_hosts {
                 AllowedHosts::Any => "ALLOWED_HOSTS=* lets every host name through.".to_owned(),
                 AllowedHosts::Only(names) => format!(
-                    "Client endpoints answer only Host names in ALLOWED_HOSTS ({}).",
+                    "ALLOWED_HOSTS ({}) only keeps browser pages out (DNS rebinding): any other client can send one of those Host names, so it is no access control.",
                     names.join(", ")
                 ),
             };
