@@ -86,7 +86,8 @@ pub struct MessageWrite {
     /// The id as a JSON string literal (ids may hold `"` or `\`).
     pub id_json: String,
     /// Whether the message counts as unread and opens the 24-hour window (a user's message; not
-    /// history back-fill or the business's own echoes).
+    /// history back-fill, the business's own echoes or Meta's `system` notices about the user,
+    /// which the user did not write and which carry no profile).
     pub from_user: bool,
     /// Whether it is a new message of its conversation (in its history, counters and preview).
     /// Edits, deletions and reactions are not: they change an earlier message.
@@ -279,7 +280,7 @@ impl MessageWrite {
             preview_json: json_string(&preview(&message.content.preview())),
             contact_json: Box::<str>::from(contact).into(),
             id_json: json_string(message.id.as_str()),
-            from_user: origin == Origin::User,
+            from_user: origin == Origin::User && !matches!(message.content, Content::System { .. }),
             is_new_message: !matches!(
                 message.content,
                 Content::Edit { .. } | Content::Revoke { .. } | Content::Reaction { .. }

@@ -15,6 +15,7 @@ contract_tests!(
     the_final_status_does_not_depend_on_arrival_order,
     conversations_count_messages_and_unread_until_read,
     the_window_is_open_for_24_hours_after_the_last_inbound_message,
+    a_system_message_is_listed_but_is_no_message_of_the_user,
     pages_of_messages_are_stable_while_messages_arrive,
     late_retries_sort_in_place_by_meta_s_timestamp,
     a_bsuid_only_sender_has_a_conversation_and_a_list,
@@ -309,6 +310,45 @@ async fn the_window_is_open_for_24_hours_after_the_last_inbound_message(backend:
     let by_contact = |id: &str| conversation_in(&page, id);
     assert_eq!(by_contact(A)["window_expires_at"], recent + 24 * 3600);
     assert_eq!(by_contact("919216598211")["window_expires_at"], Value::Null);
+}
+
+/// Meta's notice that the user changed number is listed in the conversation, but the user
+/// wrote nothing: it adds no unread message, opens no 24-hour window and keeps the contact's
+/// profile (it comes without one), and read receipts still go to the user's own message.
+async fn a_system_message_is_listed_but_is_no_message_of_the_user(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let wrote = now_secs() - 3600;
+    app.post_webhook_ok(&webhook_with(vec![message_at("wamid.S1", A, wrote, "hi")]))
+        .await;
+    let system = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+        "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
+            "messages": [{"from": A, "id": "wamid.S2", "timestamp": (wrote + 60).to_string(),
+                "type": "system", "system": {"body": "User Kerry changed from 919216598210 to 919216598299",
+                    "type": "user_changed_number", "wa_id": "919216598299"}}]}}]}]});
+    app.post_webhook_ok(&system.to_string()).await;
+    let conversation = conversation_in(&get(&app, "/v1/conversations").await.1, A);
+    assert_eq!(conversation["message_count"], 2, "{conversation}");
+    assert_eq!(conversation["unread_count"], 1, "{conversation}");
+    assert_eq!(conversation["last_message_id"], "wamid.S2");
+    assert_eq!(conversation["window_expires_at"], wrote + 24 * 3600);
+    assert_eq!(conversation["contact"]["name"], "Kerry", "{conversation}");
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .and(wiremock::matchers::path(format!(
+            "/{PHONE_NUMBER_ID}/messages"
+        )))
+        .and(wiremock::matchers::body_json(
+            json!({"messaging_product": "whatsapp",
+            "status": "read", "message_id": "wamid.S1"}),
+        ))
+        .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let (status, read) = post_read(&app, A).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["unread_count"], 0, "{read}");
+    assert_eq!(read["read_receipt"]["sent"], true, "{read}");
 }
 
 async fn pages_of_messages_are_stable_while_messages_arrive(backend: Backend) {
