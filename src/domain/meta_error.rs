@@ -98,6 +98,9 @@ pub fn hint(code: i64) -> Option<&'static str> {
         133010 => {
             "The phone number is not registered on the Cloud API: register it (POST /{phone_number_id}/register) first."
         }
+        132018 => {
+            "A template parameter has a line break, a tab or more than 4 consecutive spaces: Meta refuses them there. Send each line as its own parameter, or put the text in the template."
+        }
         132000..=132016 => {
             "The template parameters do not match the approved template (count, format, or a paused/disabled template): check GET /v1/templates."
         }

@@ -2139,6 +2139,13 @@ fn text_parameter(p: &Obj, max: usize, r: &mut Report) -> Option<Value> {
     p.only(&["type", "text", "parameter_name"], r);
     let name = parameter_name(p, r);
     let text = p.text_req("text", max, r)?;
+    // Meta refuses these with 132018, often only later as a `failed` status of a message it
+    // first accepted.
+    if text.contains(['\n', '\r', '\t']) || text.contains("     ") {
+        let rule = "must not contain line breaks, tabs or more than 4 consecutive spaces \
+                    (Meta refuses them in template parameters)";
+        r.add(p.at("text"), rule);
+    }
     let out = Out::new()
         .put("type", "text")
         .put_opt("parameter_name", name);
@@ -4362,6 +4369,24 @@ mod tests {
             "template.components[0].parameters[0].text",
             "must have at most 32768 characters (found 32769)",
         );
+        // Meta's 132018: no line break, tab or run of 5 spaces, in the body or the header.
+        for text in ["Item 1\nItem 2", "a\r\nb", "a\tb", "a     b"] {
+            refused(
+                body(json!([{"type": "text", "text": text}])),
+                "template.components[0].parameters[0].text",
+                "must not contain line breaks, tabs or more than 4 consecutive spaces",
+            );
+        }
+        let header =
+            template(json!([{"type": "header", "parameters": [{"type": "text", "text": "a\nb"}]}]));
+        refused(
+            header,
+            "template.components[0].parameters[0].text",
+            "must not contain line breaks, tabs or more than 4 consecutive spaces",
+        );
+        parse(&body(
+            json!([{"type": "text", "text": "four    spaces are fine"}]),
+        ));
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl GraphError {
             Some(131056) => Class::PairRate { wait: wait(6) },
             Some(0 | 190) => Class::Credentials,
             Some(3 | 10 | 200..=299) => Class::Permission,
-            Some(132000..=132016 | 132068 | 132069) => Class::Template,
+            Some(132000..=132016 | 132018 | 132068 | 132069) => Class::Template,
             Some(1 | 2 | 131000 | 131016) => Class::Upstream,
             _ if *status >= 500 => Class::Upstream,
             _ => Class::Invalid,
@@ -165,7 +165,8 @@ pub enum Class {
     Credentials,
     /// The token lacks a permission (3, 10, 200-299): a configuration problem on our side.
     Permission,
-    /// A template does not match what was approved, or is paused or disabled (132000-132016).
+    /// A template does not match what was approved, is paused or disabled (132000-132016), or
+    /// a parameter has line breaks (132018).
     Template,
     /// Meta failed (5xx, 1, 2, 131000, 131016), or the call failed on the way.
     Upstream,

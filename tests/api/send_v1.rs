@@ -1042,6 +1042,7 @@ async fn metas_errors_map_to_statuses_with_metas_fields_and_a_hint() {
         (100, 400, 400, "error_data.details"),
         (190, 401, 502, "access token"),
         (132001, 400, 422, "template"),
+        (132018, 400, 422, "line break"),
         (131056, 400, 429, "wait"),
     ];
     for (code, meta_status, expected, hint) in cases {
