@@ -17,7 +17,8 @@ use serde_json::{Map, Number, Value};
 use crate::domain::outbound::MAX_TEXT_CHARS;
 use crate::domain::{ContactId, MessageId};
 
-/// Longest media caption and interactive body text, in characters.
+/// Longest media caption and interactive body text (a list's: [`MAX_TEXT_CHARS`]), in
+/// characters.
 const MAX_CAPTION_CHARS: usize = 1024;
 const MAX_CALLBACK_DATA_CHARS: usize = 512;
 /// Most contact cards in one message: Meta's documented limit.
@@ -38,8 +39,10 @@ const MAX_ROW_TITLE_CHARS: usize = 24;
 const MAX_ROW_DESCRIPTION_CHARS: usize = 72;
 /// Most products in a product list message, over all sections.
 const MAX_PRODUCT_ITEMS: usize = 30;
-/// Longest call-to-action label (`cta_url` and `voice_call` display text, `flow_cta`).
+/// Longest call-to-action label (`cta_url` and `voice_call` display text).
 const MAX_CTA_CHARS: usize = 20;
+/// Longest `flow_cta`: Meta's Flows page advises 30 characters (it said 20 before).
+const MAX_FLOW_CTA_CHARS: usize = 30;
 /// Longest `voice_call` button payload (echoed on the calls webhook as `cta_payload`).
 const MAX_CALL_PAYLOAD_CHARS: usize = 512;
 /// Longest life of a `voice_call` button: 30 days.
@@ -1390,6 +1393,8 @@ fn interactive_text<'a>(
 ) -> Option<&'a str> {
     let name = it.meta_name();
     let (required, max) = match key {
+        // Meta's list page allows a longer body (4096) than the other interactive types.
+        "body" if it == InteractiveType::List => (it.body_required(), MAX_TEXT_CHARS),
         "body" => (it.body_required(), MAX_CAPTION_CHARS),
         _ => (false, MAX_FOOTER_CHARS),
     };
@@ -1852,7 +1857,7 @@ fn flow_action(a: &Obj, r: &mut Report) -> Option<Value> {
     p.only(&FLOW_KEYS, r);
     let version = p.fixed("flow_message_version", "3", r);
     let flow = flow_reference(&p, r);
-    let cta = p.text_req("flow_cta", MAX_CTA_CHARS, r);
+    let cta = p.text_req("flow_cta", MAX_FLOW_CTA_CHARS, r);
     let token = p.text_opt("flow_token", ANY_LENGTH, r);
     let flow_action = p.one_of_opt("flow_action", &["navigate", "data_exchange"], r);
     let payload = flow_payload(&p, flow_action, r);
@@ -3305,6 +3310,20 @@ mod tests {
     }
 
     #[test]
+    fn a_list_s_body_has_at_most_4096_characters() {
+        let with_body = |n: usize| {
+            interactive(json!({"type": "list", "body": {"text": "a".repeat(n)},
+                "action": {"button": "Open", "sections": [{"rows": [{"id": "r", "title": "R"}]}]}}))
+        };
+        parse(&with_body(4096));
+        refused(
+            with_body(4097),
+            "interactive.body.text",
+            "must have at most 4096 characters (found 4097)",
+        );
+    }
+
+    #[test]
     fn body_is_required_and_has_at_most_1024_characters() {
         refused(
             interactive(json!({"type": "button", "action": {"buttons": [reply("a", "A")]}})),
@@ -4138,10 +4157,11 @@ mod tests {
             "interactive.action.parameters.flow_message_version",
             "must be \"3\" (found \"2\")",
         );
+        parse(&flow(flow_parameters(json!({"flow_cta": "c".repeat(30)}))));
         refused(
-            flow(flow_parameters(json!({"flow_cta": "c".repeat(21)}))),
+            flow(flow_parameters(json!({"flow_cta": "c".repeat(31)}))),
             "interactive.action.parameters.flow_cta",
-            "must have at most 20 characters (found 21)",
+            "must have at most 30 characters (found 31)",
         );
     }
 
