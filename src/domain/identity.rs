@@ -15,8 +15,9 @@ use crate::domain::PhoneNumber;
 
 /// Longest phone-number id accepted (Meta's are about 15 digits).
 pub const MAX_PHONE_NUMBER_ID_LEN: usize = 64;
-/// Longest BSUID accepted (Meta's are about 25 characters).
-pub const MAX_BSUID_LEN: usize = 128;
+/// Longest BSUID accepted (Meta's are about 25 characters today). Meta allows a country code, a
+/// dot and up to 128 letters and digits; a parent BSUID adds a segment (`ENT.`): room for both.
+pub const MAX_BSUID_LEN: usize = 3 + 128 + 8;
 
 /// A business phone-number id (`metadata.phone_number_id`): 1 to 64 ASCII letters, digits, `-` or
 /// `_`. Meta's are digits; test tools use other short names, and they are key parts, so nothing
@@ -259,6 +260,15 @@ mod tests {
         }
         assert_eq!(
             Bsuid::parse(&format!("US.{}", "1".repeat(200))),
+            Err(BsuidError::TooLong)
+        );
+        // Meta's longest: a country code, a dot and 128 alphanumerics, also as a parent.
+        let longest = format!("US.{}", "a1".repeat(64));
+        assert_eq!(Bsuid::parse(&longest).unwrap().as_str(), longest);
+        let parent = format!("US.ENT.{}", "9".repeat(128));
+        assert!(Bsuid::parse(&parent).is_ok());
+        assert_eq!(
+            Bsuid::parse(&format!("US.ENT.{}", "9".repeat(133))),
             Err(BsuidError::TooLong)
         );
     }
