@@ -1921,7 +1921,9 @@ fn flow_payload(p: &Obj, flow_action: Option<&str>, r: &mut Report) -> Option<Va
 // template
 // -------------------------------------------------------------------------------------------------
 
-const COMPONENT_TYPES: [&str; 3] = ["header", "body", "button"];
+const COMPONENT_TYPES: [&str; 5] = ["header", "body", "button", "carousel", "limited_time_offer"];
+/// What a carousel template's card may hold: a template's components but a card's own.
+const CARD_COMPONENT_TYPES: [&str; 3] = ["header", "body", "button"];
 const BUTTON_SUB_TYPES: [&str; 8] = [
     "quick_reply",
     "url",
@@ -2005,6 +2007,8 @@ fn template_components(o: &Obj, items: &[Value], r: &mut Report) -> Vec<Value> {
 fn template_component(c: &Obj, body_only: bool, r: &mut Report) -> Option<(Value, String)> {
     let t = c.str_req("type", r)?;
     match t {
+        "carousel" => Some((template_carousel(c, r)?, t.to_owned())),
+        "limited_time_offer" => Some((limited_time_offer(c, r)?, t.to_owned())),
         "header" | "body" => {
             c.only(&["type", "parameters"], r);
             let params = c.arr_req("parameters", r)?;
@@ -2034,6 +2038,103 @@ fn template_component(c: &Obj, body_only: bool, r: &mut Report) -> Option<(Value
             None
         }
     }
+}
+
+/// A carousel template's cards: `{"type": "carousel", "cards": [2-10 {"card_index"?,
+/// "components": [header (its media), body?, buttons?]}]}` (Meta's media and product card
+/// carousel templates). `card_index` is the card's position, filled in when absent; each card's
+/// components follow the template's own rules, each type once (buttons once per index).
+fn template_carousel(c: &Obj, r: &mut Report) -> Option<Value> {
+    c.only(&["type", "cards"], r);
+    let items = c.arr_req("cards", r)?;
+    check_count(r, &c.at("cards"), items.len(), CAROUSEL_CARDS, "card");
+    let mut cards = Vec::new();
+    for (position, card) in c.objects("cards", items, r).into_iter().enumerate() {
+        card.only(&["card_index", "components"], r);
+        if let Some(n) = card
+            .num_opt("card_index", r)
+            .filter(|n| n.as_u64() != Some(position as u64))
+        {
+            let rule = format!("must be {position}, the card's position (found {n})");
+            r.add(card.at("card_index"), rule);
+        }
+        let Some(items) = card.arr_req("components", r) else {
+            continue;
+        };
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut components = Vec::new();
+        for component in card.objects("components", items, r) {
+            let Some(t) = component.str_req("type", r) else {
+                continue;
+            };
+            if !CARD_COMPONENT_TYPES.contains(&t) {
+                let rule = format!(
+                    "must be one of {} on a carousel card (found {t:?})",
+                    CARD_COMPONENT_TYPES.join(", ")
+                );
+                r.add(component.at("type"), rule);
+                continue;
+            }
+            let Some((value, key)) = template_component(&component, false, r) else {
+                continue;
+            };
+            match seen.get(&key) {
+                Some(first) => r.add(
+                    &component.path,
+                    format!("must not repeat the {key} component (see {first})"),
+                ),
+                None => {
+                    seen.insert(key, component.path.clone());
+                }
+            }
+            components.push(value);
+        }
+        if !seen.contains_key("header") {
+            let rule = "must have a header component: a carousel card's media (or product) is \
+                        given when sending";
+            r.add(card.at("components"), rule);
+        }
+        let out = Out::new()
+            .put("card_index", position)
+            .put("components", components);
+        cards.push(out.value());
+    }
+    Some(
+        Out::new()
+            .put("type", "carousel")
+            .put("cards", cards)
+            .value(),
+    )
+}
+
+/// A limited-time-offer template's expiry: `{"type": "limited_time_offer", "parameters":
+/// [{"type": "limited_time_offer", "limited_time_offer": {"expiration_time_ms"}}]}`, the
+/// offer's end in milliseconds since the epoch.
+fn limited_time_offer(c: &Obj, r: &mut Report) -> Option<Value> {
+    c.only(&["type", "parameters"], r);
+    let params = c.arr_req("parameters", r)?;
+    check_count(r, &c.at("parameters"), params.len(), (1, 1), "parameter");
+    let p = c.objects("parameters", params, r).into_iter().next()?;
+    p.only(&["type", "limited_time_offer"], r);
+    let kind = p.fixed("type", "limited_time_offer", r);
+    let offer = p.obj_req("limited_time_offer", r)?;
+    offer.only(&["expiration_time_ms"], r);
+    let ms = offer.num_req("expiration_time_ms", r)?;
+    if ms.as_u64().is_none_or(|ms| ms == 0) {
+        let rule = format!("must be a positive integer: milliseconds since the epoch (found {ms})");
+        r.add(offer.at("expiration_time_ms"), rule);
+        return None;
+    }
+    let parameter = Out::new().put("type", kind?).put(
+        "limited_time_offer",
+        Out::new().put("expiration_time_ms", ms.clone()).value(),
+    );
+    Some(
+        Out::new()
+            .put("type", "limited_time_offer")
+            .put("parameters", vec![parameter.value()])
+            .value(),
+    )
 }
 
 /// Header or body parameters: a header takes one, a body one or more; named parameters
@@ -2105,8 +2206,25 @@ fn header_parameter(p: &Obj, r: &mut Report) -> Option<Value> {
                     .value(),
             )
         }
+        "product" => {
+            // A product card carousel's card: which catalog item it shows.
+            p.only(&["type", "product"], r);
+            let product = p.obj_req("product", r)?;
+            product.only(&["product_retailer_id", "catalog_id"], r);
+            let retailer = product.token_req("product_retailer_id", r);
+            let catalog = product.token_req("catalog_id", r);
+            let product = Out::new()
+                .put("product_retailer_id", retailer?)
+                .put("catalog_id", catalog?);
+            Some(
+                Out::new()
+                    .put("type", "product")
+                    .put("product", product.value())
+                    .value(),
+            )
+        }
         other => {
-            let expected = "text, image, video, document, location";
+            let expected = "text, image, video, document, location, product";
             r.add(
                 p.at("type"),
                 format!("must be one of {expected} in a header (found {other:?})"),
@@ -4283,8 +4401,13 @@ mod tests {
         );
         refused(
             template(json!([{"type": "carousel", "cards": []}])),
+            "template.components[0].cards",
+            "must have at least 2 cards (found 0)",
+        );
+        refused(
+            template(json!([{"type": "gallery", "cards": []}])),
             "template.components[0].type",
-            "must be one of header, body, button",
+            "must be one of header, body, button, carousel, limited_time_offer",
         );
         refused(
             template(
@@ -4305,6 +4428,131 @@ mod tests {
         );
     }
 
+    /// A card of a media card carousel template, as Meta's guide sends it.
+    fn template_card(i: usize) -> Value {
+        json!({"card_index": i, "components": [
+            {"type": "header", "parameters": [{"type": "image", "image": {"id": format!("24230790383178{i}")}}]},
+            {"type": "body", "parameters": [{"type": "text", "text": format!("{i}0%")}]},
+            {"type": "button", "sub_type": "quick_reply", "index": "0",
+             "parameters": [{"type": "payload", "payload": format!("more-{i}")}]},
+            {"type": "button", "sub_type": "url", "index": "1",
+             "parameters": [{"type": "text", "text": format!("p{i}")}]}
+        ]})
+    }
+
+    #[test]
+    fn carousel_templates_are_sent_as_meta_documents_them() {
+        let components = json!([
+            {"type": "body", "parameters": [{"type": "text", "text": "Pablo"}]},
+            {"type": "carousel", "cards": [template_card(0), template_card(1)]}
+        ]);
+        sends(
+            template(components.clone()),
+            meta(
+                "template",
+                json!({"name": "order_update", "language": {"code": "en_US"}, "components": components}),
+            ),
+        );
+        // card_index is filled in; a product card's header names the product.
+        let mut first = template_card(0);
+        first.as_object_mut().unwrap().remove("card_index");
+        let product = json!({"components": [{"type": "header", "parameters": [{"type": "product",
+            "product": {"product_retailer_id": "SKU-1", "catalog_id": "194836987003835"}}]}]});
+        let sent = parse(&template(
+            json!([{"type": "carousel", "cards": [first, product]}]),
+        ));
+        let cards = &sent.meta_body()["template"]["components"][0]["cards"];
+        assert_eq!(cards[0]["card_index"], 0);
+        assert_eq!(cards[1]["card_index"], 1);
+        assert_eq!(
+            cards[1]["components"][0]["parameters"][0]["product"]["catalog_id"],
+            "194836987003835"
+        );
+    }
+
+    #[test]
+    fn carousel_template_rules() {
+        let carousel = |cards: Value| template(json!([{"type": "carousel", "cards": cards}]));
+        refused(
+            carousel(json!([template_card(0)])),
+            "template.components[0].cards",
+            "must have at least 2 cards (found 1)",
+        );
+        refused(
+            carousel(json!([template_card(0), template_card(0)])),
+            "template.components[0].cards[1].card_index",
+            "must be 1, the card's position (found 0)",
+        );
+        let mut headless = template_card(1);
+        headless["components"].as_array_mut().unwrap().remove(0);
+        refused(
+            carousel(json!([template_card(0), headless])),
+            "template.components[0].cards[1].components",
+            "must have a header component",
+        );
+        let mut nested = template_card(1);
+        nested["components"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "carousel", "cards": []}));
+        refused(
+            carousel(json!([template_card(0), nested])),
+            "template.components[0].cards[1].components[4].type",
+            "must be one of header, body, button on a carousel card (found \"carousel\")",
+        );
+        let mut twice = template_card(1);
+        twice["components"][3]["index"] = json!("0");
+        twice["components"][3]["sub_type"] = json!("quick_reply");
+        twice["components"][3]["parameters"] = json!([{"type": "payload", "payload": "x"}]);
+        refused(
+            carousel(json!([template_card(0), twice])),
+            "template.components[0].cards[1].components[3]",
+            "must not repeat the button 0 component",
+        );
+        let mut extra = template_card(1);
+        extra["extra"] = json!(1);
+        refused(
+            carousel(json!([template_card(0), extra])),
+            "template.components[0].cards[1].extra",
+            "unknown field; expected one of card_index, components",
+        );
+    }
+
+    #[test]
+    fn limited_time_offer_templates() {
+        let offer = json!({"type": "limited_time_offer", "parameters": [{"type": "limited_time_offer",
+            "limited_time_offer": {"expiration_time_ms": 1_209_600_000u64}}]});
+        let components = json!([offer, {"type": "button", "sub_type": "copy_code", "index": "0",
+            "parameters": [{"type": "coupon_code", "coupon_code": "SAVE10"}]}]);
+        sends(
+            template(components.clone()),
+            meta(
+                "template",
+                json!({"name": "order_update", "language": {"code": "en_US"}, "components": components}),
+            ),
+        );
+        let with = |parameters: Value| {
+            template(json!([{"type": "limited_time_offer", "parameters": parameters}]))
+        };
+        refused(
+            with(
+                json!([{"type": "limited_time_offer", "limited_time_offer": {"expiration_time_ms": 0}}]),
+            ),
+            "template.components[0].parameters[0].limited_time_offer.expiration_time_ms",
+            "must be a positive integer: milliseconds since the epoch (found 0)",
+        );
+        refused(
+            with(json!([])),
+            "template.components[0].parameters",
+            "must have at least 1 parameter (found 0)",
+        );
+        refused(
+            with(json!([{"type": "text", "limited_time_offer": {"expiration_time_ms": 5}}])),
+            "template.components[0].parameters[0].type",
+            "must be \"limited_time_offer\"",
+        );
+    }
+
     #[test]
     fn template_header_takes_one_parameter_of_a_header_type() {
         let header = |params: Value| template(json!([{"type": "header", "parameters": params}]));
@@ -4321,7 +4569,7 @@ mod tests {
         refused(
             header(json!([{"type": "currency", "currency": {}}])),
             "template.components[0].parameters[0].type",
-            "must be one of text, image, video, document, location in a header",
+            "must be one of text, image, video, document, location, product in a header",
         );
         refused(
             header(

@@ -198,6 +198,52 @@ fn cases() -> Vec<(Value, Value)> {
                             "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "learn-2", "title": "Learn more"}}]}}]}}}),
             ),
         ),
+        (
+            // A media card carousel template (Meta's guide); card_index is filled in.
+            json!({"to": USER, "type": "template", "template": {"name": "summer_carousel",
+                   "language": {"code": "en_US"}, "components": [
+                       {"type": "body", "parameters": [{"type": "text", "text": "Pablo"}]},
+                       {"type": "carousel", "cards": [
+                           {"components": [
+                               {"type": "header", "parameters": [{"type": "image", "image": {"id": "1558081531584829"}}]},
+                               {"type": "button", "sub_type": "quick_reply", "index": "0",
+                                "parameters": [{"type": "payload", "payload": "more-aloe"}]}]},
+                           {"components": [
+                               {"type": "header", "parameters": [{"type": "image", "image": {"link": "https://example.com/b.png"}}]},
+                               {"type": "button", "sub_type": "quick_reply", "index": "0",
+                                "parameters": [{"type": "payload", "payload": "more-bird"}]}]}]}]}}),
+            meta(
+                json!({"type": "template", "template": {"name": "summer_carousel",
+                       "language": {"code": "en_US"}, "components": [
+                           {"type": "body", "parameters": [{"type": "text", "text": "Pablo"}]},
+                           {"type": "carousel", "cards": [
+                               {"card_index": 0, "components": [
+                                   {"type": "header", "parameters": [{"type": "image", "image": {"id": "1558081531584829"}}]},
+                                   {"type": "button", "sub_type": "quick_reply", "index": "0",
+                                    "parameters": [{"type": "payload", "payload": "more-aloe"}]}]},
+                               {"card_index": 1, "components": [
+                                   {"type": "header", "parameters": [{"type": "image", "image": {"link": "https://example.com/b.png"}}]},
+                                   {"type": "button", "sub_type": "quick_reply", "index": "0",
+                                    "parameters": [{"type": "payload", "payload": "more-bird"}]}]}]}]}}),
+            ),
+        ),
+        (
+            // A limited-time offer template with its coupon code.
+            json!({"to": USER, "type": "template", "template": {"name": "holiday_offer",
+                   "language": {"code": "en_US"}, "components": [
+                       {"type": "limited_time_offer", "parameters": [{"type": "limited_time_offer",
+                        "limited_time_offer": {"expiration_time_ms": 1_767_225_600_000u64}}]},
+                       {"type": "button", "sub_type": "copy_code", "index": "0",
+                        "parameters": [{"type": "coupon_code", "coupon_code": "HOLIDAY25"}]}]}}),
+            meta(
+                json!({"type": "template", "template": {"name": "holiday_offer",
+                       "language": {"code": "en_US"}, "components": [
+                           {"type": "limited_time_offer", "parameters": [{"type": "limited_time_offer",
+                            "limited_time_offer": {"expiration_time_ms": 1_767_225_600_000u64}}]},
+                           {"type": "button", "sub_type": "copy_code", "index": "0",
+                            "parameters": [{"type": "coupon_code", "coupon_code": "HOLIDAY25"}]}]}}),
+            ),
+        ),
     ]
 }
 
