@@ -1983,24 +1983,36 @@ fn template_language(l: &Obj, r: &mut Report) -> Option<Value> {
 /// longer when the body is the only component.
 fn template_components(o: &Obj, items: &[Value], r: &mut Report) -> Vec<Value> {
     let body_only = items.len() == 1;
-    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut seen = SeenComponents::default();
     let mut out = Vec::new();
     for c in o.objects("components", items, r) {
         let Some((component, key)) = template_component(&c, body_only, r) else {
             continue;
         };
-        match seen.get(&key) {
-            Some(first) => r.add(
-                &c.path,
-                format!("must not repeat the {key} component (see {first})"),
-            ),
-            None => {
-                seen.insert(key, c.path.clone());
-            }
-        }
+        seen.note(key, &c.path, r);
         out.push(component);
     }
     out
+}
+
+/// The components of one list so far, by what must be unique about them, with where each came
+/// first.
+#[derive(Default)]
+struct SeenComponents(HashMap<String, String>);
+
+impl SeenComponents {
+    /// Notes a component at `path`, or reports that `key` came before.
+    fn note(&mut self, key: String, path: &str, r: &mut Report) {
+        match self.0.get(&key) {
+            Some(first) => r.add(
+                path,
+                format!("must not repeat the {key} component (see {first})"),
+            ),
+            None => {
+                self.0.insert(key, path.to_owned());
+            }
+        }
+    }
 }
 
 /// One component and what must be unique about it (`header`, `body`, `button 0`).
@@ -2061,7 +2073,7 @@ fn template_carousel(c: &Obj, r: &mut Report) -> Option<Value> {
         let Some(items) = card.arr_req("components", r) else {
             continue;
         };
-        let mut seen: HashMap<String, String> = HashMap::new();
+        let mut seen = SeenComponents::default();
         let mut components = Vec::new();
         for component in card.objects("components", items, r) {
             let Some(t) = component.str_req("type", r) else {
@@ -2078,18 +2090,10 @@ fn template_carousel(c: &Obj, r: &mut Report) -> Option<Value> {
             let Some((value, key)) = template_component(&component, false, r) else {
                 continue;
             };
-            match seen.get(&key) {
-                Some(first) => r.add(
-                    &component.path,
-                    format!("must not repeat the {key} component (see {first})"),
-                ),
-                None => {
-                    seen.insert(key, component.path.clone());
-                }
-            }
+            seen.note(key, &component.path, r);
             components.push(value);
         }
-        if !seen.contains_key("header") {
+        if !seen.0.contains_key("header") {
             let rule = "must have a header component: a carousel card's media (or product) is \
                         given when sending";
             r.add(card.at("components"), rule);
