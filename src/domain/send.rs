@@ -1538,8 +1538,8 @@ fn carousel_action(a: &Obj, r: &mut Report) -> Option<Value> {
 /// "url"}} | {"buttons": [{"type": "quick_reply", "quick_reply": {"id", "title"}}, ...]}}`.
 /// `card_index` is the card's position (filled in when absent); `type` is `cta_url` on a card
 /// with a URL button (filled in); on one with quick-reply buttons a given `type` is passed on
-/// as it is (Meta's syntax shows none for them), except `cta_url`, which is refused. Meta takes the header media by public `link`
-/// only.
+/// as it is (Meta's syntax shows none for them), except `cta_url`, which is refused. Meta
+/// takes the header media by public `link` only.
 fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, CardButtons)> {
     card.only(&["card_index", "type", "header", "body", "action"], r);
     let index = card.num_opt("card_index", r);

@@ -10,9 +10,10 @@
 //!
 //! While API_KEY is unset, a browser page of any origin could open this socket to a gateway on
 //! the user's machine (WebSockets are not subject to CORS), so [`crate::http::auth`] refuses a
-//! handshake whose `Origin` is not this host and port (403). With API_KEY set a page cannot present the key (browsers
-//! send no custom headers on a WebSocket handshake), and the inbox's session cookie, which a
-//! browser would send, is accepted only from the gateway's own pages ([`crate::http::auth`]).
+//! handshake whose `Origin` is not this host and port (403). With API_KEY set a page cannot
+//! present the key (browsers send no custom headers on a WebSocket handshake), and the inbox's
+//! session cookie, which a browser would send, is accepted only from the gateway's own pages
+//! ([`crate::http::auth`]).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,10 +5,10 @@
 //! Unless WEBHOOK_ALLOW_PRIVATE=true, no delivery reaches a loopback, private, link-local
 //! (cloud metadata `169.254.169.254` included), shared (CGNAT), unspecified, multicast or
 //! otherwise reserved address; an IPv6 address must be global unicast, and one that carries an
-//! IPv4 address (mapped, NAT64, 6to4) is judged by it. The check runs **at delivery time, after DNS resolution**: the
-//! HTTP client's resolver ([`GuardedResolver`]) drops such addresses, so a name that resolves to
-//! `127.0.0.1` (or is changed to after the subscription was made) is refused, and the connection
-//! goes to an address that was checked (no second lookup to rebind). IP literals, which no
+//! IPv4 address (mapped, NAT64, 6to4) is judged by it. The check runs **at delivery time,
+//! after DNS resolution**: the HTTP client's resolver ([`GuardedResolver`]) drops such
+//! addresses, so a name that resolves to `127.0.0.1` (or is changed to after the subscription
+//! was made) is refused, and the connection goes to an address that was checked (no second lookup to rebind). IP literals, which no
 //! resolver sees, are checked before the request ([`refused_literal`]). Redirects are never
 //! followed and no proxy is used.
 
