@@ -8,9 +8,9 @@
 //! IPv4 address (mapped, NAT64, 6to4) is judged by it. The check runs **at delivery time,
 //! after DNS resolution**: the HTTP client's resolver ([`GuardedResolver`]) drops such
 //! addresses, so a name that resolves to `127.0.0.1` (or is changed to after the subscription
-//! was made) is refused, and the connection goes to an address that was checked (no second lookup to rebind). IP literals, which no
-//! resolver sees, are checked before the request ([`refused_literal`]). Redirects are never
-//! followed and no proxy is used.
+//! was made) is refused, and the connection goes to an address that was checked (no second
+//! lookup to rebind). IP literals, which no resolver sees, are checked before the request
+//! ([`refused_literal`]). Redirects are never followed and no proxy is used.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
