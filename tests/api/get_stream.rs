@@ -85,7 +85,7 @@ async fn a_large_embedded_list_is_streamed_identically() {
         );
     }
     // The unstreamed truth: every stored document, oldest first, read from the file.
-    let db = rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3")).unwrap();
+    let db = app.database();
     let mut stmt = db
         .prepare("SELECT json FROM inbound_messages WHERE number = ?1 ORDER BY seq")
         .unwrap();

@@ -419,6 +419,11 @@ impl TestApp {
     pub fn data_path(&self) -> PathBuf {
         self.data_dir.path().to_owned()
     }
+
+    /// A connection of its own to an embedded app's database file.
+    pub fn database(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.data_path().join("whatsapp-gateway.sqlite3")).unwrap()
+    }
 }
 
 impl Drop for TestApp {

@@ -107,7 +107,7 @@ async fn redis_out_of_memory_is_not_ready_until_memory_is_freed() {
 async fn embedded_write_failures_make_it_not_ready() {
     let app = spawn_app(Backend::Embedded).await;
     assert_eq!(app.readyz().await.0, 200);
-    let db = rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3")).unwrap();
+    let db = app.database();
     db.execute_batch(
         "CREATE TRIGGER no_messages BEFORE INSERT ON inbound_messages
              BEGIN SELECT RAISE(ABORT, 'injected disk failure'); END;

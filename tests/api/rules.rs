@@ -822,14 +822,13 @@ async fn a_stored_rule_naming_an_unknown_type_keeps_working(backend: Backend) {
                 .unwrap();
         }
         Backend::Embedded => {
-            let changed =
-                rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3"))
-                    .unwrap()
-                    .execute(
-                        "UPDATE auto_reply_rules SET doc = replace(doc, ?1, ?2) WHERE id = 'old'",
-                        [from, to],
-                    )
-                    .unwrap();
+            let changed = app
+                .database()
+                .execute(
+                    "UPDATE auto_reply_rules SET doc = replace(doc, ?1, ?2) WHERE id = 'old'",
+                    [from, to],
+                )
+                .unwrap();
             assert_eq!(changed, 1);
         }
     }
@@ -876,11 +875,10 @@ async fn an_unreadable_cursor_starts_again_at_the_end(backend: Backend) {
                 .unwrap();
         }
         Backend::Embedded => {
-            let changed =
-                rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3"))
-                    .unwrap()
-                    .execute("UPDATE auto_reply_cursor SET cursor = 'not-an-id'", [])
-                    .unwrap();
+            let changed = app
+                .database()
+                .execute("UPDATE auto_reply_cursor SET cursor = 'not-an-id'", [])
+                .unwrap();
             assert_eq!(changed, 1);
         }
     }
@@ -894,12 +892,10 @@ async fn an_unreadable_cursor_starts_again_at_the_end(backend: Backend) {
                 .query_async(&mut app.redis_connection().await)
                 .await
                 .unwrap(),
-            Backend::Embedded => {
-                rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3"))
-                    .unwrap()
-                    .query_row("SELECT cursor FROM auto_reply_cursor", [], |r| r.get(0))
-                    .ok()
-            }
+            Backend::Embedded => app
+                .database()
+                .query_row("SELECT cursor FROM auto_reply_cursor", [], |r| r.get(0))
+                .ok(),
         };
         (cursor.as_deref() != Some("not-an-id")).then_some(())
     })
