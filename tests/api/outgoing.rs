@@ -292,6 +292,15 @@ async fn hook_app_with(
     .await
 }
 
+/// Waits until subscription `id` shows disabled; its view then.
+async fn disabled(app: &TestApp, id: &str) -> Value {
+    eventually("the subscription disabled", || async {
+        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
+        (view["enabled"] == false).then_some(view)
+    })
+    .await
+}
+
 async fn create(app: &TestApp, body: Value) -> (u16, Value) {
     let response = app
         .http
@@ -722,11 +731,7 @@ async fn gone_disables_the_subscription_with_an_event_and_enabling_resumes(backe
     let id = subscribe_incoming(&app, &receiver).await;
     app.post_webhook_ok(&message_from("wamid.g1", KERRY, "hi"))
         .await;
-    let view = eventually("the subscription disabled", || async {
-        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
-        (view["enabled"] == false).then_some(view)
-    })
-    .await;
+    let view = disabled(&app, &id).await;
     assert!(
         view["disabled_reason"].as_str().unwrap().contains("410"),
         "{view}"
@@ -879,11 +884,7 @@ async fn a_lane_waiting_for_the_only_slot_attempts_nothing_after_a_410(backend: 
     let mut messages = vec![text_message("wamid.k1", KERRY, "answered 410")];
     messages.extend(numbered_messages("wamid.a", ANA, 1, 3));
     app.post_webhook_ok(&webhook_with(messages)).await;
-    eventually("disabled", || async {
-        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
-        (view["enabled"] == false).then_some(())
-    })
-    .await;
+    disabled(&app, &id).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     let got: Vec<(String, u16)> = receiver
         .got()
@@ -929,11 +930,7 @@ async fn a_410_stops_stored_retries_before_it_is_recorded(backend: Backend) {
         text_message("wamid.a1", ANA, "slow"),
     ];
     app.post_webhook_ok(&webhook_with(messages)).await;
-    eventually("disabled", || async {
-        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
-        (view["enabled"] == false).then_some(())
-    })
-    .await;
+    disabled(&app, &id).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let olivia = |got: &[Got]| {
         got.iter()
@@ -1815,11 +1812,7 @@ async fn a_subscription_failing_too_long_is_disabled_with_an_event(backend: Back
         .await;
     app.post_webhook_ok(&message_from("wamid.d2", ANA, "hi"))
         .await;
-    let view = eventually("the subscription disabled", || async {
-        let view = app.get_json(&format!("/v1/webhooks/{id}")).await;
-        (view["enabled"] == false).then_some(view)
-    })
-    .await;
+    let view = disabled(&app, &id).await;
     assert_eq!(
         view["disabled_reason"], "every delivery failed for 1s",
         "{view}"
