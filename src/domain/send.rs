@@ -1542,11 +1542,7 @@ fn carousel_action(a: &Obj, r: &mut Report) -> Option<Value> {
 /// takes the header media by public `link` only.
 fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, CardButtons)> {
     card.only(&["card_index", "type", "header", "body", "action"], r);
-    let index = card.num_opt("card_index", r);
-    if let Some(n) = index.filter(|n| n.as_u64() != Some(position as u64)) {
-        let rule = format!("must be {position}, the card's position (found {n})");
-        r.add(card.at("card_index"), rule);
-    }
+    check_card_index(card, position, r);
     let card_type = card.str_opt("type", r);
     if let Some(t) = card_type {
         check_token(r, &card.at("type"), t);
@@ -1591,6 +1587,17 @@ fn carousel_card(card: &Obj, position: usize, r: &mut Report) -> Option<(Value, 
         .put_opt("body", body)
         .put("action", action);
     Some((out.value(), buttons))
+}
+
+/// A carousel card's `card_index`, when given, must be its position.
+fn check_card_index(card: &Obj, position: usize, r: &mut Report) {
+    if let Some(n) = card
+        .num_opt("card_index", r)
+        .filter(|n| n.as_u64() != Some(position as u64))
+    {
+        let rule = format!("must be {position}, the card's position (found {n})");
+        r.add(card.at("card_index"), rule);
+    }
 }
 
 /// A carousel card's header: an image or a video by public `link`.
@@ -2061,20 +2068,18 @@ fn template_carousel(c: &Obj, r: &mut Report) -> Option<Value> {
     let items = c.arr_req("cards", r)?;
     check_count(r, &c.at("cards"), items.len(), CAROUSEL_CARDS, "card");
     let mut cards = Vec::new();
-    for (position, card) in c.objects("cards", items, r).into_iter().enumerate() {
+    for (position, item) in items.iter().enumerate() {
+        let Some(card) = Obj::read(item, index(&c.at("cards"), position), r) else {
+            continue;
+        };
         card.only(&["card_index", "components"], r);
-        if let Some(n) = card
-            .num_opt("card_index", r)
-            .filter(|n| n.as_u64() != Some(position as u64))
-        {
-            let rule = format!("must be {position}, the card's position (found {n})");
-            r.add(card.at("card_index"), rule);
-        }
+        check_card_index(&card, position, r);
         let Some(items) = card.arr_req("components", r) else {
             continue;
         };
         let mut seen = SeenComponents::default();
         let mut components = Vec::new();
+        let mut has_header = false;
         for component in card.objects("components", items, r) {
             let Some(t) = component.str_req("type", r) else {
                 continue;
@@ -2087,13 +2092,14 @@ fn template_carousel(c: &Obj, r: &mut Report) -> Option<Value> {
                 r.add(component.at("type"), rule);
                 continue;
             }
+            has_header |= t == "header";
             let Some((value, key)) = template_component(&component, false, r) else {
                 continue;
             };
             seen.note(key, &component.path, r);
             components.push(value);
         }
-        if !seen.0.contains_key("header") {
+        if !has_header {
             let rule = "must have a header component: a carousel card's media (or product) is \
                         given when sending";
             r.add(card.at("components"), rule);
@@ -4486,6 +4492,23 @@ mod tests {
             carousel(json!([template_card(0), template_card(0)])),
             "template.components[0].cards[1].card_index",
             "must be 1, the card's position (found 0)",
+        );
+        // A card that is no object is named alone: the next keeps its position.
+        refused(
+            carousel(json!([1, template_card(1)])),
+            "template.components[0].cards[0]",
+            "must be an object",
+        );
+        // A broken header is named as broken, not as missing.
+        let mut broken = template_card(1);
+        broken["components"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("parameters");
+        refused(
+            carousel(json!([template_card(0), broken])),
+            "template.components[0].cards[1].components[0].parameters",
+            "is required",
         );
         let mut headless = template_card(1);
         headless["components"].as_array_mut().unwrap().remove(0);
