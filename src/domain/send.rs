@@ -3437,6 +3437,50 @@ mod tests {
         );
     }
 
+    /// The types Meta documents without a header, or without a footer, refuse one.
+    #[test]
+    fn types_without_a_header_or_a_footer_refuse_one() {
+        let named = |object: Value, field: &str, rule: String| {
+            let found = problems(interactive(object));
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.field == field && p.rule.contains(&rule)),
+                "{rule}: {found:#?}"
+            );
+        };
+        let no_header = [
+            "location_request_message",
+            "product",
+            "catalog_message",
+            "voice_call",
+            "call_permission_request",
+            "request_contact_info",
+            "carousel",
+        ];
+        for t in no_header {
+            named(
+                json!({"type": t, "header": {"type": "text", "text": "h"}, "body": {"text": "b"}}),
+                "interactive.header",
+                format!("header is not allowed on a {t} message"),
+            );
+        }
+        let no_footer = [
+            "location_request_message",
+            "voice_call",
+            "call_permission_request",
+            "request_contact_info",
+            "carousel",
+        ];
+        for t in no_footer {
+            named(
+                json!({"type": t, "body": {"text": "b"}, "footer": {"text": "f"}}),
+                "interactive.footer",
+                format!("footer is not allowed on a {t} message"),
+            );
+        }
+    }
+
     #[test]
     fn a_list_s_body_has_at_most_4096_characters() {
         let with_body = |n: usize| {
@@ -4279,7 +4323,7 @@ mod tests {
     // ---------------------------------------------------------------------------------------------
 
     #[test]
-    fn flow_version_is_3_and_cta_has_at_most_20_characters() {
+    fn flow_version_is_3_and_cta_has_at_most_30_characters() {
         refused(
             flow(flow_parameters(json!({"flow_message_version": "2"}))),
             "interactive.action.parameters.flow_message_version",
