@@ -84,6 +84,15 @@ fn cases() -> Vec<(Value, Value)> {
             .extend(rest.as_object().unwrap().clone());
         body
     };
+    // A client body Meta receives as it is (plus what the gateway adds).
+    let passes_through = |object: Value| {
+        let mut client = json!({"to": USER});
+        client
+            .as_object_mut()
+            .unwrap()
+            .extend(object.as_object().unwrap().clone());
+        (client, meta(object))
+    };
     vec![
         (
             json!({"to": "+1 (555) 123-4567", "type": "text", "text": {"body": "Hello", "preview_url": true}}),
@@ -101,61 +110,33 @@ fn cases() -> Vec<(Value, Value)> {
                 json!({"type": "audio", "audio": {"link": "https://example.com/note.ogg", "voice": true}}),
             ),
         ),
-        (
-            json!({"to": USER, "type": "interactive", "interactive": {"type": "button", "body": {"text": "Pick one"},
+        passes_through(
+            json!({"type": "interactive", "interactive": {"type": "button", "body": {"text": "Pick one"},
                 "action": {"buttons": [{"type": "reply", "reply": {"id": "yes", "title": "Yes"}}, {"type": "reply", "reply": {"id": "no", "title": "No"}}]}}}),
-            meta(
-                json!({"type": "interactive", "interactive": {"type": "button", "body": {"text": "Pick one"},
-                "action": {"buttons": [{"type": "reply", "reply": {"id": "yes", "title": "Yes"}}, {"type": "reply", "reply": {"id": "no", "title": "No"}}]}}}),
-            ),
         ),
-        (
-            json!({"to": USER, "type": "template", "template": {"name": "order_update", "language": {"code": "en_US"},
+        passes_through(
+            json!({"type": "template", "template": {"name": "order_update", "language": {"code": "en_US"},
                 "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]}}),
-            meta(
-                json!({"type": "template", "template": {"name": "order_update", "language": {"code": "en_US"},
-                "components": [{"type": "body", "parameters": [{"type": "text", "text": "4521"}]}]}}),
-            ),
         ),
-        (
-            json!({"to": USER, "type": "location", "location": {"latitude": 52.52, "longitude": 13.405, "name": "Office"}}),
-            meta(
-                json!({"type": "location", "location": {"latitude": 52.52, "longitude": 13.405, "name": "Office"}}),
-            ),
+        passes_through(
+            json!({"type": "location", "location": {"latitude": 52.52, "longitude": 13.405, "name": "Office"}}),
         ),
-        (
-            json!({"to": USER, "type": "reaction", "reaction": {"message_id": "wamid.earlier", "emoji": "\u{1F44D}"}}),
-            meta(
-                json!({"type": "reaction", "reaction": {"message_id": "wamid.earlier", "emoji": "\u{1F44D}"}}),
-            ),
+        passes_through(
+            json!({"type": "reaction", "reaction": {"message_id": "wamid.earlier", "emoji": "\u{1F44D}"}}),
         ),
-        (
-            json!({"to": USER, "type": "interactive", "interactive": {"type": "voice_call",
+        passes_through(
+            json!({"type": "interactive", "interactive": {"type": "voice_call",
                    "body": {"text": "Call us on WhatsApp"},
                    "action": {"name": "voice_call", "parameters": {"display_text": "Call on WhatsApp", "ttl_minutes": 100, "payload": "support"}}}}),
-            meta(
-                json!({"type": "interactive", "interactive": {"type": "voice_call",
-                       "body": {"text": "Call us on WhatsApp"},
-                       "action": {"name": "voice_call", "parameters": {"display_text": "Call on WhatsApp", "ttl_minutes": 100, "payload": "support"}}}}),
-            ),
         ),
-        (
-            json!({"to": USER, "type": "interactive", "interactive": {"type": "call_permission_request",
+        passes_through(
+            json!({"type": "interactive", "interactive": {"type": "call_permission_request",
                    "body": {"text": "May we call you about your order?"}, "action": {"name": "call_permission_request"}}}),
-            meta(
-                json!({"type": "interactive", "interactive": {"type": "call_permission_request",
-                       "body": {"text": "May we call you about your order?"}, "action": {"name": "call_permission_request"}}}),
-            ),
         ),
-        (
-            json!({"to": USER, "type": "interactive", "interactive": {"type": "request_contact_info",
+        passes_through(
+            json!({"type": "interactive", "interactive": {"type": "request_contact_info",
                    "body": {"text": "Share your number so we can update you about your order."},
                    "action": {"name": "request_contact_info"}}}),
-            meta(
-                json!({"type": "interactive", "interactive": {"type": "request_contact_info",
-                       "body": {"text": "Share your number so we can update you about your order."},
-                       "action": {"name": "request_contact_info"}}}),
-            ),
         ),
         (
             // card_index and the URL cards' type are filled in.
@@ -180,23 +161,14 @@ fn cases() -> Vec<(Value, Value)> {
                             "action": {"name": "cta_url", "parameters": {"display_text": "Buy now", "url": "https://example.com/p/2"}}}]}}}),
             ),
         ),
-        (
-            json!({"to": USER, "type": "interactive", "interactive": {"type": "carousel",
+        passes_through(
+            json!({"type": "interactive", "interactive": {"type": "carousel",
                    "body": {"text": "Pick a plant"},
                    "action": {"cards": [
                        {"card_index": 0, "header": {"type": "video", "video": {"link": "https://example.com/1.mp4"}},
                         "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "learn-1", "title": "Learn more"}}]}},
                        {"card_index": 1, "header": {"type": "video", "video": {"link": "https://example.com/2.mp4"}},
                         "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "learn-2", "title": "Learn more"}}]}}]}}}),
-            meta(
-                json!({"type": "interactive", "interactive": {"type": "carousel",
-                       "body": {"text": "Pick a plant"},
-                       "action": {"cards": [
-                           {"card_index": 0, "header": {"type": "video", "video": {"link": "https://example.com/1.mp4"}},
-                            "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "learn-1", "title": "Learn more"}}]}},
-                           {"card_index": 1, "header": {"type": "video", "video": {"link": "https://example.com/2.mp4"}},
-                            "action": {"buttons": [{"type": "quick_reply", "quick_reply": {"id": "learn-2", "title": "Learn more"}}]}}]}}}),
-            ),
         ),
         (
             // A media card carousel template (Meta's guide); card_index is filled in.
@@ -227,22 +199,14 @@ fn cases() -> Vec<(Value, Value)> {
                                     "parameters": [{"type": "payload", "payload": "more-bird"}]}]}]}]}}),
             ),
         ),
-        (
-            // A limited-time offer template with its coupon code.
-            json!({"to": USER, "type": "template", "template": {"name": "holiday_offer",
+        // A limited-time offer template with its coupon code.
+        passes_through(
+            json!({"type": "template", "template": {"name": "holiday_offer",
                    "language": {"code": "en_US"}, "components": [
                        {"type": "limited_time_offer", "parameters": [{"type": "limited_time_offer",
                         "limited_time_offer": {"expiration_time_ms": 1_767_225_600_000u64}}]},
                        {"type": "button", "sub_type": "copy_code", "index": "0",
                         "parameters": [{"type": "coupon_code", "coupon_code": "HOLIDAY25"}]}]}}),
-            meta(
-                json!({"type": "template", "template": {"name": "holiday_offer",
-                       "language": {"code": "en_US"}, "components": [
-                           {"type": "limited_time_offer", "parameters": [{"type": "limited_time_offer",
-                            "limited_time_offer": {"expiration_time_ms": 1_767_225_600_000u64}}]},
-                           {"type": "button", "sub_type": "copy_code", "index": "0",
-                            "parameters": [{"type": "coupon_code", "coupon_code": "HOLIDAY25"}]}]}}),
-            ),
         ),
     ]
 }
