@@ -65,7 +65,6 @@ macro_rules! contract_tests {
     };
 }
 
-/// Now, in unix seconds (Meta's timestamps).
 /// The conversation with `contact` on a `GET /v1/conversations` page (panics when absent).
 pub fn conversation_in(page: &Value, contact: &str) -> Value {
     page["conversations"]
@@ -77,6 +76,7 @@ pub fn conversation_in(page: &Value, contact: &str) -> Value {
         .unwrap_or_else(|| panic!("no conversation with {contact} in {page}"))
 }
 
+/// Now, in unix seconds (Meta's timestamps).
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

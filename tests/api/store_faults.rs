@@ -56,7 +56,7 @@ async fn redis_down_gives_503_then_the_retry_is_stored_exactly_once() {
 async fn failed_sqlite_write_stores_nothing_and_the_retry_is_stored() {
     let app = spawn_app(Backend::Embedded).await;
     // Make the real database refuse one id, from a second connection, as a disk error would.
-    let db = rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3")).unwrap();
+    let db = app.database();
     db.execute_batch(
         "CREATE TRIGGER fail_once BEFORE INSERT ON inbound_messages WHEN NEW.id = 'wamid.FAIL'
          BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",

@@ -483,7 +483,7 @@ async fn a_large_delivery_is_written_in_bounded_chunks_on_redis() {
 #[tokio::test]
 async fn a_large_delivery_is_written_in_bounded_transactions_on_the_embedded_store() {
     let app = spawn_app(Backend::Embedded).await;
-    let db = rusqlite::Connection::open(app.data_path().join("whatsapp-gateway.sqlite3")).unwrap();
+    let db = app.database();
     db.execute_batch(
         "CREATE TRIGGER fail_late BEFORE INSERT ON inbound_messages WHEN NEW.id = 'e1800'
          BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
