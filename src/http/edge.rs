@@ -10,10 +10,9 @@
 //!    buffers held by all of them together, a quarter of it (at least MAX_BODY_BYTES) by one
 //!    address (charged as buffers grow, so a declared `Content-Length` costs nothing until it is
 //!    sent). An IPv6 client is counted by its /64 ([`ClientKey`]). A body must keep a minimum
-//!    average rate
-//!    (MIN_UPLOAD_BYTES_PER_SEC after a 2 s grace) and finish within BODY_TIMEOUT_SECS, else 408;
-//!    over MAX_BODY_BYTES is 413 (refused from `Content-Length` before reading). Over a budget the
-//!    answer is 503 at once. For `/webhook` the body is hashed (HMAC-SHA256 under APP_SECRET) as
+//!    average rate (MIN_UPLOAD_BYTES_PER_SEC after a 2 s grace) and finish within
+//!    BODY_TIMEOUT_SECS, else 408; over MAX_BODY_BYTES is 413 (refused from `Content-Length`
+//!    before reading). Over a budget the answer is 503 at once. For `/webhook` the body is hashed (HMAC-SHA256 under APP_SECRET) as
 //!    it arrives, so the signature check is a 32-byte comparison (the digest travels in the
 //!    request's [`Connection`] extension).
 //! 3. **Take a processing slot** of the request's class: CONCURRENCY_LIMIT for webhooks,

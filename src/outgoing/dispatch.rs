@@ -18,8 +18,9 @@
 //! With several instances on one Redis every page's busy-lanes read takes (or renews) the
 //! subscription's dispatch lease ([`crate::store::hooks::DispatchLease`], longer than a page can
 //! take), so one instance opens and closes pages; it also answers the stored cursor, so nothing
-//! is attempted from a stale one. An instance that dies mid-page leaves the cursor where it was: its pages
-//! in flight are attempted again (at least once; `webhook-id` lets receivers drop the repeats).
+//! is attempted from a stale one. An instance that dies mid-page leaves the cursor where it was:
+//! its pages in flight are attempted again (at least once; `webhook-id` lets receivers drop the
+//! repeats).
 //! A disabled subscription's events go to the store as deliveries, which drops them unless it
 //! was enabled meanwhile; a page read while it was enabled keeps what did not go out, for when
 //! it is enabled again, and stops attempting once the cache says it was disabled (at once

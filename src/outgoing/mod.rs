@@ -16,10 +16,11 @@
 //!   them, and completes them: 2xx done; 410 disables the subscription (the cache says so at
 //!   once, and keeps saying so until the store has recorded it: the dispatcher starts no other
 //!   attempt of it, whichever lane or page); anything else (3xx included: redirects are not
-//!   followed; timeouts; refused targets) is retried after the next wait of WEBHOOK_RETRY_SCHEDULE (or Retry-After when
-//!   longer), then dead-lettered. A subscription failing for WEBHOOK_DISABLE_AFTER is disabled.
-//!   Both disables write a `webhook_disabled` event with the change. The dispatcher's and the
-//!   worker's POSTs share WEBHOOK_CONCURRENCY (at most that many at once per instance).
+//!   followed; timeouts; refused targets) is retried after the next wait of
+//!   WEBHOOK_RETRY_SCHEDULE (or Retry-After when longer), then dead-lettered. A subscription
+//!   failing for WEBHOOK_DISABLE_AFTER is disabled. Both disables write a `webhook_disabled`
+//!   event with the change. The dispatcher's and the worker's POSTs share WEBHOOK_CONCURRENCY
+//!   (at most that many at once per instance).
 //! - Storage (both backends, the same semantics): [`crate::store::hooks`]. Delivery is
 //!   **at least once**: an instance that dies mid-attempt leaves a lease that runs out, and the
 //!   delivery is attempted again; `webhook-id` (the event id) lets receivers drop the repeat.
@@ -54,6 +55,9 @@ use subscription::{CONFIG_ID, HookConfig, ManagedBy, Subscription};
 
 /// The dispatcher looks at the log (and reloads subscriptions) at least this often.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The worker looks for due deliveries at least this often.
+pub const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Longest a 410 keeps a subscription disabled in the cache while the store does not say so and
 /// its attempt was never completed (its lane task ended without: a panic). Meanwhile its events
@@ -90,13 +94,12 @@ impl GoneMarks {
         }
     }
 
-    /// Whether rows read from `read_from` on may still say enabled for `id` wrongly: the
-    /// completion was not recorded before the read began (and the mark is not stale at `now`).
+    /// Whether rows read from `read_from` on may still say enabled for `id` wrongly
+    /// ([`GoneMark::holds`]).
     fn holds(&self, id: &str, read_from: Instant, now: Instant) -> bool {
-        self.0.get(id).is_some_and(|mark| {
-            now.saturating_duration_since(mark.noted) < GONE_HOLD
-                && mark.recorded.is_none_or(|at| at >= read_from)
-        })
+        self.0
+            .get(id)
+            .is_some_and(|mark| mark.holds(read_from, now))
     }
 
     /// After a reload whose rows were read from `read_from` on: forgets the marks those rows
@@ -104,14 +107,19 @@ impl GoneMarks {
     /// and the stale ones.
     fn prune(&mut self, rows: &[HookRow], read_from: Instant, now: Instant) {
         self.0.retain(|id, mark| {
-            now.saturating_duration_since(mark.noted) < GONE_HOLD
-                && mark.recorded.is_none_or(|at| at >= read_from)
-                && rows.iter().any(|r| r.id == *id && r.enabled)
+            mark.holds(read_from, now) && rows.iter().any(|r| r.id == *id && r.enabled)
         });
     }
 }
-/// The worker looks for due deliveries at least this often.
-pub const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
+
+impl GoneMark {
+    /// Whether rows read from `read_from` on may still say enabled wrongly: the completion was
+    /// not recorded before the read began (and the mark is not stale at `now`).
+    fn holds(&self, read_from: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(self.noted) < GONE_HOLD
+            && self.recorded.is_none_or(|at| at >= read_from)
+    }
+}
 
 pub use dispatch::body as delivery_body;
 
