@@ -12,9 +12,9 @@
 //!    sent). An IPv6 client is counted by its /64 ([`ClientKey`]). A body must keep a minimum
 //!    average rate (MIN_UPLOAD_BYTES_PER_SEC after a 2 s grace) and finish within
 //!    BODY_TIMEOUT_SECS, else 408; over MAX_BODY_BYTES is 413 (refused from `Content-Length`
-//!    before reading). Over a budget the answer is 503 at once. For `/webhook` the body is hashed (HMAC-SHA256 under APP_SECRET) as
-//!    it arrives, so the signature check is a 32-byte comparison (the digest travels in the
-//!    request's [`Connection`] extension).
+//!    before reading). Over a budget the answer is 503 at once. For `/webhook` the body is hashed
+//!    (HMAC-SHA256 under APP_SECRET) as it arrives, so the signature check is a 32-byte
+//!    comparison (the digest travels in the request's [`Connection`] extension).
 //! 3. **Take a processing slot** of the request's class: CONCURRENCY_LIMIT for webhooks,
 //!    CLIENT_CONCURRENCY_LIMIT for the client API; none free -> 503 at once (load shedding, no
 //!    queue). A stalled upload therefore never holds a slot: it holds only upload budget, which
