@@ -224,15 +224,16 @@ fn read_file(path: &std::path::Path, numbers: &[String]) -> anyhow::Result<Vec<V
                     doc["id"].as_str().unwrap_or_default()
                 );
             }
-            if let Err(errors) = rule::parse(&doc, numbers) {
-                anyhow::bail!(
+            let parsed = match rule::parse(&doc, numbers) {
+                Ok(parsed) => parsed,
+                Err(errors) => anyhow::bail!(
                     "rule {:?} ([[rules]] number {n}): {}",
                     doc["id"].as_str().unwrap_or_default(),
                     rule::describe(&errors)
-                );
-            }
+                ),
+            };
             // Taken (a file an earlier release started with keeps starting), but said.
-            let unknown = rule::unknown_types(&doc);
+            let unknown = parsed.unknown_types();
             if !unknown.is_empty() {
                 tracing::warn!(
                     rule = doc["id"].as_str().unwrap_or_default(),

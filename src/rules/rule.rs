@@ -11,7 +11,7 @@
 //!   any one matching is enough) against the message's text: a text's body, a media caption, the
 //!   title of a tapped button or list row;
 //! - `types`: Meta message types (`text`, `image`, `interactive`, `button`, ...; a client may
-//!   name only those in [`KNOWN_TYPES`], see [`unknown_types`]). Without it, reactions, edits,
+//!   name only those in [`KNOWN_TYPES`], see [`Rule::unknown_types`]). Without it, reactions, edits,
 //!   deletions (`revoke`), `system` and `unsupported` messages never match;
 //! - `reply_id`: the id of a tapped reply button or list row, or a template button's payload;
 //! - `first_message`: the contact's first message in the conversation (nothing earlier in it);
@@ -312,18 +312,20 @@ fn unknown_placeholders(value: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// `when.types` names that are not message types Meta sends ([`KNOWN_TYPES`]): a misspelt type
-/// (`txt`) would never match. Checked where a client writes a rule (the API refuses it, the
-/// rules file warns), not where stored rules are read, so a rule an earlier release took keeps
-/// answering.
-pub fn unknown_types(doc: &Value) -> Vec<Invalid> {
-    let names: Vec<&str> = match &doc["when"]["types"] {
-        Value::String(s) => vec![s.as_str()],
-        Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
+impl Rule {
+    /// `when.types` names that are not message types Meta sends ([`KNOWN_TYPES`]): a misspelt
+    /// type (`txt`) would never match. Checked where a client writes a rule (the API refuses
+    /// it, the rules file warns), not where stored rules are read, so a rule an earlier release
+    /// took keeps answering.
+    pub fn unknown_types(&self) -> Vec<Invalid> {
+        unknown_types(self.when.types.as_deref().unwrap_or_default())
+    }
+}
+
+/// [`Rule::unknown_types`] of these names.
+fn unknown_types(names: &[String]) -> Vec<Invalid> {
     let mut unknown: Vec<String> = Vec::new();
-    for t in names.into_iter().filter(|t| !KNOWN_TYPES.contains(t)) {
+    for t in names.iter().filter(|t| !KNOWN_TYPES.contains(&t.as_str())) {
         let t = format!("{t:?}");
         if !unknown.contains(&t) {
             unknown.push(t);
@@ -598,7 +600,7 @@ fn parse_when(value: &Value, r: &mut Report) -> When {
             "keyword" => when.keyword = parse_keyword(v, &field, r),
             "types" => {
                 // The shape only: which names are known is checked where a client writes a
-                // rule ([`unknown_types`]), so a rule an earlier release took keeps working.
+                // rule ([`Rule::unknown_types`]), so a rule an earlier release took keeps working.
                 when.types = strings(v, &field, r).and_then(|types| {
                     let bad = types.iter().find(|t| {
                         t.len() > 32 || !t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
@@ -934,12 +936,13 @@ mod tests {
         // Reading a stored rule takes any well-formed name (an earlier release took them).
         let reply = json!({"type": "text", "text": {"body": "x"}});
         let typo = json!({"id": "a", "when": {"types": ["text", "txt"]}, "reply": reply});
-        let f: Vec<String> = unknown_types(&typo).into_iter().map(|e| e.field).collect();
+        let unknown = |doc: &Value| parse(doc, &["1001".into()]).unwrap().unknown_types();
+        let f: Vec<String> = unknown(&typo).into_iter().map(|e| e.field).collect();
         assert_eq!(f, ["when.types"]);
         // Every unknown name is named, once, in one error.
         let typos = json!({"id": "a", "when": {"types": ["imgae", "text", "txt", "imgae"]},
             "reply": reply});
-        let e = unknown_types(&typos);
+        let e = unknown(&typos);
         assert_eq!(e.len(), 1);
         assert!(
             e[0].rule.starts_with(
@@ -950,9 +953,9 @@ mod tests {
         );
         assert!(parse(&typo, &["1001".into()]).is_ok());
         let one = json!({"id": "a", "when": {"types": "txt"}, "reply": reply});
-        assert_eq!(unknown_types(&one).len(), 1);
+        assert_eq!(unknown(&one).len(), 1);
         let all = json!({"id": "a", "when": {"types": KNOWN_TYPES}, "reply": reply});
-        assert!(unknown_types(&all).is_empty());
+        assert!(unknown(&all).is_empty());
         assert!(parse(&all, &["1001".into()]).is_ok());
         let f =
             fields(json!({"id": "a", "reply": {"type": "text", "text": {"body": "{{order}}"}}}));

@@ -83,7 +83,7 @@ impl Rules {
         // The types' names are looked at once the rule reads: a `when.types` the parse refused
         // is reported once, by the parse.
         match rule::parse(&doc, self.replies.numbers()) {
-            Ok(_) => errors.extend(rule::unknown_types(&doc)),
+            Ok(rule) => errors.extend(rule.unknown_types()),
             Err(more) => errors.extend(more),
         }
         check_size(&doc, &mut errors);
@@ -194,7 +194,7 @@ impl Rules {
         object.insert("updated_at".into(), json!(now_secs()));
         rule::with_defaults(object);
         match rule::parse(&doc, self.replies.numbers()) {
-            Ok(_) if writes_when => errors.extend(rule::unknown_types(&doc)),
+            Ok(rule) if writes_when => errors.extend(rule.unknown_types()),
             Ok(_) => {}
             Err(more) => errors.extend(more),
         }
