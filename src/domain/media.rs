@@ -144,20 +144,24 @@ impl fmt::Display for UnsupportedType {
 
 impl std::error::Error for UnsupportedType {}
 
+/// A Content-Type's essence: the type without parameters, trimmed, in lowercase
+/// (`Image/PNG; q=1` -> `image/png`).
+pub fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
 impl MediaType {
     /// The type of a file declared as `declared` (a Content-Type, parameters allowed) named
     /// `filename`: the declared type when there is one other than `application/octet-stream`,
     /// else the one the file name's extension implies.
     pub fn parse(declared: Option<&str>, filename: Option<&str>) -> Result<Self, UnsupportedType> {
         let declared = declared.map(str::trim).filter(|d| !d.is_empty());
-        let essence = declared.map(|d| {
-            d.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-        match essence.as_deref() {
+        match declared.map(essence).as_deref() {
             None | Some("application/octet-stream") => {
                 let extension = filename
                     .and_then(|n| n.rsplit_once('.'))

@@ -91,12 +91,7 @@ pub fn require_json_content_type(headers: &axum::http::HeaderMap) -> Result<(), 
         return Err(ApiError::UnsupportedMediaType("no Content-Type".to_owned()));
     };
     let text = value.to_str().unwrap_or_default();
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let essence = crate::domain::media::essence(text);
     let json = essence == "application/json"
         || essence
             .strip_prefix("application/")

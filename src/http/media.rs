@@ -15,11 +15,11 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::BusinessNumber;
-use crate::domain::media::{MediaKind, MediaType, human_bytes, sticker_limit};
+use crate::domain::media::{MediaKind, MediaType, essence, human_bytes, sticker_limit};
 use crate::graph::GraphError;
 use crate::graph::error::transport_cause;
 use crate::http::AppState;
@@ -143,9 +143,7 @@ pub async fn download(
     );
     let mut response = Body::from_stream(stream).into_response();
     let headers = response.headers_mut();
-    for (name, value) in untrusted_file_headers(&content_type) {
-        headers.insert(name, value);
-    }
+    mark_untrusted(headers, &content_type);
     headers.insert(header::CONTENT_TYPE, content_type);
     if let Some(length) = length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
@@ -160,14 +158,7 @@ pub async fn download(
 /// Media types a browser may show inline from this origin: pictures (not SVG, which runs
 /// scripts), audio and video.
 fn shown_inline(content_type: &HeaderValue) -> bool {
-    let essence = content_type
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = essence(content_type.to_str().unwrap_or_default());
     matches!(
         essence.as_str(),
         "image/jpeg" | "image/png" | "image/webp" | "image/gif"
@@ -179,27 +170,21 @@ fn shown_inline(content_type: &HeaderValue) -> bool {
 /// cookie lives, with the type its sender declared: a browser must never run it. So no type
 /// sniffing, a sandbox with nothing allowed, and anything but a picture, a sound or a video
 /// is a download (`Content-Disposition: attachment`), never a page.
-fn untrusted_file_headers(
-    content_type: &HeaderValue,
-) -> impl Iterator<Item = (header::HeaderName, HeaderValue)> {
-    let attachment = (!shown_inline(content_type)).then(|| {
-        (
+fn mark_untrusted(headers: &mut HeaderMap, content_type: &HeaderValue) {
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    if !shown_inline(content_type) {
+        headers.insert(
             header::CONTENT_DISPOSITION,
             HeaderValue::from_static("attachment"),
-        )
-    });
-    [
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("default-src 'none'; sandbox"),
-        ),
-    ]
-    .into_iter()
-    .chain(attachment)
+        );
+    }
 }
 
 /// Deletes a media file Meta holds.
