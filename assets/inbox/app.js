@@ -775,10 +775,47 @@ $('templates').addEventListener('submit', async (ev) => {
 
 // ---------- live events ----------
 
-// The event types the page acts on. The stream is filtered to them, so the last event id the
-// page keeps is the last one the gateway sent it.
-const EVENT_TYPES = ['message_incoming', 'message_outgoing', 'conversation_updated', 'conversation_deleted',
-  'message_status', 'message_edited', 'message_deleted', 'reaction'];
+// A message of the open conversation, new or changed.
+function onMessage(m) {
+  if (m.direction === 'inbound') showDeliveryWarning(null);
+  if (state.current && m.phone_number_id === state.current.phone_number_id && m.contact && m.contact.id === state.current.contact.id) {
+    state.messages.set(m.id, { ...(state.messages.get(m.id) || {}), ...m });
+    renderMessages(false);
+    if (m.direction === 'inbound' && document.visibilityState === 'visible') markRead(state.current);
+  }
+}
+
+// An edit, a deletion or a reaction in the open conversation: its thread is read again.
+function onChange(m) {
+  if (state.current && m.contact && m.contact.id === state.current.contact.id) refreshThread().catch(() => {});
+}
+
+// What the page does with each event type it acts on. The stream is filtered to these types, so
+// the last event id the page keeps is the last one the gateway sent it.
+const EVENT_HANDLERS = {
+  message_incoming: onMessage,
+  message_outgoing: onMessage,
+  conversation_updated: (c) => {
+    if (!c || !c.contact) return;
+    if (state.number && c.phone_number_id !== state.number) return;
+    // While searching, only the conversations the search found are kept up to date.
+    if (state.query && !state.conversations.some((x) => convKey(x) === convKey(c))) return;
+    upsertConversation(c, true);
+    renderConversations();
+    if (state.current && convKey(state.current) === convKey(c)) renderWindow(c);
+  },
+  conversation_deleted: () => reloadConversations(),
+  message_status: (s) => {
+    const m = state.messages.get(s.id);
+    if (m) {
+      m.status = s.status;
+      renderMessages(false);
+    }
+  },
+  message_edited: onChange,
+  message_deleted: onChange,
+  reaction: onChange,
+};
 
 // Opens the event stream: live from now when `fresh` (the caller reads the state), else after
 // the last event this tab received (EventSource's own reconnects send that as Last-Event-ID).
@@ -787,7 +824,7 @@ const EVENT_TYPES = ['message_incoming', 'message_outgoing', 'conversation_updat
 // again then, as the caller's read may have missed what happened before it followed the log.
 function startEvents({ fresh = false } = {}) {
   stopEvents();
-  let url = `/v1/events?types=${EVENT_TYPES.join(',')}`;
+  let url = `/v1/events?types=${Object.keys(EVENT_HANDLERS).join(',')}`;
   if (!fresh && state.lastEventId) url += `&after=${enc(state.lastEventId)}`;
   const es = new EventSource(url);
   state.events = es;
@@ -826,38 +863,7 @@ function startEvents({ fresh = false } = {}) {
     if (state.held) state.held.push(() => handler(envelope.data));
     else handler(envelope.data);
   });
-  const onMessage = (m) => {
-    if (m.direction === 'inbound') showDeliveryWarning(null);
-    if (state.current && m.phone_number_id === state.current.phone_number_id && m.contact && m.contact.id === state.current.contact.id) {
-      state.messages.set(m.id, { ...(state.messages.get(m.id) || {}), ...m });
-      renderMessages(false);
-      if (m.direction === 'inbound' && document.visibilityState === 'visible') markRead(state.current);
-    }
-  };
-  on('message_incoming', onMessage);
-  on('message_outgoing', onMessage);
-  on('conversation_updated', (c) => {
-    if (!c || !c.contact) return;
-    if (state.number && c.phone_number_id !== state.number) return;
-    // While searching, only the conversations the search found are kept up to date.
-    if (state.query && !state.conversations.some((x) => convKey(x) === convKey(c))) return;
-    upsertConversation(c, true);
-    renderConversations();
-    if (state.current && convKey(state.current) === convKey(c)) renderWindow(c);
-  });
-  on('conversation_deleted', () => reloadConversations());
-  on('message_status', (s) => {
-    const m = state.messages.get(s.id);
-    if (m) {
-      m.status = s.status;
-      renderMessages(false);
-    }
-  });
-  for (const type of ['message_edited', 'message_deleted', 'reaction']) {
-    on(type, (m) => {
-      if (state.current && m.contact && m.contact.id === state.current.contact.id) refreshThread().catch(() => {});
-    });
-  }
+  for (const [type, handler] of Object.entries(EVENT_HANDLERS)) on(type, handler);
   es.addEventListener('reset', () => {
     // Events were missed (the cursor is older than the gateway keeps): read the state again,
     // after the read under way if there is one.
