@@ -378,8 +378,8 @@ impl Store {
         on_backend!(self, s => s.message(id, phone_number_id).await)
     }
 
-    /// The latest message `contact` wrote to business number `phone_number_id`: when and its id,
-    /// from the conversation's fields (one read); `None` when no inbound message of theirs is
+    /// The latest message `contact` wrote to business number `phone_number_id`: its id, from the
+    /// conversation's fields (one read); `None` when no inbound message of theirs is
     /// stored. (The window opens at the later of this and their latest call:
     /// [`Store::window_opened_at`].)
     pub async fn last_inbound(

@@ -190,9 +190,9 @@ impl LastInbound {
     /// From the stored fields: `last_inbound_at` (negative: the contact never wrote, so there is
     /// none) and `last_inbound_id` (a JSON string literal, as `last_message_id` is kept).
     pub fn of(at: Option<i64>, id_json: Option<&str>) -> Option<Self> {
-        at.filter(|at| *at >= 0)?;
-        let id = id_json.and_then(|json| serde_json::from_str::<String>(json).ok());
-        Some(Self { id })
+        at.filter(|at| *at >= 0).map(|_| Self {
+            id: id_json.and_then(|json| serde_json::from_str::<String>(json).ok()),
+        })
     }
 }
 

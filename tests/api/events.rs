@@ -887,14 +887,7 @@ async fn taps_reactions_edits_and_deletions_have_their_own_events_and_so_do_read
     assert_eq!(updated[0].kind(), "conversation_updated");
     assert_eq!(updated[0].json()["data"]["unread_count"], 0);
     assert_eq!(updated[0].json()["data"]["message_count"], 3);
-    let deleted = app
-        .http
-        .delete(app.url(&format!("/v1/conversations/{ALICE}")))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
+    assert_eq!(delete_conversation(&app, ALICE).await, 200);
     let gone = sse.events(1).await;
     assert_eq!(gone[0].kind(), "conversation_deleted");
     let data = &gone[0].json()["data"];
@@ -1430,6 +1423,17 @@ async fn marketing_preferences_show_on_the_contact_latest_first(backend: Backend
         .await;
     let list = app.get_json(&format!("/v1/conversations?q={BOB}")).await;
     assert_eq!(shown(&list), Value::Null, "{list}");
+    // What the contact told Meta outlives a deletion of the conversation: their next message's
+    // conversation shows it again.
+    assert_eq!(delete_conversation(&app, ALICE).await, 200);
+    app.post_webhook_ok(&webhook_with(vec![text_message("wamid.P3", ALICE, "back")]))
+        .await;
+    let list = app.get_json(&format!("/v1/conversations?q={ALICE}")).await;
+    assert_eq!(
+        shown(&list)["marketing_messages"]["value"],
+        "resume",
+        "{list}"
+    );
 }
 
 /// A stream opened while the store does not answer is refused with a 503 within a few seconds

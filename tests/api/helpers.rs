@@ -461,6 +461,19 @@ pub async fn post_read(app: &TestApp, contact: &str) -> (u16, Value) {
     post_empty(app, &format!("/v1/conversations/{contact}/read")).await
 }
 
+/// `DELETE /v1/conversations/{contact}` (declared JSON, as a state-changing request must be
+/// while API_KEY is unset): its status.
+pub async fn delete_conversation(app: &TestApp, contact: &str) -> u16 {
+    app.http
+        .delete(app.url(&format!("/v1/conversations/{contact}")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// A bodiless `POST path` (declared JSON, as a state-changing request must be while API_KEY is
 /// unset): status and JSON (null when the answer is not JSON).
 pub async fn post_empty(app: &TestApp, path: &str) -> (u16, Value) {
@@ -487,6 +500,28 @@ pub fn meta_error(code: i64, status: u16) -> wiremock::ResponseTemplate {
 /// One inbound text message object as Meta sends it.
 pub fn text_message(id: &str, from: &str, body: &str) -> Value {
     json!({ "from": from, "id": id, "timestamp": "1757936743", "type": "text", "text": { "body": body } })
+}
+
+/// A `calls` notification of one call by `from` (a phone, or a BSUID as `from_user_id`) at
+/// `ts`, in `direction` (`USER_INITIATED`, `BUSINESS_INITIATED`).
+pub fn calls_webhook(from: &str, ts: i64, direction: &str) -> String {
+    let mut call = json!({
+        "id": format!("wacid.{from}.{ts}.{direction}"), "to": "15551713917",
+        "event": "connect", "timestamp": ts.to_string(), "direction": direction,
+        "session": {"sdp_type": "offer", "sdp": "v=0"}
+    });
+    let caller = if from.contains('.') {
+        "from_user_id"
+    } else {
+        "from"
+    };
+    call[caller] = from.into();
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+        "changes": [{"field": "calls", "value": {"messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
+            "contacts": [{"profile": {"name": "Kerry"}, "wa_id": from}],
+            "calls": [call]}}]}]})
+    .to_string()
 }
 
 /// A notification with one entry and one change carrying `messages`.

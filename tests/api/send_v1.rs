@@ -378,27 +378,10 @@ async fn a_closed_window_refuses_free_form_but_not_templates_or_an_override(back
     assert_eq!(status, 422, "{answer}");
 }
 
-/// A `calls` notification of one call by `from` (a phone, or a BSUID as `from_user_id`),
-/// `age` seconds old, in `direction`.
+/// A `calls` notification of one call by `from`, `age` seconds old, in `direction`.
 async fn call_from(app: &TestApp, from: &str, age: i64, direction: &str) {
-    let ts = now_secs() - age;
-    let mut call = json!({
-        "id": format!("wacid.{from}.{ts}.{direction}"), "to": "15551713917",
-        "event": "connect", "timestamp": ts.to_string(), "direction": direction,
-        "session": {"sdp_type": "offer", "sdp": "v=0"}
-    });
-    let caller = if from.contains('.') {
-        "from_user_id"
-    } else {
-        "from"
-    };
-    call[caller] = from.into();
-    let webhook = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
-        "changes": [{"field": "calls", "value": {"messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
-            "contacts": [{"profile": {"name": "Kerry"}, "wa_id": from}],
-            "calls": [call]}}]}]});
-    app.post_webhook_ok(&webhook.to_string()).await;
+    app.post_webhook_ok(&calls_webhook(from, now_secs() - age, direction))
+        .await;
 }
 
 /// The conversation with [`USER`] as `GET /v1/conversations` lists it.

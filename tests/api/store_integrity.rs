@@ -348,15 +348,7 @@ async fn a_key_of_another_type_at_a_callers_conversation_is_503_and_stores_nothi
     let redis = app.redis.as_ref().unwrap();
     let conv = format!("test:conv:{PHONE_NUMBER_ID}:{A}");
     let _: () = redis.query(redis::cmd("SET").arg(&conv).arg("x")).await;
-    let ts = now_secs() - 5;
-    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
-        "changes": [{"field": "calls", "value": {"messaging_product": "whatsapp",
-            "metadata": {"display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID},
-            "contacts": [{"profile": {"name": "Kerry"}, "wa_id": A}],
-            "calls": [{"id": "wacid.K1", "to": "15551713917", "from": A, "event": "connect",
-                "timestamp": ts.to_string(), "direction": "USER_INITIATED",
-                "session": {"sdp_type": "offer", "sdp": "v=0"}}]}}]}]})
-    .to_string();
+    let body = calls_webhook(A, now_secs() - 5, "USER_INITIATED");
     let events = async || -> i64 { redis.query(redis::cmd("XLEN").arg("test:events")).await };
     let markers =
         async || -> Vec<String> { redis.query(redis::cmd("KEYS").arg("test:notice:*")).await };
