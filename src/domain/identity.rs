@@ -16,7 +16,8 @@ use crate::domain::PhoneNumber;
 /// Longest phone-number id accepted (Meta's are about 15 digits).
 pub const MAX_PHONE_NUMBER_ID_LEN: usize = 64;
 /// Longest BSUID accepted (Meta's are about 25 characters today). Meta allows a country code, a
-/// dot and up to 128 letters and digits; a parent BSUID adds a segment (`ENT.`): room for both.
+/// dot and up to 128 letters and digits (3 + 128); a parent BSUID adds a segment (`ENT.`, 4),
+/// with room for a longer one (8 in all).
 pub const MAX_BSUID_LEN: usize = 3 + 128 + 8;
 
 /// A business phone-number id (`metadata.phone_number_id`): 1 to 64 ASCII letters, digits, `-` or
