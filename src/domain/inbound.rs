@@ -185,8 +185,9 @@ pub struct InboundMessage {
     /// Meta's message id (wamid): the deduplication key (per business number).
     pub id: MessageId,
     /// The user as a conversation key: for a user's message the sender, `from` (phone digits)
-    /// when Meta sends it, else `from_user_id` (BSUID), and then the FastAPI record's `from` and
-    /// the list key's suffix; for the business's own messages ([`Origin`]) the recipient.
+    /// when Meta sends it, else `from_user_id` (BSUID); for the business's own messages
+    /// ([`Origin`]) the recipient. The store may move it to the key an alias of the user names
+    /// ([`crate::store::alias`]); the FastAPI list is [`Self::list_contact`].
     pub from: ContactId,
     /// Where it comes from (a user, the business app, a history back-fill).
     pub origin: Origin,
@@ -242,7 +243,7 @@ impl InboundMessage {
             &mut out,
             &StoredMessageRef {
                 id: self.id.as_str(),
-                from: self.from.as_str(),
+                from: self.list_contact(),
                 to: &self.to,
                 timestamp: &self.timestamp,
                 kind: self.kind.as_str(),
@@ -252,6 +253,17 @@ impl InboundMessage {
         )
         .expect("serializing strings and valid raw JSON cannot fail");
         String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+
+    /// The FastAPI list the message goes to, and its stored form's `from`: the user's phone when
+    /// Meta shares it (as the FastAPI original keyed them), else the conversation key. The two
+    /// differ only for a user whose conversation is keyed by their BSUID
+    /// ([`crate::store::alias`]).
+    pub fn list_contact(&self) -> &str {
+        self.profile
+            .wa_id
+            .as_ref()
+            .map_or(self.from.as_str(), |p| p.as_str())
     }
 
     /// Unix timestamp as a number, for ordering conversations; 0 when Meta sent something odd.

@@ -38,7 +38,8 @@
 //! webhooks' `webhook_subscriptions`, `webhook_deliveries` and `webhook_attempts` ([`hooks`]);
 //! 8 adds the auto-replies' `auto_reply_rules`, `auto_reply_cursor` and `auto_reply_marks`
 //! ([`rules`]); 9 adds `user_calls` (each contact's latest call to a business number, which
-//! opens the 24-hour window as a message does).
+//! opens the 24-hour window as a message does); 10 adds `contact_aliases` (which conversation
+//! each identifier of a user names, [`super::alias`]), filled from the stored conversations.
 //! Opening an older file migrates it in place, one transaction per version.
 //!
 //! **Single-instance**: the store takes DATA_DIR's lock ([`lock`]) before it opens the database
@@ -55,6 +56,7 @@ pub mod lock;
 mod reads;
 mod rules;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,11 +65,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+use super::alias::AliasCache;
 use super::batch::{Batched, Grouper};
 use super::readiness::spawn_probe;
 use super::record::{MessageWrite, NoticeWrite, StatusWrite, status_rank};
 use super::view::ConversationFields;
-use super::{Fetched, Outcome, PagedRead, READ_PAGE, Readiness, StoreError, stored_item};
+use super::{
+    ChunkAnswer, Fetched, Outcome, PagedRead, READ_PAGE, Readiness, StoreError, stored_item,
+};
 use crate::config::EmbeddedSettings;
 use crate::domain::{ContactId, InboundMessage};
 
@@ -81,7 +86,7 @@ pub const MAX_TX_ROWS: usize = 1024;
 /// Read-only connections for `/get`.
 pub const READERS: usize = 4;
 /// The schema version this release writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 /// A probe that the writer does not answer within this time counts as a failed write.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Queue length in front of the writer; when full, callers wait (back-pressure), bounded by the
@@ -250,6 +255,32 @@ CREATE TABLE user_calls (
 ) WITHOUT ROWID;
 ";
 
+/// Version 10: the aliases of each user's conversation key ([`super::alias`]), filled from the
+/// conversations already stored: each one's BSUID and parent BSUID (from its contact) name it,
+/// unless the identifier is a conversation's key itself (then it names that one); of two
+/// conversations claiming an identifier the one with the earliest activity wins. A phone is an
+/// alias of a conversation keyed otherwise unless it has a conversation of its own.
+const MIGRATION_V10: &str = "
+CREATE TABLE contact_aliases (
+    phone_number_id TEXT NOT NULL,
+    alias           TEXT NOT NULL,
+    contact         TEXT NOT NULL,
+    PRIMARY KEY (phone_number_id, alias)
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO contact_aliases (phone_number_id, alias, contact)
+    SELECT phone_number_id, contact, contact FROM conversation WHERE contact LIKE '%.%';
+INSERT OR IGNORE INTO contact_aliases (phone_number_id, alias, contact)
+    SELECT c.phone_number_id, j.value, c.contact
+    FROM conversation AS c,
+         json_each(json_object('p', json_extract(c.contact_json, '$.parent_user_id'),
+                               'u', json_extract(c.contact_json, '$.user_id'),
+                               'w', json_extract(c.contact_json, '$.wa_id'))) AS j
+    WHERE j.value IS NOT NULL AND j.value <> c.contact
+      AND NOT EXISTS (SELECT 1 FROM conversation AS o
+                      WHERE o.phone_number_id = c.phone_number_id AND o.contact = j.value)
+    ORDER BY c.last_message_at, c.contact;
+";
+
 /// A new message's conversation: created, or its counters, preview, window and contact moved
 /// on. Every SET expression reads the row as it was before this statement. The contact (its
 /// profile name, username) is the one the user's latest message gave: our own messages carry no
@@ -330,7 +361,7 @@ const CONVERSATION_STATE: &str = concat!(
 
 /// What the writer answers one job with, once its transaction committed.
 enum Answer {
-    Outcomes(Vec<Outcome>),
+    Saved(ChunkAnswer),
     Changed(Vec<bool>),
     Marked(Option<super::view::MarkedRead>),
     Deleted(Option<u64>),
@@ -349,7 +380,7 @@ enum Job {
         /// Notices, each kept as its event unless its digest was seen within
         /// [`super::DEDUPE_TTL_SECS`].
         notices: Vec<NoticeWrite>,
-        reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+        reply: oneshot::Sender<Result<ChunkAnswer, StoreError>>,
     },
     /// Status updates; the answer says per update whether it changed something.
     Statuses {
@@ -469,6 +500,8 @@ struct Inner {
     committed: watch::Sender<()>,
     /// DATA_DIR's lock, held while the store (or its writer thread) lives.
     _lock: Arc<lock::DataDirLock>,
+    /// Conversation keys learned from the aliases ([`super::alias`]).
+    aliases: AliasCache,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -524,12 +557,17 @@ impl EmbeddedStore {
                 readiness,
                 committed,
                 _lock: lock,
+                aliases: AliasCache::default(),
             }),
         };
         spawn_probe(Arc::downgrade(&store.inner), |inner| async move {
             let _ = Self { inner }.probe().await;
         });
         Ok(store)
+    }
+
+    pub(super) fn aliases(&self) -> &AliasCache {
+        &self.inner.aliases
     }
 
     pub(super) fn readiness(&self) -> &Readiness {
@@ -545,7 +583,7 @@ impl EmbeddedStore {
     pub(super) async fn save_chunk(
         &self,
         messages: &[InboundMessage],
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<ChunkAnswer, StoreError> {
         let rows = messages.iter().map(MessageWrite::inbound).collect();
         self.ask(|reply| Job::Save {
             rows,
@@ -955,7 +993,7 @@ fn idempotency(
 /// Brings the schema to [`SCHEMA_VERSION`], in one transaction per step.
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
-    let steps: [&str; 9] = [
+    let steps: [&str; 10] = [
         SCHEMA_V1,
         MIGRATION_V2,
         MIGRATION_V3,
@@ -965,6 +1003,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         hooks::MIGRATION_V7,
         rules::MIGRATION_V8,
         MIGRATION_V9,
+        MIGRATION_V10,
     ];
     match version {
         0..SCHEMA_VERSION => {
@@ -1042,9 +1081,7 @@ impl Writer {
                     self.committed.send_replace(());
                     for (job, answer) in group.drain(..).zip(outcomes) {
                         match (job, answer) {
-                            (Job::Save { reply, .. }, Answer::Outcomes(o)) => {
-                                drop(reply.send(Ok(o)))
-                            }
+                            (Job::Save { reply, .. }, Answer::Saved(o)) => drop(reply.send(Ok(o))),
                             (Job::Statuses { reply, .. }, Answer::Changed(c)) => {
                                 drop(reply.send(Ok(c)))
                             }
@@ -1230,6 +1267,13 @@ fn write_group(
                     continue;
                 }
             };
+            if !rows.is_empty() {
+                let moves = check_keys(&tx, rows)?;
+                if !moves.is_empty() {
+                    outcomes.push(Answer::Saved(ChunkAnswer::Moved(moves)));
+                    continue;
+                }
+            }
             for item in quarantine {
                 tx.prepare_cached("INSERT INTO quarantine (item) VALUES (?1)")?
                     .execute(params![item])?;
@@ -1323,7 +1367,7 @@ fn write_group(
                 if !row.compat.is_empty() {
                     insert_compat.execute(params![
                         row.id,
-                        row.contact,
+                        row.list_contact,
                         row.timestamp,
                         row.compat,
                         row.phone_number_id
@@ -1373,7 +1417,7 @@ fn write_group(
                 changed.note(&row.phone_number_id, &row.contact, state);
                 mine.push(Outcome::Stored);
             }
-            outcomes.push(Answer::Outcomes(mine));
+            outcomes.push(Answer::Saved(ChunkAnswer::Saved(mine)));
         }
         for (_, state) in &changed.0 {
             event.execute(params!["conversation_updated", state.json(None)])?;
@@ -1391,6 +1435,61 @@ fn write_group(
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// Checks each row's conversation key against its user's aliases ([`super::alias`]), those
+/// stored and those the rows before it add: the rows whose key is not the one named (index,
+/// key), else nothing, and then the new aliases are recorded.
+fn check_keys(
+    tx: &rusqlite::Transaction<'_>,
+    rows: &[Row],
+) -> rusqlite::Result<Vec<(usize, String)>> {
+    let mut find = tx.prepare_cached(
+        "SELECT contact FROM contact_aliases WHERE phone_number_id = ?1 AND alias = ?2",
+    )?;
+    let mut known: HashMap<(&str, &str), Option<String>> = HashMap::new();
+    let mut moves = Vec::new();
+    let mut new = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut want: Option<String> = None;
+        for id in &row.identities {
+            let slot = (row.phone_number_id.as_str(), id.as_str());
+            let stored = match known.entry(slot) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    find.query_row(params![row.phone_number_id, id], |r| r.get(0))
+                        .optional()?,
+                ),
+            };
+            if want.is_none() {
+                want.clone_from(stored);
+            }
+        }
+        if let Some(want) = want.filter(|w| *w != row.contact) {
+            moves.push((i, want));
+        }
+        for id in &row.identities {
+            let slot = (row.phone_number_id.as_str(), id.as_str());
+            if known[&slot].is_none() && super::alias::recorded(id, &row.contact) {
+                known.insert(slot, Some(row.contact.clone()));
+                new.push((
+                    row.phone_number_id.as_str(),
+                    id.as_str(),
+                    row.contact.as_str(),
+                ));
+            }
+        }
+    }
+    if moves.is_empty() {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO contact_aliases (phone_number_id, alias, contact)
+             VALUES (?1, ?2, ?3)",
+        )?;
+        for (pnid, id, key) in new {
+            insert.execute(params![pnid, id, key])?;
+        }
+    }
+    Ok(moves)
 }
 
 /// Deletes a conversation: its row, and the records and statuses of its messages (their rows

@@ -37,6 +37,7 @@
 //! is a line and adding one makes the compiler ask for it on both backends. Reads of the
 //! conversation API are in [`view`] (shapes) and the backends' `reads` modules.
 
+pub mod alias;
 pub mod batch;
 pub mod embedded;
 pub mod hooks;
@@ -113,6 +114,21 @@ struct NoticeData<'a> {
     value: &'a RawValue,
     received_at: i64,
 }
+
+/// A backend's answer to a chunk of messages.
+#[derive(Debug)]
+pub(crate) enum ChunkAnswer {
+    /// Written (or found stored already): one outcome per message.
+    Saved(Vec<Outcome>),
+    /// Nothing written: the messages at these indexes belong to the conversation named (a
+    /// stored alias of their user, [`alias`]). Empty: another chunk of the same write moved, so
+    /// this one was not written either; write it again as it is.
+    Moved(Vec<(usize, String)>),
+}
+
+/// How often a chunk is written again with the keys the store named before the save fails
+/// (each time, another instance gave one of its users a conversation in between).
+const MAX_MOVES: usize = 4;
 
 /// What happened to one message of a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -319,14 +335,19 @@ impl Store {
     ) -> Result<SaveReport, StoreError> {
         let mut report = SaveReport::default();
         for chunk in messages.chunks(MAX_MESSAGES_PER_WRITE) {
-            let outcomes = on_backend!(self, s => s.save_chunk(chunk).await);
+            let (chunk, outcomes) = self.save_keyed(chunk).await;
             match &outcomes {
                 Ok(_) => self.readiness().record_write(Ok(())),
                 // A refusal is already what readiness reports; other failures are the news.
                 Err(StoreError::Refused(_)) => {}
                 Err(e) => self.readiness().record_write(Err(e.to_string())),
             }
-            for (message, outcome) in chunk.iter().zip(outcomes?) {
+            let outcomes = outcomes?;
+            let aliases = on_backend!(self, s => s.aliases());
+            for message in chunk.iter() {
+                aliases.learn(message);
+            }
+            for (message, outcome) in chunk.iter().zip(outcomes) {
                 match outcome {
                     Outcome::Stored => report.stored += 1,
                     Outcome::Duplicate => report.duplicates += 1,
@@ -345,6 +366,53 @@ impl Store {
             }
         }
         Ok(report)
+    }
+
+    /// Writes one chunk under the conversation keys [`alias`] gives its users: the keys this
+    /// process knows first, then the ones the store names when it refuses a key. The chunk as
+    /// written (its messages' `from` is their key) and the outcome.
+    async fn save_keyed<'a>(
+        &self,
+        chunk: &'a [InboundMessage],
+    ) -> (
+        std::borrow::Cow<'a, [InboundMessage]>,
+        Result<Vec<Outcome>, StoreError>,
+    ) {
+        let mut chunk = std::borrow::Cow::Borrowed(chunk);
+        let aliases = on_backend!(self, s => s.aliases());
+        for i in 0..chunk.len() {
+            if let Some(key) = aliases.known(&chunk[i]) {
+                chunk.to_mut()[i].from = key;
+            }
+        }
+        for _ in 0..=MAX_MOVES {
+            match on_backend!(self, s => s.save_chunk(&chunk).await) {
+                Ok(ChunkAnswer::Saved(outcomes)) => return (chunk, Ok(outcomes)),
+                Ok(ChunkAnswer::Moved(moves)) => {
+                    for (i, key) in moves {
+                        let key = ContactId::parse(&key).map_err(|e| {
+                            StoreError::Io(std::io::Error::other(format!(
+                                "the store names an invalid conversation key for a user: {e}"
+                            )))
+                        });
+                        match (key, chunk.to_mut().get_mut(i)) {
+                            (Ok(key), Some(message)) => message.from = key,
+                            (Err(e), _) => return (chunk, Err(e)),
+                            (Ok(_), None) => {
+                                let e = "the store moved a message the chunk does not have";
+                                return (chunk, Err(StoreError::Io(std::io::Error::other(e))));
+                            }
+                        }
+                    }
+                }
+                Err(e) => return (chunk, Err(e)),
+            }
+        }
+        let e = format!(
+            "the conversation keys of this chunk's users changed {MAX_MOVES} times while it \
+             was written; nothing of it was stored (the retry will be)"
+        );
+        (chunk, Err(StoreError::Io(std::io::Error::other(e))))
     }
 
     /// Applies a delivery's status updates (in chunks of at most [`MAX_MESSAGES_PER_WRITE`]):

@@ -70,8 +70,13 @@ pub struct MessageWrite {
     pub id: String,
     /// The tenant.
     pub phone_number_id: String,
-    /// The conversation key (digits or BSUID).
+    /// The conversation key (digits or BSUID), as [`super::alias`] decides it.
     pub contact: String,
+    /// The FastAPI list it goes to: the user's phone when Meta shares it, else `contact`
+    /// ([`InboundMessage::list_contact`]).
+    pub list_contact: String,
+    /// The user's identifiers the alias rule reads and records ([`super::alias::identities`]).
+    pub identities: Vec<String>,
     /// Meta's timestamp, unix seconds (0 when Meta sent something odd).
     pub timestamp: i64,
     /// The record JSON (see the module doc).
@@ -270,6 +275,11 @@ impl MessageWrite {
             id: message.id.as_str().to_owned(),
             phone_number_id: message.phone_number_id.as_str().to_owned(),
             contact: message.from.as_str().to_owned(),
+            list_contact: message.list_contact().to_owned(),
+            identities: super::alias::identities(message)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             timestamp,
             record,
             compat: if origin == Origin::User {

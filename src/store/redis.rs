@@ -94,23 +94,25 @@ use secrecy::ExposeSecret;
 use serde_json::value::RawValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::alias::AliasCache;
 use super::batch::{Batched, Grouper};
 use super::readiness::spawn_probe;
 use super::record::{MessageWrite, NoticeWrite, StatusWrite};
 use super::{
-    Fetched, MAX_MESSAGES_PER_WRITE, Outcome, PagedRead, READ_PAGE, Readiness, StoreError,
-    stored_item,
+    ChunkAnswer, Fetched, MAX_MESSAGES_PER_WRITE, Outcome, PagedRead, READ_PAGE, Readiness,
+    StoreError, stored_item,
 };
 use crate::config::RedisSettings;
 use crate::domain::{ContactId, InboundMessage};
 
 /// KEYS[1] = the conversations zset, KEYS[2] = the event stream; then per message i, at
-/// `k = 2 + 6(i-1)`: KEYS[k+1] = the previous release's marker (read only), KEYS[k+2] = the
+/// `k = 2 + 7(i-1)`: KEYS[k+1] = the previous release's marker (read only), KEYS[k+2] = the
 /// message hash, KEYS[k+3] = the FastAPI list, KEYS[k+4] = the conversation's message index (for
 /// an edit, a deletion or a reaction: the conversation's index of changes),
 /// KEYS[k+5] = the conversation hash, KEYS[k+6] = the hash of the message it changes (an edit's,
-/// a deletion's or a reaction's target; else its own hash again).
-/// ARGV[1] = the event stream's MAXLEN; then per message i, at `a = 1 + 16(i-1)`: ARGV[a+1] =
+/// a deletion's or a reaction's target; else its own hash again), KEYS[k+7] = the business
+/// number's aliases ([`super::alias`]).
+/// ARGV[1] = the event stream's MAXLEN; then per message i, at `a = 1 + 17(i-1)`: ARGV[a+1] =
 /// phone_number_id, a+2 = contact, a+3 = record JSON, a+4 = FastAPI JSON (`` for messages not
 /// listed there: the business's own, history back-fill), a+5 = timestamp,
 /// a+6 = preview (JSON literal), a+7 = contact (JSON object), a+8 = `1` when from the user
@@ -118,21 +120,25 @@ use crate::domain::{ContactId, InboundMessage};
 /// it is a new message of its conversation, a+12 = its specific event type (or ``), a+13 = the
 /// kind of change it makes to its target (`edited`, `deleted`, `reaction`, or ``), a+14 = the
 /// change's timestamp, a+15 = the change's JSON, a+16 = its event type (`message_incoming`,
-/// `message_outgoing`, or `` for none).
+/// `message_outgoing`, or `` for none), a+17 = the user's identifiers, space-separated, in the
+/// alias rule's order.
 /// All keys are declared in KEYS, so the script is also valid where Redis checks key access.
 /// An import from an earlier release's list (KEYS[k+1] is then its own hash) is a duplicate of
 /// a record of its id under any business number.
 /// Returns one entry per message: 1 newly stored, 0 already stored by the same sender (a
-/// duplicate), or the contact the id is already stored for (a conflict).
+/// duplicate), or the contact the id is already stored for (a conflict). Or, having written
+/// nothing, `moved` followed by pairs (index of a message, the conversation key its user's
+/// aliases name) when a message's key (ARGV[a+2]) is not that one.
 ///
 /// A chunk is written all or nothing, because Redis does not roll a failing script back.
-/// (1) **Reads**: the previous release's markers in one `MGET` (a key of another type reads as
+/// (0) **Keys**: each identifier's alias (`HGET`), also those the chunk's earlier messages add;
+/// the first one found is the message's key. (1) **Reads**: the previous release's markers in one `MGET` (a key of another type reads as
 /// absent), then per message the `<phone_number_id>:from` field of its hash, per conversation
 /// its counters and per change target the current value; a key of another type there fails the
 /// chunk before any write. (2) **Writes**, each through `pcall`: the FastAPI list (`RPUSH`), the
 /// conversation index (`ZADD`), the change on the target (`HSET`), the conversation hash (`HSET`)
 /// and the conversations zset (`ZADD` when newer than the hash's `last_message_at`, which is its
-/// score), then **every event of the chunk in one stream entry** (one `XADD`: per event a field
+/// score), the new aliases (`HSETNX`), then **every event of the chunk in one stream entry** (one `XADD`: per event a field
 /// named by its type whose value is its JSON; [`crate::events::log::redis`] reads them back in
 /// order). If one write fails (a key of another type, a command disabled or missing on this
 /// server), what was written is undone from what the script knows (`RPOP`, `ZREM`, the values
@@ -150,7 +156,7 @@ pub const SAVE_SCRIPT: &str = concat!(
     conversation_updated_lua!(),
     r#"
 local call, try = redis.call, redis.pcall
-local KS, AS = 6, 16
+local KS, AS = 7, 17
 local n = (#KEYS - 2) / KS
 local FIELDS = {"#,
     conversation_fields_lua!(),
@@ -158,8 +164,10 @@ local FIELDS = {"#,
 local READ = {unpack(FIELDS)}
 READ[#READ + 1] = 'last_call_at'
 local fresh, nfresh, pushed, zadded, changes, order, evid = {}, 0, {}, {}, {}, {}, nil
+local newaliases, aliased = {}, 0
 local function fail(what, err)
   if evid then try('XDEL', KEYS[2], evid) end
+  for j = aliased, 1, -1 do try('HDEL', newaliases[j][1], newaliases[j][2]) end
   for j = #order, 1, -1 do
     local c = order[j]
     if c.zs then
@@ -191,6 +199,34 @@ local function fail(what, err)
   return redis.error_reply('ERR ' .. what .. ' failed (' .. tostring(err)
     .. '); nothing of this chunk was stored (a key of another type there must be removed or renamed; the retry will be stored)')
 end
+local known, moved = {}, {'moved'}
+for i = 1, n do
+  local k, a = 2 + KS * (i - 1), 1 + AS * (i - 1)
+  local ak, contact = KEYS[k + 7], ARGV[a + 2]
+  local mine = known[ak]
+  if not mine then mine = {}; known[ak] = mine end
+  local want = nil
+  for id in string.gmatch(ARGV[a + 17], '%S+') do
+    if mine[id] == nil then
+      local r = try('HGET', ak, id)
+      if type(r) == 'table' and r.err then return fail('reading ' .. ak, r.err) end
+      mine[id] = r
+    end
+    want = want or mine[id] or nil
+  end
+  if want and want ~= contact then
+    moved[#moved + 1] = i
+    moved[#moved + 1] = want
+  end
+  -- A BSUID always, a phone unless it is the key.
+  for id in string.gmatch(ARGV[a + 17], '%S+') do
+    if not mine[id] and (id ~= contact or string.find(id, '.', 1, true)) then
+      mine[id] = contact
+      newaliases[#newaliases + 1] = {ak, id, contact}
+    end
+  end
+end
+if #moved > 1 then return moved end
 local old = {}
 for i = 1, n do old[i] = KEYS[2 + KS * (i - 1) + 1] end
 local olds = call('MGET', unpack(old))
@@ -308,6 +344,11 @@ for _, c in ipairs(order) do
     window_expires(c.inat, c.call))
   nev = nev + 2
 end
+for j, al in ipairs(newaliases) do
+  local r = try('HSETNX', al[1], al[2], al[3])
+  if type(r) == 'table' and r.err then return fail('recording an alias in ' .. al[1], r.err) end
+  aliased = j
+end
 if nev > 0 then
   local r = try('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', unpack(ev, 1, nev))
   if type(r) == 'table' and r.err then return fail('appending events to ' .. KEYS[2], r.err) end
@@ -323,9 +364,9 @@ return out
 );
 
 /// Keys per message in [`SAVE_SCRIPT`]'s KEYS.
-pub const SAVE_KEYS: usize = 6;
+pub const SAVE_KEYS: usize = 7;
 /// Arguments per message in [`SAVE_SCRIPT`]'s ARGV (see there).
-pub const SAVE_ARGS: usize = 16;
+pub const SAVE_ARGS: usize = 17;
 
 /// KEYS[1] = the quarantine list, KEYS[2] = the event stream; ARGV[1] = the stream's MAXLEN,
 /// ARGV[2] = how many quarantined items are kept, ARGV[3..] = the items' JSON. Every item's
@@ -534,7 +575,7 @@ struct PreparedMessage {
 /// One chunk of a webhook's messages and where its outcome goes.
 struct SaveJob {
     messages: Vec<PreparedMessage>,
-    reply: oneshot::Sender<Result<Vec<Outcome>, StoreError>>,
+    reply: oneshot::Sender<Result<ChunkAnswer, StoreError>>,
 }
 
 impl Batched for SaveJob {
@@ -562,6 +603,8 @@ struct Inner {
     readiness: Readiness,
     /// INFO was refused once (disabled on this server) and that was logged.
     info_refused_logged: AtomicBool,
+    /// Conversation keys learned from the aliases ([`super::alias`]).
+    aliases: AliasCache,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -605,6 +648,7 @@ impl RedisStore {
                 allow_eviction: settings.allow_eviction,
                 readiness: Readiness::default(),
                 info_refused_logged: AtomicBool::new(false),
+                aliases: AliasCache::default(),
             }),
         };
         spawn_probe(Arc::downgrade(&store.inner), |inner| async move {
@@ -789,7 +833,7 @@ impl RedisStore {
                 format!("{p}:msg:{}", w.id)
             },
             format!("{p}:msg:{}", w.id),
-            self.list_key(&w.contact),
+            self.list_key(&w.list_contact),
             // New messages go to the conversation's history, edits, deletions and reactions to
             // its index of changes (so deleting the conversation finds them too).
             if w.is_new_message {
@@ -799,6 +843,7 @@ impl RedisStore {
             },
             conv_key(p, &w.phone_number_id, &w.contact),
             format!("{p}:msg:{target}"),
+            format!("{p}:alias:{}", w.phone_number_id),
         ]
     }
 
@@ -806,11 +851,15 @@ impl RedisStore {
         &self.inner.readiness
     }
 
+    pub(super) fn aliases(&self) -> &AliasCache {
+        &self.inner.aliases
+    }
+
     /// Stores one chunk (at most [`MAX_MESSAGES_PER_WRITE`] messages).
     pub(super) async fn save_chunk(
         &self,
         messages: &[InboundMessage],
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<ChunkAnswer, StoreError> {
         if let Some(reason) = self.inner.readiness.refused() {
             return Err(StoreError::Refused(reason));
         }
@@ -1064,6 +1113,7 @@ impl BatchCall {
                     + m.member.len()
                     + w.id_json.len()
                     + 2 * w.contact.len()
+                    + w.identities.iter().map(|i| i.len() + 1).sum::<usize>()
                     + w.change
                         .as_ref()
                         .map_or(0, |c| c.json.len() + c.target.len())
@@ -1106,6 +1156,7 @@ impl BatchCall {
                 None => cmd.arg("").arg(0).arg(""),
             };
             cmd.arg(w.event.unwrap_or(""));
+            cmd.arg(w.identities.join(" "));
         }
         let outcome: Result<Vec<redis::Value>, redis::RedisError> = match cmd
             .query_async(&mut self.connection)
@@ -1127,26 +1178,31 @@ impl BatchCall {
         };
         let total = messages.len();
         drop(messages);
-        let outcomes: Result<Vec<Outcome>, StoreError> =
-            outcome.map_err(StoreError::Redis).and_then(|values| {
-                if values.len() != total {
-                    return Err(StoreError::Io(std::io::Error::other(format!(
-                        "save script answered {} entries for {total} messages",
-                        values.len()
-                    ))));
-                }
-                values
-                    .into_iter()
-                    .map(script_outcome)
-                    .collect::<Result<_, String>>()
-                    .map_err(|e| StoreError::Io(std::io::Error::other(e)))
-            });
+        let outcome = outcome.map_err(StoreError::Redis);
+        if let Ok(values) = &outcome
+            && let Some(moves) = script_moves(values)
+        {
+            return answer_moves(jobs, moves);
+        }
+        let outcomes: Result<Vec<Outcome>, StoreError> = outcome.and_then(|values| {
+            if values.len() != total {
+                return Err(StoreError::Io(std::io::Error::other(format!(
+                    "save script answered {} entries for {total} messages",
+                    values.len()
+                ))));
+            }
+            values
+                .into_iter()
+                .map(script_outcome)
+                .collect::<Result<_, String>>()
+                .map_err(|e| StoreError::Io(std::io::Error::other(e)))
+        });
         match outcomes {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();
                 for job in jobs {
                     let mine = outcomes.by_ref().take(job.messages.len()).collect();
-                    let _ = job.reply.send(Ok(mine));
+                    let _ = job.reply.send(Ok(ChunkAnswer::Saved(mine)));
                 }
             }
             Err(e) => {
@@ -1159,6 +1215,44 @@ impl BatchCall {
                 }
             }
         }
+    }
+}
+
+/// The pairs of a `moved` answer (index in the call from 0, the key), `None` for any other
+/// answer; a malformed `moved` answer is an empty list, which writes the call again unchanged.
+fn script_moves(values: &[redis::Value]) -> Option<Vec<(usize, String)>> {
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    if values.first().and_then(text).as_deref() != Some("moved") {
+        return None;
+    }
+    Some(
+        values[1..]
+            .chunks_exact(2)
+            .filter_map(|pair| match (&pair[0], text(&pair[1])) {
+                (redis::Value::Int(i), Some(key)) if *i >= 1 => Some((*i as usize - 1, key)),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// Answers each job of a call the script refused with the moves of its own messages (indexes
+/// in the job); a job with none is written again as it is.
+fn answer_moves(jobs: Vec<SaveJob>, moves: Vec<(usize, String)>) {
+    let mut start = 0;
+    for job in jobs {
+        let end = start + job.messages.len();
+        let mine = moves
+            .iter()
+            .filter(|(i, _)| (start..end).contains(i))
+            .map(|(i, key)| (i - start, key.clone()))
+            .collect();
+        start = end;
+        let _ = job.reply.send(Ok(ChunkAnswer::Moved(mine)));
     }
 }
 

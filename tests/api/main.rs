@@ -15,6 +15,7 @@ mod events;
 mod get;
 mod get_stream;
 mod health;
+mod identities;
 mod inbox;
 mod instances;
 mod limits;

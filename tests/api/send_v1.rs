@@ -394,7 +394,11 @@ async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
     inbound_from_user(&app, "wamid.old", 25 * 3600).await;
     if backend == Backend::Embedded {
         // A database of the previous release (schema 8, no calls kept) is upgraded in place.
-        downgrade_and_restart(&mut app, "DROP TABLE user_calls; PRAGMA user_version = 8;").await;
+        downgrade_and_restart(
+            &mut app,
+            "DROP TABLE contact_aliases; DROP TABLE user_calls; PRAGMA user_version = 8;",
+        )
+        .await;
     }
     let text = json!({"to": USER, "type": "text", "text": {"body": "You called?"}});
     assert_eq!(
@@ -826,7 +830,7 @@ async fn a_conversation_of_the_previous_release_still_gets_read_receipts(backend
         Backend::Embedded => {
             downgrade_and_restart(
                 &mut app,
-                "DROP TABLE user_calls; DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; ALTER TABLE conversation DROP COLUMN last_inbound_id; PRAGMA user_version = 5;",
+                "DROP TABLE contact_aliases; DROP TABLE user_calls; DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; ALTER TABLE conversation DROP COLUMN last_inbound_id; PRAGMA user_version = 5;",
             )
             .await;
         }
@@ -1137,7 +1141,7 @@ async fn a_schema_4_database_is_upgraded_and_keyed_sends_work() {
     // schema 6, no outgoing webhook tables of schema 7.
     downgrade_and_restart(
         &mut app,
-        "DROP TABLE user_calls; DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; DROP TABLE idempotency; ALTER TABLE conversation DROP COLUMN last_inbound_id;
+        "DROP TABLE contact_aliases; DROP TABLE user_calls; DROP TABLE auto_reply_marks; DROP TABLE auto_reply_cursor; DROP TABLE auto_reply_rules; DROP TABLE webhook_attempts; DROP TABLE webhook_deliveries; DROP TABLE webhook_subscriptions; DROP TABLE idempotency; ALTER TABLE conversation DROP COLUMN last_inbound_id;
          PRAGMA user_version = 4;",
     )
     .await;

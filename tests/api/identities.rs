@@ -1,0 +1,306 @@
+//! One user, one conversation, whichever of their identifiers Meta sends (`meta-formats.md` §12):
+//! a phone number, a BSUID, or both. The conversation keeps the key it was created with; the
+//! other identifiers are its aliases (`store::alias`). Both backends, through real webhooks.
+
+use serde_json::{Value, json};
+
+use crate::contract_tests;
+use crate::helpers::*;
+
+contract_tests!(
+    a_user_seen_by_phone_keeps_the_conversation_when_only_the_bsuid_comes,
+    a_user_first_seen_by_bsuid_keeps_the_conversation_when_the_phone_comes,
+    one_delivery_naming_the_user_both_ways_keeps_one_conversation,
+    a_restarted_gateway_finds_the_conversation_from_the_stored_aliases,
+    a_parent_bsuid_names_the_conversation_first,
+);
+
+const PHONE: &str = "16505551234";
+const BSUID: &str = "US.13491208655302741918";
+
+/// A webhook with one message from a user named by `phone`, `bsuid`, or both (in `from`,
+/// `from_user_id` and the contact card, as Meta sends them).
+fn from_user(id: &str, ts: i64, phone: Option<&str>, bsuid: Option<&str>) -> String {
+    let mut card = json!({ "profile": { "name": "Pablo M." } });
+    let mut message = json!({ "id": id, "timestamp": ts.to_string(), "type": "text",
+        "text": { "body": format!("message {id}") } });
+    if let Some(phone) = phone {
+        card["wa_id"] = json!(phone);
+        message["from"] = json!(phone);
+    }
+    if let Some(bsuid) = bsuid {
+        card["user_id"] = json!(bsuid);
+        message["from_user_id"] = json!(bsuid);
+    }
+    webhook_of(vec![card], vec![message])
+}
+
+fn webhook_of(contacts: Vec<Value>, messages: Vec<Value>) -> String {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": { "display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID },
+            "contacts": contacts,
+            "messages": messages,
+        }}]}]
+    })
+    .to_string()
+}
+
+/// Every conversation's key and message count.
+async fn conversations(app: &TestApp) -> Vec<(String, i64)> {
+    let page = app.get_json("/v1/conversations").await;
+    page["conversations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a page of conversations: {page}"))
+        .iter()
+        .map(|c| {
+            (
+                c["contact"]["id"].as_str().unwrap().to_owned(),
+                c["message_count"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The ids of a conversation's messages, oldest first.
+async fn messages_in(app: &TestApp, contact: &str) -> Vec<String> {
+    let page = app
+        .get_json(&format!("/v1/conversations/{contact}/messages"))
+        .await;
+    page["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a page of messages: {page}"))
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn stored(app: &TestApp, body: &str) -> (i64, i64) {
+    let ack = app.post_webhook_ok(body).await;
+    (
+        ack["stored"].as_i64().unwrap(),
+        ack["duplicates"].as_i64().unwrap(),
+    )
+}
+
+async fn a_user_seen_by_phone_keeps_the_conversation_when_only_the_bsuid_comes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = now_secs() - 60;
+    assert_eq!(
+        stored(&app, &from_user("wamid.P1", t, Some(PHONE), Some(BSUID))).await,
+        (1, 0)
+    );
+    // Later Meta withholds the phone.
+    assert_eq!(
+        stored(&app, &from_user("wamid.P2", t + 1, None, Some(BSUID))).await,
+        (1, 0)
+    );
+    assert_eq!(conversations(&app).await, [(PHONE.to_owned(), 2)]);
+    assert_eq!(messages_in(&app, PHONE).await, ["wamid.P1", "wamid.P2"]);
+    // The FastAPI list of the number has both, as the original's readers expect.
+    assert_eq!(app.ids_of(PHONE).await, ["wamid.P1", "wamid.P2"]);
+    assert!(app.ids_of(BSUID).await.is_empty());
+    let record = app.get_json("/v1/messages/wamid.P2").await;
+    assert_eq!(record["contact"]["id"], PHONE);
+    assert_eq!(record["contact"]["user_id"], BSUID);
+    // A retry of the BSUID-only message is a duplicate of what was stored.
+    assert_eq!(
+        stored(&app, &from_user("wamid.P2", t + 1, None, Some(BSUID))).await,
+        (0, 1)
+    );
+}
+
+async fn a_user_first_seen_by_bsuid_keeps_the_conversation_when_the_phone_comes(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = now_secs() - 60;
+    // A username user who never talked to the business arrives without a phone; from then on
+    // Meta shares it.
+    assert_eq!(
+        stored(&app, &from_user("wamid.B1", t, None, Some(BSUID))).await,
+        (1, 0)
+    );
+    assert_eq!(
+        stored(
+            &app,
+            &from_user("wamid.B2", t + 1, Some(PHONE), Some(BSUID))
+        )
+        .await,
+        (1, 0)
+    );
+    assert_eq!(
+        stored(
+            &app,
+            &from_user("wamid.B3", t + 2, Some(PHONE), Some(BSUID))
+        )
+        .await,
+        (1, 0)
+    );
+    assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 3)]);
+    assert_eq!(
+        messages_in(&app, BSUID).await,
+        ["wamid.B1", "wamid.B2", "wamid.B3"]
+    );
+    let conversation = conversation_in(&app.get_json("/v1/conversations").await, BSUID);
+    assert_eq!(conversation["unread_count"], 3);
+    assert_eq!(conversation["contact"]["wa_id"], PHONE);
+    // The FastAPI lists: each message under the number it came with, as the original kept them.
+    assert_eq!(app.ids_of(BSUID).await, ["wamid.B1"]);
+    let listed = app.messages_of(PHONE).await;
+    let froms: Vec<&str> = listed.iter().map(|m| m["from"].as_str().unwrap()).collect();
+    assert_eq!(froms, [PHONE, PHONE]);
+    // Retries are duplicates, whichever key they were stored under.
+    assert_eq!(
+        stored(
+            &app,
+            &from_user("wamid.B2", t + 1, Some(PHONE), Some(BSUID))
+        )
+        .await,
+        (0, 1)
+    );
+    assert_eq!(
+        stored(&app, &from_user("wamid.B1", t, None, Some(BSUID))).await,
+        (0, 1)
+    );
+    assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 3)]);
+}
+
+async fn one_delivery_naming_the_user_both_ways_keeps_one_conversation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = now_secs() - 60;
+    let body = webhook_of(
+        vec![json!({ "profile": { "name": "Pablo M." }, "wa_id": PHONE, "user_id": BSUID })],
+        vec![
+            json!({ "from_user_id": BSUID, "id": "wamid.D1", "timestamp": t.to_string(),
+                "type": "text", "text": { "body": "first, no phone" } }),
+            json!({ "from": PHONE, "from_user_id": BSUID, "id": "wamid.D2",
+                "timestamp": (t + 1).to_string(), "type": "text", "text": { "body": "second" } }),
+        ],
+    );
+    assert_eq!(stored(&app, &body).await, (2, 0));
+    assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 2)]);
+    assert_eq!(messages_in(&app, BSUID).await, ["wamid.D1", "wamid.D2"]);
+    // The retry of the whole delivery stores nothing again.
+    assert_eq!(stored(&app, &body).await, (0, 2));
+}
+
+async fn a_restarted_gateway_finds_the_conversation_from_the_stored_aliases(backend: Backend) {
+    let mut app = spawn_app(backend).await;
+    let t = now_secs() - 60;
+    assert_eq!(
+        stored(&app, &from_user("wamid.R1", t, None, Some(BSUID))).await,
+        (1, 0)
+    );
+    // A new process knows no key yet: the store's aliases move the message to its conversation.
+    app.restart().await;
+    assert_eq!(
+        stored(
+            &app,
+            &from_user("wamid.R2", t + 1, Some(PHONE), Some(BSUID))
+        )
+        .await,
+        (1, 0)
+    );
+    assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 2)]);
+    app.restart().await;
+    // A phone-only message (an older client of Meta's, a test tool) finds it through the
+    // phone's alias.
+    assert_eq!(
+        stored(&app, &from_user("wamid.R3", t + 2, Some(PHONE), None)).await,
+        (1, 0)
+    );
+    assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 3)]);
+    assert_eq!(
+        messages_in(&app, BSUID).await,
+        ["wamid.R1", "wamid.R2", "wamid.R3"]
+    );
+}
+
+async fn a_parent_bsuid_names_the_conversation_first(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = now_secs() - 60;
+    let parent = "US.ENT.11815799212886844830";
+    let with_parent = |id: &str, ts: i64, bsuid: &str| {
+        webhook_of(
+            vec![
+                json!({ "profile": { "name": "Pablo M." }, "user_id": bsuid, "parent_user_id": parent }),
+            ],
+            vec![
+                json!({ "from_user_id": bsuid, "from_parent_user_id": parent, "id": id,
+                "timestamp": ts.to_string(), "type": "text", "text": { "body": "hi" } }),
+            ],
+        )
+    };
+    assert_eq!(
+        stored(&app, &with_parent("wamid.E1", t, BSUID)).await,
+        (1, 0)
+    );
+    // A message naming the same parent with another BSUID (the parent is what Meta shares
+    // across linked portfolios) goes to the parent's conversation.
+    assert_eq!(
+        stored(
+            &app,
+            &with_parent("wamid.E2", t + 1, "US.99990000111122223333")
+        )
+        .await,
+        (1, 0)
+    );
+    assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 2)]);
+}
+
+/// A database of the previous release (schema 9: no aliases) gets its aliases from the stored
+/// conversations when it is opened: a user whose conversation is keyed by their phone, and whose
+/// messages carried their BSUID too, keeps it when a BSUID-only message comes after the upgrade.
+#[tokio::test]
+async fn an_upgraded_database_knows_the_aliases_of_its_conversations() {
+    let mut app = spawn_app(Backend::Embedded).await;
+    let t = now_secs() - 60;
+    assert_eq!(
+        stored(&app, &from_user("wamid.M1", t, Some(PHONE), Some(BSUID))).await,
+        (1, 0)
+    );
+    let other = "US.55550000111122223333";
+    assert_eq!(
+        stored(&app, &from_user("wamid.M2", t, None, Some(other))).await,
+        (1, 0)
+    );
+    app.stop(std::time::Duration::from_secs(15)).await;
+    let file = app.data_path().join("whatsapp-gateway.sqlite3");
+    rusqlite::Connection::open(&file)
+        .unwrap()
+        .execute_batch("DROP TABLE contact_aliases; PRAGMA user_version = 9;")
+        .unwrap();
+    app.restart().await;
+    let db = app.database();
+    let mut aliases: Vec<(String, String)> = db
+        .prepare("SELECT alias, contact FROM contact_aliases ORDER BY alias")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    aliases.sort();
+    assert_eq!(
+        aliases,
+        [
+            (BSUID.to_owned(), PHONE.to_owned()),
+            (other.to_owned(), other.to_owned())
+        ]
+    );
+    assert_eq!(
+        stored(&app, &from_user("wamid.M3", t + 1, None, Some(BSUID))).await,
+        (1, 0)
+    );
+    assert_eq!(
+        stored(
+            &app,
+            &from_user("wamid.M4", t + 1, Some("447700900123"), Some(other))
+        )
+        .await,
+        (1, 0)
+    );
+    let mut all = conversations(&app).await;
+    all.sort();
+    assert_eq!(all, [(PHONE.to_owned(), 2), (other.to_owned(), 2)]);
+}
