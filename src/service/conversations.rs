@@ -166,6 +166,11 @@ impl Conversations {
     ) -> Result<Page, ConversationError> {
         let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
         let tenant = self.business_number(phone_number_id)?;
+        // A user's other identifier (their phone for a BSUID-keyed conversation) finds it too.
+        let contact = self
+            .store
+            .conversation_key(tenant.as_str(), &contact)
+            .await?;
         let cursor = match (before, after) {
             (Some(_), Some(_)) => return Err(invalid("before", "and after cannot both be given")),
             (Some(c), None) => MessageCursor::Before(cursor(c, "before")?),
@@ -192,6 +197,11 @@ impl Conversations {
     ) -> Result<crate::store::view::MarkedRead, ConversationError> {
         let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
         let tenant = self.business_number(phone_number_id)?;
+        // A user's other identifier (their phone for a BSUID-keyed conversation) finds it too.
+        let contact = self
+            .store
+            .conversation_key(tenant.as_str(), &contact)
+            .await?;
         self.store
             .mark_read(tenant.as_str(), contact.as_str())
             .await?
@@ -213,6 +223,11 @@ impl Conversations {
     ) -> Result<u64, ConversationError> {
         let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
         let tenant = self.business_number(phone_number_id)?;
+        // A user's other identifier (their phone for a BSUID-keyed conversation) finds it too.
+        let contact = self
+            .store
+            .conversation_key(tenant.as_str(), &contact)
+            .await?;
         self.store
             .delete_conversation(tenant.as_str(), contact.as_str())
             .await?

@@ -283,6 +283,7 @@ impl Sender {
         number: &str,
         contact: &ContactId,
     ) -> Result<Option<MessageId>, StoreError> {
+        let contact = &self.store.conversation_key(number, contact).await?;
         let last = self.store.last_inbound(number, contact).await?;
         self.inbound_id(number, contact, last).await
     }

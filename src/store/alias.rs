@@ -69,10 +69,11 @@ fn first_bsuid(message: &InboundMessage) -> Option<&str> {
     identities(message).into_iter().find(|id| id.contains('.'))
 }
 
-/// The keys this process learned, per business number and BSUID: aliases are never rewritten,
-/// so a cached key stays right. Only the first BSUID of a message is cached (its alias is
-/// certain once the message is stored); phones are not (another instance may give one an
-/// alias later).
+/// The keys this process learned, per business number and identifier: aliases are never
+/// rewritten, so a cached key stays right. It holds what the store said (an alias a read found)
+/// and, after a save, each message's first BSUID (its alias is certain once the message is
+/// stored); never the absence of an alias (another instance may write one). It is a hint: a
+/// save's keys are checked by the store all the same.
 #[derive(Debug, Default)]
 pub struct AliasCache {
     keys: Mutex<Keys>,
@@ -86,31 +87,45 @@ struct Keys {
 }
 
 impl AliasCache {
-    /// The key the cache knows for `message`'s user, when it is not the message's own.
+    /// The key the cache knows for `message`'s user (of its first identifier cached), when it
+    /// is not the message's own.
     pub fn known(&self, message: &InboundMessage) -> Option<ContactId> {
-        let bsuid = first_bsuid(message)?;
         let keys = self.keys.lock().expect("alias cache lock");
-        let key = keys
-            .by_number
-            .get(message.phone_number_id.as_str())?
-            .get(bsuid)?;
+        let mine = keys.by_number.get(message.phone_number_id.as_str())?;
+        let key = identities(message)
+            .into_iter()
+            .find_map(|id| mine.get(id))?;
         if key == message.from.as_str() {
             return None;
         }
         ContactId::parse(key).ok()
     }
 
+    /// The key cached for `identity` with business number `phone_number_id`.
+    pub fn get(&self, phone_number_id: &str, identity: &str) -> Option<String> {
+        let keys = self.keys.lock().expect("alias cache lock");
+        keys.by_number.get(phone_number_id)?.get(identity).cloned()
+    }
+
     /// Remembers that `message`'s user has the conversation it was just stored in.
     pub fn learn(&self, message: &InboundMessage) {
-        let Some(bsuid) = first_bsuid(message) else {
-            return;
-        };
-        let key = message.from.as_str();
+        if let Some(bsuid) = first_bsuid(message) {
+            self.remember(
+                message.phone_number_id.as_str(),
+                bsuid,
+                message.from.as_str(),
+            );
+        }
+    }
+
+    /// Remembers that `identity` names conversation `key` of `phone_number_id` (the store said
+    /// so).
+    pub fn remember(&self, phone_number_id: &str, identity: &str, key: &str) {
         let mut keys = self.keys.lock().expect("alias cache lock");
         let known = keys
             .by_number
-            .get(message.phone_number_id.as_str())
-            .and_then(|m| m.get(bsuid));
+            .get(phone_number_id)
+            .and_then(|m| m.get(identity));
         if known.is_some_and(|k| k == key) {
             return;
         }
@@ -119,9 +134,9 @@ impl AliasCache {
         }
         keys.len += 1;
         keys.by_number
-            .entry(message.phone_number_id.as_str().to_owned())
+            .entry(phone_number_id.to_owned())
             .or_default()
-            .insert(bsuid.to_owned(), key.to_owned());
+            .insert(identity.to_owned(), key.to_owned());
     }
 }
 
@@ -176,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_keys_a_user_by_their_first_bsuid_and_never_by_a_phone() {
+    fn a_save_teaches_the_cache_a_user_s_first_bsuid_and_a_read_any_alias_found() {
         let cache = AliasCache::default();
         // Stored under the BSUID; the user's next message, carrying the phone too, is moved.
         cache.learn(&message(USER, None, Some(USER)));
@@ -184,9 +199,16 @@ mod tests {
         assert_eq!(cache.known(&next), Some(ContactId::parse(USER).unwrap()));
         // Already under its key: nothing to move.
         assert_eq!(cache.known(&message(USER, None, Some(USER))), None);
-        // A phone-only message is never moved by the cache (another instance may alias it).
+        // A save never teaches a phone (another instance may alias it later); a read that
+        // found its alias does.
         cache.learn(&message(PHONE, Some(PHONE), None));
         assert_eq!(cache.known(&message(PHONE, Some(PHONE), None)), None);
+        cache.remember("1065", PHONE, USER);
+        assert_eq!(
+            cache.known(&message(PHONE, Some(PHONE), None)),
+            Some(ContactId::parse(USER).unwrap())
+        );
+        assert_eq!(cache.get("1065", PHONE).as_deref(), Some(USER));
         // Another business number knows nothing of it.
         let mut elsewhere = next.clone();
         elsewhere.phone_number_id = PhoneNumberId::parse("2000").unwrap();

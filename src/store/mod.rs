@@ -466,7 +466,49 @@ impl Store {
         phone_number_id: &str,
         contact: &ContactId,
     ) -> Result<Option<i64>, StoreError> {
-        on_backend!(self, s => s.window_opened_at(phone_number_id, contact.as_str()).await)
+        let (opened, alias) =
+            on_backend!(self, s => s.window_opened_at(phone_number_id, contact.as_str()).await)?;
+        match alias.filter(|key| key != contact.as_str()) {
+            None => Ok(opened),
+            Some(key) => {
+                // The conversation is under its key ([`alias`]): a second read, only for a
+                // contact named by an alias. A call may be kept under the identifier it came
+                // with, so the later of both.
+                on_backend!(self, s => s.aliases()).remember(
+                    phone_number_id,
+                    contact.as_str(),
+                    &key,
+                );
+                let (keyed, _) =
+                    on_backend!(self, s => s.window_opened_at(phone_number_id, &key).await)?;
+                Ok(opened.max(keyed))
+            }
+        }
+    }
+
+    /// The conversation key of `contact` with business number `phone_number_id`: the key an
+    /// alias of it names ([`alias`]: a user's phone when their conversation is keyed by their
+    /// BSUID, or the other way round), else `contact` itself. Keys found are cached; otherwise
+    /// one store read.
+    pub async fn conversation_key(
+        &self,
+        phone_number_id: &str,
+        contact: &ContactId,
+    ) -> Result<ContactId, StoreError> {
+        let aliases = on_backend!(self, s => s.aliases());
+        let key = match aliases.get(phone_number_id, contact.as_str()) {
+            Some(key) => key,
+            None => {
+                let found =
+                    on_backend!(self, s => s.alias_of(phone_number_id, contact.as_str()).await)?;
+                let Some(key) = found else {
+                    return Ok(contact.clone());
+                };
+                aliases.remember(phone_number_id, contact.as_str(), &key);
+                key
+            }
+        };
+        Ok(ContactId::parse(&key).unwrap_or_else(|_| contact.clone()))
     }
 
     /// Claims, finishes or releases a client's `Idempotency-Key` with the fingerprint of its

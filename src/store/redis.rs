@@ -843,7 +843,7 @@ impl RedisStore {
             },
             conv_key(p, &w.phone_number_id, &w.contact),
             format!("{p}:msg:{target}"),
-            format!("{p}:alias:{}", w.phone_number_id),
+            alias_key(p, &w.phone_number_id),
         ]
     }
 
@@ -1034,6 +1034,11 @@ impl RedisStore {
 /// The key of a conversation's hash: `<prefix>:conv:<phone_number_id>:<contact>`.
 pub(crate) fn conv_key(prefix: &str, phone_number_id: &str, contact: &str) -> String {
     format!("{prefix}:conv:{phone_number_id}:{contact}")
+}
+
+/// The hash of a business number's aliases: identifier -> conversation key ([`super::alias`]).
+pub(crate) fn alias_key(prefix: &str, phone_number_id: &str) -> String {
+    format!("{prefix}:alias:{phone_number_id}")
 }
 
 pub fn eviction_refusal(info: &str, allow_eviction: bool) -> Option<String> {

@@ -3,6 +3,8 @@
 //! other identifiers are its aliases (`store::alias`). Both backends, through real webhooks.
 
 use serde_json::{Value, json};
+use wiremock::matchers::{body_partial_json, method};
+use wiremock::{Mock, ResponseTemplate};
 
 use crate::contract_tests;
 use crate::helpers::*;
@@ -13,6 +15,8 @@ contract_tests!(
     one_delivery_naming_the_user_both_ways_keeps_one_conversation,
     a_restarted_gateway_finds_the_conversation_from_the_stored_aliases,
     a_parent_bsuid_names_the_conversation_first,
+    the_user_s_other_identifier_finds_the_conversation,
+    the_window_of_the_conversation_holds_for_the_user_s_phone,
 );
 
 const PHONE: &str = "16505551234";
@@ -303,4 +307,91 @@ async fn an_upgraded_database_knows_the_aliases_of_its_conversations() {
     let mut all = conversations(&app).await;
     all.sort();
     assert_eq!(all, [(PHONE.to_owned(), 2), (other.to_owned(), 2)]);
+}
+
+/// A client that knows the user by their phone reads, answers, marks read and deletes the
+/// conversation keyed by their BSUID; what it sends is filed there too.
+async fn the_user_s_other_identifier_finds_the_conversation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = now_secs() - 60;
+    assert_eq!(
+        stored(&app, &from_user("wamid.O1", t, None, Some(BSUID))).await,
+        (1, 0)
+    );
+    assert_eq!(
+        stored(
+            &app,
+            &from_user("wamid.O2", t + 1, Some(PHONE), Some(BSUID))
+        )
+        .await,
+        (1, 0)
+    );
+    assert_eq!(messages_in(&app, PHONE).await, ["wamid.O1", "wamid.O2"]);
+    // The 24-hour window is the conversation's: a free-form answer to the phone is sent, once,
+    // to the number the client named, and filed in the conversation.
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"to": PHONE, "type": "text"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "messaging_product": "whatsapp",
+            "contacts": [{ "input": PHONE, "wa_id": PHONE }],
+            "messages": [{ "id": "wamid.OUT1" }]
+        })))
+        .expect(1)
+        .mount(&app.graph)
+        .await;
+    let response = app
+        .http
+        .post(app.url("/v1/messages"))
+        .json(&json!({"to": PHONE, "type": "text", "text": {"body": "Yes, in blue."}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 3)]);
+    assert_eq!(
+        messages_in(&app, BSUID).await,
+        ["wamid.O1", "wamid.O2", "wamid.OUT1"]
+    );
+    let (status, read) = post_read(&app, PHONE).await;
+    assert_eq!(status, 200, "{read}");
+    let conversation = conversation_in(&app.get_json("/v1/conversations").await, BSUID);
+    assert_eq!(conversation["unread_count"], 0);
+    assert_eq!(delete_conversation(&app, PHONE).await, 200);
+    assert!(conversations(&app).await.is_empty());
+}
+
+/// The 24-hour window is the conversation's, whichever identifier the client sends to: a
+/// free-form message to the phone of a user whose BSUID-keyed conversation's window closed is
+/// refused before it reaches Meta.
+async fn the_window_of_the_conversation_holds_for_the_user_s_phone(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = now_secs() - 25 * 3600;
+    assert_eq!(
+        stored(&app, &from_user("wamid.W1", t, None, Some(BSUID))).await,
+        (1, 0)
+    );
+    assert_eq!(
+        stored(
+            &app,
+            &from_user("wamid.W2", t + 1, Some(PHONE), Some(BSUID))
+        )
+        .await,
+        (1, 0)
+    );
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(0)
+        .mount(&app.graph)
+        .await;
+    let response = app
+        .http
+        .post(app.url("/v1/messages"))
+        .json(&json!({"to": PHONE, "type": "text", "text": {"body": "Still there?"}}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("window"), "{body}");
 }

@@ -112,24 +112,45 @@ impl EmbeddedStore {
 
     /// When the contact's 24-hour window opened (see
     /// [`crate::store::Store::window_opened_at`]): the later of the conversation's
-    /// `last_inbound_at` and the contact's `user_calls` row, in one query.
+    /// `last_inbound_at` and the contact's `user_calls` row; and the key the contact's alias
+    /// names, if any. One query.
     pub(crate) async fn window_opened_at(
         &self,
         phone_number_id: &str,
         contact: &str,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<(Option<i64>, Option<String>), StoreError> {
         let (tenant, contact) = (phone_number_id.to_owned(), contact.to_owned());
         self.read(move |conn| {
-            let opened: i64 = conn
+            let (opened, alias): (i64, Option<String>) = conn
                 .prepare_cached(
                     "SELECT max(
                          coalesce((SELECT last_inbound_at FROM conversation
                                    WHERE phone_number_id = ?1 AND contact = ?2), -1),
                          coalesce((SELECT last_call_at FROM user_calls
-                                   WHERE phone_number_id = ?1 AND contact = ?2), -1))",
+                                   WHERE phone_number_id = ?1 AND contact = ?2), -1)),
+                         (SELECT contact FROM contact_aliases
+                          WHERE phone_number_id = ?1 AND alias = ?2)",
                 )?
-                .query_row(params![tenant, contact], |r| r.get(0))?;
-            Ok((opened >= 0).then_some(opened))
+                .query_row(params![tenant, contact], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(((opened >= 0).then_some(opened), alias))
+        })
+        .await
+    }
+
+    /// The conversation key an alias of `identity` names ([`crate::store::alias`]), if any.
+    pub(crate) async fn alias_of(
+        &self,
+        phone_number_id: &str,
+        identity: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (tenant, identity) = (phone_number_id.to_owned(), identity.to_owned());
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT contact FROM contact_aliases WHERE phone_number_id = ?1 AND alias = ?2",
+                )?
+                .query_row(params![tenant, identity], |r| r.get(0))
+                .optional()?)
         })
         .await
     }

@@ -294,20 +294,39 @@ impl RedisStore {
     }
 
     /// When the contact's 24-hour window with `phone_number_id` opened: the later of the
-    /// conversation hash's `last_inbound_at` and `last_call_at` (one `HMGET`).
+    /// conversation hash's `last_inbound_at` and `last_call_at` (`HMGET`); and the key the
+    /// contact's alias names, if any (`HGET`, pipelined: one round trip).
     pub(crate) async fn window_opened_at(
         &self,
         phone_number_id: &str,
         contact: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        let (at, call): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+    ) -> Result<(Option<i64>, Option<String>), StoreError> {
+        let ((at, call), alias): ((Option<i64>, Option<i64>), Option<String>) = redis::pipe()
+            .cmd("HMGET")
             .arg(super::conv_key(self.prefix(), phone_number_id, contact))
             .arg("last_inbound_at")
             .arg("last_call_at")
+            .cmd("HGET")
+            .arg(super::alias_key(self.prefix(), phone_number_id))
+            .arg(contact)
             .query_async(&mut self.inner.connection.clone())
             .await?;
         let opened = window_opened_at(at.unwrap_or(-1), call.unwrap_or(-1));
-        Ok((opened >= 0).then_some(opened))
+        Ok(((opened >= 0).then_some(opened), alias))
+    }
+
+    /// The conversation key an alias of `identity` names ([`crate::store::alias`]), if any
+    /// (one `HGET`).
+    pub(crate) async fn alias_of(
+        &self,
+        phone_number_id: &str,
+        identity: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(redis::cmd("HGET")
+            .arg(super::alias_key(self.prefix(), phone_number_id))
+            .arg(identity)
+            .query_async(&mut self.inner.connection.clone())
+            .await?)
     }
 
     /// A message by id with its status history: the record under `phone_number_id` (or under
