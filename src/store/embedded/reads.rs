@@ -145,12 +145,11 @@ impl EmbeddedStore {
     ) -> Result<Option<String>, StoreError> {
         let (tenant, identity) = (phone_number_id.to_owned(), identity.to_owned());
         self.read(move |conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT contact FROM contact_aliases WHERE phone_number_id = ?1 AND alias = ?2",
-                )?
-                .query_row(params![tenant, identity], |r| r.get(0))
-                .optional()?)
+            conn.prepare_cached(
+                "SELECT contact FROM contact_aliases WHERE phone_number_id = ?1 AND alias = ?2",
+            )?
+            .query_row(params![tenant, identity], |r| r.get(0))
+            .optional()
         })
         .await
     }
