@@ -8,6 +8,7 @@ use wiremock::{Mock, ResponseTemplate};
 
 use crate::contract_tests;
 use crate::helpers::*;
+use crate::send_v1::send_with;
 
 contract_tests!(
     a_user_seen_by_phone_keeps_the_conversation_when_only_the_bsuid_comes,
@@ -339,14 +340,9 @@ async fn the_user_s_other_identifier_finds_the_conversation(backend: Backend) {
         .expect(1)
         .mount(&app.graph)
         .await;
-    let response = app
-        .http
-        .post(app.url("/v1/messages"))
-        .json(&json!({"to": PHONE, "type": "text", "text": {"body": "Yes, in blue."}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    let text = json!({"to": PHONE, "type": "text", "text": {"body": "Yes, in blue."}});
+    let (status, body, _) = send_with(&app, None, &text).await;
+    assert_eq!(status, 200, "{body}");
     assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 3)]);
     assert_eq!(
         messages_in(&app, BSUID).await,
@@ -383,15 +379,8 @@ async fn the_window_of_the_conversation_holds_for_the_user_s_phone(backend: Back
         .expect(0)
         .mount(&app.graph)
         .await;
-    let response = app
-        .http
-        .post(app.url("/v1/messages"))
-        .json(&json!({"to": PHONE, "type": "text", "text": {"body": "Still there?"}}))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
+    let text = json!({"to": PHONE, "type": "text", "text": {"body": "Still there?"}});
+    let (status, body, _) = send_with(&app, None, &text).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("window"), "{body}");
 }
