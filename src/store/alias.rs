@@ -26,9 +26,14 @@
 //! written, so the keys learned are kept in [`AliasCache`]: a user is moved at most once per
 //! process, and the check also settles two instances racing on a new user's first messages.
 //!
+//! **Reads** (`/v1/conversations/{contact}/...`, the send window) follow the alias of the
+//! identifier the client gave ([`super::Store::conversation_key`]), unless that identifier has a
+//! conversation of its own.
+//!
 //! Not merged: two conversations that already exist for one user (stored before this release,
 //! or a BSUID-only message from a user whose phone-keyed conversation never carried the BSUID)
-//! stay two; later messages go to the one the aliases name.
+//! stay two; later messages go to the one the aliases name, and each stays readable by its own
+//! key.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -258,7 +258,7 @@ CREATE TABLE user_calls (
 /// Version 10: the aliases of each user's conversation key ([`super::alias`]), filled from the
 /// conversations already stored: each one's BSUID and parent BSUID (from its contact) name it,
 /// unless the identifier is a conversation's key itself (then it names that one); of two
-/// conversations claiming an identifier the one with the earliest activity wins. A phone is an
+/// conversations claiming an identifier, the one whose latest message is the oldest wins. A phone is an
 /// alias of a conversation keyed otherwise unless it has a conversation of its own.
 const MIGRATION_V10: &str = "
 CREATE TABLE contact_aliases (
@@ -1465,18 +1465,17 @@ fn check_keys(
                 want.clone_from(stored);
             }
         }
-        if let Some(want) = want.filter(|w| *w != row.contact) {
-            moves.push((i, want));
+        // Under the key the row will have: the rows after it see the aliases it is going to
+        // write.
+        let key = want.unwrap_or_else(|| row.contact.clone());
+        if key != row.contact {
+            moves.push((i, key.clone()));
         }
         for id in &row.identities {
             let slot = (row.phone_number_id.as_str(), id.as_str());
-            if known[&slot].is_none() && super::alias::recorded(id, &row.contact) {
-                known.insert(slot, Some(row.contact.clone()));
-                new.push((
-                    row.phone_number_id.as_str(),
-                    id.as_str(),
-                    row.contact.as_str(),
-                ));
+            if known[&slot].is_none() && super::alias::recorded(id, &key) {
+                known.insert(slot, Some(key.clone()));
+                new.push((row.phone_number_id.as_str(), id.as_str(), key.clone()));
             }
         }
     }

@@ -129,6 +129,9 @@ pub(crate) enum ChunkAnswer {
 /// How often a chunk is written again with the keys the store named before the save fails
 /// (each time, another instance gave one of its users a conversation in between).
 const MAX_MOVES: usize = 4;
+/// How often a chunk is written again because another chunk of the same Redis call was moved
+/// (it was not written, though its keys were right) before the save fails.
+const MAX_REWRITES: usize = 64;
 
 /// What happened to one message of a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,10 +388,13 @@ impl Store {
                 chunk.to_mut()[i].from = key;
             }
         }
-        for _ in 0..=MAX_MOVES {
+        let (mut moved, mut rewritten) = (0, 0);
+        while moved <= MAX_MOVES && rewritten <= MAX_REWRITES {
             match on_backend!(self, s => s.save_chunk(&chunk).await) {
                 Ok(ChunkAnswer::Saved(outcomes)) => return (chunk, Ok(outcomes)),
+                Ok(ChunkAnswer::Moved(moves)) if moves.is_empty() => rewritten += 1,
                 Ok(ChunkAnswer::Moved(moves)) => {
+                    moved += 1;
                     for (i, key) in moves {
                         let key = ContactId::parse(&key).map_err(|e| {
                             StoreError::Io(std::io::Error::other(format!(
@@ -396,7 +402,11 @@ impl Store {
                             )))
                         });
                         match (key, chunk.to_mut().get_mut(i)) {
-                            (Ok(key), Some(message)) => message.from = key,
+                            (Ok(key), Some(message)) => {
+                                message.from = key;
+                                // At once: the user's other webhooks in flight take it too.
+                                aliases.learn(message);
+                            }
                             (Err(e), _) => return (chunk, Err(e)),
                             (Ok(_), None) => {
                                 let e = "the store moved a message the chunk does not have";
@@ -409,8 +419,8 @@ impl Store {
             }
         }
         let e = format!(
-            "the conversation keys of this chunk's users changed {MAX_MOVES} times while it \
-             was written; nothing of it was stored (the retry will be)"
+            "the conversation keys of this chunk's users kept changing while it was written \
+             ({moved} moves, {rewritten} rewrites); nothing of it was stored (the retry will be)"
         );
         (chunk, Err(StoreError::Io(std::io::Error::other(e))))
     }
@@ -488,8 +498,9 @@ impl Store {
 
     /// The conversation key of `contact` with business number `phone_number_id`: the key an
     /// alias of it names ([`alias`]: a user's phone when their conversation is keyed by their
-    /// BSUID, or the other way round), else `contact` itself. Keys found are cached; otherwise
-    /// one store read.
+    /// BSUID, or the other way round), else `contact` itself; also `contact` itself when it has
+    /// a conversation of its own (two conversations stored for one user before the aliases
+    /// knew them both stay reachable). Keys found are cached; otherwise one store read.
     pub async fn conversation_key(
         &self,
         phone_number_id: &str,

@@ -218,11 +218,13 @@ for i = 1, n do
     moved[#moved + 1] = i
     moved[#moved + 1] = want
   end
-  -- A BSUID always, a phone unless it is the key.
+  -- A BSUID always, a phone unless it is the key; under the key the message will have (the
+  -- chunk's later messages see the aliases it is going to write).
+  local key = want or contact
   for id in string.gmatch(ARGV[a + 17], '%S+') do
-    if not mine[id] and (id ~= contact or string.find(id, '.', 1, true)) then
-      mine[id] = contact
-      newaliases[#newaliases + 1] = {ak, id, contact}
+    if not mine[id] and (id ~= key or string.find(id, '.', 1, true)) then
+      mine[id] = key
+      newaliases[#newaliases + 1] = {ak, id, key}
     end
   end
 end

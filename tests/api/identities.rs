@@ -18,6 +18,8 @@ contract_tests!(
     a_parent_bsuid_names_the_conversation_first,
     the_user_s_other_identifier_finds_the_conversation,
     the_window_of_the_conversation_holds_for_the_user_s_phone,
+    concurrent_webhooks_of_users_keyed_otherwise_are_all_stored,
+    a_contact_with_a_conversation_of_its_own_is_its_own_key,
 );
 
 const PHONE: &str = "16505551234";
@@ -383,4 +385,68 @@ async fn the_window_of_the_conversation_holds_for_the_user_s_phone(backend: Back
     let (status, body, _) = send_with(&app, None, &text).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("window"), "{body}");
+}
+
+/// After a restart nothing is cached: many users' messages arriving at once are each moved by
+/// the store to their BSUID conversation (on Redis, in shared script calls, where one user's
+/// move sends the whole call back). Every webhook is stored, once, where it belongs.
+async fn concurrent_webhooks_of_users_keyed_otherwise_are_all_stored(backend: Backend) {
+    const USERS: usize = 24;
+    let mut app = spawn_app(backend).await;
+    let t = now_secs() - 60;
+    let user = |i: usize| (format!("1650555{i:04}"), format!("US.4000000000{i:04}"));
+    for i in 0..USERS {
+        let (_, bsuid) = user(i);
+        let first = from_user(&format!("wamid.C{i}a"), t, None, Some(&bsuid));
+        assert_eq!(stored(&app, &first).await, (1, 0));
+    }
+    app.restart().await;
+    let app = &app;
+    let second = (0..USERS).map(|i| async move {
+        let (phone, bsuid) = user(i);
+        let body = from_user(&format!("wamid.C{i}b"), t + 1, Some(&phone), Some(&bsuid));
+        let response = app.post_webhook(&body).await;
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    });
+    for (status, body) in futures_util::future::join_all(second).await {
+        assert_eq!(status, 200, "{body}");
+        let ack: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(ack["stored"], 1, "{body}");
+    }
+    let mut all = conversations(app).await;
+    all.sort();
+    let expected: Vec<(String, i64)> = (0..USERS).map(|i| (user(i).1, 2)).collect();
+    assert_eq!(all, expected);
+}
+
+/// Two conversations of one user stored before anything linked them (a phone-only one, a
+/// BSUID-only one) are not merged: new messages go where the aliases say, and each stays
+/// reachable by its own key.
+async fn a_contact_with_a_conversation_of_its_own_is_its_own_key(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let t = now_secs() - 60;
+    assert_eq!(
+        stored(&app, &from_user("wamid.S1", t, Some(PHONE), None)).await,
+        (1, 0)
+    );
+    assert_eq!(
+        stored(&app, &from_user("wamid.S2", t + 1, None, Some(BSUID))).await,
+        (1, 0)
+    );
+    assert_eq!(
+        stored(
+            &app,
+            &from_user("wamid.S3", t + 2, Some(PHONE), Some(BSUID))
+        )
+        .await,
+        (1, 0)
+    );
+    let mut all = conversations(&app).await;
+    all.sort();
+    assert_eq!(all, [(PHONE.to_owned(), 1), (BSUID.to_owned(), 2)]);
+    assert_eq!(messages_in(&app, PHONE).await, ["wamid.S1"]);
+    assert_eq!(messages_in(&app, BSUID).await, ["wamid.S2", "wamid.S3"]);
+    assert_eq!(delete_conversation(&app, PHONE).await, 200);
+    assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 2)]);
 }

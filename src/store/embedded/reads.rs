@@ -129,7 +129,9 @@ impl EmbeddedStore {
                          coalesce((SELECT last_call_at FROM user_calls
                                    WHERE phone_number_id = ?1 AND contact = ?2), -1)),
                          (SELECT contact FROM contact_aliases
-                          WHERE phone_number_id = ?1 AND alias = ?2)",
+                          WHERE phone_number_id = ?1 AND alias = ?2
+                            AND NOT EXISTS (SELECT 1 FROM conversation
+                                            WHERE phone_number_id = ?1 AND contact = ?2))",
                 )?
                 .query_row(params![tenant, contact], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(((opened >= 0).then_some(opened), alias))
@@ -137,7 +139,8 @@ impl EmbeddedStore {
         .await
     }
 
-    /// The conversation key an alias of `identity` names ([`crate::store::alias`]), if any.
+    /// The conversation key an alias of `identity` names ([`crate::store::alias`]), unless
+    /// `identity` has a conversation of its own.
     pub(crate) async fn alias_of(
         &self,
         phone_number_id: &str,
@@ -146,7 +149,9 @@ impl EmbeddedStore {
         let (tenant, identity) = (phone_number_id.to_owned(), identity.to_owned());
         self.read(move |conn| {
             conn.prepare_cached(
-                "SELECT contact FROM contact_aliases WHERE phone_number_id = ?1 AND alias = ?2",
+                "SELECT contact FROM contact_aliases WHERE phone_number_id = ?1 AND alias = ?2
+                   AND NOT EXISTS (SELECT 1 FROM conversation
+                                   WHERE phone_number_id = ?1 AND contact = ?2)",
             )?
             .query_row(params![tenant, identity], |r| r.get(0))
             .optional()

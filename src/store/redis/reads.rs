@@ -301,32 +301,43 @@ impl RedisStore {
         phone_number_id: &str,
         contact: &str,
     ) -> Result<(Option<i64>, Option<String>), StoreError> {
-        let ((at, call), alias): ((Option<i64>, Option<i64>), Option<String>) = redis::pipe()
+        type Fields = (Option<i64>, Option<i64>, Option<i64>);
+        let ((at, call, count), alias): (Fields, Option<String>) = redis::pipe()
             .cmd("HMGET")
             .arg(super::conv_key(self.prefix(), phone_number_id, contact))
             .arg("last_inbound_at")
             .arg("last_call_at")
+            .arg("message_count")
             .cmd("HGET")
             .arg(super::alias_key(self.prefix(), phone_number_id))
             .arg(contact)
             .query_async(&mut self.inner.connection.clone())
             .await?;
         let opened = window_opened_at(at.unwrap_or(-1), call.unwrap_or(-1));
-        Ok(((opened >= 0).then_some(opened), alias))
+        // A contact with a conversation of its own is its own key.
+        Ok((
+            (opened >= 0).then_some(opened),
+            alias.filter(|_| count.is_none()),
+        ))
     }
 
-    /// The conversation key an alias of `identity` names ([`crate::store::alias`]), if any
-    /// (one `HGET`).
+    /// The conversation key an alias of `identity` names ([`crate::store::alias`]), unless
+    /// `identity` has a conversation of its own (`HGET` and `HEXISTS`, one round trip).
     pub(crate) async fn alias_of(
         &self,
         phone_number_id: &str,
         identity: &str,
     ) -> Result<Option<String>, StoreError> {
-        Ok(redis::cmd("HGET")
+        let (alias, own): (Option<String>, bool) = redis::pipe()
+            .cmd("HGET")
             .arg(super::alias_key(self.prefix(), phone_number_id))
             .arg(identity)
+            .cmd("HEXISTS")
+            .arg(super::conv_key(self.prefix(), phone_number_id, identity))
+            .arg("message_count")
             .query_async(&mut self.inner.connection.clone())
-            .await?)
+            .await?;
+        Ok(alias.filter(|_| !own))
     }
 
     /// A message by id with its status history: the record under `phone_number_id` (or under
