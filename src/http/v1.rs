@@ -221,7 +221,7 @@ pub async fn mark_read(
     ApiPath(contact): ApiPath<String>,
     ApiQuery(params): ApiQuery<ReadParams>,
 ) -> Result<Response, ApiError> {
-    let marked = state
+    let (contact, marked) = state
         .conversations
         .mark_read(&contact, params.phone_number_id.as_deref())
         .await?;
@@ -246,19 +246,16 @@ pub async fn mark_read(
 /// told).
 async fn read_receipt(
     state: &AppState,
-    contact: &str,
+    contact: &crate::domain::ContactId,
     phone_number_id: Option<&str>,
     last: Option<crate::store::view::LastInbound>,
 ) -> serde_json::Value {
     let not_sent = |reason: String| serde_json::json!({"sent": false, "reason": reason});
-    let Ok(contact) = crate::domain::ContactId::parse(contact) else {
-        return not_sent("the contact does not parse".into());
-    };
     let number = match state.sender.number(phone_number_id) {
         Ok(number) => number,
         Err(e) => return not_sent(e.to_string()),
     };
-    let latest = match state.sender.inbound_id(&number.id, &contact, last).await {
+    let latest = match state.sender.inbound_id(&number.id, contact, last).await {
         Ok(Some(id)) => id,
         Ok(None) => return not_sent("no message from the contact is stored".into()),
         Err(e) => return not_sent(format!("the store failed: {e}")),

@@ -164,13 +164,7 @@ impl Conversations {
         limit_param: Option<i64>,
         kind: Option<String>,
     ) -> Result<Page, ConversationError> {
-        let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
-        let tenant = self.business_number(phone_number_id)?;
-        // A user's other identifier (their phone for a BSUID-keyed conversation) finds it too.
-        let contact = self
-            .store
-            .conversation_key(tenant.as_str(), &contact)
-            .await?;
+        let (tenant, contact) = self.conversation(contact, phone_number_id).await?;
         let cursor = match (before, after) {
             (Some(_), Some(_)) => return Err(invalid("before", "and after cannot both be given")),
             (Some(c), None) => MessageCursor::Before(cursor(c, "before")?),
@@ -189,28 +183,37 @@ impl Conversations {
             .await?)
     }
 
-    /// Sets a conversation's unread count to 0; its JSON and the contact's latest message.
+    /// Sets a conversation's unread count to 0: the conversation's key, its JSON and the
+    /// contact's latest message.
     pub async fn mark_read(
         &self,
         contact: &str,
         phone_number_id: Option<&str>,
-    ) -> Result<crate::store::view::MarkedRead, ConversationError> {
+    ) -> Result<(ContactId, crate::store::view::MarkedRead), ConversationError> {
+        let (tenant, contact) = self.conversation(contact, phone_number_id).await?;
+        let marked = self
+            .store
+            .mark_read(tenant.as_str(), contact.as_str())
+            .await?
+            .ok_or_else(|| not_found(&contact, &tenant))?;
+        Ok((contact, marked))
+    }
+
+    /// The business number and the conversation key a `/v1/conversations/{contact}` request is
+    /// about: the contact parsed (422 naming it), the number, and the key the contact's alias
+    /// names ([`crate::store::alias`]: a user's phone finds their BSUID-keyed conversation too).
+    async fn conversation(
+        &self,
+        contact: &str,
+        phone_number_id: Option<&str>,
+    ) -> Result<(PhoneNumberId, ContactId), ConversationError> {
         let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
         let tenant = self.business_number(phone_number_id)?;
-        // A user's other identifier (their phone for a BSUID-keyed conversation) finds it too.
-        let contact = self
+        let key = self
             .store
             .conversation_key(tenant.as_str(), &contact)
             .await?;
-        self.store
-            .mark_read(tenant.as_str(), contact.as_str())
-            .await?
-            .ok_or_else(|| {
-                ConversationError::NotFound(format!(
-                    "no conversation with {} on business number {tenant}",
-                    contact.masked()
-                ))
-            })
+        Ok((tenant, key))
     }
 }
 
@@ -221,23 +224,19 @@ impl Conversations {
         contact: &str,
         phone_number_id: Option<&str>,
     ) -> Result<u64, ConversationError> {
-        let contact = ContactId::parse(contact).map_err(|e| invalid_path("contact", e))?;
-        let tenant = self.business_number(phone_number_id)?;
-        // A user's other identifier (their phone for a BSUID-keyed conversation) finds it too.
-        let contact = self
-            .store
-            .conversation_key(tenant.as_str(), &contact)
-            .await?;
+        let (tenant, contact) = self.conversation(contact, phone_number_id).await?;
         self.store
             .delete_conversation(tenant.as_str(), contact.as_str())
             .await?
-            .ok_or_else(|| {
-                ConversationError::NotFound(format!(
-                    "no conversation with {} on business number {tenant}",
-                    contact.masked()
-                ))
-            })
+            .ok_or_else(|| not_found(&contact, &tenant))
     }
+}
+
+fn not_found(contact: &ContactId, tenant: &PhoneNumberId) -> ConversationError {
+    ConversationError::NotFound(format!(
+        "no conversation with {} on business number {tenant}",
+        contact.masked()
+    ))
 }
 
 fn limit(limit: Option<i64>) -> Result<usize, ConversationError> {

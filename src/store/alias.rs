@@ -45,146 +45,149 @@ const CACHE_CAPACITY: usize = 65_536;
 
 /// The identifiers of a message's user that the alias rule reads, in its order: parent BSUID,
 /// BSUID, phone. A message without any (a `system` message about a changed user id) is known by
-/// its key alone.
-pub fn identities(message: &InboundMessage) -> Vec<&str> {
+/// its key alone. Never empty.
+pub(crate) fn identities(message: &InboundMessage) -> impl Iterator<Item = &str> {
     let p = &message.profile;
-    let mut ids: Vec<&str> = [
+    let ids = [
         p.parent_user_id.as_ref().map(|b| b.as_str()),
         p.user_id.as_ref().map(|b| b.as_str()),
         p.wa_id.as_ref().map(|w| w.as_str()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    if ids.is_empty() {
-        ids.push(message.from.as_str());
-    }
-    ids
+    ];
+    let none = ids.iter().all(Option::is_none);
+    ids.into_iter()
+        .flatten()
+        .chain(none.then(|| message.from.as_str()))
 }
 
 /// Whether `identity` is stored as an alias of `key` (see the module doc: a BSUID always, a
 /// phone unless it is the key). BSUIDs always contain a dot, phone digits never.
-pub fn recorded(identity: &str, key: &str) -> bool {
+pub(crate) fn recorded(identity: &str, key: &str) -> bool {
     identity != key || identity.contains('.')
 }
 
-/// The first BSUID among a message's identities: once the message is stored, its alias is the
-/// message's key (an alias stored earlier would have been the key the check asked for).
-fn first_bsuid(message: &InboundMessage) -> Option<&str> {
-    identities(message).into_iter().find(|id| id.contains('.'))
-}
-
 /// The keys this process learned, per business number and identifier: aliases are never
-/// rewritten, so a cached key stays right. It holds what the store said (an alias a read found)
-/// and, after a save, each message's first BSUID (its alias is certain once the message is
-/// stored); never the absence of an alias (another instance may write one). It is a hint: a
-/// save's keys are checked by the store all the same.
+/// rewritten, so a cached key stays right; the absence of an alias is never cached (another
+/// instance may write one). Two kinds of entries:
+/// - what a save taught ([`Self::learn`]): a stored message's first identifier, whose alias is
+///   its key once the message is stored (an alias stored earlier would have been the key the
+///   check asked for; a missing one was written), when that identifier is recorded at all. A
+///   hint for later saves only: the store checks a save's keys all the same;
+/// - what a read found ([`Self::remember_read`]): the key a client's identifier resolves to,
+///   which reads may use too (it honours the rule that a contact with a conversation of its
+///   own is its own key).
 #[derive(Debug, Default)]
-pub struct AliasCache {
+pub(crate) struct AliasCache {
     keys: Mutex<Keys>,
 }
 
-/// Business number -> BSUID -> key, and how many keys in all.
+/// Business number -> identifier -> key, and how many keys in all.
 #[derive(Debug, Default)]
 struct Keys {
-    by_number: HashMap<String, HashMap<String, String>>,
+    by_number: HashMap<String, HashMap<String, Entry>>,
     len: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    key: ContactId,
+    /// A read found it (else a save taught it).
+    read: bool,
 }
 
 impl AliasCache {
     /// The key the cache knows for `message`'s user (of its first identifier cached), when it
     /// is not the message's own.
-    pub fn known(&self, message: &InboundMessage) -> Option<ContactId> {
+    pub(crate) fn known(&self, message: &InboundMessage) -> Option<ContactId> {
         let keys = self.keys.lock().expect("alias cache lock");
         let mine = keys.by_number.get(message.phone_number_id.as_str())?;
-        let key = identities(message)
-            .into_iter()
-            .find_map(|id| mine.get(id))?;
-        if key == message.from.as_str() {
-            return None;
-        }
-        ContactId::parse(key).ok()
+        let entry = identities(message).find_map(|id| mine.get(id))?;
+        (entry.key != message.from).then(|| entry.key.clone())
     }
 
-    /// The key cached for `identity` with business number `phone_number_id`.
-    pub fn get(&self, phone_number_id: &str, identity: &str) -> Option<String> {
+    /// The key a read found for `identity` with business number `phone_number_id`.
+    pub(crate) fn read(&self, phone_number_id: &str, identity: &str) -> Option<ContactId> {
         let keys = self.keys.lock().expect("alias cache lock");
-        keys.by_number.get(phone_number_id)?.get(identity).cloned()
+        let entry = keys.by_number.get(phone_number_id)?.get(identity)?;
+        entry.read.then(|| entry.key.clone())
     }
 
-    /// Remembers that `message`'s user has the conversation it was just stored in.
-    pub fn learn(&self, message: &InboundMessage) {
-        if let Some(bsuid) = first_bsuid(message) {
-            self.remember(
+    /// Remembers the key of `message`'s user: the conversation it was just stored in (or is
+    /// about to be, the store said), under its first identifier when that one is recorded.
+    pub(crate) fn learn(&self, message: &InboundMessage) {
+        let first = identities(message).next().expect("never empty");
+        if recorded(first, message.from.as_str()) {
+            self.insert(
                 message.phone_number_id.as_str(),
-                bsuid,
-                message.from.as_str(),
+                first,
+                &message.from,
+                false,
             );
         }
     }
 
-    /// Remembers that `identity` names conversation `key` of `phone_number_id` (the store said
-    /// so).
-    pub fn remember(&self, phone_number_id: &str, identity: &str, key: &str) {
+    /// Remembers that a read found `identity` to name conversation `key` of
+    /// `phone_number_id`.
+    pub(crate) fn remember_read(&self, phone_number_id: &str, identity: &str, key: &ContactId) {
+        self.insert(phone_number_id, identity, key, true);
+    }
+
+    fn insert(&self, phone_number_id: &str, identity: &str, key: &ContactId, read: bool) {
         let mut keys = self.keys.lock().expect("alias cache lock");
-        let known = keys
+        if let Some(entry) = keys
             .by_number
-            .get(phone_number_id)
-            .and_then(|m| m.get(identity));
-        if known.is_some_and(|k| k == key) {
+            .get_mut(phone_number_id)
+            .and_then(|m| m.get_mut(identity))
+            .filter(|e| e.key == *key)
+        {
+            entry.read |= read;
             return;
         }
         if keys.len >= CACHE_CAPACITY {
             *keys = Keys::default();
         }
         keys.len += 1;
+        let entry = Entry {
+            key: key.clone(),
+            read,
+        };
         keys.by_number
             .entry(phone_number_id.to_owned())
             .or_default()
-            .insert(identity.to_owned(), key.to_owned());
+            .insert(identity.to_owned(), entry);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        Bsuid, ContactProfile, Content, MessageId, MessageKind, Origin, PhoneNumber, PhoneNumberId,
-    };
+    use crate::domain::{Bsuid, PhoneNumberId};
+    use crate::store::record::tests::message_from;
 
+    /// A message of a user known by `phone` and/or `bsuid`, under key `from`.
     fn message(from: &str, phone: Option<&str>, bsuid: Option<&str>) -> InboundMessage {
-        InboundMessage {
-            id: MessageId::parse("wamid.A").unwrap(),
-            from: ContactId::parse(from).unwrap(),
-            origin: Origin::User,
-            profile: ContactProfile {
-                wa_id: phone.map(|p| PhoneNumber::parse(p).unwrap()),
-                user_id: bsuid.map(|b| Bsuid::parse(b).unwrap()),
-                ..ContactProfile::default()
-            },
-            to: "15550783881".into(),
-            phone_number_id: PhoneNumberId::parse("1065").unwrap(),
-            timestamp: "1749416383".into(),
-            kind: MessageKind::Text,
-            body: "hi".into(),
-            raw: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
-            content: Content::Text { body: "hi".into() },
-            context: None,
-            referral: None,
-            errors: Vec::new(),
-            group_id: None,
-        }
+        let mut m = message_from("wamid.A", phone, bsuid);
+        m.from = ContactId::parse(from).unwrap();
+        m
     }
 
     const PHONE: &str = "16505551234";
     const USER: &str = "US.13491208655302741918";
 
+    fn key(s: &str) -> ContactId {
+        ContactId::parse(s).unwrap()
+    }
+
     #[test]
     fn identities_come_parent_first_and_a_message_without_any_is_known_by_its_key() {
         let mut m = message(PHONE, Some(PHONE), Some(USER));
         m.profile.parent_user_id = Some(Bsuid::parse("US.ENT.1181").unwrap());
-        assert_eq!(identities(&m), ["US.ENT.1181", USER, PHONE]);
-        assert_eq!(identities(&message(USER, None, None)), [USER]);
+        assert_eq!(
+            identities(&m).collect::<Vec<_>>(),
+            ["US.ENT.1181", USER, PHONE]
+        );
+        let mut system = message(USER, None, Some(USER));
+        system.profile = Default::default();
+        assert_eq!(identities(&system).collect::<Vec<_>>(), [USER]);
     }
 
     #[test]
@@ -196,24 +199,28 @@ mod tests {
     }
 
     #[test]
-    fn a_save_teaches_the_cache_a_user_s_first_bsuid_and_a_read_any_alias_found() {
+    fn a_save_teaches_the_cache_a_recorded_first_identifier_and_a_read_what_it_found() {
         let cache = AliasCache::default();
         // Stored under the BSUID; the user's next message, carrying the phone too, is moved.
         cache.learn(&message(USER, None, Some(USER)));
         let next = message(PHONE, Some(PHONE), Some(USER));
-        assert_eq!(cache.known(&next), Some(ContactId::parse(USER).unwrap()));
+        assert_eq!(cache.known(&next), Some(key(USER)));
         // Already under its key: nothing to move.
         assert_eq!(cache.known(&message(USER, None, Some(USER))), None);
-        // A save never teaches a phone (another instance may alias it later); a read that
-        // found its alias does.
+        // A phone stored under itself is no alias: nothing is cached (another instance may give
+        // it one later).
         cache.learn(&message(PHONE, Some(PHONE), None));
         assert_eq!(cache.known(&message(PHONE, Some(PHONE), None)), None);
-        cache.remember("1065", PHONE, USER);
+        // A phone-only message stored under the BSUID teaches the phone's alias.
+        cache.learn(&message(USER, Some(PHONE), None));
         assert_eq!(
             cache.known(&message(PHONE, Some(PHONE), None)),
-            Some(ContactId::parse(USER).unwrap())
+            Some(key(USER))
         );
-        assert_eq!(cache.get("1065", PHONE).as_deref(), Some(USER));
+        // Reads use only what a read found.
+        assert_eq!(cache.read("1065", PHONE), None);
+        cache.remember_read("1065", PHONE, &key(USER));
+        assert_eq!(cache.read("1065", PHONE), Some(key(USER)));
         // Another business number knows nothing of it.
         let mut elsewhere = next.clone();
         elsewhere.phone_number_id = PhoneNumberId::parse("2000").unwrap();

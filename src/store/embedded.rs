@@ -1652,13 +1652,13 @@ fn apply_status(tx: &rusqlite::Transaction<'_>, w: &StatusWrite) -> rusqlite::Re
 mod tests {
     use super::*;
 
-    /// One webhook message from `from` to business number 1065, as a row.
+    /// A user's message from phone `from` to business number 1065, as a row.
     fn row(id: &str, from: &str) -> Row {
-        let body = format!(
-            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"1","changes":[{{"field":"messages","value":{{"messaging_product":"whatsapp","metadata":{{"display_phone_number":"15550783881","phone_number_id":"1065"}},"contacts":[{{"profile":{{"name":"Kerry"}},"wa_id":"{from}"}}],"messages":[{{"from":"{from}","id":"{id}","timestamp":"1749416383","type":"text","text":{{"body":"hi"}}}}]}}}}]}}]}}"#
-        );
-        let batch = crate::webhook::extract_batch(body.as_bytes()).unwrap();
-        MessageWrite::inbound(&batch.messages[0])
+        MessageWrite::inbound(&crate::store::record::tests::message_from(
+            id,
+            Some(from),
+            None,
+        ))
     }
 
     /// The events of the group's transaction: (type, unread_count of a conversation event).

@@ -37,7 +37,7 @@
 //! is a line and adding one makes the compiler ask for it on both backends. Reads of the
 //! conversation API are in [`view`] (shapes) and the backends' `reads` modules.
 
-pub mod alias;
+pub(crate) mod alias;
 pub mod batch;
 pub mod embedded;
 pub mod hooks;
@@ -470,7 +470,8 @@ impl Store {
 
     /// When `contact`'s 24-hour customer-service window with `phone_number_id` opened: the later
     /// of their latest message and their latest call ([`record::window_opened_at`]); `None`
-    /// when they never wrote or called. One store read.
+    /// when they never wrote or called. One store read (it also reads the contact's alias); two
+    /// for a contact whose conversation is under another key ([`alias`]).
     pub async fn window_opened_at(
         &self,
         phone_number_id: &str,
@@ -478,48 +479,41 @@ impl Store {
     ) -> Result<Option<i64>, StoreError> {
         let (opened, alias) =
             on_backend!(self, s => s.window_opened_at(phone_number_id, contact.as_str()).await)?;
-        match alias.filter(|key| key != contact.as_str()) {
-            None => Ok(opened),
-            Some(key) => {
-                // The conversation is under its key ([`alias`]): a second read, only for a
-                // contact named by an alias. A call may be kept under the identifier it came
-                // with, so the later of both.
-                on_backend!(self, s => s.aliases()).remember(
-                    phone_number_id,
-                    contact.as_str(),
-                    &key,
-                );
-                let (keyed, _) =
-                    on_backend!(self, s => s.window_opened_at(phone_number_id, &key).await)?;
-                Ok(opened.max(keyed))
-            }
-        }
+        let Some(key) = alias
+            .filter(|key| key != contact.as_str())
+            .and_then(|key| ContactId::parse(&key).ok())
+        else {
+            return Ok(opened);
+        };
+        // The conversation is under its key: a second read. A call may be kept under the
+        // identifier it came with, so the later of both.
+        on_backend!(self, s => s.aliases()).remember_read(phone_number_id, contact.as_str(), &key);
+        let (keyed, _) =
+            on_backend!(self, s => s.window_opened_at(phone_number_id, key.as_str()).await)?;
+        Ok(opened.max(keyed))
     }
 
     /// The conversation key of `contact` with business number `phone_number_id`: the key an
     /// alias of it names ([`alias`]: a user's phone when their conversation is keyed by their
     /// BSUID, or the other way round), else `contact` itself; also `contact` itself when it has
     /// a conversation of its own (two conversations stored for one user before the aliases
-    /// knew them both stay reachable). Keys found are cached; otherwise one store read.
+    /// knew them both stay reachable). Keys an earlier read found are cached; otherwise one
+    /// store read.
     pub async fn conversation_key(
         &self,
         phone_number_id: &str,
         contact: &ContactId,
     ) -> Result<ContactId, StoreError> {
         let aliases = on_backend!(self, s => s.aliases());
-        let key = match aliases.get(phone_number_id, contact.as_str()) {
-            Some(key) => key,
-            None => {
-                let found =
-                    on_backend!(self, s => s.alias_of(phone_number_id, contact.as_str()).await)?;
-                let Some(key) = found else {
-                    return Ok(contact.clone());
-                };
-                aliases.remember(phone_number_id, contact.as_str(), &key);
-                key
-            }
+        if let Some(key) = aliases.read(phone_number_id, contact.as_str()) {
+            return Ok(key);
+        }
+        let found = on_backend!(self, s => s.alias_of(phone_number_id, contact.as_str()).await)?;
+        let Some(key) = found.and_then(|key| ContactId::parse(&key).ok()) else {
+            return Ok(contact.clone());
         };
-        Ok(ContactId::parse(&key).unwrap_or_else(|_| contact.clone()))
+        aliases.remember_read(phone_number_id, contact.as_str(), &key);
+        Ok(key)
     }
 
     /// Claims, finishes or releases a client's `Idempotency-Key` with the fingerprint of its

@@ -277,7 +277,6 @@ impl MessageWrite {
             contact: message.from.as_str().to_owned(),
             list_contact: message.list_contact().to_owned(),
             identities: super::alias::identities(message)
-                .into_iter()
                 .map(str::to_owned)
                 .collect(),
             timestamp,
@@ -338,11 +337,12 @@ fn json_string(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::domain::{MessageId, MessageKind, PhoneNumberId};
+    use crate::domain::{Bsuid, MessageId, MessageKind, PhoneNumber, PhoneNumberId};
 
-    fn message(id: &str, body: &str) -> InboundMessage {
+    /// A user's text message to business number 1065, from a BSUID-keyed user with a name.
+    pub(crate) fn message(id: &str, body: &str) -> InboundMessage {
         InboundMessage {
             id: MessageId::parse(id).unwrap(),
             from: ContactId::parse("US.13491208655302741918").unwrap(),
@@ -363,6 +363,23 @@ mod tests {
             errors: Vec::new(),
             group_id: None,
         }
+    }
+
+    /// The same from a user known by `phone` and/or `bsuid` (at least one), keyed by the phone
+    /// when there is one, as a webhook's message would be.
+    pub(crate) fn message_from(
+        id: &str,
+        phone: Option<&str>,
+        bsuid: Option<&str>,
+    ) -> InboundMessage {
+        let mut m = message(id, "hi");
+        m.profile = ContactProfile {
+            wa_id: phone.map(|p| PhoneNumber::parse(p).unwrap()),
+            user_id: bsuid.map(|b| Bsuid::parse(b).unwrap()),
+            ..ContactProfile::default()
+        };
+        m.from = ContactId::parse(phone.or(bsuid).expect("a phone or a BSUID")).unwrap();
+        m
     }
 
     #[test]

@@ -1186,11 +1186,11 @@ impl BatchCall {
         let total = messages.len();
         drop(messages);
         let outcome = outcome.map_err(StoreError::Redis);
-        if let Ok(values) = &outcome
-            && let Some(moves) = script_moves(values)
-        {
-            return answer_moves(jobs, moves);
-        }
+        let outcome = match outcome.as_deref().ok().and_then(script_moves) {
+            Some(Ok(moves)) => return answer_moves(jobs, moves),
+            Some(Err(e)) => Err(e),
+            None => outcome,
+        };
         let outcomes: Result<Vec<Outcome>, StoreError> = outcome.and_then(|values| {
             if values.len() != total {
                 return Err(StoreError::Io(std::io::Error::other(format!(
@@ -1226,8 +1226,8 @@ impl BatchCall {
 }
 
 /// The pairs of a `moved` answer (index in the call from 0, the key), `None` for any other
-/// answer; a malformed `moved` answer is an empty list, which writes the call again unchanged.
-fn script_moves(values: &[redis::Value]) -> Option<Vec<(usize, String)>> {
+/// answer; `Some(Err)` for a `moved` answer with a pair that does not read as one.
+fn script_moves(values: &[redis::Value]) -> Option<Result<Vec<(usize, String)>, StoreError>> {
     let text = |v: &redis::Value| match v {
         redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
         redis::Value::SimpleString(s) => Some(s.clone()),
@@ -1236,12 +1236,21 @@ fn script_moves(values: &[redis::Value]) -> Option<Vec<(usize, String)>> {
     if values.first().and_then(text).as_deref() != Some("moved") {
         return None;
     }
+    let pairs = &values[1..];
+    let malformed = || {
+        StoreError::Io(std::io::Error::other(format!(
+            "save script answered a malformed move: {pairs:?}"
+        )))
+    };
+    if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        return Some(Err(malformed()));
+    }
     Some(
-        values[1..]
+        pairs
             .chunks_exact(2)
-            .filter_map(|pair| match (&pair[0], text(&pair[1])) {
-                (redis::Value::Int(i), Some(key)) if *i >= 1 => Some((*i as usize - 1, key)),
-                _ => None,
+            .map(|pair| match (&pair[0], text(&pair[1])) {
+                (redis::Value::Int(i), Some(key)) if *i >= 1 => Ok((*i as usize - 1, key)),
+                _ => Err(malformed()),
             })
             .collect(),
     )

@@ -63,6 +63,16 @@ pub(super) use marketing_column;
 /// The columns [`conversation_row`] reads, in order, as a literal (so that statements can be
 /// `concat!`ed constants): the conversation's own, then the contact's latest call to the
 /// business number (`NULL`: none).
+/// A subquery: the conversation key the alias of `?2` names with business number `?1`, unless
+/// `?2` has a conversation of its own ([`crate::store::alias`]); NULL when none.
+macro_rules! alias_of_subquery {
+    () => {
+        "(SELECT contact FROM contact_aliases WHERE phone_number_id = ?1 AND alias = ?2
+            AND NOT EXISTS (SELECT 1 FROM conversation
+                            WHERE phone_number_id = ?1 AND contact = ?2))"
+    };
+}
+
 macro_rules! conversation_columns {
     () => {
         "phone_number_id, contact_json, last_message, last_message_id, last_message_at, \
@@ -122,17 +132,14 @@ impl EmbeddedStore {
         let (tenant, contact) = (phone_number_id.to_owned(), contact.to_owned());
         self.read(move |conn| {
             let (opened, alias): (i64, Option<String>) = conn
-                .prepare_cached(
+                .prepare_cached(concat!(
                     "SELECT max(
                          coalesce((SELECT last_inbound_at FROM conversation
                                    WHERE phone_number_id = ?1 AND contact = ?2), -1),
                          coalesce((SELECT last_call_at FROM user_calls
-                                   WHERE phone_number_id = ?1 AND contact = ?2), -1)),
-                         (SELECT contact FROM contact_aliases
-                          WHERE phone_number_id = ?1 AND alias = ?2
-                            AND NOT EXISTS (SELECT 1 FROM conversation
-                                            WHERE phone_number_id = ?1 AND contact = ?2))",
-                )?
+                                   WHERE phone_number_id = ?1 AND contact = ?2), -1)), ",
+                    alias_of_subquery!()
+                ))?
                 .query_row(params![tenant, contact], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(((opened >= 0).then_some(opened), alias))
         })
@@ -148,13 +155,9 @@ impl EmbeddedStore {
     ) -> Result<Option<String>, StoreError> {
         let (tenant, identity) = (phone_number_id.to_owned(), identity.to_owned());
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT contact FROM contact_aliases WHERE phone_number_id = ?1 AND alias = ?2
-                   AND NOT EXISTS (SELECT 1 FROM conversation
-                                   WHERE phone_number_id = ?1 AND contact = ?2)",
-            )?
-            .query_row(params![tenant, identity], |r| r.get(0))
-            .optional()
+            // One row always: NULL when there is no alias.
+            conn.prepare_cached(concat!("SELECT ", alias_of_subquery!()))?
+                .query_row(params![tenant, identity], |r| r.get(0))
         })
         .await
     }
