@@ -11,8 +11,8 @@
 //!   any one matching is enough) against the message's text: a text's body, a media caption, the
 //!   title of a tapped button or list row;
 //! - `types`: Meta message types (`text`, `image`, `interactive`, `button`, ...; a client may
-//!   name only those in [`KNOWN_TYPES`], see [`Rule::unknown_types`]). Without it, reactions, edits,
-//!   deletions (`revoke`), `system` and `unsupported` messages never match;
+//!   name only those in [`KNOWN_TYPES`], see [`Rule::unknown_types`]). Without it, reactions,
+//!   edits, deletions (`revoke`), `system` and `unsupported` messages never match;
 //! - `reply_id`: the id of a tapped reply button or list row, or a template button's payload;
 //! - `first_message`: the contact's first message in the conversation (nothing earlier in it);
 //! - `outside_hours`: [`Hours`] (the message's time is outside them).

@@ -277,7 +277,8 @@ impl Sender {
     }
 
     /// The id of the latest message `contact` wrote to `number`: one read of the conversation's
-    /// fields.
+    /// fields, after finding its key ([`crate::store::Store::conversation_key`]: a read unless
+    /// cached).
     pub async fn latest_inbound(
         &self,
         number: &str,

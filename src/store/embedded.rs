@@ -258,8 +258,8 @@ CREATE TABLE user_calls (
 /// Version 10: the aliases of each user's conversation key ([`super::alias`]), filled from the
 /// conversations already stored: each one's BSUID and parent BSUID (from its contact) name it,
 /// unless the identifier is a conversation's key itself (then it names that one); of two
-/// conversations claiming an identifier, the one whose latest message is the oldest wins. A phone is an
-/// alias of a conversation keyed otherwise unless it has a conversation of its own.
+/// conversations claiming an identifier, the one whose latest message is the oldest wins. A
+/// phone is an alias of a conversation keyed otherwise unless it has a conversation of its own.
 const MIGRATION_V10: &str = "
 CREATE TABLE contact_aliases (
     phone_number_id TEXT NOT NULL,

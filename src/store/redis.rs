@@ -132,14 +132,14 @@ use crate::domain::{ContactId, InboundMessage};
 ///
 /// A chunk is written all or nothing, because Redis does not roll a failing script back.
 /// (0) **Keys**: each identifier's alias (`HGET`), also those the chunk's earlier messages add;
-/// the first one found is the message's key. (1) **Reads**: the previous release's markers in one `MGET` (a key of another type reads as
-/// absent), then per message the `<phone_number_id>:from` field of its hash, per conversation
+/// the first one found is the message's key. (1) **Reads**: the previous release's markers in
+/// one `MGET` (a key of another type reads as absent), then per message the `<phone_number_id>:from` field of its hash, per conversation
 /// its counters and per change target the current value; a key of another type there fails the
 /// chunk before any write. (2) **Writes**, each through `pcall`: the FastAPI list (`RPUSH`), the
 /// conversation index (`ZADD`), the change on the target (`HSET`), the conversation hash (`HSET`)
 /// and the conversations zset (`ZADD` when newer than the hash's `last_message_at`, which is its
-/// score), the new aliases (`HSETNX`), then **every event of the chunk in one stream entry** (one `XADD`: per event a field
-/// named by its type whose value is its JSON; [`crate::events::log::redis`] reads them back in
+/// score), the new aliases (`HSETNX`), then **every event of the chunk in one stream entry**
+/// (one `XADD`: per event a field named by its type whose value is its JSON; [`crate::events::log::redis`] reads them back in
 /// order). If one write fails (a key of another type, a command disabled or missing on this
 /// server), what was written is undone from what the script knows (`RPOP`, `ZREM`, the values
 /// read, `XDEL`; a conversation the chunk began loses the fields it got and keeps the contact's
