@@ -100,10 +100,10 @@ pub async fn require_api_key(
     Ok(next.run(request).await)
 }
 
-/// For a form upload (a multipart body, which any web page may send) while API_KEY is unset, and
-/// for every request signed in by the inbox's cookie: a browser says where the page that sends
-/// it comes from (`Origin`, `Sec-Fetch-Site`); it must be this host's own page. Clients that are
-/// not browsers (curl, apps) send neither header.
+/// For a form upload (a multipart body, which any web page may send) and a WebSocket handshake
+/// while API_KEY is unset, and for every request signed in by the inbox's cookie: a browser says
+/// where the page that sends it comes from (`Origin`, `Sec-Fetch-Site`); it must be this host's
+/// own page. Clients that are not browsers (curl, apps) send neither header.
 fn require_same_origin(headers: &HeaderMap, host: &str) -> Result<(), ApiError> {
     let site = headers
         .get("sec-fetch-site")

@@ -32,7 +32,7 @@
 //! upload slot and no per-client share, only its bytes from the global memory budget, and is
 //! handed on without a copy. The memory charge is held until the response is produced; the body's
 //! bytes are freed by then. "Client address" is the TCP peer's, or behind a reverse proxy listed
-//! in TRUSTED_PROXIES the one its `X-Forwarded-For` names ([`Connection::forwarded`]).
+//! in TRUSTED_PROXIES the one its `X-Forwarded-For` names ([`Peer::connection`]).
 //!
 //! This is a tower service rather than `axum::middleware::from_fn`: it sits on the hot path of
 //! every webhook, and one boxed future per request is all it costs.
@@ -69,14 +69,14 @@ use crate::webhook::{AppSecret, BodyDigest, BodyHasher};
 #[derive(Debug, Clone, Copy)]
 pub struct Connection {
     /// The client's address: the peer's, or behind a trusted proxy the one its
-    /// `X-Forwarded-For` names ([`Connection::forwarded`]).
+    /// `X-Forwarded-For` names ([`Peer::connection`]).
     pub client: IpAddr,
     /// For `POST /webhook` with APP_SECRET set: the HMAC of the body, computed while it arrived.
     pub body_digest: Option<BodyDigest>,
 }
 
 impl Connection {
-    /// A connection whose TCP peer is the client (an IPv4-mapped address as IPv4), no digest yet.
+    /// A connection from `peer`, the client (an IPv4-mapped address as IPv4), no digest yet.
     pub fn new(peer: IpAddr) -> Self {
         Self {
             client: peer.to_canonical(),
@@ -128,8 +128,8 @@ impl Peer {
     }
 
     /// The [`Connection`] of one of its requests: from a trusted proxy, the client its
-    /// `X-Forwarded-For` names ([`Connection::forwarded`]); from any other peer the header is
-    /// ignored, so a client cannot choose the address it is counted under.
+    /// `X-Forwarded-For` names (the rightmost entry that is not itself a trusted proxy); from any
+    /// other peer the header is ignored, so a client cannot choose the address it is counted under.
     pub fn connection(&self, headers: &HeaderMap) -> Connection {
         match &self.trusted {
             None => Connection::new(self.ip),
@@ -836,7 +836,7 @@ async fn receive_body(
 
 /// The client's address from the request's [`Connection`] (unspecified when there is none: a
 /// request made in-process, as in unit tests): the TCP peer, or behind a proxy listed in
-/// TRUSTED_PROXIES the address its `X-Forwarded-For` names ([`Connection::forwarded`]).
+/// TRUSTED_PROXIES the address its `X-Forwarded-For` names ([`Peer::connection`]).
 pub fn client_address(extensions: &axum::http::Extensions) -> IpAddr {
     extensions
         .get::<Connection>()

@@ -111,9 +111,10 @@ pub enum ApiError {
     /// types it does.
     #[error("{0}")]
     UnsupportedType(String),
-    /// 403: a state-changing request from a web page of another origin while API_KEY is unset.
+    /// 403: a state-changing request or a WebSocket handshake from a web page of another origin
+    /// while API_KEY is unset.
     #[error(
-        "cross-origin request refused: API_KEY is not set, so state-changing requests from a web page are accepted only from the gateway's own pages (Origin {0:?} is not this host); set API_KEY to call the API from another origin"
+        "cross-origin request refused: API_KEY is not set, so state-changing requests and WebSocket connections from a web page are accepted only from the gateway's own pages (Origin {0:?} is not this host); set API_KEY to call the API from another origin"
     )]
     CrossOrigin(String),
     /// 403: a request signed in by the inbox's session cookie from a page of another origin.

@@ -21,9 +21,9 @@
 //! **How a write finds its key without a second round trip**: the writer is told a key (the
 //! default, or one this cache knew) and checks it against the stored aliases in its atomic
 //! step, together with the aliases the chunk's earlier messages add. When one differs, it
-//! writes nothing and answers [`super::ChunkAnswer::Moved`] with the right keys; the store
+//! writes nothing and answers `Moved` with the right keys; the store
 //! writes the chunk again with them ([`super::Store::save_inbound`]). Aliases never change once
-//! written, so the keys learned are kept in [`AliasCache`]: a user is moved at most once per
+//! written, so the keys learned are kept in `AliasCache`: a user is moved at most once per
 //! process, and the check also settles two instances racing on a new user's first messages.
 //!
 //! **Reads** (`/v1/conversations/{contact}/...`, the send window) follow the alias of the

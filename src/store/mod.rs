@@ -37,7 +37,7 @@
 //! is a line and adding one makes the compiler ask for it on both backends. Reads of the
 //! conversation API are in [`view`] (shapes) and the backends' `reads` modules.
 
-pub(crate) mod alias;
+pub mod alias;
 pub mod batch;
 pub mod embedded;
 pub mod hooks;

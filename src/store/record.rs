@@ -75,7 +75,7 @@ pub struct MessageWrite {
     /// The FastAPI list it goes to: the user's phone when Meta shares it, else `contact`
     /// ([`InboundMessage::list_contact`]).
     pub list_contact: String,
-    /// The user's identifiers the alias rule reads and records ([`super::alias::identities`]).
+    /// The user's identifiers the alias rule reads and records (`alias::identities`).
     pub identities: Vec<String>,
     /// Meta's timestamp, unix seconds (0 when Meta sent something odd).
     pub timestamp: i64,
