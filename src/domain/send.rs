@@ -1626,27 +1626,33 @@ fn carousel_header(card: &Obj, r: &mut Report) -> Option<Value> {
 
 /// A carousel card's quick-reply buttons (at least one), ids unique on the card.
 fn card_quick_replies(a: &Obj, r: &mut Report) -> Option<(Value, CardButtons)> {
-    let (buttons, given) = reply_buttons(a, "quick_reply", (ANY_LENGTH, "on the card"), false, r)?;
+    let (buttons, given) = reply_buttons(a, ReplyButtons::Card, r)?;
     let layout = CardButtons::QuickReplies(given);
     Some((Out::new().put("buttons", buttons).value(), layout))
 }
 
 fn button_action(a: &Obj, r: &mut Report) -> Option<Value> {
-    let (buttons, _) = reply_buttons(a, "reply", (MAX_BUTTONS, "within the message"), true, r)?;
+    let (buttons, _) = reply_buttons(a, ReplyButtons::Message, r)?;
     Some(Out::new().put("buttons", buttons).value())
 }
 
-/// `{"buttons": [{"type": <kind>, <kind>: {"id", "title" (<= 20)}}]}`: 1 to `most.0` buttons,
-/// ids unique in the scope `most.1` names, titles too when `unique_titles`. The buttons built,
-/// and how many were given.
-fn reply_buttons(
-    a: &Obj,
-    kind: &'static str,
-    most: (usize, &str),
-    unique_titles: bool,
-    r: &mut Report,
-) -> Option<(Vec<Value>, usize)> {
-    let (max, scope) = most;
+/// Where reply buttons are: an interactive `button` message's (`reply`, at most
+/// [`MAX_BUTTONS`], ids and titles unique within the message) or a carousel card's
+/// (`quick_reply`, ids unique on the card; titles repeat across cards by design, and the count
+/// is checked against the other cards').
+#[derive(Clone, Copy)]
+enum ReplyButtons {
+    Message,
+    Card,
+}
+
+/// `{"buttons": [{"type": <kind>, <kind>: {"id", "title" (<= 20)}}]}` of a message or a card
+/// ([`ReplyButtons`]). The buttons built, and how many were given.
+fn reply_buttons(a: &Obj, place: ReplyButtons, r: &mut Report) -> Option<(Vec<Value>, usize)> {
+    let (kind, max, scope, unique_titles) = match place {
+        ReplyButtons::Message => ("reply", MAX_BUTTONS, "within the message", true),
+        ReplyButtons::Card => ("quick_reply", ANY_LENGTH, "on the card", false),
+    };
     a.only(&["buttons"], r);
     let buttons = a.arr_req("buttons", r)?;
     check_count(r, &a.at("buttons"), buttons.len(), (1, max), "button");
