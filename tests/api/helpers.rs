@@ -524,14 +524,22 @@ pub fn calls_webhook(from: &str, ts: i64, direction: &str) -> String {
     .to_string()
 }
 
-/// A notification with one entry and one change carrying `messages`.
+/// A notification with one entry and one change carrying `messages` (Kerry's contact card).
 pub fn webhook_with(messages: Vec<Value>) -> String {
+    webhook_of(
+        vec![json!({ "profile": { "name": "Kerry" }, "wa_id": "919216598210" })],
+        messages,
+    )
+}
+
+/// The same with the contact cards `contacts`.
+pub fn webhook_of(contacts: Vec<Value>, messages: Vec<Value>) -> String {
     json!({
         "object": "whatsapp_business_account",
         "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": {
             "messaging_product": "whatsapp",
             "metadata": { "display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID },
-            "contacts": [{ "profile": { "name": "Kerry" }, "wa_id": "919216598210" }],
+            "contacts": contacts,
             "messages": messages,
         }}]}]
     })

@@ -2,13 +2,13 @@
 //! a phone number, a BSUID, or both. The conversation keeps the key it was created with; the
 //! other identifiers are its aliases (`store::alias`). Both backends, through real webhooks.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, ResponseTemplate};
 
 use crate::contract_tests;
 use crate::helpers::*;
-use crate::send_v1::send_with;
+use crate::send_v1::{downgrade_and_restart, send_with};
 
 contract_tests!(
     a_user_seen_by_phone_keeps_the_conversation_when_only_the_bsuid_comes,
@@ -42,23 +42,10 @@ fn from_user(id: &str, ts: i64, phone: Option<&str>, bsuid: Option<&str>) -> Str
     webhook_of(vec![card], vec![message])
 }
 
-fn webhook_of(contacts: Vec<Value>, messages: Vec<Value>) -> String {
-    json!({
-        "object": "whatsapp_business_account",
-        "entry": [{ "id": "102290129340398", "changes": [{ "field": "messages", "value": {
-            "messaging_product": "whatsapp",
-            "metadata": { "display_phone_number": "15551713917", "phone_number_id": PHONE_NUMBER_ID },
-            "contacts": contacts,
-            "messages": messages,
-        }}]}]
-    })
-    .to_string()
-}
-
-/// Every conversation's key and message count.
+/// Every conversation's key and message count, by key.
 async fn conversations(app: &TestApp) -> Vec<(String, i64)> {
     let page = app.get_json("/v1/conversations").await;
-    page["conversations"]
+    let mut all: Vec<(String, i64)> = page["conversations"]
         .as_array()
         .unwrap_or_else(|| panic!("a page of conversations: {page}"))
         .iter()
@@ -68,7 +55,9 @@ async fn conversations(app: &TestApp) -> Vec<(String, i64)> {
                 c["message_count"].as_i64().unwrap(),
             )
         })
-        .collect()
+        .collect();
+    all.sort();
+    all
 }
 
 /// The ids of a conversation's messages, oldest first.
@@ -92,18 +81,25 @@ async fn stored(app: &TestApp, body: &str) -> (i64, i64) {
     )
 }
 
+/// Delivers [`from_user`]'s message and asserts it is stored as a new one.
+async fn new_message(app: &TestApp, id: &str, ts: i64, phone: Option<&str>, bsuid: Option<&str>) {
+    let body = from_user(id, ts, phone, bsuid);
+    assert_eq!(stored(app, &body).await, (1, 0), "{id}");
+}
+
+/// A username user who never talked to the business: `<prefix>1` at `t` without a phone, then
+/// `<prefix>2` a second later with [`PHONE`] too (from then on Meta shares it).
+async fn bsuid_then_phone(app: &TestApp, prefix: &str, t: i64) {
+    new_message(app, &format!("{prefix}1"), t, None, Some(BSUID)).await;
+    new_message(app, &format!("{prefix}2"), t + 1, Some(PHONE), Some(BSUID)).await;
+}
+
 async fn a_user_seen_by_phone_keeps_the_conversation_when_only_the_bsuid_comes(backend: Backend) {
     let app = spawn_app(backend).await;
     let t = now_secs() - 60;
-    assert_eq!(
-        stored(&app, &from_user("wamid.P1", t, Some(PHONE), Some(BSUID))).await,
-        (1, 0)
-    );
+    new_message(&app, "wamid.P1", t, Some(PHONE), Some(BSUID)).await;
     // Later Meta withholds the phone.
-    assert_eq!(
-        stored(&app, &from_user("wamid.P2", t + 1, None, Some(BSUID))).await,
-        (1, 0)
-    );
+    new_message(&app, "wamid.P2", t + 1, None, Some(BSUID)).await;
     assert_eq!(conversations(&app).await, [(PHONE.to_owned(), 2)]);
     assert_eq!(messages_in(&app, PHONE).await, ["wamid.P1", "wamid.P2"]);
     // The FastAPI list of the number has both, as the original's readers expect.
@@ -122,28 +118,8 @@ async fn a_user_seen_by_phone_keeps_the_conversation_when_only_the_bsuid_comes(b
 async fn a_user_first_seen_by_bsuid_keeps_the_conversation_when_the_phone_comes(backend: Backend) {
     let app = spawn_app(backend).await;
     let t = now_secs() - 60;
-    // A username user who never talked to the business arrives without a phone; from then on
-    // Meta shares it.
-    assert_eq!(
-        stored(&app, &from_user("wamid.B1", t, None, Some(BSUID))).await,
-        (1, 0)
-    );
-    assert_eq!(
-        stored(
-            &app,
-            &from_user("wamid.B2", t + 1, Some(PHONE), Some(BSUID))
-        )
-        .await,
-        (1, 0)
-    );
-    assert_eq!(
-        stored(
-            &app,
-            &from_user("wamid.B3", t + 2, Some(PHONE), Some(BSUID))
-        )
-        .await,
-        (1, 0)
-    );
+    bsuid_then_phone(&app, "wamid.B", t).await;
+    new_message(&app, "wamid.B3", t + 2, Some(PHONE), Some(BSUID)).await;
     assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 3)]);
     assert_eq!(
         messages_in(&app, BSUID).await,
@@ -195,28 +171,15 @@ async fn one_delivery_naming_the_user_both_ways_keeps_one_conversation(backend: 
 async fn a_restarted_gateway_finds_the_conversation_from_the_stored_aliases(backend: Backend) {
     let mut app = spawn_app(backend).await;
     let t = now_secs() - 60;
-    assert_eq!(
-        stored(&app, &from_user("wamid.R1", t, None, Some(BSUID))).await,
-        (1, 0)
-    );
+    new_message(&app, "wamid.R1", t, None, Some(BSUID)).await;
     // A new process knows no key yet: the store's aliases move the message to its conversation.
     app.restart().await;
-    assert_eq!(
-        stored(
-            &app,
-            &from_user("wamid.R2", t + 1, Some(PHONE), Some(BSUID))
-        )
-        .await,
-        (1, 0)
-    );
+    new_message(&app, "wamid.R2", t + 1, Some(PHONE), Some(BSUID)).await;
     assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 2)]);
     app.restart().await;
     // A phone-only message (an older client of Meta's, a test tool) finds it through the
     // phone's alias.
-    assert_eq!(
-        stored(&app, &from_user("wamid.R3", t + 2, Some(PHONE), None)).await,
-        (1, 0)
-    );
+    new_message(&app, "wamid.R3", t + 2, Some(PHONE), None).await;
     assert_eq!(conversations(&app).await, [(BSUID.to_owned(), 3)]);
     assert_eq!(
         messages_in(&app, BSUID).await,
@@ -263,31 +226,22 @@ async fn a_parent_bsuid_names_the_conversation_first(backend: Backend) {
 async fn an_upgraded_database_knows_the_aliases_of_its_conversations() {
     let mut app = spawn_app(Backend::Embedded).await;
     let t = now_secs() - 60;
-    assert_eq!(
-        stored(&app, &from_user("wamid.M1", t, Some(PHONE), Some(BSUID))).await,
-        (1, 0)
-    );
+    new_message(&app, "wamid.M1", t, Some(PHONE), Some(BSUID)).await;
     let other = "US.55550000111122223333";
-    assert_eq!(
-        stored(&app, &from_user("wamid.M2", t, None, Some(other))).await,
-        (1, 0)
-    );
-    app.stop(std::time::Duration::from_secs(15)).await;
-    let file = app.data_path().join("whatsapp-gateway.sqlite3");
-    rusqlite::Connection::open(&file)
-        .unwrap()
-        .execute_batch("DROP TABLE contact_aliases; PRAGMA user_version = 9;")
-        .unwrap();
-    app.restart().await;
+    new_message(&app, "wamid.M2", t, None, Some(other)).await;
+    downgrade_and_restart(
+        &mut app,
+        "DROP TABLE contact_aliases; PRAGMA user_version = 9;",
+    )
+    .await;
     let db = app.database();
-    let mut aliases: Vec<(String, String)> = db
+    let aliases: Vec<(String, String)> = db
         .prepare("SELECT alias, contact FROM contact_aliases ORDER BY alias")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    aliases.sort();
     assert_eq!(
         aliases,
         [
@@ -295,21 +249,12 @@ async fn an_upgraded_database_knows_the_aliases_of_its_conversations() {
             (other.to_owned(), other.to_owned())
         ]
     );
+    new_message(&app, "wamid.M3", t + 1, None, Some(BSUID)).await;
+    new_message(&app, "wamid.M4", t + 1, Some("447700900123"), Some(other)).await;
     assert_eq!(
-        stored(&app, &from_user("wamid.M3", t + 1, None, Some(BSUID))).await,
-        (1, 0)
+        conversations(&app).await,
+        [(PHONE.to_owned(), 2), (other.to_owned(), 2)]
     );
-    assert_eq!(
-        stored(
-            &app,
-            &from_user("wamid.M4", t + 1, Some("447700900123"), Some(other))
-        )
-        .await,
-        (1, 0)
-    );
-    let mut all = conversations(&app).await;
-    all.sort();
-    assert_eq!(all, [(PHONE.to_owned(), 2), (other.to_owned(), 2)]);
 }
 
 /// A client that knows the user by their phone reads, answers, marks read and deletes the
@@ -317,21 +262,10 @@ async fn an_upgraded_database_knows_the_aliases_of_its_conversations() {
 async fn the_user_s_other_identifier_finds_the_conversation(backend: Backend) {
     let app = spawn_app(backend).await;
     let t = now_secs() - 60;
-    assert_eq!(
-        stored(&app, &from_user("wamid.O1", t, None, Some(BSUID))).await,
-        (1, 0)
-    );
-    assert_eq!(
-        stored(
-            &app,
-            &from_user("wamid.O2", t + 1, Some(PHONE), Some(BSUID))
-        )
-        .await,
-        (1, 0)
-    );
+    bsuid_then_phone(&app, "wamid.O", t).await;
     assert_eq!(messages_in(&app, PHONE).await, ["wamid.O1", "wamid.O2"]);
-    // The 24-hour window is the conversation's: a free-form answer to the phone is sent, once,
-    // to the number the client named, and filed in the conversation.
+    // A free-form answer to the phone is sent once, to the number the client named, and filed
+    // in the conversation (its window is `the_window_of_the_conversation_holds_...`'s test).
     Mock::given(method("POST"))
         .and(body_partial_json(json!({"to": PHONE, "type": "text"})))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
@@ -364,18 +298,7 @@ async fn the_user_s_other_identifier_finds_the_conversation(backend: Backend) {
 async fn the_window_of_the_conversation_holds_for_the_user_s_phone(backend: Backend) {
     let app = spawn_app(backend).await;
     let t = now_secs() - 25 * 3600;
-    assert_eq!(
-        stored(&app, &from_user("wamid.W1", t, None, Some(BSUID))).await,
-        (1, 0)
-    );
-    assert_eq!(
-        stored(
-            &app,
-            &from_user("wamid.W2", t + 1, Some(PHONE), Some(BSUID))
-        )
-        .await,
-        (1, 0)
-    );
+    bsuid_then_phone(&app, "wamid.W", t).await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200))
         .expect(0)
@@ -396,28 +319,20 @@ async fn concurrent_webhooks_of_users_keyed_otherwise_are_all_stored(backend: Ba
     let t = now_secs() - 60;
     let user = |i: usize| (format!("1650555{i:04}"), format!("US.4000000000{i:04}"));
     for i in 0..USERS {
-        let (_, bsuid) = user(i);
-        let first = from_user(&format!("wamid.C{i}a"), t, None, Some(&bsuid));
-        assert_eq!(stored(&app, &first).await, (1, 0));
+        new_message(&app, &format!("wamid.C{i}a"), t, None, Some(&user(i).1)).await;
     }
     app.restart().await;
     let app = &app;
     let second = (0..USERS).map(|i| async move {
         let (phone, bsuid) = user(i);
         let body = from_user(&format!("wamid.C{i}b"), t + 1, Some(&phone), Some(&bsuid));
-        let response = app.post_webhook(&body).await;
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap())
+        app.post_webhook_ok(&body).await
     });
-    for (status, body) in futures_util::future::join_all(second).await {
-        assert_eq!(status, 200, "{body}");
-        let ack: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(ack["stored"], 1, "{body}");
+    for ack in futures_util::future::join_all(second).await {
+        assert_eq!(ack["stored"], 1, "{ack}");
     }
-    let mut all = conversations(app).await;
-    all.sort();
     let expected: Vec<(String, i64)> = (0..USERS).map(|i| (user(i).1, 2)).collect();
-    assert_eq!(all, expected);
+    assert_eq!(conversations(app).await, expected);
 }
 
 /// Two conversations of one user stored before anything linked them (a phone-only one, a
@@ -426,25 +341,13 @@ async fn concurrent_webhooks_of_users_keyed_otherwise_are_all_stored(backend: Ba
 async fn a_contact_with_a_conversation_of_its_own_is_its_own_key(backend: Backend) {
     let app = spawn_app(backend).await;
     let t = now_secs() - 60;
+    new_message(&app, "wamid.S1", t, Some(PHONE), None).await;
+    new_message(&app, "wamid.S2", t + 1, None, Some(BSUID)).await;
+    new_message(&app, "wamid.S3", t + 2, Some(PHONE), Some(BSUID)).await;
     assert_eq!(
-        stored(&app, &from_user("wamid.S1", t, Some(PHONE), None)).await,
-        (1, 0)
+        conversations(&app).await,
+        [(PHONE.to_owned(), 1), (BSUID.to_owned(), 2)]
     );
-    assert_eq!(
-        stored(&app, &from_user("wamid.S2", t + 1, None, Some(BSUID))).await,
-        (1, 0)
-    );
-    assert_eq!(
-        stored(
-            &app,
-            &from_user("wamid.S3", t + 2, Some(PHONE), Some(BSUID))
-        )
-        .await,
-        (1, 0)
-    );
-    let mut all = conversations(&app).await;
-    all.sort();
-    assert_eq!(all, [(PHONE.to_owned(), 1), (BSUID.to_owned(), 2)]);
     assert_eq!(messages_in(&app, PHONE).await, ["wamid.S1"]);
     assert_eq!(messages_in(&app, BSUID).await, ["wamid.S2", "wamid.S3"]);
     assert_eq!(delete_conversation(&app, PHONE).await, 200);

@@ -12,8 +12,13 @@ const MEDIA: &str = "1479537139650973";
 
 /// Meta's description of the media, pointing at `/dl/<MEDIA>` on the mock.
 fn described(app: &TestApp, size: usize) -> Value {
-    json!({"url": format!("{}/dl/{MEDIA}?ext=jpg&hash=x", app.graph.uri()), "mime_type": "image/jpeg",
-           "sha256": "abc", "file_size": size, "id": MEDIA, "messaging_product": "whatsapp"})
+    described_as(app, MEDIA, "image/jpeg", size)
+}
+
+/// Meta's description of media `id` of type `mime_type`, pointing at `/dl/<id>` on the mock.
+fn described_as(app: &TestApp, id: &str, mime_type: &str, size: usize) -> Value {
+    json!({"url": format!("{}/dl/{id}?ext=jpg&hash=x", app.graph.uri()), "mime_type": mime_type,
+           "sha256": "abc", "file_size": size, "id": id, "messaging_product": "whatsapp"})
 }
 
 #[tokio::test]
@@ -178,9 +183,12 @@ async fn a_sent_file_is_never_served_as_a_page_of_the_gateway() {
     for (id, content_type, attachment) in cases {
         Mock::given(method("GET"))
             .and(path(format!("/{id}")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "url": format!("{}/dl/{id}", app.graph.uri()), "mime_type": content_type,
-                "sha256": "abc", "file_size": 30, "id": id, "messaging_product": "whatsapp"})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(described_as(
+                &app,
+                id,
+                content_type,
+                30,
+            )))
             .mount(&app.graph)
             .await;
         Mock::given(method("GET"))

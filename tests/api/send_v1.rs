@@ -483,14 +483,7 @@ async fn a_users_call_opens_the_window_as_a_message_does(backend: Backend) {
     call_from(&app, OTHER, 50 * 3600, "USER_INITIATED").await;
     stream.assert_quiet(Duration::from_millis(300)).await;
     call_from(&app, OTHER, 30 * 3600, "USER_INITIATED").await;
-    let deleted = app
-        .http
-        .delete(app.url(&format!("/v1/conversations/{OTHER}")))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 200);
+    assert_eq!(delete_conversation(&app, OTHER).await, 200);
     let to_other = json!({"to": OTHER, "type": "text", "text": {"body": "Hello again"}});
     let (status, answer, _) = post(&app, &to_other).await;
     assert_eq!(status, 422, "the call is kept: closed; {answer}");
@@ -756,7 +749,7 @@ impl wiremock::Respond for NewIds {
 }
 
 /// Mounts the read receipt (with or without typing) for `id`, expected once.
-async fn expect_read(app: &TestApp, id: &str, typing: bool) {
+pub(crate) async fn expect_read(app: &TestApp, id: &str, typing: bool) {
     Mock::given(method("POST"))
         .and(path(format!("/{PHONE_NUMBER_ID}/messages")))
         .and(body_json(read_body(id, typing)))
@@ -1244,16 +1237,12 @@ async fn a_drop_in_send_whose_slot_is_too_far_ahead_is_a_429_too() {
 
 /// Stops the (embedded) app, turns its database back into an earlier release's with `sql`,
 /// restarts it and checks the start-up migrated it to this release's schema.
-async fn downgrade_and_restart(app: &mut TestApp, sql: &str) {
+pub(crate) async fn downgrade_and_restart(app: &mut TestApp, sql: &str) {
     app.stop(Duration::from_secs(15)).await;
-    let file = app.data_path().join("whatsapp-gateway.sqlite3");
-    rusqlite::Connection::open(&file)
-        .unwrap()
-        .execute_batch(sql)
-        .unwrap();
+    app.database().execute_batch(sql).unwrap();
     app.restart().await;
-    let version: i64 = rusqlite::Connection::open(&file)
-        .unwrap()
+    let version: i64 = app
+        .database()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     assert_eq!(version, whatsapp_gateway::store::embedded::SCHEMA_VERSION);
